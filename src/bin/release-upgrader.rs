@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    release_upgrader::cli::client_main()
+}

@@ -1,0 +1,152 @@
+//! The command line of both binaries (PROTOCOL.md §8). The doc comments here are the
+//! `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Upgrade this Debian or Ubuntu system to the next release with that release's own apt
+/// and dpkg, fetched as signed helper packages into /usr/lib/release-upgrader.
+#[derive(Debug, Parser)]
+#[command(
+    name = "release-upgrader",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
+pub struct ClientCli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: ClientCommand,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Operate on the system rooted at DIR: its os-release, apt state, dpkg database,
+    /// helper prefix and logs
+    #[arg(long, value_name = "DIR", default_value = "/", global = true)]
+    pub root: PathBuf,
+
+    /// Trusted OpenPGP keyring (binary or armored file, or a directory of them);
+    /// repeatable. Default: /etc/release-upgrader/trusted.gpg.d/* and
+    /// /usr/share/keyrings/*-archive-keyring.gpg of the root
+    #[arg(long, value_name = "FILE", global = true)]
+    pub keyring: Vec<PathBuf>,
+
+    /// Read the meta-release from URI (http, https, file:// or a path) instead of the
+    /// one in /etc/update-manager/meta-release
+    #[arg(long, value_name = "URI", global = true)]
+    pub meta_release_uri: Option<String>,
+
+    /// Upgrade to the development release (reads <uri>-development; unsupported
+    /// releases qualify)
+    #[arg(short = 'd', long, global = true, conflicts_with = "proposed")]
+    pub devel: bool,
+
+    /// Use the proposed release list (reads <uri>-proposed)
+    #[arg(short = 'p', long, global = true)]
+    pub proposed: bool,
+
+    /// Accept a meta-release without a signature (only over a transport you trust)
+    #[arg(long, global = true)]
+    pub allow_unsigned_meta_release: bool,
+
+    /// Print machine-readable JSON lines on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only errors
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Print more detail (twice for debugging output)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Debian architecture of the system being upgraded [default: dpkg --print-architecture]
+    #[arg(long, value_name = "ARCH", global = true)]
+    pub arch: Option<String>,
+
+    /// Further attempts after a failed download (connection errors, timeouts, 5xx)
+    #[arg(long, value_name = "N", default_value_t = 3, global = true)]
+    pub retries: u32,
+
+    /// Seconds to wait for a connection, or for data on one, before retrying
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, global = true)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Look for a newer release; exit 0 if one is available, 1 if not
+    Check,
+
+    /// Verify a clearsigned FILE, or FILE against a detached SIGFILE, with the trusted
+    /// keyrings; exit 0 if good, 3 if not
+    Verify {
+        /// The signed file
+        file: PathBuf,
+        /// A detached signature over FILE
+        sigfile: Option<PathBuf>,
+    },
+
+    /// Resolve the helpers for the next release from its signed pocket
+    Bootstrap {
+        /// Print the resolved helper set (name, version, size) and change nothing
+        #[arg(long, required = true)]
+        dry_run: bool,
+    },
+}
+
+/// Build signing keys, helper pockets and meta-release files for release-upgrader clients.
+#[derive(Debug, Parser)]
+#[command(
+    name = "release-upgrader-publish",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
+pub struct PublishCli {
+    /// Print only errors
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Print more detail (twice for debugging output)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: PublishCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PublishCommand {
+    /// Manage signing keys
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate an OpenPGP signing key: DIR/secret.asc and its public DIR/keyring.gpg
+    Generate {
+        /// Directory to write the key to
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// User ID of the key
+        #[arg(
+            long,
+            value_name = "TEXT",
+            default_value = "release-upgrader archive signing key"
+        )]
+        uid: String,
+        /// Days until the key expires (default: never)
+        #[arg(long, value_name = "DAYS")]
+        valid_days: Option<u64>,
+        /// Replace an existing key in DIR
+        #[arg(long)]
+        force: bool,
+    },
+}

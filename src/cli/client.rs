@@ -1,0 +1,293 @@
+//! `release-upgrader`: the commands run on the system being upgraded.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use serde_json::json;
+
+use crate::cli::args::{ClientCli, ClientCommand, GlobalArgs};
+use crate::cli::ui::{self, Ui};
+use crate::client::{HelperPlan, Session, SessionOptions, UpgradeTarget};
+use crate::error::{Error, ExitCode};
+use crate::fetch::{FetchConfig, Fetcher};
+use crate::metarelease::{Authenticity, Channel};
+use crate::openpgp::{self, Keyring};
+use crate::root::SystemRoot;
+
+/// Entry point of the `release-upgrader` binary.
+pub fn main() -> std::process::ExitCode {
+    let cli = ClientCli::parse();
+    let ui = Ui::new(cli.global.json, cli.global.quiet, cli.global.verbose);
+    ui.install_logger();
+    let code = match run(&cli, &ui) {
+        Ok(code) => code,
+        Err(err) => ui.fail(&err),
+    };
+    ui::exit(code)
+}
+
+fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        ClientCommand::Check => check(&session(&cli.global, ui)?, ui),
+        ClientCommand::Verify { file, sigfile } => {
+            verify(&cli.global, ui, file, sigfile.as_deref())
+        }
+        ClientCommand::Bootstrap { dry_run } => {
+            debug_assert!(*dry_run, "clap requires --dry-run");
+            bootstrap_dry_run(&session(&cli.global, ui)?, ui)
+        }
+    }
+}
+
+/// Fetch settings from the global flags. `RELEASE_UPGRADER_RETRY_DELAY_MS` shortens the
+/// first retry delay (tests use it; it doubles on each further retry).
+fn fetch_config(global: &GlobalArgs) -> FetchConfig {
+    let mut config = FetchConfig::new("release-upgrader");
+    config.retries = global.retries;
+    config.connect_timeout = Duration::from_secs(global.timeout.max(1));
+    config.stall_timeout = Duration::from_secs(global.timeout.max(1));
+    config.low_speed_time = Duration::from_secs(global.timeout.max(1));
+    if let Some(ms) = std::env::var("RELEASE_UPGRADER_RETRY_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.retry_delay = Duration::from_millis(ms);
+    }
+    config
+}
+
+fn session(global: &GlobalArgs, ui: &Ui) -> anyhow::Result<Session> {
+    let options = SessionOptions {
+        keyrings: global.keyring.clone(),
+        meta_release_uri: global.meta_release_uri.clone(),
+        channel: Channel {
+            devel: global.devel,
+            proposed: global.proposed,
+        },
+        allow_unsigned_meta_release: global.allow_unsigned_meta_release,
+        arch: global.arch.clone(),
+    };
+    let root = SystemRoot::new(&global.root);
+    let session = Session::new(root, options, fetch_config(global))
+        .with_context(|| format!("reading the system at {}", global.root.display()))?;
+    let fetcher = Fetcher::new(session.fetcher.config().clone()).with_progress(ui.progress());
+    Ok(session.with_fetcher(fetcher))
+}
+
+fn release_json(entry: &crate::metarelease::ReleaseEntry) -> serde_json::Value {
+    serde_json::to_value(entry).expect("release entries serialise")
+}
+
+fn signed_by(target: &UpgradeTarget) -> Vec<String> {
+    match &target.meta_release.authenticity {
+        Authenticity::Signed(signers) => signers.iter().map(|s| s.fingerprint.clone()).collect(),
+        Authenticity::UnsignedAllowed => Vec::new(),
+    }
+}
+
+/// Prints why there is no upgrade, for the exit-1 failures.
+fn no_upgrade(ui: &Ui, err: &Error) -> ExitCode {
+    ui.data(
+        "No new release found.",
+        json!({"event": "check", "available": false, "reason": err.to_string(), "hint": err.hint()}),
+    );
+    ui.note(&format!("note: {err}"));
+    if let Some(hint) = err.hint() {
+        ui.detail(&format!("hint: {hint}"));
+    }
+    ExitCode::NoUpgrade
+}
+
+fn check(session: &Session, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let target = match session.find_target(true) {
+        Ok(target) => target,
+        Err(err) if err.exit_code() == ExitCode::NoUpgrade => return Ok(no_upgrade(ui, &err)),
+        Err(err) => return Err(err).context("looking for a new release"),
+    };
+    let (dist, version) = (&target.target.dist, &target.target.version);
+    if let Some(reason) = &target.target.upgrade_broken {
+        return Ok(no_upgrade(
+            ui,
+            &Error::UpgradeBroken {
+                dist: dist.clone(),
+                reason: reason.clone(),
+            },
+        ));
+    }
+    ui.detail(&format!(
+        "Running {} ({}); meta-release {} {}",
+        target.current.dist,
+        target.current.version,
+        target.meta_release.uri,
+        match signed_by(&target).first() {
+            Some(fpr) => format!("signed by {fpr}"),
+            None => "unsigned (allowed)".into(),
+        }
+    ));
+    // The helper pocket is checked too: "available" means the helpers can be had.
+    let plan = match session.network_pocket(&target) {
+        Ok(request) => {
+            let pocket = session
+                .open_pocket(&request, true)
+                .with_context(|| format!("checking the helper pocket for {dist}"))?;
+            Some(
+                session
+                    .plan_helpers(&target, pocket)
+                    .with_context(|| format!("resolving the helpers for {dist}"))?,
+            )
+        }
+        Err(err @ Error::NoHelperPocket { .. }) => {
+            ui.note(&format!("note: {err}"));
+            None
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if let Some(plan) = &plan {
+        ui.detail(&format!(
+            "Helper pocket {}: {} helpers, {} to download",
+            plan.pocket.location,
+            plan.packages.len(),
+            human_size(plan.download_size())
+        ));
+    }
+    ui.data(
+        &format!("New release '{version}' ({dist}) available."),
+        json!({
+            "event": "check",
+            "available": true,
+            "current": release_json(&target.current),
+            "target": release_json(&target.target),
+            "meta_release": {"uri": target.meta_release.uri, "signed_by": signed_by(&target)},
+            "pocket": plan.as_ref().map(plan_json),
+        }),
+    );
+    Ok(ExitCode::Success)
+}
+
+fn plan_json(plan: &HelperPlan) -> serde_json::Value {
+    json!({
+        "uri": plan.pocket.location.to_string(),
+        "codename": plan.pocket.release.codename,
+        "date": plan.pocket.release.date_text,
+        "helpers": plan.packages,
+        "download_size": plan.download_size(),
+    })
+}
+
+fn bootstrap_dry_run(session: &Session, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let target = session
+        .find_target(false)
+        .context("looking for a new release")?;
+    let dist = &target.target.dist;
+    if let Some(reason) = &target.target.upgrade_broken {
+        return Err(Error::UpgradeBroken {
+            dist: dist.clone(),
+            reason: reason.clone(),
+        }
+        .into());
+    }
+    let request = session.network_pocket(&target)?;
+    let pocket = session
+        .open_pocket(&request, false)
+        .with_context(|| format!("reading the helper pocket for {dist}"))?;
+    let plan = session
+        .plan_helpers(&target, pocket)
+        .with_context(|| format!("resolving the helpers for {dist}"))?;
+    let mut text = format!(
+        "Helpers for the upgrade to {} ({dist}) from {}:\n",
+        target.target.version, plan.pocket.location
+    );
+    let width = plan
+        .packages
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0);
+    for p in &plan.packages {
+        text.push_str(&format!(
+            "  {:width$}  {:<16} {:<6} {:>9}\n",
+            p.name,
+            p.version.to_string(),
+            p.architecture,
+            human_size(p.size)
+        ));
+    }
+    text.push_str(&format!(
+        "{} packages, {} to download; nothing was changed (--dry-run).",
+        plan.packages.len(),
+        human_size(plan.download_size())
+    ));
+    ui.data(
+        &text,
+        json!({"event": "plan", "dry_run": true, "target": release_json(&target.target), "pocket": plan_json(&plan)}),
+    );
+    Ok(ExitCode::Success)
+}
+
+fn verify(
+    global: &GlobalArgs,
+    ui: &Ui,
+    file: &std::path::Path,
+    sigfile: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    // `verify` needs no running release: only the root's keyrings.
+    let root = SystemRoot::new(&global.root);
+    let paths = if global.keyring.is_empty() {
+        openpgp::default_keyring_paths(&root)
+    } else {
+        if let Some(missing) = global.keyring.iter().find(|p| !p.exists()) {
+            return Err(Error::Keyring {
+                path: missing.clone(),
+                reason: "no such file or directory".into(),
+            }
+            .into());
+        }
+        global.keyring.clone()
+    };
+    let keyring = Keyring::load(&paths)?;
+    if keyring.is_empty() {
+        return Err(Error::NoTrustedKeys {
+            searched: paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into());
+    }
+    let data = fs_err::read(file).map_err(|e| Error::io(file, e))?;
+    let what = file.display().to_string();
+    let verified = match sigfile {
+        Some(sigfile) => {
+            let signature = fs_err::read(sigfile).map_err(|e| Error::io(sigfile, e))?;
+            openpgp::verify_detached(&keyring, data, &signature, &what)?
+        }
+        None => openpgp::verify_clearsigned(&keyring, &data, &what)?,
+    };
+    let lines: Vec<String> = verified
+        .signers()
+        .iter()
+        .map(|s| format!("Good signature from {s}"))
+        .collect();
+    ui.data(
+        &lines.join("\n"),
+        json!({"event": "verify", "file": what, "good": true, "signers": verified.signers()}),
+    );
+    Ok(ExitCode::Success)
+}
+
+/// Sizes as people read them (kB, MB: powers of 1000, as apt prints them).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}

@@ -1,0 +1,59 @@
+//! `release-upgrader-publish`: the commands a distribution runs.
+
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::json;
+
+use crate::cli::args::{KeyCommand, PublishCli, PublishCommand};
+use crate::cli::ui::{self, Ui};
+use crate::error::{Error, ExitCode};
+use crate::publish::SigningKey;
+
+/// Entry point of the `release-upgrader-publish` binary.
+pub fn main() -> std::process::ExitCode {
+    let cli = PublishCli::parse();
+    let ui = Ui::new(false, cli.quiet, cli.verbose);
+    ui.install_logger();
+    let code = match run(&cli, &ui) {
+        Ok(code) => code,
+        Err(err) => ui.fail(&err),
+    };
+    ui::exit(code)
+}
+
+fn run(cli: &PublishCli, ui: &Ui) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        PublishCommand::Key(KeyCommand::Generate {
+            out,
+            uid,
+            valid_days,
+            force,
+        }) => {
+            let secret = out.join("secret.asc");
+            if secret.exists() && !force {
+                return Err(Error::Config {
+                    path: secret,
+                    reason: "a key is already there (pass --force to replace it)".into(),
+                }
+                .into());
+            }
+            if *force {
+                let _ = std::fs::remove_file(&secret);
+            }
+            let valid_for = valid_days.map(|d| Duration::from_secs(d * 86_400));
+            let key = SigningKey::generate(uid, valid_for)?;
+            key.write_to(out)?;
+            ui.data(
+                &format!(
+                    "{}\nsecret key: {}\npublic keyring: {}",
+                    key.fingerprint(),
+                    secret.display(),
+                    out.join("keyring.gpg").display()
+                ),
+                json!({"fingerprint": key.fingerprint()}),
+            );
+            Ok(ExitCode::Success)
+        }
+    }
+}

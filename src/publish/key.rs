@@ -1,0 +1,174 @@
+//! OpenPGP signing keys for pockets and meta-releases.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use openpgp::cert::prelude::*;
+use openpgp::parse::Parse;
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::stream::{Armorer, Message, Signer};
+use openpgp::serialize::{Serialize, SerializeInto};
+use sequoia_openpgp as openpgp;
+
+use crate::error::Error;
+use crate::fsutil;
+
+/// A certificate with secret signing key material.
+#[derive(Clone)]
+pub struct SigningKey {
+    cert: Cert,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({})", self.cert.fingerprint())
+    }
+}
+
+impl SigningKey {
+    /// Generates an Ed25519 certification key with a signing subkey. `valid_for` of
+    /// `None` means the key does not expire.
+    pub fn generate(user_id: &str, valid_for: Option<Duration>) -> Result<Self, Error> {
+        let (cert, _revocation) = CertBuilder::new()
+            .add_userid(user_id)
+            .add_signing_subkey()
+            .set_validity_period(valid_for)
+            .generate()
+            .map_err(|e| Error::Config {
+                path: "(key generation)".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(SigningKey { cert })
+    }
+
+    /// Wraps an existing certificate; it must hold a usable secret signing key.
+    pub fn from_cert(cert: Cert) -> Result<Self, String> {
+        let key = SigningKey { cert };
+        key.signing_keypair()?;
+        Ok(key)
+    }
+
+    /// Loads a secret key (armored or binary) from `path`.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let bad = |reason: String| Error::Keyring {
+            path: path.to_owned(),
+            reason,
+        };
+        let bytes = fs_err::read(path).map_err(|e| Error::io(path, e))?;
+        let cert = Cert::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        SigningKey::from_cert(cert).map_err(bad)
+    }
+
+    pub fn cert(&self) -> &Cert {
+        &self.cert
+    }
+
+    /// Fingerprint of the certificate, upper-case hex.
+    pub fn fingerprint(&self) -> String {
+        self.cert.fingerprint().to_hex()
+    }
+
+    /// The public certificate as a binary keyring (what `--keyring` and apt's
+    /// `signed-by` take).
+    pub fn public_keyring(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.cert
+            .clone()
+            .strip_secret_key_material()
+            .serialize(&mut out)
+            .expect("serialising to memory cannot fail");
+        out
+    }
+
+    /// The secret key, ASCII-armored.
+    pub fn secret_armored(&self) -> Vec<u8> {
+        self.cert
+            .as_tsk()
+            .armored()
+            .to_vec()
+            .expect("serialising to memory cannot fail")
+    }
+
+    /// Writes `DIR/secret.asc` (mode 0600) and `DIR/keyring.gpg`.
+    pub fn write_to(&self, dir: &Path) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let secret = dir.join("secret.asc");
+        let tmp = fsutil::temp_name(&secret);
+        let write_secret = || -> std::io::Result<()> {
+            let mut file = fs_err::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            file.write_all(&self.secret_armored())?;
+            file.sync_all()?;
+            fs_err::rename(&tmp, &secret)
+        };
+        write_secret().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(&secret, e)
+        })?;
+        fsutil::write_atomic(&dir.join("keyring.gpg"), &self.public_keyring())
+    }
+
+    fn signing_keypair(&self) -> Result<openpgp::crypto::KeyPair, String> {
+        let policy = StandardPolicy::new();
+        let key = self
+            .cert
+            .keys()
+            .with_policy(&policy, SystemTime::now())
+            .supported()
+            .alive()
+            .revoked(false)
+            .for_signing()
+            .secret()
+            .next()
+            .ok_or_else(|| {
+                format!(
+                    "key {} has no valid secret signing key",
+                    self.cert.fingerprint()
+                )
+            })?;
+        key.key()
+            .clone()
+            .into_keypair()
+            .map_err(|e| format!("key {}: {e}", self.cert.fingerprint()))
+    }
+
+    /// A clearsigned copy of `text` (as `InRelease` and signed meta-releases are).
+    pub fn clearsign(&self, text: &[u8]) -> Result<Vec<u8>, Error> {
+        self.sign(text, true)
+    }
+
+    /// An armored detached signature over `data` (as `Release.gpg` is).
+    pub fn detached_signature(&self, data: &[u8]) -> Result<Vec<u8>, Error> {
+        self.sign(data, false)
+    }
+
+    fn sign(&self, data: &[u8], clear: bool) -> Result<Vec<u8>, Error> {
+        let fail = |reason: String| Error::Config {
+            path: "(signing)".into(),
+            reason,
+        };
+        let keypair = self.signing_keypair().map_err(fail)?;
+        let mut out = Vec::new();
+        let run = || -> openpgp::Result<()> {
+            let message = Message::new(&mut out);
+            let mut signer = if clear {
+                Signer::new(message, keypair)?.cleartext().build()?
+            } else {
+                let armored = Armorer::new(message)
+                    .kind(openpgp::armor::Kind::Signature)
+                    .build()?;
+                Signer::new(armored, keypair)?.detached().build()?
+            };
+            signer.write_all(data)?;
+            signer.finalize()?;
+            Ok(())
+        };
+        run().map_err(|e| fail(e.to_string()))?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,156 @@
+//! The system being upgraded, reached through one seam.
+//!
+//! Every file the tool reads or writes on the target system is named through
+//! [`SystemRoot`], so `--root DIR` (a chroot, an image tree, a test's temp dir) works the
+//! same as `/` and tests never touch the host.
+
+use crate::error::Error;
+use crate::os_release::OsRelease;
+use std::path::{Path, PathBuf};
+
+/// Where release-upgrader keeps its state on the system (PROTOCOL.md §7).
+pub const STATE_DIR: &str = "/var/lib/release-upgrader";
+/// The helper prefix (PROTOCOL.md §3).
+pub const PREFIX: &str = "/usr/lib/release-upgrader";
+/// Logs of each run.
+pub const LOG_DIR: &str = "/var/log/dist-upgrade";
+/// Configuration, with trusted keyrings under `trusted.gpg.d/`.
+pub const CONFIG_DIR: &str = "/etc/release-upgrader";
+
+/// The root directory of the system being upgraded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemRoot {
+    dir: PathBuf,
+}
+
+impl SystemRoot {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SystemRoot { dir: dir.into() }
+    }
+
+    /// The directory itself (`/` for the running system).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether this is the running system rather than a tree under another directory.
+    pub fn is_host(&self) -> bool {
+        self.dir == Path::new("/")
+    }
+
+    /// An absolute path on the target system, as seen from here.
+    pub fn path(&self, absolute: impl AsRef<Path>) -> PathBuf {
+        let absolute = absolute.as_ref();
+        let relative = absolute.strip_prefix("/").unwrap_or(absolute);
+        self.dir.join(relative)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path(STATE_DIR)
+    }
+
+    pub fn prefix(&self) -> PathBuf {
+        self.path(PREFIX)
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.path(LOG_DIR)
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.path(CONFIG_DIR)
+    }
+
+    /// The running release, from `/etc/os-release` or `/usr/lib/os-release`.
+    pub fn os_release(&self) -> Result<OsRelease, Error> {
+        let candidates = [
+            self.path("/etc/os-release"),
+            self.path("/usr/lib/os-release"),
+        ];
+        for path in &candidates {
+            match fs_err::read_to_string(path) {
+                Ok(text) => return Ok(OsRelease::parse(&text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        Err(Error::Config {
+            path: candidates[0].clone(),
+            reason: "missing (neither /etc/os-release nor /usr/lib/os-release exists)".into(),
+        })
+    }
+
+    /// The running release's codename, which the meta-release is searched for.
+    pub fn codename(&self) -> Result<(OsRelease, String), Error> {
+        let os = self.os_release()?;
+        match os.codename.clone() {
+            Some(codename) => Ok((os, codename)),
+            None => Err(Error::Config {
+                path: self.path("/etc/os-release"),
+                reason: "no VERSION_CODENAME: cannot tell which release is running".into(),
+            }),
+        }
+    }
+}
+
+/// The Debian architecture name of this machine (`dpkg --print-architecture`), falling
+/// back to the name that matches the architecture this program was built for.
+pub fn host_architecture() -> String {
+    if let Ok(out) = std::process::Command::new("dpkg")
+        .arg("--print-architecture")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+    {
+        let arch = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && !arch.is_empty() {
+            return arch;
+        }
+    }
+    debian_arch_of(std::env::consts::ARCH).to_owned()
+}
+
+/// Maps Rust's architecture names to Debian's.
+pub fn debian_arch_of(rust_arch: &str) -> &str {
+    match rust_arch {
+        "x86_64" => "amd64",
+        "x86" => "i386",
+        "aarch64" => "arm64",
+        "arm" => "armhf",
+        "powerpc64" => "ppc64el",
+        "riscv64" => "riscv64",
+        "s390x" => "s390x",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_joined_under_the_root() {
+        let root = SystemRoot::new("/tmp/r");
+        assert_eq!(
+            root.path("/etc/os-release"),
+            Path::new("/tmp/r/etc/os-release")
+        );
+        assert_eq!(
+            root.state_dir(),
+            Path::new("/tmp/r/var/lib/release-upgrader")
+        );
+        assert!(SystemRoot::new("/").is_host());
+        assert_eq!(SystemRoot::new("/").path("/etc"), Path::new("/etc"));
+    }
+
+    #[test]
+    fn missing_codename_is_a_config_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/os-release"), "ID=debian\n").unwrap();
+        let err = SystemRoot::new(dir.path()).codename().unwrap_err();
+        assert!(err.to_string().contains("etc/os-release"), "{err}");
+        assert!(err.to_string().contains("VERSION_CODENAME"), "{err}");
+    }
+}

@@ -1,0 +1,165 @@
+//! What the tool remembers between runs under `<root>/var/lib/release-upgrader/`:
+//! the newest `Date` seen per helper pocket (rollback protection) and the cached
+//! meta-release (If-Modified-Since). Every write is atomic.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::date::{self, Timestamp};
+use crate::digest::Sha256;
+use crate::error::Error;
+use crate::fsutil;
+
+const RELEASE_DATES: &str = "release-dates.json";
+
+/// The state directory of one system.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ReleaseDates {
+    /// Pocket URI → newest `Date` accepted from it.
+    pockets: BTreeMap<String, SeenDate>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SeenDate {
+    timestamp: Timestamp,
+    date: String,
+}
+
+/// Cached copy of a metadata file and the `Last-Modified` the server gave it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheEntry {
+    pub uri: String,
+    pub last_modified: Option<String>,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StateDir { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read_dates(&self) -> Result<ReleaseDates, Error> {
+        let path = self.dir.join(RELEASE_DATES);
+        match fs_err::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Config {
+                path,
+                reason: format!("unreadable state ({e}); remove the file to start afresh"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ReleaseDates::default()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// The newest `Date` accepted from `pocket` so far.
+    pub fn last_release_date(&self, pocket: &str) -> Result<Option<(Timestamp, String)>, Error> {
+        Ok(self
+            .read_dates()?
+            .pockets
+            .get(pocket)
+            .map(|s| (s.timestamp, s.date.clone())))
+    }
+
+    /// Remembers `timestamp` as the newest `Date` of `pocket` (never moves backwards).
+    pub fn record_release_date(&self, pocket: &str, timestamp: Timestamp) -> Result<(), Error> {
+        let mut dates = self.read_dates()?;
+        let entry = dates.pockets.entry(pocket.to_owned()).or_insert(SeenDate {
+            timestamp,
+            date: date::format(timestamp),
+        });
+        if timestamp < entry.timestamp {
+            return Ok(());
+        }
+        *entry = SeenDate {
+            timestamp,
+            date: date::format(timestamp),
+        };
+        let json = serde_json::to_vec_pretty(&dates).expect("state serialises");
+        fsutil::write_atomic(&self.dir.join(RELEASE_DATES), &json)
+    }
+
+    fn cache_paths(&self, uri: &str) -> (PathBuf, PathBuf) {
+        let key = Sha256::of(uri.as_bytes()).to_hex();
+        let base = self.dir.join("cache").join(&key[..16]);
+        (base.with_extension("body"), base.with_extension("json"))
+    }
+
+    /// The cached body of `uri` and its cache entry, if both are present.
+    pub fn cached(&self, uri: &str) -> Option<(Vec<u8>, CacheEntry)> {
+        let (body, meta) = self.cache_paths(uri);
+        let entry: CacheEntry = serde_json::from_slice(&std::fs::read(meta).ok()?).ok()?;
+        if entry.uri != uri {
+            return None;
+        }
+        Some((std::fs::read(body).ok()?, entry))
+    }
+
+    /// Stores `body` as the cached copy of `uri`.
+    pub fn store_cached(
+        &self,
+        uri: &str,
+        body: &[u8],
+        last_modified: Option<String>,
+    ) -> Result<(), Error> {
+        let (body_path, meta_path) = self.cache_paths(uri);
+        fsutil::write_atomic(&body_path, body)?;
+        let entry = CacheEntry {
+            uri: uri.to_owned(),
+            last_modified,
+        };
+        fsutil::write_atomic(
+            &meta_path,
+            &serde_json::to_vec_pretty(&entry).expect("serialises"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_dates_only_move_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert_eq!(state.last_release_date("p").unwrap(), None);
+        state.record_release_date("p", 200).unwrap();
+        state.record_release_date("p", 100).unwrap();
+        assert_eq!(state.last_release_date("p").unwrap().unwrap().0, 200);
+        state.record_release_date("p", 300).unwrap();
+        assert_eq!(state.last_release_date("p").unwrap().unwrap().0, 300);
+        assert_eq!(state.last_release_date("other").unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_state_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(RELEASE_DATES), b"{not json").unwrap();
+        let err = StateDir::new(dir.path())
+            .last_release_date("p")
+            .unwrap_err();
+        assert!(err.to_string().contains(RELEASE_DATES), "{err}");
+    }
+
+    #[test]
+    fn cache_round_trips_per_uri() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        state
+            .store_cached("http://a/m", b"body", Some("Mon".into()))
+            .unwrap();
+        let (body, entry) = state.cached("http://a/m").unwrap();
+        assert_eq!(body, b"body");
+        assert_eq!(entry.last_modified.as_deref(), Some("Mon"));
+        assert!(state.cached("http://b/m").is_none());
+    }
+}

@@ -1,0 +1,8 @@
+//! The integration tests, in one binary (one link, shared fixtures).
+
+mod archive;
+mod fetcher;
+mod openpgp;
+mod readme_fixture;
+mod real_data;
+mod support;

@@ -1,0 +1,318 @@
+//! Test fixture: a bookworm root, a signed meta-release and a signed trixie helper
+//! pocket, published at test time with a freshly generated key and served from
+//! 127.0.0.1 by a server that misbehaves on request.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use release_upgrader::date;
+use release_upgrader::publish::SigningKey;
+use release_upgrader::publish::metarelease::{self, Stanza};
+use release_upgrader::publish::pocket::{self, PocketEntry, PocketSpec};
+use release_upgrader::serve::{Fault, RequestInfo, Server};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_release-upgrader");
+pub const PUBLISH_BIN: &str = env!("CARGO_BIN_EXE_release-upgrader-publish");
+
+/// A fault applied to requests whose path ends with `suffix`, `remaining` more times
+/// (`usize::MAX` for always).
+struct Rule {
+    suffix: String,
+    fault: Fault,
+    remaining: usize,
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub srv: PathBuf,
+    pub key: SigningKey,
+    pub keyring: PathBuf,
+    pub server: Server,
+    rules: Arc<Mutex<Vec<Rule>>>,
+    pub packages: Vec<(String, String, String)>,
+}
+
+/// One day, in seconds.
+pub const DAY: i64 = 86_400;
+
+impl Fixture {
+    /// A bookworm root, and a published trixie upgrade with the default helpers.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let srv = dir.path().join("srv");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/os-release"),
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
+             VERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(&srv).unwrap();
+        let key = test_key().clone();
+        let keyring = dir.path().join("keyring.gpg");
+        std::fs::write(&keyring, key.public_keyring()).unwrap();
+        let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
+        let hook_rules = rules.clone();
+        let server = Server::start_with(&srv, move |req: &RequestInfo| {
+            let mut rules = hook_rules.lock().unwrap();
+            for rule in rules.iter_mut() {
+                if req.path.ends_with(&rule.suffix) && rule.remaining > 0 {
+                    if rule.remaining != usize::MAX {
+                        rule.remaining -= 1;
+                    }
+                    return rule.fault.clone();
+                }
+            }
+            Fault::None
+        })
+        .unwrap();
+        let fixture = Fixture {
+            dir,
+            root,
+            srv,
+            key,
+            keyring,
+            server,
+            rules,
+            packages: default_packages(),
+        };
+        fixture.publish_meta_release(&fixture.default_stanzas());
+        fixture.publish_pocket(|_| {});
+        fixture
+    }
+
+    pub fn base_uri(&self) -> String {
+        format!("{}dists/trixie/main/", self.server.url())
+    }
+
+    pub fn meta_release_uri(&self) -> String {
+        format!("{}meta-release", self.server.url())
+    }
+
+    pub fn pocket_dir(&self) -> PathBuf {
+        self.srv
+            .join("dists/trixie/main/dist-upgrader-amd64/current")
+    }
+
+    pub fn pocket_uri(&self) -> String {
+        format!("{}dist-upgrader-amd64/current/", self.base_uri())
+    }
+
+    pub fn default_stanzas(&self) -> Vec<Stanza> {
+        vec![
+            Stanza::default()
+                .field("Dist", "bookworm")
+                .field("Name", "Bookworm")
+                .field("Version", "12")
+                .field("Date", "Sat, 10 Jun 2023 07:00:00 UTC")
+                .field("Supported", "1"),
+            Stanza::default()
+                .field("Dist", "trixie")
+                .field("Name", "Trixie")
+                .field("Version", "13")
+                .field("Date", "Sat, 09 Aug 2025 07:00:00 UTC")
+                .field("Supported", "1")
+                .field(
+                    "ReleaseNotes",
+                    "https://www.debian.org/releases/trixie/releasenotes",
+                )
+                .field("UpgradeToolBaseURI", self.base_uri()),
+            Stanza::default()
+                .field("Dist", "forky")
+                .field("Name", "Forky")
+                .field("Version", "14")
+                .field("Date", "Sat, 01 May 2027 07:00:00 UTC")
+                .field("Supported", "0"),
+        ]
+    }
+
+    /// Publishes `stanzas` as the signed meta-release.
+    pub fn publish_meta_release(&self, stanzas: &[Stanza]) {
+        let text = metarelease::render(stanzas);
+        metarelease::write(&self.srv.join("meta-release"), &text, &self.key).unwrap();
+    }
+
+    /// The pocket's default `Release` fields: trixie, amd64, dated an hour ago, valid a week.
+    pub fn default_spec() -> PocketSpec {
+        let now = date::now();
+        PocketSpec {
+            origin: "Test".into(),
+            label: "Test helpers".into(),
+            suite: "trixie".into(),
+            codename: "trixie".into(),
+            architectures: vec!["amd64".into()],
+            description: None,
+            date: now - 3600,
+            valid_until: Some(now + 7 * DAY),
+        }
+    }
+
+    /// (Re)publishes the pocket from `self.packages`, after `adjust` edits the spec.
+    pub fn publish_pocket(&self, adjust: impl FnOnce(&mut PocketSpec)) {
+        self.publish_pocket_with(adjust, &self.packages, &self.key);
+    }
+
+    pub fn publish_pocket_with(
+        &self,
+        adjust: impl FnOnce(&mut PocketSpec),
+        packages: &[(String, String, String)],
+        key: &SigningKey,
+    ) {
+        let mut spec = Self::default_spec();
+        adjust(&mut spec);
+        let dir = self.pocket_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        let debs = self.dir.path().join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        let entries: Vec<PocketEntry> = packages
+            .iter()
+            .map(|(name, version, depends)| {
+                let file = debs.join(format!("{name}.deb"));
+                // Stand-in content: the archive client never opens the debs.
+                std::fs::write(&file, format!("!<arch>\n{name} {version}\n").repeat(100)).unwrap();
+                let mut fields = vec![
+                    ("Package".to_owned(), name.clone()),
+                    ("Version".to_owned(), version.clone()),
+                    ("Architecture".to_owned(), "amd64".to_owned()),
+                    ("Installed-Size".to_owned(), "100".to_owned()),
+                ];
+                if !depends.is_empty() {
+                    fields.push(("Depends".to_owned(), depends.clone()));
+                }
+                fields.push(("Description".to_owned(), format!("{name} helper")));
+                PocketEntry { fields, file }
+            })
+            .collect();
+        pocket::write(&dir, &spec, &entries, key).unwrap();
+    }
+
+    /// Applies `fault` to the next `times` requests whose path ends with `suffix`.
+    pub fn fault(&self, suffix: &str, fault: Fault, times: usize) {
+        self.rules.lock().unwrap().push(Rule {
+            suffix: suffix.to_owned(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.rules.lock().unwrap().clear();
+    }
+
+    /// Runs the client against this fixture (root, keyring, meta-release, amd64).
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[])
+    }
+
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--keyring")
+            .arg(&self.keyring)
+            .arg("--meta-release-uri")
+            .arg(self.meta_release_uri())
+            .arg("--arch")
+            .arg("amd64")
+            .args(args)
+            .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run(cmd.output().unwrap())
+    }
+
+    /// Changes one byte of a served file (at `offset` from the start, or the middle).
+    pub fn tamper(&self, path: &Path, offset: Option<usize>) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = offset.unwrap_or(bytes.len() / 2);
+        bytes[at] ^= 0x01;
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+pub fn default_packages() -> Vec<(String, String, String)> {
+    [
+        (
+            "release-upgrader-apt",
+            "3.0.3",
+            "release-upgrader-runtime (= 2.41-12)",
+        ),
+        (
+            "release-upgrader-dpkg",
+            "1.22.21",
+            "release-upgrader-runtime (>= 2.41~)",
+        ),
+        ("release-upgrader-runtime", "2.41-12", ""),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect()
+}
+
+/// One signing key per test process (generation is cheap, but stable keys read better
+/// in failure output).
+pub fn test_key() -> &'static SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        SigningKey::generate("release-upgrader test key <test@invalid>", None).unwrap()
+    })
+}
+
+/// A second, untrusted key.
+pub fn other_key() -> &'static SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate("someone else <evil@invalid>", None).unwrap())
+}
+
+/// A finished run of the client.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    /// Asserts the exit code, showing the output when it differs.
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    /// Asserts that stderr mentions every one of `needles`.
+    #[track_caller]
+    pub fn mentions(&self, needles: &[&str]) -> &Self {
+        let all = format!("{}{}", self.stdout(), self.stderr());
+        for needle in needles {
+            assert!(all.contains(needle), "output lacks {needle:?}\n{all}");
+        }
+        self
+    }
+    /// Every stdout line as JSON.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}

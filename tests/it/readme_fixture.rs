@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use release_upgrader::date;
+use release_upgrader::publish::SigningKey;
 use release_upgrader::publish::metarelease::{self, Stanza};
 use release_upgrader::publish::pocket::{self, PocketEntry, PocketSpec};
-use release_upgrader::publish::SigningKey;
 
 const FIXTURE: &str = "tests/fixtures/check";
 
@@ -17,7 +17,11 @@ fn committed_check_fixture_still_verifies() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::copy(Path::new(FIXTURE).join("root/etc/os-release"), root.join("etc/os-release")).unwrap();
+    std::fs::copy(
+        Path::new(FIXTURE).join("root/etc/os-release"),
+        root.join("etc/os-release"),
+    )
+    .unwrap();
     let run = std::process::Command::new(crate::support::BIN)
         .args(["--root", root.to_str().unwrap()])
         .args(["--keyring", &format!("{FIXTURE}/keyring.gpg")])
@@ -42,7 +46,11 @@ fn regenerate_check_fixture() {
     let key = if secret.exists() {
         SigningKey::load(&secret).unwrap()
     } else {
-        let key = SigningKey::generate("release-upgrader fixture key (TEST ONLY) <fixture@invalid>", None).unwrap();
+        let key = SigningKey::generate(
+            "release-upgrader fixture key (TEST ONLY) <fixture@invalid>",
+            None,
+        )
+        .unwrap();
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(&secret, key.secret_armored()).unwrap();
         key
@@ -71,7 +79,12 @@ fn regenerate_check_fixture() {
             .field("Supported", "1")
             .field("UpgradeToolBaseURI", &base),
     ];
-    metarelease::write(&dir.join("meta-release"), &metarelease::render(&stanzas), &key).unwrap();
+    metarelease::write(
+        &dir.join("meta-release"),
+        &metarelease::render(&stanzas),
+        &key,
+    )
+    .unwrap();
 
     let pocket_dir = dir.join("dists/trixie/main/dist-upgrader-amd64/current");
     let _ = std::fs::remove_dir_all(&pocket_dir);
@@ -89,7 +102,10 @@ fn regenerate_check_fixture() {
             if !depends.is_empty() {
                 fields.push(("Depends".to_owned(), depends));
             }
-            fields.push(("Description".to_owned(), format!("stand-in for the {name} helper")));
+            fields.push((
+                "Description".to_owned(),
+                format!("stand-in for the {name} helper"),
+            ));
             PocketEntry { fields, file }
         })
         .collect();

@@ -140,6 +140,9 @@ pub enum Error {
     #[error("{what}: {reason}")]
     Malformed { what: String, reason: String },
 
+    #[error("{deb}: {reason}")]
+    BadPackage { deb: String, reason: String },
+
     #[error("{package} (required by {required_by}) is not a release-upgrader-* helper")]
     NotAHelper {
         package: String,
@@ -170,6 +173,10 @@ pub enum Error {
 
     #[error("{uri}: the server answered {status}")]
     HttpStatus { uri: String, status: u16 },
+
+    // --- cancelled (exit 130) ---
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {
@@ -199,10 +206,12 @@ impl Error {
             | NotYetValid { .. }
             | Rollback { .. }
             | Malformed { .. }
+            | BadPackage { .. }
             | NotAHelper { .. }
             | MissingPackage { .. }
             | UnsatisfiableVersion { .. } => ExitCode::Verification,
             Network { .. } | NotFound { .. } | HttpStatus { .. } => ExitCode::Network,
+            Cancelled => ExitCode::Cancelled,
         }
     }
 
@@ -248,6 +257,9 @@ impl Error {
             Rollback { .. } => "someone is serving an older copy of the helper pocket; use \
                  another mirror. If this is expected, remove the pocket's entry from \
                  /var/lib/release-upgrader/release-dates.json"
+                .into(),
+            BadPackage { .. } => "the package breaks the rules for release-upgrader helpers \
+                 (PROTOCOL.md §3); report this to the distribution"
                 .into(),
             NotAHelper { .. } | MissingPackage { .. } | UnsatisfiableVersion { .. } => {
                 "the helper pocket is inconsistent; report this to the distribution".into()

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fetch;
 pub mod fsutil;
 pub mod ini;
+pub mod layout;
 pub mod metarelease;
 pub mod openpgp;
 pub mod os_release;

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod client;
 pub mod date;
+pub mod deb;
 pub mod digest;
 pub mod error;
 pub mod fetch;

@@ -126,6 +126,10 @@ pub enum PublishCommand {
     /// Manage signing keys
     #[command(subcommand)]
     Key(KeyCommand),
+
+    /// Check and extract .deb packages with the client's hostile-input checks
+    #[command(subcommand)]
+    Deb(DebCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,5 +152,37 @@ pub enum KeyCommand {
         /// Replace an existing key in DIR
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebCommand {
+    /// Check helper packages against the helper rules (PROTOCOL.md §3) by extracting
+    /// each into a temporary directory: prints `ok <name> <version>` or the error for
+    /// each; exit 0 if all pass, 3 if one does not
+    Check {
+        /// Debian architecture the helpers are for (`all` is accepted too)
+        #[arg(long, value_name = "ARCH")]
+        arch: String,
+        /// The packages to check
+        #[arg(value_name = "DEB", required = true)]
+        debs: Vec<PathBuf>,
+    },
+
+    /// Extract DEB into DIR like `dpkg-deb -x`, refusing hostile packages (absolute or
+    /// `..` names, devices, writing through symlinks). DIR is created if missing and
+    /// must be empty; on failure it is emptied again
+    Extract {
+        /// Apply the helper rules: only usr/lib/release-upgrader/, which lands in DIR;
+        /// no setuid bits, no links leaving it, no maintainer scripts
+        #[arg(long, requires = "arch")]
+        helper: bool,
+        /// Debian architecture of the helper (with --helper)
+        #[arg(long, value_name = "ARCH", requires = "helper")]
+        arch: Option<String>,
+        /// The package
+        deb: PathBuf,
+        /// The directory to extract into
+        dir: PathBuf,
     },
 }

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod client;
+mod deb;
 mod publish;
 pub mod ui;
 

@@ -1,0 +1,298 @@
+//! The compressions a .deb member may use, chosen by the member's name as dpkg chooses
+//! them, and a decompressor thread that feeds the tar reader through a bounded pipe of
+//! recycled buffers, so that decompression and writing overlap as they do in dpkg-deb
+//! (which runs them as separate processes) while memory stays a few buffers, whatever
+//! the size of the package.
+//!
+//! Every decoder reads concatenated streams to the end of the member, so trailing
+//! garbage is an error rather than silently ignored, and checks the stream's own
+//! integrity check (gzip CRC, xz check, zstd checksum when present, bzip2 CRC).
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+/// The memory an xz stream may ask for. `xz -9` needs 65 MiB to decompress; refusing more
+/// keeps a hostile header from claiming gigabytes.
+const XZ_MEMLIMIT: u64 = 256 * 1024 * 1024;
+/// zstd's default window limit (128 MiB), stated so that it stays the limit.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+/// The size of one buffer between the decompressor thread and the tar reader.
+const CHUNK: usize = 256 * 1024;
+/// Filled buffers in flight.
+const IN_FLIGHT: usize = 4;
+
+/// A member's compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Xz,
+    Zstd,
+    Bzip2,
+}
+
+impl Compression {
+    /// The compression of a control member (`control.tar[.gz|.xz|.zst]`).
+    pub fn of_control(name: &str) -> Option<Self> {
+        match name.strip_prefix("control.tar")? {
+            "" => Some(Compression::None),
+            ".gz" => Some(Compression::Gzip),
+            ".xz" => Some(Compression::Xz),
+            ".zst" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The compression of a data member (`data.tar[.gz|.xz|.zst|.bz2]`).
+    pub fn of_data(name: &str) -> Option<Self> {
+        match name.strip_prefix("data.tar")? {
+            ".bz2" => Some(Compression::Bzip2),
+            _ => Self::of_control(&name.replacen("data", "control", 1)),
+        }
+    }
+
+    /// A decoder of `raw` in this thread.
+    pub fn decoder<'a>(self, raw: impl Read + Send + 'a) -> io::Result<Box<dyn Read + Send + 'a>> {
+        let raw = BufReader::with_capacity(CHUNK, raw);
+        Ok(match self {
+            Compression::None => Box::new(raw),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+            Compression::Xz => {
+                let stream = liblzma::stream::Stream::new_stream_decoder(
+                    XZ_MEMLIMIT,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(io::Error::other)?;
+                Box::new(liblzma::bufread::XzDecoder::new_stream(raw, stream))
+            }
+            Compression::Zstd => {
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(raw)?;
+                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+                Box::new(decoder)
+            }
+            Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(raw)),
+        })
+    }
+
+    /// The decompressed stream of `raw`, buffered for the tar reader. Compressed
+    /// members are decompressed in a thread of their own.
+    pub fn reader(self, raw: impl Read + Send + 'static) -> io::Result<Box<dyn BufRead>> {
+        if self == Compression::None {
+            return Ok(Box::new(BufReader::with_capacity(CHUNK, raw)));
+        }
+        let decoder = self.decoder(raw)?;
+        Ok(Box::new(Pipe::spawn(decoder)))
+    }
+}
+
+enum Message {
+    Data(Vec<u8>, usize),
+    Failed(io::Error),
+    End,
+}
+
+/// The reading end of a decompressor thread: a `BufRead` over the buffers it sends.
+struct Pipe {
+    full: Receiver<Message>,
+    empty: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    start: usize,
+    end: usize,
+    finished: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Pipe {
+    fn spawn(mut decoder: Box<dyn Read + Send>) -> Pipe {
+        let (full_tx, full) = sync_channel::<Message>(IN_FLIGHT);
+        let (empty, empty_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+        let thread = std::thread::Builder::new()
+            .name("deb-decompress".into())
+            .spawn(move || {
+                loop {
+                    let mut buf = empty_rx.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
+                    let mut filled = 0;
+                    let result = loop {
+                        match decoder.read(&mut buf[filled..]) {
+                            Ok(0) => break Ok(true),
+                            Ok(n) => {
+                                filled += n;
+                                if filled == buf.len() {
+                                    break Ok(false);
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    let (message, last) = match result {
+                        Ok(at_end) => (Message::Data(buf, filled), at_end),
+                        Err(e) => (Message::Failed(e), true),
+                    };
+                    // A closed pipe means the reader stopped early; nothing left to do.
+                    if full_tx.send(message).is_err() {
+                        return;
+                    }
+                    if last {
+                        let _ = full_tx.send(Message::End);
+                        return;
+                    }
+                }
+            })
+            .expect("cannot start the decompressor thread");
+        Pipe {
+            full,
+            empty,
+            current: Vec::new(),
+            start: 0,
+            end: 0,
+            finished: false,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Pipe {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.start == self.end && !self.finished {
+            match self.full.recv() {
+                Ok(Message::Data(buf, len)) => {
+                    let used = std::mem::replace(&mut self.current, buf);
+                    if used.len() == CHUNK {
+                        match self.empty.try_send(used) {
+                            Ok(()) | Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                            }
+                        }
+                    }
+                    self.start = 0;
+                    self.end = len;
+                }
+                Ok(Message::End) => self.finished = true,
+                Ok(Message::Failed(e)) => {
+                    self.finished = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.finished = true;
+                    return Err(io::Error::other("the decompressor thread stopped"));
+                }
+            }
+        }
+        Ok(&self.current[self.start..self.end])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.start = (self.start + amt).min(self.end);
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        // Unblock a thread waiting to send, then wait for it, so no thread outlives the
+        // extraction that started it.
+        let (_, dead) = sync_channel(0);
+        drop(std::mem::replace(&mut self.full, dead));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn member_names_choose_the_compression_as_dpkg_does() {
+        use Compression::*;
+        assert_eq!(Compression::of_control("control.tar"), Some(None));
+        assert_eq!(Compression::of_control("control.tar.gz"), Some(Gzip));
+        assert_eq!(Compression::of_control("control.tar.xz"), Some(Xz));
+        assert_eq!(Compression::of_control("control.tar.zst"), Some(Zstd));
+        assert_eq!(Compression::of_control("control.tar.bz2"), Option::None);
+        assert_eq!(Compression::of_control("control.tar.lzma"), Option::None);
+        assert_eq!(Compression::of_data("data.tar"), Some(None));
+        assert_eq!(Compression::of_data("data.tar.bz2"), Some(Bzip2));
+        assert_eq!(Compression::of_data("data.tar.zst"), Some(Zstd));
+        assert_eq!(Compression::of_data("data.tar.lzma"), Option::None);
+        assert_eq!(Compression::of_data("data.tarx"), Option::None);
+        assert_eq!(Compression::of_data("control.tar"), Option::None);
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn the_pipe_delivers_every_byte_across_many_buffers() {
+        let data: Vec<u8> = (0..3 * CHUNK + 12345)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut out = Vec::new();
+        Compression::Gzip
+            .reader(io::Cursor::new(gzip(&data)))
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn concatenated_streams_are_read_and_trailing_garbage_is_an_error() {
+        let mut two = gzip(b"one ");
+        two.extend(gzip(b"two"));
+        let mut out = String::new();
+        Compression::Gzip
+            .reader(io::Cursor::new(two))
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "one two");
+
+        let mut garbage = gzip(b"one");
+        garbage.extend(b"garbage");
+        let mut out = Vec::new();
+        let result = Compression::Gzip
+            .reader(io::Cursor::new(garbage))
+            .unwrap()
+            .read_to_end(&mut out);
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn a_corrupt_stream_fails_through_the_pipe() {
+        let mut data = gzip(&[7u8; 100_000]);
+        let at = data.len() - 6;
+        data[at] ^= 0xff; // the CRC
+        let mut out = Vec::new();
+        let err = Compression::Gzip
+            .reader(io::Cursor::new(data))
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert_ne!(err.kind(), io::ErrorKind::Other, "{err}");
+    }
+
+    #[test]
+    fn dropping_the_pipe_early_stops_the_thread() {
+        let data = gzip(&vec![0u8; 20 * CHUNK]);
+        let mut reader = Compression::Gzip.reader(io::Cursor::new(data)).unwrap();
+        let mut first = [0u8; 10];
+        reader.read_exact(&mut first).unwrap();
+        drop(reader); // joins the thread; hangs here if it cannot stop
+    }
+}

@@ -1,0 +1,825 @@
+//! Reading and extracting .deb packages that may be hostile.
+//!
+//! The client installs `release-upgrader-*` helpers by extracting them itself (dpkg is
+//! not run on them), and the publisher extracts real upstream packages to build those
+//! helpers. Both read archives they must not trust beyond their signature: a package
+//! that could write outside its destination, plant a setuid binary or a device node, or
+//! point a link at `/etc` must be refused before it does any of that. This module is
+//! the one place that turns a .deb into files.
+//!
+//! # What is read
+//!
+//! A .deb is an ar archive: `debian-binary` (format `2.x`), `control.tar[.gz|.xz|.zst]`,
+//! then `data.tar[.gz|.xz|.zst|.bz2]`. Members whose name starts with `_` are skipped, as
+//! dpkg skips them; any other member, a second control or data member, the data member
+//! before the control member, or trailing bytes are refused. Everything is streamed: no
+//! member is ever held in memory (only the `control` file, capped at 1 MiB), compressed
+//! data members are decompressed in a thread of their own feeding the tar reader through
+//! a few recycled buffers, and memory stays the same whatever the size of the package.
+//!
+//! # The order of checks
+//!
+//! [`extract`] reads and parses the control member, checks it against the [`Policy`] and
+//! calls [`ExtractHooks::before_data`] **before a single byte of data is written**. Then
+//! each data entry is checked (name, placement, type, mode, links, duplicates), shown to
+//! [`ExtractHooks::before_entry`], and only then written. The first failure stops the
+//! extraction.
+//!
+//! # The destination
+//!
+//! `dest` must be an existing, empty directory that the caller owns; the archive's root
+//! (or, with [`Policy::within`], that directory) maps onto it. Its own mode, owner and
+//! mtime are never changed (dpkg-deb -x applies the `./` entry's to it; here the caller
+//! decides about the directory it made). Nothing outside `dest` is ever written: every
+//! path is created beneath a descriptor of `dest`, walking each component with
+//! `O_NOFOLLOW` (see `write.rs`), so not even a bug in the checks above could make an
+//! archive write through a symlink. **On failure `dest` may hold part of the package;
+//! the caller removes it** (`std::fs::remove_dir_all` does not follow symlinks, and
+//! directories stay writable by their owner until the extraction succeeds).
+//!
+//! # What is written, compared with `dpkg-deb -x`
+//!
+//! For what both accept, the tree is the same as `dpkg-deb -x` (GNU `tar -xp`) makes:
+//! types, exact modes (setuid, setgid, sticky; no umask), symlink targets, hard links
+//! (one inode), file, directory and symlink mtimes (directories get theirs after their
+//! contents). Owners are applied only when running as root, and from the header's
+//! *numeric* uid and gid (tar prefers the user and group names when they exist on the
+//! machine; for the root-owned files packages ship the two agree). Sub-second pax mtimes
+//! are truncated to seconds. Directories the archive does not list but needs are
+//! created `0755` with the extraction's start time, like tar's implicit directories.
+//! Nothing is fsynced; the caller syncs the file system once.
+//!
+//! # Policy
+//!
+//! Always refused, whatever the policy: absolute names, `..`, device nodes, fifos and
+//! other special types, writing through a symlink, a non-directory path shipped twice,
+//! a hard link to anything but a regular file extracted earlier from the same archive.
+//! [`Policy::helper`] adds the rules of PROTOCOL.md §3 for `release-upgrader-*` helpers;
+//! [`Policy::upstream`] only these basics, for real upstream packages.
+
+mod ar;
+mod compress;
+mod control;
+mod path;
+mod tar;
+mod write;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Sha256, Sha256Hasher};
+use crate::error::Error;
+use crate::layout;
+
+use compress::Compression;
+pub use control::{Control, MAINTAINER_SCRIPTS};
+use path::Placement;
+use write::{Meta, Tree};
+
+/// The largest `control` file read.
+const CONTROL_MAX: u64 = 1024 * 1024;
+/// The largest `debian-binary` member read.
+const DEBIAN_BINARY_MAX: u64 = 1024;
+
+/// What may be extracted.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// The directory every data entry must lie under (normalized, no leading `/` or
+    /// `./`, e.g. `usr/lib/release-upgrader`); it maps onto `dest`. Its ancestors may
+    /// appear only as directories and are not extracted. `None`: the archive's root
+    /// maps onto `dest`.
+    pub within: Option<String>,
+    /// Symlinks must resolve, lexically, inside `within` (or the archive's root): an
+    /// absolute target must lie under `/<within>/`, a relative one is joined to the
+    /// link's directory, and `..` is accepted only as its leading components.
+    pub confine_links: bool,
+    /// Setuid and setgid bits are accepted.
+    pub allow_setid: bool,
+    /// The package name must start with this.
+    pub name_prefix: Option<String>,
+    /// The package's `Architecture` must be one of these.
+    pub architectures: Option<Vec<String>>,
+    /// Maintainer scripts are refused unless the package declares them reversible
+    /// (`X-Release-Upgrader-Reversible: yes`). They are never run either way.
+    pub refuse_maintainer_scripts: bool,
+}
+
+impl Policy {
+    /// The rules for `release-upgrader-*` helpers on an `arch` system (PROTOCOL.md §3):
+    /// everything under `usr/lib/release-upgrader/`, which maps onto `dest`.
+    pub fn helper(arch: &str) -> Self {
+        Policy {
+            within: Some(layout::PREFIX_IN_DEB.to_owned()),
+            confine_links: true,
+            allow_setid: false,
+            name_prefix: Some("release-upgrader-".to_owned()),
+            architectures: Some(vec![arch.to_owned(), "all".to_owned()]),
+            refuse_maintainer_scripts: true,
+        }
+    }
+
+    /// For real upstream packages the publisher takes apart: any path, setuid bits,
+    /// links anywhere (they are data). Still never `..` or absolute names, never
+    /// devices or fifos, never writing through a symlink.
+    pub fn upstream() -> Self {
+        Policy {
+            within: None,
+            confine_links: false,
+            allow_setid: true,
+            name_prefix: None,
+            architectures: None,
+            refuse_maintainer_scripts: false,
+        }
+    }
+
+    /// Checks a package's control against the policy.
+    pub fn check(&self, deb: &Path, control: &Control) -> Result<(), Error> {
+        let bad = |reason: String| Error::BadPackage {
+            deb: deb.display().to_string(),
+            reason,
+        };
+        let prefix = self.name_prefix.as_deref().unwrap_or("");
+        if !control.package.starts_with(prefix) {
+            return Err(bad(format!(
+                "package {:?} is not named {prefix}*",
+                control.package
+            )));
+        }
+        if let Some(archs) = &self.architectures {
+            if !archs.contains(&control.architecture) {
+                return Err(bad(format!(
+                    "{} is for architecture {:?}, expected {}",
+                    control.package,
+                    control.architecture,
+                    archs.join(" or ")
+                )));
+            }
+        }
+        if self.refuse_maintainer_scripts
+            && !control.maintainer_scripts.is_empty()
+            && !control.reversible
+        {
+            return Err(bad(format!(
+                "{} has maintainer scripts ({}) and does not declare them reversible \
+                 (X-Release-Upgrader-Reversible: yes)",
+                control.package,
+                control.maintainer_scripts.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One extracted entry, as written: the material of a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative to `dest`, normalized: no leading `./`, no trailing `/`.
+    pub path: String,
+    #[serde(flatten)]
+    pub kind: EntryKind,
+    /// Permission bits, including setuid, setgid and sticky (`0o7777` at most).
+    pub mode: u32,
+    /// The numeric owner from the archive (applied only when running as root).
+    pub uid: u64,
+    pub gid: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// What an entry is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum EntryKind {
+    File {
+        size: u64,
+        sha256: Sha256,
+    },
+    Dir,
+    /// `target` as the archive has it.
+    Symlink {
+        target: String,
+    },
+    /// `target` relative to `dest`, like `path`.
+    HardLink {
+        target: String,
+    },
+}
+
+/// An entry about to be written, as [`ExtractHooks::before_entry`] sees it: like
+/// [`Entry`], but a file's digest is not known yet.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryHeader<'a> {
+    pub path: &'a str,
+    pub kind: HeaderKind<'a>,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+}
+
+/// What an entry about to be written is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderKind<'a> {
+    File { size: u64 },
+    Dir,
+    Symlink { target: &'a str },
+    HardLink { target: &'a str },
+}
+
+impl HeaderKind<'_> {
+    pub fn is_dir(&self) -> bool {
+        matches!(self, HeaderKind::Dir)
+    }
+}
+
+/// The caller's say in an extraction. An error from a hook stops the extraction and is
+/// returned as it is.
+pub trait ExtractHooks {
+    /// After the control member passed the policy, before any data is written.
+    fn before_data(&mut self, _deb: &Path, _control: &Control) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Before each entry is written, including directories the archive implies and
+    /// directories it lists again.
+    fn before_entry(&mut self, _entry: &EntryHeader<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// No hooks.
+impl ExtractHooks for () {}
+
+/// The hook for a transaction installing several packages into one tree: refuses a
+/// path that another package of the transaction already ships (directories excepted,
+/// which packages share).
+#[derive(Debug, Default)]
+pub struct PathOwners {
+    owners: HashMap<String, (String, bool)>,
+    current: Option<(PathBuf, String)>,
+}
+
+impl PathOwners {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The package that ships `path` (relative to the destination), if any.
+    pub fn owner(&self, path: &str) -> Option<&str> {
+        self.owners.get(path).map(|(package, _)| package.as_str())
+    }
+}
+
+impl ExtractHooks for PathOwners {
+    fn before_data(&mut self, deb: &Path, control: &Control) -> Result<(), Error> {
+        self.current = Some((deb.to_owned(), control.package.clone()));
+        Ok(())
+    }
+
+    fn before_entry(&mut self, entry: &EntryHeader<'_>) -> Result<(), Error> {
+        let (deb, package) = self
+            .current
+            .as_ref()
+            .expect("before_data runs before before_entry");
+        let is_dir = entry.kind.is_dir();
+        match self.owners.get(entry.path) {
+            Some((owner, owner_dir)) if owner != package && !(is_dir && *owner_dir) => {
+                Err(Error::BadPackage {
+                    deb: deb.display().to_string(),
+                    reason: format!("{} is also shipped by {owner}", entry.path),
+                })
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.owners
+                    .insert(entry.path.to_owned(), (package.clone(), is_dir));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The result of an extraction.
+#[derive(Clone, Debug)]
+pub struct Extracted {
+    pub control: Control,
+    /// Every entry written, in archive order (a directory listed twice appears once,
+    /// with its last metadata). The destination itself is not listed.
+    pub entries: Vec<Entry>,
+}
+
+/// Reads a package's control member; never reads the data member.
+pub fn read_control(deb: &Path) -> Result<Control, Error> {
+    Package::open(deb)?.control()
+}
+
+/// Extracts `deb` into `dest`, an existing empty directory, under `policy`. See the
+/// module documentation for the guarantees, and for what the caller must do on failure
+/// (remove `dest`).
+pub fn extract(
+    deb: &Path,
+    dest: &Path,
+    policy: &Policy,
+    hooks: &mut dyn ExtractHooks,
+) -> Result<Extracted, Error> {
+    let mut package = Package::open(deb)?;
+    let control = package.control()?;
+    policy.check(deb, &control)?;
+    hooks.before_data(deb, &control)?;
+    let tree = Tree::open(dest)?;
+    let (member, compression) = package.data_member()?;
+    let raw = package.ar.reader(&member);
+    let stream = compression
+        .reader(raw)
+        .map_err(|e| package.fail(&member.name, Failure::Bad(e.to_string())))?;
+    let mut extraction = Extraction {
+        package: &package,
+        member: &member.name,
+        policy,
+        within: policy.within.as_deref().unwrap_or(""),
+        hooks,
+        tree,
+        entries: Vec::new(),
+        index: HashMap::new(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+    };
+    extraction.run(tar::Reader::new(stream))?;
+    let Extraction {
+        mut tree, entries, ..
+    } = extraction;
+    package.end()?;
+    tree.finish(entries.iter().filter_map(|e| match e.kind {
+        EntryKind::Dir => Some((e.path.as_str(), e.meta())),
+        _ => None,
+    }))?;
+    Ok(Extracted { control, entries })
+}
+
+impl Entry {
+    fn meta(&self) -> Meta {
+        Meta {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+        }
+    }
+}
+
+/// Why a low-level read failed.
+#[derive(Debug)]
+enum Failure {
+    /// The package is malformed.
+    Bad(String),
+    /// The .deb file could not be read.
+    Io(io::Error),
+}
+
+/// An open .deb, walked member by member.
+struct Package {
+    deb: PathBuf,
+    ar: ar::Archive,
+}
+
+impl Package {
+    fn open(deb: &Path) -> Result<Package, Error> {
+        let file = File::open(deb).map_err(|e| Error::io(deb, e))?;
+        let mut package = Package {
+            deb: deb.to_owned(),
+            ar: ar::Archive::new(file).map_err(|f| fail(deb, "", f))?,
+        };
+        let first = package
+            .ar
+            .next_member()
+            .map_err(|f| package.fail("", f))?
+            .ok_or_else(|| package.bad("empty ar archive, not a .deb".into()))?;
+        if first.name != "debian-binary" {
+            return Err(package.bad(format!(
+                "not a .deb: the first member is {:?}, not debian-binary",
+                first.name
+            )));
+        }
+        if first.size > DEBIAN_BINARY_MAX {
+            return Err(package.bad(format!("debian-binary is {} bytes long", first.size)));
+        }
+        let mut text = Vec::new();
+        package
+            .ar
+            .reader(&first)
+            .read_to_end(&mut text)
+            .map_err(|e| package.fail("debian-binary", Failure::Io(e)))?;
+        let version = text.split(|&b| b == b'\n').next().unwrap_or_default();
+        let supported = text.contains(&b'\n')
+            && version
+                .strip_prefix(b"2.")
+                .is_some_and(|minor| !minor.is_empty() && minor.iter().all(u8::is_ascii_digit));
+        if !supported {
+            return Err(package.bad(format!(
+                "unsupported .deb format {:?} in debian-binary (expected 2.x)",
+                String::from_utf8_lossy(&text)
+            )));
+        }
+        Ok(package)
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        Error::BadPackage {
+            deb: self.deb.display().to_string(),
+            reason,
+        }
+    }
+
+    fn fail(&self, member: &str, failure: Failure) -> Error {
+        fail(&self.deb, member, failure)
+    }
+
+    /// The next member dpkg would not skip.
+    fn next_member(&mut self) -> Result<Option<ar::Member>, Error> {
+        loop {
+            match self.ar.next_member().map_err(|f| fail(&self.deb, "", f))? {
+                Some(m) if m.name.starts_with('_') => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Reads the control member, which must come next.
+    fn control(&mut self) -> Result<Control, Error> {
+        let member = self
+            .next_member()?
+            .ok_or_else(|| self.bad("no control member".into()))?;
+        let Some(compression) = Compression::of_control(&member.name) else {
+            return Err(self.bad(if Compression::of_data(&member.name).is_some() {
+                format!(
+                    "the data member {} comes before the control member",
+                    member.name
+                )
+            } else {
+                format!(
+                    "unexpected member {:?} where the control member belongs",
+                    member.name
+                )
+            }));
+        };
+        let fail = |f: Failure| fail(&self.deb, &member.name, f);
+        let decoder = compression
+            .decoder(self.ar.reader(&member))
+            .map_err(|e| fail(Failure::Bad(e.to_string())))?;
+        let mut tar = tar::Reader::new(io::BufReader::new(decoder));
+        let mut text: Option<String> = None;
+        let mut scripts = Vec::new();
+        while let Some(header) = tar.next_header().map_err(fail)? {
+            let name = path::normalize(&header.name)
+                .map_err(|reason| fail(Failure::Bad(format!("{}: {reason}", header.name))))?;
+            if MAINTAINER_SCRIPTS.contains(&name.as_str()) {
+                scripts.push(name);
+            } else if name == "control" {
+                if header.kind != tar::Kind::File {
+                    return Err(fail(Failure::Bad(format!(
+                        "{}: control is a {}, not a regular file",
+                        header.name,
+                        header.kind.describe()
+                    ))));
+                }
+                if text.is_some() {
+                    return Err(fail(Failure::Bad("two control files".into())));
+                }
+                if header.size > CONTROL_MAX {
+                    return Err(fail(Failure::Bad(format!(
+                        "the control file is {} bytes (at most {CONTROL_MAX} accepted)",
+                        header.size
+                    ))));
+                }
+                let mut bytes = Vec::with_capacity(header.size as usize);
+                loop {
+                    let data = tar.data().map_err(fail)?;
+                    if data.is_empty() {
+                        break;
+                    }
+                    bytes.extend_from_slice(data);
+                    let n = data.len();
+                    tar.consume(n);
+                }
+                text = Some(
+                    String::from_utf8(bytes)
+                        .map_err(|_| fail(Failure::Bad("the control file is not UTF-8".into())))?,
+                );
+            }
+        }
+        tar.drain().map_err(fail)?;
+        let text = text.ok_or_else(|| fail(Failure::Bad("no control file".into())))?;
+        Control::parse(&text, scripts).map_err(|reason| self.bad(reason))
+    }
+
+    /// The data member, which must come next.
+    fn data_member(&mut self) -> Result<(ar::Member, Compression), Error> {
+        let member = self
+            .next_member()?
+            .ok_or_else(|| self.bad("no data member".into()))?;
+        match Compression::of_data(&member.name) {
+            Some(compression) => Ok((member, compression)),
+            None if Compression::of_control(&member.name).is_some() => {
+                Err(self.bad(format!("a second control member {}", member.name)))
+            }
+            None => Err(self.bad(format!(
+                "unexpected member {:?} where the data member belongs",
+                member.name
+            ))),
+        }
+    }
+
+    /// Checks that nothing but skippable members follow the data member.
+    fn end(&mut self) -> Result<(), Error> {
+        match self.next_member()? {
+            None => Ok(()),
+            Some(m) => Err(self.bad(format!(
+                "unexpected member {:?} after the data member",
+                m.name
+            ))),
+        }
+    }
+}
+
+fn fail(deb: &Path, member: &str, failure: Failure) -> Error {
+    match failure {
+        Failure::Bad(reason) if member.is_empty() => Error::BadPackage {
+            deb: deb.display().to_string(),
+            reason,
+        },
+        Failure::Bad(reason) => Error::BadPackage {
+            deb: deb.display().to_string(),
+            reason: format!("{member}: {reason}"),
+        },
+        Failure::Io(e) => match e.into_inner() {
+            Some(inner) => match inner.downcast::<ar::FileError>() {
+                Ok(file_error) => Error::io(deb, file_error.0),
+                Err(other) => Error::io(deb, io::Error::other(other)),
+            },
+            None => Error::io(deb, io::Error::other("read error")),
+        },
+    }
+}
+
+/// The state of one data member's extraction.
+struct Extraction<'a> {
+    package: &'a Package,
+    member: &'a str,
+    policy: &'a Policy,
+    within: &'a str,
+    hooks: &'a mut dyn ExtractHooks,
+    tree: Tree,
+    entries: Vec<Entry>,
+    /// Index into `entries` by path.
+    index: HashMap<String, usize>,
+    started: i64,
+}
+
+impl Extraction<'_> {
+    fn bad(&self, name: &str, reason: impl std::fmt::Display) -> Error {
+        self.package
+            .bad(format!("{}: {name}: {reason}", self.member))
+    }
+
+    fn fail(&self, failure: Failure) -> Error {
+        self.package.fail(self.member, failure)
+    }
+
+    fn run<R: io::BufRead>(&mut self, mut tar: tar::Reader<R>) -> Result<(), Error> {
+        while let Some(header) = tar.next_header().map_err(|f| self.fail(f))? {
+            self.entry(&header, &mut tar)?;
+        }
+        tar.drain().map_err(|f| self.fail(f))
+    }
+
+    fn entry<R: io::BufRead>(
+        &mut self,
+        header: &tar::Header,
+        tar: &mut tar::Reader<R>,
+    ) -> Result<(), Error> {
+        let name = header.name.as_str();
+        let archive_path = path::normalize(name).map_err(|reason| self.bad(name, reason))?;
+        let rel = match path::place(&archive_path, self.within) {
+            Placement::Inside(rel) => rel.to_owned(),
+            Placement::Root | Placement::Ancestor if header.kind == tar::Kind::Directory => {
+                return Ok(());
+            }
+            Placement::Root | Placement::Ancestor => {
+                return Err(self.bad(
+                    name,
+                    format!(
+                        "a {} where only a directory may be (/{} and its parents)",
+                        header.kind.describe(),
+                        self.within
+                    ),
+                ));
+            }
+            Placement::Outside => {
+                return Err(self.bad(name, format!("outside /{}/", self.within)));
+            }
+        };
+        match header.kind {
+            tar::Kind::CharDevice | tar::Kind::BlockDevice | tar::Kind::Fifo => {
+                return Err(self.bad(name, format!("{}s are not allowed", header.kind.describe())));
+            }
+            _ => {}
+        }
+        if !self.policy.allow_setid && header.mode & 0o6000 != 0 {
+            let bits = match header.mode & 0o6000 {
+                0o4000 => "setuid",
+                0o2000 => "setgid",
+                _ => "setuid and setgid",
+            };
+            return Err(self.bad(name, format!("{bits} mode {:04o}", header.mode)));
+        }
+        for id in [header.uid, header.gid] {
+            if id >= u64::from(u32::MAX) {
+                return Err(self.bad(name, format!("owner id {id} out of range")));
+            }
+        }
+        if let Some(&i) = self.index.get(&rel) {
+            let both_dirs =
+                header.kind == tar::Kind::Directory && self.entries[i].kind == EntryKind::Dir;
+            if !both_dirs {
+                return Err(self.bad(name, "shipped twice in the archive"));
+            }
+        }
+        self.parents(name, &rel)?;
+        let link_target = match header.kind {
+            tar::Kind::HardLink => self.hardlink_target(name, &header.link)?,
+            _ => String::new(),
+        };
+        let kind = match header.kind {
+            tar::Kind::Symlink => {
+                if self.policy.confine_links {
+                    path::resolve_symlink(&archive_path, &header.link, self.within)
+                        .map_err(|reason| self.bad(name, reason))?;
+                } else if header.link.is_empty() {
+                    return Err(self.bad(name, "empty symlink target"));
+                }
+                HeaderKind::Symlink {
+                    target: &header.link,
+                }
+            }
+            tar::Kind::HardLink => HeaderKind::HardLink {
+                target: &link_target,
+            },
+            tar::Kind::Directory => HeaderKind::Dir,
+            tar::Kind::File => HeaderKind::File { size: header.size },
+            tar::Kind::CharDevice | tar::Kind::BlockDevice | tar::Kind::Fifo => {
+                unreachable!("refused above")
+            }
+        };
+        let entry = EntryHeader {
+            path: &rel,
+            kind,
+            mode: header.mode,
+            uid: header.uid,
+            gid: header.gid,
+            mtime: header.mtime,
+        };
+        self.hooks.before_entry(&entry)?;
+        let meta = Meta {
+            mode: header.mode,
+            uid: header.uid,
+            gid: header.gid,
+            mtime: header.mtime,
+        };
+        let kind = match kind {
+            HeaderKind::Dir => {
+                if let Some(&i) = self.index.get(&rel) {
+                    let e = &mut self.entries[i];
+                    (e.mode, e.uid, e.gid, e.mtime) = (meta.mode, meta.uid, meta.gid, meta.mtime);
+                    return Ok(());
+                }
+                self.tree.mkdir(&rel)?;
+                EntryKind::Dir
+            }
+            HeaderKind::File { size } => {
+                let mut file = self.tree.create_file(&rel)?;
+                let mut hasher = Sha256Hasher::new();
+                loop {
+                    let data = tar.data().map_err(|f| self.fail(with_name(name, f)))?;
+                    if data.is_empty() {
+                        break;
+                    }
+                    hasher.update(data);
+                    file.write_all(data)
+                        .map_err(|e| Error::io(self.tree_path(&rel), e))?;
+                    let n = data.len();
+                    tar.consume(n);
+                }
+                self.tree.finish_file(&rel, file, &meta)?;
+                EntryKind::File {
+                    size,
+                    sha256: hasher.finish(),
+                }
+            }
+            HeaderKind::Symlink { target } => {
+                self.tree.symlink(&rel, target, &meta)?;
+                EntryKind::Symlink {
+                    target: target.to_owned(),
+                }
+            }
+            HeaderKind::HardLink { target } => {
+                self.tree.hardlink(&rel, target)?;
+                EntryKind::HardLink {
+                    target: target.to_owned(),
+                }
+            }
+        };
+        self.record(Entry {
+            path: rel,
+            kind,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime: meta.mtime,
+        });
+        Ok(())
+    }
+
+    fn tree_path(&self, rel: &str) -> PathBuf {
+        self.tree.dest().join(rel)
+    }
+
+    fn record(&mut self, entry: Entry) {
+        self.index.insert(entry.path.clone(), self.entries.len());
+        self.entries.push(entry);
+    }
+
+    /// Checks that `rel`'s ancestors are directories, creating those the archive did
+    /// not list.
+    fn parents(&mut self, name: &str, rel: &str) -> Result<(), Error> {
+        for (i, _) in rel.match_indices('/') {
+            let ancestor = &rel[..i];
+            match self.index.get(ancestor) {
+                Some(&j) if self.entries[j].kind == EntryKind::Dir => {}
+                Some(&j) => {
+                    let what = match &self.entries[j].kind {
+                        EntryKind::Symlink { .. } => "a symlink",
+                        _ => "a file",
+                    };
+                    return Err(self.bad(
+                        name,
+                        format!("its parent {ancestor} is {what}; refusing to write through it"),
+                    ));
+                }
+                None => {
+                    let (uid, gid) = (
+                        u64::from(nix::unistd::geteuid().as_raw()),
+                        u64::from(nix::unistd::getegid().as_raw()),
+                    );
+                    let header = EntryHeader {
+                        path: ancestor,
+                        kind: HeaderKind::Dir,
+                        mode: 0o755,
+                        uid,
+                        gid,
+                        mtime: self.started,
+                    };
+                    self.hooks.before_entry(&header)?;
+                    self.tree.mkdir(ancestor)?;
+                    self.record(Entry {
+                        path: ancestor.to_owned(),
+                        kind: EntryKind::Dir,
+                        mode: 0o755,
+                        uid,
+                        gid,
+                        mtime: self.started,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A hard link's target, relative to `dest`: a regular file extracted earlier.
+    fn hardlink_target(&self, name: &str, link: &str) -> Result<String, Error> {
+        let refuse = |why: &str| self.bad(name, format!("hard link to {link:?}, {why}"));
+        let target = path::normalize(link).map_err(|reason| refuse(&reason))?;
+        let rel = match path::place(&target, self.within) {
+            Placement::Inside(rel) => rel,
+            _ => return Err(refuse(&format!("outside /{}/", self.within))),
+        };
+        match self.index.get(rel) {
+            Some(&i) => match self.entries[i].kind {
+                EntryKind::File { .. } | EntryKind::HardLink { .. } => Ok(rel.to_owned()),
+                _ => Err(refuse("which is not a regular file")),
+            },
+            None => Err(refuse("which was not extracted before it")),
+        }
+    }
+}
+
+fn with_name(name: &str, failure: Failure) -> Failure {
+    match failure {
+        Failure::Bad(reason) => Failure::Bad(format!("{name}: {reason}")),
+        io => io,
+    }
+}

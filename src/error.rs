@@ -66,6 +66,20 @@ pub enum Error {
     #[error("invalid location {location:?}: {reason}")]
     BadLocation { location: String, reason: String },
 
+    #[error("not enough free space in {path}: {needed} bytes needed, {available} available")]
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+
+    #[error("the package system is in use: {holder} (waited {waited} s)")]
+    Locked {
+        path: PathBuf,
+        holder: String,
+        waited: u64,
+    },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -190,6 +204,8 @@ impl Error {
             | NoMetaReleaseUri { .. }
             | NoHelperPocket { .. }
             | BadLocation { .. }
+            | NoSpace { .. }
+            | Locked { .. }
             | Io { .. } => ExitCode::Usage,
             UpgradesDisabled { .. }
             | ReleaseNotListed { .. }
@@ -254,6 +270,12 @@ impl Error {
                  mirror, and check the system clock"
                 .into(),
             NotYetValid { .. } => "check the system clock".into(),
+            Locked { .. } => "wait for that program to finish (or close it), then try again".into(),
+            NoSpace { path, .. } => format!(
+                "free some space on the filesystem of {} (apt-get clean, journalctl --vacuum-size) \
+                 and try again",
+                path.display()
+            ),
             Rollback { .. } => "someone is serving an older copy of the helper pocket; use \
                  another mirror. If this is expected, remove the pocket's entry from \
                  /var/lib/release-upgrader/release-dates.json"

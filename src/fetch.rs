@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -220,6 +221,7 @@ pub struct Fetcher {
     config: FetchConfig,
     client: OnceLock<Result<Client, String>>,
     progress: Arc<dyn Progress>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -340,6 +342,21 @@ impl Fetcher {
             config,
             client: OnceLock::new(),
             progress: Arc::new(Silent),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Stops transfers with [`Error::Cancelled`] once `cancel` is set (Ctrl-C).
+    pub fn with_cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    fn check_cancelled(&self) -> Result<(), Error> {
+        if self.cancel.load(Ordering::SeqCst) {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
         }
     }
 
@@ -351,6 +368,11 @@ impl Fetcher {
 
     pub fn config(&self) -> &FetchConfig {
         &self.config
+    }
+
+    /// Where this fetcher reports progress.
+    pub fn progress(&self) -> Arc<dyn Progress> {
+        self.progress.clone()
     }
 
     fn client(&self) -> Result<&Client, Error> {
@@ -512,6 +534,7 @@ impl Fetcher {
         };
         let mut attempt = 0u32;
         loop {
+            self.check_cancelled()?;
             let ims = conditional.as_ref().and_then(|(since, _)| *since);
             let result = self.attempt(path, sink, expect, task, ims);
             let failure = match result {
@@ -550,7 +573,12 @@ impl Fetcher {
                 attempt + 1,
                 self.config.retries + 1
             );
-            std::thread::sleep(delay);
+            // Sleep in small steps so Ctrl-C is noticed.
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                self.check_cancelled()?;
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+            }
         }
     }
 
@@ -672,6 +700,7 @@ impl Fetcher {
             .low_speed_limit
             .saturating_mul(self.config.low_speed_time.as_secs().max(1));
         loop {
+            self.check_cancelled().map_err(Failure::Fatal)?;
             let n = match response.read(&mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
@@ -679,7 +708,11 @@ impl Fetcher {
                 Err(e) => {
                     return Err(Failure::Retry(Error::Network {
                         uri: uri.to_owned(),
-                        reason: describe_io(&e),
+                        reason: format!(
+                            "connection closed after {} bytes ({})",
+                            sink.len(),
+                            describe_io(&e)
+                        ),
                     }));
                 }
             };

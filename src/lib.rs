@@ -7,14 +7,17 @@
 //! subprocesses are reached through [`root::SystemRoot`], [`fetch::Fetcher`] and friends
 //! so tests can point them at a temp dir and a local server.
 
+pub mod cdrom;
 pub mod cli;
 pub mod client;
+pub mod crashpoint;
 pub mod date;
 pub mod deb;
 pub mod digest;
 pub mod error;
 pub mod fetch;
 pub mod fsutil;
+pub mod helpers;
 pub mod ini;
 pub mod layout;
 pub mod metarelease;
@@ -27,6 +30,7 @@ pub mod resolve;
 pub mod root;
 pub mod serve;
 pub mod state;
+pub mod upgrade;
 pub mod version;
 
 pub use error::{Error, ExitCode};

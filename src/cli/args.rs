@@ -92,12 +92,69 @@ pub enum ClientCommand {
         sigfile: Option<PathBuf>,
     },
 
-    /// Resolve the helpers for the next release from its signed pocket
+    /// Fetch, verify and install the helpers for the next release into
+    /// /usr/lib/release-upgrader, then re-execute with them and show what they report
     Bootstrap {
         /// Print the resolved helper set (name, version, size) and change nothing
-        #[arg(long, required = true)]
+        #[arg(long)]
         dry_run: bool,
+        /// Install only; do not re-execute with the helpers afterwards
+        #[arg(long)]
+        no_reexec: bool,
     },
+
+    /// List the installed helpers and the versions their apt-get and dpkg report
+    Helpers,
+
+    /// Remove every installed helper (exactly what their manifests list)
+    Cleanup {
+        /// Also forget the pocket dates seen and the meta-release cache
+        #[arg(long)]
+        purge_state: bool,
+    },
+}
+
+impl GlobalArgs {
+    /// The flags as given, for re-executing with the same settings.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["--root".into(), self.root.clone().into()];
+        for keyring in &self.keyring {
+            args.push("--keyring".into());
+            args.push(keyring.clone().into());
+        }
+        if let Some(uri) = &self.meta_release_uri {
+            args.push("--meta-release-uri".into());
+            args.push(uri.into());
+        }
+        if let Some(arch) = &self.arch {
+            args.push("--arch".into());
+            args.push(arch.into());
+        }
+        for (on, flag) in [
+            (self.devel, "--devel"),
+            (self.proposed, "--proposed"),
+            (
+                self.allow_unsigned_meta_release,
+                "--allow-unsigned-meta-release",
+            ),
+            (self.json, "--json"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        for _ in 0..self.quiet {
+            args.push("-q".into());
+        }
+        for _ in 0..self.verbose {
+            args.push("-v".into());
+        }
+        args.push("--retries".into());
+        args.push(self.retries.to_string().into());
+        args.push("--timeout".into());
+        args.push(self.timeout.to_string().into());
+        args
+    }
 }
 
 /// Build signing keys, helper pockets and meta-release files for release-upgrader clients.

@@ -1,5 +1,8 @@
 //! `release-upgrader`: the commands run on the system being upgraded.
 
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,6 +14,7 @@ use crate::cli::ui::{self, Ui};
 use crate::client::{HelperPlan, Session, SessionOptions, UpgradeTarget};
 use crate::error::{Error, ExitCode};
 use crate::fetch::{FetchConfig, Fetcher};
+use crate::helpers::{self, InstallOutcome, Store, env as helper_env};
 use crate::metarelease::{Authenticity, Channel};
 use crate::openpgp::{self, Keyring};
 use crate::root::SystemRoot;
@@ -28,16 +32,37 @@ pub fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let global = &cli.global;
     match &cli.command {
-        ClientCommand::Check => check(&session(&cli.global, ui)?, ui),
-        ClientCommand::Verify { file, sigfile } => {
-            verify(&cli.global, ui, file, sigfile.as_deref())
+        ClientCommand::Check => check(&session(global, ui, None)?, ui),
+        ClientCommand::Verify { file, sigfile } => verify(global, ui, file, sigfile.as_deref()),
+        ClientCommand::Bootstrap { dry_run: true, .. } => {
+            bootstrap_dry_run(&session(global, ui, None)?, ui)
         }
-        ClientCommand::Bootstrap { dry_run } => {
-            debug_assert!(*dry_run, "clap requires --dry-run");
-            bootstrap_dry_run(&session(&cli.global, ui)?, ui)
+        ClientCommand::Bootstrap {
+            dry_run: false,
+            no_reexec,
+        } => {
+            let cancel = cancel_on_signals();
+            let session = session(global, ui, Some(cancel.clone()))?;
+            bootstrap(&session, ui, global, *no_reexec, &cancel)
+        }
+        ClientCommand::Helpers => helpers(&SystemRoot::new(&global.root), ui),
+        ClientCommand::Cleanup { purge_state } => {
+            cleanup(&SystemRoot::new(&global.root), ui, *purge_state)
         }
     }
+}
+
+/// Ctrl-C and SIGTERM set the returned flag, which long operations poll to roll back and
+/// exit with 130; a second signal ends the process at once (the journal recovers).
+fn cancel_on_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone());
+        let _ = signal_hook::flag::register(signal, flag.clone());
+    }
+    flag
 }
 
 /// Fetch settings from the global flags. `RELEASE_UPGRADER_RETRY_DELAY_MS` shortens the
@@ -57,7 +82,11 @@ fn fetch_config(global: &GlobalArgs) -> FetchConfig {
     config
 }
 
-fn session(global: &GlobalArgs, ui: &Ui) -> anyhow::Result<Session> {
+fn session(
+    global: &GlobalArgs,
+    ui: &Ui,
+    cancel: Option<Arc<AtomicBool>>,
+) -> anyhow::Result<Session> {
     let options = SessionOptions {
         keyrings: global.keyring.clone(),
         meta_release_uri: global.meta_release_uri.clone(),
@@ -71,7 +100,10 @@ fn session(global: &GlobalArgs, ui: &Ui) -> anyhow::Result<Session> {
     let root = SystemRoot::new(&global.root);
     let session = Session::new(root, options, fetch_config(global))
         .with_context(|| format!("reading the system at {}", global.root.display()))?;
-    let fetcher = Fetcher::new(session.fetcher.config().clone()).with_progress(ui.progress());
+    let mut fetcher = Fetcher::new(session.fetcher.config().clone()).with_progress(ui.progress());
+    if let Some(cancel) = cancel {
+        fetcher = fetcher.with_cancel(cancel);
+    }
     Ok(session.with_fetcher(fetcher))
 }
 
@@ -290,4 +322,193 @@ pub fn human_size(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+fn bootstrap(
+    session: &Session,
+    ui: &Ui,
+    global: &GlobalArgs,
+    no_reexec: bool,
+    cancel: &Arc<AtomicBool>,
+) -> anyhow::Result<ExitCode> {
+    let target = session
+        .find_target(true)
+        .context("looking for a new release")?;
+    let dist = &target.target.dist;
+    if let Some(reason) = &target.target.upgrade_broken {
+        return Err(Error::UpgradeBroken {
+            dist: dist.clone(),
+            reason: reason.clone(),
+        }
+        .into());
+    }
+    let request = session.network_pocket(&target)?;
+    let pocket = session
+        .open_pocket(&request, true)
+        .with_context(|| format!("reading the helper pocket for {dist}"))?;
+    let plan = session
+        .plan_helpers(&target, pocket)
+        .with_context(|| format!("resolving the helpers for {dist}"))?;
+    let store = Store::new(&session.root);
+    let progress = session.fetcher.progress();
+    let outcome = helpers::install(
+        &store,
+        &session.fetcher,
+        &plan,
+        &session.arch,
+        &*progress,
+        cancel,
+    );
+    let outcome = match outcome {
+        Err(Error::Cancelled) => {
+            ui.note("Cancelled; the helper prefix was left as it was.");
+            return Ok(ExitCode::Cancelled);
+        }
+        other => other.with_context(|| format!("installing the helpers for {dist}"))?,
+    };
+    let (manifests, text) = match outcome {
+        InstallOutcome::AlreadyInstalled(manifests) => {
+            let text = format!(
+                "The helpers for {} ({dist}) are already installed in {}.",
+                target.target.version,
+                store.prefix.display()
+            );
+            (manifests, text)
+        }
+        InstallOutcome::Installed {
+            manifests,
+            replaced,
+        } => {
+            let mut text = format!(
+                "Installed {} helpers for {} ({dist}) into {} ({} downloaded).",
+                manifests.len(),
+                target.target.version,
+                store.prefix.display(),
+                human_size(plan.download_size())
+            );
+            if !replaced.is_empty() {
+                text.push_str(&format!(" Replaced {} older helpers.", replaced.len()));
+            }
+            (manifests, text)
+        }
+    };
+    ui.data(
+        &text,
+        json!({"event": "bootstrap", "target": release_json(&target.target),
+               "prefix": store.prefix, "helpers": manifests_json(&manifests)}),
+    );
+    if no_reexec || helper_env::reexecuted().is_some() {
+        return Ok(ExitCode::Success);
+    }
+    // Continue in the helper environment: `helpers` shows what the new apt and dpkg report.
+    let program = helper_env::reexec_target(&store, &manifests);
+    let mut args: Vec<OsString> = global.to_args();
+    args.push("helpers".into());
+    let Err(err) = helper_env::reexec(&store, &program, &args);
+    Err(anyhow::Error::new(err).context("re-executing with the helpers"))
+}
+
+fn manifests_json(manifests: &[helpers::Manifest]) -> serde_json::Value {
+    manifests
+        .iter()
+        .map(|m| {
+            json!({"name": m.package, "version": m.version,
+                   "architecture": m.architecture, "files": m.file_count()})
+        })
+        .collect()
+}
+
+/// The first line a helper program prints for `--version`, if it runs.
+fn helper_version(store: &Store, program: &str) -> Option<String> {
+    let path = store.prefix.join(crate::layout::BIN).join(program);
+    let out = std::process::Command::new(&path)
+        .arg("--version")
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next()?.trim().to_owned();
+    (out.status.success() && !first.is_empty()).then_some(first)
+}
+
+fn helpers(root: &SystemRoot, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let store = Store::new(root);
+    if store.interrupted()? {
+        log::warn!(
+            "an interrupted helper transaction is pending; `release-upgrader bootstrap` or \
+             `cleanup` will recover it"
+        );
+    }
+    let installed = store.installed()?;
+    let apt = helper_version(&store, "apt-get");
+    let dpkg = helper_version(&store, "dpkg");
+    let reexecuted = helper_env::reexecuted();
+    let mut text = if installed.is_empty() {
+        "No helpers are installed.".to_owned()
+    } else {
+        let width = installed.iter().map(|m| m.package.len()).max().unwrap_or(0);
+        let mut text = format!("Helpers in {}:\n", store.prefix.display());
+        for m in &installed {
+            text.push_str(&format!(
+                "  {:width$}  {:<16} {:>6} files\n",
+                m.package,
+                m.version,
+                m.file_count()
+            ));
+        }
+        text.push_str(&format!(
+            "apt-get --version: {}\ndpkg --version: {}",
+            apt.as_deref().unwrap_or("(does not run)"),
+            dpkg.as_deref().unwrap_or("(does not run)")
+        ));
+        text
+    };
+    if let Some(prefix) = &reexecuted {
+        text.push_str(&format!(
+            "\nRunning with the helpers of {} (re-executed; PATH starts with {}).",
+            prefix.display(),
+            prefix.join(crate::layout::BIN).display()
+        ));
+    }
+    ui.data(
+        &text,
+        json!({"event": "helpers", "prefix": store.prefix, "helpers": manifests_json(&installed),
+               "apt_get_version": apt, "dpkg_version": dpkg,
+               "reexecuted": reexecuted.is_some()}),
+    );
+    Ok(ExitCode::Success)
+}
+
+fn cleanup(root: &SystemRoot, ui: &Ui, purge_state: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::new(root);
+    let report = helpers::remove_all(&store, purge_state).context("removing the helpers")?;
+    let mut text = if report.removed.is_empty() {
+        "No helpers were installed.".to_owned()
+    } else {
+        format!(
+            "Removed {} helpers ({} paths) from {}.",
+            report.removed.len(),
+            report.paths,
+            store.prefix.display()
+        )
+    };
+    for change in &report.changed {
+        text.push_str(&format!(
+            "\n  changed since install: {} ({})",
+            change.path, change.what
+        ));
+    }
+    if !report.foreign.is_empty() {
+        text.push_str(&format!(
+            "\nLeft {} paths that no helper installed in {}:",
+            report.foreign.len(),
+            store.prefix.display()
+        ));
+        for path in report.foreign.iter().take(20) {
+            text.push_str(&format!("\n  {path}"));
+        }
+    }
+    ui.data(&text, json!({"event": "cleanup", "report": report}));
+    Ok(ExitCode::Success)
 }

@@ -326,11 +326,37 @@ pub fn extract(
     policy: &Policy,
     hooks: &mut dyn ExtractHooks,
 ) -> Result<Extracted, Error> {
+    extract_with(deb, dest, policy, hooks, false)
+}
+
+/// Like [`extract`], into a `dest` that earlier packages of the same transaction extracted
+/// into: their directories are shared, anything else in the way fails. Pair it with
+/// [`PathOwners`] so two packages cannot ship the same path.
+pub fn extract_into(
+    deb: &Path,
+    dest: &Path,
+    policy: &Policy,
+    hooks: &mut dyn ExtractHooks,
+) -> Result<Extracted, Error> {
+    extract_with(deb, dest, policy, hooks, true)
+}
+
+fn extract_with(
+    deb: &Path,
+    dest: &Path,
+    policy: &Policy,
+    hooks: &mut dyn ExtractHooks,
+    shared: bool,
+) -> Result<Extracted, Error> {
     let mut package = Package::open(deb)?;
     let control = package.control()?;
     policy.check(deb, &control)?;
     hooks.before_data(deb, &control)?;
-    let tree = Tree::open(dest)?;
+    let tree = if shared {
+        Tree::open_shared(dest)?
+    } else {
+        Tree::open(dest)?
+    };
     let (member, compression) = package.data_member()?;
     let raw = package.ar.reader(&member);
     let stream = compression

@@ -45,6 +45,8 @@ pub struct Tree {
     /// The directory of the last entry, kept open: archives list a directory's
     /// entries together, so most entries need no walk at all.
     cached: Option<(String, OwnedFd)>,
+    /// Shared with other packages of one transaction: directories they made may exist.
+    shared: bool,
 }
 
 impl Tree {
@@ -70,6 +72,25 @@ impl Tree {
             dest_fd: file.into(),
             as_root: nix::unistd::geteuid().is_root(),
             cached: None,
+            shared: false,
+        })
+    }
+
+    /// Opens `dest` for one more package of a transaction: it may already hold what
+    /// earlier packages extracted. Their directories are reused; anything else that is
+    /// in the way still fails (files are created `O_EXCL`, nothing is followed).
+    pub fn open_shared(dest: &Path) -> Result<Tree, Error> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flags(OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW))
+            .open(dest)
+            .map_err(|e| Error::io(dest, e))?;
+        Ok(Tree {
+            dest: dest.to_owned(),
+            dest_fd: file.into(),
+            as_root: nix::unistd::geteuid().is_root(),
+            cached: None,
+            shared: true,
         })
     }
 
@@ -86,7 +107,16 @@ impl Tree {
     pub fn mkdir(&mut self, rel: &str) -> Result<(), Error> {
         let path = self.path(rel);
         let parent = self.dir(parent(rel)).map_err(|e| Error::io(&path, e))?;
-        mkdirat(parent, file_name(rel), Mode::S_IRWXU).map_err(|e| Error::io(path, e.into()))
+        match mkdirat(parent, file_name(rel), Mode::S_IRWXU) {
+            // A directory an earlier package of the transaction made (never a symlink:
+            // the check opens it with O_NOFOLLOW).
+            Err(nix::errno::Errno::EEXIST)
+                if self.shared && self.open_beneath(rel, OFlag::O_PATH).is_ok() =>
+            {
+                Ok(())
+            }
+            other => other.map_err(|e| Error::io(path, e.into())),
+        }
     }
 
     /// Creates regular file `rel`, empty and private until [`Tree::finish_file`].

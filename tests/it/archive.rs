@@ -213,12 +213,6 @@ fn bootstrap_dry_run_lists_the_helper_set_and_changes_nothing() {
     f.run(&["bootstrap", "--dry-run"]).expect(0);
 }
 
-#[test]
-fn bootstrap_requires_dry_run_until_installation_exists() {
-    let f = Fixture::new();
-    f.run(&["bootstrap"]).expect(2);
-}
-
 fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

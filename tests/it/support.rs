@@ -46,6 +46,7 @@ impl Fixture {
         let root = dir.path().join("root");
         let srv = dir.path().join("srv");
         std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
         std::fs::write(
             root.join("etc/os-release"),
             "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
@@ -314,5 +315,210 @@ impl Run {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
+    }
+}
+
+/// A file of a test helper package, relative to the helper prefix.
+pub enum Item {
+    File(String, String, u32),
+    Link(String, String),
+}
+
+fn file(path: &str, content: impl Into<String>, mode: u32) -> Item {
+    Item::File(path.into(), content.into(), mode)
+}
+
+fn link(path: &str, target: &str) -> Item {
+    Item::Link(path.into(), target.into())
+}
+
+/// A test helper package: name, version, Depends, contents.
+pub struct TestHelper {
+    pub name: String,
+    pub version: String,
+    pub depends: String,
+    pub items: Vec<Item>,
+    /// Extra control fields (e.g. a lying `Installed-Size` in the index).
+    pub index_fields: Vec<(String, String)>,
+}
+
+/// Shell scripts standing in for the helpers' programs: `--version` prints what the real
+/// ones print; anything else prints the arguments and the helper-relevant environment.
+pub fn program(version_line: &str) -> String {
+    format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo \"{version_line}\"; exit 0; fi\n\
+         echo \"ran $0 $*\"; echo \"PATH=$PATH\"; echo \"LD_LIBRARY_PATH=${{LD_LIBRARY_PATH-unset}}\"\n"
+    )
+}
+
+/// The default test helper set: runtime (libraries, a symlink), apt (apt-get, methods,
+/// gpgv) and dpkg (dpkg, dpkg-deb, tar), each with a few more files so transactions have
+/// many steps.
+pub fn test_helpers(apt_version: &str) -> Vec<TestHelper> {
+    let mut runtime = vec![
+        file(
+            "root/usr/lib/x86_64-linux-gnu/libfake.so.1",
+            "a stand-in library\n",
+            0o644,
+        ),
+        link("root/usr/lib/x86_64-linux-gnu/libfake.so", "libfake.so.1"),
+        link("root/lib64", "usr/lib64"),
+        file(
+            "root/usr/lib64/ld-linux-x86-64.so.2",
+            "loader stand-in\n",
+            0o755,
+        ),
+    ];
+    for i in 0..12 {
+        let data = format!("runtime data {i}\n").repeat(50);
+        runtime.push(file(&format!("root/usr/share/runtime/r{i}"), data, 0o644));
+    }
+    let apt_line = format!("apt {apt_version} (amd64)");
+    let mut apt = vec![
+        file("bin/apt-get", program(&apt_line), 0o755),
+        file("bin/apt-cache", program(&apt_line), 0o755),
+        file("bin/gpgv", program("gpgv (GnuPG) 2.4.7"), 0o755),
+        file("methods/http", program("http method"), 0o755),
+        link("methods/https", "http"),
+        file(
+            "root/usr/share/doc/apt/version",
+            format!("{apt_version}\n"),
+            0o644,
+        ),
+    ];
+    if apt_version == "3.0.3" {
+        apt.push(file("root/usr/share/apt/only-in-3.0.3", "old\n", 0o644));
+    } else {
+        apt.push(file("root/usr/share/apt/only-in-newer", "new\n", 0o644));
+    }
+    let dpkg_line = "Debian 'dpkg' package management program version 1.22.21 (amd64).";
+    let dpkg = vec![
+        file("bin/dpkg", program(dpkg_line), 0o755),
+        file(
+            "dpkg-path/dpkg-deb",
+            program("Debian 'dpkg-deb' 1.22.21"),
+            0o755,
+        ),
+        file(
+            "dpkg-path/dpkg-split",
+            program("Debian 'dpkg-split' 1.22.21"),
+            0o755,
+        ),
+        file("dpkg-path/tar", program("tar (GNU tar) 1.35"), 0o755),
+    ];
+    vec![
+        TestHelper {
+            name: "release-upgrader-apt".into(),
+            version: apt_version.into(),
+            depends: "release-upgrader-runtime (= 2.41-12)".into(),
+            items: apt,
+            index_fields: Vec::new(),
+        },
+        TestHelper {
+            name: "release-upgrader-dpkg".into(),
+            version: "1.22.21".into(),
+            depends: "release-upgrader-runtime (>= 2.41~)".into(),
+            items: dpkg,
+            index_fields: Vec::new(),
+        },
+        TestHelper {
+            name: "release-upgrader-runtime".into(),
+            version: "2.41-12".into(),
+            depends: String::new(),
+            items: runtime,
+            index_fields: Vec::new(),
+        },
+    ]
+}
+
+/// Builds a real .deb with `dpkg-deb --build` (root:root, xz) and returns its path.
+pub fn build_deb(work: &Path, helper: &TestHelper) -> PathBuf {
+    let tree = work.join(format!("tree-{}-{}", helper.name, helper.version));
+    let _ = std::fs::remove_dir_all(&tree);
+    let prefix = tree.join("usr/lib/release-upgrader");
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    for item in &helper.items {
+        match item {
+            Item::File(path, content, mode) => {
+                let p = prefix.join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, content).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+            }
+            Item::Link(path, target) => {
+                let p = prefix.join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::os::unix::fs::symlink(target, &p).unwrap();
+            }
+        }
+    }
+    let mut control = format!(
+        "Package: {}\nVersion: {}\nArchitecture: amd64\nMaintainer: Test <test@invalid>\n",
+        helper.name, helper.version
+    );
+    if !helper.depends.is_empty() {
+        control.push_str(&format!("Depends: {}\n", helper.depends));
+    }
+    control.push_str(&format!("Description: {} test helper\n", helper.name));
+    std::fs::write(tree.join("DEBIAN/control"), control).unwrap();
+    let deb = work.join(format!("{}_{}_amd64.deb", helper.name, helper.version));
+    let out = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&tree)
+        .arg(&deb)
+        .output()
+        .expect("dpkg-deb runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    deb
+}
+
+impl Fixture {
+    /// Publishes real (dpkg-deb built) test helpers as the pocket.
+    pub fn publish_test_helpers(&self, helpers: &[TestHelper]) {
+        self.publish_test_helpers_with(helpers, |_| {});
+    }
+
+    pub fn publish_test_helpers_with(
+        &self,
+        helpers: &[TestHelper],
+        adjust: impl FnOnce(&mut PocketSpec),
+    ) {
+        let work = self.dir.path().join("build");
+        std::fs::create_dir_all(&work).unwrap();
+        let entries: Vec<PocketEntry> = helpers
+            .iter()
+            .map(|h| {
+                let file = build_deb(&work, h);
+                // The index carries the deb's own control fields, as dpkg-scanpackages
+                // writes them; `index_fields` override them (to make an index lie).
+                let control = release_upgrader::deb::read_control(&file).unwrap();
+                let mut fields = control.fields.clone();
+                for (k, v) in &h.index_fields {
+                    match fields.iter_mut().find(|(name, _)| name == k) {
+                        Some(field) => field.1 = v.clone(),
+                        None => fields.push((k.clone(), v.clone())),
+                    }
+                }
+                PocketEntry { fields, file }
+            })
+            .collect();
+        let mut spec = Self::default_spec();
+        adjust(&mut spec);
+        let dir = self.pocket_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        pocket::write(&dir, &spec, &entries, &self.key).unwrap();
+    }
+
+    pub fn prefix(&self) -> PathBuf {
+        self.root.join("usr/lib/release-upgrader")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.root.join("var/lib/release-upgrader")
     }
 }

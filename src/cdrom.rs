@@ -1,0 +1,191 @@
+//! Upgrade media (CD, DVD, USB stick, or a copy of one in a directory).
+//!
+//! Recognised as Ubuntu's upgrade CDs were: a `.disk/info` file, and
+//! `dists/stable/main/dist-upgrader/binary-<arch>/` holding the helper pocket (`dists/stable`
+//! is a symlink to the release's codename). Media that also carry an archive
+//! (`dists/stable/Release` and `main/binary-<arch>/`) can serve the whole upgrade offline.
+//! Found by scanning mounted filesystems (`/proc/self/mountinfo`), `/media` and
+//! `/run/media`, or at paths given on the command line. Nothing here is trusted: the
+//! caller verifies the media's signatures before using it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// What a piece of media offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Media {
+    pub path: PathBuf,
+    /// First line of `.disk/info`.
+    pub info: String,
+    /// The release it carries, from the `dists/stable` symlink (unverified).
+    pub codename: Option<String>,
+    /// The helper pocket for the architecture, if present.
+    pub helper_pocket: Option<PathBuf>,
+    /// Whether it carries a package archive for the architecture.
+    pub has_archive: bool,
+}
+
+impl Media {
+    /// The helper pocket directory of `arch` on media at `path`.
+    pub fn pocket_dir(path: &Path, arch: &str) -> PathBuf {
+        path.join(format!("dists/stable/main/dist-upgrader/binary-{arch}"))
+    }
+}
+
+/// Mount points listed in `/proc/self/mountinfo` text (field 5, octal escapes undone).
+pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_octal(field)))
+        .collect()
+}
+
+/// `\040` → space, as the kernel escapes mount paths.
+pub fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        if let Some(digits) = octal {
+            let value = digits
+                .iter()
+                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+            if let Ok(byte) = u8::try_from(value) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Places media usually appear: mount points, then `/media/*`, `/media/*/*`,
+/// `/run/media/*/*`. Duplicates removed, order kept.
+pub fn candidate_paths(mountinfo: &str) -> Vec<PathBuf> {
+    let mut paths = mount_points(mountinfo);
+    for base in ["/media", "/run/media"] {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            paths.push(path.clone());
+            if let Ok(inner) = std::fs::read_dir(&path) {
+                paths.extend(inner.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    paths.retain(|p| seen.insert(p.clone()));
+    paths
+}
+
+/// Looks at `path` as upgrade media for `arch`.
+pub fn inspect(path: &Path, arch: &str) -> Option<Media> {
+    let info = std::fs::read_to_string(path.join(".disk/info")).ok()?;
+    let info = info.lines().next().unwrap_or("").trim().to_owned();
+    let stable = path.join("dists/stable");
+    let codename = std::fs::read_link(&stable)
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let pocket = Media::pocket_dir(path, arch);
+    let helper_pocket = pocket
+        .join("Release")
+        .is_file()
+        .then_some(pocket.clone())
+        .or_else(|| pocket.join("InRelease").is_file().then_some(pocket));
+    let has_archive = (stable.join("Release").is_file() || stable.join("InRelease").is_file())
+        && stable.join(format!("main/binary-{arch}")).is_dir();
+    Some(Media {
+        path: path.to_owned(),
+        info,
+        codename,
+        helper_pocket,
+        has_archive,
+    })
+}
+
+/// Media found at `paths`, or, when none are given, wherever media usually appear.
+pub fn detect(paths: &[PathBuf], arch: &str) -> Vec<Media> {
+    let scanned;
+    let paths = if paths.is_empty() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        scanned = candidate_paths(&mountinfo);
+        &scanned
+    } else {
+        paths
+    };
+    paths.iter().filter_map(|p| inspect(p, arch)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        let text = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
+                    22 1 0:20 / /media/cdrom ro - iso9660 /dev/sr0 ro\n";
+        assert_eq!(
+            mount_points(text),
+            [
+                PathBuf::from("/mnt/with space"),
+                PathBuf::from("/media/cdrom")
+            ]
+        );
+        assert_eq!(unescape_octal("a\\011b\\134"), "a\tb\\");
+    }
+
+    /// The layout of Ubuntu's upgrade-CD test fixture (conformance sample).
+    fn fixture_media(dir: &Path) {
+        std::fs::create_dir_all(dir.join(".disk")).unwrap();
+        std::fs::write(
+            dir.join(".disk/info"),
+            "Ubuntu 8.10 \"Intrepid Ibex\" - Beta amd64 (20080930.4)\n",
+        )
+        .unwrap();
+        let dists = dir.join("dists/intrepid");
+        std::fs::create_dir_all(dists.join("main/binary-amd64")).unwrap();
+        std::fs::create_dir_all(dists.join("main/dist-upgrader/binary-amd64")).unwrap();
+        std::fs::write(dists.join("Release"), "Codename: intrepid\n").unwrap();
+        std::fs::write(dists.join("main/dist-upgrader/binary-amd64/Release"), "x").unwrap();
+        std::os::unix::fs::symlink("intrepid", dir.join("dists/stable")).unwrap();
+    }
+
+    #[test]
+    fn upgrade_cd_layout_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = std::fs::read_to_string(
+            "tests/conformance/ubuntu-release-upgrader/cdrom-fixture-layout.txt",
+        )
+        .unwrap();
+        assert!(layout.contains("dists/intrepid/main/dist-upgrader/binary-amd64/.keep"));
+        fixture_media(dir.path());
+        let media = inspect(dir.path(), "amd64").unwrap();
+        assert_eq!(
+            media.info,
+            "Ubuntu 8.10 \"Intrepid Ibex\" - Beta amd64 (20080930.4)"
+        );
+        assert_eq!(media.codename.as_deref(), Some("intrepid"));
+        assert!(media.helper_pocket.is_some());
+        assert!(media.has_archive);
+        // No helpers for another architecture; not media at all without .disk/info.
+        assert!(
+            inspect(dir.path(), "arm64")
+                .unwrap()
+                .helper_pocket
+                .is_none()
+        );
+        std::fs::remove_file(dir.path().join(".disk/info")).unwrap();
+        assert!(inspect(dir.path(), "amd64").is_none());
+        assert!(detect(&[dir.path().to_path_buf()], "amd64").is_empty());
+    }
+}

@@ -1,0 +1,299 @@
+//! Running apt for the upgrade: the target release's apt (from the helpers) or the
+//! system's, on `/` or on a tree given with `--root`, and reading what it says.
+//!
+//! All configuration goes through an `APT_CONFIG` file written for the run. apt reads that
+//! file before its configuration directory, so setting `Dir` there makes apt read the
+//! *root's* `apt.conf.d` and skip the host's; the root's dpkg database and log are passed
+//! to dpkg (`--root`, `--admindir`, `--log`), which also chroots maintainer scripts into
+//! the root. The helper options point apt at the helper dpkg, methods and gpgv.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::fsutil;
+use crate::helpers::env as helper_env;
+use crate::layout;
+use crate::root::SystemRoot;
+
+/// Which apt to run, on which system.
+#[derive(Clone, Debug)]
+pub struct Apt {
+    pub root: SystemRoot,
+    /// The helper prefix; `None` runs the system's own apt.
+    pub helpers: Option<PathBuf>,
+    /// The `APT_CONFIG` file written for this run.
+    pub config_file: PathBuf,
+    /// Extra environment (e.g. `DEBIAN_FRONTEND`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Apt {
+    /// apt for the system at `root`, configured through `config_file`.
+    pub fn new(root: &SystemRoot, helpers: Option<PathBuf>, config_file: PathBuf) -> Self {
+        Apt {
+            root: root.clone(),
+            helpers,
+            config_file,
+            env: Vec::new(),
+        }
+    }
+
+    /// The configuration this run of apt needs (pure).
+    pub fn render_config(&self) -> String {
+        let mut out = String::from("// Written by release-upgrader for one upgrade run.\n");
+        let quote = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        if !self.root.is_host() {
+            let root = self.root.dir().display().to_string();
+            let root = root.trim_end_matches('/');
+            out.push_str(&format!("Dir \"{}/\";\n", quote(root)));
+            out.push_str(&format!(
+                "Dir::State::status \"{}/var/lib/dpkg/status\";\n",
+                quote(root)
+            ));
+            out.push_str("DPkg::Options {\n");
+            for option in [
+                format!("--root={root}"),
+                format!("--admindir={root}/var/lib/dpkg"),
+                format!("--log={root}/var/log/dpkg.log"),
+            ] {
+                out.push_str(&format!("  \"{}\";\n", quote(&option)));
+            }
+            out.push_str("};\n");
+        }
+        if let Some(prefix) = &self.helpers {
+            for (key, value) in helper_env::apt_options(prefix) {
+                out.push_str(&format!("{key} \"{}\";\n", quote(&value)));
+            }
+        }
+        out
+    }
+
+    /// Writes the configuration file.
+    pub fn write_config(&self) -> Result<(), Error> {
+        fsutil::write_atomic(&self.config_file, self.render_config().as_bytes())
+    }
+
+    /// A command for `program` (`apt-get`, `apt-cache`, `apt-mark`).
+    pub fn command(&self, program: &str) -> Command {
+        let path = match &self.helpers {
+            Some(prefix) => prefix.join(layout::BIN).join(program),
+            None => Path::new("/usr/bin").join(program),
+        };
+        let mut cmd = Command::new(path);
+        cmd.env("APT_CONFIG", &self.config_file)
+            .env("LC_ALL", "C.UTF-8")
+            .env_remove("LD_LIBRARY_PATH")
+            .env_remove("LD_PRELOAD");
+        if let Some(prefix) = &self.helpers {
+            let bin = prefix.join(layout::BIN);
+            let path =
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+            cmd.env("PATH", format!("{}:{path}", bin.display()));
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+}
+
+/// One action of a simulated apt run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedAction {
+    pub package: String,
+    pub architecture: Option<String>,
+    /// The installed version, when there is one.
+    pub from: Option<String>,
+    /// The version to install (not for removals).
+    pub to: Option<String>,
+}
+
+/// What `apt-get -s dist-upgrade` would do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Simulation {
+    pub upgraded: Vec<PlannedAction>,
+    pub installed: Vec<PlannedAction>,
+    pub removed: Vec<PlannedAction>,
+    /// Packages downgraded (a new version lower than the installed one).
+    pub downgraded: Vec<PlannedAction>,
+}
+
+impl Simulation {
+    /// Parses the `Inst`/`Remv`/`Purg` lines of `apt-get -s` (with `LC_ALL=C.UTF-8`).
+    pub fn parse(output: &str) -> Self {
+        let mut sim = Simulation::default();
+        for line in output.lines() {
+            let (verb, rest) = match line.split_once(' ') {
+                Some(split) => split,
+                None => continue,
+            };
+            if !matches!(verb, "Inst" | "Remv" | "Purg") {
+                continue;
+            }
+            let mut words = rest.split_whitespace();
+            let Some(package) = words.next() else {
+                continue;
+            };
+            let rest: String = words.collect::<Vec<_>>().join(" ");
+            // "[old]" is the installed version; "(new Origin:… [arch])" the candidate.
+            let from = rest
+                .strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .map(|(v, _)| v.to_owned());
+            let paren = rest
+                .find('(')
+                .and_then(|i| rest[i + 1..].find(')').map(|j| &rest[i + 1..i + 1 + j]));
+            let to = paren
+                .and_then(|p| p.split_whitespace().next())
+                .map(str::to_owned);
+            let architecture = paren
+                .and_then(|p| p.rsplit_once('['))
+                .and_then(|(_, a)| a.strip_suffix(']'))
+                .map(str::to_owned);
+            let action = PlannedAction {
+                package: package.to_owned(),
+                architecture,
+                from,
+                to,
+            };
+            match verb {
+                "Inst" if action.from.is_none() => sim.installed.push(action),
+                "Inst" => {
+                    let lower = match (&action.from, &action.to) {
+                        (Some(f), Some(t)) => t
+                            .parse::<crate::version::Version>()
+                            .ok()
+                            .zip(f.parse::<crate::version::Version>().ok())
+                            .is_some_and(|(t, f)| t < f),
+                        _ => false,
+                    };
+                    if lower {
+                        sim.downgraded.push(action);
+                    } else {
+                        sim.upgraded.push(action);
+                    }
+                }
+                _ => sim.removed.push(action),
+            }
+        }
+        sim
+    }
+}
+
+/// Sums the sizes apt would download (`apt-get --print-uris -qq`: `'uri' file size hash`).
+pub fn download_size(print_uris: &str) -> u64 {
+    print_uris
+        .lines()
+        .filter(|l| l.starts_with('\''))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Parses `apt-cache policy PKG…`: for each package, whether any source other than the
+/// dpkg status offers a version (`Candidate:` not `(none)` and a version table line
+/// that is not only `/var/lib/dpkg/status`).
+pub fn downloadable(policy: &str) -> BTreeMap<String, bool> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut found = false;
+    let finish = |name: Option<String>, found: bool, out: &mut BTreeMap<String, bool>| {
+        if let Some(name) = name {
+            out.insert(name, found);
+        }
+    };
+    for line in policy.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            finish(current.take(), found, &mut out);
+            current = Some(line.trim_end_matches(':').to_owned());
+            found = false;
+            continue;
+        }
+        let t = line.trim();
+        // Version table lines: "500 http://… trixie/main amd64 Packages".
+        if let Some((priority, origin)) = t.split_once(' ') {
+            if priority.parse::<i32>().is_ok() && !origin.contains("/var/lib/dpkg/status") {
+                found = true;
+            }
+        }
+    }
+    finish(current, found, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_mode_points_apt_and_dpkg_at_the_root() {
+        let apt = Apt::new(
+            &SystemRoot::new("/srv/chroot"),
+            Some(PathBuf::from("/srv/chroot/usr/lib/release-upgrader")),
+            PathBuf::from("/tmp/apt.conf"),
+        );
+        let conf = apt.render_config();
+        assert!(conf.contains("Dir \"/srv/chroot/\";"), "{conf}");
+        assert!(conf.contains("Dir::State::status \"/srv/chroot/var/lib/dpkg/status\";"));
+        assert!(conf.contains("\"--root=/srv/chroot\";"));
+        assert!(conf.contains("\"--admindir=/srv/chroot/var/lib/dpkg\";"));
+        assert!(conf.contains("\"--log=/srv/chroot/var/log/dpkg.log\";"));
+        assert!(conf.contains("Dir::Bin::dpkg \"/srv/chroot/usr/lib/release-upgrader/bin/dpkg\";"));
+        let host = Apt::new(&SystemRoot::new("/"), None, PathBuf::from("/tmp/apt.conf"));
+        assert!(!host.render_config().contains("Dir \""));
+        let cmd = apt.command("apt-get");
+        assert_eq!(
+            cmd.get_program(),
+            "/srv/chroot/usr/lib/release-upgrader/bin/apt-get"
+        );
+        assert!(
+            cmd.get_envs()
+                .any(|(k, v)| k == "LD_LIBRARY_PATH" && v.is_none())
+        );
+    }
+
+    #[test]
+    fn simulation_output_is_counted() {
+        let out = "NOTE: This is only a simulation!\n\
+            Inst libc6 [2.36-9+deb12u10] (2.41-12 Debian:13.1/stable [amd64])\n\
+            Inst newpkg (1.0-1 Debian:13.1/stable [amd64])\n\
+            Inst older [2.0] (1.0 Debian:13.1/stable [all])\n\
+            Remv oldlib [1.2-3]\n\
+            Purg gone [0.1]\n\
+            Conf libc6 (2.41-12 Debian:13.1/stable [amd64])\n";
+        let sim = Simulation::parse(out);
+        assert_eq!(sim.upgraded.len(), 1);
+        assert_eq!(sim.upgraded[0].from.as_deref(), Some("2.36-9+deb12u10"));
+        assert_eq!(sim.upgraded[0].to.as_deref(), Some("2.41-12"));
+        assert_eq!(sim.upgraded[0].architecture.as_deref(), Some("amd64"));
+        assert_eq!(sim.installed[0].package, "newpkg");
+        assert_eq!(sim.downgraded[0].package, "older");
+        assert_eq!(
+            sim.removed
+                .iter()
+                .map(|a| a.package.as_str())
+                .collect::<Vec<_>>(),
+            ["oldlib", "gone"]
+        );
+    }
+
+    #[test]
+    fn print_uris_sizes_are_summed() {
+        let out = "'http://m/pool/a.deb' a_1_amd64.deb 1000 SHA256:aa\n\
+                   'http://m/pool/b.deb' b_1_all.deb 234 SHA256:bb\n";
+        assert_eq!(download_size(out), 1234);
+    }
+
+    #[test]
+    fn policy_tells_downloadable_from_local_only() {
+        let out = "bash:\n  Installed: 5.2.15-2+b7\n  Candidate: 5.2.37-2\n  Version table:\n     5.2.37-2 500\n        500 http://m/debian trixie/main amd64 Packages\n \
+                   *** 5.2.15-2+b7 100\n        100 /var/lib/dpkg/status\n\
+                   localpkg:\n  Installed: 1.0\n  Candidate: 1.0\n  Version table:\n *** 1.0 100\n        100 /var/lib/dpkg/status\n";
+        let map = downloadable(out);
+        assert_eq!(map.get("bash"), Some(&true));
+        assert_eq!(map.get("localpkg"), Some(&false));
+    }
+}

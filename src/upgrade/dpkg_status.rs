@@ -1,0 +1,184 @@
+//! What dpkg knows about the installed system, read from `<root>/var/lib/dpkg/status`:
+//! held packages, essential packages (never to be removed), installed versions, and
+//! whether dpkg was interrupted.
+
+use std::collections::BTreeMap;
+
+use crate::error::Error;
+use crate::root::SystemRoot;
+
+/// One package in dpkg's database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    pub name: String,
+    pub architecture: String,
+    pub version: String,
+    /// The three words of `Status:` (want, flag, status).
+    pub want: String,
+    pub status: String,
+    pub essential: bool,
+    pub protected: bool,
+    pub installed_size_kib: u64,
+}
+
+impl Installed {
+    pub fn is_installed(&self) -> bool {
+        self.status == "installed"
+    }
+
+    /// Installed, or on its way in or out: what a half-finished dpkg run leaves.
+    pub fn is_present(&self) -> bool {
+        self.status != "not-installed" && self.status != "config-files"
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.want == "hold"
+    }
+}
+
+/// The parsed status database, by `name:arch`.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub packages: BTreeMap<String, Installed>,
+}
+
+impl Status {
+    pub fn read(root: &SystemRoot) -> Result<Self, Error> {
+        let path = root.path("/var/lib/dpkg/status");
+        let text = fs_err::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        Self::parse(&text).map_err(|reason| Error::Config { path, reason })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut status = Status::default();
+        for paragraph in deb822_fast::Deb822::iter_paragraphs_from_reader(text.as_bytes()) {
+            let paragraph = paragraph.map_err(|e| format!("unreadable: {e}"))?;
+            let get = |k: &str| paragraph.get(k).map(str::trim).unwrap_or("").to_owned();
+            let name = get("Package");
+            if name.is_empty() {
+                continue;
+            }
+            let words: Vec<String> = get("Status")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            let [want, _flag, state] = words.as_slice() else {
+                return Err(format!("package {name} has a malformed Status line"));
+            };
+            let architecture = get("Architecture");
+            let key = format!("{name}:{architecture}");
+            status.packages.insert(
+                key,
+                Installed {
+                    version: get("Version"),
+                    want: want.clone(),
+                    status: state.clone(),
+                    essential: get("Essential") == "yes",
+                    protected: get("Protected") == "yes",
+                    installed_size_kib: get("Installed-Size").parse().unwrap_or(0),
+                    name,
+                    architecture,
+                },
+            );
+        }
+        Ok(status)
+    }
+
+    pub fn installed(&self) -> impl Iterator<Item = &Installed> {
+        self.packages.values().filter(|p| p.is_installed())
+    }
+
+    pub fn held(&self) -> Vec<&Installed> {
+        self.packages
+            .values()
+            .filter(|p| p.is_held() && p.is_present())
+            .collect()
+    }
+
+    /// Packages in a half-installed or half-configured state.
+    pub fn broken(&self) -> Vec<&Installed> {
+        self.packages
+            .values()
+            .filter(|p| {
+                matches!(
+                    p.status.as_str(),
+                    "half-installed"
+                        | "unpacked"
+                        | "half-configured"
+                        | "triggers-awaited"
+                        | "triggers-pending"
+                )
+            })
+            .collect()
+    }
+
+    /// Whether a package of this name (any architecture) is essential or protected.
+    pub fn is_essential(&self, name: &str) -> bool {
+        self.packages
+            .values()
+            .any(|p| p.name == name && p.is_installed() && (p.essential || p.protected))
+    }
+}
+
+/// Whether dpkg was interrupted: its journal of pending updates is not empty.
+pub fn dpkg_interrupted(root: &SystemRoot) -> bool {
+    let updates = root.path("/var/lib/dpkg/updates");
+    std::fs::read_dir(updates)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Package: dpkg\nEssential: yes\nStatus: install ok installed\n\
+        Architecture: amd64\nVersion: 1.21.22\nInstalled-Size: 6000\n\n\
+        Package: vim\nStatus: hold ok installed\nArchitecture: amd64\nVersion: 2:9.0\n\n\
+        Package: half\nStatus: install reinstreq half-configured\nArchitecture: all\nVersion: 1\n\n\
+        Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n";
+
+    #[test]
+    fn status_is_read_with_holds_essentials_and_breakage() {
+        let s = Status::parse(STATUS).unwrap();
+        assert_eq!(s.packages.len(), 4);
+        assert!(s.is_essential("dpkg"));
+        assert!(!s.is_essential("vim"));
+        assert_eq!(
+            s.held().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["vim"]
+        );
+        assert_eq!(
+            s.broken()
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>(),
+            ["half"]
+        );
+        assert_eq!(s.installed().count(), 2);
+    }
+
+    #[test]
+    fn malformed_status_is_refused() {
+        assert!(Status::parse("Package: x\nStatus: install\n").is_err());
+    }
+
+    #[test]
+    fn pending_dpkg_updates_mean_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path());
+        assert!(!dpkg_interrupted(&root));
+        std::fs::create_dir_all(root.path("/var/lib/dpkg/updates")).unwrap();
+        std::fs::write(root.path("/var/lib/dpkg/updates/tmp.i"), "").unwrap();
+        assert!(!dpkg_interrupted(&root));
+        std::fs::write(root.path("/var/lib/dpkg/updates/0001"), "Package: x\n").unwrap();
+        assert!(dpkg_interrupted(&root));
+    }
+}

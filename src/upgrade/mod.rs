@@ -1,0 +1,8 @@
+//! The release upgrade itself (PROTOCOL.md §1–4): preflight, sources, the run with the
+//! target release's apt and dpkg, logs and recovery.
+
+pub mod apt;
+pub mod dpkg_status;
+pub mod locks;
+pub mod logs;
+pub mod sources;

@@ -1,0 +1,677 @@
+//! Pointing apt's sources at the target release: one-line `.list` files and deb822
+//! `.sources` files, edited losslessly (comments, order, options and spacing kept).
+//!
+//! An entry for the running release (`bookworm`, `bookworm-updates`, `-security`,
+//! `-backports`, …) is moved to the target if it is the distribution's own archive;
+//! other repositories using the same codename are disabled with a comment saying why,
+//! unless `--allow-third-party`, because a third-party repository for the old release
+//! can pull the upgrade apart. Entries for other suites (`stable`, `sid`, `./`) are left
+//! as they are. Whether an entry is the distribution's is decided by the caller.
+
+use serde::Serialize;
+
+/// One source as apt sees it, for classification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceEntry {
+    pub types: Vec<String>,
+    pub uris: Vec<String>,
+    pub suites: Vec<String>,
+    pub signed_by: Option<String>,
+}
+
+/// What happens to an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Suites moved to the target release.
+    Upgrade,
+    /// Disabled: a third-party repository for the old release.
+    Disable,
+    /// Left alone: not about the running release.
+    Keep,
+}
+
+/// What changed in a file, entry by entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// 1-based line of the entry (its first line for deb822).
+    pub line: usize,
+    pub action: Action,
+    pub uris: Vec<String>,
+    pub suites: Vec<String>,
+}
+
+/// How to rewrite.
+pub struct Rules<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub allow_third_party: bool,
+    /// Whether an entry is the distribution's own archive.
+    pub is_distribution: &'a dyn Fn(&SourceEntry) -> bool,
+}
+
+impl Rules<'_> {
+    /// The suite for the target release, if `suite` belongs to the running one.
+    pub fn map_suite(&self, suite: &str) -> Option<String> {
+        if suite == self.from {
+            return Some(self.to.to_owned());
+        }
+        if let Some(rest) = suite.strip_prefix(self.from) {
+            if let Some(pocket) = rest.strip_prefix('-') {
+                if !pocket.is_empty() {
+                    return Some(format!("{}-{pocket}", self.to));
+                }
+            }
+            // The security suite's old name ("buster/updates").
+            if rest == "/updates" {
+                return Some(format!("{}-security", self.to));
+            }
+        }
+        None
+    }
+
+    fn action(&self, entry: &SourceEntry) -> Action {
+        if !entry.suites.iter().any(|s| self.map_suite(s).is_some()) {
+            Action::Keep
+        } else if self.allow_third_party || (self.is_distribution)(entry) {
+            Action::Upgrade
+        } else {
+            Action::Disable
+        }
+    }
+
+    fn disabled_note(&self) -> String {
+        format!("disabled on upgrade to {}", self.to)
+    }
+}
+
+/// Rewrites a one-line-style file (`sources.list`, `*.list`).
+pub fn rewrite_list(text: &str, rules: &Rules<'_>) -> (String, Vec<Change>) {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut changes = Vec::new();
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let Some(parsed) = parse_line(line) else {
+            out.push_str(line);
+            continue;
+        };
+        let action = rules.action(&parsed.entry);
+        match action {
+            Action::Keep => out.push_str(line),
+            Action::Upgrade => {
+                let mapped = rules
+                    .map_suite(&parsed.entry.suites[0])
+                    .unwrap_or_else(|| parsed.entry.suites[0].clone());
+                out.push_str(&line[..parsed.suite.start]);
+                out.push_str(&mapped);
+                out.push_str(&line[parsed.suite.end..]);
+            }
+            Action::Disable => {
+                let (body, newline) = match line.strip_suffix('\n') {
+                    Some(body) => (body, "\n"),
+                    None => (line, ""),
+                };
+                out.push_str(&format!("# {body} # {}{newline}", rules.disabled_note()));
+            }
+        }
+        if action != Action::Keep {
+            changes.push(Change {
+                line: n + 1,
+                action,
+                uris: parsed.entry.uris.clone(),
+                suites: parsed.entry.suites.clone(),
+            });
+        }
+    }
+    (out, changes)
+}
+
+struct ParsedLine {
+    entry: SourceEntry,
+    /// Byte range of the suite token in the line.
+    suite: std::ops::Range<usize>,
+}
+
+/// Parses `deb [opts] uri suite [components]`; `None` for comments, blanks and junk.
+fn parse_line(line: &str) -> Option<ParsedLine> {
+    let body = line.split('#').next().unwrap_or("");
+    let mut rest = body.trim_start();
+    let start = body.len() - rest.len();
+    let kind_end = rest.find(char::is_whitespace)?;
+    let kind = &rest[..kind_end];
+    if kind != "deb" && kind != "deb-src" {
+        return None;
+    }
+    let mut offset = start + kind_end;
+    rest = &rest[kind_end..];
+    let skip_ws = |rest: &mut &str, offset: &mut usize| {
+        let trimmed = rest.trim_start();
+        *offset += rest.len() - trimmed.len();
+        *rest = trimmed;
+    };
+    skip_ws(&mut rest, &mut offset);
+    let mut signed_by = None;
+    if rest.starts_with('[') {
+        let close = rest.find(']')?;
+        for option in rest[1..close].split_whitespace() {
+            if let Some(value) = option.strip_prefix("signed-by=") {
+                signed_by = Some(value.to_owned());
+            }
+        }
+        offset += close + 1;
+        rest = &rest[close + 1..];
+        skip_ws(&mut rest, &mut offset);
+    }
+    let uri_end = rest.find(char::is_whitespace)?;
+    let uri = rest[..uri_end].to_owned();
+    offset += uri_end;
+    rest = &rest[uri_end..];
+    skip_ws(&mut rest, &mut offset);
+    let suite_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    if suite_end == 0 {
+        return None;
+    }
+    let suite = rest[..suite_end].to_owned();
+    Some(ParsedLine {
+        entry: SourceEntry {
+            types: vec![kind.to_owned()],
+            uris: vec![uri],
+            suites: vec![suite],
+            signed_by,
+        },
+        suite: offset..offset + suite_end,
+    })
+}
+
+/// Rewrites a deb822 `.sources` file.
+pub fn rewrite_sources(text: &str, rules: &Rules<'_>) -> Result<(String, Vec<Change>), String> {
+    let parsed = deb822_lossless::Deb822::parse(text);
+    if !parsed.errors().is_empty() {
+        return Err(parsed.errors().join("; "));
+    }
+    // Line numbers come from the text as read, before any edit shifts offsets.
+    let lines: Vec<usize> = parsed
+        .tree()
+        .paragraphs()
+        .map(|p| {
+            text[..usize::from(p.text_range().start())]
+                .matches('\n')
+                .count()
+                + 1
+        })
+        .collect();
+    let doc = parsed.tree();
+    let mut changes = Vec::new();
+    for (mut paragraph, line) in doc.paragraphs().zip(lines) {
+        let words = |key: &str| -> Vec<String> {
+            paragraph
+                .get(key)
+                .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let entry = SourceEntry {
+            types: words("Types"),
+            uris: words("URIs"),
+            suites: words("Suites"),
+            signed_by: paragraph.get("Signed-By").map(|v| v.trim().to_owned()),
+        };
+        let enabled = paragraph
+            .get("Enabled")
+            .is_none_or(|v| !v.trim().eq_ignore_ascii_case("no"));
+        if entry.suites.is_empty() || !enabled {
+            continue;
+        }
+        let action = rules.action(&entry);
+        match action {
+            Action::Keep => continue,
+            Action::Upgrade => {
+                let suites: Vec<String> = entry
+                    .suites
+                    .iter()
+                    .map(|s| rules.map_suite(s).unwrap_or_else(|| s.clone()))
+                    .collect();
+                paragraph.set("Suites", &suites.join(" "));
+            }
+            Action::Disable => {
+                paragraph.insert_comment_before(&rules.disabled_note());
+                paragraph.set("Enabled", "no");
+            }
+        }
+        changes.push(Change {
+            line,
+            action,
+            uris: entry.uris,
+            suites: entry.suites,
+        });
+    }
+    Ok((doc.to_string(), changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules<'a>(is_distribution: &'a dyn Fn(&SourceEntry) -> bool) -> Rules<'a> {
+        Rules {
+            from: "bookworm",
+            to: "trixie",
+            allow_third_party: false,
+            is_distribution,
+        }
+    }
+
+    fn debian_only(entry: &SourceEntry) -> bool {
+        entry.uris.iter().all(|u| u.contains("/debian"))
+    }
+
+    #[test]
+    fn suites_of_the_running_release_map_to_the_target() {
+        let r = rules(&debian_only);
+        assert_eq!(r.map_suite("bookworm").as_deref(), Some("trixie"));
+        assert_eq!(
+            r.map_suite("bookworm-updates").as_deref(),
+            Some("trixie-updates")
+        );
+        assert_eq!(
+            r.map_suite("bookworm-security").as_deref(),
+            Some("trixie-security")
+        );
+        assert_eq!(
+            r.map_suite("bookworm-backports-sloppy").as_deref(),
+            Some("trixie-backports-sloppy")
+        );
+        assert_eq!(
+            r.map_suite("bookworm/updates").as_deref(),
+            Some("trixie-security")
+        );
+        assert_eq!(r.map_suite("bookwormish"), None);
+        assert_eq!(r.map_suite("stable"), None);
+        assert_eq!(r.map_suite("./"), None);
+    }
+
+    #[test]
+    fn one_line_files_keep_everything_but_the_suite() {
+        let text = "# my sources\n\
+                    deb http://mirror/debian bookworm main contrib\n\
+                    deb-src  [arch=amd64 signed-by=/k.gpg]   http://mirror/debian   bookworm-updates   main # note\n\
+                    \n\
+                    # deb http://mirror/debian bookworm-backports main\n\
+                    deb https://vendor.example/repo bookworm stable\n\
+                    deb http://mirror/debian sid main\n\
+                    deb file:/srv/pocket ./";
+        let (out, changes) = rewrite_list(text, &rules(&debian_only));
+        assert_eq!(
+            out,
+            "# my sources\n\
+             deb http://mirror/debian trixie main contrib\n\
+             deb-src  [arch=amd64 signed-by=/k.gpg]   http://mirror/debian   trixie-updates   main # note\n\
+             \n\
+             # deb http://mirror/debian bookworm-backports main\n\
+             # deb https://vendor.example/repo bookworm stable # disabled on upgrade to trixie\n\
+             deb http://mirror/debian sid main\n\
+             deb file:/srv/pocket ./"
+        );
+        let actions: Vec<_> = changes.iter().map(|c| (c.line, c.action)).collect();
+        assert_eq!(
+            actions,
+            [
+                (2, Action::Upgrade),
+                (3, Action::Upgrade),
+                (6, Action::Disable)
+            ]
+        );
+        // With --allow-third-party the vendor entry moves too.
+        let mut r = rules(&debian_only);
+        r.allow_third_party = true;
+        let (out, _) = rewrite_list(text, &r);
+        assert!(
+            out.contains("deb https://vendor.example/repo trixie stable\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn deb822_files_are_edited_losslessly() {
+        let text = "# Debian\nTypes: deb deb-src\nURIs: http://mirror/debian\n\
+                    Suites: bookworm bookworm-updates\nComponents: main\n\
+                    Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+                    Types: deb\nURIs: https://vendor.example/repo\nSuites: bookworm\nComponents: stable\n\n\
+                    Types: deb\nURIs: http://mirror/debian\nSuites: sid\nComponents: main\n";
+        let (out, changes) = rewrite_sources(text, &rules(&debian_only)).unwrap();
+        assert_eq!(
+            out,
+            "# Debian\nTypes: deb deb-src\nURIs: http://mirror/debian\n\
+             Suites: trixie trixie-updates\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+             # disabled on upgrade to trixie\nTypes: deb\nURIs: https://vendor.example/repo\nSuites: bookworm\nComponents: stable\nEnabled: no\n\n\
+             Types: deb\nURIs: http://mirror/debian\nSuites: sid\nComponents: main\n"
+        );
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[1].line, 8);
+    }
+
+    #[test]
+    fn ubuntu_conformance_sample_rewrites_as_expected() {
+        let fill = |t: &str, dist: &str| {
+            t.replace("{dist}", dist)
+                .replace("{default_source_uri}", "http://archive.ubuntu.com/ubuntu")
+                .replace("{security_source_uri}", "http://security.ubuntu.com/ubuntu")
+        };
+        let base = "tests/conformance/ubuntu-release-upgrader/deb822-test_sources_rewrite";
+        let input = std::fs::read_to_string(format!("{base}/in/ubuntu.sources")).unwrap();
+        let expect = std::fs::read_to_string(format!("{base}/expect/ubuntu.sources")).unwrap();
+        let all = |_: &SourceEntry| true;
+        let r = Rules {
+            from: "noble",
+            to: "plucky",
+            allow_third_party: false,
+            is_distribution: &all,
+        };
+        let (out, changes) = rewrite_sources(&fill(&input, "noble"), &r).unwrap();
+        assert_eq!(out, fill(&expect, "plucky"));
+        assert_eq!(changes.len(), 2);
+    }
+
+    #[test]
+    fn apt_list_names_match_apts() {
+        assert_eq!(
+            apt_list_name("http://mirror.example/debian/dists/bookworm/InRelease"),
+            "mirror.example_debian_dists_bookworm_InRelease"
+        );
+        assert_eq!(
+            apt_list_name("https://user:pw@deb.example/node_20.x/dists/nodistro/InRelease"),
+            "deb.example_node%5f20.x_dists_nodistro_InRelease"
+        );
+    }
+
+    #[test]
+    fn files_are_backed_up_and_restored_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::root::SystemRoot::new(dir.path());
+        let etc = root.path("/etc/apt/sources.list.d");
+        std::fs::create_dir_all(&etc).unwrap();
+        let list = "deb http://mirror/debian bookworm main\r\n# odd line ending kept\n";
+        std::fs::write(root.path("/etc/apt/sources.list"), list).unwrap();
+        std::fs::write(
+            etc.join("vendor.list"),
+            "deb https://vendor/repo bookworm main\n",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("ignored.list.save"),
+            "deb http://mirror/debian bookworm main\n",
+        )
+        .unwrap();
+        let plans = plan(&root, &rules(&debian_only)).unwrap();
+        assert_eq!(plans.len(), 2);
+        apply(&plans).unwrap();
+        assert!(
+            std::fs::read_to_string(root.path("/etc/apt/sources.list"))
+                .unwrap()
+                .contains("trixie")
+        );
+        // Applying again (an interrupted run resumed) keeps the original backup.
+        apply(&plan(&root, &rules(&debian_only)).unwrap()).unwrap();
+        let paths: Vec<_> = plans.iter().map(|p| p.path.clone()).collect();
+        restore(&paths).unwrap();
+        assert_eq!(
+            std::fs::read(root.path("/etc/apt/sources.list")).unwrap(),
+            list.as_bytes()
+        );
+        assert_eq!(
+            std::fs::read_to_string(etc.join("vendor.list")).unwrap(),
+            "deb https://vendor/repo bookworm main\n"
+        );
+        assert!(!backup_path(&root.path("/etc/apt/sources.list")).exists());
+        assert_eq!(
+            std::fs::read_to_string(etc.join("ignored.list.save")).unwrap(),
+            "deb http://mirror/debian bookworm main\n"
+        );
+    }
+
+    #[test]
+    fn disabled_deb822_stanzas_are_left_alone() {
+        let text = "Types: deb\nURIs: https://vendor.example/repo\nSuites: bookworm\nComponents: x\nEnabled: no\n";
+        let (out, changes) = rewrite_sources(text, &rules(&debian_only)).unwrap();
+        assert_eq!(out, text);
+        assert!(changes.is_empty());
+    }
+}
+
+/// The two formats apt reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One-line `deb uri suite components` (`sources.list`, `*.list`).
+    List,
+    /// deb822 stanzas (`*.sources`).
+    Deb822,
+}
+
+/// A sources file that the upgrade changes.
+#[derive(Clone, Debug, Serialize)]
+pub struct FilePlan {
+    pub path: std::path::PathBuf,
+    pub format: Format,
+    #[serde(skip)]
+    pub original: String,
+    #[serde(skip)]
+    pub rewritten: String,
+    pub changes: Vec<Change>,
+}
+
+/// The suffix of the backup kept of every changed file (as Ubuntu's upgrader names it).
+pub const BACKUP_SUFFIX: &str = ".distUpgrade";
+
+/// The backup of `path`.
+pub fn backup_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(BACKUP_SUFFIX);
+    name.into()
+}
+
+/// The sources files apt reads on the system at `root`, in apt's order.
+pub fn discover(
+    root: &crate::root::SystemRoot,
+) -> Result<Vec<(std::path::PathBuf, Format)>, crate::Error> {
+    let mut files = Vec::new();
+    let main = root.path("/etc/apt/sources.list");
+    if main.is_file() {
+        files.push((main, Format::List));
+    }
+    let dir = root.path("/etc/apt/sources.list.d");
+    let mut parts: Vec<(std::path::PathBuf, Format)> = match fs_err::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?.to_owned();
+                // apt's rule: only these extensions, and no hidden or odd names.
+                let valid = name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+                let format = if name.ends_with(".list") {
+                    Format::List
+                } else if name.ends_with(".sources") {
+                    Format::Deb822
+                } else {
+                    return None;
+                };
+                (valid && p.is_file()).then_some((p, format))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(crate::Error::io(&dir, e)),
+    };
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    files.extend(parts);
+    Ok(files)
+}
+
+/// Computes the rewrite of every sources file (pure apart from reading them); only files
+/// that change are returned.
+pub fn plan(
+    root: &crate::root::SystemRoot,
+    rules: &Rules<'_>,
+) -> Result<Vec<FilePlan>, crate::Error> {
+    let mut plans = Vec::new();
+    for (path, format) in discover(root)? {
+        let original = fs_err::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+        let (rewritten, changes) = match format {
+            Format::List => rewrite_list(&original, rules),
+            Format::Deb822 => {
+                rewrite_sources(&original, rules).map_err(|reason| crate::Error::Config {
+                    path: path.clone(),
+                    reason: format!("not a valid deb822 sources file: {reason}"),
+                })?
+            }
+        };
+        if rewritten != original {
+            plans.push(FilePlan {
+                path,
+                format,
+                original,
+                rewritten,
+                changes,
+            });
+        }
+    }
+    Ok(plans)
+}
+
+/// Writes the rewritten files, each after a durable backup of its original (an existing
+/// backup, from an interrupted earlier attempt, is kept: it holds the true original).
+pub fn apply(plans: &[FilePlan]) -> Result<(), crate::Error> {
+    for plan in plans {
+        let backup = backup_path(&plan.path);
+        if !backup.exists() {
+            crate::fsutil::write_atomic(&backup, plan.original.as_bytes())?;
+        }
+        crate::crashpoint::reached("sources backed up");
+        crate::fsutil::write_atomic(&plan.path, plan.rewritten.as_bytes())?;
+        crate::crashpoint::reached("sources rewritten");
+    }
+    Ok(())
+}
+
+/// Puts the originals back, byte for byte, from their backups.
+pub fn restore(paths: &[std::path::PathBuf]) -> Result<(), crate::Error> {
+    for path in paths {
+        let backup = backup_path(path);
+        if backup.exists() {
+            fs_err::rename(&backup, path).map_err(|e| crate::Error::io(path, e))?;
+            if let Some(dir) = path.parent() {
+                crate::fsutil::sync_dir(dir).map_err(|e| crate::Error::io(dir, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// apt's file name for a URI in `/var/lib/apt/lists` (`URItoFileName`): no scheme or
+/// credentials, `_ ~ %`, blanks and non-ASCII quoted as `%xx`, then `/` → `_`.
+pub fn apt_list_name(uri: &str) -> String {
+    let without_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let without_user = match without_scheme.split_once('/') {
+        Some((host, rest)) => {
+            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+            format!("{host}/{rest}")
+        }
+        None => without_scheme
+            .rsplit_once('@')
+            .map_or(without_scheme, |(_, h)| h)
+            .to_owned(),
+    };
+    let mut out = String::new();
+    for b in without_user.bytes() {
+        match b {
+            b'/' => out.push('_'),
+            b' ' | b'_' | b'~' | b'%' | 0..=0x20 | 0x7f..=0xff => {
+                out.push_str(&format!("%{b:02x}"))
+            }
+            _ => out.push(b as char),
+        }
+    }
+    out
+}
+
+/// Tells the distribution's own archive from other repositories without a list of
+/// mirror host names: an entry is the distribution's when its `Signed-By` is the
+/// distribution's archive keyring, or when the Release file apt downloaded for it
+/// (`/var/lib/apt/lists`) verifies with that keyring. Any mirror of the archive passes;
+/// a vendor repository that reuses the codename does not.
+pub struct DistributionCheck {
+    lists: std::path::PathBuf,
+    keyring_files: Vec<std::path::PathBuf>,
+    keyring: crate::openpgp::Keyring,
+    verdicts: std::sync::Mutex<std::collections::HashMap<(String, String), bool>>,
+}
+
+impl DistributionCheck {
+    /// For the system at `root`, whose `os-release` `ID` is `os_id` (`debian`, `ubuntu`).
+    pub fn new(root: &crate::root::SystemRoot, os_id: &str) -> Result<Self, crate::Error> {
+        let keyring_file = root.path(format!("/usr/share/keyrings/{os_id}-archive-keyring.gpg"));
+        if !keyring_file.is_file() {
+            return Err(crate::Error::Keyring {
+                path: keyring_file,
+                reason: "missing, so the distribution's archive cannot be told from other \
+                         repositories (install the archive keyring, or pass --allow-third-party)"
+                    .into(),
+            });
+        }
+        let keyring = crate::openpgp::Keyring::load(std::slice::from_ref(&keyring_file))?;
+        Ok(DistributionCheck {
+            lists: root.path("/var/lib/apt/lists"),
+            keyring_files: vec![
+                keyring_file,
+                std::path::PathBuf::from(format!(
+                    "/usr/share/keyrings/{os_id}-archive-keyring.gpg"
+                )),
+            ],
+            keyring,
+            verdicts: Default::default(),
+        })
+    }
+
+    /// Whether every URI of `entry` is the distribution's archive.
+    pub fn is_distribution(&self, entry: &SourceEntry) -> bool {
+        if let Some(signed_by) = &entry.signed_by {
+            let signed_by = std::path::Path::new(signed_by.trim());
+            if self.keyring_files.iter().any(|k| k == signed_by) {
+                return true;
+            }
+        }
+        let Some(suite) = entry.suites.first() else {
+            return false;
+        };
+        !entry.uris.is_empty() && entry.uris.iter().all(|uri| self.verifies(uri, suite))
+    }
+
+    fn verifies(&self, uri: &str, suite: &str) -> bool {
+        let key = (uri.to_owned(), suite.to_owned());
+        if let Some(v) = self.verdicts.lock().expect("verdicts").get(&key) {
+            return *v;
+        }
+        let base = format!("{}/dists/{suite}/", uri.trim_end_matches('/'));
+        let name = apt_list_name(&base);
+        let inrelease = self.lists.join(format!("{name}InRelease"));
+        let verdict = if let Ok(bytes) = std::fs::read(&inrelease) {
+            crate::openpgp::verify_clearsigned(
+                &self.keyring,
+                &bytes,
+                &inrelease.display().to_string(),
+            )
+            .is_ok()
+        } else {
+            let release = std::fs::read(self.lists.join(format!("{name}Release")));
+            let signature = std::fs::read(self.lists.join(format!("{name}Release.gpg")));
+            match (release, signature) {
+                (Ok(release), Ok(signature)) => {
+                    crate::openpgp::verify_detached(&self.keyring, release, &signature, &name)
+                        .is_ok()
+                }
+                _ => false,
+            }
+        };
+        self.verdicts.lock().expect("verdicts").insert(key, verdict);
+        verdict
+    }
+}

@@ -235,6 +235,94 @@ impl Session {
         })
     }
 
+    /// The release on upgrade media at `path` and its helper pocket. The media's own
+    /// `Release` (signed) names the release; no meta-release or network is needed.
+    pub fn media_target(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(UpgradeTarget, PocketRequest), Error> {
+        let not_media = |reason: &str| Error::Config {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let media = crate::cdrom::inspect(path, &self.arch)
+            .ok_or_else(|| not_media("not upgrade media (no .disk/info)"))?;
+        let pocket_dir = media.helper_pocket.clone().ok_or_else(|| {
+            not_media(&format!(
+                "the media carry no helpers for {} (dists/stable/main/dist-upgrader/binary-{})",
+                self.arch, self.arch
+            ))
+        })?;
+        let release = crate::pocket::verified_release(
+            &self.fetcher,
+            self.keyring()?,
+            &Location::Path(path.join("dists/stable")),
+        )?;
+        let signers = release.signers().to_vec();
+        let codename = release.codename.clone();
+        if codename == self.codename {
+            return Err(Error::NoNewerRelease {
+                codename: self.codename.clone(),
+                uri: path.display().to_string(),
+            });
+        }
+        let entry = |dist: &str, version: String, date: String, timestamp| ReleaseEntry {
+            dist: dist.to_owned(),
+            name: None,
+            version,
+            date,
+            timestamp,
+            supported: true,
+            description: Some(media.info.clone()),
+            release_file: None,
+            release_notes: None,
+            release_notes_html: None,
+            upgrade_tool: None,
+            upgrade_tool_signature: None,
+            upgrade_broken: None,
+            upgrade_tool_base_uri: None,
+            upgrade_tool_packages: metarelease::DEFAULT_UPGRADE_TOOL_PACKAGES
+                .map(str::to_owned)
+                .to_vec(),
+        };
+        let current = entry(
+            &self.codename,
+            self.os.version_id.clone().unwrap_or_default(),
+            String::new(),
+            0,
+        );
+        let target = entry(
+            &codename,
+            release.version.clone().unwrap_or_else(|| codename.clone()),
+            release.date_text.clone(),
+            release.date,
+        );
+        let meta_release = FetchedMetaRelease {
+            uri: path.display().to_string(),
+            document: metarelease::MetaRelease {
+                releases: vec![current.clone(), target.clone()],
+                skipped: Vec::new(),
+            },
+            authenticity: metarelease::Authenticity::Signed(signers),
+        };
+        let request = PocketRequest {
+            location: Location::Path(pocket_dir),
+            codename,
+            arch: self.arch.clone(),
+            // Media are old by nature: no Valid-Until.
+            require_valid_until: false,
+            now: date::now(),
+        };
+        Ok((
+            UpgradeTarget {
+                meta_release,
+                current,
+                target,
+            },
+            request,
+        ))
+    }
+
     /// Opens and verifies a pocket; with `remember`, its `Date` becomes the new floor.
     pub fn open_pocket(&self, request: &PocketRequest, remember: bool) -> Result<Pocket, Error> {
         let pocket = pocket::open(&self.fetcher, self.keyring()?, Some(&self.state), request)?;

@@ -13,6 +13,7 @@ pub mod client;
 pub mod crashpoint;
 pub mod date;
 pub mod deb;
+pub mod demo;
 pub mod digest;
 pub mod error;
 pub mod fetch;

@@ -29,6 +29,8 @@ pub struct ReleaseFile {
     pub date: Timestamp,
     pub date_text: String,
     pub valid_until: Option<(Timestamp, String)>,
+    /// `Version` (archives and media carry it; pockets need not).
+    pub version: Option<String>,
     /// Indices listed under `SHA256:`.
     pub files: Vec<IndexFile>,
 }
@@ -100,6 +102,7 @@ impl ReleaseFile {
             date,
             date_text,
             valid_until,
+            version: field("Version"),
             files,
         })
     }
@@ -267,16 +270,8 @@ pub fn open(
     request: &PocketRequest,
 ) -> Result<Pocket, Error> {
     let location = &request.location;
-    let release = fetch_release(fetcher, keyring, location)?;
+    let release = verified_release(fetcher, keyring, location)?;
     let what = format!("Release of {location}");
-    let release = release.try_map(|bytes| {
-        let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
-        ReleaseFile::parse(&text)
-    });
-    let release = release.map_err(|reason| Error::Malformed {
-        what: what.clone(),
-        reason,
-    })?;
     let last_seen = match state {
         Some(state) => state.last_release_date(&state_key(location))?,
         None => None,
@@ -335,6 +330,24 @@ impl Pocket {
     pub fn deb_location(&self, package: &PackageEntry) -> Result<Location, Error> {
         self.location.join(&package.filename)
     }
+}
+
+/// The verified and parsed `Release` of a repository directory (a pocket, or a media
+/// archive's `dists/<codename>/`).
+pub fn verified_release(
+    fetcher: &Fetcher,
+    keyring: &Keyring,
+    location: &Location,
+) -> Result<Verified<ReleaseFile>, Error> {
+    fetch_release(fetcher, keyring, location)?
+        .try_map(|bytes| {
+            let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+            ReleaseFile::parse(&text)
+        })
+        .map_err(|reason| Error::Malformed {
+            what: format!("Release of {location}"),
+            reason,
+        })
 }
 
 /// InRelease, or Release + Release.gpg when the pocket has no InRelease.

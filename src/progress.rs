@@ -30,3 +30,28 @@ pub fn next_task_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
+
+/// Sizes as people read them (kB, MB: powers of 1000, as apt prints them).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_like_apts() {
+        assert_eq!(super::human_size(999), "999 B");
+        assert_eq!(super::human_size(831_000), "831.0 kB");
+        assert_eq!(super::human_size(36_000_000), "36.0 MB");
+    }
+}

@@ -106,12 +106,127 @@ pub enum ClientCommand {
     /// List the installed helpers and the versions their apt-get and dpkg report
     Helpers,
 
+    /// Upgrade the system to the next release: check it, install the helpers, point the
+    /// sources at the new release, and upgrade with the new release's apt and dpkg
+    Upgrade(UpgradeArgs),
+
+    /// Find upgrade media (mounted, or at the given paths)
+    #[command(subcommand)]
+    Cdrom(CdromCommand),
+
     /// Remove every installed helper (exactly what their manifests list)
     Cleanup {
         /// Also forget the pocket dates seen and the meta-release cache
         #[arg(long)]
         purge_state: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CdromCommand {
+    /// Print what the upgrade media offer; exit 0 if any were found, 1 if not
+    Detect {
+        /// Where to look (default: mounted filesystems, /media, /run/media)
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// How questions are asked during the upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FrontendArg {
+    /// Ask on the terminal (also do-release-upgrade's DistUpgradeViewText, …Gtk3, …KDE)
+    #[value(
+        alias = "DistUpgradeViewText",
+        alias = "DistUpgradeViewGtk3",
+        alias = "DistUpgradeViewKDE"
+    )]
+    Text,
+    /// Ask nothing; keep the old configuration files (also DistUpgradeViewNonInteractive)
+    #[value(alias = "DistUpgradeViewNonInteractive")]
+    Noninteractive,
+}
+
+/// do-release-upgrade's modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Desktop,
+    Server,
+    /// Unattended: implies `-f noninteractive` unless a frontend is given
+    Cloud,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpgradeArgs {
+    /// How to ask questions: text (default) or noninteractive
+    #[arg(short = 'f', long = "frontend", value_enum, value_name = "FRONTEND")]
+    pub frontend: Option<FrontendArg>,
+    /// Answer yes to every question (confirmation, purging obsolete packages)
+    #[arg(short = 'y', long = "yes")]
+    pub yes: bool,
+    /// Keep third-party sources that use the old release's codename (moved to the new one)
+    #[arg(long)]
+    pub allow_third_party: bool,
+    /// Check, and show what would be done, without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Upgrade from media at PATH (helpers and, if present, packages; works offline)
+    #[arg(long, value_name = "PATH")]
+    pub cdrom: Option<PathBuf>,
+    /// Leave the helpers installed afterwards
+    #[arg(long)]
+    pub keep_helpers: bool,
+    /// Only check whether a new release is available (do-release-upgrade -c)
+    #[arg(short = 'c', long = "check-dist-upgrade-only")]
+    pub check_only: bool,
+    /// do-release-upgrade's mode: desktop, server or cloud
+    #[arg(short = 'm', long = "mode", value_enum, value_name = "MODE")]
+    pub mode: Option<ModeArg>,
+    /// Upgrade even though updates of the running release are not installed
+    #[arg(long)]
+    pub allow_pending: bool,
+    /// Seconds to wait for another package manager to finish
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub lock_timeout: u64,
+}
+
+impl UpgradeArgs {
+    /// The flags as given, for re-executing with the same settings.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["upgrade".into()];
+        if let Some(frontend) = self.frontend {
+            args.push("--frontend".into());
+            args.push(match frontend {
+                FrontendArg::Text => "text".into(),
+                FrontendArg::Noninteractive => "noninteractive".into(),
+            });
+        }
+        if let Some(mode) = self.mode {
+            args.push("--mode".into());
+            args.push(match mode {
+                ModeArg::Desktop => "desktop".into(),
+                ModeArg::Server => "server".into(),
+                ModeArg::Cloud => "cloud".into(),
+            });
+        }
+        for (on, flag) in [
+            (self.yes, "--yes"),
+            (self.allow_third_party, "--allow-third-party"),
+            (self.dry_run, "--dry-run"),
+            (self.keep_helpers, "--keep-helpers"),
+            (self.allow_pending, "--allow-pending"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        if let Some(cdrom) = &self.cdrom {
+            args.push("--cdrom".into());
+            args.push(cdrom.clone().into());
+        }
+        args.push("--lock-timeout".into());
+        args.push(self.lock_timeout.to_string().into());
+        args
+    }
 }
 
 impl GlobalArgs {

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use serde_json::json;
 
-use crate::cli::args::{ClientCli, ClientCommand, GlobalArgs};
+use crate::cli::args::{
+    CdromCommand, ClientCli, ClientCommand, FrontendArg, GlobalArgs, ModeArg, UpgradeArgs,
+};
 use crate::cli::ui::{self, Ui};
 use crate::client::{HelperPlan, Session, SessionOptions, UpgradeTarget};
 use crate::error::{Error, ExitCode};
@@ -17,6 +19,7 @@ use crate::fetch::{FetchConfig, Fetcher};
 use crate::helpers::{self, InstallOutcome, Store, env as helper_env};
 use crate::metarelease::{Authenticity, Channel};
 use crate::openpgp::{self, Keyring};
+use crate::progress::human_size;
 use crate::root::SystemRoot;
 
 /// Entry point of the `release-upgrader` binary.
@@ -48,6 +51,9 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
             bootstrap(&session, ui, global, *no_reexec, &cancel)
         }
         ClientCommand::Helpers => helpers(&SystemRoot::new(&global.root), ui),
+        ClientCommand::Upgrade(args) if args.check_only => check(&session(global, ui, None)?, ui),
+        ClientCommand::Upgrade(args) => upgrade(global, args, ui),
+        ClientCommand::Cdrom(CdromCommand::Detect { paths }) => cdrom_detect(global, paths, ui),
         ClientCommand::Cleanup { purge_state } => {
             cleanup(&SystemRoot::new(&global.root), ui, *purge_state)
         }
@@ -309,21 +315,6 @@ fn verify(
     Ok(ExitCode::Success)
 }
 
-/// Sizes as people read them (kB, MB: powers of 1000, as apt prints them).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 fn bootstrap(
     session: &Session,
     ui: &Ui,
@@ -510,5 +501,132 @@ fn cleanup(root: &SystemRoot, ui: &Ui, purge_state: bool) -> anyhow::Result<Exit
         }
     }
     ui.data(&text, json!({"event": "cleanup", "report": report}));
+    Ok(ExitCode::Success)
+}
+
+/// The upgrade's questions and messages on this terminal (or as JSON lines).
+struct CliInteraction<'a> {
+    ui: &'a Ui,
+    progress: Arc<dyn crate::progress::Progress>,
+}
+
+impl crate::upgrade::run::Interaction for CliInteraction<'_> {
+    fn ask(&self, question: &str) -> Option<bool> {
+        use std::io::{BufRead, IsTerminal, Write};
+        if self.ui.json || !std::io::stdin().is_terminal() {
+            return None;
+        }
+        eprint!("{question} [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).ok()?;
+        Some(matches!(
+            answer.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes"
+        ))
+    }
+
+    fn say(&self, text: &str) {
+        if self.ui.json {
+            self.ui.data("", json!({"event": "step", "text": text}));
+        } else {
+            self.ui.note(text);
+        }
+    }
+
+    fn watching(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.ui.json && self.ui.verbosity >= 0 && std::io::stderr().is_terminal()
+    }
+
+    fn progress(&self) -> Arc<dyn crate::progress::Progress> {
+        self.progress.clone()
+    }
+}
+
+fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    use crate::upgrade::run::{Frontend, Prepared, UpgradeOptions, Upgrader};
+    let frontend = match (args.frontend, args.mode) {
+        (Some(FrontendArg::Noninteractive), _) | (None, Some(ModeArg::Cloud)) => {
+            Frontend::Noninteractive
+        }
+        _ => Frontend::Text,
+    };
+    let options = UpgradeOptions {
+        frontend,
+        assume_yes: args.yes,
+        allow_third_party: args.allow_third_party,
+        dry_run: args.dry_run,
+        cdrom: args.cdrom.clone(),
+        keep_helpers: args.keep_helpers,
+        allow_pending: args.allow_pending,
+        lock_timeout: Duration::from_secs(args.lock_timeout),
+    };
+    let cancel = cancel_on_signals();
+    let session = session(global, ui, Some(cancel))?;
+    let io = CliInteraction {
+        ui,
+        progress: session.fetcher.progress(),
+    };
+    let upgrader = Upgrader::new(&session, &options, &io);
+    let result = if helper_env::reexecuted().is_some() {
+        upgrader.continue_with_helpers()
+    } else {
+        match upgrader.prepare() {
+            Ok(Prepared::DryRun) => Ok(ExitCode::Success),
+            Ok(Prepared::ReExecute) => {
+                let store = Store::new(&session.root);
+                let installed = store.installed()?;
+                let program = helper_env::reexec_target(&store, &installed);
+                let mut argv: Vec<OsString> = global.to_args();
+                argv.extend(args.to_args());
+                let Err(err) = helper_env::reexec(&store, &program, &argv);
+                return Err(anyhow::Error::new(err).context("re-executing with the helpers"));
+            }
+            Err(failure) => Err(failure),
+        }
+    };
+    match result {
+        Ok(code) => Ok(code),
+        Err(failure) => {
+            ui.fail(&failure.error);
+            Ok(failure.code)
+        }
+    }
+}
+
+fn cdrom_detect(
+    global: &GlobalArgs,
+    paths: &[std::path::PathBuf],
+    ui: &Ui,
+) -> anyhow::Result<ExitCode> {
+    let arch = global
+        .arch
+        .clone()
+        .unwrap_or_else(crate::root::host_architecture);
+    let found = crate::cdrom::detect(paths, &arch);
+    if found.is_empty() {
+        ui.data(
+            "No upgrade media found.",
+            json!({"event": "cdrom", "media": []}),
+        );
+        return Ok(ExitCode::NoUpgrade);
+    }
+    let mut text = String::new();
+    for media in &found {
+        text.push_str(&format!(
+            "{}: {}\n  release: {}\n  helpers for {arch}: {}\n  package archive: {}\n",
+            media.path.display(),
+            media.info,
+            media.codename.as_deref().unwrap_or("(unknown)"),
+            if media.helper_pocket.is_some() {
+                "yes"
+            } else {
+                "no"
+            },
+            if media.has_archive { "yes" } else { "no" },
+        ));
+    }
+    ui.data(text.trim_end(), json!({"event": "cdrom", "media": found}));
     Ok(ExitCode::Success)
 }

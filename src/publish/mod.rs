@@ -3,6 +3,7 @@
 //! Everything a client verifies is produced here with the same formats and checks, so the
 //! two sides cannot drift apart; tests and the demo publish through this module too.
 
+pub mod archive;
 pub mod key;
 pub mod metarelease;
 pub mod pocket;

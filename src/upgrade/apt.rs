@@ -193,35 +193,88 @@ pub fn download_size(print_uris: &str) -> u64 {
         .sum()
 }
 
-/// Parses `apt-cache policy PKG…`: for each package, whether any source other than the
-/// dpkg status offers a version (`Candidate:` not `(none)` and a version table line
-/// that is not only `/var/lib/dpkg/status`).
-pub fn downloadable(policy: &str) -> BTreeMap<String, bool> {
-    let mut out = BTreeMap::new();
+/// Parses `apt-cache policy PKG…` into, for each package, the sources (URI, suite) that
+/// offer any version of it; the dpkg status file does not count as a source.
+pub fn origins(policy: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let mut current: Option<String> = None;
-    let mut found = false;
-    let finish = |name: Option<String>, found: bool, out: &mut BTreeMap<String, bool>| {
-        if let Some(name) = name {
-            out.insert(name, found);
-        }
-    };
     for line in policy.lines() {
         if !line.starts_with(' ') && line.ends_with(':') {
-            finish(current.take(), found, &mut out);
-            current = Some(line.trim_end_matches(':').to_owned());
-            found = false;
+            let name = line.trim_end_matches(':').to_owned();
+            out.entry(name.clone()).or_default();
+            current = Some(name);
             continue;
         }
-        let t = line.trim();
-        // Version table lines: "500 http://… trixie/main amd64 Packages".
-        if let Some((priority, origin)) = t.split_once(' ') {
-            if priority.parse::<i32>().is_ok() && !origin.contains("/var/lib/dpkg/status") {
-                found = true;
-            }
+        let Some(name) = &current else { continue };
+        // Version table lines: "500 http://mirror/debian trixie/main amd64 Packages".
+        let mut words = line.split_whitespace();
+        let (Some(priority), Some(uri), Some(dist)) = (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        if priority.parse::<i32>().is_err() || uri == "/var/lib/dpkg/status" {
+            continue;
+        }
+        let suite = dist.split('/').next().unwrap_or(dist).to_owned();
+        let entry = out.entry(name.clone()).or_default();
+        if !entry.iter().any(|(u, s)| u == uri && *s == suite) {
+            entry.push((uri.to_owned(), suite));
         }
     }
-    finish(current, found, &mut out);
     out
+}
+
+/// What `apt-get dist-upgrade --assume-no` says about sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Sizes {
+    /// "Need to get X of archives."
+    pub download: u64,
+    /// "After this operation, X of additional disk space will be used" (negative when
+    /// space is freed).
+    pub growth: i64,
+}
+
+impl Sizes {
+    pub fn parse(output: &str) -> Self {
+        let mut sizes = Sizes::default();
+        for line in output.lines() {
+            if let Some(rest) = line.strip_prefix("Need to get ") {
+                // "Need to get 1,234 kB/36.0 MB of archives." (already-downloaded/total)
+                let amount = rest.split(" of archives").next().unwrap_or("");
+                let amount = amount.rsplit('/').next().unwrap_or(amount);
+                sizes.download = parse_size(amount).unwrap_or(0);
+            } else if let Some(rest) = line.strip_prefix("After this operation, ") {
+                // "52.3 MB of additional disk space will be used." / "1,024 kB disk space will be freed."
+                let amount: String = rest
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let bytes = parse_size(&amount).unwrap_or(0) as i64;
+                sizes.growth = if rest.contains("freed") {
+                    -bytes
+                } else {
+                    bytes
+                };
+            }
+        }
+        sizes
+    }
+}
+
+/// "36.0 MB", "1,234 kB", "512 B" → bytes (apt's units are powers of 1000).
+fn parse_size(text: &str) -> Option<u64> {
+    let mut words = text.split_whitespace();
+    let number: f64 = words.next()?.replace(',', "").parse().ok()?;
+    let unit = match words.next()? {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => return None,
+    };
+    Some((number * unit) as u64)
 }
 
 #[cfg(test)]
@@ -288,12 +341,37 @@ mod tests {
     }
 
     #[test]
-    fn policy_tells_downloadable_from_local_only() {
+    fn policy_lists_the_sources_of_each_package() {
         let out = "bash:\n  Installed: 5.2.15-2+b7\n  Candidate: 5.2.37-2\n  Version table:\n     5.2.37-2 500\n        500 http://m/debian trixie/main amd64 Packages\n \
                    *** 5.2.15-2+b7 100\n        100 /var/lib/dpkg/status\n\
                    localpkg:\n  Installed: 1.0\n  Candidate: 1.0\n  Version table:\n *** 1.0 100\n        100 /var/lib/dpkg/status\n";
-        let map = downloadable(out);
-        assert_eq!(map.get("bash"), Some(&true));
-        assert_eq!(map.get("localpkg"), Some(&false));
+        let map = origins(out);
+        assert_eq!(
+            map["bash"],
+            [("http://m/debian".to_owned(), "trixie".to_owned())]
+        );
+        assert!(map["localpkg"].is_empty());
+    }
+
+    #[test]
+    fn sizes_are_read_from_apts_summary() {
+        let out = "0 upgraded, 3 newly installed, 0 to remove and 0 not upgraded.\n\
+                   Need to get 1,234 kB/36.0 MB of archives.\n\
+                   After this operation, 52.3 MB of additional disk space will be used.\nAbort.\n";
+        assert_eq!(
+            Sizes::parse(out),
+            Sizes {
+                download: 36_000_000,
+                growth: 52_300_000
+            }
+        );
+        let freed = "Need to get 512 B of archives.\nAfter this operation, 1,024 kB disk space will be freed.\n";
+        assert_eq!(
+            Sizes::parse(freed),
+            Sizes {
+                download: 512,
+                growth: -1_024_000
+            }
+        );
     }
 }

@@ -3,6 +3,9 @@
 
 pub mod apt;
 pub mod dpkg_status;
+pub mod journal;
 pub mod locks;
 pub mod logs;
+pub mod run;
 pub mod sources;
+pub mod term;

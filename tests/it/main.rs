@@ -7,3 +7,4 @@ mod openpgp;
 mod readme_fixture;
 mod real_data;
 mod support;
+mod upgrade;

@@ -1,0 +1,4 @@
+//! `release-upgrader demo`: a complete, offline upgrade of a throwaway root between two
+//! tiny releases published on the spot, in a temporary directory.
+
+pub mod tiny;

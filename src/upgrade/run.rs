@@ -1,0 +1,1203 @@
+//! The upgrade, step by step (PROTOCOL.md §1–4, issue: "The upgrade").
+//!
+//! Two processes share the work. The first checks the system (preflight), finds the
+//! target, installs the target release's helpers and records the journal; then it
+//! re-executes itself with the helpers. The second rewrites the sources, runs the target
+//! release's apt (`update`, a simulated plan, confirmation, download, install), purges
+//! obsolete packages and removes the helpers. Until dpkg starts, every failure is undone
+//! exactly (exit 5); after, the way out is forward and the message says how (exit 6).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::client::{HelperPlan, Session, UpgradeTarget};
+use crate::error::{Error, ExitCode};
+use crate::helpers::{self, Store};
+use crate::progress::{self, Progress};
+use crate::upgrade::apt::{self, Apt, Simulation};
+use crate::upgrade::dpkg_status::{self, Status};
+use crate::upgrade::journal::{Phase, UpgradeJournal};
+use crate::upgrade::logs::{self, Logs};
+use crate::upgrade::sources::{self, DistributionCheck, Rules};
+use crate::upgrade::{locks, term};
+
+/// How questions are answered and apt's output shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Frontend {
+    /// Questions on the terminal; dpkg may ask about configuration files.
+    Text,
+    /// No questions: the defaults (keep the old configuration files).
+    Noninteractive,
+}
+
+/// The options of `upgrade`.
+#[derive(Clone, Debug)]
+pub struct UpgradeOptions {
+    pub frontend: Frontend,
+    pub assume_yes: bool,
+    pub allow_third_party: bool,
+    pub dry_run: bool,
+    pub cdrom: Option<PathBuf>,
+    pub keep_helpers: bool,
+    pub allow_pending: bool,
+    pub lock_timeout: Duration,
+}
+
+/// What the front end provides: answers, messages, progress.
+pub trait Interaction {
+    /// Asks a yes/no question; `None` when nobody can answer.
+    fn ask(&self, question: &str) -> Option<bool>;
+    /// A message for the user (a step, a warning, a plan).
+    fn say(&self, text: &str);
+    /// Whether someone watches the terminal (apt's output is shown as it comes).
+    fn watching(&self) -> bool;
+    fn progress(&self) -> Arc<dyn Progress>;
+}
+
+/// How the first stage ended.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Ready for the helpers: re-execute.
+    ReExecute,
+    /// `--dry-run`: the report was shown; nothing changed.
+    DryRun,
+}
+
+/// A failure of the upgrade, with the exit code it calls for.
+#[derive(Debug)]
+pub struct UpgradeFailure {
+    pub code: ExitCode,
+    pub error: anyhow::Error,
+}
+
+/// Packages that must never be removed by an upgrade, beyond `Essential`/`Protected`.
+pub const BUILTIN_REMOVAL_DENYLIST: [&str; 8] = [
+    "apt",
+    "dpkg",
+    "libc6",
+    "base-files",
+    "init",
+    "systemd-sysv",
+    "openssh-server",
+    "sudo",
+];
+
+/// Where to find the running state of one upgrade.
+pub struct Upgrader<'a> {
+    pub session: &'a Session,
+    pub options: &'a UpgradeOptions,
+    pub io: &'a dyn Interaction,
+    pub store: Store,
+}
+
+impl<'a> Upgrader<'a> {
+    pub fn new(session: &'a Session, options: &'a UpgradeOptions, io: &'a dyn Interaction) -> Self {
+        Upgrader {
+            session,
+            options,
+            io,
+            store: Store::new(&session.root),
+        }
+    }
+
+    fn state(&self) -> &Path {
+        &self.store.state
+    }
+
+    fn root_args(&self) -> String {
+        if self.session.root.is_host() {
+            String::new()
+        } else {
+            format!(" --root {}", self.session.root.dir().display())
+        }
+    }
+
+    fn confirm(&self, question: &str) -> Result<bool, Error> {
+        if self.options.assume_yes || self.options.frontend == Frontend::Noninteractive {
+            return Ok(true);
+        }
+        self.io.ask(question).ok_or_else(|| Error::Config {
+            path: "(terminal)".into(),
+            reason: format!("{question} — nobody to ask (no terminal); pass -y to answer yes"),
+        })
+    }
+
+    // ---------------------------------------------------------------- first stage
+
+    /// Preflight, target, helpers, journal. The caller re-executes on `ReExecute`.
+    pub fn prepare(&self) -> Result<Prepared, UpgradeFailure> {
+        let plain = |e: Error| UpgradeFailure {
+            code: e.exit_code(),
+            error: e.into(),
+        };
+        if let Some(journal) = UpgradeJournal::load(self.state()).map_err(plain)? {
+            if journal.phase >= Phase::Installing {
+                self.io.say(&format!(
+                    "An upgrade to {} was interrupted while packages were being installed; resuming it.",
+                    journal.to
+                ));
+                if self.store.installed().map_err(plain)?.is_empty() {
+                    return Err(UpgradeFailure {
+                        code: ExitCode::PartlyUpgraded,
+                        error: anyhow::anyhow!(
+                            "the interrupted upgrade to {} needs its helpers, which are gone; \
+                             finish by hand: dpkg --configure -a && apt-get -f install && apt-get dist-upgrade",
+                            journal.to
+                        ),
+                    });
+                }
+                return Ok(Prepared::ReExecute);
+            }
+            self.io.say(&format!(
+                "An earlier upgrade to {} was interrupted before any package changed; undoing it and starting over.",
+                journal.to
+            ));
+            self.undo(&journal).map_err(plain)?;
+        }
+        let logs = Logs::open(&self.session.root, false).map_err(plain)?;
+        logs.main(&format!(
+            "release-upgrader {} upgrade of {} ({}), root {}",
+            env!("CARGO_PKG_VERSION"),
+            self.session.codename,
+            self.session.arch,
+            self.session.root.dir().display()
+        ));
+        self.preflight(&logs).map_err(|e| plain_any(e, &logs))?;
+        let (target, plan) = self.target_and_helpers().map_err(|e| plain_any(e, &logs))?;
+        logs.main(&format!(
+            "target {} ({}), {} helpers from {}",
+            target.target.dist,
+            target.target.version,
+            plan.packages.len(),
+            plan.pocket.location
+        ));
+        let from_distribution = self
+            .distribution_packages(&logs)
+            .map_err(|e| plain_any(e, &logs))?;
+        if self.options.dry_run {
+            self.dry_run_report(&target, &plan)
+                .map_err(|e| plain_any(e, &logs))?;
+            return Ok(Prepared::DryRun);
+        }
+        self.io.say(&format!(
+            "Installing the helpers of {} ({})",
+            target.target.version, target.target.dist
+        ));
+        let progress = self.io.progress();
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        helpers::install(
+            &self.store,
+            &self.session.fetcher,
+            &plan,
+            &self.session.arch,
+            &*progress,
+            &cancel,
+        )
+        .map_err(|e| {
+            plain_any(
+                anyhow::Error::new(e).context("installing the helpers"),
+                &logs,
+            )
+        })?;
+        let journal = UpgradeJournal {
+            from: self.session.codename.clone(),
+            to: target.target.dist.clone(),
+            to_version: target.target.version.clone(),
+            phase: Phase::Prepared,
+            sources: Vec::new(),
+            media_source: None,
+            cdrom: self.options.cdrom.clone(),
+            from_distribution,
+            started: chrono::Utc::now().to_rfc3339(),
+        };
+        journal.save(self.state()).map_err(plain)?;
+        logs.main("helpers installed; re-executing with them");
+        Ok(Prepared::ReExecute)
+    }
+
+    fn preflight(&self, logs: &Logs) -> anyhow::Result<()> {
+        let root = &self.session.root;
+        locks::wait_until_free(root, self.options.lock_timeout, |holder| {
+            self.io
+                .say(&format!("Waiting for the package system: {holder}"));
+        })?;
+        if dpkg_status::dpkg_interrupted(root) {
+            let fix = format!("dpkg{} --configure -a", dpkg_root_option(root));
+            let run = self.options.assume_yes
+                || self
+                    .io
+                    .ask(&format!("dpkg was interrupted. Run `{fix}` now?"))
+                    .unwrap_or(false);
+            if !run {
+                anyhow::bail!(Error::Config {
+                    path: root.path("/var/lib/dpkg/updates"),
+                    reason: format!("dpkg was interrupted; run `{fix}` first"),
+                });
+            }
+            logs.main(&format!("running {fix}"));
+            let status = Command::new("dpkg")
+                .args(dpkg_root_args(root))
+                .args(["--configure", "-a"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .map_err(|e| Error::io("dpkg", e))?;
+            if !status.success() {
+                anyhow::bail!("`{fix}` failed; fix what it reports, then try again");
+            }
+        }
+        let status = Status::read(root)?;
+        let broken = status.broken();
+        if !broken.is_empty() {
+            let names: Vec<&str> = broken.iter().map(|p| p.name.as_str()).collect();
+            anyhow::bail!(Error::Config {
+                path: root.path("/var/lib/dpkg/status"),
+                reason: format!(
+                    "packages are half-installed or half-configured ({}); run `apt-get -f install` first",
+                    names.join(", ")
+                ),
+            });
+        }
+        for file in ["/run/reboot-required.pkgs", "/var/run/reboot-required.pkgs"] {
+            if let Ok(text) = std::fs::read_to_string(root.path(file)) {
+                let critical: Vec<&str> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|p| {
+                        *p == "libc6" || p.starts_with("linux-image") || p.starts_with("linux-base")
+                    })
+                    .collect();
+                if !critical.is_empty() {
+                    anyhow::bail!(Error::Config {
+                        path: root.path(file),
+                        reason: format!(
+                            "a reboot is pending after updates of {}; reboot, then upgrade",
+                            critical.join(", ")
+                        ),
+                    });
+                }
+                break;
+            }
+        }
+        let held = status.held();
+        if !held.is_empty() {
+            let names: Vec<&str> = held.iter().map(|p| p.name.as_str()).collect();
+            self.io.say(&format!(
+                "Held packages (they stay at their version; apt may have to remove them): {}",
+                names.join(", ")
+            ));
+            logs.main(&format!("held: {}", names.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// The target release and its helper plan, from the meta-release or the media.
+    fn target_and_helpers(&self) -> anyhow::Result<(UpgradeTarget, HelperPlan)> {
+        let session = self.session;
+        let (target, request) = match &self.options.cdrom {
+            Some(path) => session.media_target(path)?,
+            None => {
+                let target = session.find_target(true)?;
+                let request = session.network_pocket(&target)?;
+                (target, request)
+            }
+        };
+        if let Some(reason) = &target.target.upgrade_broken {
+            anyhow::bail!(Error::UpgradeBroken {
+                dist: target.target.dist.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let pocket = session.open_pocket(&request, !self.options.dry_run)?;
+        let plan = session.plan_helpers(&target, pocket)?;
+        Ok((target, plan))
+    }
+
+    /// Brings the running release's indices up to date with the system's own apt, checks
+    /// for pending updates, and lists the installed packages that come from the
+    /// distribution (the only ones that may be purged as obsolete later).
+    fn distribution_packages(&self, logs: &Logs) -> anyhow::Result<Vec<String>> {
+        let root = &self.session.root;
+        let apt = Apt::new(root, None, self.state().join("system-apt.conf"));
+        apt.write_config()?;
+        let update = self.apt_quiet(&apt, "apt-get", &["update"], logs)?;
+        if !update.0 {
+            if self.options.cdrom.is_some() {
+                self.io.say("Cannot refresh the current release's package lists (offline?); continuing with the media.");
+            } else {
+                anyhow::bail!(Error::Network {
+                    uri: "apt-get update".into(),
+                    reason: format!(
+                        "the current release's package lists could not be refreshed:\n{}",
+                        update.1
+                    ),
+                });
+            }
+        }
+        if !self.options.allow_pending {
+            let (ok, out) = self.apt_quiet(
+                &apt,
+                "apt-get",
+                &["-s", "-o", "Debug::NoLocking=1", "upgrade"],
+                logs,
+            )?;
+            let pending = Simulation::parse(&out);
+            if ok && !(pending.upgraded.is_empty() && pending.installed.is_empty()) {
+                let names: Vec<&str> = pending
+                    .upgraded
+                    .iter()
+                    .map(|a| a.package.as_str())
+                    .take(10)
+                    .collect();
+                anyhow::bail!(Error::Config {
+                    path: root.path("/etc/apt/sources.list"),
+                    reason: format!(
+                        "{} updates of the running release are not installed ({}{}); install them first \
+                         (apt-get upgrade) or pass --allow-pending",
+                        pending.upgraded.len() + pending.installed.len(),
+                        names.join(", "),
+                        if pending.upgraded.len() > 10 {
+                            ", …"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+        }
+        let status = Status::read(root)?;
+        let installed: Vec<String> = status.installed().map(|p| p.name.clone()).collect();
+        if installed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let check = DistributionCheck::new(root, &self.session.os.id).ok();
+        let mut args = vec!["policy"];
+        args.extend(installed.iter().map(String::as_str));
+        let (_, policy) = self.apt_quiet(&apt, "apt-cache", &args, logs)?;
+        let origins = apt::origins(&policy);
+        Ok(installed
+            .into_iter()
+            .filter(|name| {
+                origins.get(name).is_some_and(|list| {
+                    list.iter().any(|(uri, suite)| match &check {
+                        Some(check) => check.is_distribution(&sources::SourceEntry {
+                            types: vec!["deb".into()],
+                            uris: vec![uri.clone()],
+                            suites: vec![suite.clone()],
+                            signed_by: None,
+                        }),
+                        None => true,
+                    })
+                })
+            })
+            .collect())
+    }
+
+    fn dry_run_report(&self, target: &UpgradeTarget, plan: &HelperPlan) -> anyhow::Result<()> {
+        let rules_check = self.distribution_check()?;
+        let is_distribution =
+            |e: &sources::SourceEntry| rules_check.as_ref().is_none_or(|c| c.is_distribution(e));
+        let rules = Rules {
+            from: &self.session.codename,
+            to: &target.target.dist,
+            allow_third_party: self.options.allow_third_party,
+            is_distribution: &is_distribution,
+        };
+        let plans = sources::plan(&self.session.root, &rules)?;
+        let mut text = format!(
+            "Would upgrade {} to {} ({}) with {} helpers ({} to download) from {}.\n",
+            self.session.codename,
+            target.target.version,
+            target.target.dist,
+            plan.packages.len(),
+            progress::human_size(plan.download_size()),
+            plan.pocket.location
+        );
+        for file in &plans {
+            for change in &file.changes {
+                text.push_str(&format!(
+                    "  {}:{}: {} {} {}\n",
+                    file.path.display(),
+                    change.line,
+                    match change.action {
+                        sources::Action::Upgrade => "move to the target:",
+                        sources::Action::Disable => "disable (third party):",
+                        sources::Action::Keep => "keep:",
+                    },
+                    change.uris.join(" "),
+                    change.suites.join(" ")
+                ));
+            }
+        }
+        text.push_str("Nothing was changed (--dry-run).");
+        self.io.say(&text);
+        Ok(())
+    }
+
+    fn distribution_check(&self) -> anyhow::Result<Option<DistributionCheck>> {
+        if self.options.allow_third_party {
+            return Ok(None);
+        }
+        Ok(Some(DistributionCheck::new(
+            &self.session.root,
+            &self.session.os.id,
+        )?))
+    }
+
+    /// Runs apt quietly, logging to `apt.log`; returns success and its output.
+    fn apt_quiet(
+        &self,
+        apt: &Apt,
+        program: &str,
+        args: &[&str],
+        logs: &Logs,
+    ) -> anyhow::Result<(bool, String)> {
+        let mut cmd = apt.command(program);
+        cmd.args(args).stdin(std::process::Stdio::null());
+        logs.main(&format!(
+            "running {program} {}",
+            args.iter().take(6).copied().collect::<Vec<_>>().join(" ")
+        ));
+        let out = cmd
+            .output()
+            .map_err(|e| Error::io(cmd.get_program().to_string_lossy().into_owned(), e))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if let Ok(mut log) = logs.append(logs::APT) {
+            use std::io::Write;
+            let _ = writeln!(log, "$ {program} {}\n{err}", args.join(" "));
+        }
+        Ok((
+            out.status.success(),
+            if out.status.success() {
+                text
+            } else {
+                format!("{text}{err}")
+            },
+        ))
+    }
+
+    /// Undoes an upgrade that never reached dpkg: sources back, media source gone,
+    /// the running release's indices refreshed, journal cleared (helpers stay).
+    fn undo(&self, journal: &UpgradeJournal) -> Result<(), Error> {
+        sources::restore(&journal.sources)?;
+        if let Some(media) = &journal.media_source {
+            helpers::remove_tree(media)?;
+        }
+        UpgradeJournal::clear(self.state())
+    }
+
+    // --------------------------------------------------------------- second stage
+
+    /// Everything after the re-exec. Returns the exit code of success.
+    pub fn continue_with_helpers(&self) -> Result<ExitCode, UpgradeFailure> {
+        let plain = |e: Error| UpgradeFailure {
+            code: e.exit_code(),
+            error: e.into(),
+        };
+        let Some(mut journal) = UpgradeJournal::load(self.state()).map_err(plain)? else {
+            return Err(plain(Error::Config {
+                path: crate::upgrade::journal::path(self.state()),
+                reason: "no upgrade in progress; run `release-upgrader upgrade`".into(),
+            }));
+        };
+        let logs = Logs::open(&self.session.root, true).map_err(plain)?;
+        let apt = self.helper_apt().map_err(plain)?;
+        if journal.phase < Phase::Installing {
+            if let Err(error) = self.prepare_packages(&mut journal, &apt, &logs) {
+                return Err(self.roll_back(&journal, error, &logs));
+            }
+        }
+        if journal.phase < Phase::Installed {
+            self.install(&mut journal, &apt, &logs)?;
+        }
+        self.finish(&mut journal, &apt, &logs)?;
+        Ok(ExitCode::Success)
+    }
+
+    fn helper_apt(&self) -> Result<Apt, Error> {
+        let mut apt = Apt::new(
+            &self.session.root,
+            Some(self.store.prefix.clone()),
+            self.state().join("upgrade-apt.conf"),
+        );
+        if self.options.frontend == Frontend::Noninteractive || !self.io.watching() {
+            apt.env
+                .push(("DEBIAN_FRONTEND".into(), "noninteractive".into()));
+        }
+        apt.env
+            .push(("APT_LISTCHANGES_FRONTEND".into(), "none".into()));
+        apt.write_config()?;
+        Ok(apt)
+    }
+
+    /// Sources, update, plan, confirmation, download: all undoable.
+    fn prepare_packages(
+        &self,
+        journal: &mut UpgradeJournal,
+        apt: &Apt,
+        logs: &Logs,
+    ) -> anyhow::Result<()> {
+        let state = self.store.state.clone();
+        if journal.phase < Phase::SourcesRewritten {
+            self.io
+                .say(&format!("Pointing the package sources at {}", journal.to));
+            let check = self.distribution_check()?;
+            let is_distribution =
+                |e: &sources::SourceEntry| check.as_ref().is_none_or(|c| c.is_distribution(e));
+            let rules = Rules {
+                from: &journal.from,
+                to: &journal.to,
+                allow_third_party: self.options.allow_third_party,
+                is_distribution: &is_distribution,
+            };
+            let plans = sources::plan(&self.session.root, &rules)?;
+            journal.sources = plans.iter().map(|p| p.path.clone()).collect();
+            if let Some(media) = &journal.cdrom {
+                journal.media_source = Some(self.media_source(media, &journal.to)?);
+            }
+            journal.advance(&state, Phase::SourcesRewritten)?;
+            for plan in &plans {
+                for change in &plan.changes {
+                    logs.main(&format!(
+                        "{}:{}: {:?} {} {}",
+                        plan.path.display(),
+                        change.line,
+                        change.action,
+                        change.uris.join(" "),
+                        change.suites.join(" ")
+                    ));
+                    if change.action == sources::Action::Disable {
+                        self.io.say(&format!(
+                            "Disabling the third-party source {} {} ({}:{}); pass --allow-third-party to keep it",
+                            change.uris.join(" "),
+                            change.suites.join(" "),
+                            plan.path.display(),
+                            change.line
+                        ));
+                    }
+                }
+            }
+            sources::apply(&plans)?;
+        }
+        self.io.say("Reading the package lists of the new release");
+        let (ok, out) = self.apt_quiet(apt, "apt-get", &["update"], logs)?;
+        if !ok {
+            let media_only = journal.cdrom.is_some();
+            if !media_only {
+                anyhow::bail!(Error::Network {
+                    uri: "apt-get update".into(),
+                    reason: format!(
+                        "the new release's package lists could not be downloaded:\n{}",
+                        tail(&out, 8)
+                    ),
+                });
+            }
+            self.io.say(
+                "Some package lists could not be downloaded (offline?); continuing with the media.",
+            );
+        }
+        let (ok, out) = self.apt_quiet(
+            apt,
+            "apt-get",
+            &["-s", "-o", "Debug::NoLocking=1", "dist-upgrade"],
+            logs,
+        )?;
+        if !ok {
+            anyhow::bail!(Error::Config {
+                path: self.session.root.path("/etc/apt/sources.list"),
+                reason: format!("apt cannot compute the upgrade:\n{}", tail(&out, 12)),
+            });
+        }
+        let simulation = Simulation::parse(&out);
+        self.check_removals(&simulation)?;
+        let (_, sizes) = self.apt_quiet(
+            apt,
+            "apt-get",
+            &["--assume-no", "-o", "Debug::NoLocking=1", "dist-upgrade"],
+            logs,
+        )?;
+        let sizes = apt::Sizes::parse(&sizes);
+        self.check_space(&sizes, &simulation)?;
+        self.show_plan(&simulation, &sizes, logs);
+        if journal.phase < Phase::Planned {
+            if !self.confirm("Do you want to start the upgrade?")? {
+                anyhow::bail!(Error::Cancelled);
+            }
+            journal.advance(&state, Phase::Planned)?;
+        }
+        self.io.say("Downloading the packages");
+        let mut cmd = apt.command("apt-get");
+        cmd.args(term::status_option())
+            .args(["-y", "--download-only", "dist-upgrade"]);
+        let finished = self.run_apt(cmd, logs, "Downloading")?;
+        if !finished.success {
+            anyhow::bail!(Error::Network {
+                uri: "apt-get --download-only dist-upgrade".into(),
+                reason: format!(
+                    "downloading the packages failed:\n{}",
+                    finished.tail.join("\n")
+                ),
+            });
+        }
+        journal.advance(&state, Phase::Downloaded)?;
+        Ok(())
+    }
+
+    fn check_removals(&self, simulation: &Simulation) -> anyhow::Result<()> {
+        let status = Status::read(&self.session.root)?;
+        let denylist = self.removal_denylist();
+        let refused: Vec<String> = simulation
+            .removed
+            .iter()
+            .filter(|a| {
+                status.is_essential(&a.package)
+                    || denylist.iter().any(|d| glob_match(d, &a.package))
+            })
+            .map(|a| a.package.clone())
+            .collect();
+        if !refused.is_empty() {
+            anyhow::bail!(Error::Config {
+                path: self
+                    .session
+                    .root
+                    .path("/etc/release-upgrader/removal-denylist"),
+                reason: format!(
+                    "the upgrade would remove {} — essential or protected packages; refusing",
+                    refused.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn removal_denylist(&self) -> Vec<String> {
+        let mut list: Vec<String> = BUILTIN_REMOVAL_DENYLIST
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Ok(text) = std::fs::read_to_string(
+            self.session
+                .root
+                .path("/etc/release-upgrader/removal-denylist"),
+        ) {
+            list.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        if self.session.root.is_host() {
+            if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+                list.push(format!("linux-image-{}", release.trim()));
+            }
+        }
+        list
+    }
+
+    /// Free space per mount point: downloads, `/usr` growth, `/boot` for a new kernel.
+    fn check_space(&self, sizes: &apt::Sizes, simulation: &Simulation) -> anyhow::Result<()> {
+        let root = &self.session.root;
+        let mut needs: Vec<(PathBuf, u64, &str)> = vec![
+            (
+                root.path("/var/cache/apt/archives"),
+                sizes.download,
+                "the downloads",
+            ),
+            (
+                root.path("/usr"),
+                sizes.growth.max(0) as u64,
+                "the new release",
+            ),
+        ];
+        let kernel = simulation
+            .installed
+            .iter()
+            .chain(&simulation.upgraded)
+            .any(|a| a.package.starts_with("linux-image-"));
+        if kernel {
+            needs.push((
+                root.path("/boot"),
+                boot_need(&root.path("/boot")),
+                "a new kernel",
+            ));
+        }
+        // Sum per filesystem.
+        let mut per_fs: Vec<(u64, PathBuf, u64, Vec<&str>)> = Vec::new();
+        for (path, bytes, what) in needs {
+            let existing = path
+                .ancestors()
+                .find(|p| p.exists())
+                .unwrap_or(Path::new("/"))
+                .to_owned();
+            let dev = std::os::unix::fs::MetadataExt::dev(
+                &std::fs::metadata(&existing).map_err(|e| Error::io(&existing, e))?,
+            );
+            match per_fs.iter_mut().find(|(d, ..)| *d == dev) {
+                Some(entry) => {
+                    entry.2 += bytes;
+                    entry.3.push(what);
+                }
+                None => per_fs.push((dev, existing, bytes, vec![what])),
+            }
+        }
+        for (_, path, needed, whats) in per_fs {
+            let stat = nix::sys::statvfs::statvfs(&path).map_err(|e| Error::io(&path, e.into()))?;
+            let available = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+            let needed = needed + needed / 20;
+            if needed > available {
+                anyhow::bail!(Error::NoSpace {
+                    path: path.clone(),
+                    needed,
+                    available,
+                });
+            }
+            log::info!(
+                "{}: {} needed for {}, {} free",
+                path.display(),
+                needed,
+                whats.join(" and "),
+                available
+            );
+        }
+        Ok(())
+    }
+
+    fn show_plan(&self, simulation: &Simulation, sizes: &apt::Sizes, logs: &Logs) {
+        let mut text = format!(
+            "{} packages will be upgraded, {} newly installed, {} removed; {} to download.",
+            simulation.upgraded.len(),
+            simulation.installed.len(),
+            simulation.removed.len(),
+            progress::human_size(sizes.download)
+        );
+        if !simulation.removed.is_empty() {
+            let names: Vec<&str> = simulation
+                .removed
+                .iter()
+                .map(|a| a.package.as_str())
+                .collect();
+            text.push_str(&format!("\nTo be removed: {}", names.join(" ")));
+        }
+        if !simulation.downgraded.is_empty() {
+            let names: Vec<&str> = simulation
+                .downgraded
+                .iter()
+                .map(|a| a.package.as_str())
+                .collect();
+            text.push_str(&format!("\nTo be downgraded: {}", names.join(" ")));
+        }
+        logs.main(&text.replace('\n', " | "));
+        self.io.say(&text);
+    }
+
+    /// Undoes everything before dpkg ran, and reports why (exit 5).
+    fn roll_back(
+        &self,
+        journal: &UpgradeJournal,
+        error: anyhow::Error,
+        logs: &Logs,
+    ) -> UpgradeFailure {
+        let cancelled = crate::error::find(&error).is_some_and(|e| matches!(e, Error::Cancelled));
+        logs.main(&format!("rolling back: {error:#}"));
+        let mut problems = Vec::new();
+        if let Err(e) = sources::restore(&journal.sources) {
+            problems.push(format!("restoring the sources: {e}"));
+        }
+        if let Some(media) = &journal.media_source {
+            let _ = helpers::remove_tree(media);
+        }
+        // The new release's lists replaced the old ones; get the old ones back.
+        let system = Apt::new(
+            &self.session.root,
+            None,
+            self.state().join("system-apt.conf"),
+        );
+        if system.write_config().is_ok() {
+            if let Ok((false, _)) = self.apt_quiet(&system, "apt-get", &["update"], logs) {
+                problems.push("refreshing the package lists failed; run apt-get update".into());
+            }
+        }
+        if let Err(e) = helpers::remove_all(&self.store, false) {
+            problems.push(format!("removing the helpers: {e}"));
+        }
+        let _ = UpgradeJournal::clear(self.state());
+        logs.main("rolled back");
+        let mut error = error.context(format!(
+            "the upgrade to {} was {} and everything was put back as it was",
+            journal.to,
+            if cancelled { "cancelled" } else { "stopped" }
+        ));
+        for problem in problems {
+            error = error.context(problem);
+        }
+        UpgradeFailure {
+            code: if cancelled {
+                ExitCode::Cancelled
+            } else {
+                ExitCode::RolledBack
+            },
+            error,
+        }
+    }
+
+    /// dpkg's part: from here on, failures leave a partly upgraded system (exit 6).
+    fn install(
+        &self,
+        journal: &mut UpgradeJournal,
+        apt: &Apt,
+        logs: &Logs,
+    ) -> Result<(), UpgradeFailure> {
+        let state = self.store.state.clone();
+        let resuming = journal.phase == Phase::Installing;
+        let recovery = format!("release-upgrader{} upgrade -y", self.root_args());
+        let to = journal.to.clone();
+        let partly = |error: anyhow::Error| {
+            UpgradeFailure {
+            code: ExitCode::PartlyUpgraded,
+            error: error.context(format!(
+                "the upgrade to {to} stopped after packages started changing; to finish it, run: {recovery}"
+            )),
+        }
+        };
+        journal
+            .advance(&state, Phase::Installing)
+            .map_err(|e| partly(e.into()))?;
+        if resuming {
+            self.io.say("Finishing the interrupted installation");
+            let dpkg = self.store.prefix.join(crate::layout::BIN).join("dpkg");
+            let mut cmd = Command::new(&dpkg);
+            cmd.args(dpkg_root_args(&self.session.root))
+                .args(["--configure", "-a"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                        self.store.prefix.join(crate::layout::DPKG_PATH).display()
+                    ),
+                );
+            let log = logs.append(logs::APT_TERM).map_err(|e| partly(e.into()))?;
+            let finished = term::run(cmd, log, self.io.watching(), false, &mut |_| {})
+                .map_err(|e| partly(e.into()))?;
+            if !finished.success {
+                return Err(partly(anyhow::anyhow!(
+                    "dpkg --configure -a failed:\n{}",
+                    finished.tail.join("\n")
+                )));
+            }
+            let mut fix = apt.command("apt-get");
+            fix.args(term::status_option())
+                .args(["-y", "-f", "install"]);
+            self.dpkg_options(&mut fix);
+            let finished = self
+                .run_apt(fix, logs, "Repairing")
+                .map_err(|e| partly(e.into()))?;
+            if !finished.success {
+                return Err(partly(anyhow::anyhow!(
+                    "apt-get -f install failed:\n{}",
+                    finished.tail.join("\n")
+                )));
+            }
+        }
+        self.io.say("Installing the new release");
+        let mut cmd = apt.command("apt-get");
+        cmd.args(term::status_option()).args(["-y", "dist-upgrade"]);
+        self.dpkg_options(&mut cmd);
+        let finished = self
+            .run_apt(cmd, logs, "Installing")
+            .map_err(|e| partly(e.into()))?;
+        if !finished.success {
+            let mut detail = finished.tail.join("\n");
+            for (package, message) in &finished.errors {
+                detail.push_str(&format!("\n{package}: {message}"));
+            }
+            logs.main(&format!("installation failed: {detail}"));
+            return Err(partly(anyhow::anyhow!(
+                "apt-get dist-upgrade failed:\n{detail}"
+            )));
+        }
+        journal
+            .advance(&state, Phase::Installed)
+            .map_err(|e| partly(e.into()))?;
+        logs.main("packages installed");
+        Ok(())
+    }
+
+    fn dpkg_options(&self, cmd: &mut Command) {
+        if self.options.frontend == Frontend::Noninteractive
+            || self.options.assume_yes
+            || !self.io.watching()
+        {
+            cmd.args([
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+            ]);
+        }
+    }
+
+    fn run_apt(&self, cmd: Command, logs: &Logs, label: &str) -> Result<term::Finished, Error> {
+        let log = logs.append(logs::APT_TERM)?;
+        let progress = self.io.progress();
+        let id = progress::next_task_id();
+        progress.begin(id, label, Some(1000));
+        let mut done = 0u64;
+        let interactive = self.io.watching()
+            && self.options.frontend == Frontend::Text
+            && !self.options.assume_yes;
+        let finished = term::run(
+            cmd,
+            log,
+            self.io.watching() && !interactive,
+            interactive,
+            &mut |status| {
+                let percent = match status {
+                    term::Status::Download { percent, .. }
+                    | term::Status::Install { percent, .. } => *percent,
+                    _ => return,
+                };
+                let now = (percent * 10.0).clamp(0.0, 1000.0) as u64;
+                if now > done {
+                    progress.advance(id, now - done);
+                    done = now;
+                }
+            },
+        );
+        progress.finish(id, finished.as_ref().is_ok_and(|f| f.success));
+        finished
+    }
+
+    /// Obsolete packages, helpers, journal.
+    fn finish(
+        &self,
+        journal: &mut UpgradeJournal,
+        apt: &Apt,
+        logs: &Logs,
+    ) -> Result<(), UpgradeFailure> {
+        let partly = |error: anyhow::Error| UpgradeFailure {
+            code: ExitCode::PartlyUpgraded,
+            error,
+        };
+        let obsolete = self.obsolete(journal, apt, logs).map_err(partly)?;
+        if !obsolete.is_empty() {
+            let question = format!(
+                "{} packages of the old release are no longer available ({}). Purge them?",
+                obsolete.len(),
+                obsolete.join(" ")
+            );
+            let purge = self.options.assume_yes
+                || (self.options.frontend == Frontend::Text
+                    && self.io.ask(&question).unwrap_or(false));
+            if purge {
+                logs.main(&format!(
+                    "purging obsolete packages: {}",
+                    obsolete.join(" ")
+                ));
+                let mut cmd = apt.command("apt-get");
+                cmd.args(term::status_option())
+                    .args(["-y", "purge"])
+                    .args(&obsolete);
+                let finished = self
+                    .run_apt(cmd, logs, "Purging")
+                    .map_err(|e| partly(e.into()))?;
+                if !finished.success {
+                    self.io.say(&format!(
+                        "Purging obsolete packages failed; they stay installed:\n{}",
+                        finished.tail.join("\n")
+                    ));
+                }
+            } else {
+                self.io.say(&format!(
+                    "Keeping obsolete packages: {}",
+                    obsolete.join(" ")
+                ));
+            }
+        }
+        if self.options.assume_yes {
+            let mut cmd = apt.command("apt-get");
+            cmd.args(term::status_option())
+                .args(["-y", "--purge", "autoremove"]);
+            let _ = self.run_apt(cmd, logs, "Removing unneeded packages");
+        }
+        for file in &journal.sources {
+            logs.main(&format!(
+                "kept the original of {} as {}",
+                file.display(),
+                sources::backup_path(file).display()
+            ));
+        }
+        if !self.options.keep_helpers {
+            self.io.say("Removing the helpers");
+            helpers::remove_all(&self.store, false).map_err(|e| partly(e.into()))?;
+        }
+        for name in ["upgrade-apt.conf", "system-apt.conf"] {
+            let _ = helpers::remove_tree(&self.state().join(name));
+        }
+        UpgradeJournal::clear(self.state()).map_err(|e| partly(e.into()))?;
+        logs.main(&format!(
+            "upgrade to {} ({}) complete",
+            journal.to, journal.to_version
+        ));
+        let reboot = self.session.root.path("/run/reboot-required").exists()
+            || self.session.root.path("/var/run/reboot-required").exists();
+        self.io.say(&format!(
+            "The system is now {} ({}).{}",
+            journal.to_version,
+            journal.to,
+            if reboot {
+                " Restart it to finish the upgrade."
+            } else {
+                ""
+            }
+        ));
+        Ok(())
+    }
+
+    /// Installed packages that came from the distribution before and are downloadable
+    /// from nowhere now.
+    fn obsolete(
+        &self,
+        journal: &UpgradeJournal,
+        apt: &Apt,
+        logs: &Logs,
+    ) -> anyhow::Result<Vec<String>> {
+        if journal.from_distribution.is_empty() {
+            return Ok(Vec::new());
+        }
+        let status = Status::read(&self.session.root)?;
+        let installed: std::collections::BTreeSet<&str> =
+            status.installed().map(|p| p.name.as_str()).collect();
+        let candidates: Vec<&str> = journal
+            .from_distribution
+            .iter()
+            .map(String::as_str)
+            .filter(|p| installed.contains(p))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["policy"];
+        args.extend(candidates.iter().copied());
+        let (_, policy) = self.apt_quiet(apt, "apt-cache", &args, logs)?;
+        let origins = apt::origins(&policy);
+        let denylist = self.removal_denylist();
+        Ok(candidates
+            .into_iter()
+            .filter(|p| origins.get(*p).is_none_or(|o| o.is_empty()))
+            .filter(|p| !status.is_essential(p) && !denylist.iter().any(|d| glob_match(d, p)))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Adds upgrade media as a package source for the upgrade.
+    fn media_source(&self, media: &Path, codename: &str) -> Result<PathBuf, Error> {
+        let path = self
+            .session
+            .root
+            .path("/etc/apt/sources.list.d/release-upgrader-media.list");
+        let keyrings: Vec<String> = self
+            .session
+            .keyring()?
+            .sources()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let line = format!(
+            "# Added by release-upgrader for the upgrade from media; removed afterwards.\n\
+             deb [signed-by={}] file:{} {codename} main\n",
+            keyrings.join(","),
+            media.display()
+        );
+        crate::fsutil::write_atomic(&path, line.as_bytes())?;
+        Ok(path)
+    }
+}
+
+fn plain_any(error: anyhow::Error, logs: &Logs) -> UpgradeFailure {
+    logs.main(&format!("stopped: {error:#}"));
+    UpgradeFailure {
+        code: crate::error::exit_code_of(&error),
+        error,
+    }
+}
+
+/// dpkg's options to act on `root`.
+fn dpkg_root_args(root: &crate::root::SystemRoot) -> Vec<String> {
+    if root.is_host() {
+        Vec::new()
+    } else {
+        let dir = root.dir().display().to_string();
+        vec![
+            format!("--root={dir}"),
+            format!("--admindir={dir}/var/lib/dpkg"),
+            format!("--log={dir}/var/log/dpkg.log"),
+        ]
+    }
+}
+
+fn dpkg_root_option(root: &crate::root::SystemRoot) -> String {
+    dpkg_root_args(root)
+        .first()
+        .map(|a| format!(" {a}"))
+        .unwrap_or_default()
+}
+
+/// Space a new kernel and its initramfs take: the largest pair already in `/boot`.
+fn boot_need(boot: &Path) -> u64 {
+    let size_of = |prefix: &str| {
+        std::fs::read_dir(boot)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                    .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    size_of("vmlinuz-") + size_of("initrd.img-") + size_of("System.map-")
+}
+
+/// `*` wildcards, as in the removal denylist.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(after) = name.strip_prefix(head) else {
+                return false;
+            };
+            if rest.is_empty() {
+                return true;
+            }
+            (0..=after.len()).any(|i| after.is_char_boundary(i) && glob_match(rest, &after[i..]))
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denylist_globs() {
+        assert!(glob_match("linux-image-*", "linux-image-6.1.0-28-amd64"));
+        assert!(glob_match("apt", "apt"));
+        assert!(!glob_match("apt", "aptitude"));
+        assert!(glob_match("*-dev", "libc6-dev"));
+        assert!(glob_match("lib*6", "libc6"));
+        assert!(!glob_match("lib*7", "libc6"));
+    }
+}

@@ -29,6 +29,8 @@ pub struct TinyPackage {
     pub conffiles: Vec<String>,
     pub postinst: Option<String>,
     pub description: String,
+    /// More control fields (`Essential`, `Conflicts`, …).
+    pub fields: Vec<(String, String)>,
 }
 
 impl TinyPackage {
@@ -41,6 +43,7 @@ impl TinyPackage {
             conffiles: Vec::new(),
             postinst: None,
             description: description.into(),
+            fields: Vec::new(),
         }
     }
 
@@ -177,6 +180,9 @@ pub fn build(package: &TinyPackage, work: &Path, out: &Path) -> Result<PathBuf, 
     );
     if !package.depends.is_empty() {
         control.push_str(&format!("Depends: {}\n", package.depends));
+    }
+    for (k, v) in &package.fields {
+        control.push_str(&format!("{k}: {v}\n"));
     }
     control.push_str(&format!("Description: {}\n", package.description));
     write(&debian.join("control"), control.as_bytes(), 0o644)?;

@@ -120,13 +120,28 @@ pub struct Simulation {
     pub removed: Vec<PlannedAction>,
     /// Packages downgraded (a new version lower than the installed one).
     pub downgraded: Vec<PlannedAction>,
+    /// Packages apt keeps at their version ("have been kept back").
+    pub kept_back: Vec<String>,
 }
 
 impl Simulation {
     /// Parses the `Inst`/`Remv`/`Purg` lines of `apt-get -s` (with `LC_ALL=C.UTF-8`).
     pub fn parse(output: &str) -> Self {
         let mut sim = Simulation::default();
+        let mut in_kept_back = false;
         for line in output.lines() {
+            if line.starts_with("The following packages have been kept back") {
+                in_kept_back = true;
+                continue;
+            }
+            if in_kept_back {
+                if line.starts_with(' ') {
+                    sim.kept_back
+                        .extend(line.split_whitespace().map(str::to_owned));
+                    continue;
+                }
+                in_kept_back = false;
+            }
             let (verb, rest) = match line.split_once(' ') {
                 Some(split) => split,
                 None => continue,
@@ -312,6 +327,7 @@ mod tests {
     fn simulation_output_is_counted() {
         let out = "NOTE: This is only a simulation!\n\
             Inst libc6 [2.36-9+deb12u10] (2.41-12 Debian:13.1/stable [amd64])\n\
+            The following packages have been kept back:\n  held1 held2\n\
             Inst newpkg (1.0-1 Debian:13.1/stable [amd64])\n\
             Inst older [2.0] (1.0 Debian:13.1/stable [all])\n\
             Remv oldlib [1.2-3]\n\
@@ -323,6 +339,7 @@ mod tests {
         assert_eq!(sim.upgraded[0].to.as_deref(), Some("2.41-12"));
         assert_eq!(sim.upgraded[0].architecture.as_deref(), Some("amd64"));
         assert_eq!(sim.installed[0].package, "newpkg");
+        assert_eq!(sim.kept_back, ["held1", "held2"]);
         assert_eq!(sim.downgraded[0].package, "older");
         assert_eq!(
             sim.removed

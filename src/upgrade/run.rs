@@ -784,6 +784,12 @@ impl<'a> Upgrader<'a> {
                 .collect();
             text.push_str(&format!("\nTo be removed: {}", names.join(" ")));
         }
+        if !simulation.kept_back.is_empty() {
+            text.push_str(&format!(
+                "\nKept back (not upgraded): {}",
+                simulation.kept_back.join(" ")
+            ));
+        }
         if !simulation.downgraded.is_empty() {
             let names: Vec<&str> = simulation
                 .downgraded
@@ -870,6 +876,11 @@ impl<'a> Upgrader<'a> {
             .map_err(|e| partly(e.into()))?;
         if resuming {
             self.io.say("Finishing the interrupted installation");
+            locks::wait_until_free(&self.session.root, self.options.lock_timeout, |holder| {
+                self.io
+                    .say(&format!("Waiting for the package system: {holder}"));
+            })
+            .map_err(|e| partly(e.into()))?;
             let dpkg = self.store.prefix.join(crate::layout::BIN).join("dpkg");
             let mut cmd = Command::new(&dpkg);
             cmd.args(dpkg_root_args(&self.session.root))
@@ -920,6 +931,29 @@ impl<'a> Upgrader<'a> {
             logs.main(&format!("installation failed: {detail}"));
             return Err(partly(anyhow::anyhow!(
                 "apt-get dist-upgrade failed:\n{detail}"
+            )));
+        }
+        // apt may have kept back what it could not upgrade; the release must have changed.
+        let (_, codename) = self.session.root.codename().map_err(|e| partly(e.into()))?;
+        if codename != journal.to {
+            let (_, out) = self
+                .apt_quiet(
+                    apt,
+                    "apt-get",
+                    &["-s", "-o", "Debug::NoLocking=1", "dist-upgrade"],
+                    logs,
+                )
+                .map_err(partly)?;
+            let kept = Simulation::parse(&out).kept_back;
+            logs.main(&format!(
+                "still {codename} after dist-upgrade; kept back: {}",
+                kept.join(" ")
+            ));
+            return Err(partly(anyhow::anyhow!(
+                "apt finished, but the system still says it is {codename}: packages were kept back ({}); \
+                 see {}",
+                kept.join(" "),
+                logs.path(logs::APT_TERM).display()
             )));
         }
         journal
@@ -1036,6 +1070,9 @@ impl<'a> Upgrader<'a> {
         if !self.options.keep_helpers {
             self.io.say("Removing the helpers");
             helpers::remove_all(&self.store, false).map_err(|e| partly(e.into()))?;
+        }
+        if let Some(media) = &journal.media_source {
+            let _ = helpers::remove_tree(media);
         }
         for name in ["upgrade-apt.conf", "system-apt.conf"] {
             let _ = helpers::remove_tree(&self.state().join(name));

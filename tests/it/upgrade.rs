@@ -10,7 +10,7 @@ use release_upgrader::demo::tiny;
 use release_upgrader::publish::archive::{self, ArchiveRelease};
 use release_upgrader::publish::metarelease::{self, Stanza};
 use release_upgrader::publish::pocket::{self, PocketEntry};
-use release_upgrader::serve::{Fault, Server};
+use release_upgrader::serve::Server;
 
 use crate::support::{BIN, Item, Run, TestHelper, build_deb, test_key};
 
@@ -82,8 +82,10 @@ pub struct World {
     pub _dir: tempfile::TempDir,
     pub root: PathBuf,
     pub srv: PathBuf,
+    pub work: PathBuf,
     pub keyring: PathBuf,
-    pub server: Server,
+    pub server: Option<Server>,
+    pub url: String,
 }
 
 impl World {
@@ -96,66 +98,28 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let srv = dir.path().join("srv");
+        let work = dir.path().join("work");
         std::fs::create_dir_all(&srv).unwrap();
         let server = Server::start(&srv).unwrap();
-        let key = test_key();
+        let url = server.url();
         let keyring = dir.path().join("keyring.gpg");
-        std::fs::write(&keyring, key.public_keyring()).unwrap();
-        let archive_uri = format!("{}archive", server.url());
-        let work = dir.path().join("work");
-        let now = date::now();
-        let debs_of =
-            |codename: &str, version: &str, adjust: &mut dyn FnMut(&mut Vec<tiny::TinyPackage>)| {
-                let mut packages =
-                    tiny::release(codename, version, &archive_uri, &key.public_keyring()).unwrap();
-                adjust(&mut packages);
-                let debs: Vec<PathBuf> = packages
-                    .iter()
-                    .map(|p| tiny::build(p, &work, &work.join(codename)).unwrap())
-                    .collect();
-                archive::write(
-                    &srv.join("archive"),
-                    &ArchiveRelease {
-                        spec: archive::spec("Demo", codename, "amd64", now - 3600, 7),
-                        version: Some(version.into()),
-                        component: "main".into(),
-                        debs: debs.clone(),
-                    },
-                    key,
-                )
-                .unwrap();
-                debs
-            };
-        let alpha = debs_of(tiny::OLD.0, tiny::OLD.1, &mut |_| {});
-        let mut adjust = Some(adjust);
-        debs_of(tiny::NEW.0, tiny::NEW.1, &mut |p| {
-            (adjust.take().unwrap())(p)
-        });
-        tiny::install_root(&root, &alpha).unwrap();
-
-        // The helper pocket and the meta-release.
-        let entries: Vec<PocketEntry> = host_wrapper_helpers()
-            .iter()
-            .map(|h| {
-                let file = build_deb(&work, h);
-                let control = release_upgrader::deb::read_control(&file).unwrap();
-                PocketEntry {
-                    fields: control.fields,
-                    file,
-                }
-            })
-            .collect();
-        let base = format!("{}dists/beta/main/", server.url());
-        let mut spec = crate::support::Fixture::default_spec();
-        spec.codename = "beta".into();
-        spec.suite = "beta".into();
-        pocket::write(
-            &srv.join("dists/beta/main/dist-upgrader-amd64/current"),
-            &spec,
-            &entries,
-            key,
-        )
-        .unwrap();
+        std::fs::write(&keyring, test_key().public_keyring()).unwrap();
+        let mut w = World {
+            _dir: dir,
+            root,
+            srv,
+            work,
+            keyring,
+            server: Some(server),
+            url,
+        };
+        let alpha = w.publish(tiny::OLD.0, tiny::OLD.1, |_| {});
+        w.publish(tiny::NEW.0, tiny::NEW.1, adjust);
+        tiny::install_root(&w.root, &alpha).unwrap();
+        w.publish_helpers(
+            &w.srv.join("dists/beta/main/dist-upgrader-amd64/current"),
+            true,
+        );
         let stanzas = [
             Stanza::default()
                 .field("Dist", "alpha")
@@ -167,21 +131,90 @@ impl World {
                 .field("Version", "2")
                 .field("Date", "Wed, 01 Jan 2025 00:00:00 UTC")
                 .field("Supported", "1")
-                .field("UpgradeToolBaseURI", base),
+                .field("UpgradeToolBaseURI", format!("{}dists/beta/main/", w.url)),
         ];
         metarelease::write(
-            &srv.join("meta-release"),
+            &w.srv.join("meta-release"),
             &metarelease::render(&stanzas),
-            key,
+            test_key(),
         )
         .unwrap();
-        World {
-            _dir: dir,
-            root,
-            srv,
-            keyring,
-            server,
+        w
+    }
+
+    pub fn archive_uri(&self) -> String {
+        format!("{}archive", self.url)
+    }
+
+    /// Builds a release's packages (after `adjust`) and publishes them in the archive.
+    pub fn publish(
+        &mut self,
+        codename: &str,
+        version: &str,
+        adjust: impl FnOnce(&mut Vec<tiny::TinyPackage>),
+    ) -> Vec<PathBuf> {
+        let mut packages = tiny::release(
+            codename,
+            version,
+            &self.archive_uri(),
+            &test_key().public_keyring(),
+        )
+        .unwrap();
+        adjust(&mut packages);
+        self.publish_packages(&self.srv.join("archive"), codename, version, &packages)
+    }
+
+    fn publish_packages(
+        &self,
+        archive_root: &Path,
+        codename: &str,
+        version: &str,
+        packages: &[tiny::TinyPackage],
+    ) -> Vec<PathBuf> {
+        let out = self.work.join(format!("debs-{codename}"));
+        let debs: Vec<PathBuf> = packages
+            .iter()
+            .map(|p| tiny::build(p, &self.work, &out).unwrap())
+            .collect();
+        archive::write(
+            archive_root,
+            &ArchiveRelease {
+                spec: archive::spec("Demo", codename, "amd64", date::now() - 3600, 7),
+                version: Some(version.into()),
+                component: "main".into(),
+                debs: debs.clone(),
+            },
+            test_key(),
+        )
+        .unwrap();
+        debs
+    }
+
+    /// Publishes the helper pocket into `dir`.
+    fn publish_helpers(&self, dir: &Path, valid_until: bool) {
+        let entries: Vec<PocketEntry> = host_wrapper_helpers()
+            .iter()
+            .map(|h| {
+                let file = build_deb(&self.work, h);
+                let control = release_upgrader::deb::read_control(&file).unwrap();
+                PocketEntry {
+                    fields: control.fields,
+                    file,
+                }
+            })
+            .collect();
+        let mut spec = crate::support::Fixture::default_spec();
+        spec.codename = "beta".into();
+        spec.suite = "beta".into();
+        if !valid_until {
+            spec.valid_until = None;
         }
+        pocket::write(dir, &spec, &entries, test_key()).unwrap();
+    }
+
+    /// Stops the server: from now on nothing answers on its port.
+    pub fn go_offline(&mut self) {
+        self.server = None;
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -191,7 +224,7 @@ impl World {
             .arg("--keyring")
             .arg(&self.keyring)
             .arg("--meta-release-uri")
-            .arg(format!("{}meta-release", self.server.url()))
+            .arg(format!("{}meta-release", self.url))
             .arg("--arch")
             .arg("amd64")
             .args(args)
@@ -311,7 +344,6 @@ impl World {
                 std::fs::remove_file(entry).unwrap();
             }
         }
-        let _ = Fault::None;
     }
 }
 
@@ -380,4 +412,269 @@ fn dry_run_changes_nothing() {
     assert_eq!(w.sources(), before);
     assert!(!w.root.join("usr/lib/release-upgrader").exists());
     assert!(w.installed().contains("demo-hello 1.0-1 ii"));
+}
+
+#[test]
+fn pending_updates_of_the_running_release_are_refused_unless_allowed() {
+    let mut w = World::new();
+    // An update of alpha that was never installed.
+    w.publish(tiny::OLD.0, tiny::OLD.1, |packages| {
+        let hello = packages
+            .iter_mut()
+            .find(|p| p.name == "demo-hello")
+            .unwrap();
+        hello.version = "1.0-2".into();
+    });
+    let before = w.sources();
+    w.run(&["upgrade", "-y", "-f", "noninteractive"])
+        .expect(2)
+        .mentions(&[
+            "updates of the running release are not installed",
+            "demo-hello",
+            "--allow-pending",
+        ]);
+    assert_eq!(w.sources(), before);
+    assert!(!w.root.join("usr/lib/release-upgrader").exists());
+    w.run(&["upgrade", "-y", "-f", "noninteractive", "--allow-pending"])
+        .expect(0);
+    assert!(w.read("/etc/os-release").contains("beta"));
+}
+
+#[test]
+fn third_party_sources_are_disabled_with_a_comment() {
+    let w = World::new();
+    // A vendor repository for alpha, signed by another key the system also trusts.
+    let vendor = crate::support::other_key();
+    let vendor_deb = tiny::build(
+        &tiny::TinyPackage {
+            name: "vendor-tool".into(),
+            version: "1.0".into(),
+            depends: String::new(),
+            files: vec![(
+                "/usr/bin/vendor-tool".into(),
+                b"#!/bin/sh\n".to_vec(),
+                0o755,
+            )],
+            conffiles: Vec::new(),
+            postinst: None,
+            description: "from a vendor".into(),
+            fields: Vec::new(),
+        },
+        &w.work,
+        &w.work.join("vendor"),
+    )
+    .unwrap();
+    archive::write(
+        &w.srv.join("vendor"),
+        &ArchiveRelease {
+            spec: archive::spec("Vendor", "alpha", "amd64", date::now() - 3600, 7),
+            version: None,
+            component: "main".into(),
+            debs: vec![vendor_deb],
+        },
+        vendor,
+    )
+    .unwrap();
+    std::fs::write(
+        w.root.join("etc/apt/trusted.gpg.d/vendor.gpg"),
+        vendor.public_keyring(),
+    )
+    .unwrap();
+    let list = w.root.join("etc/apt/sources.list.d/vendor.list");
+    std::fs::write(&list, format!("deb {}vendor alpha main\n", w.url)).unwrap();
+    let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
+    run.expect(0)
+        .mentions(&["Disabling the third-party source", "--allow-third-party"]);
+    assert_eq!(
+        std::fs::read_to_string(&list).unwrap(),
+        format!(
+            "# deb {}vendor alpha main # disabled on upgrade to beta\n",
+            w.url
+        )
+    );
+    assert!(String::from_utf8_lossy(&w.sources()).contains("Suites: beta"));
+}
+
+#[test]
+fn removing_a_denylisted_package_is_refused_and_rolled_back() {
+    let w = World::with_beta(|packages| {
+        // The new base system conflicts with demo-hello: apt removes it to upgrade.
+        let base = packages.iter_mut().find(|p| p.name == "demo-base").unwrap();
+        base.fields.push(("Essential".into(), "yes".into()));
+        base.fields.push(("Conflicts".into(), "demo-hello".into()));
+    });
+    std::fs::create_dir_all(w.root.join("etc/release-upgrader")).unwrap();
+    std::fs::write(
+        w.root.join("etc/release-upgrader/removal-denylist"),
+        "# keep greeting\ndemo-hel*\n",
+    )
+    .unwrap();
+    let before = w.sources();
+    let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
+    run.expect(5)
+        .mentions(&["would remove demo-hello", "put back as it was"]);
+    assert_eq!(w.sources(), before);
+    assert!(w.installed().contains("demo-hello 1.0-1 ii"));
+    assert!(!w.root.join("usr/lib/release-upgrader").exists());
+}
+
+#[test]
+fn an_upgrade_killed_during_dpkg_is_resumed_by_the_next_run() {
+    let w = World::with_beta(|packages| {
+        let hello = packages
+            .iter_mut()
+            .find(|p| p.name == "demo-hello")
+            .unwrap();
+        // The first time through, announce ourselves and block until killed.
+        hello.postinst = Some(
+            "#!/bin/sh\nif [ ! -e /tmp/reached ]; then : > /tmp/reached; read x < /tmp/wait; fi\n"
+                .into(),
+        );
+    });
+    nix::unistd::mkfifo(
+        &w.root.join("tmp/wait"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--root")
+        .arg(&w.root)
+        .arg("--keyring")
+        .arg(&w.keyring)
+        .arg("--meta-release-uri")
+        .arg(format!("{}meta-release", w.url))
+        .args(["--arch", "amd64", "upgrade", "-y", "-f", "noninteractive"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !w.root.join("tmp/reached").exists() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the maintainer script never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Power cut: release-upgrader, apt, and dpkg (which apt runs in a session of its own)
+    // with its maintainer script.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    kill_everything_touching(&w.root);
+    assert!(
+        w.root
+            .join("var/lib/release-upgrader/upgrade.json")
+            .exists()
+    );
+    let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
+    run.expect(0)
+        .mentions(&["interrupted while packages were being installed; resuming"]);
+    assert!(
+        w.installed().contains("demo-hello 2.0-1 ii"),
+        "{}",
+        w.installed()
+    );
+    assert!(w.read("/etc/os-release").contains("beta"));
+    audit_clean(&w.root);
+    assert!(!w.root.join("usr/lib/release-upgrader").exists());
+}
+
+#[test]
+fn upgrade_from_media_works_offline() {
+    let mut w = World::new();
+    // The system knew its sources once (lists present), then lost the network.
+    w.run(&["upgrade", "--dry-run"]).expect(0);
+    let media = w.work.join("media");
+    std::fs::create_dir_all(media.join(".disk")).unwrap();
+    std::fs::write(
+        media.join(".disk/info"),
+        "Demo Linux 2 \"beta\" - amd64 (20261122)\n",
+    )
+    .unwrap();
+    let packages = tiny::release(
+        tiny::NEW.0,
+        tiny::NEW.1,
+        &w.archive_uri(),
+        &test_key().public_keyring(),
+    )
+    .unwrap();
+    w.publish_packages(&media, "beta", "2", &packages);
+    std::os::unix::fs::symlink("beta", media.join("dists/stable")).unwrap();
+    w.publish_helpers(
+        &media.join("dists/beta/main/dist-upgrader/binary-amd64"),
+        false,
+    );
+    w.go_offline();
+    let detect = Run(Command::new(BIN)
+        .args(["--arch", "amd64", "cdrom", "detect"])
+        .arg(&media)
+        .output()
+        .unwrap());
+    detect.expect(0).mentions(&[
+        "Demo Linux 2",
+        "release: beta",
+        "helpers for amd64: yes",
+        "package archive: yes",
+    ]);
+    let run = w.run(&[
+        "upgrade",
+        "-y",
+        "-f",
+        "noninteractive",
+        "--cdrom",
+        media.to_str().unwrap(),
+        "--retries",
+        "0",
+    ]);
+    run.expect(0);
+    assert!(
+        w.read("/etc/os-release").contains("VERSION_CODENAME=beta"),
+        "{}",
+        run.stderr()
+    );
+    assert!(w.installed().contains("demo-hello 2.0-1 ii"));
+    // The media's source was only for the upgrade.
+    assert!(
+        !w.root
+            .join("etc/apt/sources.list.d/release-upgrader-media.list")
+            .exists()
+    );
+    audit_clean(&w.root);
+}
+
+/// SIGKILLs every process whose command line, root or working directory involves `root`.
+fn kill_everything_touching(root: &Path) {
+    let needle = root.display().to_string();
+    for _ in 0..50 {
+        let mut found = false;
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let involved = String::from_utf8_lossy(&cmdline).contains(&needle)
+                || ["root", "cwd"].iter().any(|l| {
+                    std::fs::read_link(entry.path().join(l)).is_ok_and(|t| t.starts_with(root))
+                });
+            if involved {
+                found = true;
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if !found {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("processes in {needle} would not die");
 }

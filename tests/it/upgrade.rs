@@ -678,3 +678,98 @@ fn kill_everything_touching(root: &Path) {
     }
     panic!("processes in {needle} would not die");
 }
+
+#[test]
+fn an_upgrade_killed_before_dpkg_is_undone_and_started_over() {
+    // Killed (1) with the journal saying the sources are being rewritten, (2) after the
+    // first sources file was rewritten, (3) after everything was downloaded.
+    for point in ["upgrade phase:1", "sources rewritten:1", "upgrade phase:3"] {
+        let w = World::new();
+        let before = w.sources();
+        let run = {
+            let mut cmd = Command::new(BIN);
+            cmd.arg("--root")
+                .arg(&w.root)
+                .arg("--keyring")
+                .arg(&w.keyring)
+                .arg("--meta-release-uri")
+                .arg(format!("{}meta-release", w.url))
+                .args(["--arch", "amd64", "upgrade", "-y", "-f", "noninteractive"])
+                .env("RELEASE_UPGRADER_CRASH_AT", point);
+            cmd.output().unwrap()
+        };
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&run.status),
+            Some(9),
+            "{point}: not killed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            w.installed().contains("demo-hello 1.0-1 ii"),
+            "{point}: packages changed"
+        );
+        let run = w.run(&["upgrade", "--dry-run"]);
+        // The dry run sees the interrupted upgrade and puts the sources back first.
+        run.expect(0)
+            .mentions(&["interrupted before any package changed"]);
+        assert_eq!(
+            w.sources(),
+            before,
+            "{point}: sources not restored byte for byte"
+        );
+        w.run(&["upgrade", "-y", "-f", "noninteractive"]).expect(0);
+        assert!(w.read("/etc/os-release").contains("beta"), "{point}");
+        audit_clean(&w.root);
+    }
+}
+
+#[test]
+fn a_held_lock_is_waited_for_then_named() {
+    let w = World::new();
+    let lock = w.root.join("var/lib/dpkg/lock-frontend");
+    std::fs::write(&lock, "").unwrap();
+    let mut holder = Command::new("python3")
+        .args(["-c", "import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('ok', flush=True); time.sleep(60)"])
+        .arg(&lock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let run = w.run(&["upgrade", "-y", "--lock-timeout", "1"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    run.expect(2)
+        .mentions(&["the package system is in use", "python3", "lock-frontend"]);
+}
+
+#[test]
+fn keep_helpers_leaves_them_and_json_reports_steps() {
+    let w = World::new();
+    let run = w.run(&[
+        "--json",
+        "upgrade",
+        "-y",
+        "-f",
+        "noninteractive",
+        "--keep-helpers",
+    ]);
+    run.expect(0);
+    let lines = run.json_lines();
+    assert!(lines.iter().any(|l| {
+        l["event"] == "step"
+            && l["text"]
+                .as_str()
+                .unwrap()
+                .contains("Installing the new release")
+    }));
+    assert!(lines.iter().any(|l| l["event"] == "progress"));
+    assert!(w.root.join("usr/lib/release-upgrader/bin/apt-get").exists());
+    // The kept helpers are still listed and removable.
+    w.run(&["cleanup"]).expect(0);
+    assert!(!w.root.join("usr/lib/release-upgrader").exists());
+}

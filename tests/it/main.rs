@@ -1,6 +1,7 @@
 //! The integration tests, in one binary (one link, shared fixtures).
 
 mod archive;
+mod deb;
 mod fetcher;
 mod openpgp;
 mod readme_fixture;

@@ -64,9 +64,23 @@ pub fn run(command: &DebCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(Error::io(dir, e).into()),
             };
+            // Refuse a directory with something in it before anything else, so that
+            // the cleanup below only ever removes what the extraction wrote.
+            if !created && fs_err::read_dir(dir)?.next().is_some() {
+                return Err(Error::io(
+                    dir,
+                    std::io::Error::new(
+                        std::io::ErrorKind::DirectoryNotEmpty,
+                        "the destination of an extraction must be an empty directory",
+                    ),
+                )
+                .into());
+            }
             match deb::extract(deb, dir, &policy, &mut ()) {
                 Ok(extracted) => {
-                    report_scripts(ui, &extracted);
+                    if *helper {
+                        report_scripts(ui, &extracted);
+                    }
                     ui.detail(&format!(
                         "{} {}: {} entries extracted into {}",
                         extracted.control.package,

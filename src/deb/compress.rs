@@ -4,9 +4,15 @@
 //! (which runs them as separate processes) while memory stays a few buffers, whatever
 //! the size of the package.
 //!
-//! Every decoder reads concatenated streams to the end of the member, so trailing
-//! garbage is an error rather than silently ignored, and checks the stream's own
-//! integrity check (gzip CRC, xz check, zstd checksum when present, bzip2 CRC).
+//! xz, what Debian's packages use, is also the slowest to decode; dpkg-deb decodes the
+//! blocks of a multi-block stream (what its threaded `xz` writes) in parallel, and so do
+//! we, within a fixed memory limit: measured on a 63 MB package, single-threaded
+//! decoding made us 25% slower than dpkg-deb, parallel decoding 20-25% faster.
+//!
+//! Each decoder checks its stream's integrity (gzip CRC, xz check, zstd checksum when
+//! present, bzip2 CRC) and reads to the end of the member: gzip, zstd and bzip2 read
+//! concatenated streams, xz accepts only stream padding after its stream, and anything
+//! else left over is an error rather than silently ignored.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -15,6 +21,13 @@ use std::thread::JoinHandle;
 /// The memory an xz stream may ask for. `xz -9` needs 65 MiB to decompress; refusing more
 /// keeps a hostile header from claiming gigabytes.
 const XZ_MEMLIMIT: u64 = 256 * 1024 * 1024;
+/// The memory liblzma may use to decode blocks in parallel; beyond it, it decodes in
+/// one thread. Each thread holds a block's input and output (dpkg-deb's `xz -6` writes
+/// 24 MiB blocks, so two threads need about 80 MiB). This, not the package's size, is
+/// what bounds the extraction's memory.
+const XZ_MEMLIMIT_THREADING: u64 = 128 * 1024 * 1024;
+/// The most threads decoding one xz stream.
+const XZ_THREADS_MAX: usize = 4;
 /// zstd's default window limit (128 MiB), stated so that it stays the limit.
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 /// The size of one buffer between the decompressor thread and the tar reader.
@@ -52,19 +65,39 @@ impl Compression {
         }
     }
 
-    /// A decoder of `raw` in this thread.
+    /// A decoder of `raw`, for small members: single-threaded.
     pub fn decoder<'a>(self, raw: impl Read + Send + 'a) -> io::Result<Box<dyn Read + Send + 'a>> {
+        self.decoder_with(raw, 1)
+    }
+
+    /// A decoder of `raw`; xz streams of several blocks are decoded by up to `threads`
+    /// threads.
+    fn decoder_with<'a>(
+        self,
+        raw: impl Read + Send + 'a,
+        threads: u32,
+    ) -> io::Result<Box<dyn Read + Send + 'a>> {
         let raw = BufReader::with_capacity(CHUNK, raw);
         Ok(match self {
             Compression::None => Box::new(raw),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
             Compression::Xz => {
-                let stream = liblzma::stream::Stream::new_stream_decoder(
-                    XZ_MEMLIMIT,
-                    liblzma::stream::CONCATENATED,
-                )
+                let stream = if threads > 1 {
+                    liblzma::stream::MtStreamBuilder::new()
+                        .threads(threads)
+                        .memlimit_threading(XZ_MEMLIMIT_THREADING)
+                        .memlimit_stop(XZ_MEMLIMIT)
+                        .decoder()
+                } else {
+                    liblzma::stream::Stream::new_stream_decoder(
+                        XZ_MEMLIMIT,
+                        liblzma::stream::CONCATENATED,
+                    )
+                }
                 .map_err(io::Error::other)?;
-                Box::new(liblzma::bufread::XzDecoder::new_stream(raw, stream))
+                Box::new(WholeXz(liblzma::bufread::XzDecoder::new_stream(
+                    raw, stream,
+                )))
             }
             Compression::Zstd => {
                 let mut decoder = zstd::stream::read::Decoder::with_buffer(raw)?;
@@ -76,13 +109,54 @@ impl Compression {
     }
 
     /// The decompressed stream of `raw`, buffered for the tar reader. Compressed
-    /// members are decompressed in a thread of their own.
+    /// members are decompressed in a thread of their own (xz in as many as there are
+    /// cores, up to [`XZ_THREADS_MAX`], when the stream has several blocks).
     pub fn reader(self, raw: impl Read + Send + 'static) -> io::Result<Box<dyn BufRead>> {
         if self == Compression::None {
             return Ok(Box::new(BufReader::with_capacity(CHUNK, raw)));
         }
-        let decoder = self.decoder(raw)?;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(XZ_THREADS_MAX) as u32;
+        let decoder = self.decoder_with(raw, threads)?;
         Ok(Box::new(Pipe::spawn(decoder)))
+    }
+}
+
+/// An xz decoder that refuses anything after the stream but stream padding (liblzma's
+/// multithreaded decoder cannot be told to read concatenated streams, which .debs do
+/// not use).
+struct WholeXz<R>(liblzma::bufread::XzDecoder<R>);
+
+impl<R: BufRead> Read for WholeXz<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let raw = self.0.get_mut();
+            let mut padding = 0usize;
+            loop {
+                let rest = raw.fill_buf()?;
+                if rest.is_empty() {
+                    break;
+                }
+                if rest.iter().any(|&b| b != 0) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "data after the end of the xz stream",
+                    ));
+                }
+                padding += rest.len();
+                let len = rest.len();
+                raw.consume(len);
+            }
+            if padding % 4 != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bad padding after the xz stream",
+                ));
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -284,6 +358,7 @@ mod tests {
             .unwrap()
             .read_to_end(&mut out)
             .unwrap_err();
+        // The decoder's own error, not a dead thread's.
         assert_ne!(err.kind(), io::ErrorKind::Other, "{err}");
     }
 
@@ -294,5 +369,42 @@ mod tests {
         let mut first = [0u8; 10];
         reader.read_exact(&mut first).unwrap();
         drop(reader); // joins the thread; hangs here if it cannot stop
+    }
+
+    fn xz(data: &[u8]) -> Vec<u8> {
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn decode(c: Compression, data: Vec<u8>, threads: u32) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        c.decoder_with(io::Cursor::new(data), threads)?
+            .read_to_end(&mut out)
+            .map(|_| out)
+    }
+
+    #[test]
+    fn xz_accepts_stream_padding_and_refuses_anything_else_after_the_stream() {
+        for threads in [1, 2] {
+            let mut padded = xz(b"payload");
+            padded.extend([0u8; 8]);
+            assert_eq!(
+                decode(Compression::Xz, padded, threads).unwrap(),
+                b"payload"
+            );
+            let mut garbage = xz(b"payload");
+            garbage.extend(b"garbage!");
+            assert!(
+                decode(Compression::Xz, garbage, threads).is_err(),
+                "{threads}"
+            );
+            let mut odd = xz(b"payload");
+            odd.extend([0u8; 3]);
+            assert!(decode(Compression::Xz, odd, threads).is_err(), "{threads}");
+            let whole = xz(b"payload");
+            let cut = whole[..whole.len() - 4].to_vec();
+            assert!(decode(Compression::Xz, cut, threads).is_err(), "{threads}");
+        }
     }
 }

@@ -56,6 +56,33 @@
 //! a hard link to anything but a regular file extracted earlier from the same archive.
 //! [`Policy::helper`] adds the rules of PROTOCOL.md §3 for `release-upgrader-*` helpers;
 //! [`Policy::upstream`] only these basics, for real upstream packages.
+//!
+//! # Use
+//!
+//! - [`read_control`] reads a package's [`Control`] and never touches its data.
+//! - [`extract`] extracts it under a [`Policy`] and returns the [`Extracted`] control and
+//!   [`Entry`] list (path, type, mode, owner, mtime, size and SHA256 of each file): the
+//!   material of a manifest.
+//! - [`ExtractHooks`] lets the caller refuse a package from its control
+//!   ([`ExtractHooks::before_data`]) or an entry before it is written
+//!   ([`ExtractHooks::before_entry`], which sees an [`EntryHeader`]: the digest is not
+//!   known yet). [`PathOwners`] is the hook a transaction installing several helpers
+//!   passes to each extraction, so that no path is shipped by two of them.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use release_upgrader::deb::{self, PathOwners, Policy};
+//!
+//! # fn main() -> Result<(), release_upgrader::Error> {
+//! let mut owners = PathOwners::new();
+//! for (deb, dest) in [("apt.deb", "stage/apt"), ("dpkg.deb", "stage/dpkg")] {
+//!     std::fs::create_dir_all(dest).map_err(|e| release_upgrader::Error::io(dest, e))?;
+//!     let extracted = deb::extract(Path::new(deb), Path::new(dest), &Policy::helper("amd64"), &mut owners)?;
+//!     println!("{} {}: {} entries", extracted.control.package, extracted.control.version, extracted.entries.len());
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod ar;
 mod compress;
@@ -352,6 +379,13 @@ fn extract_with(
     let control = package.control()?;
     policy.check(deb, &control)?;
     hooks.before_data(deb, &control)?;
+    let within = match policy.within.as_deref() {
+        None => String::new(),
+        Some(within) => path::normalize(within).map_err(|reason| Error::Config {
+            path: deb.to_owned(),
+            reason: format!("extraction policy: within {within:?}: {reason}"),
+        })?,
+    };
     let tree = if shared {
         Tree::open_shared(dest)?
     } else {
@@ -366,7 +400,7 @@ fn extract_with(
         package: &package,
         member: &member.name,
         policy,
-        within: policy.within.as_deref().unwrap_or(""),
+        within: &within,
         hooks,
         tree,
         entries: Vec::new(),
@@ -847,5 +881,113 @@ fn with_name(name: &str, failure: Failure) -> Failure {
     match failure {
         Failure::Bad(reason) => Failure::Bad(format!("{name}: {reason}")),
         io => io,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_serialize_as_flat_json_for_manifests() {
+        let entries = vec![
+            Entry {
+                path: "bin/apt".into(),
+                kind: EntryKind::File {
+                    size: 3,
+                    sha256: Sha256::of(b"abc"),
+                },
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 1_700_000_000,
+            },
+            Entry {
+                path: "bin/apt-get".into(),
+                kind: EntryKind::HardLink {
+                    target: "bin/apt".into(),
+                },
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 1_700_000_000,
+            },
+            Entry {
+                path: "lib".into(),
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 1,
+            },
+        ];
+        let json = serde_json::to_value(&entries).unwrap();
+        assert_eq!(
+            json[0],
+            serde_json::json!({
+                "path": "bin/apt", "type": "file", "size": 3,
+                "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                "mode": 0o755, "uid": 0, "gid": 0, "mtime": 1_700_000_000
+            })
+        );
+        assert_eq!(json[1]["type"], "hardlink");
+        assert_eq!(json[2]["type"], "dir");
+        let back: Vec<Entry> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, entries);
+    }
+
+    #[test]
+    fn the_helper_policy_checks_name_architecture_and_scripts() {
+        let deb = Path::new("x.deb");
+        let control = |package: &str, arch: &str, scripts: &[&str], reversible: bool| {
+            let mut text = format!("Package: {package}\nVersion: 1\nArchitecture: {arch}\n");
+            if reversible {
+                text.push_str("X-Release-Upgrader-Reversible: yes\n");
+            }
+            Control::parse(&text, scripts.iter().map(|s| s.to_string()).collect()).unwrap()
+        };
+        let helper = Policy::helper("amd64");
+        assert!(
+            helper
+                .check(deb, &control("release-upgrader-apt", "amd64", &[], false))
+                .is_ok()
+        );
+        assert!(
+            helper
+                .check(deb, &control("release-upgrader-apt", "all", &[], false))
+                .is_ok()
+        );
+        assert!(
+            helper
+                .check(deb, &control("release-upgrader-apt", "i386", &[], false))
+                .is_err()
+        );
+        assert!(
+            helper
+                .check(deb, &control("apt", "amd64", &[], false))
+                .is_err()
+        );
+        assert!(
+            helper
+                .check(
+                    deb,
+                    &control("release-upgrader-apt", "amd64", &["postinst"], false)
+                )
+                .is_err()
+        );
+        assert!(
+            helper
+                .check(
+                    deb,
+                    &control("release-upgrader-apt", "amd64", &["postinst"], true)
+                )
+                .is_ok()
+        );
+        let upstream = Policy::upstream();
+        assert!(
+            upstream
+                .check(deb, &control("apt", "i386", &["postinst"], false))
+                .is_ok()
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 mod archive;
 mod bootstrap;
+mod deb;
 mod fetcher;
 mod openpgp;
 mod readme_fixture;

@@ -590,12 +590,14 @@ fn fail(deb: &Path, member: &str, failure: Failure) -> Error {
             deb: deb.display().to_string(),
             reason: format!("{member}: {reason}"),
         },
-        Failure::Io(e) => match e.into_inner() {
-            Some(inner) => match inner.downcast::<ar::FileError>() {
-                Ok(file_error) => Error::io(deb, file_error.0),
-                Err(other) => Error::io(deb, io::Error::other(other)),
-            },
-            None => Error::io(deb, io::Error::other("read error")),
+        // A read error of the file, perhaps passed up through a decoder: report the
+        // error itself, not its wrapping.
+        Failure::Io(e) => match e.get_ref().and_then(|i| i.downcast_ref::<ar::FileError>()) {
+            Some(file_error) => Error::io(
+                deb,
+                io::Error::new(file_error.0.kind(), file_error.0.to_string()),
+            ),
+            None => Error::io(deb, e),
         },
     }
 }
@@ -644,12 +646,16 @@ impl Extraction<'_> {
                 return Ok(());
             }
             Placement::Root | Placement::Ancestor => {
+                let place = if self.within.is_empty() {
+                    "the archive's root".to_owned()
+                } else {
+                    format!("/{} and its parents", self.within)
+                };
                 return Err(self.bad(
                     name,
                     format!(
-                        "a {} where only a directory may be (/{} and its parents)",
-                        header.kind.describe(),
-                        self.within
+                        "a {} where only a directory may be ({place})",
+                        header.kind.describe()
                     ),
                 ));
             }
@@ -839,7 +845,10 @@ impl Extraction<'_> {
         let target = path::normalize(link).map_err(|reason| refuse(&reason))?;
         let rel = match path::place(&target, self.within) {
             Placement::Inside(rel) => rel,
-            _ => return Err(refuse(&format!("outside /{}/", self.within))),
+            Placement::Outside => return Err(refuse(&format!("outside /{}/", self.within))),
+            Placement::Root | Placement::Ancestor => {
+                return Err(refuse("which is not a regular file"));
+            }
         };
         match self.index.get(rel) {
             Some(&i) => match self.entries[i].kind {

@@ -1783,6 +1783,15 @@ fn an_unreadable_package_is_an_io_error_naming_it() {
         "{err:?}"
     );
     assert_eq!(err.exit_code(), ExitCode::Usage);
+    // A directory opens, but reading it fails: still the file's error, not a bad package.
+    let dir = work.path().join("dir.deb");
+    std::fs::create_dir(&dir).unwrap();
+    let err = deb::read_control(&dir).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path == &dir),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Is a directory"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------

@@ -15,7 +15,8 @@
 //! before the control member, or trailing bytes are refused. Everything is streamed: no
 //! member is ever held in memory (only the `control` file, capped at 1 MiB), compressed
 //! data members are decompressed in a thread of their own feeding the tar reader through
-//! a few recycled buffers, and memory stays the same whatever the size of the package.
+//! a few recycled buffers, and memory is bounded whatever the size of the package (xz's
+//! parallel decoder holds whole blocks, up to a fixed limit: see `compress.rs`).
 //!
 //! # The order of checks
 //!
@@ -42,7 +43,10 @@
 //! For what both accept, the tree is the same as `dpkg-deb -x` (GNU `tar -xp`) makes:
 //! types, exact modes (setuid, setgid, sticky; no umask), symlink targets, hard links
 //! (one inode), file, directory and symlink mtimes (directories get theirs after their
-//! contents). Owners are applied only when running as root, and from the header's
+//! contents: all of them at the end, where tar restores a directory when it extracts
+//! something outside it, so that a directory the archive comes back to, as dpkg-deb's
+//! symlinks-last order does, keeps the time of the extraction under `dpkg-deb -x`).
+//! Owners are applied only when running as root, and from the header's
 //! *numeric* uid and gid (tar prefers the user and group names when they exist on the
 //! machine; for the root-owned files packages ship the two agree). Sub-second pax mtimes
 //! are truncated to seconds. Directories the archive does not list but needs are

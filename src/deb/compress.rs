@@ -11,8 +11,8 @@
 //!
 //! Each decoder checks its stream's integrity (gzip CRC, xz check, zstd checksum when
 //! present, bzip2 CRC) and reads to the end of the member: gzip, zstd and bzip2 read
-//! concatenated streams, xz accepts only stream padding after its stream, and anything
-//! else left over is an error rather than silently ignored.
+//! concatenated streams, xz accepts only stream padding after its one stream, and
+//! anything else left over is an error rather than silently ignored.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -89,10 +89,9 @@ impl Compression {
                         .memlimit_stop(XZ_MEMLIMIT)
                         .decoder()
                 } else {
-                    liblzma::stream::Stream::new_stream_decoder(
-                        XZ_MEMLIMIT,
-                        liblzma::stream::CONCATENATED,
-                    )
+                    // One stream, as the parallel decoder reads: the same package
+                    // must not extract on one machine and fail on another.
+                    liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
                 }
                 .map_err(io::Error::other)?;
                 Box::new(WholeXz(liblzma::bufread::XzDecoder::new_stream(
@@ -123,9 +122,9 @@ impl Compression {
     }
 }
 
-/// An xz decoder that refuses anything after the stream but stream padding (liblzma's
-/// multithreaded decoder cannot be told to read concatenated streams, which .debs do
-/// not use).
+/// An xz decoder that refuses anything after the stream but stream padding. liblzma's
+/// parallel decoder cannot be told to read concatenated streams, so neither decoder
+/// does (dpkg-deb never writes them).
 struct WholeXz<R>(liblzma::bufread::XzDecoder<R>);
 
 impl<R: BufRead> Read for WholeXz<R> {
@@ -399,6 +398,9 @@ mod tests {
                 decode(Compression::Xz, garbage, threads).is_err(),
                 "{threads}"
             );
+            let mut two = xz(b"pay");
+            two.extend(xz(b"load"));
+            assert!(decode(Compression::Xz, two, threads).is_err(), "{threads}");
             let mut odd = xz(b"payload");
             odd.extend([0u8; 3]);
             assert!(decode(Compression::Xz, odd, threads).is_err(), "{threads}");

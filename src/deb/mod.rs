@@ -15,7 +15,8 @@
 //! before the control member, or trailing bytes are refused. Everything is streamed: no
 //! member is ever held in memory (only the `control` file, capped at 1 MiB), compressed
 //! data members are decompressed in a thread of their own feeding the tar reader through
-//! a few recycled buffers, and memory stays the same whatever the size of the package.
+//! a few recycled buffers, and memory is bounded whatever the size of the package (xz's
+//! parallel decoder holds whole blocks, up to a fixed limit: see `compress.rs`).
 //!
 //! # The order of checks
 //!
@@ -42,7 +43,10 @@
 //! For what both accept, the tree is the same as `dpkg-deb -x` (GNU `tar -xp`) makes:
 //! types, exact modes (setuid, setgid, sticky; no umask), symlink targets, hard links
 //! (one inode), file, directory and symlink mtimes (directories get theirs after their
-//! contents). Owners are applied only when running as root, and from the header's
+//! contents: all of them at the end, where tar restores a directory when it extracts
+//! something outside it, so that a directory the archive comes back to, as dpkg-deb's
+//! symlinks-last order does, keeps the time of the extraction under `dpkg-deb -x`).
+//! Owners are applied only when running as root, and from the header's
 //! *numeric* uid and gid (tar prefers the user and group names when they exist on the
 //! machine; for the root-owned files packages ship the two agree). Sub-second pax mtimes
 //! are truncated to seconds. Directories the archive does not list but needs are
@@ -616,12 +620,14 @@ fn fail(deb: &Path, member: &str, failure: Failure) -> Error {
             deb: deb.display().to_string(),
             reason: format!("{member}: {reason}"),
         },
-        Failure::Io(e) => match e.into_inner() {
-            Some(inner) => match inner.downcast::<ar::FileError>() {
-                Ok(file_error) => Error::io(deb, file_error.0),
-                Err(other) => Error::io(deb, io::Error::other(other)),
-            },
-            None => Error::io(deb, io::Error::other("read error")),
+        // A read error of the file, perhaps passed up through a decoder: report the
+        // error itself, not its wrapping.
+        Failure::Io(e) => match e.get_ref().and_then(|i| i.downcast_ref::<ar::FileError>()) {
+            Some(file_error) => Error::io(
+                deb,
+                io::Error::new(file_error.0.kind(), file_error.0.to_string()),
+            ),
+            None => Error::io(deb, e),
         },
     }
 }
@@ -670,12 +676,16 @@ impl Extraction<'_> {
                 return Ok(());
             }
             Placement::Root | Placement::Ancestor => {
+                let place = if self.within.is_empty() {
+                    "the archive's root".to_owned()
+                } else {
+                    format!("/{} and its parents", self.within)
+                };
                 return Err(self.bad(
                     name,
                     format!(
-                        "a {} where only a directory may be (/{} and its parents)",
-                        header.kind.describe(),
-                        self.within
+                        "a {} where only a directory may be ({place})",
+                        header.kind.describe()
                     ),
                 ));
             }
@@ -865,7 +875,10 @@ impl Extraction<'_> {
         let target = path::normalize(link).map_err(|reason| refuse(&reason))?;
         let rel = match path::place(&target, self.within) {
             Placement::Inside(rel) => rel,
-            _ => return Err(refuse(&format!("outside /{}/", self.within))),
+            Placement::Outside => return Err(refuse(&format!("outside /{}/", self.within))),
+            Placement::Root | Placement::Ancestor => {
+                return Err(refuse("which is not a regular file"));
+            }
         };
         match self.index.get(rel) {
             Some(&i) => match self.entries[i].kind {

@@ -3,6 +3,7 @@
 mod archive;
 mod bootstrap;
 mod deb;
+mod debian_root;
 mod fetcher;
 mod openpgp;
 mod readme_fixture;

@@ -14,7 +14,8 @@ use crate::upgrade::dpkg_status::Status;
 /// Installed packages in the `Depends`/`Pre-Depends` closure of `roots` (alternatives
 /// resolved to the first installed one; virtual packages to an installed provider).
 pub fn closure(roots: &[&str]) -> Result<Vec<String>, Error> {
-    let status_text = fs_err::read_to_string("/var/lib/dpkg/status").map_err(|e| Error::io("/var/lib/dpkg/status", e))?;
+    let status_text = fs_err::read_to_string("/var/lib/dpkg/status")
+        .map_err(|e| Error::io("/var/lib/dpkg/status", e))?;
     let stanzas: Vec<deb822_fast::Paragraph> = status_text
         .parse::<deb822_fast::Deb822>()
         .map_err(|e| Error::Config {
@@ -29,9 +30,14 @@ pub fn closure(roots: &[&str]) -> Result<Vec<String>, Error> {
     for stanza in &stanzas {
         let name = stanza.get("Package").unwrap_or("").to_owned();
         for provided in stanza.get("Provides").unwrap_or("").split(',') {
-            let provided = provided.split(['(', ' ']).find(|w| !w.is_empty()).unwrap_or("");
+            let provided = provided
+                .split(['(', ' '])
+                .find(|w| !w.is_empty())
+                .unwrap_or("");
             if !provided.is_empty() {
-                providers.entry(provided.to_owned()).or_insert_with(|| name.clone());
+                providers
+                    .entry(provided.to_owned())
+                    .or_insert_with(|| name.clone());
             }
         }
         by_name.insert(name, stanza);
@@ -134,7 +140,11 @@ pub fn repack(name: &str, work: &Path, out: &Path) -> Result<PathBuf, Error> {
         "Depends",
         "Provides",
     ];
-    let format: String = FIELDS.iter().map(|f| format!("${{{f}}}\\t")).collect::<String>() + "${binary:Summary}";
+    let format: String = FIELDS
+        .iter()
+        .map(|f| format!("${{{f}}}\\t"))
+        .collect::<String>()
+        + "${binary:Summary}";
     let values = super::tiny::run(Command::new("dpkg-query").args(["-W", "-f", &format, name]))?;
     let values: Vec<&str> = values.split('\t').collect();
     let mut control = String::new();
@@ -145,16 +155,25 @@ pub fn repack(name: &str, work: &Path, out: &Path) -> Result<PathBuf, Error> {
     }
     control.push_str(&format!(
         "Description: {}\n",
-        values.last().map(|s| s.trim()).filter(|s| !s.is_empty()).unwrap_or(name)
+        values
+            .last()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .unwrap_or(name)
     ));
     fs_err::write(debian.join("control"), control).map_err(|e| Error::io(&debian, e))?;
     fs_err::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let version = installed.version.split_once(':').map_or(installed.version.as_str(), |(_, v)| v);
+    let version = installed
+        .version
+        .split_once(':')
+        .map_or(installed.version.as_str(), |(_, v)| v);
     let deb = out.join(format!("{name}_{version}_{}.deb", installed.architecture));
-    super::tiny::run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Znone", "--build"])
-        .arg(&tree)
-        .arg(&deb))?;
+    super::tiny::run(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Znone", "--build"])
+            .arg(&tree)
+            .arg(&deb),
+    )?;
     let _ = std::fs::remove_dir_all(&tree);
     Ok(deb)
 }

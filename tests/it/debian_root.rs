@@ -20,7 +20,9 @@ pub fn mirror() -> Option<String> {
         files.extend(more);
     }
     for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
         for line in text.lines() {
             let line = line.trim();
             let uri = if let Some(rest) = line.strip_prefix("URIs:") {
@@ -44,7 +46,10 @@ pub fn mirror() -> Option<String> {
 pub fn cache_dir() -> PathBuf {
     let base = std::env::var_os("RELEASE_UPGRADER_TEST_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/release-upgrader-tests"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/release-upgrader-tests")
+        });
     std::fs::create_dir_all(&base).unwrap();
     base
 }
@@ -149,6 +154,10 @@ pub fn in_root(root: &Path, args: &[&str]) -> (bool, String) {
         .unwrap();
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod fetch;
 pub mod fsutil;
 pub mod helpers;
+pub mod image;
 pub mod ini;
 pub mod layout;
 pub mod metarelease;

@@ -275,6 +275,40 @@ pub fn verify_detached(
     helper.into_verified(data).map_err(fail)
 }
 
+/// Verifies the file at `path` against a detached signature, streaming it (images are
+/// too large to hold in memory). The result names the file; its bytes were the ones
+/// signed at the time of the check, so the caller must keep the file from changing.
+pub fn verify_detached_file(
+    keyring: &Keyring,
+    path: &Path,
+    signature: &[u8],
+    what: &str,
+) -> Result<Verified<PathBuf>, Error> {
+    let policy = StandardPolicy::new();
+    let now = SystemTime::now();
+    let fail = |reason: String| Error::BadSignature {
+        what: what.to_owned(),
+        reason,
+    };
+    if keyring.is_empty() {
+        return Err(fail("the trusted keyring is empty".into()));
+    }
+    let helper = Helper::new(keyring, &policy, now);
+    let mut verifier = DetachedVerifierBuilder::from_bytes(signature)
+        .and_then(|b| b.with_policy(&policy, now, helper))
+        .map_err(|e| fail(format!("not an OpenPGP signature ({e})")))?;
+    let file = fs_err::File::open(path).map_err(|e| Error::io(path, e))?;
+    let result = verifier.verify_reader(std::io::BufReader::new(file));
+    let helper = verifier.into_helper();
+    if let Err(e) = result {
+        return Err(fail(helper.explain(Some(e.to_string()))));
+    }
+    helper
+        .into_verified(Vec::new())
+        .map(|v| v.vouch_for(path.to_owned()))
+        .map_err(fail)
+}
+
 /// Collects good signers and the reasons the other signatures failed.
 struct Helper<'a> {
     keyring: &'a Keyring,

@@ -114,6 +114,10 @@ pub enum ClientCommand {
     #[command(subcommand)]
     Cdrom(CdromCommand),
 
+    /// Image-delta mode for read-only devices (system-image compatible)
+    #[command(subcommand)]
+    Image(crate::cli::image::ImageCommand),
+
     /// Remove every installed helper (exactly what their manifests list)
     Cleanup {
         /// Also forget the pocket dates seen and the meta-release cache

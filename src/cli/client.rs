@@ -54,6 +54,7 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         ClientCommand::Upgrade(args) if args.check_only => check(&session(global, ui, None)?, ui),
         ClientCommand::Upgrade(args) => upgrade(global, args, ui),
         ClientCommand::Cdrom(CdromCommand::Detect { paths }) => cdrom_detect(global, paths, ui),
+        ClientCommand::Image(command) => crate::cli::image::run(command, global, &image_fetcher(global, ui), ui),
         ClientCommand::Cleanup { purge_state } => {
             cleanup(&SystemRoot::new(&global.root), ui, *purge_state)
         }
@@ -544,7 +545,15 @@ impl crate::upgrade::run::Interaction for CliInteraction<'_> {
     }
 }
 
+fn image_fetcher(global: &GlobalArgs, ui: &Ui) -> Fetcher {
+    Fetcher::new(fetch_config(global)).with_progress(ui.progress())
+}
+
 fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    // PROTOCOL §5: read-only or system-image devices upgrade with images, not apt.
+    if let Ok(crate::image::mode::Mode::Image) = crate::image::mode::choose(&SystemRoot::new(&global.root)) {
+        return crate::cli::image::upgrade(global, &image_fetcher(global, ui), ui);
+    }
     use crate::upgrade::run::{Frontend, Prepared, UpgradeOptions, Upgrader};
     let frontend = match (args.frontend, args.mode) {
         (Some(FrontendArg::Noninteractive), _) | (None, Some(ModeArg::Cloud)) => {

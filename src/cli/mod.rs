@@ -4,6 +4,7 @@
 pub mod args;
 mod client;
 mod deb;
+pub mod image;
 mod publish;
 pub mod ui;
 

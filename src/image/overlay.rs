@@ -1,0 +1,686 @@
+//! The changes a chain of images makes to a system tree, staged beside it and then
+//! committed with renames.
+//!
+//! Applying never writes into the live tree. Each member becomes a staged object
+//! (`staging/objects/N`: a file, symlink or node with its final metadata) and the
+//! overlay records the final state of every path it touches: absent, a directory, a
+//! staged object, or a hard link to an unchanged file. Because the overlay holds final
+//! states, committing it is idempotent: removals are "remove if present", staged
+//! objects are renamed only while they are still staged, directories are "make or
+//! fix". A commit cut short (power cut, `kill -9`) is finished by running it again,
+//! which is what recovery does; until the commit starts the live tree is untouched.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::crashpoint;
+use crate::digest::{Sha256, Sha256Hasher};
+use crate::error::Error;
+use crate::image::extract::{self, Member, Meta, What};
+
+/// Paths of the system tree that images never touch (state, mounts, user data).
+pub const PRESERVED: &[&str] = &[
+    "var/lib/release-upgrader",
+    "proc",
+    "sys",
+    "dev",
+    "run",
+    "userdata",
+    "cache",
+    "lost+found",
+];
+
+fn preserved(path: &str) -> bool {
+    PRESERVED
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+}
+
+/// The kind of a staged object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    File,
+    Symlink,
+    Node,
+}
+
+/// The final state of one path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Final {
+    Absent,
+    Dir {
+        meta: Meta,
+    },
+    Staged {
+        id: u64,
+        kind: ObjectKind,
+        /// For files: the content's digest and size, checked again before commit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<Sha256Hex>,
+        #[serde(default)]
+        size: u64,
+    },
+    /// A hard link to a path the overlay leaves unchanged.
+    BaseLink {
+        target: String,
+    },
+}
+
+/// A digest as hex in the journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sha256Hex(pub String);
+
+/// The overlay being built over `base`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Overlay {
+    pub base: PathBuf,
+    pub staging: PathBuf,
+    pub paths: BTreeMap<String, Final>,
+    next_id: u64,
+    #[serde(skip)]
+    as_root: bool,
+}
+
+/// What a path currently resolves to through the overlay.
+enum Lookup<'a> {
+    Overlay(&'a Final),
+    /// Unchanged: whatever the base tree has (possibly nothing).
+    Base,
+    /// Under a path the overlay removed or replaced by a non-directory.
+    Hidden,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
+}
+
+impl Overlay {
+    /// Starts an empty overlay over `base`, staging under `staging` (created empty; it
+    /// must be on the filesystem of `base`).
+    pub fn new(base: &Path, staging: &Path) -> Result<Overlay, Error> {
+        if staging.exists() {
+            fs_err::remove_dir_all(staging).map_err(io_err(staging))?;
+        }
+        let objects = staging.join("objects");
+        fs_err::create_dir_all(&objects).map_err(io_err(&objects))?;
+        Ok(Overlay {
+            base: base.to_owned(),
+            staging: staging.to_owned(),
+            paths: BTreeMap::new(),
+            next_id: 0,
+            as_root: nix::unistd::geteuid().is_root(),
+        })
+    }
+
+    fn object(&self, id: u64) -> PathBuf {
+        self.staging.join("objects").join(id.to_string())
+    }
+
+    fn new_object(&mut self) -> (u64, PathBuf) {
+        self.next_id += 1;
+        (self.next_id, self.object(self.next_id))
+    }
+
+    fn lookup(&self, path: &str) -> Lookup<'_> {
+        if let Some(f) = self.paths.get(path) {
+            return Lookup::Overlay(f);
+        }
+        let mut at = path;
+        while let Some(i) = at.rfind('/') {
+            at = &at[..i];
+            match self.paths.get(at) {
+                Some(Final::Dir { .. }) => return Lookup::Base,
+                Some(_) => return Lookup::Hidden,
+                None => {}
+            }
+        }
+        Lookup::Base
+    }
+
+    /// Marks `path` and everything below it (in the overlay and in the base) absent.
+    pub fn remove(&mut self, path: &str) -> Result<(), Error> {
+        if preserved(path) {
+            return Ok(());
+        }
+        let prefix = format!("{path}/");
+        let below: Vec<String> = self
+            .paths
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            self.paths.insert(k, Final::Absent);
+        }
+        if matches!(self.lookup(path), Lookup::Base) {
+            self.hide_base_below(path)?;
+        }
+        self.paths.insert(path.to_owned(), Final::Absent);
+        Ok(())
+    }
+
+    /// Marks what the base tree has below `path` absent (when `path` is a real
+    /// directory there).
+    fn hide_base_below(&mut self, path: &str) -> Result<(), Error> {
+        let dir = self.base.join(path);
+        let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+        if !is_dir {
+            return Ok(());
+        }
+        let mut stack = vec![(dir, path.to_owned())];
+        while let Some((dir, rel)) = stack.pop() {
+            for entry in fs_err::read_dir(&dir).map_err(io_err(&dir))? {
+                let entry = entry.map_err(io_err(&dir))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let child = if rel.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if preserved(&child) || self.paths.contains_key(&child) {
+                    continue;
+                }
+                let ft = entry.file_type().map_err(io_err(&entry.path()))?;
+                if ft.is_dir() {
+                    stack.push((entry.path(), child.clone()));
+                }
+                self.paths.insert(child, Final::Absent);
+            }
+        }
+        Ok(())
+    }
+
+    /// A full image replaces the whole tree: everything the base has becomes absent,
+    /// earlier changes are dropped.
+    pub fn reset_for_full_image(&mut self) -> Result<(), Error> {
+        self.paths.clear();
+        self.hide_base_below("")
+    }
+
+    /// Makes sure every ancestor of `path` is a directory in the result.
+    fn ensure_parents(&mut self, path: &str, what: &str) -> Result<(), Error> {
+        let mut ancestors = Vec::new();
+        let mut at = path;
+        while let Some(i) = at.rfind('/') {
+            at = &at[..i];
+            ancestors.push(at.to_owned());
+        }
+        for a in ancestors.into_iter().rev() {
+            let default_dir = Final::Dir {
+                meta: Meta {
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: crate::date::now(),
+                },
+            };
+            match self.lookup(&a) {
+                Lookup::Overlay(Final::Dir { .. }) => {}
+                Lookup::Overlay(_) | Lookup::Hidden => {
+                    self.replace_with(&a, default_dir)?;
+                }
+                Lookup::Base => match std::fs::symlink_metadata(self.base.join(&a)) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err(Error::Malformed {
+                            what: what.to_owned(),
+                            reason: format!(
+                                "{path}: its parent {a} is a symlink on this system \
+                                 (refusing to write through it)"
+                            ),
+                        });
+                    }
+                    Ok(_) => self.replace_with(&a, default_dir)?,
+                    Err(_) => {
+                        self.paths.insert(a, default_dir);
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the final state of `path`, hiding what was below it unless it stays a
+    /// directory.
+    fn replace_with(&mut self, path: &str, state: Final) -> Result<(), Error> {
+        let was_dir = match self.lookup(path) {
+            Lookup::Overlay(Final::Dir { .. }) => true,
+            Lookup::Base => std::fs::symlink_metadata(self.base.join(path)).is_ok_and(|m| m.is_dir()),
+            _ => false,
+        };
+        let stays_dir = matches!(state, Final::Dir { .. });
+        if was_dir && !stays_dir {
+            self.remove(path)?;
+        }
+        if !was_dir && stays_dir {
+            // A directory replacing a non-directory starts empty.
+            self.remove(path)?;
+        }
+        self.paths.insert(path.to_owned(), state);
+        Ok(())
+    }
+
+    /// Applies the members of one tarball. `full` images first reset the overlay.
+    pub fn apply_tarball(
+        &mut self,
+        tarball: &Path,
+        compression: extract::Compression,
+        what: &str,
+        partitions: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        let reader = extract::open(tarball, compression)?;
+        let mut archive = tar::Archive::new(reader);
+        let bad = |e: std::io::Error| Error::Malformed {
+            what: what.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut first = true;
+        for entry in archive.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            let member = extract::check_entry(&mut entry, self.as_root, what)?;
+            if member.what == What::Removed {
+                if !first {
+                    return Err(Error::Malformed {
+                        what: what.to_owned(),
+                        reason: "`removed` is not the first member".into(),
+                    });
+                }
+                let mut text = Vec::new();
+                (&mut entry)
+                    .take(64 * 1024 * 1024)
+                    .read_to_end(&mut text)
+                    .map_err(bad)?;
+                for path in extract::parse_removed(&text, what)? {
+                    self.remove(&path)?;
+                }
+                first = false;
+                continue;
+            }
+            first = false;
+            if let What::Partition(name) = &member.what {
+                partitions.push(name.clone());
+                continue;
+            }
+            if member.path.is_empty() || preserved(&member.path) {
+                continue;
+            }
+            self.add(member, &mut entry, what)?;
+            crashpoint::reached("image-apply");
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, member: Member, data: &mut impl Read, what: &str) -> Result<(), Error> {
+        let path = member.path.clone();
+        self.ensure_parents(&path, what)?;
+        let bad = |reason: String| Error::Malformed {
+            what: what.to_owned(),
+            reason: format!("{path}: {reason}"),
+        };
+        let state = match member.what {
+            What::Dir => Final::Dir { meta: member.meta },
+            What::File => {
+                let (id, object) = self.new_object();
+                let (sha, size) = self.write_object(&object, data, None, member.size + 1)?;
+                if size != member.size {
+                    return Err(bad("short data".into()));
+                }
+                self.finish_object(&object, member.meta, false)?;
+                Final::Staged {
+                    id,
+                    kind: ObjectKind::File,
+                    sha256: Some(Sha256Hex(sha.to_hex())),
+                    size,
+                }
+            }
+            What::Patch(info) => {
+                let base_file = match self.lookup(&path) {
+                    Lookup::Overlay(Final::Staged {
+                        id,
+                        kind: ObjectKind::File,
+                        ..
+                    }) => self.object(*id),
+                    Lookup::Base => {
+                        let p = self.base.join(&path);
+                        match std::fs::symlink_metadata(&p) {
+                            Ok(m) if m.is_file() => p,
+                            _ => return Err(bad("patch for a file this system does not have".into())),
+                        }
+                    }
+                    _ => return Err(bad("patch for a file this system does not have".into())),
+                };
+                let base = fs_err::read(&base_file).map_err(io_err(&base_file))?;
+                let actual = Sha256::of(&base);
+                if actual != info.base_sha256 {
+                    return Err(Error::HashMismatch {
+                        what: format!("{what}: base of the patch for {path}"),
+                        expected: info.base_sha256.to_hex(),
+                        actual: actual.to_hex(),
+                    });
+                }
+                let (id, object) = self.new_object();
+                let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(
+                    std::io::BufReader::new(data.take(member.size)),
+                    &base,
+                )
+                .map_err(|e| bad(e.to_string()))?;
+                decoder
+                    .window_log_max(extract::ZSTD_WINDOW_LOG_MAX)
+                    .map_err(|e| bad(e.to_string()))?;
+                let (sha, size) =
+                    self.write_object(&object, &mut decoder, Some(what), info.size + 1)?;
+                drop(decoder);
+                // Whatever of the member the frame did not use is an error too.
+                let mut rest = Vec::new();
+                data.read_to_end(&mut rest).map_err(|e| bad(e.to_string()))?;
+                if size != info.size {
+                    return Err(Error::SizeMismatch {
+                        what: format!("{what}: patched {path}"),
+                        expected: info.size,
+                        actual: size,
+                    });
+                }
+                if sha != info.sha256 || !rest.is_empty() {
+                    return Err(Error::HashMismatch {
+                        what: format!("{what}: patched {path}"),
+                        expected: info.sha256.to_hex(),
+                        actual: sha.to_hex(),
+                    });
+                }
+                self.finish_object(&object, member.meta, false)?;
+                Final::Staged {
+                    id,
+                    kind: ObjectKind::File,
+                    sha256: Some(Sha256Hex(sha.to_hex())),
+                    size,
+                }
+            }
+            What::Symlink(target) => {
+                let (id, object) = self.new_object();
+                std::os::unix::fs::symlink(&target, &object).map_err(io_err(&object))?;
+                self.finish_object(&object, member.meta, true)?;
+                Final::Staged {
+                    id,
+                    kind: ObjectKind::Symlink,
+                    sha256: None,
+                    size: 0,
+                }
+            }
+            What::HardLink(target) => match self.lookup(&target) {
+                Lookup::Overlay(Final::Staged {
+                    id: tid,
+                    kind,
+                    sha256,
+                    size,
+                }) => {
+                    let (kind, sha256, size, from) = (*kind, sha256.clone(), *size, self.object(*tid));
+                    let (id, object) = self.new_object();
+                    fs_err::hard_link(&from, &object).map_err(io_err(&object))?;
+                    Final::Staged {
+                        id,
+                        kind,
+                        sha256,
+                        size,
+                    }
+                }
+                Lookup::Overlay(Final::BaseLink { target }) => Final::BaseLink {
+                    target: target.clone(),
+                },
+                Lookup::Base
+                    if std::fs::symlink_metadata(self.base.join(&target))
+                        .is_ok_and(|m| !m.is_dir()) =>
+                {
+                    Final::BaseLink { target }
+                }
+                _ => return Err(bad(format!("hard link to {target}, which does not exist"))),
+            },
+            What::Char(major, minor) | What::Block(major, minor) => {
+                let (id, object) = self.new_object();
+                let kind = if matches!(member.what, What::Char(..)) {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                nix::sys::stat::mknod(
+                    &object,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(member.meta.mode),
+                    nix::sys::stat::makedev(u64::from(major), u64::from(minor)),
+                )
+                .map_err(|e| Error::io(&object, e.into()))?;
+                self.finish_object(&object, member.meta, false)?;
+                Final::Staged {
+                    id,
+                    kind: ObjectKind::Node,
+                    sha256: None,
+                    size: 0,
+                }
+            }
+            What::Fifo => {
+                let (id, object) = self.new_object();
+                nix::unistd::mkfifo(
+                    &object,
+                    nix::sys::stat::Mode::from_bits_truncate(member.meta.mode),
+                )
+                .map_err(|e| Error::io(&object, e.into()))?;
+                self.finish_object(&object, member.meta, false)?;
+                Final::Staged {
+                    id,
+                    kind: ObjectKind::Node,
+                    sha256: None,
+                    size: 0,
+                }
+            }
+            What::Removed | What::Partition(_) => unreachable!("handled by the caller"),
+        };
+        self.replace_with(&path, state)
+    }
+
+    /// Writes `data` (at most `cap` bytes) to a new object, hashing it.
+    fn write_object(
+        &self,
+        object: &Path,
+        data: &mut impl Read,
+        _what: Option<&str>,
+        cap: u64,
+    ) -> Result<(Sha256, u64), Error> {
+        let mut file = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(object)
+            .map_err(io_err(object))?;
+        let mut hasher = Sha256Hasher::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut limited = data.take(cap);
+        loop {
+            let n = match limited.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Malformed {
+                        what: object.display().to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).map_err(io_err(object))?;
+            size += n as u64;
+        }
+        Ok((hasher.finish(), size))
+    }
+
+    /// Owner, mode and mtime of a staged object (owner first: chown clears setuid).
+    fn finish_object(&self, object: &Path, meta: Meta, symlink: bool) -> Result<(), Error> {
+        if self.as_root {
+            std::os::unix::fs::lchown(object, Some(meta.uid), Some(meta.gid))
+                .map_err(io_err(object))?;
+        }
+        if !symlink {
+            fs_err::set_permissions(object, std::fs::Permissions::from_mode(meta.mode))
+                .map_err(io_err(object))?;
+        }
+        set_mtime(object, meta.mtime)
+    }
+
+    /// Checks the staged result before it is committed: every staged file still has
+    /// the digest it was written with, and the target's `channel.ini` names `build`.
+    pub fn verify(&self, build: u64, what: &str) -> Result<(), Error> {
+        for (path, state) in &self.paths {
+            if let Final::Staged {
+                id,
+                kind: ObjectKind::File,
+                sha256: Some(expected),
+                ..
+            } = state
+            {
+                let object = self.object(*id);
+                let mut file = fs_err::File::open(&object).map_err(io_err(&object))?;
+                let (actual, _) = Sha256::of_reader(&mut file).map_err(io_err(&object))?;
+                if actual.to_hex() != expected.0 {
+                    return Err(Error::HashMismatch {
+                        what: format!("staged {path}"),
+                        expected: expected.0.clone(),
+                        actual: actual.to_hex(),
+                    });
+                }
+            }
+        }
+        let channel_ini = crate::image::config::CHANNEL_INI.trim_start_matches('/');
+        let file = match self.lookup(channel_ini) {
+            Lookup::Overlay(Final::Staged {
+                id,
+                kind: ObjectKind::File,
+                ..
+            }) => self.object(*id),
+            Lookup::Base => self.base.join(channel_ini),
+            _ => PathBuf::new(),
+        };
+        let found = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| crate::ini::Ini::parse(&t).ok())
+            .and_then(|ini| ini.get("service", "build_number").map(str::to_owned));
+        if found.as_deref() != Some(build.to_string().as_str()) {
+            return Err(Error::Malformed {
+                what: what.to_owned(),
+                reason: format!(
+                    "the result is not build {build}: its {} says build_number {}",
+                    crate::image::config::CHANNEL_INI,
+                    found.as_deref().unwrap_or("(missing)")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Flushes the staged objects to disk.
+    pub fn sync(&self) -> Result<(), Error> {
+        sync_fs(&self.staging)
+    }
+}
+
+/// Commits `paths` (staged under `staging`) into `dest`. Idempotent: running it again
+/// after an interruption finishes the job.
+pub fn commit(dest: &Path, staging: &Path, paths: &BTreeMap<String, Final>) -> Result<(), Error> {
+    let as_root = nix::unistd::geteuid().is_root();
+    let object = |id: u64| staging.join("objects").join(id.to_string());
+    // 1. Removals, deepest first.
+    for (path, state) in paths.iter().rev() {
+        if *state == Final::Absent {
+            remove_any(&dest.join(path))?;
+            crashpoint::reached("image-apply");
+        }
+    }
+    // 2. Directories, objects and links, parents first.
+    for (path, state) in paths {
+        let at = dest.join(path);
+        match state {
+            Final::Absent => {}
+            Final::Dir { meta } => {
+                match std::fs::symlink_metadata(&at) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        remove_any(&at)?;
+                        fs_err::create_dir(&at).map_err(io_err(&at))?;
+                    }
+                    Err(_) => fs_err::create_dir(&at).map_err(io_err(&at))?,
+                }
+                if as_root {
+                    std::os::unix::fs::lchown(&at, Some(meta.uid), Some(meta.gid))
+                        .map_err(io_err(&at))?;
+                }
+                fs_err::set_permissions(&at, std::fs::Permissions::from_mode(meta.mode))
+                    .map_err(io_err(&at))?;
+            }
+            Final::Staged { id, .. } => {
+                let from = object(*id);
+                if std::fs::symlink_metadata(&from).is_err() {
+                    continue; // committed before an interruption
+                }
+                if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+                    remove_any(&at)?;
+                }
+                fs_err::rename(&from, &at).map_err(io_err(&at))?;
+            }
+            Final::BaseLink { target } => {
+                let target = dest.join(target);
+                let same = match (std::fs::symlink_metadata(&at), std::fs::symlink_metadata(&target)) {
+                    (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                    _ => false,
+                };
+                if !same {
+                    let tmp = crate::fsutil::temp_name(&at);
+                    let _ = std::fs::remove_file(&tmp);
+                    fs_err::hard_link(&target, &tmp).map_err(io_err(&tmp))?;
+                    if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+                        remove_any(&at)?;
+                    }
+                    fs_err::rename(&tmp, &at).map_err(io_err(&at))?;
+                }
+            }
+        }
+        crashpoint::reached("image-apply");
+    }
+    // 3. Directory times, children first (adding entries changed them).
+    for (path, state) in paths.iter().rev() {
+        if let Final::Dir { meta } = state {
+            set_mtime(&dest.join(path), meta.mtime)?;
+        }
+    }
+    sync_fs(dest)
+}
+
+fn remove_any(path: &Path) -> Result<(), Error> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs_err::remove_dir_all(path).map_err(io_err(path)),
+        Ok(_) => fs_err::remove_file(path).map_err(io_err(path)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn set_mtime(path: &Path, mtime: i64) -> Result<(), Error> {
+    let spec = nix::sys::time::TimeSpec::new(mtime, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &nix::sys::time::TimeSpec::UTIME_OMIT,
+        &spec,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| Error::io(path, e.into()))
+}
+
+/// `syncfs` on the filesystem holding `path`.
+pub fn sync_fs(path: &Path) -> Result<(), Error> {
+    let dir = fs_err::File::open(path).map_err(io_err(path))?;
+    nix::unistd::syncfs(&dir).map_err(|e| Error::io(path, e.into()))
+}

@@ -1,0 +1,766 @@
+//! `release-upgrader image …` against a signed system-image server tree built here:
+//! keyring chain, channels, index, a full image and deltas (file-level and zstd
+//! patches) served from 127.0.0.1, applied to a device root; every tamper refused;
+//! SIGKILL at seeded points during apply; opt-out/opt-in; mode choice on a read-only
+//! bind mount.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use release_upgrader::digest::Sha256;
+use release_upgrader::publish::SigningKey;
+use release_upgrader::serve::Server;
+use serde_json::{Value, json};
+
+use crate::support::{BIN, Run};
+
+const DEVICE: &str = "testdev";
+const CHANNEL: &str = "stable";
+
+/// One node of a test tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Node {
+    Dir(u32),
+    File(Vec<u8>, u32),
+    Link(String),
+}
+
+type Tree = BTreeMap<String, Node>;
+
+fn big(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[0] ^ seed)
+        .collect()
+}
+
+/// The system tree of `build` (config and keyring included, as a real image has).
+fn tree(build: u64, port: u16) -> Tree {
+    let mut t = Tree::new();
+    for d in [
+        "etc", "etc/system-image", "etc/system-image/config.d", "usr", "usr/bin", "usr/lib",
+        "usr/share", "usr/share/system-image", "usr/share/doc", "var", "var/lib",
+    ] {
+        t.insert(d.into(), Node::Dir(0o755));
+    }
+    t.insert(
+        "etc/system-image/config.d/00_default.ini".into(),
+        Node::File(
+            format!(
+                "[service]\nbase: 127.0.0.1\nhttp_port: {port}\nhttps_port: disabled\n\
+                 channel: {CHANNEL}\ndevice: {DEVICE}\nbuild_number: 0\n\n[system]\ntimeout: 10s\n"
+            )
+            .into_bytes(),
+            0o644,
+        ),
+    );
+    t.insert("etc/system-image/channel.ini".into(), channel_ini(build));
+    t.insert(
+        "etc/os-release".into(),
+        Node::File(b"ID=debian\nVERSION_CODENAME=bookworm\n".to_vec(), 0o644),
+    );
+    let (am, am_asc) = archive_master();
+    t.insert("usr/share/system-image/archive-master.tar.xz".into(), Node::File(am, 0o644));
+    t.insert("usr/share/system-image/archive-master.tar.xz.asc".into(), Node::File(am_asc, 0o644));
+    t.insert("usr/bin/tool".into(), Node::File(format!("#!/bin/sh\necho {build}\n").into_bytes(), 0o755));
+    t.insert("usr/bin/sh".into(), Node::Link("tool".into()));
+    // A large library that changes a little each build (zdelta patches it).
+    let mut lib = big(7, 300_000);
+    lib[1000] = build as u8;
+    lib.extend_from_slice(format!("build {build}").as_bytes());
+    t.insert("usr/lib/libbig.so".into(), Node::File(lib, 0o644));
+    t.insert("usr/share/doc/stays".into(), Node::File(b"unchanged\n".to_vec(), 0o644));
+    if build % 2 == 0 {
+        t.insert("usr/share/doc/even".into(), Node::Dir(0o755));
+        t.insert("usr/share/doc/even/a".into(), Node::File(b"even".to_vec(), 0o600));
+        t.insert("usr/lib/kind".into(), Node::Link("libbig.so".into()));
+    } else {
+        t.insert("usr/share/doc/odd".into(), Node::File(b"odd".to_vec(), 0o644));
+        t.insert("usr/lib/kind".into(), Node::Dir(0o700));
+        t.insert("usr/lib/kind/x".into(), Node::File(b"x".to_vec(), 0o644));
+    }
+    if build >= 3 {
+        t.insert("usr/bin/new-in-3".into(), Node::File(b"new".to_vec(), 0o4755));
+    }
+    t
+}
+
+fn channel_ini(build: u64) -> Node {
+    Node::File(
+        format!("[service]\nbuild_number: {build}\nchannel: {CHANNEL}\n").into_bytes(),
+        0o644,
+    )
+}
+
+fn materialize(tree: &Tree, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (path, node) in tree {
+        let p = dir.join(path);
+        match node {
+            Node::Dir(mode) => {
+                std::fs::create_dir_all(&p).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+            }
+            Node::File(data, mode) => {
+                std::fs::write(&p, data).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+            }
+            Node::Link(target) => std::os::unix::fs::symlink(target, &p).unwrap(),
+        }
+    }
+}
+
+/// What a directory holds: path → kind, mode, owner, content digest or link target.
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, rel)) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            if path == "var/lib/release-upgrader" || path == "cache" || path == "userdata" {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            let desc = if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(e.path()).unwrap().display())
+            } else if m.is_dir() {
+                stack.push((e.path(), path.clone()));
+                format!("dir {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid())
+            } else {
+                format!(
+                    "file {:o} {}:{} {}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid(),
+                    Sha256::of(&std::fs::read(e.path()).unwrap())
+                )
+            };
+            out.insert(path, desc);
+        }
+    }
+    out
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        archive: SigningKey::generate("archive master <a@invalid>", None).unwrap(),
+        master: SigningKey::generate("image master <m@invalid>", None).unwrap(),
+        signing: SigningKey::generate("image signing <s@invalid>", None).unwrap(),
+        device: SigningKey::generate("device signing <d@invalid>", None).unwrap(),
+        evil: SigningKey::generate("someone else <e@invalid>", None).unwrap(),
+    })
+}
+
+struct Keys {
+    archive: SigningKey,
+    master: SigningKey,
+    signing: SigningKey,
+    device: SigningKey,
+    evil: SigningKey,
+}
+
+fn xz(data: &[u8]) -> Vec<u8> {
+    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A keyring tarball holding `keys` and `json`.
+fn keyring_tar(keys: &[&SigningKey], json: Value) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let gpg: Vec<u8> = keys.iter().flat_map(|k| k.public_keyring()).collect();
+    for (name, data) in [("keyring.gpg", gpg), ("keyring.json", json.to_string().into_bytes())] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    xz(&b.into_inner().unwrap())
+}
+
+fn archive_master() -> (Vec<u8>, Vec<u8>) {
+    static AM: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    AM.get_or_init(|| {
+        let k = &keys().archive;
+        let t = keyring_tar(&[k], json!({"type": "archive-master"}));
+        let asc = k.detached_signature(&t).unwrap();
+        (t, asc)
+    })
+    .clone()
+}
+
+/// A tarball of `system/…` members for `entries` (path → node), `removed` first when
+/// given. Changed files of `patch_from` become zstd patches (zdelta) when `zdelta`.
+fn image_tar(
+    entries: &Tree,
+    removed: Option<&[String]>,
+    patch_from: Option<&Tree>,
+) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    if let Some(removed) = removed {
+        let text: String = removed.iter().map(|p| format!("system/{p}\n")).collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "removed", text.as_bytes()).unwrap();
+    }
+    for (path, node) in entries {
+        let name = format!("system/{path}");
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        match node {
+            Node::Dir(mode) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                h.set_cksum();
+                b.append_data(&mut h, &name, std::io::empty()).unwrap();
+            }
+            Node::Link(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, &name, target).unwrap();
+            }
+            Node::File(data, mode) => {
+                let base = patch_from.and_then(|t| match t.get(path) {
+                    Some(Node::File(old, _)) if old != data && data.len() > 1000 => Some(old),
+                    _ => None,
+                });
+                h.set_mode(*mode);
+                h.set_entry_type(tar::EntryType::Regular);
+                if let Some(base) = base {
+                    let mut enc =
+                        zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), 19, base).unwrap();
+                    enc.window_log(22).unwrap();
+                    enc.write_all(data).unwrap();
+                    let patch = enc.finish().unwrap();
+                    let records = [
+                        ("RELEASE_UPGRADER.patch", "zstd-patch-from".to_string()),
+                        ("RELEASE_UPGRADER.base-sha256", Sha256::of(base).to_hex()),
+                        ("RELEASE_UPGRADER.sha256", Sha256::of(data).to_hex()),
+                        ("RELEASE_UPGRADER.size", data.len().to_string()),
+                    ];
+                    b.append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes())))
+                        .unwrap();
+                    h.set_size(patch.len() as u64);
+                    h.set_cksum();
+                    b.append_data(&mut h, &name, patch.as_slice()).unwrap();
+                } else {
+                    h.set_size(data.len() as u64);
+                    h.set_cksum();
+                    b.append_data(&mut h, &name, data.as_slice()).unwrap();
+                }
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// What changed from `old` to `new`: removed paths and added/changed entries.
+fn diff(old: &Tree, new: &Tree) -> (Vec<String>, Tree) {
+    let mut removed = Vec::new();
+    for (path, node) in old {
+        let gone = match (node, new.get(path)) {
+            (_, None) => true,
+            (Node::Dir(_), Some(Node::Dir(_))) => false,
+            (Node::Dir(_), Some(_)) => true,
+            _ => false,
+        };
+        if gone && !removed.iter().any(|r: &String| path.starts_with(&format!("{r}/"))) {
+            removed.push(path.clone());
+        }
+    }
+    let changed = new
+        .iter()
+        .filter(|(p, n)| old.get(*p) != Some(*n))
+        .map(|(p, n)| (p.clone(), n.clone()))
+        .collect();
+    (removed, changed)
+}
+
+/// A signed system-image server tree served on 127.0.0.1 and a device root at build 1.
+struct ImageFixture {
+    dir: tempfile::TempDir,
+    srv: PathBuf,
+    root: PathBuf,
+    server: Server,
+    port: u16,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DeltaKind {
+    Delta,
+    Zdelta,
+}
+
+impl ImageFixture {
+    fn new(kind: DeltaKind) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = dir.path().join("srv");
+        std::fs::create_dir_all(&srv).unwrap();
+        let server = Server::start(&srv).unwrap();
+        let port = server.addr().port();
+        let root = dir.path().join("root");
+        materialize(&tree(1, port), &root);
+        let f = ImageFixture {
+            dir,
+            srv,
+            root,
+            server,
+            port,
+        };
+        f.publish_keyrings(json!({}), json!({}));
+        f.publish(kind, Some(0));
+        f
+    }
+
+    fn sign_file(&self, rel: &str, key: &SigningKey) {
+        let data = std::fs::read(self.srv.join(rel)).unwrap();
+        std::fs::write(self.srv.join(format!("{rel}.asc")), key.detached_signature(&data).unwrap()).unwrap();
+    }
+
+    fn put(&self, rel: &str, data: &[u8], key: &SigningKey) {
+        let p = self.srv.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+        self.sign_file(rel, key);
+    }
+
+    /// gpg/ keyrings; `master_extra` and `signing_extra` are merged into keyring.json.
+    fn publish_keyrings(&self, master_extra: Value, signing_extra: Value) {
+        let k = keys();
+        let mut m = json!({"type": "image-master"});
+        m.as_object_mut().unwrap().extend(master_extra.as_object().unwrap().clone());
+        self.put("gpg/image-master.tar.xz", &keyring_tar(&[&k.master], m), &k.archive);
+        let mut s = json!({"type": "image-signing", "expiry": release_upgrader::date::now() + 86_400 * 365});
+        s.as_object_mut().unwrap().extend(signing_extra.as_object().unwrap().clone());
+        self.put("gpg/image-signing.tar.xz", &keyring_tar(&[&k.signing], s), &k.master);
+    }
+
+    fn publish_blacklist(&self, keys_: &[&SigningKey]) {
+        self.put(
+            "gpg/blacklist.tar.xz",
+            &keyring_tar(keys_, json!({"type": "blacklist"})),
+            &keys().master,
+        );
+    }
+
+    fn entry(&self, rel: &str, order: u32) -> Value {
+        let data = std::fs::read(self.srv.join(rel)).unwrap();
+        json!({"path": format!("/{rel}"), "signature": format!("/{rel}.asc"),
+               "checksum": Sha256::of(&data).to_hex(), "size": data.len(), "order": order})
+    }
+
+    /// Full image of build 2, a delta (or zdelta) 2 → 3, version tarballs, index and
+    /// channels. `age_days` ages generated_at.
+    fn publish(&self, kind: DeltaKind, age_days: Option<i64>) {
+        let k = keys();
+        let t2 = tree(2, self.port);
+        let t3 = tree(3, self.port);
+        // The full image, by GNU tar from a staged tree.
+        let stage = self.dir.path().join("stage2");
+        let _ = std::fs::remove_dir_all(&stage);
+        materialize(&t2, &stage.join("system"));
+        std::fs::create_dir_all(self.srv.join("pool")).unwrap();
+        let full = self.srv.join("pool/full-2.tar.xz");
+        let status = Command::new("tar")
+            .args(["--owner=0", "--group=0", "--numeric-owner", "--sort=name", "-cJf"])
+            .arg(&full)
+            .arg("-C")
+            .arg(&stage)
+            .arg("system")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.sign_file("pool/full-2.tar.xz", &k.signing);
+        for b in [2, 3] {
+            let mut v = Tree::new();
+            v.insert("etc/system-image/channel.ini".into(), channel_ini(b));
+            self.put(&format!("pool/version-{b}.tar.xz"), &xz(&image_tar(&v, None, None)), &k.signing);
+        }
+        let (removed, changed) = diff(&t2, &t3);
+        let (name, kind_name, data) = match kind {
+            DeltaKind::Delta => ("pool/delta-3.tar.xz", "delta", xz(&image_tar(&changed, Some(&removed), None))),
+            DeltaKind::Zdelta => (
+                "pool/zdelta-3.tar.zst",
+                "zdelta",
+                zstd::encode_all(image_tar(&changed, Some(&removed), Some(&t2)).as_slice(), 3).unwrap(),
+            ),
+        };
+        self.put(name, &data, &k.signing);
+        let generated = release_upgrader::date::now() - age_days.unwrap_or(0) * 86_400;
+        let index = json!({
+            "global": {"generated_at": generated.to_string()},
+            "images": [
+                {"type": "full", "version": 2, "description": "Full 2",
+                 "files": [self.entry("pool/full-2.tar.xz", 1), self.entry("pool/version-2.tar.xz", 2)]},
+                {"type": kind_name, "base": 2, "version": 3, "description": "Delta 3",
+                 "files": [self.entry(name, 1), self.entry("pool/version-3.tar.xz", 2)]}
+            ]
+        });
+        self.put(
+            &format!("{CHANNEL}/{DEVICE}/index.json"),
+            serde_json::to_string_pretty(&index).unwrap().as_bytes(),
+            &k.signing,
+        );
+        let channels = json!({
+            CHANNEL: {"devices": {DEVICE: {"index": format!("/{CHANNEL}/{DEVICE}/index.json")}}},
+            "secret": {"hidden": true, "devices": {}},
+            "old": {"redirect": CHANNEL, "devices": {}}
+        });
+        self.put("channels.json", channels.to_string().as_bytes(), &k.signing);
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--root").arg(&self.root).args(args).env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10");
+        for v in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+            cmd.env_remove(v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run(cmd.output().unwrap())
+    }
+
+    fn tamper(&self, rel: &str) {
+        let p = self.srv.join(rel);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+        std::fs::write(&p, bytes).unwrap();
+    }
+}
+
+fn expect_tree(root: &Path, build: u64, port: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    materialize(&tree(build, port), dir.path());
+    let want = snapshot(dir.path());
+    let got = snapshot(root);
+    if want != got {
+        let diffs: Vec<_> = want
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}: want {v}, got {:?}", got.get(k)))
+            .chain(got.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("{k}: extra")))
+            .collect();
+        panic!("tree differs from build {build}:\n{}", diffs.join("\n"));
+    }
+}
+
+#[test]
+fn check_reports_the_full_plus_delta_path() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    let run = f.run(&["--json", "image", "check"]);
+    run.expect(0);
+    let lines = run.json_lines();
+    let check = lines.iter().find(|l| l["event"] == "check").unwrap();
+    assert_eq!(check["available"], true);
+    assert_eq!(check["target"], 3);
+    let versions: Vec<_> = check["path"].as_array().unwrap().iter().map(|p| p["version"].clone()).collect();
+    assert_eq!(versions, [json!(2), json!(3)]);
+    // Hidden channels are listed only on request; redirects are shown.
+    let run = f.run(&["image", "channels"]);
+    run.expect(0);
+    assert!(!run.stdout().contains("secret") && run.stdout().contains("old -> stable"), "{}", run.stdout());
+    f.run(&["image", "channels", "--all"]).expect(0).mentions(&["secret [hidden]"]);
+    // Following a redirected channel ends on the same path.
+    f.run(&["image", "check", "--channel", "old"]).expect(0);
+    // At build 3 there is nothing newer.
+    f.run(&["image", "check", "--build", "3"]).expect(1);
+}
+
+#[test]
+fn apply_takes_the_device_from_1_to_3_through_full_and_delta() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    expect_tree(&f.root, 1, f.port);
+    f.run(&["image", "apply"]).expect(0).mentions(&["Applied build 3"]);
+    expect_tree(&f.root, 3, f.port);
+    assert!(!f.root.join("var/lib/release-upgrader/image/staging").exists());
+    // Current now: check says so.
+    f.run(&["image", "check"]).expect(1);
+}
+
+#[test]
+fn zdelta_patches_apply_to_the_same_tree() {
+    let f = ImageFixture::new(DeltaKind::Zdelta);
+    f.run(&["image", "apply"]).expect(0);
+    expect_tree(&f.root, 3, f.port);
+}
+
+#[test]
+fn upgrade_uses_images_on_an_image_device() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    f.run(&["upgrade", "-y"]).expect(0).mentions(&["updates with images"]);
+    expect_tree(&f.root, 3, f.port);
+}
+
+#[test]
+fn ab_slots_switch_atomically() {
+    let f = ImageFixture::new(DeltaKind::Zdelta);
+    let a = f.dir.path().join("slot-a");
+    let b = f.dir.path().join("slot-b");
+    materialize(&tree(1, f.port), &a);
+    std::fs::create_dir_all(&b).unwrap();
+    let active = f.dir.path().join("active");
+    std::os::unix::fs::symlink(&a, &active).unwrap();
+    f.run(&[
+        "image", "apply", "--slot-a", a.to_str().unwrap(), "--slot-b", b.to_str().unwrap(),
+        "--active", active.to_str().unwrap(),
+    ])
+    .expect(0);
+    assert_eq!(std::fs::read_link(&active).unwrap(), b);
+    expect_tree(&b, 3, f.port);
+    expect_tree(&a, 1, f.port);
+}
+
+#[test]
+fn recovery_mode_writes_ubuntu_command() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    f.run(&["image", "apply", "--recovery"]).expect(0);
+    let dir = f.root.join("cache/recovery");
+    let command = std::fs::read_to_string(dir.join("ubuntu_command")).unwrap();
+    assert_eq!(
+        command,
+        "load_keyring image-master.tar.xz image-master.tar.xz.asc\n\
+         load_keyring image-signing.tar.xz image-signing.tar.xz.asc\n\
+         format system\nmount system\n\
+         update full-2.tar.xz full-2.tar.xz.asc\nupdate version-2.tar.xz version-2.tar.xz.asc\n\
+         update delta-3.tar.xz delta-3.tar.xz.asc\nupdate version-3.tar.xz version-3.tar.xz.asc\n\
+         unmount system\n"
+    );
+    for name in ["full-2.tar.xz", "delta-3.tar.xz.asc", "image-signing.tar.xz.asc"] {
+        assert!(dir.join(name).exists(), "{name}");
+    }
+    expect_tree(&f.root, 1, f.port);
+}
+
+/// Every tamper: refused with exit 3 and the device left at build 1.
+#[test]
+fn every_tamper_is_refused_and_the_device_is_untouched() {
+    let k = keys();
+    let cases: Vec<(&str, Box<dyn Fn(&ImageFixture)>)> = vec![
+        ("a byte of the delta", Box::new(|f| f.tamper("pool/delta-3.tar.xz"))),
+        ("a byte of the full image", Box::new(|f| f.tamper("pool/full-2.tar.xz"))),
+        ("a byte of index.json", Box::new(|f| f.tamper(&format!("{CHANNEL}/{DEVICE}/index.json")))),
+        ("a byte of channels.json", Box::new(|f| f.tamper("channels.json"))),
+        ("a byte of a keyring", Box::new(|f| f.tamper("gpg/image-signing.tar.xz"))),
+        ("a file signed by another key", Box::new(|f| f.sign_file("pool/delta-3.tar.xz", &keys().evil))),
+        ("an expired signing keyring", Box::new(|f| {
+            f.publish_keyrings(json!({}), json!({"expiry": release_upgrader::date::now() - 60}))
+        })),
+        ("a keyring for another model", Box::new(|f| {
+            f.publish_keyrings(json!({}), json!({"model": "other-device"}))
+        })),
+        ("a blacklisted signing key", Box::new(move |f| f.publish_blacklist(&[&k.signing]))),
+        ("a blacklisted image master", Box::new(move |f| f.publish_blacklist(&[&k.master]))),
+        ("a stale index.json", Box::new(|f| f.publish(DeltaKind::Delta, Some(45)))),
+        ("a file larger than promised", Box::new(|f| {
+            let p = f.srv.join("pool/delta-3.tar.xz");
+            let mut data = std::fs::read(&p).unwrap();
+            data.extend_from_slice(&[0; 4096]);
+            std::fs::write(&p, data).unwrap();
+        })),
+    ];
+    for (what, tamper) in cases {
+        let f = ImageFixture::new(DeltaKind::Delta);
+        tamper(&f);
+        let run = f.run(&["image", "apply"]);
+        assert_eq!(run.code(), 3, "{what}: {}\n{}", run.stdout(), run.stderr());
+        expect_tree(&f.root, 1, f.port);
+    }
+}
+
+/// A correctly signed image whose members try to leave the tree is refused.
+#[test]
+fn hostile_members_are_refused() {
+    for hostile in ["system/../escape", "/system/abs", "other/top"] {
+        let f = ImageFixture::new(DeltaKind::Delta);
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        // Write the raw name so `..` and `/` survive.
+        let name = hostile.as_bytes();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let data = xz(&b.into_inner().unwrap());
+        f.put("pool/delta-3.tar.xz", &data, &keys().signing);
+        f.publish_index_keeping_files();
+        let run = f.run(&["image", "apply"]);
+        assert_eq!(run.code(), 3, "{hostile}: {}", run.stderr());
+        expect_tree(&f.root, 1, f.port);
+        assert!(!f.dir.path().join("escape").exists());
+    }
+    // A symlink leaving the tree.
+    let f = ImageFixture::new(DeltaKind::Delta);
+    let mut t = Tree::new();
+    t.insert("usr/bin/out".into(), Node::Link("../../../outside".into()));
+    f.put("pool/delta-3.tar.xz", &xz(&image_tar(&t, Some(&[]), None)), &keys().signing);
+    f.publish_index_keeping_files();
+    assert_eq!(f.run(&["image", "apply"]).code(), 3);
+    expect_tree(&f.root, 1, f.port);
+}
+
+impl ImageFixture {
+    /// Rewrites index.json for the files now in pool/ (after replacing one).
+    fn publish_index_keeping_files(&self) {
+        let rel = format!("{CHANNEL}/{DEVICE}/index.json");
+        let mut index: Value = serde_json::from_slice(&std::fs::read(self.srv.join(&rel)).unwrap()).unwrap();
+        for image in index["images"].as_array_mut().unwrap() {
+            for file in image["files"].as_array_mut().unwrap() {
+                let path = file["path"].as_str().unwrap().trim_start_matches('/').to_owned();
+                let order = file["order"].as_u64().unwrap() as u32;
+                *file = self.entry(&path, order);
+            }
+        }
+        self.put(&rel, index.to_string().as_bytes(), &keys().signing);
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigkill_at_seeded_points_leaves_old_or_new_never_mixed() {
+    let seed = std::env::var("RELEASE_UPGRADER_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x1a6e_2026u64);
+    eprintln!("crash seed {seed:#x} (set RELEASE_UPGRADER_CRASH_SEED to repeat another)");
+    let mut rng = Rng(seed);
+    for kind in [DeltaKind::Delta, DeltaKind::Zdelta] {
+        let f = ImageFixture::new(kind);
+        let pristine = f.dir.path().join("pristine");
+        // Download once so every killed run starts from the cache.
+        f.run(&["image", "download"]).expect(0);
+        copy_tree(&f.root, &pristine);
+        let counter = f.dir.path().join("count");
+        f.run_env(&["image", "apply"], &[("RELEASE_UPGRADER_CRASH_COUNT", counter.to_str().unwrap())])
+            .expect(0);
+        let total: u64 = std::fs::read_to_string(&counter).unwrap().trim().parse().unwrap();
+        assert!(total > 40, "{total}");
+        let mut points: Vec<u64> = (0..18).map(|_| rng.next() % total + 1).collect();
+        points.extend([1, total]);
+        points.sort();
+        points.dedup();
+        eprintln!("{} crash points, trying {points:?}", total);
+        let (mut old, mut new) = (0, 0);
+        for n in points {
+            copy_tree(&pristine, &f.root);
+            let run = f.run_env(&["image", "apply"], &[("RELEASE_UPGRADER_CRASH_AT", &format!("image-apply:{n}"))]);
+            assert_eq!(run.0.status.signal(), Some(9), "not killed at {n}: {}", run.stderr());
+            f.run(&["image", "recover"]).expect(0);
+            let got = snapshot(&f.root);
+            let is = |b| {
+                let d = tempfile::tempdir().unwrap();
+                materialize(&tree(b, f.port), d.path());
+                snapshot(d.path()) == got
+            };
+            if is(1) {
+                old += 1;
+            } else if is(3) {
+                new += 1;
+            } else {
+                expect_tree(&f.root, 3, f.port); // shows the difference
+            }
+            // And the next run always ends at the new build.
+            f.run(&["image", "apply"]).expect(0);
+            expect_tree(&f.root, 3, f.port);
+        }
+        eprintln!("old {old}, new {new}");
+        assert!(old > 0 && new > 0, "old {old} new {new}");
+    }
+}
+
+#[test]
+fn opt_out_then_opt_in_round_trip() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    let mode = |f: &ImageFixture| {
+        let run = f.run(&["--json", "image", "info"]);
+        run.expect(0);
+        run.json_lines()[0]["mode"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(mode(&f), "image");
+    let mirror = "http://127.0.0.1:9/debian";
+    f.run(&["image", "opt-out", "--mirror", mirror]).expect(0);
+    f.run(&["image", "opt-out", "--mirror", mirror]).expect(0);
+    assert_eq!(mode(&f), "apt");
+    assert!(f.root.join("userdata/.writable_image").exists());
+    let sources = std::fs::read_to_string(f.root.join("etc/apt/sources.list.d/release-upgrader-image.list")).unwrap();
+    assert!(sources.contains(&format!("deb {mirror} bookworm main")), "{sources}");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(f.root.join("var/lib/release-upgrader/image/opt-out.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((record["build"].clone(), record["channel"].clone()), (json!(1), json!(CHANNEL)));
+    // Interrupted opt-in, finished by the next run.
+    let run = f.run_env(&["image", "opt-in"], &[("RELEASE_UPGRADER_CRASH_AT", "image-opt:2")]);
+    assert_eq!(run.0.status.signal(), Some(9));
+    f.run(&["image", "recover"]).expect(0);
+    assert_eq!(mode(&f), "image");
+    f.run(&["image", "opt-in"]).expect(0).mentions(&["nothing to do"]);
+    assert!(!f.root.join("userdata/.writable_image").exists());
+    assert!(!f.root.join("etc/apt/sources.list.d/release-upgrader-image.list").exists());
+}
+
+#[test]
+fn mode_choice_sees_a_read_only_bind_mount() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root for mount");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    let ro = dir.path().join("ro");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    let info = |root: &Path| {
+        let out = Command::new(BIN).arg("--root").arg(root).args(["--json", "image", "info"]).output().unwrap();
+        let run = Run(out);
+        run.expect(0);
+        run.json_lines()[0].clone()
+    };
+    assert_eq!(info(&plain)["mode"], "apt");
+    let mount = |args: &[&str]| {
+        let s = Command::new("mount").args(args).status().unwrap();
+        assert!(s.success(), "mount {args:?}");
+    };
+    mount(&["--bind", plain.to_str().unwrap(), ro.to_str().unwrap()]);
+    mount(&["-o", "remount,bind,ro", ro.to_str().unwrap()]);
+    let seen = info(&ro);
+    let _ = Command::new("umount").arg(&ro).status();
+    assert_eq!(seen["mode"], "image", "{seen}");
+    assert_eq!(seen["facts"]["read_only"], true);
+    // The same directory, writable, is still apt.
+    assert_eq!(info(&plain)["mode"], "apt");
+}

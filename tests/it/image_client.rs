@@ -557,34 +557,35 @@ fn recovery_mode_writes_ubuntu_command() {
 #[test]
 fn every_tamper_is_refused_and_the_device_is_untouched() {
     let k = keys();
-    let cases: Vec<(&str, Box<dyn Fn(&ImageFixture)>)> = vec![
-        ("a byte of the delta", Box::new(|f| f.tamper("pool/delta-3.tar.xz"))),
-        ("a byte of the full image", Box::new(|f| f.tamper("pool/full-2.tar.xz"))),
-        ("a byte of index.json", Box::new(|f| f.tamper(&format!("{CHANNEL}/{DEVICE}/index.json")))),
-        ("a byte of channels.json", Box::new(|f| f.tamper("channels.json"))),
-        ("a byte of a keyring", Box::new(|f| f.tamper("gpg/image-signing.tar.xz"))),
-        ("a file signed by another key", Box::new(|f| f.sign_file("pool/delta-3.tar.xz", &keys().evil))),
-        ("an expired signing keyring", Box::new(|f| {
+    let cases: Vec<(&str, &str, Box<dyn Fn(&ImageFixture)>)> = vec![
+        ("a byte of the delta", "SHA256 mismatch", Box::new(|f| f.tamper("pool/delta-3.tar.xz"))),
+        ("a byte of the full image", "SHA256 mismatch", Box::new(|f| f.tamper("pool/full-2.tar.xz"))),
+        ("a byte of index.json", "Message has been manipulated", Box::new(|f| f.tamper(&format!("{CHANNEL}/{DEVICE}/index.json")))),
+        ("a byte of channels.json", "no good signature on channels.json", Box::new(|f| f.tamper("channels.json"))),
+        ("a byte of a keyring", "no good signature on image-signing keyring", Box::new(|f| f.tamper("gpg/image-signing.tar.xz"))),
+        ("a file signed by another key", "not in the trusted keyrings", Box::new(|f| f.sign_file("pool/delta-3.tar.xz", &keys().evil))),
+        ("an expired signing keyring", "image-signing keyring expired", Box::new(|f| {
             f.publish_keyrings(json!({}), json!({"expiry": release_upgrader::date::now() - 60}))
         })),
-        ("a keyring for another model", Box::new(|f| {
+        ("a keyring for another model", "is for model \"other-device\"", Box::new(|f| {
             f.publish_keyrings(json!({}), json!({"model": "other-device"}))
         })),
-        ("a blacklisted signing key", Box::new(move |f| f.publish_blacklist(&[&k.signing]))),
-        ("a blacklisted image master", Box::new(move |f| f.publish_blacklist(&[&k.master]))),
-        ("a stale index.json", Box::new(|f| f.publish(DeltaKind::Delta, Some(45)))),
-        ("a file larger than promised", Box::new(|f| {
+        ("a blacklisted signing key", "image-signing keyring from a trusted key: every key in it is blacklisted", Box::new(move |f| f.publish_blacklist(&[&k.signing]))),
+        ("a blacklisted image master", "image-master keyring from a trusted key: every key in it is blacklisted", Box::new(move |f| f.publish_blacklist(&[&k.master]))),
+        ("a stale index.json", "older than the allowed 30 days", Box::new(|f| f.publish(DeltaKind::Delta, Some(45)))),
+        ("a file larger than promised", "the server sent more than the", Box::new(|f| {
             let p = f.srv.join("pool/delta-3.tar.xz");
             let mut data = std::fs::read(&p).unwrap();
             data.extend_from_slice(&[0; 4096]);
             std::fs::write(&p, data).unwrap();
         })),
     ];
-    for (what, tamper) in cases {
+    for (what, reason, tamper) in cases {
         let f = ImageFixture::new(DeltaKind::Delta);
         tamper(&f);
         let run = f.run(&["image", "apply"]);
         assert_eq!(run.code(), 3, "{what}: {}\n{}", run.stdout(), run.stderr());
+        assert!(run.stderr().contains(reason), "{what}: {}", run.stderr());
         expect_tree(&f.root, 1, f.port);
     }
 }
@@ -598,6 +599,9 @@ fn hostile_members_are_refused() {
         let mut h = tar::Header::new_gnu();
         h.set_size(1);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         // Write the raw name so `..` and `/` survive.
         let name = hostile.as_bytes();
         h.as_old_mut().name[..name.len()].copy_from_slice(name);
@@ -608,6 +612,11 @@ fn hostile_members_are_refused() {
         f.publish_index_keeping_files();
         let run = f.run(&["image", "apply"]);
         assert_eq!(run.code(), 3, "{hostile}: {}", run.stderr());
+        assert!(
+            ["`..` in path", "absolute path", "outside system/"].iter().any(|r| run.stderr().contains(r)),
+            "{hostile}: {}",
+            run.stderr()
+        );
         expect_tree(&f.root, 1, f.port);
         assert!(!f.dir.path().join("escape").exists());
     }
@@ -617,7 +626,9 @@ fn hostile_members_are_refused() {
     t.insert("usr/bin/out".into(), Node::Link("../../../outside".into()));
     f.put("pool/delta-3.tar.xz", &xz(&image_tar(&t, Some(&[]), None)), &keys().signing);
     f.publish_index_keeping_files();
-    assert_eq!(f.run(&["image", "apply"]).code(), 3);
+    let run = f.run(&["image", "apply"]);
+    assert_eq!(run.code(), 3);
+    assert!(run.stderr().contains("points outside the system tree"), "{}", run.stderr());
     expect_tree(&f.root, 1, f.port);
 }
 
@@ -770,4 +781,23 @@ fn mode_choice_sees_a_read_only_bind_mount() {
     assert_eq!(seen["facts"]["read_only"], true);
     // The same directory, writable, is still apt.
     assert_eq!(info(&plain)["mode"], "apt");
+}
+
+/// A zdelta patch made against another base than the device will have is refused.
+#[test]
+fn zdelta_patch_against_the_wrong_base_is_refused() {
+    let f = ImageFixture::new(DeltaKind::Zdelta);
+    let (t1, t2, t3) = (tree(1, f.port), tree(2, f.port), tree(3, f.port));
+    let (removed, changed) = diff(&t2, &t3);
+    let data = image_tar(&changed, Some(&removed), Some(&t1));
+    f.put(
+        "pool/zdelta-3.tar.zst",
+        &zstd::encode_all(data.as_slice(), 3).unwrap(),
+        &keys().signing,
+    );
+    f.publish_index_keeping_files();
+    let run = f.run(&["image", "apply"]);
+    assert_eq!(run.code(), 3, "{}", run.stderr());
+    assert!(run.stderr().contains("base of the patch for usr/lib/libbig.so"), "{}", run.stderr());
+    expect_tree(&f.root, 1, f.port);
 }

@@ -27,7 +27,12 @@ use release_upgrader::image::overlay::{self, Overlay};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--apply") {
-        ours(Path::new(&args[2]), Path::new(&args[3]), args[4].parse().unwrap(), Path::new(&args[5]));
+        ours(
+            Path::new(&args[2]),
+            Path::new(&args[3]),
+            args[4].parse().unwrap(),
+            Path::new(&args[5]),
+        );
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -45,7 +50,12 @@ fn ours(tree: &Path, staging: &Path, build: u64, tarball: &Path) {
     let mut overlay = Overlay::new(tree, staging).unwrap();
     let mut partitions = Vec::new();
     overlay
-        .apply_tarball(tarball, Compression::of(name).unwrap(), name, &mut partitions)
+        .apply_tarball(
+            tarball,
+            Compression::of(name).unwrap(),
+            name,
+            &mut partitions,
+        )
         .unwrap();
     overlay.verify(build, "bench").unwrap();
     overlay.sync().unwrap();
@@ -59,11 +69,18 @@ fn sh(cmd: &mut Command) {
 }
 
 fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
-        let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let m = std::fs::symlink_metadata(e.path()).unwrap();
         if m.is_dir() {
             out.push((path.clone(), m));
@@ -86,7 +103,11 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
             } else if m.is_dir() {
                 format!("d {:o}", m.permissions().mode() & 0o7777)
             } else {
-                format!("f {:o} {}", m.permissions().mode() & 0o7777, Sha256::of(&std::fs::read(&full).unwrap()))
+                format!(
+                    "f {:o} {}",
+                    m.permissions().mode() & 0o7777,
+                    Sha256::of(&std::fs::read(&full).unwrap())
+                )
             };
             (p, v)
         })
@@ -111,15 +132,33 @@ fn header(path: &str, size: u64, mode: u32) -> tar::Header {
 
 fn orchestrate() {
     let multiarch = String::from_utf8(
-        Command::new("gcc").arg("-print-multiarch").output().map(|o| o.stdout).unwrap_or_default(),
+        Command::new("gcc")
+            .arg("-print-multiarch")
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default(),
     )
     .unwrap_or_default();
     let default_src = format!("/usr/lib/{}", multiarch.trim());
     let src = PathBuf::from(std::env::var("BENCH_SRC").unwrap_or(default_src));
-    let budget: u64 = std::env::var("BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(200) << 20;
-    let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let shm = if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
-    let work = tempfile::Builder::new().prefix("image-bench.").tempdir_in(shm).unwrap();
+    let budget: u64 = std::env::var("BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+        << 20;
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let shm = if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    let work = tempfile::Builder::new()
+        .prefix("image-bench.")
+        .tempdir_in(shm)
+        .unwrap();
     let w = work.path();
     let base = w.join("base/system");
 
@@ -166,7 +205,12 @@ fn orchestrate() {
             changed.insert(p.clone(), data);
         }
     }
-    for (n, p) in files.iter().step_by((files.len() / 20).max(1)).take(20).enumerate() {
+    for (n, p) in files
+        .iter()
+        .step_by((files.len() / 20).max(1))
+        .take(20)
+        .enumerate()
+    {
         let data = std::fs::read(base.join(p)).unwrap();
         changed.insert(format!("added-{n}/{}", p.replace('/', "_")), data);
     }
@@ -195,8 +239,11 @@ fn orchestrate() {
             let name = format!("system/{p}");
             match base_of(p).filter(|_| zdelta) {
                 Some(old) => {
-                    let mut enc = zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), 19, &old).unwrap();
-                    let log = (64 - ((old.len() + data.len()) as u64).leading_zeros()).clamp(10, 31);
+                    let mut enc =
+                        zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), 19, &old)
+                            .unwrap();
+                    let log =
+                        (64 - ((old.len() + data.len()) as u64).leading_zeros()).clamp(10, 31);
                     enc.window_log(log).unwrap();
                     enc.long_distance_matching(true).unwrap();
                     enc.write_all(data).unwrap();
@@ -207,7 +254,8 @@ fn orchestrate() {
                         ("RELEASE_UPGRADER.sha256", Sha256::of(data).to_hex()),
                         ("RELEASE_UPGRADER.size", data.len().to_string()),
                     ];
-                    b.append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap();
+                    b.append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes())))
+                        .unwrap();
                     let mut h = header(&name, patch.len() as u64, 0o644);
                     h.set_cksum();
                     b.append(&h, patch.as_slice()).unwrap();
@@ -231,19 +279,30 @@ fn orchestrate() {
     let zdelta = w.join("zdelta-2.tar.zst");
     {
         let tar = build_tar(true);
-        let mut e = zstd::stream::write::Encoder::new(std::fs::File::create(&zdelta).unwrap(), 19).unwrap();
+        let mut e =
+            zstd::stream::write::Encoder::new(std::fs::File::create(&zdelta).unwrap(), 19).unwrap();
         e.long_distance_matching(true).unwrap();
         e.write_all(&tar).unwrap();
         e.finish().unwrap();
     }
     let removed_list = w.join("removed.list");
-    std::fs::write(&removed_list, removed.iter().map(|p| format!("system/{p}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &removed_list,
+        removed
+            .iter()
+            .map(|p| format!("system/{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
 
     let me = std::env::current_exe().unwrap();
     let fresh = |dir: &Path| {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).unwrap();
-        sh(Command::new("cp").arg("-a").arg(format!("{}/.", w.join("base").display())).arg(dir));
+        sh(Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", w.join("base").display()))
+            .arg(dir));
     };
     let (mut anchor_t, mut delta_t, mut zdelta_t) = (Vec::new(), Vec::new(), Vec::new());
     let mut rss = [0u64; 2];
@@ -260,7 +319,10 @@ fn orchestrate() {
             delta.display()
         )));
         anchor_t.push(t.elapsed().as_secs_f64());
-        for (k, (tarball, times)) in [(&delta, &mut delta_t), (&zdelta, &mut zdelta_t)].into_iter().enumerate() {
+        for (k, (tarball, times)) in [(&delta, &mut delta_t), (&zdelta, &mut zdelta_t)]
+            .into_iter()
+            .enumerate()
+        {
             let o = w.join("ours");
             fresh(&o);
             sh(&mut Command::new("sync"));
@@ -276,7 +338,14 @@ fn orchestrate() {
                 .arg("2")
                 .arg(tarball));
             times.push(t.elapsed().as_secs_f64());
-            let kb: u64 = std::fs::read_to_string(&rss_file).unwrap().trim().lines().last().unwrap().parse().unwrap();
+            let kb: u64 = std::fs::read_to_string(&rss_file)
+                .unwrap()
+                .trim()
+                .lines()
+                .last()
+                .unwrap()
+                .parse()
+                .unwrap();
             rss[k] = rss[k].max(kb);
             results.push(snapshot(&o.join("system")));
         }
@@ -287,12 +356,30 @@ fn orchestrate() {
     }
     let (anchor, d, z) = (median(anchor_t), median(delta_t), median(zdelta_t));
     let size = |p: &Path| std::fs::metadata(p).unwrap().len();
-    println!("image apply bench: base {} MiB in {} files from {}; {} changed or added, {} removed; {runs} runs, medians",
-        total >> 20, files.len(), src.display(), changed.len(), removed.len());
+    println!(
+        "image apply bench: base {} MiB in {} files from {}; {} changed or added, {} removed; {runs} runs, medians",
+        total >> 20,
+        files.len(),
+        src.display(),
+        changed.len(),
+        removed.len()
+    );
     println!("  delta  (xz -9):  {:>10} bytes", size(&delta));
-    println!("  zdelta (zstd):   {:>10} bytes ({:.2}x the delta)", size(&zdelta), size(&zdelta) as f64 / size(&delta) as f64);
+    println!(
+        "  zdelta (zstd):   {:>10} bytes ({:.2}x the delta)",
+        size(&zdelta),
+        size(&zdelta) as f64 / size(&delta) as f64
+    );
     println!("  anchor (rm + tar -xJf delta): {anchor:.3} s");
-    println!("  ours, delta:  {d:.3} s  ratio {:.2} (target <= 1.0)  peak RSS {} KiB", d / anchor, rss[0]);
-    println!("  ours, zdelta: {z:.3} s  ratio {:.2} (target <= 0.5)  peak RSS {} KiB", z / anchor, rss[1]);
+    println!(
+        "  ours, delta:  {d:.3} s  ratio {:.2} (target <= 1.0)  peak RSS {} KiB",
+        d / anchor,
+        rss[0]
+    );
+    println!(
+        "  ours, zdelta: {z:.3} s  ratio {:.2} (target <= 0.5)  peak RSS {} KiB",
+        z / anchor,
+        rss[1]
+    );
     println!("  results identical to the anchor's: yes");
 }

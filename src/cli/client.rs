@@ -54,7 +54,9 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         ClientCommand::Upgrade(args) if args.check_only => check(&session(global, ui, None)?, ui),
         ClientCommand::Upgrade(args) => upgrade(global, args, ui),
         ClientCommand::Cdrom(CdromCommand::Detect { paths }) => cdrom_detect(global, paths, ui),
-        ClientCommand::Image(command) => crate::cli::image::run(command, global, &image_fetcher(global, ui), ui),
+        ClientCommand::Image(command) => {
+            crate::cli::image::run(command, global, &image_fetcher(global, ui), ui)
+        }
         ClientCommand::Cleanup { purge_state } => {
             cleanup(&SystemRoot::new(&global.root), ui, *purge_state)
         }
@@ -551,7 +553,9 @@ fn image_fetcher(global: &GlobalArgs, ui: &Ui) -> Fetcher {
 
 fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     // PROTOCOL §5: read-only or system-image devices upgrade with images, not apt.
-    if let Ok(crate::image::mode::Mode::Image) = crate::image::mode::choose(&SystemRoot::new(&global.root)) {
+    if let Ok(crate::image::mode::Mode::Image) =
+        crate::image::mode::choose(&SystemRoot::new(&global.root))
+    {
         return crate::cli::image::upgrade(global, &image_fetcher(global, ui), ui);
     }
     use crate::upgrade::run::{Frontend, Prepared, UpgradeOptions, Upgrader};

@@ -168,8 +168,12 @@ pub fn run(
             let opt = optout::recover(&root)?;
             let text = match outcome {
                 Recovered::Nothing => "nothing to recover".to_owned(),
-                Recovered::RolledBack => "an interrupted apply was undone; the old system is intact".into(),
-                Recovered::RolledForward(b) => format!("an interrupted apply was finished: build {b}"),
+                Recovered::RolledBack => {
+                    "an interrupted apply was undone; the old system is intact".into()
+                }
+                Recovered::RolledForward(b) => {
+                    format!("an interrupted apply was finished: build {b}")
+                }
             };
             ui.data(
                 &text,
@@ -189,7 +193,10 @@ pub fn run(
             })?;
             let record = optout::OptOut {
                 build: config.as_ref().map_or(0, |c| c.build_number),
-                channel: config.as_ref().map(|c| c.channel.clone()).unwrap_or_default(),
+                channel: config
+                    .as_ref()
+                    .map(|c| c.channel.clone())
+                    .unwrap_or_default(),
                 device: config.as_ref().and_then(|c| c.device.clone()),
                 writable_flag: writable_flag.clone(),
                 sources: optout::SOURCES.into(),
@@ -318,7 +325,11 @@ fn report_check(checked: &Checked, ui: &Ui) -> ExitCode {
             format!("{} {}", img.kind, img.version)
         })
         .collect();
-    let size: u64 = checked.this_round.iter().map(|&i| checked.image(i).size()).sum();
+    let size: u64 = checked
+        .this_round
+        .iter()
+        .map(|&i| checked.image(i).size())
+        .sum();
     ui.data(
         &format!(
             "Update available: build {} -> {target} on {} via {} ({} bytes)",
@@ -346,7 +357,9 @@ fn apply_command(
     match apply::recover(&layout)? {
         Recovered::Nothing => {}
         Recovered::RolledBack => ui.note("An interrupted apply was undone; starting again."),
-        Recovered::RolledForward(b) => ui.note(&format!("An interrupted apply to build {b} was finished.")),
+        Recovered::RolledForward(b) => {
+            ui.note(&format!("An interrupted apply to build {b} was finished."))
+        }
     }
     // In an A/B pair the build and config are those of the active slot.
     let config_root = match &target {
@@ -359,11 +372,20 @@ fn apply_command(
     if report_check(&checked, ui) != ExitCode::Success {
         return Ok(ExitCode::NoUpgrade);
     }
-    let files = client.download(&checked).context("downloading the update")?;
+    let files = client
+        .download(&checked)
+        .context("downloading the update")?;
     let target_build = checked.target().expect("an update");
     if recovery {
-        let images: Vec<_> = checked.this_round.iter().map(|&i| checked.image(i)).collect();
-        let pairs: Vec<_> = files.iter().map(|f| (f.path.clone(), f.signature.clone())).collect();
+        let images: Vec<_> = checked
+            .this_round
+            .iter()
+            .map(|&i| checked.image(i))
+            .collect();
+        let pairs: Vec<_> = files
+            .iter()
+            .map(|f| (f.path.clone(), f.signature.clone()))
+            .collect();
         let written = apply::write_recovery(
             &root.path("/cache/recovery"),
             &layout.keyrings(),
@@ -371,7 +393,10 @@ fn apply_command(
             &pairs,
         )?;
         ui.data(
-            &format!("wrote {} for the recovery to apply build {target_build}", written.display()),
+            &format!(
+                "wrote {} for the recovery to apply build {target_build}",
+                written.display()
+            ),
             json!({"event": "recovery", "command_file": written, "target": target_build}),
         );
         return Ok(ExitCode::Success);
@@ -389,7 +414,9 @@ fn apply_command(
     let partitions = apply::apply(&layout, &target, &steps, target_build)
         .with_context(|| format!("applying build {target_build}"))?;
     for p in &partitions {
-        ui.note(&format!("note: skipped partition image {p} (not flashed by this client)"));
+        ui.note(&format!(
+            "note: skipped partition image {p} (not flashed by this client)"
+        ));
     }
     ui.data(
         &format!("Applied build {target_build}."),
@@ -411,5 +438,12 @@ pub fn upgrade(global: &GlobalArgs, fetcher: &Fetcher, ui: &Ui) -> anyhow::Resul
         no_zdelta: false,
         phased_percentage: None,
     };
-    apply_command(&root, fetcher, &server, Target::Tree(root.dir().to_owned()), false, ui)
+    apply_command(
+        &root,
+        fetcher,
+        &server,
+        Target::Tree(root.dir().to_owned()),
+        false,
+        ui,
+    )
 }

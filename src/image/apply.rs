@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::crashpoint;
 use crate::digest::Sha256;
 use crate::error::Error;
+use crate::image::Layout;
 use crate::image::extract::Compression;
 use crate::image::index::{Image, Kind};
 use crate::image::overlay::{self, Overlay};
-use crate::image::Layout;
 
 /// One file to apply, in order.
 #[derive(Clone, Debug)]
@@ -37,7 +37,11 @@ pub enum Target {
     /// The system tree at this directory, through a staged overlay.
     Tree(PathBuf),
     /// An A/B pair: `active` is a symlink naming the running slot.
-    Slots { a: PathBuf, b: PathBuf, active: PathBuf },
+    Slots {
+        a: PathBuf,
+        b: PathBuf,
+        active: PathBuf,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -171,7 +175,9 @@ pub fn apply(
                 current
             };
             let same = |x: &Path, y: &Path| {
-                x.canonicalize().ok().is_some_and(|x| y.canonicalize().ok() == Some(x))
+                x.canonicalize()
+                    .ok()
+                    .is_some_and(|x| y.canonicalize().ok() == Some(x))
             };
             let inactive = if same(&current, a) {
                 b.clone()
@@ -188,7 +194,11 @@ pub fn apply(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let staging = inactive.with_file_name(format!(".{name}.staging"));
-            (inactive.clone(), staging, Some((current, inactive, active.clone())))
+            (
+                inactive.clone(),
+                staging,
+                Some((current, inactive, active.clone())),
+            )
         }
     };
     let mut journal = Journal {
@@ -271,7 +281,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
         .status()
         .map_err(|e| Error::io(to, e))?;
     if !status.success() {
-        return Err(Error::io(to, std::io::Error::other(format!("cp -a failed: {status}"))));
+        return Err(Error::io(
+            to,
+            std::io::Error::other(format!("cp -a failed: {status}")),
+        ));
     }
     Ok(())
 }
@@ -286,13 +299,20 @@ pub fn write_recovery(
 ) -> Result<PathBuf, Error> {
     fs_err::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut command = String::new();
-    for name in ["image-master.tar.xz", "image-signing.tar.xz", "device-signing.tar.xz"] {
+    for name in [
+        "image-master.tar.xz",
+        "image-signing.tar.xz",
+        "device-signing.tar.xz",
+    ] {
         let src = keyrings.join(name);
         if !src.exists() {
             continue;
         }
         copy_file(&src, &dir.join(name))?;
-        copy_file(&keyrings.join(format!("{name}.asc")), &dir.join(format!("{name}.asc")))?;
+        copy_file(
+            &keyrings.join(format!("{name}.asc")),
+            &dir.join(format!("{name}.asc")),
+        )?;
         command.push_str(&format!("load_keyring {name} {name}.asc\n"));
     }
     if images.iter().any(|i| i.kind() == Some(Kind::Full)) {
@@ -300,8 +320,16 @@ pub fn write_recovery(
     }
     command.push_str("mount system\n");
     for (file, sig) in files {
-        let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let sig_name = sig.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = file
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let sig_name = sig
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         copy_file(file, &dir.join(&name))?;
         copy_file(sig, &dir.join(&sig_name))?;
         command.push_str(&format!("update {name} {sig_name}\n"));

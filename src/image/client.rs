@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::fetch::{Fetcher, Location, METADATA_CAP};
+use crate::image::Layout;
 use crate::image::config::Config;
 use crate::image::index::{self, Channels, Image, Index};
 use crate::image::keyring::{Checks, Role, VerifiedKeyring};
 use crate::image::plan;
-use crate::image::Layout;
 use crate::openpgp::{self, Keyring};
 use crate::root::SystemRoot;
 
@@ -78,7 +78,9 @@ impl Checked {
     }
 
     pub fn target(&self) -> Option<u64> {
-        self.this_round.last().map(|&i| self.index.images[i].version)
+        self.this_round
+            .last()
+            .map(|&i| self.index.images[i].version)
     }
 }
 
@@ -158,7 +160,9 @@ impl<'a> Client<'a> {
     }
 
     fn fetch_pair(&self, rel: &str) -> Result<(Vec<u8>, Vec<u8>), Error> {
-        let data = self.fetcher.fetch_bytes(&self.metadata_url(rel)?, METADATA_CAP)?;
+        let data = self
+            .fetcher
+            .fetch_bytes(&self.metadata_url(rel)?, METADATA_CAP)?;
         let sig = self
             .fetcher
             .fetch_bytes(&self.metadata_url(&format!("{rel}.asc"))?, METADATA_CAP)?;
@@ -284,12 +288,17 @@ impl<'a> Client<'a> {
         let data = self
             .fetcher
             .fetch_bytes(&self.metadata_url(&index_rel)?, METADATA_CAP)?;
-        let sig = self
-            .fetcher
-            .fetch_bytes(&self.metadata_url(&format!("{index_rel}.asc"))?, METADATA_CAP)?;
+        let sig = self.fetcher.fetch_bytes(
+            &self.metadata_url(&format!("{index_rel}.asc"))?,
+            METADATA_CAP,
+        )?;
         let verified = openpgp::verify_detached(&keyrings.for_files(), data, &sig, &index_rel)?;
         let index = Index::parse(verified.value(), &index_rel)?;
-        check_fresh(&index, &index_rel, self.options.max_age.unwrap_or(DEFAULT_MAX_AGE))?;
+        check_fresh(
+            &index,
+            &index_rel,
+            self.options.max_age.unwrap_or(DEFAULT_MAX_AGE),
+        )?;
         let types = plan::Types {
             zdelta: !self.options.no_zdelta,
         };
@@ -311,7 +320,10 @@ impl<'a> Client<'a> {
         let (winner, this_round) = match plan::choose(&paths, device_percentage) {
             Some(path) => (
                 path.iter().map(|i| position(i)).collect(),
-                plan::this_round(&path).iter().map(|i| position(i)).collect(),
+                plan::this_round(&path)
+                    .iter()
+                    .map(|i| position(i))
+                    .collect(),
             ),
             None => (Vec::new(), Vec::new()),
         };
@@ -427,8 +439,11 @@ pub fn check_fresh(index: &Index, what: &str, max_age: Duration) -> Result<(), E
     }
     if now - generated > max_age.as_secs() as i64 {
         return Err(Error::Expired {
-            what: format!("{what} (generated {}, older than the allowed {} days)",
-                crate::date::format(generated), max_age.as_secs() / 86_400),
+            what: format!(
+                "{what} (generated {}, older than the allowed {} days)",
+                crate::date::format(generated),
+                max_age.as_secs() / 86_400
+            ),
             valid_until: crate::date::format(generated + max_age.as_secs() as i64),
         });
     }

@@ -106,7 +106,9 @@ impl Config {
         let http_port = port("http_port", 80)?;
         let https_port = port("https_port", 443)?;
         if http_port == Port::Disabled && https_port == Port::Disabled {
-            return Err(bad("[service] http_port and https_port are both disabled".into()));
+            return Err(bad(
+                "[service] http_port and https_port are both disabled".into()
+            ));
         }
         let build_number = match ini.get("service", "build_number") {
             None | Some("") => 0,
@@ -266,7 +268,10 @@ mod tests {
         let c = load(&dir.join("config.config_09.ini")).unwrap();
         assert_eq!(c.build_number, 833);
         assert_eq!(c.channel, "proposed");
-        assert_eq!(c.metadata_base().unwrap(), "https://systum-imaje.ubuntu.com:89");
+        assert_eq!(
+            c.metadata_base().unwrap(),
+            "https://systum-imaje.ubuntu.com:89"
+        );
         let c = load(&dir.join("config.config_06.ini")).unwrap();
         assert_eq!(c.metadata_base().unwrap(), "http://phablet.example.com");
         // 80443 loads (system-image accepts it) but is no usable port.
@@ -280,11 +285,20 @@ mod tests {
     #[test]
     fn later_files_and_channel_ini_override() {
         let c = Config::from_texts(&[
-            ("00.ini".into(), "[service]\nbase: a\nchannel: stable\nbuild_number: 1\n".into()),
-            ("channel.ini".into(), "[service]\nbuild_number: 7\ndevice: x\n".into()),
+            (
+                "00.ini".into(),
+                "[service]\nbase: a\nchannel: stable\nbuild_number: 1\n".into(),
+            ),
+            (
+                "channel.ini".into(),
+                "[service]\nbuild_number: 7\ndevice: x\n".into(),
+            ),
         ])
         .unwrap();
-        assert_eq!((c.base.as_str(), c.build_number, c.device.as_deref()), ("a", 7, Some("x")));
+        assert_eq!(
+            (c.base.as_str(), c.build_number, c.device.as_deref()),
+            ("a", 7, Some("x"))
+        );
     }
 
     #[test]

@@ -203,7 +203,9 @@ pub fn check_symlink(link: &str, target: &str, what: &str) -> Result<(), Error> 
         reason,
     };
     if target.is_empty() || target.contains('\0') {
-        return Err(bad(format!("symlink {link} has an empty or invalid target")));
+        return Err(bad(format!(
+            "symlink {link} has an empty or invalid target"
+        )));
     }
     if target.starts_with('/') {
         return Ok(());
@@ -418,7 +420,10 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(clean_path(b"./system//usr/./bin", "t").unwrap(), "system/usr/bin");
+        assert_eq!(
+            clean_path(b"./system//usr/./bin", "t").unwrap(),
+            "system/usr/bin"
+        );
         assert!(clean_path(b"system/../etc", "t").is_err());
         assert!(clean_path(b"/system/etc", "t").is_err());
         assert!(clean_path(b"./", "t").is_err());

@@ -239,7 +239,10 @@ mod tests {
 
     #[test]
     fn generated_at_formats() {
-        assert_eq!(parse_generated_at("Mon Apr 29 18:45:27 UTC 2013"), Some(1367261127));
+        assert_eq!(
+            parse_generated_at("Mon Apr 29 18:45:27 UTC 2013"),
+            Some(1367261127)
+        );
         assert_eq!(parse_generated_at("1367261127"), Some(1367261127));
         assert_eq!(parse_generated_at("garbage"), None);
     }

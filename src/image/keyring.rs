@@ -287,7 +287,10 @@ mod tests {
         // Its self-signature names the key in it (gpgv agrees; see `anchor`).
         assert!(!asc.is_empty());
         // No expiry in it: fine at any time.
-        let later = Checks { now: i64::MAX, device: None };
+        let later = Checks {
+            now: i64::MAX,
+            device: None,
+        };
         assert!(VerifiedKeyring::anchor(&tarball, &later, "x").is_ok());
         let truncated = &tarball[..tarball.len() / 2];
         assert!(VerifiedKeyring::anchor(truncated, &checks, "x").is_err());

@@ -50,8 +50,7 @@ pub fn facts(root: &SystemRoot) -> Result<Facts, Error> {
         .dir()
         .canonicalize()
         .map_err(|e| Error::io(root.dir(), e))?;
-    let read_only = mount_is_read_only(&mountinfo, &dir)
-        .unwrap_or(false)
+    let read_only = mount_is_read_only(&mountinfo, &dir).unwrap_or(false)
         || nix::sys::statvfs::statvfs(&dir)
             .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
     Ok(Facts {
@@ -85,7 +84,9 @@ fn unescape(field: &str) -> PathBuf {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let n = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(n);
@@ -118,7 +119,8 @@ pub fn mount_is_read_only(mountinfo: &str, dir: &Path) -> Option<bool> {
             continue;
         };
         let super_options = fields.get(sep + 3).copied().unwrap_or("");
-        let ro = options.split(',').any(|o| o == "ro") || super_options.split(',').any(|o| o == "ro");
+        let ro =
+            options.split(',').any(|o| o == "ro") || super_options.split(',').any(|o| o == "ro");
         let depth = mount_point.components().count();
         // Later lines are later mounts: on equal depth, the later one is on top.
         if best.is_none_or(|(d, _)| depth >= d) {
@@ -143,13 +145,28 @@ mod tests {
     #[test]
     fn the_mount_holding_the_root_decides() {
         assert_eq!(mount_is_read_only(MOUNTINFO, Path::new("/")), Some(false));
-        assert_eq!(mount_is_read_only(MOUNTINFO, Path::new("/usr")), Some(false));
+        assert_eq!(
+            mount_is_read_only(MOUNTINFO, Path::new("/usr")),
+            Some(false)
+        );
         // The read-only bind mount on top of the writable one.
-        assert_eq!(mount_is_read_only(MOUNTINFO, Path::new("/mnt/img/x")), Some(true));
-        assert_eq!(mount_is_read_only(MOUNTINFO, Path::new("/mnt/with space")), Some(true));
-        assert_eq!(mount_is_read_only(MOUNTINFO, Path::new("/mnt/imgx")), Some(false));
+        assert_eq!(
+            mount_is_read_only(MOUNTINFO, Path::new("/mnt/img/x")),
+            Some(true)
+        );
+        assert_eq!(
+            mount_is_read_only(MOUNTINFO, Path::new("/mnt/with space")),
+            Some(true)
+        );
+        assert_eq!(
+            mount_is_read_only(MOUNTINFO, Path::new("/mnt/imgx")),
+            Some(false)
+        );
         // Read-only superblock.
-        assert_eq!(mount_is_read_only(MOUNTINFO, Path::new("/boot/efi")), Some(true));
+        assert_eq!(
+            mount_is_read_only(MOUNTINFO, Path::new("/boot/efi")),
+            Some(true)
+        );
     }
 
     #[test]

@@ -184,11 +184,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = SystemRoot::new(dir.path());
         opt_out(&root, record()).unwrap();
-        opt_out(&root, OptOut { build: 9, ..record() }).unwrap();
+        opt_out(
+            &root,
+            OptOut {
+                build: 9,
+                ..record()
+            },
+        )
+        .unwrap();
         assert_eq!(super::record(&root).unwrap().unwrap().build, 7);
         assert!(root.path(WRITABLE_FLAG).exists());
         let sources = std::fs::read_to_string(root.path(SOURCES)).unwrap();
-        assert!(sources.contains("deb http://127.0.0.1/debian bookworm main"), "{sources}");
+        assert!(
+            sources.contains("deb http://127.0.0.1/debian bookworm main"),
+            "{sources}"
+        );
         assert!(is_opted_out(&root));
         opt_in(&root).unwrap();
         assert!(opt_in(&root).unwrap().is_none());

@@ -252,7 +252,9 @@ impl Overlay {
     fn replace_with(&mut self, path: &str, state: Final) -> Result<(), Error> {
         let was_dir = match self.lookup(path) {
             Lookup::Overlay(Final::Dir { .. }) => true,
-            Lookup::Base => std::fs::symlink_metadata(self.base.join(path)).is_ok_and(|m| m.is_dir()),
+            Lookup::Base => {
+                std::fs::symlink_metadata(self.base.join(path)).is_ok_and(|m| m.is_dir())
+            }
             _ => false,
         };
         let stays_dir = matches!(state, Final::Dir { .. });
@@ -351,7 +353,11 @@ impl Overlay {
                         let p = self.base.join(&path);
                         match std::fs::symlink_metadata(&p) {
                             Ok(m) if m.is_file() => p,
-                            _ => return Err(bad("patch for a file this system does not have".into())),
+                            _ => {
+                                return Err(bad(
+                                    "patch for a file this system does not have".into()
+                                ));
+                            }
                         }
                     }
                     _ => return Err(bad("patch for a file this system does not have".into())),
@@ -379,7 +385,8 @@ impl Overlay {
                 drop(decoder);
                 // Whatever of the member the frame did not use is an error too.
                 let mut rest = Vec::new();
-                data.read_to_end(&mut rest).map_err(|e| bad(e.to_string()))?;
+                data.read_to_end(&mut rest)
+                    .map_err(|e| bad(e.to_string()))?;
                 if size != info.size {
                     return Err(Error::SizeMismatch {
                         what: format!("{what}: patched {path}"),
@@ -420,7 +427,8 @@ impl Overlay {
                     sha256,
                     size,
                 }) => {
-                    let (kind, sha256, size, from) = (*kind, sha256.clone(), *size, self.object(*tid));
+                    let (kind, sha256, size, from) =
+                        (*kind, sha256.clone(), *size, self.object(*tid));
                     let (id, object) = self.new_object();
                     fs_err::hard_link(&from, &object).map_err(io_err(&object))?;
                     Final::Staged {
@@ -633,7 +641,10 @@ pub fn commit(dest: &Path, staging: &Path, paths: &BTreeMap<String, Final>) -> R
             }
             Final::BaseLink { target } => {
                 let target = dest.join(target);
-                let same = match (std::fs::symlink_metadata(&at), std::fs::symlink_metadata(&target)) {
+                let same = match (
+                    std::fs::symlink_metadata(&at),
+                    std::fs::symlink_metadata(&target),
+                ) {
                     (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
                     _ => false,
                 };

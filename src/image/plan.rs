@@ -111,7 +111,11 @@ pub fn scores(paths: &[Path<'_>]) -> Vec<u64> {
 
 /// The highest target among the paths (the phase percentage's seed).
 pub fn max_target(paths: &[Path<'_>]) -> Option<u64> {
-    paths.iter().filter_map(|p| p.last()).map(|i| i.version).max()
+    paths
+        .iter()
+        .filter_map(|p| p.last())
+        .map(|i| i.version)
+        .max()
 }
 
 /// The winning path for a device whose phase percentage is `device_percentage`, or
@@ -233,8 +237,15 @@ mod tests {
         assert_eq!(
             paths,
             [
-                "/3/4/5.txt", "/4/5/6.txt", "/5/6/7.txt", "/6/7/8.txt", "/7/8/9.txt",
-                "/8/9/a.txt", "/9/a/b.txt", "/e/d/c.txt", "/f/e/d.txt"
+                "/3/4/5.txt",
+                "/4/5/6.txt",
+                "/5/6/7.txt",
+                "/6/7/8.txt",
+                "/7/8/9.txt",
+                "/8/9/a.txt",
+                "/9/a/b.txt",
+                "/e/d/c.txt",
+                "/f/e/d.txt"
             ]
         );
         // test_get_downloads_with_bootme: Delta B.1 has bootme; B.2 waits.

@@ -41,8 +41,17 @@ fn big(seed: u8, len: usize) -> Vec<u8> {
 fn tree(build: u64, port: u16) -> Tree {
     let mut t = Tree::new();
     for d in [
-        "etc", "etc/system-image", "etc/system-image/config.d", "usr", "usr/bin", "usr/lib",
-        "usr/share", "usr/share/system-image", "usr/share/doc", "var", "var/lib",
+        "etc",
+        "etc/system-image",
+        "etc/system-image/config.d",
+        "usr",
+        "usr/bin",
+        "usr/lib",
+        "usr/share",
+        "usr/share/system-image",
+        "usr/share/doc",
+        "var",
+        "var/lib",
     ] {
         t.insert(d.into(), Node::Dir(0o755));
     }
@@ -63,27 +72,48 @@ fn tree(build: u64, port: u16) -> Tree {
         Node::File(b"ID=debian\nVERSION_CODENAME=bookworm\n".to_vec(), 0o644),
     );
     let (am, am_asc) = archive_master();
-    t.insert("usr/share/system-image/archive-master.tar.xz".into(), Node::File(am, 0o644));
-    t.insert("usr/share/system-image/archive-master.tar.xz.asc".into(), Node::File(am_asc, 0o644));
-    t.insert("usr/bin/tool".into(), Node::File(format!("#!/bin/sh\necho {build}\n").into_bytes(), 0o755));
+    t.insert(
+        "usr/share/system-image/archive-master.tar.xz".into(),
+        Node::File(am, 0o644),
+    );
+    t.insert(
+        "usr/share/system-image/archive-master.tar.xz.asc".into(),
+        Node::File(am_asc, 0o644),
+    );
+    t.insert(
+        "usr/bin/tool".into(),
+        Node::File(format!("#!/bin/sh\necho {build}\n").into_bytes(), 0o755),
+    );
     t.insert("usr/bin/sh".into(), Node::Link("tool".into()));
     // A large library that changes a little each build (zdelta patches it).
     let mut lib = big(7, 300_000);
     lib[1000] = build as u8;
     lib.extend_from_slice(format!("build {build}").as_bytes());
     t.insert("usr/lib/libbig.so".into(), Node::File(lib, 0o644));
-    t.insert("usr/share/doc/stays".into(), Node::File(b"unchanged\n".to_vec(), 0o644));
+    t.insert(
+        "usr/share/doc/stays".into(),
+        Node::File(b"unchanged\n".to_vec(), 0o644),
+    );
     if build % 2 == 0 {
         t.insert("usr/share/doc/even".into(), Node::Dir(0o755));
-        t.insert("usr/share/doc/even/a".into(), Node::File(b"even".to_vec(), 0o600));
+        t.insert(
+            "usr/share/doc/even/a".into(),
+            Node::File(b"even".to_vec(), 0o600),
+        );
         t.insert("usr/lib/kind".into(), Node::Link("libbig.so".into()));
     } else {
-        t.insert("usr/share/doc/odd".into(), Node::File(b"odd".to_vec(), 0o644));
+        t.insert(
+            "usr/share/doc/odd".into(),
+            Node::File(b"odd".to_vec(), 0o644),
+        );
         t.insert("usr/lib/kind".into(), Node::Dir(0o700));
         t.insert("usr/lib/kind/x".into(), Node::File(b"x".to_vec(), 0o644));
     }
     if build >= 3 {
-        t.insert("usr/bin/new-in-3".into(), Node::File(b"new".to_vec(), 0o4755));
+        t.insert(
+            "usr/bin/new-in-3".into(),
+            Node::File(b"new".to_vec(), 0o4755),
+        );
     }
     t
 }
@@ -121,7 +151,11 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
             let name = e.file_name().to_string_lossy().into_owned();
-            let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let path = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
             if path == "var/lib/release-upgrader" || path == "cache" || path == "userdata" {
                 continue;
             }
@@ -175,7 +209,10 @@ fn xz(data: &[u8]) -> Vec<u8> {
 fn keyring_tar(keys: &[&SigningKey], json: Value) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let gpg: Vec<u8> = keys.iter().flat_map(|k| k.public_keyring()).collect();
-    for (name, data) in [("keyring.gpg", gpg), ("keyring.json", json.to_string().into_bytes())] {
+    for (name, data) in [
+        ("keyring.gpg", gpg),
+        ("keyring.json", json.to_string().into_bytes()),
+    ] {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
@@ -198,11 +235,7 @@ fn archive_master() -> (Vec<u8>, Vec<u8>) {
 
 /// A tarball of `system/…` members for `entries` (path → node), `removed` first when
 /// given. Changed files of `patch_from` become zstd patches (zdelta) when `zdelta`.
-fn image_tar(
-    entries: &Tree,
-    removed: Option<&[String]>,
-    patch_from: Option<&Tree>,
-) -> Vec<u8> {
+fn image_tar(entries: &Tree, removed: Option<&[String]>, patch_from: Option<&Tree>) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     if let Some(removed) = removed {
         let text: String = removed.iter().map(|p| format!("system/{p}\n")).collect();
@@ -244,7 +277,8 @@ fn image_tar(
                 h.set_entry_type(tar::EntryType::Regular);
                 if let Some(base) = base {
                     let mut enc =
-                        zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), 19, base).unwrap();
+                        zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), 19, base)
+                            .unwrap();
                     enc.window_log(22).unwrap();
                     enc.write_all(data).unwrap();
                     let patch = enc.finish().unwrap();
@@ -280,7 +314,11 @@ fn diff(old: &Tree, new: &Tree) -> (Vec<String>, Tree) {
             (Node::Dir(_), Some(_)) => true,
             _ => false,
         };
-        if gone && !removed.iter().any(|r: &String| path.starts_with(&format!("{r}/"))) {
+        if gone
+            && !removed
+                .iter()
+                .any(|r: &String| path.starts_with(&format!("{r}/")))
+        {
             removed.push(path.clone());
         }
     }
@@ -297,7 +335,7 @@ struct ImageFixture {
     dir: tempfile::TempDir,
     srv: PathBuf,
     root: PathBuf,
-    server: Server,
+    _server: Server,
     port: u16,
 }
 
@@ -320,7 +358,7 @@ impl ImageFixture {
             dir,
             srv,
             root,
-            server,
+            _server: server,
             port,
         };
         f.publish_keyrings(json!({}), json!({}));
@@ -330,7 +368,11 @@ impl ImageFixture {
 
     fn sign_file(&self, rel: &str, key: &SigningKey) {
         let data = std::fs::read(self.srv.join(rel)).unwrap();
-        std::fs::write(self.srv.join(format!("{rel}.asc")), key.detached_signature(&data).unwrap()).unwrap();
+        std::fs::write(
+            self.srv.join(format!("{rel}.asc")),
+            key.detached_signature(&data).unwrap(),
+        )
+        .unwrap();
     }
 
     fn put(&self, rel: &str, data: &[u8], key: &SigningKey) {
@@ -344,11 +386,23 @@ impl ImageFixture {
     fn publish_keyrings(&self, master_extra: Value, signing_extra: Value) {
         let k = keys();
         let mut m = json!({"type": "image-master"});
-        m.as_object_mut().unwrap().extend(master_extra.as_object().unwrap().clone());
-        self.put("gpg/image-master.tar.xz", &keyring_tar(&[&k.master], m), &k.archive);
+        m.as_object_mut()
+            .unwrap()
+            .extend(master_extra.as_object().unwrap().clone());
+        self.put(
+            "gpg/image-master.tar.xz",
+            &keyring_tar(&[&k.master], m),
+            &k.archive,
+        );
         let mut s = json!({"type": "image-signing", "expiry": release_upgrader::date::now() + 86_400 * 365});
-        s.as_object_mut().unwrap().extend(signing_extra.as_object().unwrap().clone());
-        self.put("gpg/image-signing.tar.xz", &keyring_tar(&[&k.signing], s), &k.master);
+        s.as_object_mut()
+            .unwrap()
+            .extend(signing_extra.as_object().unwrap().clone());
+        self.put(
+            "gpg/image-signing.tar.xz",
+            &keyring_tar(&[&k.signing], s),
+            &k.master,
+        );
     }
 
     fn publish_blacklist(&self, keys_: &[&SigningKey]) {
@@ -378,7 +432,13 @@ impl ImageFixture {
         std::fs::create_dir_all(self.srv.join("pool")).unwrap();
         let full = self.srv.join("pool/full-2.tar.xz");
         let status = Command::new("tar")
-            .args(["--owner=0", "--group=0", "--numeric-owner", "--sort=name", "-cJf"])
+            .args([
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "--sort=name",
+                "-cJf",
+            ])
             .arg(&full)
             .arg("-C")
             .arg(&stage)
@@ -390,15 +450,24 @@ impl ImageFixture {
         for b in [2, 3] {
             let mut v = Tree::new();
             v.insert("etc/system-image/channel.ini".into(), channel_ini(b));
-            self.put(&format!("pool/version-{b}.tar.xz"), &xz(&image_tar(&v, None, None)), &k.signing);
+            self.put(
+                &format!("pool/version-{b}.tar.xz"),
+                &xz(&image_tar(&v, None, None)),
+                &k.signing,
+            );
         }
         let (removed, changed) = diff(&t2, &t3);
         let (name, kind_name, data) = match kind {
-            DeltaKind::Delta => ("pool/delta-3.tar.xz", "delta", xz(&image_tar(&changed, Some(&removed), None))),
+            DeltaKind::Delta => (
+                "pool/delta-3.tar.xz",
+                "delta",
+                xz(&image_tar(&changed, Some(&removed), None)),
+            ),
             DeltaKind::Zdelta => (
                 "pool/zdelta-3.tar.zst",
                 "zdelta",
-                zstd::encode_all(image_tar(&changed, Some(&removed), Some(&t2)).as_slice(), 3).unwrap(),
+                zstd::encode_all(image_tar(&changed, Some(&removed), Some(&t2)).as_slice(), 3)
+                    .unwrap(),
             ),
         };
         self.put(name, &data, &k.signing);
@@ -431,7 +500,10 @@ impl ImageFixture {
 
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(BIN);
-        cmd.arg("--root").arg(&self.root).args(args).env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10");
+        cmd.arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10");
         for v in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
             cmd.env_remove(v);
         }
@@ -460,7 +532,11 @@ fn expect_tree(root: &Path, build: u64, port: u16) {
             .iter()
             .filter(|(k, v)| got.get(*k) != Some(v))
             .map(|(k, v)| format!("{k}: want {v}, got {:?}", got.get(k)))
-            .chain(got.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("{k}: extra")))
+            .chain(
+                got.keys()
+                    .filter(|k| !want.contains_key(*k))
+                    .map(|k| format!("{k}: extra")),
+            )
             .collect();
         panic!("tree differs from build {build}:\n{}", diffs.join("\n"));
     }
@@ -475,13 +551,24 @@ fn check_reports_the_full_plus_delta_path() {
     let check = lines.iter().find(|l| l["event"] == "check").unwrap();
     assert_eq!(check["available"], true);
     assert_eq!(check["target"], 3);
-    let versions: Vec<_> = check["path"].as_array().unwrap().iter().map(|p| p["version"].clone()).collect();
+    let versions: Vec<_> = check["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["version"].clone())
+        .collect();
     assert_eq!(versions, [json!(2), json!(3)]);
     // Hidden channels are listed only on request; redirects are shown.
     let run = f.run(&["image", "channels"]);
     run.expect(0);
-    assert!(!run.stdout().contains("secret") && run.stdout().contains("old -> stable"), "{}", run.stdout());
-    f.run(&["image", "channels", "--all"]).expect(0).mentions(&["secret [hidden]"]);
+    assert!(
+        !run.stdout().contains("secret") && run.stdout().contains("old -> stable"),
+        "{}",
+        run.stdout()
+    );
+    f.run(&["image", "channels", "--all"])
+        .expect(0)
+        .mentions(&["secret [hidden]"]);
     // Following a redirected channel ends on the same path.
     f.run(&["image", "check", "--channel", "old"]).expect(0);
     // At build 3 there is nothing newer.
@@ -492,9 +579,15 @@ fn check_reports_the_full_plus_delta_path() {
 fn apply_takes_the_device_from_1_to_3_through_full_and_delta() {
     let f = ImageFixture::new(DeltaKind::Delta);
     expect_tree(&f.root, 1, f.port);
-    f.run(&["image", "apply"]).expect(0).mentions(&["Applied build 3"]);
+    f.run(&["image", "apply"])
+        .expect(0)
+        .mentions(&["Applied build 3"]);
     expect_tree(&f.root, 3, f.port);
-    assert!(!f.root.join("var/lib/release-upgrader/image/staging").exists());
+    assert!(
+        !f.root
+            .join("var/lib/release-upgrader/image/staging")
+            .exists()
+    );
     // Current now: check says so.
     f.run(&["image", "check"]).expect(1);
 }
@@ -509,7 +602,9 @@ fn zdelta_patches_apply_to_the_same_tree() {
 #[test]
 fn upgrade_uses_images_on_an_image_device() {
     let f = ImageFixture::new(DeltaKind::Delta);
-    f.run(&["upgrade", "-y"]).expect(0).mentions(&["updates with images"]);
+    f.run(&["upgrade", "-y"])
+        .expect(0)
+        .mentions(&["updates with images"]);
     expect_tree(&f.root, 3, f.port);
 }
 
@@ -523,8 +618,14 @@ fn ab_slots_switch_atomically() {
     let active = f.dir.path().join("active");
     std::os::unix::fs::symlink(&a, &active).unwrap();
     f.run(&[
-        "image", "apply", "--slot-a", a.to_str().unwrap(), "--slot-b", b.to_str().unwrap(),
-        "--active", active.to_str().unwrap(),
+        "image",
+        "apply",
+        "--slot-a",
+        a.to_str().unwrap(),
+        "--slot-b",
+        b.to_str().unwrap(),
+        "--active",
+        active.to_str().unwrap(),
     ])
     .expect(0);
     assert_eq!(std::fs::read_link(&active).unwrap(), b);
@@ -547,38 +648,93 @@ fn recovery_mode_writes_ubuntu_command() {
          update delta-3.tar.xz delta-3.tar.xz.asc\nupdate version-3.tar.xz version-3.tar.xz.asc\n\
          unmount system\n"
     );
-    for name in ["full-2.tar.xz", "delta-3.tar.xz.asc", "image-signing.tar.xz.asc"] {
+    for name in [
+        "full-2.tar.xz",
+        "delta-3.tar.xz.asc",
+        "image-signing.tar.xz.asc",
+    ] {
         assert!(dir.join(name).exists(), "{name}");
     }
     expect_tree(&f.root, 1, f.port);
 }
 
+type TamperCase = (&'static str, &'static str, Box<dyn Fn(&ImageFixture)>);
+
 /// Every tamper: refused with exit 3 and the device left at build 1.
 #[test]
 fn every_tamper_is_refused_and_the_device_is_untouched() {
     let k = keys();
-    let cases: Vec<(&str, &str, Box<dyn Fn(&ImageFixture)>)> = vec![
-        ("a byte of the delta", "SHA256 mismatch", Box::new(|f| f.tamper("pool/delta-3.tar.xz"))),
-        ("a byte of the full image", "SHA256 mismatch", Box::new(|f| f.tamper("pool/full-2.tar.xz"))),
-        ("a byte of index.json", "Message has been manipulated", Box::new(|f| f.tamper(&format!("{CHANNEL}/{DEVICE}/index.json")))),
-        ("a byte of channels.json", "no good signature on channels.json", Box::new(|f| f.tamper("channels.json"))),
-        ("a byte of a keyring", "no good signature on image-signing keyring", Box::new(|f| f.tamper("gpg/image-signing.tar.xz"))),
-        ("a file signed by another key", "not in the trusted keyrings", Box::new(|f| f.sign_file("pool/delta-3.tar.xz", &keys().evil))),
-        ("an expired signing keyring", "image-signing keyring expired", Box::new(|f| {
-            f.publish_keyrings(json!({}), json!({"expiry": release_upgrader::date::now() - 60}))
-        })),
-        ("a keyring for another model", "is for model \"other-device\"", Box::new(|f| {
-            f.publish_keyrings(json!({}), json!({"model": "other-device"}))
-        })),
-        ("a blacklisted signing key", "image-signing keyring from a trusted key: every key in it is blacklisted", Box::new(move |f| f.publish_blacklist(&[&k.signing]))),
-        ("a blacklisted image master", "image-master keyring from a trusted key: every key in it is blacklisted", Box::new(move |f| f.publish_blacklist(&[&k.master]))),
-        ("a stale index.json", "older than the allowed 30 days", Box::new(|f| f.publish(DeltaKind::Delta, Some(45)))),
-        ("a file larger than promised", "the server sent more than the", Box::new(|f| {
-            let p = f.srv.join("pool/delta-3.tar.xz");
-            let mut data = std::fs::read(&p).unwrap();
-            data.extend_from_slice(&[0; 4096]);
-            std::fs::write(&p, data).unwrap();
-        })),
+    let cases: Vec<TamperCase> = vec![
+        (
+            "a byte of the delta",
+            "SHA256 mismatch",
+            Box::new(|f| f.tamper("pool/delta-3.tar.xz")),
+        ),
+        (
+            "a byte of the full image",
+            "SHA256 mismatch",
+            Box::new(|f| f.tamper("pool/full-2.tar.xz")),
+        ),
+        (
+            "a byte of index.json",
+            "Message has been manipulated",
+            Box::new(|f| f.tamper(&format!("{CHANNEL}/{DEVICE}/index.json"))),
+        ),
+        (
+            "a byte of channels.json",
+            "no good signature on channels.json",
+            Box::new(|f| f.tamper("channels.json")),
+        ),
+        (
+            "a byte of a keyring",
+            "no good signature on image-signing keyring",
+            Box::new(|f| f.tamper("gpg/image-signing.tar.xz")),
+        ),
+        (
+            "a file signed by another key",
+            "not in the trusted keyrings",
+            Box::new(|f| f.sign_file("pool/delta-3.tar.xz", &keys().evil)),
+        ),
+        (
+            "an expired signing keyring",
+            "image-signing keyring expired",
+            Box::new(|f| {
+                f.publish_keyrings(
+                    json!({}),
+                    json!({"expiry": release_upgrader::date::now() - 60}),
+                )
+            }),
+        ),
+        (
+            "a keyring for another model",
+            "is for model \"other-device\"",
+            Box::new(|f| f.publish_keyrings(json!({}), json!({"model": "other-device"}))),
+        ),
+        (
+            "a blacklisted signing key",
+            "image-signing keyring from a trusted key: every key in it is blacklisted",
+            Box::new(move |f| f.publish_blacklist(&[&k.signing])),
+        ),
+        (
+            "a blacklisted image master",
+            "image-master keyring from a trusted key: every key in it is blacklisted",
+            Box::new(move |f| f.publish_blacklist(&[&k.master])),
+        ),
+        (
+            "a stale index.json",
+            "older than the allowed 30 days",
+            Box::new(|f| f.publish(DeltaKind::Delta, Some(45))),
+        ),
+        (
+            "a file larger than promised",
+            "the server sent more than the",
+            Box::new(|f| {
+                let p = f.srv.join("pool/delta-3.tar.xz");
+                let mut data = std::fs::read(&p).unwrap();
+                data.extend_from_slice(&[0; 4096]);
+                std::fs::write(&p, data).unwrap();
+            }),
+        ),
     ];
     for (what, reason, tamper) in cases {
         let f = ImageFixture::new(DeltaKind::Delta);
@@ -613,7 +769,9 @@ fn hostile_members_are_refused() {
         let run = f.run(&["image", "apply"]);
         assert_eq!(run.code(), 3, "{hostile}: {}", run.stderr());
         assert!(
-            ["`..` in path", "absolute path", "outside system/"].iter().any(|r| run.stderr().contains(r)),
+            ["`..` in path", "absolute path", "outside system/"]
+                .iter()
+                .any(|r| run.stderr().contains(r)),
             "{hostile}: {}",
             run.stderr()
         );
@@ -624,11 +782,19 @@ fn hostile_members_are_refused() {
     let f = ImageFixture::new(DeltaKind::Delta);
     let mut t = Tree::new();
     t.insert("usr/bin/out".into(), Node::Link("../../../outside".into()));
-    f.put("pool/delta-3.tar.xz", &xz(&image_tar(&t, Some(&[]), None)), &keys().signing);
+    f.put(
+        "pool/delta-3.tar.xz",
+        &xz(&image_tar(&t, Some(&[]), None)),
+        &keys().signing,
+    );
     f.publish_index_keeping_files();
     let run = f.run(&["image", "apply"]);
     assert_eq!(run.code(), 3);
-    assert!(run.stderr().contains("points outside the system tree"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("points outside the system tree"),
+        "{}",
+        run.stderr()
+    );
     expect_tree(&f.root, 1, f.port);
 }
 
@@ -636,10 +802,15 @@ impl ImageFixture {
     /// Rewrites index.json for the files now in pool/ (after replacing one).
     fn publish_index_keeping_files(&self) {
         let rel = format!("{CHANNEL}/{DEVICE}/index.json");
-        let mut index: Value = serde_json::from_slice(&std::fs::read(self.srv.join(&rel)).unwrap()).unwrap();
+        let mut index: Value =
+            serde_json::from_slice(&std::fs::read(self.srv.join(&rel)).unwrap()).unwrap();
         for image in index["images"].as_array_mut().unwrap() {
             for file in image["files"].as_array_mut().unwrap() {
-                let path = file["path"].as_str().unwrap().trim_start_matches('/').to_owned();
+                let path = file["path"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches('/')
+                    .to_owned();
                 let order = file["order"].as_u64().unwrap() as u32;
                 *file = self.entry(&path, order);
             }
@@ -660,7 +831,12 @@ impl Rng {
 
 fn copy_tree(from: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to);
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -680,9 +856,16 @@ fn sigkill_at_seeded_points_leaves_old_or_new_never_mixed() {
         f.run(&["image", "download"]).expect(0);
         copy_tree(&f.root, &pristine);
         let counter = f.dir.path().join("count");
-        f.run_env(&["image", "apply"], &[("RELEASE_UPGRADER_CRASH_COUNT", counter.to_str().unwrap())])
-            .expect(0);
-        let total: u64 = std::fs::read_to_string(&counter).unwrap().trim().parse().unwrap();
+        f.run_env(
+            &["image", "apply"],
+            &[("RELEASE_UPGRADER_CRASH_COUNT", counter.to_str().unwrap())],
+        )
+        .expect(0);
+        let total: u64 = std::fs::read_to_string(&counter)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(total > 40, "{total}");
         let mut points: Vec<u64> = (0..20).map(|_| rng.next() % total + 1).collect();
         points.extend([1, total]);
@@ -692,8 +875,16 @@ fn sigkill_at_seeded_points_leaves_old_or_new_never_mixed() {
         let (mut old, mut new) = (0, 0);
         for n in points {
             copy_tree(&pristine, &f.root);
-            let run = f.run_env(&["image", "apply"], &[("RELEASE_UPGRADER_CRASH_AT", &format!("image-apply:{n}"))]);
-            assert_eq!(run.0.status.signal(), Some(9), "not killed at {n}: {}", run.stderr());
+            let run = f.run_env(
+                &["image", "apply"],
+                &[("RELEASE_UPGRADER_CRASH_AT", &format!("image-apply:{n}"))],
+            );
+            assert_eq!(
+                run.0.status.signal(),
+                Some(9),
+                "not killed at {n}: {}",
+                run.stderr()
+            );
             f.run(&["image", "recover"]).expect(0);
             let got = snapshot(&f.root);
             let is = |b| {
@@ -734,21 +925,40 @@ fn opt_out_then_opt_in_round_trip() {
     f.run(&["image", "opt-out", "--mirror", mirror]).expect(0);
     assert_eq!(mode(&f), "apt");
     assert!(f.root.join("userdata/.writable_image").exists());
-    let sources = std::fs::read_to_string(f.root.join("etc/apt/sources.list.d/release-upgrader-image.list")).unwrap();
-    assert!(sources.contains(&format!("deb {mirror} bookworm main")), "{sources}");
+    let sources = std::fs::read_to_string(
+        f.root
+            .join("etc/apt/sources.list.d/release-upgrader-image.list"),
+    )
+    .unwrap();
+    assert!(
+        sources.contains(&format!("deb {mirror} bookworm main")),
+        "{sources}"
+    );
     let record: Value = serde_json::from_slice(
         &std::fs::read(f.root.join("var/lib/release-upgrader/image/opt-out.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!((record["build"].clone(), record["channel"].clone()), (json!(1), json!(CHANNEL)));
+    assert_eq!(
+        (record["build"].clone(), record["channel"].clone()),
+        (json!(1), json!(CHANNEL))
+    );
     // Interrupted opt-in, finished by the next run.
-    let run = f.run_env(&["image", "opt-in"], &[("RELEASE_UPGRADER_CRASH_AT", "image-opt:2")]);
+    let run = f.run_env(
+        &["image", "opt-in"],
+        &[("RELEASE_UPGRADER_CRASH_AT", "image-opt:2")],
+    );
     assert_eq!(run.0.status.signal(), Some(9));
     f.run(&["image", "recover"]).expect(0);
     assert_eq!(mode(&f), "image");
-    f.run(&["image", "opt-in"]).expect(0).mentions(&["nothing to do"]);
+    f.run(&["image", "opt-in"])
+        .expect(0)
+        .mentions(&["nothing to do"]);
     assert!(!f.root.join("userdata/.writable_image").exists());
-    assert!(!f.root.join("etc/apt/sources.list.d/release-upgrader-image.list").exists());
+    assert!(
+        !f.root
+            .join("etc/apt/sources.list.d/release-upgrader-image.list")
+            .exists()
+    );
 }
 
 #[test]
@@ -763,7 +973,12 @@ fn mode_choice_sees_a_read_only_bind_mount() {
     std::fs::create_dir_all(&plain).unwrap();
     std::fs::create_dir_all(&ro).unwrap();
     let info = |root: &Path| {
-        let out = Command::new(BIN).arg("--root").arg(root).args(["--json", "image", "info"]).output().unwrap();
+        let out = Command::new(BIN)
+            .arg("--root")
+            .arg(root)
+            .args(["--json", "image", "info"])
+            .output()
+            .unwrap();
         let run = Run(out);
         run.expect(0);
         run.json_lines()[0].clone()
@@ -798,6 +1013,63 @@ fn zdelta_patch_against_the_wrong_base_is_refused() {
     f.publish_index_keeping_files();
     let run = f.run(&["image", "apply"]);
     assert_eq!(run.code(), 3, "{}", run.stderr());
-    assert!(run.stderr().contains("base of the patch for usr/lib/libbig.so"), "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("base of the patch for usr/lib/libbig.so"),
+        "{}",
+        run.stderr()
+    );
+    expect_tree(&f.root, 1, f.port);
+}
+
+impl ImageFixture {
+    /// A device-signing keyring for the device (with `json` merged in keyring.json),
+    /// named in channels.json, and index.json signed by it.
+    fn publish_device_keyring(&self, extra: Value) {
+        let k = keys();
+        let mut j = json!({"type": "device-signing"});
+        j.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let rel = format!("{CHANNEL}/{DEVICE}/device.tar.xz");
+        self.put(&rel, &keyring_tar(&[&k.device], j), &k.signing);
+        let channels = json!({
+            CHANNEL: {"devices": {DEVICE: {
+                "index": format!("/{CHANNEL}/{DEVICE}/index.json"),
+                "keyring": {"path": format!("/{rel}"), "signature": format!("/{rel}.asc")}}}}
+        });
+        self.put("channels.json", channels.to_string().as_bytes(), &k.signing);
+        self.sign_file(&format!("{CHANNEL}/{DEVICE}/index.json"), &k.device);
+    }
+}
+
+#[test]
+fn device_signing_keyring_signs_the_index() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    f.publish_device_keyring(json!({"model": DEVICE}));
+    f.run(&["image", "apply"]).expect(0);
+    expect_tree(&f.root, 3, f.port);
+    // A device keyring for another model is refused.
+    let f = ImageFixture::new(DeltaKind::Delta);
+    f.publish_device_keyring(json!({"model": "other-device"}));
+    let run = f.run(&["image", "apply"]);
+    assert_eq!(run.code(), 3);
+    assert!(
+        run.stderr()
+            .contains("device-signing keyring: the keyring is for model"),
+        "{}",
+        run.stderr()
+    );
+    // A device keyring signed by the image master instead of image-signing is refused.
+    let f = ImageFixture::new(DeltaKind::Delta);
+    f.publish_device_keyring(json!({}));
+    f.sign_file(&format!("{CHANNEL}/{DEVICE}/device.tar.xz"), &keys().master);
+    let run = f.run(&["image", "apply"]);
+    assert_eq!(run.code(), 3);
+    assert!(
+        run.stderr().contains("device-signing keyring"),
+        "{}",
+        run.stderr()
+    );
     expect_tree(&f.root, 1, f.port);
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +27,17 @@ enum Node {
     Dir(u32),
     File(Vec<u8>, u32),
     Link(String),
+    /// A file owned by uid = gid = the third field.
+    Owned(Vec<u8>, u32, u32),
+    /// A hard link to another path of the tree.
+    HardLink(String),
+    /// A character device (created only when the tests run as root).
+    Char(u32, u32),
+    Fifo,
+}
+
+fn as_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 type Tree = BTreeMap<String, Node>;
@@ -115,6 +126,22 @@ fn tree(build: u64, port: u16) -> Tree {
             Node::File(b"new".to_vec(), 0o4755),
         );
     }
+    if build >= 2 {
+        // Hard-linked to a file every image changes.
+        t.insert(
+            "usr/bin/zz-link".into(),
+            Node::HardLink("usr/bin/tool".into()),
+        );
+    }
+    t.insert("usr/share/nodes".into(), Node::Dir(0o755));
+    t.insert(
+        "usr/share/nodes/owned".into(),
+        Node::Owned(format!("owned {}", build.min(2)).into_bytes(), 0o640, 1000),
+    );
+    t.insert("usr/share/nodes/fifo".into(), Node::Fifo);
+    if as_root() {
+        t.insert("usr/share/nodes/null".into(), Node::Char(1, 3));
+    }
     t
 }
 
@@ -139,6 +166,22 @@ fn materialize(tree: &Tree, dir: &Path) {
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
             }
             Node::Link(target) => std::os::unix::fs::symlink(target, &p).unwrap(),
+            Node::Owned(data, mode, id) => {
+                std::fs::write(&p, data).unwrap();
+                std::os::unix::fs::chown(&p, Some(*id), Some(*id)).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+            }
+            Node::HardLink(target) => std::fs::hard_link(dir.join(target), &p).unwrap(),
+            Node::Char(major, minor) => nix::sys::stat::mknod(
+                &p,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(u64::from(*major), u64::from(*minor)),
+            )
+            .unwrap(),
+            Node::Fifo => {
+                nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap()
+            }
         }
     }
 }
@@ -165,13 +208,24 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
             } else if m.is_dir() {
                 stack.push((e.path(), path.clone()));
                 format!("dir {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid())
+            } else if m.file_type().is_char_device() {
+                format!(
+                    "char {:x} {:o} {}:{}",
+                    m.rdev(),
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid()
+                )
+            } else if m.file_type().is_fifo() {
+                format!("fifo {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid())
             } else {
                 format!(
-                    "file {:o} {}:{} {}",
+                    "file {:o} {}:{} {} links {}",
                     m.mode() & 0o7777,
                     m.uid(),
                     m.gid(),
-                    Sha256::of(&std::fs::read(e.path()).unwrap())
+                    Sha256::of(&std::fs::read(e.path()).unwrap()),
+                    m.nlink()
                 )
             };
             out.insert(path, desc);
@@ -268,6 +322,37 @@ fn image_tar(entries: &Tree, removed: Option<&[String]>, patch_from: Option<&Tre
                 h.set_size(0);
                 b.append_link(&mut h, &name, target).unwrap();
             }
+            Node::Owned(data, mode, id) => {
+                h.set_mode(*mode);
+                h.set_uid(u64::from(*id));
+                h.set_gid(u64::from(*id));
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append_data(&mut h, &name, data.as_slice()).unwrap();
+            }
+            Node::HardLink(target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o644);
+                h.set_size(0);
+                b.append_link(&mut h, &name, format!("system/{target}"))
+                    .unwrap();
+            }
+            Node::Char(major, minor) => {
+                h.set_entry_type(tar::EntryType::Char);
+                h.set_mode(0o666);
+                h.set_size(0);
+                h.set_device_major(*major).unwrap();
+                h.set_device_minor(*minor).unwrap();
+                h.set_cksum();
+                b.append_data(&mut h, &name, std::io::empty()).unwrap();
+            }
+            Node::Fifo => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_mode(0o644);
+                h.set_size(0);
+                h.set_cksum();
+                b.append_data(&mut h, &name, std::io::empty()).unwrap();
+            }
             Node::File(data, mode) => {
                 let base = patch_from.and_then(|t| match t.get(path) {
                     Some(Node::File(old, _)) if old != data && data.len() > 1000 => Some(old),
@@ -322,9 +407,13 @@ fn diff(old: &Tree, new: &Tree) -> (Vec<String>, Tree) {
             removed.push(path.clone());
         }
     }
+    let differs = |p: &String, n: &Node| old.get(p) != Some(n);
     let changed = new
         .iter()
-        .filter(|(p, n)| old.get(*p) != Some(*n))
+        .filter(|(p, n)| {
+            differs(p, n)
+                || matches!(n, Node::HardLink(t) if new.get(t).is_some_and(|tn| differs(t, tn)))
+        })
         .map(|(p, n)| (p.clone(), n.clone()))
         .collect();
     (removed, changed)
@@ -432,13 +521,7 @@ impl ImageFixture {
         std::fs::create_dir_all(self.srv.join("pool")).unwrap();
         let full = self.srv.join("pool/full-2.tar.xz");
         let status = Command::new("tar")
-            .args([
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-                "--sort=name",
-                "-cJf",
-            ])
+            .args(["--numeric-owner", "--sort=name", "-cJf"])
             .arg(&full)
             .arg("-C")
             .arg(&stage)

@@ -6,6 +6,7 @@ mod deb;
 mod debian_root;
 mod fetcher;
 mod openpgp;
+mod publish;
 mod readme_fixture;
 mod real_data;
 mod support;

@@ -4,6 +4,7 @@ mod archive;
 mod bootstrap;
 mod deb;
 mod debian_root;
+mod debian_upgrade;
 mod fetcher;
 mod openpgp;
 mod publish;

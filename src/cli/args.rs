@@ -306,6 +306,76 @@ pub enum PublishCommand {
     /// Check and extract .deb packages with the client's hostile-input checks
     #[command(subcommand)]
     Deb(DebCommand),
+
+    /// Publish signed helper pockets (flat apt repositories, PROTOCOL.md §2)
+    #[command(subcommand)]
+    Pocket(PocketCommand),
+
+    /// Publish signed meta-release files (PROTOCOL.md §1)
+    #[command(subcommand, name = "meta-release")]
+    MetaRelease(MetaReleaseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PocketCommand {
+    /// Build a signed pocket OUT/dist-upgrader-<arch>/current/ from helper debs: each deb
+    /// is checked with the client's helper rules first, the pocket is written into a new
+    /// dated directory and `current` is switched to it in one step. Takes a definition
+    /// (pockets/*.toml), or everything on the command line: --codename, --arch,
+    /// --valid-days and the .deb paths; flags override the definition
+    Build {
+        /// A pocket definition (.toml) and/or helper .deb files (or directories of them)
+        #[arg(value_name = "DEFINITION|DEB", required = true)]
+        inputs: Vec<PathBuf>,
+        /// Base directory the pocket goes under (what UpgradeToolBaseURI points at)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Secret signing key (from `key generate`)
+        #[arg(long, value_name = "SECRET")]
+        key: PathBuf,
+        /// The target release the helpers are for (Release `Codename`)
+        #[arg(long, value_name = "CODENAME")]
+        codename: Option<String>,
+        /// Debian architecture of the pocket
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
+        /// Days until `Valid-Until` (default 14)
+        #[arg(long, value_name = "DAYS")]
+        valid_days: Option<u64>,
+        /// Release `Origin`
+        #[arg(long)]
+        origin: Option<String>,
+        /// Release `Label`
+        #[arg(long)]
+        label: Option<String>,
+        /// Release `Suite` (default: the codename)
+        #[arg(long)]
+        suite: Option<String>,
+        /// How many published versions to keep, the new one included
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        keep: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetaReleaseCommand {
+    /// Build a meta-release from a definition: FILE clearsigned and FILE.gpg, a detached
+    /// signature over FILE
+    Build {
+        /// The definition (.toml, see pockets/)
+        #[arg(value_name = "DEFINITION")]
+        definition: PathBuf,
+        /// Where to write the meta-release
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Secret signing key (from `key generate`)
+        #[arg(long, value_name = "SECRET")]
+        key: PathBuf,
+        /// UpgradeToolBaseURI for every release the definition gives none ("{dist}" is
+        /// replaced by the codename); overrides the definition's default
+        #[arg(long, value_name = "URI")]
+        base_uri: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ pub mod args;
 mod client;
 mod deb;
 pub mod image;
+mod pocket;
 mod publish;
 pub mod ui;
 

@@ -25,6 +25,8 @@ pub fn main() -> std::process::ExitCode {
 fn run(cli: &PublishCli, ui: &Ui) -> anyhow::Result<ExitCode> {
     match &cli.command {
         PublishCommand::Deb(command) => crate::cli::deb::run(command, ui),
+        PublishCommand::Pocket(command) => crate::cli::pocket::run_pocket(command, ui),
+        PublishCommand::MetaRelease(command) => crate::cli::pocket::run_meta_release(command, ui),
         PublishCommand::Key(KeyCommand::Generate {
             out,
             uid,

@@ -159,3 +159,107 @@ pub fn write(
     }
     Ok(written)
 }
+
+/// The directory of the pockets for `arch` under a base directory (what
+/// `UpgradeToolBaseURI` points at).
+pub fn arch_dir(base: &Path, arch: &str) -> PathBuf {
+    base.join(format!("dist-upgrader-{arch}"))
+}
+
+/// Whether `name` is a version directory this module wrote (`20250809T070000Z`, maybe
+/// with a `.N` suffix): the only directories [`publish`] ever removes.
+fn is_version_dir_name(name: &str) -> bool {
+    let stamp = name.split_once('.').map_or(name, |(stamp, n)| {
+        if n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() {
+            stamp
+        } else {
+            ""
+        }
+    });
+    let bytes = stamp.as_bytes();
+    bytes.len() == 16
+        && bytes[8] == b'T'
+        && bytes[15] == b'Z'
+        && bytes[..8].iter().all(u8::is_ascii_digit)
+        && bytes[9..15].iter().all(u8::is_ascii_digit)
+}
+
+/// Publishes a pocket as `base/dist-upgrader-<arch>/current/`: written complete into a
+/// new version directory named by its `Date`, then `current` (a symbolic link) is
+/// switched to it with one rename, so a client reading the pocket meanwhile sees the old
+/// one or the new one, never a mix. Keeps the newest `keep` versions (at least the new
+/// one) and removes older version directories it wrote. Returns the new directory.
+pub fn publish(
+    base: &Path,
+    arch: &str,
+    spec: &PocketSpec,
+    entries: &[PocketEntry],
+    key: &SigningKey,
+    keep: usize,
+) -> Result<PathBuf, Error> {
+    let dir = arch_dir(base, arch);
+    fs_err::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let current = dir.join("current");
+    let is_real_dir =
+        std::fs::symlink_metadata(&current).is_ok_and(|m| !m.file_type().is_symlink());
+    if is_real_dir {
+        return Err(Error::Config {
+            path: current,
+            reason: "is a directory, not the link this tool switches; move it aside \
+                     (e.g. to a dated name) and publish again"
+                .into(),
+        });
+    }
+    let stamp = chrono::DateTime::from_timestamp(spec.date, 0)
+        .unwrap_or_default()
+        .format("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let mut name = stamp.clone();
+    let mut n = 1;
+    while fs_err::symlink_metadata(dir.join(&name)).is_ok() {
+        name = format!("{stamp}.{n}");
+        n += 1;
+    }
+    let version_dir = dir.join(&name);
+    if let Err(err) = write(&version_dir, spec, entries, key) {
+        let _ = std::fs::remove_dir_all(&version_dir);
+        return Err(err);
+    }
+    fsutil::sync_dir(&version_dir).map_err(|e| Error::io(&version_dir, e))?;
+    let link = dir.join(".current.new");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&name, &link).map_err(|e| Error::io(&link, e))?;
+    fs_err::rename(&link, &current).map_err(|e| Error::io(&current, e))?;
+    fsutil::sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+
+    let mut versions: Vec<String> = fs_err::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, e))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| is_version_dir_name(name))
+        .collect();
+    versions.sort_by(|a, b| b.cmp(a));
+    for old in versions.iter().skip(keep.max(1)) {
+        if *old != name {
+            let path = dir.join(old);
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(version_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_version_directories_are_recognised() {
+        assert!(is_version_dir_name("20250809T070000Z"));
+        assert!(is_version_dir_name("20250809T070000Z.2"));
+        assert!(!is_version_dir_name("current"));
+        assert!(!is_version_dir_name("20250809T070000Z.x"));
+        assert!(!is_version_dir_name("2025080XT070000Z"));
+        assert!(!is_version_dir_name("my-notes"));
+    }
+}

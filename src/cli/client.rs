@@ -556,7 +556,7 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
     if let Ok(crate::image::mode::Mode::Image) =
         crate::image::mode::choose(&SystemRoot::new(&global.root))
     {
-        return crate::cli::image::upgrade(global, &image_fetcher(global, ui), ui);
+        return crate::cli::image::upgrade(global, args.dry_run, &image_fetcher(global, ui), ui);
     }
     use crate::upgrade::run::{Frontend, Prepared, UpgradeOptions, Upgrader};
     let frontend = match (args.frontend, args.mode) {

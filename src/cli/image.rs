@@ -425,8 +425,14 @@ fn apply_command(
     Ok(ExitCode::Success)
 }
 
-/// `release-upgrader upgrade` on an image device: apply the next image.
-pub fn upgrade(global: &GlobalArgs, fetcher: &Fetcher, ui: &Ui) -> anyhow::Result<ExitCode> {
+/// `release-upgrader upgrade` on an image device: apply the next image (with
+/// `--dry-run`, only say which).
+pub fn upgrade(
+    global: &GlobalArgs,
+    dry_run: bool,
+    fetcher: &Fetcher,
+    ui: &Ui,
+) -> anyhow::Result<ExitCode> {
     let root = SystemRoot::new(&global.root);
     ui.note("This system updates with images (system-image); applying the next image.");
     let server = ServerArgs {
@@ -438,6 +444,10 @@ pub fn upgrade(global: &GlobalArgs, fetcher: &Fetcher, ui: &Ui) -> anyhow::Resul
         no_zdelta: false,
         phased_percentage: None,
     };
+    if dry_run {
+        let client = Client::new(&root, fetcher, server.options())?;
+        return Ok(report_check(&client.check()?, ui));
+    }
     apply_command(
         &root,
         fetcher,

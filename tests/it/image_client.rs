@@ -13,7 +13,7 @@ use std::process::Command;
 
 use release_upgrader::digest::Sha256;
 use release_upgrader::publish::SigningKey;
-use release_upgrader::serve::Server;
+use release_upgrader::serve::{Fault, Server};
 use serde_json::{Value, json};
 
 use crate::support::{BIN, Run};
@@ -424,8 +424,10 @@ struct ImageFixture {
     dir: tempfile::TempDir,
     srv: PathBuf,
     root: PathBuf,
-    _server: Server,
+    server: Server,
     port: u16,
+    /// Faults for the next request whose path ends with the suffix (used once).
+    faults: std::sync::Arc<std::sync::Mutex<Vec<(String, Fault)>>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -439,7 +441,19 @@ impl ImageFixture {
         let dir = tempfile::tempdir().unwrap();
         let srv = dir.path().join("srv");
         std::fs::create_dir_all(&srv).unwrap();
-        let server = Server::start(&srv).unwrap();
+        let faults: std::sync::Arc<std::sync::Mutex<Vec<(String, Fault)>>> = Default::default();
+        let hook = faults.clone();
+        let server = Server::start_with(&srv, move |req| {
+            let mut rules = hook.lock().unwrap();
+            match rules
+                .iter()
+                .position(|(suffix, _)| req.path.ends_with(suffix.as_str()))
+            {
+                Some(i) => rules.remove(i).1,
+                None => Fault::None,
+            }
+        })
+        .unwrap();
         let port = server.addr().port();
         let root = dir.path().join("root");
         materialize(&tree(1, port), &root);
@@ -447,8 +461,9 @@ impl ImageFixture {
             dir,
             srv,
             root,
-            _server: server,
+            server,
             port,
+            faults,
         };
         f.publish_keyrings(json!({}), json!({}));
         f.publish(kind, Some(0));
@@ -685,6 +700,10 @@ fn zdelta_patches_apply_to_the_same_tree() {
 #[test]
 fn upgrade_uses_images_on_an_image_device() {
     let f = ImageFixture::new(DeltaKind::Delta);
+    f.run(&["upgrade", "--dry-run"])
+        .expect(0)
+        .mentions(&["Update available: build 1 -> 3"]);
+    expect_tree(&f.root, 1, f.port);
     f.run(&["upgrade", "-y"])
         .expect(0)
         .mentions(&["updates with images"]);
@@ -1155,4 +1174,31 @@ fn device_signing_keyring_signs_the_index() {
         run.stderr()
     );
     expect_tree(&f.root, 1, f.port);
+}
+
+/// A download cut short resumes where it stopped (Range) on the next run.
+#[test]
+fn interrupted_download_resumes_on_the_next_run() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    f.faults
+        .lock()
+        .unwrap()
+        .push(("full-2.tar.xz".into(), Fault::Truncate(2000)));
+    let run = f.run(&["--retries", "0", "image", "download"]);
+    assert_eq!(run.code(), 4, "{}", run.stderr());
+    let partial = f
+        .root
+        .join("var/lib/release-upgrader/image/cache/full-2.tar.xz.partial");
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 2000);
+    f.run(&["image", "download"]).expect(0);
+    let resumed = f
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("full-2.tar.xz"))
+        .filter_map(|r| r.header("range").map(str::to_owned))
+        .collect::<Vec<_>>();
+    assert_eq!(resumed, ["bytes=2000-"]);
+    f.run(&["image", "apply"]).expect(0);
+    expect_tree(&f.root, 3, f.port);
 }

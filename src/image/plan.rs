@@ -9,7 +9,7 @@
 //! `WeightedScorer`, lowest wins): 100 per `bootme` image, plus 1 per MiB above the
 //! smallest path, plus 9001 per build short of the highest reachable target, so a path
 //! that does not reach the highest target practically never wins. The first path by
-//! score whose target is phased in for this device wins.
+//! score (ties: fewer bytes) whose target is phased in for this device wins.
 
 use crate::digest::Sha256;
 use crate::image::index::{Image, Index, Kind};
@@ -122,9 +122,14 @@ pub fn max_target(paths: &[Path<'_>]) -> Option<u64> {
 /// `None` when no path is phased in.
 pub fn choose<'a>(paths: &[Path<'a>], device_percentage: i64) -> Option<Path<'a>> {
     let scores = scores(paths);
+    let bytes: Vec<u64> = paths
+        .iter()
+        .map(|p| p.iter().map(|i| i.size()).sum())
+        .collect();
     let mut order: Vec<usize> = (0..paths.len()).collect();
-    // Stable: equal scores keep the candidates' order, as system-image's sort does.
-    order.sort_by_key(|&i| scores[i]);
+    // Equal scores (system-image counts whole MiB) go to the smaller download in bytes,
+    // then keep the candidates' order, as system-image's stable sort does.
+    order.sort_by_key(|&i| (scores[i], bytes[i]));
     order.into_iter().map(|i| &paths[i]).find_map(|path| {
         let image_percentage = i64::from(path.last()?.phased_percentage);
         (image_percentage > 0 && device_percentage <= image_percentage).then(|| path.clone())
@@ -336,6 +341,19 @@ mod tests {
             .map(|n| phased_percentage(&format!("machine-{n}"), "stable", 1304))
             .collect();
         assert!(spread.len() > 50);
+    }
+
+    #[test]
+    fn equal_scores_go_to_the_smaller_download() {
+        let i: Index = serde_json::from_str(
+            r#"{"global": {"generated_at": "1"}, "images": [
+              {"type": "full", "version": 2, "files": [{"size": 9000}]},
+              {"type": "delta", "base": 1, "version": 2, "files": [{"size": 3000}]}]}"#,
+        )
+        .unwrap();
+        let c = candidates(&i, 1, ALL);
+        assert_eq!(scores(&c), [0, 0]);
+        assert_eq!(choose(&c, 0).unwrap()[0].kind, "delta");
     }
 
     #[test]

@@ -169,7 +169,8 @@ impl Overlay {
     /// directory there).
     fn hide_base_below(&mut self, path: &str) -> Result<(), Error> {
         let dir = self.base.join(path);
-        let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+        let is_dir = (path.is_empty() || ancestors_real(&self.base, path))
+            && std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
         if !is_dir {
             return Ok(());
         }
@@ -349,7 +350,7 @@ impl Overlay {
                         kind: ObjectKind::File,
                         ..
                     }) => self.object(*id),
-                    Lookup::Base => {
+                    Lookup::Base if ancestors_real(&self.base, &path) => {
                         let p = self.base.join(&path);
                         match std::fs::symlink_metadata(&p) {
                             Ok(m) if m.is_file() => p,
@@ -442,8 +443,9 @@ impl Overlay {
                     target: target.clone(),
                 },
                 Lookup::Base
-                    if std::fs::symlink_metadata(self.base.join(&target))
-                        .is_ok_and(|m| !m.is_dir()) =>
+                    if ancestors_real(&self.base, &target)
+                        && std::fs::symlink_metadata(self.base.join(&target))
+                            .is_ok_and(|m| !m.is_dir()) =>
                 {
                     Final::BaseLink { target }
                 }
@@ -604,13 +606,25 @@ pub fn commit(dest: &Path, staging: &Path, paths: &BTreeMap<String, Final>) -> R
     // 1. Removals, deepest first.
     for (path, state) in paths.iter().rev() {
         if *state == Final::Absent {
-            remove_any(&dest.join(path))?;
+            // Under a symlink the path is not in this tree (the link itself is
+            // handled as its own path).
+            if ancestors_real(dest, path) {
+                remove_any(&dest.join(path))?;
+            }
             crashpoint::reached("image-apply");
         }
     }
     // 2. Directories, objects and links, parents first.
     for (path, state) in paths {
         let at = dest.join(path);
+        if *state != Final::Absent && !ancestors_real(dest, path) {
+            return Err(Error::Malformed {
+                what: dest.display().to_string(),
+                reason: format!(
+                    "{path}: a parent directory is a symlink; refusing to write through it"
+                ),
+            });
+        }
         match state {
             Final::Absent => {}
             Final::Dir { meta } => {
@@ -668,6 +682,22 @@ pub fn commit(dest: &Path, staging: &Path, paths: &BTreeMap<String, Final>) -> R
         }
     }
     sync_fs(dest)
+}
+
+/// Whether every ancestor of `path` below `dir` is a real directory (no symlink on
+/// the way), so that operating on `dir/path` stays inside `dir`.
+fn ancestors_real(dir: &Path, path: &str) -> bool {
+    let mut at = dir.to_path_buf();
+    let mut parts: Vec<&str> = path.split('/').collect();
+    parts.pop();
+    for part in parts {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn remove_any(path: &Path) -> Result<(), Error> {

@@ -1202,3 +1202,54 @@ fn interrupted_download_resumes_on_the_next_run() {
     f.run(&["image", "apply"]).expect(0);
     expect_tree(&f.root, 3, f.port);
 }
+
+/// A symlink in the device tree pointing outside it is never followed: a `removed`
+/// path below it is left alone, a member below it is refused.
+#[test]
+fn deltas_never_act_through_a_symlink_leaving_the_tree() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    let outside = f.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim"), "host").unwrap();
+    let at_build_2 = || {
+        let _ = std::fs::remove_dir_all(&f.root);
+        materialize(&tree(2, f.port), &f.root);
+        std::os::unix::fs::symlink(&outside, f.root.join("usr/share/outside")).unwrap();
+    };
+    let (t2, t3) = (tree(2, f.port), tree(3, f.port));
+    let (mut removed, changed) = diff(&t2, &t3);
+    removed.push("usr/share/outside/victim".into());
+    at_build_2();
+    f.put(
+        "pool/delta-3.tar.xz",
+        &xz(&image_tar(&changed, Some(&removed), None)),
+        &keys().signing,
+    );
+    f.publish_index_keeping_files();
+    f.run(&["image", "apply"]).expect(0);
+    assert_eq!(
+        std::fs::read_to_string(outside.join("victim")).unwrap(),
+        "host"
+    );
+
+    let mut changed = changed;
+    changed.insert(
+        "usr/share/outside/new".into(),
+        Node::File(b"x".to_vec(), 0o644),
+    );
+    at_build_2();
+    f.put(
+        "pool/delta-3.tar.xz",
+        &xz(&image_tar(&changed, Some(&[]), None)),
+        &keys().signing,
+    );
+    f.publish_index_keeping_files();
+    let run = f.run(&["image", "apply"]);
+    assert_eq!(run.code(), 3, "{}", run.stderr());
+    assert!(run.stderr().contains("is a symlink"), "{}", run.stderr());
+    assert!(!outside.join("new").exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("victim")).unwrap(),
+        "host"
+    );
+}

@@ -1253,3 +1253,73 @@ fn deltas_never_act_through_a_symlink_leaving_the_tree() {
         "host"
     );
 }
+
+/// SIGKILL during an A/B apply: after recovery the active link names a complete slot,
+/// the old one or the new one.
+#[test]
+fn sigkill_during_an_ab_apply_leaves_a_complete_active_slot() {
+    let f = ImageFixture::new(DeltaKind::Zdelta);
+    let (a, b) = (f.dir.path().join("slot-a"), f.dir.path().join("slot-b"));
+    let active = f.dir.path().join("active");
+    let reset = || {
+        for s in [&a, &b] {
+            let _ = std::fs::remove_dir_all(s);
+        }
+        materialize(&tree(1, f.port), &a);
+        std::fs::create_dir_all(&b).unwrap();
+        let _ = std::fs::remove_file(&active);
+        std::os::unix::fs::symlink(&a, &active).unwrap();
+    };
+    let args = [
+        "image",
+        "apply",
+        "--slot-a",
+        a.to_str().unwrap(),
+        "--slot-b",
+        b.to_str().unwrap(),
+        "--active",
+        active.to_str().unwrap(),
+    ];
+    reset();
+    let counter = f.dir.path().join("count");
+    f.run_env(
+        &args,
+        &[("RELEASE_UPGRADER_CRASH_COUNT", counter.to_str().unwrap())],
+    )
+    .expect(0);
+    let total: u64 = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut rng = Rng(0xab_2026);
+    let mut points: Vec<u64> = (0..8).map(|_| rng.next() % total + 1).collect();
+    points.extend([1, total - 2, total - 1, total]);
+    points.sort();
+    points.dedup();
+    let (mut old, mut new) = (0, 0);
+    for n in points {
+        reset();
+        let run = f.run_env(
+            &args,
+            &[("RELEASE_UPGRADER_CRASH_AT", &format!("image-apply:{n}"))],
+        );
+        assert_eq!(
+            run.0.status.signal(),
+            Some(9),
+            "not killed at {n}: {}",
+            run.stderr()
+        );
+        f.run(&["image", "recover"]).expect(0);
+        let now = std::fs::read_link(&active).unwrap();
+        if now == a {
+            expect_tree(&a, 1, f.port);
+            old += 1;
+        } else {
+            assert_eq!(now, b, "point {n}");
+            expect_tree(&b, 3, f.port);
+            new += 1;
+        }
+    }
+    assert!(old > 0 && new > 0, "old {old} new {new}");
+}

@@ -9,7 +9,7 @@
 //! security update does), removes every fiftieth and adds twenty. From them it builds the
 //! file-level `delta` (`removed` + changed files, xz -9, as system-image does) and our
 //! `zdelta` (changed files as zstd patches against the base, zstd -19 --long). Each
-//! figure is the median of RUNS wall-clock times in a tmpfs (/dev/shm), and the results
+//! figure is the median of RUNS wall-clock (and CPU) times in a tmpfs (/dev/shm), and the results
 //! of both applies are compared with the anchor's. Peak RSS is /usr/bin/time's maximum
 //! resident set size of our apply process.
 
@@ -159,7 +159,12 @@ fn orchestrate() {
         .prefix("image-bench.")
         .tempdir_in(shm)
         .unwrap();
-    let w = work.path();
+    let work_path = if std::env::var_os("BENCH_KEEP").is_some() {
+        work.keep()
+    } else {
+        work.path().to_path_buf()
+    };
+    let w = work_path.as_path();
     let base = w.join("base/system");
 
     // Base tree: regular files (and symlinks) from src, up to the budget.
@@ -304,48 +309,55 @@ fn orchestrate() {
             .arg(format!("{}/.", w.join("base").display()))
             .arg(dir));
     };
-    let (mut anchor_t, mut delta_t, mut zdelta_t) = (Vec::new(), Vec::new(), Vec::new());
+    // Wall seconds, CPU seconds (user + system) and peak RSS (KiB) of one command.
+    let timed = |cmd: &mut Command| -> (f64, f64, u64) {
+        let out = w.join("time");
+        let t = Instant::now();
+        let mut wrapped = Command::new("/usr/bin/time");
+        wrapped
+            .args(["-f", "%U %S %M", "-o"])
+            .arg(&out)
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        sh(&mut wrapped);
+        let wall = t.elapsed().as_secs_f64();
+        let text = std::fs::read_to_string(&out).unwrap();
+        let f: Vec<f64> = text
+            .lines()
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        (wall, f[0] + f[1], f[2] as u64)
+    };
+    let mut samples: [Vec<(f64, f64)>; 3] = Default::default();
     let mut rss = [0u64; 2];
     let mut results = Vec::new();
     for _ in 0..runs {
         let a = w.join("anchor");
         fresh(&a);
         sh(&mut Command::new("sync"));
-        let t = Instant::now();
-        sh(Command::new("sh").arg("-c").arg(format!(
+        let (wall, cpu, _) = timed(Command::new("sh").arg("-c").arg(format!(
             "cd {} && xargs -d '\\n' rm -rf < {} && tar -xJf {}",
             a.display(),
             removed_list.display(),
             delta.display()
         )));
-        anchor_t.push(t.elapsed().as_secs_f64());
-        for (k, (tarball, times)) in [(&delta, &mut delta_t), (&zdelta, &mut zdelta_t)]
-            .into_iter()
-            .enumerate()
-        {
+        samples[0].push((wall, cpu));
+        for (k, tarball) in [&delta, &zdelta].into_iter().enumerate() {
             let o = w.join("ours");
             fresh(&o);
             sh(&mut Command::new("sync"));
-            let rss_file = w.join("rss");
-            let t = Instant::now();
-            sh(Command::new("/usr/bin/time")
-                .args(["-f", "%M", "-o"])
-                .arg(&rss_file)
-                .arg(&me)
-                .arg("--apply")
-                .arg(o.join("system"))
-                .arg(w.join("ours/.staging"))
-                .arg("2")
-                .arg(tarball));
-            times.push(t.elapsed().as_secs_f64());
-            let kb: u64 = std::fs::read_to_string(&rss_file)
-                .unwrap()
-                .trim()
-                .lines()
-                .last()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let (wall, cpu, kb) = timed(
+                Command::new(&me)
+                    .arg("--apply")
+                    .arg(o.join("system"))
+                    .arg(w.join("ours/.staging"))
+                    .arg("2")
+                    .arg(tarball),
+            );
+            samples[k + 1].push((wall, cpu));
             rss[k] = rss[k].max(kb);
             results.push(snapshot(&o.join("system")));
         }
@@ -354,7 +366,13 @@ fn orchestrate() {
             assert!(got == want, "our result differs from the anchor's");
         }
     }
-    let (anchor, d, z) = (median(anchor_t), median(delta_t), median(zdelta_t));
+    let med = |i: usize| {
+        (
+            median(samples[i].iter().map(|s| s.0).collect()),
+            median(samples[i].iter().map(|s| s.1).collect()),
+        )
+    };
+    let (anchor, d, z) = (med(0), med(1), med(2));
     let size = |p: &Path| std::fs::metadata(p).unwrap().len();
     println!(
         "image apply bench: base {} MiB in {} files from {}; {} changed or added, {} removed; {runs} runs, medians",
@@ -370,16 +388,21 @@ fn orchestrate() {
         size(&zdelta),
         size(&zdelta) as f64 / size(&delta) as f64
     );
-    println!("  anchor (rm + tar -xJf delta): {anchor:.3} s");
     println!(
-        "  ours, delta:  {d:.3} s  ratio {:.2} (target <= 1.0)  peak RSS {} KiB",
-        d / anchor,
-        rss[0]
+        "  anchor (rm + tar -xJf delta): {:.3} s wall, {:.3} s CPU",
+        anchor.0, anchor.1
     );
-    println!(
-        "  ours, zdelta: {z:.3} s  ratio {:.2} (target <= 0.5)  peak RSS {} KiB",
-        z / anchor,
-        rss[1]
-    );
+    for (name, target, ours, kb) in [("delta ", 1.0, d, rss[0]), ("zdelta", 0.5, z, rss[1])] {
+        println!(
+            "  ours, {name}: {:.3} s wall, {:.3} s CPU; ratio wall {:.2}, CPU {:.2} (target <= {target}); peak RSS {kb} KiB",
+            ours.0,
+            ours.1,
+            ours.0 / anchor.0,
+            ours.1 / anchor.1
+        );
+    }
     println!("  results identical to the anchor's: yes");
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("  kept {}", w.display());
+    }
 }

@@ -331,7 +331,9 @@ impl Overlay {
             What::Dir => Final::Dir { meta: member.meta },
             What::File => {
                 let (id, object) = self.new_object();
-                let (sha, size) = self.write_object(&object, data, None, member.size + 1)?;
+                // The tarball's digest was checked just before; the size of what was
+                // written is checked again before commit.
+                let (_, size) = self.write_object(&object, data, false, member.size + 1)?;
                 if size != member.size {
                     return Err(bad("short data".into()));
                 }
@@ -339,7 +341,7 @@ impl Overlay {
                 Final::Staged {
                     id,
                     kind: ObjectKind::File,
-                    sha256: Some(Sha256Hex(sha.to_hex())),
+                    sha256: None,
                     size,
                 }
             }
@@ -381,8 +383,8 @@ impl Overlay {
                 decoder
                     .window_log_max(extract::ZSTD_WINDOW_LOG_MAX)
                     .map_err(|e| bad(e.to_string()))?;
-                let (sha, size) =
-                    self.write_object(&object, &mut decoder, Some(what), info.size + 1)?;
+                let (sha, size) = self.write_object(&object, &mut decoder, true, info.size + 1)?;
+                let sha = sha.expect("hashed");
                 drop(decoder);
                 // Whatever of the member the frame did not use is an error too.
                 let mut rest = Vec::new();
@@ -498,9 +500,9 @@ impl Overlay {
         &self,
         object: &Path,
         data: &mut impl Read,
-        _what: Option<&str>,
+        hash: bool,
         cap: u64,
-    ) -> Result<(Sha256, u64), Error> {
+    ) -> Result<(Option<Sha256>, u64), Error> {
         let mut file = fs_err::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -522,11 +524,13 @@ impl Overlay {
                     });
                 }
             };
-            hasher.update(&buf[..n]);
+            if hash {
+                hasher.update(&buf[..n]);
+            }
             file.write_all(&buf[..n]).map_err(io_err(object))?;
             size += n as u64;
         }
-        Ok((hasher.finish(), size))
+        Ok((hash.then(|| hasher.finish()), size))
     }
 
     /// Owner, mode and mtime of a staged object (owner first: chown clears setuid).
@@ -542,18 +546,32 @@ impl Overlay {
         set_mtime(object, meta.mtime)
     }
 
-    /// Checks the staged result before it is committed: every staged file still has
-    /// the digest it was written with, and the target's `channel.ini` names `build`.
+    /// Checks the staged result before it is committed: every staged file is still
+    /// there with the size it was written with, patched files still have the digest
+    /// the zdelta promised, and the target's `channel.ini` names `build`.
     pub fn verify(&self, build: u64, what: &str) -> Result<(), Error> {
         for (path, state) in &self.paths {
-            if let Final::Staged {
+            let Final::Staged {
                 id,
                 kind: ObjectKind::File,
-                sha256: Some(expected),
-                ..
+                sha256,
+                size,
             } = state
-            {
-                let object = self.object(*id);
+            else {
+                continue;
+            };
+            let object = self.object(*id);
+            let actual_size = fs_err::symlink_metadata(&object)
+                .map_err(io_err(&object))?
+                .len();
+            if actual_size != *size {
+                return Err(Error::SizeMismatch {
+                    what: format!("staged {path}"),
+                    expected: *size,
+                    actual: actual_size,
+                });
+            }
+            if let Some(expected) = sha256 {
                 let mut file = fs_err::File::open(&object).map_err(io_err(&object))?;
                 let (actual, _) = Sha256::of_reader(&mut file).map_err(io_err(&object))?;
                 if actual.to_hex() != expected.0 {

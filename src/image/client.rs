@@ -197,18 +197,32 @@ impl<'a> Client<'a> {
             "image-master keyring",
         )?;
         self.keep("image-master.tar.xz", &data, &sig)?;
-        let blacklist = match self.fetch_pair("gpg/blacklist.tar.xz") {
-            Ok((data, sig)) => Some(VerifiedKeyring::verify(
-                Role::Blacklist,
-                &data,
-                &sig,
-                &image_master,
-                None,
-                &checks,
-                "blacklist keyring",
-            )?),
+        // No blacklist is normal; a blacklist without its signature is not.
+        let blacklist_data = match self
+            .fetcher
+            .fetch_bytes(&self.metadata_url("gpg/blacklist.tar.xz")?, METADATA_CAP)
+        {
+            Ok(data) => Some(data),
             Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
+        };
+        let blacklist = match blacklist_data {
+            Some(data) => {
+                let sig = self.fetcher.fetch_bytes(
+                    &self.metadata_url("gpg/blacklist.tar.xz.asc")?,
+                    METADATA_CAP,
+                )?;
+                Some(VerifiedKeyring::verify(
+                    Role::Blacklist,
+                    &data,
+                    &sig,
+                    &image_master,
+                    None,
+                    &checks,
+                    "blacklist keyring",
+                )?)
+            }
+            None => None,
         };
         // The image master itself may not carry a blacklisted key.
         let image_master = match &blacklist {

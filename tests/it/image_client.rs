@@ -1323,3 +1323,16 @@ fn sigkill_during_an_ab_apply_leaves_a_complete_active_slot() {
     }
     assert!(old > 0 && new > 0, "old {old} new {new}");
 }
+
+/// A blacklist is optional, but one without its signature stops the update.
+#[test]
+fn a_blacklist_without_its_signature_is_not_ignored() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    f.publish_blacklist(&[&keys().evil]);
+    f.run(&["image", "check"]).expect(0);
+    std::fs::remove_file(f.srv.join("gpg/blacklist.tar.xz.asc")).unwrap();
+    let run = f.run(&["--retries", "0", "image", "apply"]);
+    assert_eq!(run.code(), 4, "{}", run.stderr());
+    assert!(run.stderr().contains("blacklist.tar.xz.asc"), "{}", run.stderr());
+    expect_tree(&f.root, 1, f.port);
+}

@@ -302,6 +302,10 @@ pub enum PublishCommand {
     /// Check and extract .deb packages with the client's hostile-input checks
     #[command(subcommand)]
     Deb(DebCommand),
+
+    /// Build relocatable release-upgrader-* helper packages from a release's packages
+    #[command(subcommand)]
+    Helper(crate::cli::helper::HelperCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 pub mod args;
 mod client;
 mod deb;
+mod helper;
 mod publish;
 pub mod ui;
 

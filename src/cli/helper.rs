@@ -80,12 +80,12 @@ pub fn run(command: &HelperCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             }
             let keyring = Keyring::load(&keyrings)?;
             let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(text) if !text.trim().is_empty() => Some(text.trim().parse::<i64>().map_err(|_| {
-                    Error::Config {
+                Ok(text) if !text.trim().is_empty() => {
+                    Some(text.trim().parse::<i64>().map_err(|_| Error::Config {
                         path: "SOURCE_DATE_EPOCH".into(),
                         reason: format!("{text:?} is not a number of seconds"),
-                    }
-                })?),
+                    })?)
+                }
                 _ => None,
             };
             let location = Location::parse(archive)?;

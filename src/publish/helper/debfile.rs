@@ -198,11 +198,36 @@ mod tests {
         let deb = dir.path().join("t.deb");
         let long = format!("usr/lib/release-upgrader/{}", "d".repeat(120));
         let entries = vec![
-            TarEntry { path: String::new(), content: Content::Dir, mode: 0o755, mtime: 7 },
-            TarEntry { path: "usr".into(), content: Content::Dir, mode: 0o755, mtime: 7 },
-            TarEntry { path: "usr/lib".into(), content: Content::Dir, mode: 0o755, mtime: 7 },
-            TarEntry { path: "usr/lib/release-upgrader".into(), content: Content::Dir, mode: 0o755, mtime: 7 },
-            TarEntry { path: long.clone(), content: Content::File(b"hello\n".to_vec()), mode: 0o755, mtime: 7 },
+            TarEntry {
+                path: String::new(),
+                content: Content::Dir,
+                mode: 0o755,
+                mtime: 7,
+            },
+            TarEntry {
+                path: "usr".into(),
+                content: Content::Dir,
+                mode: 0o755,
+                mtime: 7,
+            },
+            TarEntry {
+                path: "usr/lib".into(),
+                content: Content::Dir,
+                mode: 0o755,
+                mtime: 7,
+            },
+            TarEntry {
+                path: "usr/lib/release-upgrader".into(),
+                content: Content::Dir,
+                mode: 0o755,
+                mtime: 7,
+            },
+            TarEntry {
+                path: long.clone(),
+                content: Content::File(b"hello\n".to_vec()),
+                mode: 0o755,
+                mtime: 7,
+            },
             TarEntry {
                 path: "usr/lib/release-upgrader/link".into(),
                 content: Content::Symlink("d".repeat(120)),
@@ -212,13 +237,30 @@ mod tests {
         ];
         let control = "Package: release-upgrader-t\nVersion: 1\nArchitecture: all\nMaintainer: m <m@m.invalid>\nDescription: t\n";
         write_deb(&deb, control, &entries, 7).unwrap();
-        let out = std::process::Command::new("dpkg-deb").arg("--contents").arg(&deb).output().unwrap();
+        let out = std::process::Command::new("dpkg-deb")
+            .arg("--contents")
+            .arg(&deb)
+            .output()
+            .unwrap();
         let listing = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{listing}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{listing}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(listing.contains(&format!("./{long}")), "{listing}");
         assert!(listing.contains("root/root"), "{listing}");
-        assert!(listing.contains(&format!("link -> {}", "d".repeat(120))), "{listing}");
-        let extracted = crate::deb::extract(&deb, &dir.path().join("x").tap_mkdir(), &crate::deb::Policy::helper("amd64"), &mut ()).unwrap();
+        assert!(
+            listing.contains(&format!("link -> {}", "d".repeat(120))),
+            "{listing}"
+        );
+        let extracted = crate::deb::extract(
+            &deb,
+            &dir.path().join("x").tap_mkdir(),
+            &crate::deb::Policy::helper("amd64"),
+            &mut (),
+        )
+        .unwrap();
         assert_eq!(extracted.control.package, "release-upgrader-t");
         let first = fs_err::read(&deb).unwrap();
         write_deb(&deb, control, &entries, 7).unwrap();

@@ -278,25 +278,48 @@ mod tests {
             .unwrap();
         let arch = String::from_utf8(arch.stdout).unwrap().trim().to_owned();
         let root = Path::new("/");
-        let closure = closure(root, &["usr/bin/apt-get".to_owned()], &default_search(&arch)).unwrap();
+        let closure = closure(
+            root,
+            &["usr/bin/apt-get".to_owned()],
+            &default_search(&arch),
+        )
+        .unwrap();
         let names: Vec<&str> = closure
             .libraries
             .keys()
             .map(|found| found.rsplit('/').next().unwrap())
             .collect();
-        assert!(names.iter().any(|n| n.starts_with("libapt-pkg.so.")), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("libapt-pkg.so.")),
+            "{names:?}"
+        );
         assert!(names.contains(&"libc.so.6"), "{names:?}");
-        assert!(names.iter().any(|n| n.starts_with("libstdc++.so.")), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("libstdc++.so.")),
+            "{names:?}"
+        );
         // Indirect: libapt-pkg needs these, apt-get does not.
         let direct = read(Path::new("/usr/bin/apt-get")).unwrap().needed;
-        assert!(names.iter().any(|n| !direct.iter().any(|d| d == n)), "nothing indirect: {names:?}");
+        assert!(
+            names.iter().any(|n| !direct.iter().any(|d| d == n)),
+            "nothing indirect: {names:?}"
+        );
         assert_eq!(closure.loaders.len(), 1, "{:?}", closure.loaders);
         let loader = closure.loaders.iter().next().unwrap();
         assert!(loader.contains("ld-linux"), "{loader}");
         assert!(std::fs::metadata(root.join(loader)).unwrap().is_file());
         for library in closure.libraries.values() {
-            assert!(std::fs::metadata(root.join(&library.real)).unwrap().is_file());
-            assert!(closure.directories.iter().any(|d| library.found.starts_with(d.as_str())));
+            assert!(
+                std::fs::metadata(root.join(&library.real))
+                    .unwrap()
+                    .is_file()
+            );
+            assert!(
+                closure
+                    .directories
+                    .iter()
+                    .any(|d| library.found.starts_with(d.as_str()))
+            );
         }
     }
 
@@ -305,11 +328,18 @@ mod tests {
         let tree = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tree.path().join("usr/bin")).unwrap();
         std::fs::copy("/usr/bin/apt-get", tree.path().join("usr/bin/apt-get")).unwrap();
-        let err = closure(tree.path(), &["usr/bin/apt-get".to_owned()], &default_search("amd64"))
-            .unwrap_err()
-            .to_string();
+        let err = closure(
+            tree.path(),
+            &["usr/bin/apt-get".to_owned()],
+            &default_search("amd64"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("usr/bin/apt-get"), "{err}");
-        assert!(err.contains("needs the library lib") || err.contains("dynamic loader"), "{err}");
+        assert!(
+            err.contains("needs the library lib") || err.contains("dynamic loader"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -321,15 +351,30 @@ mod tests {
         std::fs::write(t.join("usr/lib/x/ld.so.2"), b"").unwrap();
         std::os::unix::fs::symlink("/usr/lib/x/ld.so.2", t.join("usr/lib64/ld.so.2")).unwrap();
         std::os::unix::fs::symlink("ld.so.2", t.join("usr/lib/x/ld.so")).unwrap();
-        assert_eq!(resolve(t, "/lib64/ld.so.2", true).as_deref(), Some("usr/lib/x/ld.so.2"));
-        assert_eq!(resolve(t, "/lib64/ld.so.2", false).as_deref(), Some("usr/lib64/ld.so.2"));
-        assert_eq!(resolve(t, "/usr/lib/x/ld.so", true).as_deref(), Some("usr/lib/x/ld.so.2"));
-        assert_eq!(resolve(t, "/usr/lib/../lib/x/ld.so", true).as_deref(), Some("usr/lib/x/ld.so.2"));
+        assert_eq!(
+            resolve(t, "/lib64/ld.so.2", true).as_deref(),
+            Some("usr/lib/x/ld.so.2")
+        );
+        assert_eq!(
+            resolve(t, "/lib64/ld.so.2", false).as_deref(),
+            Some("usr/lib64/ld.so.2")
+        );
+        assert_eq!(
+            resolve(t, "/usr/lib/x/ld.so", true).as_deref(),
+            Some("usr/lib/x/ld.so.2")
+        );
+        assert_eq!(
+            resolve(t, "/usr/lib/../lib/x/ld.so", true).as_deref(),
+            Some("usr/lib/x/ld.so.2")
+        );
         assert_eq!(resolve(t, "/lib/nothing", true), None);
         // A link out of the tree stays in it.
         std::os::unix::fs::symlink("../../../../../etc", t.join("usr/lib/x/escape")).unwrap();
         assert_eq!(resolve(t, "/usr/lib/x/escape/passwd", true), None);
-        assert_eq!(relative("usr/lib64", "usr/lib/x/ld.so.2"), "../lib/x/ld.so.2");
+        assert_eq!(
+            relative("usr/lib64", "usr/lib/x/ld.so.2"),
+            "../lib/x/ld.so.2"
+        );
         assert_eq!(relative("usr/lib/x", "usr/lib/x/ld.so.2"), "ld.so.2");
     }
 }

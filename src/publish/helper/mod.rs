@@ -79,8 +79,7 @@ pub fn default_cache() -> PathBuf {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache")
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
         });
     base.join("release-upgrader/debs")
 }
@@ -89,8 +88,15 @@ pub fn default_cache() -> PathBuf {
 #[derive(Clone, Debug)]
 enum Item {
     /// A regular file of the unpacked tree.
-    Tree { path: String, mode: u32, mtime: i64 },
-    Symlink { target: String, mtime: i64 },
+    Tree {
+        path: String,
+        mode: u32,
+        mtime: i64,
+    },
+    Symlink {
+        target: String,
+        mtime: i64,
+    },
     /// An entry point script.
     Script(String),
 }
@@ -171,7 +177,9 @@ pub fn build(fetcher: &Fetcher, request: &BuildRequest<'_>) -> Result<Vec<BuiltD
     let plan = plan(recipe, request.arch, &unpacked)?;
     let mut built = Vec::new();
     for (helper, items) in recipe.helpers.iter().zip(&plan.items) {
-        built.push(write_helper(recipe, request, helper, items, &plan, &unpacked)?);
+        built.push(write_helper(
+            recipe, request, helper, items, &plan, &unpacked,
+        )?);
     }
     Ok(built)
 }
@@ -357,7 +365,11 @@ fn plan(recipe: &Recipe, arch: &str, unpacked: &Unpacked) -> Result<Plan, Error>
         }
     };
     for (found, (library, helper_set)) in &users {
-        let owner_package = unpacked.owners.get(&library.real).cloned().unwrap_or_default();
+        let owner_package = unpacked
+            .owners
+            .get(&library.real)
+            .cloned()
+            .unwrap_or_default();
         let index = match shared {
             Some(shared)
                 if helper_set.len() > 1
@@ -375,7 +387,11 @@ fn plan(recipe: &Recipe, arch: &str, unpacked: &Unpacked) -> Result<Plan, Error>
                 });
             }
         };
-        let (mode, mtime) = unpacked.meta.get(&library.real).copied().unwrap_or((0o644, 0));
+        let (mode, mtime) = unpacked
+            .meta
+            .get(&library.real)
+            .copied()
+            .unwrap_or((0o644, 0));
         place(
             index,
             &library.real,
@@ -635,7 +651,11 @@ fn write_helper(
     let mut depends: Vec<String> = Vec::new();
     if let Some(shared) = recipe.helpers.iter().find(|h| h.shared_libraries) {
         if shared.name != helper.name {
-            depends.push(format!("{} (= {})", shared.name, version_of(&shared.version_from)?));
+            depends.push(format!(
+                "{} (= {})",
+                shared.name,
+                version_of(&shared.version_from)?
+            ));
         }
     }
     for name in &helper.depends {
@@ -689,9 +709,10 @@ fn write_helper(
         helper.description
     ));
     let version_in_name = version.split_once(':').map_or(version.as_str(), |(_, v)| v);
-    let path = request
-        .out
-        .join(format!("{}_{version_in_name}_{}.deb", helper.name, request.arch));
+    let path = request.out.join(format!(
+        "{}_{version_in_name}_{}.deb",
+        helper.name, request.arch
+    ));
     let data: Vec<TarEntry> = entries.into_values().collect();
     let count = data.iter().filter(|e| e.content != Content::Dir).count();
     debfile::write_deb(&path, &control, &data, epoch)?;
@@ -733,7 +754,13 @@ mod tests {
             "usr/bin/apt-get",
         );
         assert!(!script.contains("LD_LIBRARY_PATH="), "{script}");
-        assert!(script.contains(r#"--library-path "$root"/'usr/lib/x':"$root"/'lib/it'\''s'"#), "{script}");
-        assert!(script.contains(r#"--argv0 "$0" "$root"/'usr/bin/apt-get' "$@""#), "{script}");
+        assert!(
+            script.contains(r#"--library-path "$root"/'usr/lib/x':"$root"/'lib/it'\''s'"#),
+            "{script}"
+        );
+        assert!(
+            script.contains(r#"--argv0 "$0" "$root"/'usr/bin/apt-get' "$@""#),
+            "{script}"
+        );
     }
 }

@@ -158,13 +158,18 @@ mod tests {
 
     #[test]
     fn the_debian_recipe_parses() {
-        let recipe = Recipe::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/debian.toml"))
-            .unwrap();
+        let recipe =
+            Recipe::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/debian.toml"))
+                .unwrap();
         assert_eq!(recipe.helpers.len(), 3);
         assert!(recipe.drops("usr/share/doc/apt/changelog.gz"));
         assert!(recipe.drops("usr/share/doc"));
         assert!(!recipe.drops("usr/share/docs"));
-        let apt = recipe.helpers.iter().find(|h| h.name == "release-upgrader-apt").unwrap();
+        let apt = recipe
+            .helpers
+            .iter()
+            .find(|h| h.name == "release-upgrader-apt")
+            .unwrap();
         assert_eq!(apt.methods.as_deref(), Some("usr/lib/apt/methods"));
     }
 
@@ -177,8 +182,16 @@ mod tests {
             )
         };
         assert!(Recipe::parse(&helper("")).is_ok());
-        assert!(Recipe::parse(&helper("dpkg-path = [\"tar\"]\n")).unwrap_err().contains("tar"));
-        assert!(Recipe::parse(&helper("depends = [\"release-upgrader-y\"]\n")).unwrap_err().contains("release-upgrader-y"));
+        assert!(
+            Recipe::parse(&helper("dpkg-path = [\"tar\"]\n"))
+                .unwrap_err()
+                .contains("tar")
+        );
+        assert!(
+            Recipe::parse(&helper("depends = [\"release-upgrader-y\"]\n"))
+                .unwrap_err()
+                .contains("release-upgrader-y")
+        );
         assert!(Recipe::parse(&helper("bin = [\"../x\"]\n")).is_err());
         assert!(Recipe::parse(&helper("surprise = 1\n")).is_err());
         assert!(Recipe::parse(&helper("").replace("release-upgrader-x", "apt")).is_err());

@@ -370,7 +370,11 @@ mod tests {
     #[test]
     fn the_closure_follows_alternatives_virtuals_and_stops_where_told() {
         let text = [
-            stanza("apt", "3.0", "Depends: libapt (>= 3), gpgv | sqv, debconf, mta\nPre-Depends: libc6:any\n"),
+            stanza(
+                "apt",
+                "3.0",
+                "Depends: libapt (>= 3), gpgv | sqv, debconf, mta\nPre-Depends: libc6:any\n",
+            ),
             stanza("libapt", "3.0", "Depends: libc6 (>= 2.3)\n"),
             stanza("libapt", "2.0", "Depends: old\n"),
             stanza("libc6", "2.41", ""),
@@ -396,13 +400,16 @@ mod tests {
             .to_string();
         assert!(err.contains("nosuch"), "{err}");
         let broken = index(&stanza("a", "1", "Depends: gone | also-gone\n"));
-        let err = broken.closure(&["a".to_owned()], &not_needed).unwrap_err().to_string();
+        let err = broken
+            .closure(&["a".to_owned()], &not_needed)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("a depends on gone | also-gone"), "{err}");
     }
 
     #[test]
     fn a_hostile_filename_is_refused() {
         let text = stanza("a", "1", "").replace("pool/a_1.deb", "../../etc/passwd");
-        assert!(parse_index(&text, "amd64").unwrap_err().contains("..") );
+        assert!(parse_index(&text, "amd64").unwrap_err().contains(".."));
     }
 }

@@ -310,6 +310,10 @@ pub enum PublishCommand {
     /// Publish signed meta-release files (PROTOCOL.md §1)
     #[command(subcommand, name = "meta-release")]
     MetaRelease(MetaReleaseCommand),
+
+    /// Build relocatable release-upgrader-* helper packages from a release's packages
+    #[command(subcommand)]
+    Helper(crate::cli::helper::HelperCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ pub mod args;
 mod client;
 mod deb;
 mod pocket;
+mod helper;
 mod publish;
 pub mod ui;
 

@@ -6,6 +6,7 @@ mod deb;
 mod debian_root;
 mod debian_upgrade;
 mod fetcher;
+mod helper_build;
 mod openpgp;
 mod publish;
 mod readme_fixture;

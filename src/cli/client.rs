@@ -54,6 +54,7 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         ClientCommand::Upgrade(args) if args.check_only => check(&session(global, ui, None)?, ui),
         ClientCommand::Upgrade(args) => upgrade(global, args, ui),
         ClientCommand::Cdrom(CdromCommand::Detect { paths }) => cdrom_detect(global, paths, ui),
+        ClientCommand::Demo(args) => crate::cli::demo::run(global, args, ui),
         ClientCommand::Cleanup { purge_state } => {
             cleanup(&SystemRoot::new(&global.root), ui, *purge_state)
         }

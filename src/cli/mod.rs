@@ -4,8 +4,9 @@
 pub mod args;
 mod client;
 mod deb;
-mod pocket;
+mod demo;
 mod helper;
+mod pocket;
 mod publish;
 pub mod ui;
 

@@ -462,6 +462,24 @@ fn helpers_from_a_local_archive_of_this_machines_packages_run_from_the_prefix() 
         assert!(prefix.join(entry).is_file(), "{entry} missing");
     }
     run_ok(&prefix.join("dpkg-path/tar"), &["--version"]);
+    // Found through PATH, and through a symlink from elsewhere, the entry point still
+    // finds its prefix.
+    let out = Command::new("apt-get")
+        .arg("--version")
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", prefix.join("bin").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("apt "),
+        "{out:?}"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(prefix.join("bin/dpkg"), elsewhere.path().join("dpkg")).unwrap();
+    let dpkg_link = run_ok(&elsewhere.path().join("dpkg"), &["--version"]);
+    assert_eq!(dpkg_link, dpkg);
     assert_resolved_inside(&prefix, "bin/apt-get", "usr/bin/apt-get");
     assert_apt_update_works(&prefix, false);
 }

@@ -174,12 +174,14 @@ pub fn build(fetcher: &Fetcher, request: &BuildRequest<'_>) -> Result<Vec<BuiltD
             .versions
             .insert(package.name.clone(), package.version.to_string());
     }
+    log::info!("unpacked {} packages", packages.len());
     let plan = plan(recipe, request.arch, &unpacked)?;
+    log::info!("computed the library closure and entry points");
     let mut built = Vec::new();
     for (helper, items) in recipe.helpers.iter().zip(&plan.items) {
-        built.push(write_helper(
-            recipe, request, helper, items, &plan, &unpacked,
-        )?);
+        let deb = write_helper(recipe, request, helper, items, &plan, &unpacked)?;
+        log::info!("wrote {}", deb.path.display());
+        built.push(deb);
     }
     Ok(built)
 }

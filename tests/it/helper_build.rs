@@ -587,7 +587,11 @@ fn a_tampered_inrelease_or_another_key_is_refused() {
         &[],
     );
     run.expect(2).mentions(&["missing.gpg"]);
-    assert!(!dir.path().join("out").join("release-upgrader-apt").exists());
+    // Nothing was written, and the build's scratch directory is gone.
+    let left: Vec<PathBuf> = std::fs::read_dir(dir.path().join("out"))
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

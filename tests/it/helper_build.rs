@@ -679,6 +679,26 @@ fn helpers_built_from_real_trixie_run_on_this_machine() {
     run_ok(&prefix.join("dpkg-path/dpkg-deb"), &["--version"]);
     run_ok(&prefix.join("dpkg-path/tar"), &["--version"]);
     run_ok(&prefix.join("bin/gpgv"), &["--version"]);
+    // trixie's dpkg-query reads this machine's dpkg database.
+    let version = run_ok(
+        &prefix.join("bin/dpkg-query"),
+        &["-W", "-f", "${Version}", "dpkg"],
+    );
+    assert_eq!(version, host_version("dpkg"));
+    // trixie's dpkg-deb unpacks with the tar it finds first on PATH: the helpers' own.
+    let unpacked = tempfile::tempdir().unwrap();
+    let out = Command::new(prefix.join("dpkg-path/dpkg-deb"))
+        .arg("-x")
+        .arg(&debs[0].1)
+        .arg(unpacked.path())
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", prefix.join("dpkg-path").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(unpacked.path().join(PREFIX).join("root").is_dir());
     for (entry, program) in [
         ("bin/apt-get", "usr/bin/apt-get"),
         ("bin/dpkg", "usr/bin/dpkg"),

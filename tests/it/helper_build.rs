@@ -462,6 +462,24 @@ fn helpers_from_a_local_archive_of_this_machines_packages_run_from_the_prefix() 
         assert!(prefix.join(entry).is_file(), "{entry} missing");
     }
     run_ok(&prefix.join("dpkg-path/tar"), &["--version"]);
+    // Found through PATH, and through a symlink from elsewhere, the entry point still
+    // finds its prefix.
+    let out = Command::new("apt-get")
+        .arg("--version")
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", prefix.join("bin").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("apt "),
+        "{out:?}"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(prefix.join("bin/dpkg"), elsewhere.path().join("dpkg")).unwrap();
+    let dpkg_link = run_ok(&elsewhere.path().join("dpkg"), &["--version"]);
+    assert_eq!(dpkg_link, dpkg);
     assert_resolved_inside(&prefix, "bin/apt-get", "usr/bin/apt-get");
     assert_apt_update_works(&prefix, false);
 }
@@ -569,7 +587,11 @@ fn a_tampered_inrelease_or_another_key_is_refused() {
         &[],
     );
     run.expect(2).mentions(&["missing.gpg"]);
-    assert!(!dir.path().join("out").join("release-upgrader-apt").exists());
+    // Nothing was written, and the build's scratch directory is gone.
+    let left: Vec<PathBuf> = std::fs::read_dir(dir.path().join("out"))
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -657,6 +679,26 @@ fn helpers_built_from_real_trixie_run_on_this_machine() {
     run_ok(&prefix.join("dpkg-path/dpkg-deb"), &["--version"]);
     run_ok(&prefix.join("dpkg-path/tar"), &["--version"]);
     run_ok(&prefix.join("bin/gpgv"), &["--version"]);
+    // trixie's dpkg-query reads this machine's dpkg database.
+    let version = run_ok(
+        &prefix.join("bin/dpkg-query"),
+        &["-W", "-f", "${Version}", "dpkg"],
+    );
+    assert_eq!(version, host_version("dpkg"));
+    // trixie's dpkg-deb unpacks with the tar it finds first on PATH: the helpers' own.
+    let unpacked = tempfile::tempdir().unwrap();
+    let out = Command::new(prefix.join("dpkg-path/dpkg-deb"))
+        .arg("-x")
+        .arg(&debs[0].1)
+        .arg(unpacked.path())
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", prefix.join("dpkg-path").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(unpacked.path().join(PREFIX).join("root").is_dir());
     for (entry, program) in [
         ("bin/apt-get", "usr/bin/apt-get"),
         ("bin/dpkg", "usr/bin/dpkg"),

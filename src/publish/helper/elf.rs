@@ -196,6 +196,23 @@ pub fn closure(root: &Path, programs: &[String], search: &[String]) -> Result<Cl
             out.loaders.insert(real.clone());
             queue.push_back(real);
         }
+        // DT_RPATH (without DT_RUNPATH) is searched before the loader's --library-path:
+        // an absolute one would let the system's libraries in first.
+        if info.runpath.is_empty() {
+            if let Some(dir) = info
+                .rpath
+                .iter()
+                .find(|d| !d.starts_with("$ORIGIN") && !d.starts_with("${ORIGIN}"))
+            {
+                return Err(Error::Config {
+                    path: path.clone(),
+                    reason: format!(
+                        "has DT_RPATH {dir}, which the loader searches before the bundled \
+                         libraries; it cannot be relocated"
+                    ),
+                });
+            }
+        }
         let origin = file.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
         let own_dirs: Vec<String> = info
             .rpath
@@ -326,20 +343,25 @@ mod tests {
     #[test]
     fn a_missing_library_names_itself_and_its_user() {
         let tree = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tree.path().join("usr/bin")).unwrap();
-        std::fs::copy("/usr/bin/apt-get", tree.path().join("usr/bin/apt-get")).unwrap();
-        let err = closure(
-            tree.path(),
-            &["usr/bin/apt-get".to_owned()],
-            &default_search("amd64"),
-        )
-        .unwrap_err()
-        .to_string();
+        let t = tree.path();
+        std::fs::create_dir_all(t.join("usr/bin")).unwrap();
+        std::fs::copy("/usr/bin/apt-get", t.join("usr/bin/apt-get")).unwrap();
+        let search = default_search("amd64");
+        let programs = ["usr/bin/apt-get".to_owned()];
+        let err = closure(t, &programs, &search).unwrap_err().to_string();
         assert!(err.contains("usr/bin/apt-get"), "{err}");
-        assert!(
-            err.contains("needs the library lib") || err.contains("dynamic loader"),
-            "{err}"
-        );
+        assert!(err.contains("dynamic loader"), "{err}");
+        // With the loader in place, the first library is what is missing.
+        let interp = read(Path::new("/usr/bin/apt-get"))
+            .unwrap()
+            .interpreter
+            .unwrap();
+        let dest = t.join(interp.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(std::fs::canonicalize(&interp).unwrap(), &dest).unwrap();
+        let err = closure(t, &programs, &search).unwrap_err().to_string();
+        assert!(err.contains("usr/bin/apt-get"), "{err}");
+        assert!(err.contains("needs the library libapt-"), "{err}");
     }
 
     #[test]

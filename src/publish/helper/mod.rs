@@ -174,12 +174,14 @@ pub fn build(fetcher: &Fetcher, request: &BuildRequest<'_>) -> Result<Vec<BuiltD
             .versions
             .insert(package.name.clone(), package.version.to_string());
     }
+    log::info!("unpacked {} packages", packages.len());
     let plan = plan(recipe, request.arch, &unpacked)?;
+    log::info!("computed the library closure and entry points");
     let mut built = Vec::new();
     for (helper, items) in recipe.helpers.iter().zip(&plan.items) {
-        built.push(write_helper(
-            recipe, request, helper, items, &plan, &unpacked,
-        )?);
+        let deb = write_helper(recipe, request, helper, items, &plan, &unpacked)?;
+        log::info!("wrote {}", deb.path.display());
+        built.push(deb);
     }
     Ok(built)
 }
@@ -424,6 +426,26 @@ fn plan(recipe: &Recipe, arch: &str, unpacked: &Unpacked) -> Result<Plan, Error>
             mtime,
         },
     );
+    // A helper may only rely on libraries of itself, the shared helper, or helpers it
+    // depends on (directly or not): otherwise installing it alone would break it.
+    for (found, (library, helper_set)) in &users {
+        let Some(&owner) = shipped_by.get(&library.real) else {
+            continue;
+        };
+        for &user in helper_set {
+            if user != owner && Some(owner) != shared && !depends_on(recipe, user, owner) {
+                return Err(Error::Config {
+                    path: PathBuf::from(found),
+                    reason: format!(
+                        "{} needs it, but it is shipped by {}, which {} does not depend on",
+                        recipe.helpers[user].name,
+                        recipe.helpers[owner].name,
+                        recipe.helpers[user].name
+                    ),
+                });
+            }
+        }
+    }
     // The entry points.
     for (index, helper) in recipe.helpers.iter().enumerate() {
         let mut entries: Vec<(String, String)> = Vec::new();
@@ -489,6 +511,26 @@ fn plan(recipe: &Recipe, arch: &str, unpacked: &Unpacked) -> Result<Plan, Error>
         }
     }
     Ok(Plan { items })
+}
+
+/// Whether helper `from` depends on helper `to`, directly or through other helpers.
+fn depends_on(recipe: &Recipe, from: usize, to: usize) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from];
+    while let Some(at) = stack.pop() {
+        if !seen.insert(at) {
+            continue;
+        }
+        for name in &recipe.helpers[at].depends {
+            if let Some(next) = recipe.helpers.iter().position(|h| &h.name == name) {
+                if next == to {
+                    return true;
+                }
+                stack.push(next);
+            }
+        }
+    }
+    false
 }
 
 /// The item for a non-directory tree path, or `None` for a link that leaves the tree.
@@ -743,6 +785,22 @@ mod tests {
             Some("usr/lib/x/ld.so")
         );
         assert_eq!(link_destination("a/b", "../../../etc"), None);
+    }
+
+    #[test]
+    fn helper_dependencies_are_followed_transitively() {
+        let recipe =
+            Recipe::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/debian.toml"))
+                .unwrap();
+        let at = |name: &str| recipe.helpers.iter().position(|h| h.name == name).unwrap();
+        let (runtime, dpkg, apt) = (
+            at("release-upgrader-runtime"),
+            at("release-upgrader-dpkg"),
+            at("release-upgrader-apt"),
+        );
+        assert!(depends_on(&recipe, apt, dpkg));
+        assert!(!depends_on(&recipe, dpkg, apt));
+        assert!(!depends_on(&recipe, runtime, dpkg));
     }
 
     #[test]

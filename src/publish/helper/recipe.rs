@@ -114,6 +114,12 @@ impl Recipe {
                 return Err(format!("helper {name} bundles no upstream package"));
             }
             for program in &helper.dpkg_path {
+                if !crate::layout::DPKG_PATH_PROGRAMS.contains(&program.as_str()) {
+                    return Err(format!(
+                        "helper {name}: dpkg-path may only hold {} (not {program})",
+                        crate::layout::DPKG_PATH_PROGRAMS.join(", ")
+                    ));
+                }
                 if !helper.bin.contains(program) {
                     return Err(format!(
                         "helper {name}: dpkg-path program {program} is not in its bin list"
@@ -185,7 +191,12 @@ mod tests {
         assert!(
             Recipe::parse(&helper("dpkg-path = [\"tar\"]\n"))
                 .unwrap_err()
-                .contains("tar")
+                .contains("tar is not in its bin list")
+        );
+        assert!(
+            Recipe::parse(&helper("bin = [\"dpkg\"]\ndpkg-path = [\"dpkg\"]\n"))
+                .unwrap_err()
+                .contains("dpkg-path may only hold")
         );
         assert!(
             Recipe::parse(&helper("depends = [\"release-upgrader-y\"]\n"))

@@ -214,11 +214,17 @@ fn debian_12_upgrades_to_13_from_inside_the_chroot() {
             "noninteractive",
         ])
         .env("LC_ALL", "C.UTF-8")
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .output()
         .unwrap();
     let text = transcript(&out);
-    assert!(out.status.success(), "upgrade in the chroot failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "upgrade in the chroot failed:\n{text}"
+    );
     assert_upgraded(&root, &text);
 }
 

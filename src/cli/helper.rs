@@ -46,6 +46,9 @@ pub enum HelperCommand {
         /// [default: $XDG_CACHE_HOME/release-upgrader/debs]
         #[arg(long, value_name = "DIR")]
         cache: Option<PathBuf>,
+        /// xz preset of the debs, 0 (fastest) to 9 (smallest)
+        #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+        xz_level: u32,
         /// Machine-readable JSON lines on stdout
         #[arg(long)]
         json: bool,
@@ -62,6 +65,7 @@ pub fn run(command: &HelperCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             out,
             keyring,
             cache,
+            xz_level,
             json,
         } => {
             let ui = Ui { json: *json, ..*ui };
@@ -107,6 +111,7 @@ pub fn run(command: &HelperCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                     keyring: &keyring,
                     cache: &cache,
                     source_date_epoch,
+                    xz_preset: *xz_level,
                 },
             )?;
             for deb in &built {

@@ -5,6 +5,7 @@ mod bootstrap;
 mod deb;
 mod debian_root;
 mod debian_upgrade;
+mod demo;
 mod fetcher;
 mod helper_build;
 mod openpgp;

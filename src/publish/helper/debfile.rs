@@ -5,7 +5,8 @@
 //! directories as `dpkg-deb --build` writes them, root:root with numeric ids 0, clamped
 //! mtimes, GNU long-name records), so two builds from the same inputs are identical and
 //! nothing depends on the crates' defaults or on the build machine (user names, umask,
-//! time). Compression is xz preset 6 with CRC64 from one thread: deterministic.
+//! time). Compression is xz (preset 6 unless asked otherwise) with CRC64 in fixed-size blocks:
+//! deterministic whatever the number of threads.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -125,9 +126,28 @@ pub fn tar(entries: &[TarEntry]) -> Vec<u8> {
     out
 }
 
-/// xz, preset 6, CRC64, one thread.
-pub fn xz(data: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut encoder = liblzma::write::XzEncoder::new(Vec::new(), 6);
+/// The xz block size. Fixed, so the output does not depend on how many threads compress
+/// it (liblzma's multi-threaded encoder splits the input at block boundaries only), and
+/// small enough that a helper's data member has several blocks: the client decodes them
+/// in parallel too.
+pub const XZ_BLOCK_SIZE: u64 = 4 << 20;
+
+/// xz at `preset`, CRC64, in [`XZ_BLOCK_SIZE`] blocks compressed on every core; the same
+/// bytes whatever the core count.
+pub fn xz(data: &[u8], preset: u32) -> Result<Vec<u8>, Error> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32;
+    xz_with_threads(data, preset, threads)
+}
+
+fn xz_with_threads(data: &[u8], preset: u32, threads: u32) -> Result<Vec<u8>, Error> {
+    let stream = liblzma::stream::MtStreamBuilder::new()
+        .preset(preset)
+        .check(liblzma::stream::Check::Crc64)
+        .block_size(XZ_BLOCK_SIZE)
+        .threads(threads)
+        .encoder()
+        .map_err(|e| Error::io("(xz in memory)", std::io::Error::other(e)))?;
+    let mut encoder = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
     encoder
         .write_all(data)
         .and_then(|()| encoder.finish())
@@ -160,7 +180,13 @@ pub fn ar(members: &[(&str, &[u8])], mtime: i64) -> Vec<u8> {
 
 /// Writes a binary package: `debian-binary`, `control.tar.xz` with `control`, and
 /// `data.tar.xz` with `data` (the caller orders it and includes every directory).
-pub fn write_deb(path: &Path, control: &str, data: &[TarEntry], mtime: i64) -> Result<(), Error> {
+pub fn write_deb(
+    path: &Path,
+    control: &str,
+    data: &[TarEntry],
+    mtime: i64,
+    xz_preset: u32,
+) -> Result<(), Error> {
     let control_tar = tar(&[
         TarEntry {
             path: String::new(),
@@ -175,8 +201,8 @@ pub fn write_deb(path: &Path, control: &str, data: &[TarEntry], mtime: i64) -> R
             mtime,
         },
     ]);
-    let control_xz = xz(&control_tar)?;
-    let data_xz = xz(&tar(data))?;
+    let control_xz = xz(&control_tar, xz_preset)?;
+    let data_xz = xz(&tar(data), xz_preset)?;
     let bytes = ar(
         &[
             ("debian-binary", b"2.0\n"),
@@ -191,6 +217,7 @@ pub fn write_deb(path: &Path, control: &str, data: &[TarEntry], mtime: i64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read as _;
 
     #[test]
     fn dpkg_deb_reads_what_we_write_including_long_names() {
@@ -236,7 +263,7 @@ mod tests {
             },
         ];
         let control = "Package: release-upgrader-t\nVersion: 1\nArchitecture: all\nMaintainer: m <m@m.invalid>\nDescription: t\n";
-        write_deb(&deb, control, &entries, 7).unwrap();
+        write_deb(&deb, control, &entries, 7, 6).unwrap();
         let out = std::process::Command::new("dpkg-deb")
             .arg("--contents")
             .arg(&deb)
@@ -263,7 +290,7 @@ mod tests {
         .unwrap();
         assert_eq!(extracted.control.package, "release-upgrader-t");
         let first = fs_err::read(&deb).unwrap();
-        write_deb(&deb, control, &entries, 7).unwrap();
+        write_deb(&deb, control, &entries, 7, 6).unwrap();
         assert_eq!(first, fs_err::read(&deb).unwrap());
     }
 
@@ -275,5 +302,21 @@ mod tests {
             std::fs::create_dir_all(&self).unwrap();
             self
         }
+    }
+
+    #[test]
+    fn xz_output_does_not_depend_on_the_thread_count() {
+        // Three blocks and a bit of input that compresses, but not to nothing.
+        let data: Vec<u8> = (0..(3 * XZ_BLOCK_SIZE as usize + 12_345))
+            .map(|i| ((i * 7919) % 251) as u8 ^ (i / 4096) as u8)
+            .collect();
+        let one = xz_with_threads(&data, 1, 1).unwrap();
+        let four = xz_with_threads(&data, 1, 4).unwrap();
+        assert_eq!(one, four);
+        let mut back = Vec::new();
+        liblzma::read::XzDecoder::new_multi_decoder(&one[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
     }
 }

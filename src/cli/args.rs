@@ -124,6 +124,26 @@ pub enum ClientCommand {
         #[arg(long)]
         purge_state: bool,
     },
+
+    /// The embedded demo: offline, in a temporary directory, publish two tiny releases
+    /// and helpers relocated from this machine's own apt and dpkg, install the old release
+    /// into a throwaway root with dpkg, and upgrade it with the real flow. Needs root
+    /// (dpkg installs into the throwaway root); touches nothing outside the directory
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Work in DIR (must be empty or missing) and keep it afterwards; default: a new
+    /// temporary directory, removed at the end
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the temporary directory (root, published tree, logs) to look at afterwards
+    #[arg(long)]
+    pub keep: bool,
+    /// Let the upgrade ask before it starts, as a user would see it
+    #[arg(long)]
+    pub interactive: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +334,10 @@ pub enum PublishCommand {
     /// Publish signed meta-release files (PROTOCOL.md §1)
     #[command(subcommand, name = "meta-release")]
     MetaRelease(MetaReleaseCommand),
+
+    /// Build relocatable release-upgrader-* helper packages from a release's packages
+    #[command(subcommand)]
+    Helper(crate::cli::helper::HelperCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -57,6 +57,7 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         ClientCommand::Image(command) => {
             crate::cli::image::run(command, global, &image_fetcher(global, ui), ui)
         }
+        ClientCommand::Demo(args) => crate::cli::demo::run(global, args, ui),
         ClientCommand::Cleanup { purge_state } => {
             cleanup(&SystemRoot::new(&global.root), ui, *purge_state)
         }

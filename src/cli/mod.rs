@@ -5,6 +5,8 @@ pub mod args;
 mod client;
 mod deb;
 pub mod image;
+mod demo;
+mod helper;
 mod pocket;
 mod publish;
 pub mod ui;

@@ -27,6 +27,7 @@ fn run(cli: &PublishCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         PublishCommand::Deb(command) => crate::cli::deb::run(command, ui),
         PublishCommand::Pocket(command) => crate::cli::pocket::run_pocket(command, ui),
         PublishCommand::MetaRelease(command) => crate::cli::pocket::run_meta_release(command, ui),
+        PublishCommand::Helper(command) => crate::cli::helper::run(command, ui),
         PublishCommand::Key(KeyCommand::Generate {
             out,
             uid,

@@ -2,4 +2,5 @@
 //! tiny releases published on the spot, in a temporary directory.
 
 pub mod repack;
+pub mod run;
 pub mod tiny;

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod definition;
+pub mod helper;
 pub mod key;
 pub mod metarelease;
 pub mod pocket;

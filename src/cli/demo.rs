@@ -1,0 +1,143 @@
+//! `release-upgrader demo`: runs [`crate::demo::run`] and narrates it.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::cli::args::{DemoArgs, GlobalArgs};
+use crate::cli::ui::Ui;
+use crate::demo::run::{DemoOptions, Steps};
+use crate::error::{Error, ExitCode};
+
+struct Narrator<'a> {
+    ui: &'a Ui,
+    /// When the current step started.
+    started: Option<std::time::Instant>,
+}
+
+impl Narrator<'_> {
+    fn finish_step(&mut self) {
+        if let Some(started) = self.started.take() {
+            self.ui
+                .note(&format!("    ({:.1} s)", started.elapsed().as_secs_f64()));
+        }
+    }
+}
+
+impl Steps for Narrator<'_> {
+    fn step(&mut self, number: usize, total: usize, what: &str) {
+        self.finish_step();
+        self.started = Some(std::time::Instant::now());
+        self.ui.note(&format!("\n==> [{number}/{total}] {what}"));
+        if self.ui.json {
+            self.ui.data(
+                "",
+                json!({"event": "step", "step": number, "of": total, "what": what}),
+            );
+        }
+    }
+
+    fn detail(&mut self, text: &str) {
+        self.ui.note(&format!("    {text}"));
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: &DemoArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::Config {
+            path: PathBuf::from("release-upgrader demo"),
+            reason: "the demo installs a throwaway root with dpkg, which needs root; run it \
+                     with sudo (it writes only inside its temporary directory)"
+                .into(),
+        }
+        .into());
+    }
+    // A directory the user named is theirs to keep; a temporary one goes unless --keep
+    // or the upgrade failed (then it is what there is to look at).
+    let temp = match &args.dir {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("release-upgrader-demo.")
+                .tempdir()
+                .map_err(|e| Error::io(std::env::temp_dir(), e))?,
+        ),
+    };
+    let dir = match (&args.dir, &temp) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(temp)) => temp.path().to_owned(),
+        (None, None) => unreachable!("a temporary directory was made"),
+    };
+    let client = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    let options = DemoOptions {
+        dir: dir.clone(),
+        client,
+        noninteractive: !args.interactive,
+        arch: global
+            .arch
+            .clone()
+            .unwrap_or_else(crate::root::host_architecture),
+    };
+    ui.note(&format!(
+        "release-upgrader demo: everything happens in {} (offline; servers on 127.0.0.1 only)",
+        dir.display()
+    ));
+    let mut narrator = Narrator { ui, started: None };
+    let result = crate::demo::run::run(&options, &mut narrator);
+    narrator.finish_step();
+    let keep = args.keep || !matches!(&result, Ok(o) if o.upgrade_code == 0);
+    let kept = |temp: Option<tempfile::TempDir>| {
+        if let Some(temp) = temp {
+            if keep {
+                let _ = temp.keep();
+            }
+        }
+        if keep || args.dir.is_some() {
+            ui.note(&format!(
+                "kept: {} (root/, srv/, helpers/; the upgrade's logs in root/var/log/dist-upgrade/)",
+                dir.display()
+            ));
+        }
+    };
+    let code = match result {
+        Ok(outcome) => {
+            let ok = outcome.upgrade_code == 0 && !outcome.helpers_left;
+            ui.data(
+                &format!(
+                    "\n{} → {}: {} in {:.1} s; helpers {}",
+                    outcome.before,
+                    outcome.after,
+                    if ok { "upgraded" } else { "upgrade FAILED" },
+                    outcome.seconds,
+                    if outcome.helpers_left {
+                        "left in the root"
+                    } else {
+                        "removed"
+                    },
+                ),
+                json!({
+                    "event": "done",
+                    "before": outcome.before,
+                    "after": outcome.after,
+                    "upgrade_exit_code": outcome.upgrade_code,
+                    "helpers_left": outcome.helpers_left,
+                    "seconds": outcome.seconds,
+                    "root": outcome.root,
+                }),
+            );
+            if ok {
+                ExitCode::Success
+            } else if outcome.upgrade_code == 6 {
+                ExitCode::PartlyUpgraded
+            } else {
+                ExitCode::RolledBack
+            }
+        }
+        Err(err) => {
+            kept(temp);
+            return Err(err.into());
+        }
+    };
+    kept(temp);
+    Ok(code)
+}

@@ -219,7 +219,9 @@ pub enum Conditional {
 /// Downloads with caps, digests, timeouts, retries and resume.
 pub struct Fetcher {
     config: FetchConfig,
-    client: OnceLock<Result<Client, String>>,
+    /// The client, and whether it was built without the system's CA certificates
+    /// (a minimal system without ca-certificates: http and file still work).
+    client: OnceLock<Result<(Client, bool), String>>,
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 }
@@ -375,32 +377,49 @@ impl Fetcher {
         self.progress.clone()
     }
 
-    fn client(&self) -> Result<&Client, Error> {
+    fn client(&self) -> Result<(&Client, bool), Error> {
         let built = self.client.get_or_init(|| {
             // reqwest is built without a default rustls provider: ring is ours.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            Client::builder()
-                .user_agent(self.config.user_agent.clone())
-                .connect_timeout(self.config.connect_timeout)
-                .timeout(self.config.stall_timeout)
-                .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                    let downgrade = attempt.url().scheme() == "http"
-                        && attempt.previous().iter().any(|u| u.scheme() == "https");
-                    if downgrade {
-                        attempt.error("refusing a redirect from https to http")
-                    } else if attempt.previous().len() >= 10 {
-                        attempt.error("too many redirects")
-                    } else {
-                        attempt.follow()
-                    }
-                }))
-                .build()
-                .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+            let builder = || {
+                Client::builder()
+                    .user_agent(self.config.user_agent.clone())
+                    .connect_timeout(self.config.connect_timeout)
+                    .timeout(self.config.stall_timeout)
+                    .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                        let downgrade = attempt.url().scheme() == "http"
+                            && attempt.previous().iter().any(|u| u.scheme() == "https");
+                        if downgrade {
+                            attempt.error("refusing a redirect from https to http")
+                        } else if attempt.previous().len() >= 10 {
+                            attempt.error("too many redirects")
+                        } else {
+                            attempt.follow()
+                        }
+                    }))
+            };
+            match builder().build() {
+                Ok(client) => Ok((client, false)),
+                // The platform verifier refuses to start without a single CA certificate
+                // (a minbase system has no ca-certificates). Plain http and file:// must
+                // still work there: everything fetched is verified by signature anyway.
+                Err(first) => builder()
+                    .tls_certs_only(Vec::<reqwest::Certificate>::new())
+                    .build()
+                    .map(|client| {
+                        log::debug!("no system CA certificates ({first}); https disabled");
+                        (client, true)
+                    })
+                    .map_err(|e| format!("cannot set up the HTTP client: {first}; {e}")),
+            }
         });
-        built.as_ref().map_err(|reason| Error::Network {
-            uri: "(client)".into(),
-            reason: reason.clone(),
-        })
+        built
+            .as_ref()
+            .map(|(client, without_roots)| (client, *without_roots))
+            .map_err(|reason| Error::Network {
+                uri: "(client)".into(),
+                reason: reason.clone(),
+            })
     }
 
     /// Fetches small metadata into memory, refusing more than `cap` bytes.
@@ -592,7 +611,16 @@ impl Fetcher {
         if_modified_since: Option<&str>,
     ) -> Result<(Outcome, Option<String>), Failure> {
         let uri = url.to_string();
-        let client = self.client().map_err(Failure::Fatal)?;
+        let (client, without_roots) = self.client().map_err(Failure::Fatal)?;
+        if without_roots && url.scheme() == "https" {
+            return Err(Failure::Fatal(Error::Network {
+                uri,
+                reason: "this system has no CA certificates, so https cannot be verified \
+                         (install ca-certificates, or use an http:// or file:// location: \
+                         what is fetched is checked by its signature either way)"
+                    .into(),
+            }));
+        }
         let offset = sink.len();
         let resumed = offset > 0;
         // A digest mismatch after resuming may come from a stale partial file: one more

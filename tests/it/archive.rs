@@ -743,3 +743,25 @@ fn json_errors_carry_the_exit_code_and_hint() {
     assert_eq!(error["exit_code"], 3);
     assert!(error["hint"].as_str().unwrap().contains("mirror"));
 }
+
+#[test]
+fn a_system_without_ca_certificates_still_fetches_over_http_and_explains_https() {
+    let f = Fixture::new();
+    let empty = f.dir.path().join("no-certs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let no_certs = [
+        ("SSL_CERT_FILE", empty.join("none.pem")),
+        ("SSL_CERT_DIR", empty.clone()),
+    ];
+    let env: Vec<(&str, &str)> = no_certs
+        .iter()
+        .map(|(k, v)| (*k, v.to_str().unwrap()))
+        .collect();
+    f.run_with(&["check"], &env)
+        .expect(0)
+        .mentions(&["New release '13' (trixie) available."]);
+    let https = f.meta_release_uri().replacen("http://", "https://", 1);
+    f.run_with(&["--meta-release-uri", &https, "check"], &env)
+        .expect(4)
+        .mentions(&["no CA certificates", "ca-certificates"]);
+}

@@ -56,6 +56,9 @@ pub fn cache_dir() -> PathBuf {
 
 /// A tarball of a debootstrapped Debian `suite` minbase root, made once.
 pub fn minbase_tarball(suite: &str, mirror: &str) -> PathBuf {
+    // Tests running in parallel wait for one debootstrap rather than each running one.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tarball = cache_dir().join(format!("debootstrap-{suite}-minbase.tar"));
     if tarball.exists() {
         return tarball;

@@ -422,6 +422,7 @@ fn uri(path: &Path) -> String {
 }
 
 #[test]
+#[ignore = "heavy: builds helper sets (a minute or more each); CI runs it with --ignored"]
 fn helpers_from_a_local_archive_of_this_machines_packages_run_from_the_prefix() {
     let local = local_archive();
     let dir = tempfile::tempdir().unwrap();
@@ -485,6 +486,7 @@ fn helpers_from_a_local_archive_of_this_machines_packages_run_from_the_prefix() 
 }
 
 #[test]
+#[ignore = "heavy: builds helper sets (a minute or more each); CI runs it with --ignored"]
 fn two_builds_with_the_same_source_date_epoch_are_identical() {
     let local = local_archive();
     let dir = tempfile::tempdir().unwrap();
@@ -647,6 +649,7 @@ fn a_packages_index_or_deb_that_does_not_match_its_hash_is_refused() {
 }
 
 #[test]
+#[ignore = "heavy: builds helper sets (a minute or more each); CI runs it with --ignored"]
 fn helpers_built_from_real_trixie_run_on_this_machine() {
     let mirror = debian_root::mirror().expect(
         "no Debian mirror: set RELEASE_UPGRADER_DEBIAN_MIRROR or add one to the apt sources",

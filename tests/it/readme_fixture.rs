@@ -1,4 +1,4 @@
-//! The signed fixture behind the README's first command (`scripts/check-fixture`):
+//! The signed fixture behind `scripts/check-fixture` (the README's smaller look, without root):
 //! a bookworm root, a meta-release and a trixie helper pocket, signed by a committed
 //! test-only key. CI checks that it still verifies; `cargo test -- --ignored
 //! regenerate_check_fixture` rebuilds it.

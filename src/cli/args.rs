@@ -302,6 +302,10 @@ pub enum PublishCommand {
     /// Check and extract .deb packages with the client's hostile-input checks
     #[command(subcommand)]
     Deb(DebCommand),
+
+    /// Build, diff, sign and publish system-image compatible images (PROTOCOL.md §5)
+    #[command(subcommand)]
+    Image(crate::cli::image_publish::ImageCommand),
 }
 
 #[derive(Debug, Subcommand)]

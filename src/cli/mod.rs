@@ -4,6 +4,7 @@
 pub mod args;
 mod client;
 mod deb;
+pub mod image_publish;
 mod publish;
 pub mod ui;
 

@@ -25,6 +25,7 @@ pub fn main() -> std::process::ExitCode {
 fn run(cli: &PublishCli, ui: &Ui) -> anyhow::Result<ExitCode> {
     match &cli.command {
         PublishCommand::Deb(command) => crate::cli::deb::run(command, ui),
+        PublishCommand::Image(command) => crate::cli::image_publish::run(command, ui),
         PublishCommand::Key(KeyCommand::Generate {
             out,
             uid,

@@ -4,6 +4,7 @@
 //! two sides cannot drift apart; tests and the demo publish through this module too.
 
 pub mod archive;
+pub mod image;
 pub mod key;
 pub mod metarelease;
 pub mod pocket;

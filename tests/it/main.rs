@@ -5,6 +5,7 @@ mod bootstrap;
 mod deb;
 mod debian_root;
 mod fetcher;
+mod image_server;
 mod openpgp;
 mod readme_fixture;
 mod real_data;

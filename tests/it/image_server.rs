@@ -104,7 +104,7 @@ fn stamp(root: &Path, extra: &BTreeMap<&str, i64>) {
         let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
         let t = T0 + (rel.len() as i64) * 60 + extra.get(rel.as_str()).copied().unwrap_or(0);
         let ts = TimeSpec::new(t, 0);
-        utimensat(None, &path, &ts, &ts, UtimensatFlags::NoFollowSymlink).unwrap();
+        utimensat(nix::fcntl::AT_FDCWD, &path, &ts, &ts, UtimensatFlags::NoFollowSymlink).unwrap();
     }
 }
 

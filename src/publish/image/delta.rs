@@ -9,8 +9,9 @@
 //! target, and paths whose type changed, one a line), followed by every added or
 //! changed entry with full metadata. An entry is changed when any of type, mode, owner,
 //! mtime, link target, device numbers or content (compared byte for byte) differ. The
-//! parent directory of every added or removed path is written too, so that its mtime
-//! ends as in the target once the client has deleted and unpacked. Hard links are
+//! parent directory of every removed or written path is written too (before it), since
+//! deleting and unpacking there changes its mtime; tar restores a directory's metadata
+//! after its contents, so it ends as in the target. Hard links are
 //! written again whenever the file they share is, since unpacking that file replaces
 //! its inode.
 
@@ -202,6 +203,7 @@ impl Merge<'_> {
 
     /// Writes `te` with its data read straight from the target stream.
     fn write_streamed(&mut self, te: &Entry, target: &mut dyn Source) -> Result<(), Error> {
+        self.touch_parent(&te.path)?;
         let mut entry = te.clone();
         entry.pax.clear();
         self.body.append(&entry).map_err(|e| self.io(e))?;
@@ -218,6 +220,7 @@ impl Merge<'_> {
     }
 
     fn write_bytes(&mut self, te: &Entry, data: &[u8]) -> Result<(), Error> {
+        self.touch_parent(&te.path)?;
         let mut entry = te.clone();
         entry.pax.clear();
         self.body
@@ -310,6 +313,7 @@ impl Merge<'_> {
         if same && meta_same {
             return Ok(());
         }
+        self.touch_parent(&te.path)?;
         let mut entry = te.clone();
         entry.pax.clear();
         self.body.append(&entry).map_err(|e| self.io(e))?;
@@ -333,6 +337,7 @@ impl Merge<'_> {
                 sha256: Sha256::of(target),
                 size: target.len() as u64,
             };
+            self.touch_parent(&te.path)?;
             let mut entry = te.clone();
             entry.pax = info.pax_records();
             entry.size = patch.len() as u64;

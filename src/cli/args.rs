@@ -305,7 +305,7 @@ pub enum PublishCommand {
 
     /// Build, diff, sign and publish system-image compatible images (PROTOCOL.md §5)
     #[command(subcommand)]
-    Image(crate::cli::image_publish::ImageCommand),
+    Image(Box<crate::cli::image_publish::ImageCommand>),
 }
 
 #[derive(Debug, Subcommand)]

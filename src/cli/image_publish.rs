@@ -14,13 +14,20 @@ use crate::publish::image::delta::{self, DeltaKind, DeltaOptions};
 use crate::publish::image::keyring::{self, KeyringType};
 use crate::publish::image::server::{self, PublishSpec};
 
+/// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// A full image tarball (.tar.xz, every path under system/) from a root directory
     /// or a rootfs tarball, and optionally the version-N.tar.xz of a build
     Build {
         /// Root directory to pack (symlinks are recorded, never followed)
-        #[arg(long, value_name = "DIR", conflicts_with = "tarball", required_unless_present = "tarball")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "tarball",
+            required_unless_present = "tarball"
+        )]
         root: Option<PathBuf>,
         /// Rootfs tarball to repack (xz, zstd, gzip or plain; any order)
         #[arg(long, value_name = "FILE")]
@@ -340,7 +347,11 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             xz_level,
             zstd_level,
         } => {
-            for (what, value) in [("--channel", channel), ("--device", device), ("--name", name)] {
+            for (what, value) in [
+                ("--channel", channel),
+                ("--device", device),
+                ("--name", name),
+            ] {
                 if value.is_empty() || value.contains('/') || value.starts_with('.') {
                     return Err(Error::Config {
                         path: PathBuf::from(what),

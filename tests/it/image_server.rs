@@ -66,8 +66,13 @@ fn mknod(root: &Path, rel: &str, kind: nix::sys::stat::SFlag, major: u64, minor:
     use nix::sys::stat::{Mode, makedev};
     let path = root.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    nix::sys::stat::mknod(&path, kind, Mode::from_bits_truncate(0o644), makedev(major, minor))
-        .unwrap();
+    nix::sys::stat::mknod(
+        &path,
+        kind,
+        Mode::from_bits_truncate(0o644),
+        makedev(major, minor),
+    )
+    .unwrap();
 }
 
 /// Pseudo-random bytes (a fixed LCG), compressible only as a whole.
@@ -75,7 +80,9 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed;
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 56) as u8
         })
         .collect()
@@ -87,7 +94,10 @@ fn stamp(root: &Path, extra: &BTreeMap<&str, i64>) {
     use nix::sys::stat::{UtimensatFlags, utimensat};
     use nix::sys::time::TimeSpec;
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         names.sort();
         for path in names {
             let meta = std::fs::symlink_metadata(&path).unwrap();
@@ -101,10 +111,22 @@ fn stamp(root: &Path, extra: &BTreeMap<&str, i64>) {
     walk(root, &mut paths);
     paths.push(root.to_owned());
     for path in paths {
-        let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
         let t = T0 + (rel.len() as i64) * 60 + extra.get(rel.as_str()).copied().unwrap_or(0);
         let ts = TimeSpec::new(t, 0);
-        utimensat(nix::fcntl::AT_FDCWD, &path, &ts, &ts, UtimensatFlags::NoFollowSymlink).unwrap();
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            &ts,
+            &ts,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
     }
 }
 
@@ -115,8 +137,20 @@ fn tree(root: &Path, v: u8) {
     std::fs::create_dir_all(root).unwrap();
     let big = noise(300_000, 7);
     write(root, "etc/keep.conf", b"unchanged\n");
-    write(root, "etc/changed.conf", if v == 1 { b"value=1\n" } else { b"value=2\n" });
-    write(root, "etc/grow.conf", if v == 1 { &b"short\n"[..] } else { &b"a longer line\n"[..] });
+    write(
+        root,
+        "etc/changed.conf",
+        if v == 1 { b"value=1\n" } else { b"value=2\n" },
+    );
+    write(
+        root,
+        "etc/grow.conf",
+        if v == 1 {
+            &b"short\n"[..]
+        } else {
+            &b"a longer line\n"[..]
+        },
+    );
     write(root, "etc/mode.conf", b"mode\n");
     chmod(root, "etc/mode.conf", if v == 1 { 0o644 } else { 0o600 });
     write(root, "etc/owner.conf", b"owner\n");
@@ -144,6 +178,9 @@ fn tree(root: &Path, v: u8) {
         symlink(root, "opt/todir", "thing");
     }
     symlink(root, "bin", "usr/bin");
+    // Pointing out of the tree: recorded as links, never followed.
+    symlink(root, "usr/host-etc", "/etc");
+    symlink(root, "usr/host-etc-rel", "../../../../../../../../etc");
     symlink(root, "usr/bin/sh", if v == 1 { "dash" } else { "bash" });
     if v == 1 {
         symlink(root, "usr/bin/tofile", "suid");
@@ -151,7 +188,15 @@ fn tree(root: &Path, v: u8) {
         write(root, "usr/bin/tofile", b"was a symlink\n");
     }
     // Hard links: changed and still linked; unchanged; split; new.
-    write(root, "usr/bin/a", if v == 1 { b"linked one\n" } else { b"linked two\n" });
+    write(
+        root,
+        "usr/bin/a",
+        if v == 1 {
+            b"linked one\n"
+        } else {
+            b"linked two\n"
+        },
+    );
     hardlink(root, "usr/bin/a", "usr/bin/b");
     write(root, "usr/bin/c", b"stays linked\n");
     hardlink(root, "usr/bin/c", "usr/bin/d");
@@ -175,11 +220,21 @@ fn tree(root: &Path, v: u8) {
         write(root, "etc/three.conf", b"third build\n");
         write(root, "etc/changed.conf", b"value=3\n");
     }
-    let long = format!("usr/share/{}/{}", "long-directory-name".repeat(4), "f".repeat(90));
+    let long = format!(
+        "usr/share/{}/{}",
+        "long-directory-name".repeat(4),
+        "f".repeat(90)
+    );
     write(root, &long, if v == 1 { b"long 1\n" } else { b"long 2\n" });
     if is_root() {
         mknod(root, "run/fifo", SFlag::S_IFIFO, 0, 0);
-        mknod(root, "dev/null2", SFlag::S_IFCHR, 1, if v == 1 { 3 } else { 5 });
+        mknod(
+            root,
+            "dev/null2",
+            SFlag::S_IFCHR,
+            1,
+            if v == 1 { 3 } else { 5 },
+        );
         if v >= 2 {
             mknod(root, "dev/loop9", SFlag::S_IFBLK, 7, 9);
         }
@@ -203,28 +258,62 @@ fn untar(archive: &Path, dest: &Path, extra: &[&str]) {
         .arg(dest)
         .output()
         .unwrap();
-    assert!(out.status.success(), "tar -x {}: {}", archive.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tar -x {}: {}",
+        archive.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The `removed` member of a delta.
 fn removed_of(delta: &Path) -> Vec<String> {
-    let out = Command::new("tar").arg("-xOf").arg(delta).arg("removed").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(delta)
+        .arg("removed")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The members of an archive, in order.
 fn members(archive: &Path) -> Vec<String> {
-    let out = Command::new("tar").arg("-tf").arg(archive).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| l.trim_end_matches('/').to_owned()).collect()
+    let out = Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_owned())
+        .collect()
 }
 
 /// The anchor's apply: delete every `removed` path, then unpack the rest.
 fn apply_delta(delta: &Path, dest: &Path) {
     for path in removed_of(delta) {
         assert!(!path.is_empty() && !path.contains(".."), "{path:?}");
-        let _ = Command::new("rm").arg("-rf").arg(dest.join(&path)).status().unwrap();
+        let _ = Command::new("rm")
+            .arg("-rf")
+            .arg(dest.join(&path))
+            .status()
+            .unwrap();
     }
     untar(delta, dest, &["--anchored", "--exclude=removed"]);
 }
@@ -244,7 +333,10 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         names.sort();
         for path in names {
             out.push(path.clone());
@@ -256,20 +348,31 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
     let mut paths = Vec::new();
     walk(root, &mut paths);
     for path in paths {
-        let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
         let meta = std::fs::symlink_metadata(&path).unwrap();
         let ft = meta.file_type();
         let what = if ft.is_symlink() {
             format!("link {}", std::fs::read_link(&path).unwrap().display())
         } else if ft.is_file() {
             let group = if meta.nlink() > 1 {
-                let first = inodes.entry((meta.dev(), meta.ino())).or_insert(rel.clone());
+                let first = inodes
+                    .entry((meta.dev(), meta.ino()))
+                    .or_insert(rel.clone());
                 format!(" same-inode-as {first}")
             } else {
                 String::new()
             };
             let data = std::fs::read(&path).unwrap();
-            format!("file {} {}{group}", data.len(), release_upgrader::digest::Sha256::of(&data))
+            format!(
+                "file {} {}{group}",
+                data.len(),
+                release_upgrader::digest::Sha256::of(&data)
+            )
         } else if ft.is_dir() {
             "dir".to_owned()
         } else {
@@ -278,7 +381,12 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
         let mtime = if ft.is_symlink() { 0 } else { meta.mtime() };
         out.insert(
             rel,
-            format!("{what} mode={:o} owner={}:{} mtime={mtime}", meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            format!(
+                "{what} mode={:o} owner={}:{} mtime={mtime}",
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            ),
         );
     }
     out
@@ -298,7 +406,17 @@ fn assert_same_tree(got: &Path, want: &Path) {
 
 /// Builds the image of a tree: `dir/<name>.tar.xz`.
 fn build_image(root: &Path, out: &Path, name: &str) -> PathBuf {
-    publish(&["image", "build", "--root", p(root), "--out", p(out), "--name", name]).expect(0);
+    publish(&[
+        "image",
+        "build",
+        "--root",
+        p(root),
+        "--out",
+        p(out),
+        "--name",
+        name,
+    ])
+    .expect(0);
     out.join(format!("{name}.tar.xz"))
 }
 
@@ -325,7 +443,12 @@ fn full_image_unpacks_to_the_tree_under_system() {
     let t = trees(&[2]);
     let names = members(&t.images[0]);
     assert_eq!(names[0], "system");
-    assert!(names.iter().all(|n| n == "system" || n.starts_with("system/")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "system" || n.starts_with("system/")),
+        "{names:?}"
+    );
     let mut sorted = names.clone();
     sorted.sort_by(|a, b| a.split('/').cmp(b.split('/')));
     assert_eq!(names, sorted, "image order");
@@ -339,7 +462,15 @@ fn delta_then_apply_gives_the_target_tree() {
     let t = trees(&[1, 2]);
     let work = t.dir.path();
     let delta = work.join("d.tar.xz");
-    publish(&["image", "delta", p(&t.images[0]), p(&t.images[1]), "--out", p(&delta)]).expect(0);
+    publish(&[
+        "image",
+        "delta",
+        p(&t.images[0]),
+        p(&t.images[1]),
+        "--out",
+        p(&delta),
+    ])
+    .expect(0);
 
     let names = members(&delta);
     assert_eq!(names[0], "removed", "{names:?}");
@@ -354,11 +485,22 @@ fn delta_then_apply_gives_the_target_tree() {
         "system/opt/todir",
         "system/usr/bin/tofile",
     ] {
-        assert!(removed.contains(&path.to_owned()), "{path} not in removed: {removed:?}");
+        assert!(
+            removed.contains(&path.to_owned()),
+            "{path} not in removed: {removed:?}"
+        );
     }
     assert!(!removed.contains(&"system/etc/changed.conf".to_owned()));
-    for unchanged in ["system/etc/keep.conf", "system/usr/bin/c", "system/usr/bin/d", "system/bin"] {
-        assert!(!names.contains(&unchanged.to_owned()), "{unchanged} shipped");
+    for unchanged in [
+        "system/etc/keep.conf",
+        "system/usr/bin/c",
+        "system/usr/bin/d",
+        "system/bin",
+    ] {
+        assert!(
+            !names.contains(&unchanged.to_owned()),
+            "{unchanged} shipped"
+        );
     }
     for changed in [
         "system/etc/changed.conf",
@@ -372,7 +514,10 @@ fn delta_then_apply_gives_the_target_tree() {
         "system/etc/new.conf",
         "system/srv/new/x",
     ] {
-        assert!(names.contains(&changed.to_owned()), "{changed} missing from {names:?}");
+        assert!(
+            names.contains(&changed.to_owned()),
+            "{changed} missing from {names:?}"
+        );
     }
 
     let applied = work.join("applied");
@@ -385,10 +530,18 @@ fn delta_then_apply_gives_the_target_tree() {
     // From the root directories, the same delta.
     let from_dirs = work.join("d2.tar.xz");
     publish(&[
-        "image", "delta", p(&work.join("tree1")), p(&work.join("tree2")), "--out", p(&from_dirs),
+        "image",
+        "delta",
+        p(&work.join("tree1")),
+        p(&work.join("tree2")),
+        "--out",
+        p(&from_dirs),
     ])
     .expect(0);
-    assert_eq!(std::fs::read(&from_dirs).unwrap(), std::fs::read(&delta).unwrap());
+    assert_eq!(
+        std::fs::read(&from_dirs).unwrap(),
+        std::fs::read(&delta).unwrap()
+    );
 }
 
 #[test]
@@ -397,10 +550,30 @@ fn zdelta_then_apply_gives_the_target_tree() {
     let work = t.dir.path();
     let delta = work.join("d.tar.xz");
     let zd = work.join("d.tar.zst");
-    publish(&["image", "delta", p(&t.images[0]), p(&t.images[1]), "--out", p(&delta)]).expect(0);
-    let run = publish(&["image", "delta", "--zdelta", p(&t.images[0]), p(&t.images[1]), "--out", p(&zd)]);
+    publish(&[
+        "image",
+        "delta",
+        p(&t.images[0]),
+        p(&t.images[1]),
+        "--out",
+        p(&delta),
+    ])
+    .expect(0);
+    let run = publish(&[
+        "image",
+        "delta",
+        "--zdelta",
+        p(&t.images[0]),
+        p(&t.images[1]),
+        "--out",
+        p(&zd),
+    ]);
     run.expect(0).mentions(&["1 patched"]);
-    assert_eq!(&std::fs::read(&zd).unwrap()[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    assert_eq!(
+        &std::fs::read(&zd).unwrap()[..4],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        "zstd magic"
+    );
     // Same members as the delta, in the same order.
     assert_eq!(members(&zd), members(&delta));
     let zsize = std::fs::metadata(&zd).unwrap().len();
@@ -420,7 +593,16 @@ fn zdelta_refuses_a_tampered_patch_or_a_different_base() {
     let t = trees(&[1, 2]);
     let work = t.dir.path();
     let zd = work.join("d.tar.zst");
-    publish(&["image", "delta", "--zdelta", p(&t.images[0]), p(&t.images[1]), "--out", p(&zd)]).expect(0);
+    publish(&[
+        "image",
+        "delta",
+        "--zdelta",
+        p(&t.images[0]),
+        p(&t.images[1]),
+        "--out",
+        p(&zd),
+    ])
+    .expect(0);
     let base = work.join("base");
     untar(&t.images[0], &base, &[]);
 
@@ -482,7 +664,15 @@ fn build_from_an_unsorted_tarball_equals_build_from_the_root() {
         .unwrap();
     assert!(out.status.success());
     let a = build_image(&root, &dir.path().join("a"), "rootfs");
-    publish(&["image", "build", "--tarball", p(&tarball), "--out", p(&dir.path().join("b"))]).expect(0);
+    publish(&[
+        "image",
+        "build",
+        "--tarball",
+        p(&tarball),
+        "--out",
+        p(&dir.path().join("b")),
+    ])
+    .expect(0);
     let b = dir.path().join("b/rootfs.tar.xz");
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     // Reproducible: the same input gives the same bytes.
@@ -506,9 +696,16 @@ fn delta_refuses_an_image_out_of_order() {
         .unwrap();
     assert!(out.status.success());
     let image = build_image(&root, dir.path(), "image");
-    publish(&["image", "delta", p(&unsorted), p(&image), "--out", p(&dir.path().join("d.tar.xz"))])
-        .expect(2)
-        .mentions(&["not in image order"]);
+    publish(&[
+        "image",
+        "delta",
+        p(&unsorted),
+        p(&image),
+        "--out",
+        p(&dir.path().join("d.tar.xz")),
+    ])
+    .expect(2)
+    .mentions(&["not in image order"]);
     assert!(!dir.path().join("d.tar.xz").exists());
 }
 
@@ -518,14 +715,29 @@ fn version_tarball_carries_channel_ini() {
     let root = dir.path().join("tree");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     publish(&[
-        "image", "build", "--root", p(&root), "--out", p(dir.path()), "--version", "42",
-        "--channel", "stable", "--device", "mako", "--server", "images.example.org",
+        "image",
+        "build",
+        "--root",
+        p(&root),
+        "--out",
+        p(dir.path()),
+        "--version",
+        "42",
+        "--channel",
+        "stable",
+        "--device",
+        "mako",
+        "--server",
+        "images.example.org",
     ])
     .expect(0);
     let version = dir.path().join("version-42.tar.xz");
     assert_eq!(
         members(&version),
-        vec!["system/etc/ubuntu-build", "system/etc/system-image/channel.ini"]
+        vec![
+            "system/etc/ubuntu-build",
+            "system/etc/system-image/channel.ini"
+        ]
     );
     let out = Command::new("tar")
         .arg("-xOf")
@@ -569,13 +781,27 @@ fn verifies(signer: &SigningKey, file: &Path) -> bool {
     let data = std::fs::read(file).unwrap();
     let sig = std::fs::read(format!("{}.asc", file.display())).unwrap();
     let ours = verify_detached(&keyring, data, &sig, "test").is_ok();
-    let theirs = gpgv(&signer.public_keyring(), Path::new(&format!("{}.asc", file.display())), file);
-    assert_eq!(ours, theirs, "our verifier and gpgv disagree on {}", file.display());
+    let theirs = gpgv(
+        &signer.public_keyring(),
+        Path::new(&format!("{}.asc", file.display())),
+        file,
+    );
+    assert_eq!(
+        ours,
+        theirs,
+        "our verifier and gpgv disagree on {}",
+        file.display()
+    );
     ours
 }
 
 fn keyring_json(tarball: &Path) -> serde_json::Value {
-    let out = Command::new("tar").arg("-xOf").arg(tarball).arg("keyring.json").output().unwrap();
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(tarball)
+        .arg("keyring.json")
+        .output()
+        .unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -590,30 +816,73 @@ fn keyring_chain_is_signed_by_the_key_above() {
     let (_evil, evil_secret) = key(d, "blacklisted");
     let out = d.join("gpg");
     let chain = [
-        ("archive-master", &archive_secret, &archive_secret, &archive, vec![]),
-        ("image-master", &image_master_secret, &archive_secret, &archive, vec![]),
-        ("image-signing", &signing_secret, &image_master_secret, &image_master, vec!["--expiry", "2099-01-01"]),
-        ("device-signing", &device_secret, &signing_secret, &signing, vec!["--model", "mako", "--expiry", "4070908800"]),
+        (
+            "archive-master",
+            &archive_secret,
+            &archive_secret,
+            &archive,
+            vec![],
+        ),
+        (
+            "image-master",
+            &image_master_secret,
+            &archive_secret,
+            &archive,
+            vec![],
+        ),
+        (
+            "image-signing",
+            &signing_secret,
+            &image_master_secret,
+            &image_master,
+            vec!["--expiry", "2099-01-01"],
+        ),
+        (
+            "device-signing",
+            &device_secret,
+            &signing_secret,
+            &signing,
+            vec!["--model", "mako", "--expiry", "4070908800"],
+        ),
         ("blacklist", &evil_secret, &archive_secret, &archive, vec![]),
     ];
     for (kind, key_file, signed_by, signer, extra) in &chain {
         let file = out.join(format!("{kind}.tar.xz"));
         let mut args = vec![
-            "image", "keyring", "--type", kind, "--key", p(key_file), "--signed-by", p(signed_by),
-            "--out", p(&file),
+            "image",
+            "keyring",
+            "--type",
+            kind,
+            "--key",
+            p(key_file),
+            "--signed-by",
+            p(signed_by),
+            "--out",
+            p(&file),
         ];
         args.extend(extra.iter().copied());
         publish(&args).expect(0);
         assert_eq!(members(&file), vec!["keyring.json", "keyring.gpg"]);
         assert!(verifies(signer, &file), "{kind} signature");
-        assert!(!verifies(&image_master, &file) || *kind == "image-signing", "{kind} by the wrong key");
+        assert!(
+            !verifies(&image_master, &file) || *kind == "image-signing",
+            "{kind} by the wrong key"
+        );
         // No secret key material in the published keyring.
-        let gpg = Command::new("tar").arg("-xOf").arg(&file).arg("keyring.gpg").output().unwrap();
+        let gpg = Command::new("tar")
+            .arg("-xOf")
+            .arg(&file)
+            .arg("keyring.gpg")
+            .output()
+            .unwrap();
         use sequoia_openpgp::parse::Parse;
         let cert = sequoia_openpgp::Cert::from_bytes(&gpg.stdout).unwrap();
         assert!(!cert.is_tsk(), "{kind}: secret key material published");
     }
-    assert_eq!(keyring_json(&out.join("archive-master.tar.xz")), serde_json::json!({"type": "archive-master"}));
+    assert_eq!(
+        keyring_json(&out.join("archive-master.tar.xz")),
+        serde_json::json!({"type": "archive-master"})
+    );
     assert_eq!(
         keyring_json(&out.join("image-signing.tar.xz")),
         serde_json::json!({"type": "image-signing", "expiry": 4070908800i64})
@@ -625,10 +894,26 @@ fn keyring_chain_is_signed_by_the_key_above() {
     // Same shape as the real archive-master keyring.
     let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/conformance/system-image/keyrings/ubports-archive-master.tar.xz");
-    assert_eq!(members(&sample), members(&out.join("archive-master.tar.xz")));
-    let sample_json = Command::new("tar").arg("-xOf").arg(&sample).arg("keyring.json").output().unwrap();
-    let ours = Command::new("tar").arg("-xOf").arg(out.join("archive-master.tar.xz")).arg("keyring.json").output().unwrap();
-    assert_eq!(ours.stdout, sample_json.stdout, "keyring.json byte for byte as the sample");
+    assert_eq!(
+        members(&sample),
+        members(&out.join("archive-master.tar.xz"))
+    );
+    let sample_json = Command::new("tar")
+        .arg("-xOf")
+        .arg(&sample)
+        .arg("keyring.json")
+        .output()
+        .unwrap();
+    let ours = Command::new("tar")
+        .arg("-xOf")
+        .arg(out.join("archive-master.tar.xz"))
+        .arg("keyring.json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        ours.stdout, sample_json.stdout,
+        "keyring.json byte for byte as the sample"
+    );
 
     // Tampered: one byte of the tarball changed.
     let file = out.join("image-master.tar.xz");
@@ -670,19 +955,47 @@ fn published_tree_is_signed_chains_and_expires() {
     let (signing, signing_secret) = key(work, "image-signing");
     let (archive, archive_secret) = key(work, "archive-master");
     let keyrings = work.join("keyrings");
-    for (kind, secret) in [("archive-master", &archive_secret), ("image-signing", &signing_secret)] {
-        let signer = if kind == "image-signing" { &archive_secret } else { secret };
+    for (kind, secret) in [
+        ("archive-master", &archive_secret),
+        ("image-signing", &signing_secret),
+    ] {
+        let signer = if kind == "image-signing" {
+            &archive_secret
+        } else {
+            secret
+        };
         publish(&[
-            "image", "keyring", "--type", kind, "--key", p(secret), "--signed-by", p(signer),
-            "--out", p(&keyrings.join(format!("{kind}.tar.xz"))),
+            "image",
+            "keyring",
+            "--type",
+            kind,
+            "--key",
+            p(secret),
+            "--signed-by",
+            p(signer),
+            "--out",
+            p(&keyrings.join(format!("{kind}.tar.xz"))),
         ])
         .expect(0);
     }
     let srv = work.join("srv");
     let base = |v: &str, image: &Path, extra: &[&str]| {
         let mut args = vec![
-            "image", "publish", p(image), "--out", p(&srv), "--key", p(&signing_secret),
-            "--channel", "stable", "--device", "mako", "--version", v, "--keyrings", p(&keyrings),
+            "image",
+            "publish",
+            p(image),
+            "--out",
+            p(&srv),
+            "--key",
+            p(&signing_secret),
+            "--channel",
+            "stable",
+            "--device",
+            "mako",
+            "--version",
+            v,
+            "--keyrings",
+            p(&keyrings),
         ];
         args.extend_from_slice(extra);
         publish(&args).expect(0);
@@ -690,28 +1003,47 @@ fn published_tree_is_signed_chains_and_expires() {
     base("1", &t.images[0], &["--minversion", "1"]);
     base("2", &t.images[1], &["--zdelta", "--bootme"]);
     let index_path = srv.join("stable/mako/index.json");
-    let index2: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let index2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
     let kinds: Vec<(String, u64)> = index2["images"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["type"].as_str().unwrap().to_owned(), i["version"].as_u64().unwrap()))
+        .map(|i| {
+            (
+                i["type"].as_str().unwrap().to_owned(),
+                i["version"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
-        vec![("full".into(), 1), ("full".into(), 2), ("delta".into(), 2), ("zdelta".into(), 2)]
+        vec![
+            ("full".into(), 1),
+            ("full".into(), 2),
+            ("delta".into(), 2),
+            ("zdelta".into(), 2)
+        ]
     );
-    base("3", &t.images[2], &["--keep", "2", "--phased-percentage", "50"]);
+    base(
+        "3",
+        &t.images[2],
+        &["--keep", "2", "--phased-percentage", "50"],
+    );
 
     // Every file listed is signed by image-signing, with its checksum and size.
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
     assert!(verifies(&signing, &index_path));
     assert!(verifies(&signing, &srv.join("channels.json")));
     assert!(!verifies(&archive, &srv.join("channels.json")));
     for image in index["images"].as_array().unwrap() {
         for file in image["files"].as_array().unwrap() {
             let local = srv.join(file["path"].as_str().unwrap().trim_start_matches('/'));
-            assert_eq!(format!("{}.asc", file["path"].as_str().unwrap()), file["signature"].as_str().unwrap());
+            assert_eq!(
+                format!("{}.asc", file["path"].as_str().unwrap()),
+                file["signature"].as_str().unwrap()
+            );
             assert!(verifies(&signing, &local), "{}", local.display());
             let data = std::fs::read(&local).unwrap();
             assert_eq!(file["size"].as_u64().unwrap(), data.len() as u64);
@@ -729,11 +1061,21 @@ fn published_tree_is_signed_chains_and_expires() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["type"].as_str().unwrap().to_owned(), i["base"].as_u64(), i["version"].as_u64().unwrap()))
+        .map(|i| {
+            (
+                i["type"].as_str().unwrap().to_owned(),
+                i["base"].as_u64(),
+                i["version"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
-        vec![("full".into(), None, 2), ("full".into(), None, 3), ("delta".into(), Some(2), 3)]
+        vec![
+            ("full".into(), None, 2),
+            ("full".into(), None, 3),
+            ("delta".into(), Some(2), 3)
+        ]
     );
     assert!(!srv.join("stable/mako/version-1.tar.xz").exists());
     let pool: Vec<String> = std::fs::read_dir(srv.join("pool"))
@@ -743,24 +1085,38 @@ fn published_tree_is_signed_chains_and_expires() {
     assert_eq!(pool.len(), 2 * 3, "{pool:?}"); // full 2, full 3, delta 2->3, each with .asc
 
     // The shapes are the conformance samples' (same keys, ours a subset of theirs).
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/system-image/client-testdata");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/conformance/system-image/client-testdata");
     let mut sample_keys = BTreeSet::new();
     for entry in std::fs::read_dir(&samples).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.contains(".index_") {
-            let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let value: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
             sample_keys.extend(index_shape(&value));
         }
     }
     let ours = index_shape(&index);
     let foreign: Vec<&String> = ours.difference(&sample_keys).collect();
-    assert!(foreign.is_empty(), "keys the samples never use: {foreign:?}");
-    for needed in [".global.generated_at", ".images[].files[].checksum", ".images[].version_detail", ".images[].phased-percentage"] {
+    assert!(
+        foreign.is_empty(),
+        "keys the samples never use: {foreign:?}"
+    );
+    for needed in [
+        ".global.generated_at",
+        ".images[].files[].checksum",
+        ".images[].version_detail",
+        ".images[].phased-percentage",
+    ] {
         assert!(ours.contains(needed), "{needed}");
     }
-    let channels: serde_json::Value = serde_json::from_slice(&std::fs::read(srv.join("channels.json")).unwrap()).unwrap();
-    assert_eq!(channels, serde_json::json!({"stable": {"devices": {"mako": {"index": "/stable/mako/index.json"}}}}));
+    let channels: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(srv.join("channels.json")).unwrap()).unwrap();
+    assert_eq!(
+        channels,
+        serde_json::json!({"stable": {"devices": {"mako": {"index": "/stable/mako/index.json"}}}})
+    );
     let generated = index["global"]["generated_at"].as_str().unwrap();
     assert_eq!(generated, "Wed May 18 03:33:20 UTC 2033");
 
@@ -772,9 +1128,13 @@ fn published_tree_is_signed_chains_and_expires() {
             .iter()
             .find(|i| i["type"] == kind && i["version"] == v)
             .unwrap();
-        let mut files: Vec<&serde_json::Value> = image["files"].as_array().unwrap().iter().collect();
+        let mut files: Vec<&serde_json::Value> =
+            image["files"].as_array().unwrap().iter().collect();
         files.sort_by_key(|f| f["order"].as_u64());
-        files.iter().map(|f| srv.join(f["path"].as_str().unwrap().trim_start_matches('/'))).collect()
+        files
+            .iter()
+            .map(|f| srv.join(f["path"].as_str().unwrap().trim_start_matches('/')))
+            .collect()
     };
     let applied = work.join("applied");
     for file in find("full", 2) {
@@ -793,8 +1153,19 @@ fn published_tree_is_signed_chains_and_expires() {
 
     // Publishing a build that is there already is refused.
     let run = publish(&[
-        "image", "publish", p(&t.images[2]), "--out", p(&srv), "--key", p(&signing_secret),
-        "--channel", "stable", "--device", "mako", "--version", "3",
+        "image",
+        "publish",
+        p(&t.images[2]),
+        "--out",
+        p(&srv),
+        "--key",
+        p(&signing_secret),
+        "--channel",
+        "stable",
+        "--device",
+        "mako",
+        "--version",
+        "3",
     ]);
     run.expect(2).mentions(&["already published"]);
 }

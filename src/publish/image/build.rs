@@ -50,7 +50,11 @@ pub fn generated_mtime() -> i64 {
 pub fn write_image(input: &Input, out: &Path, level: u32) -> Result<Built, Error> {
     let clamp = source_date_epoch();
     let file = AtomicFile::create(out)?;
-    let mut writer = Writer::new(Compression::Xz(level).writer(file).map_err(|e| Error::io(out, e))?);
+    let mut writer = Writer::new(
+        Compression::Xz(level)
+            .writer(file)
+            .map_err(|e| Error::io(out, e))?,
+    );
     let entries = match input {
         Input::Root(root) => {
             let mut source = DirSource::new(root, "system", clamp)?;
@@ -68,12 +72,18 @@ pub fn write_image(input: &Input, out: &Path, level: u32) -> Result<Built, Error
     })
 }
 
-fn copy_all(source: &mut dyn Source, writer: &mut Writer<impl Write>, out: &Path) -> Result<u64, Error> {
+fn copy_all(
+    source: &mut dyn Source,
+    writer: &mut Writer<impl Write>,
+    out: &Path,
+) -> Result<u64, Error> {
     let mut n = 0;
     while let Some(entry) = source.next_entry()? {
         writer.append(&entry).map_err(|e| Error::io(out, e))?;
         if entry.kind == Kind::File {
-            let origin = source.origin().join(entry.path.trim_start_matches("system/"));
+            let origin = source
+                .origin()
+                .join(entry.path.trim_start_matches("system/"));
             writer
                 .copy_data(&mut Data(source))
                 .map_err(|e| Error::io(&origin, e))?;
@@ -92,13 +102,18 @@ fn copy_sorted(
     out: &Path,
     clamp: Option<i64>,
 ) -> Result<u64, Error> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut plain = tempfile::tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     {
         let mut input = source::decompressed(tarball)?;
         io::copy(&mut input, &mut plain).map_err(|e| Error::io(tarball, e))?;
     }
-    plain.seek(SeekFrom::Start(0)).map_err(|e| Error::io(tarball, e))?;
+    plain
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(tarball, e))?;
     let plain_path = tarball.to_owned();
     // Index: every entry with where its data starts.
     let mut index: Vec<(Entry, u64)> = Vec::new();
@@ -141,13 +156,15 @@ fn copy_sorted(
         if index[i].0.kind != Kind::HardLink {
             continue;
         }
-        let target = *position.get(&index[i].0.link).ok_or_else(|| Error::Config {
-            path: tarball.to_owned(),
-            reason: format!(
-                "{}: hard link to {}, which is not in the archive",
-                index[i].0.path, index[i].0.link
-            ),
-        })?;
+        let target = *position
+            .get(&index[i].0.link)
+            .ok_or_else(|| Error::Config {
+                path: tarball.to_owned(),
+                reason: format!(
+                    "{}: hard link to {}, which is not in the archive",
+                    index[i].0.path, index[i].0.link
+                ),
+            })?;
         if index[target].0.kind != Kind::File {
             return Err(Error::Config {
                 path: tarball.to_owned(),
@@ -272,7 +289,12 @@ impl ChannelIni {
     pub fn render(&self) -> String {
         let mut text = format!(
             "[service]\nbase: {}\nhttp_port: {}\nhttps_port: {}\nchannel: {}\ndevice: {}\nbuild_number: {}\n",
-            self.base, self.http_port, self.https_port, self.channel, self.device, self.build_number
+            self.base,
+            self.http_port,
+            self.https_port,
+            self.channel,
+            self.device,
+            self.build_number
         );
         if let Some(detail) = &self.version_detail {
             text.push_str(&format!("version_detail: {detail}\n"));
@@ -286,13 +308,20 @@ impl ChannelIni {
 pub fn write_version_tarball(ini: &ChannelIni, out: &Path) -> Result<u64, Error> {
     let mtime = generated_mtime();
     let file = AtomicFile::create(out)?;
-    let mut writer = Writer::new(Compression::Xz(9).writer(file).map_err(|e| Error::io(out, e))?);
+    let mut writer = Writer::new(
+        Compression::Xz(9)
+            .writer(file)
+            .map_err(|e| Error::io(out, e))?,
+    );
     let members = [
         (
             "system/etc/ubuntu-build",
             format!("{}\n", ini.build_number).into_bytes(),
         ),
-        ("system/etc/system-image/channel.ini", ini.render().into_bytes()),
+        (
+            "system/etc/system-image/channel.ini",
+            ini.render().into_bytes(),
+        ),
     ];
     for (name, data) in members {
         let mut entry = Entry::new(name.into(), Kind::File);

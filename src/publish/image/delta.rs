@@ -104,7 +104,7 @@ pub fn write_delta(
     fs_err::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let temp = |what: &str| {
         tempfile::tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir.join(what), e))
+            .map_err(|e| Error::io(dir.join(what), e))
             .map(|f| BufWriter::with_capacity(256 * 1024, f))
     };
     let mut merge = Merge {
@@ -326,7 +326,12 @@ impl Merge<'_> {
 
     /// A changed file of a zdelta: the patch when it is smaller than the file's own
     /// compressed bytes (with the pax header it costs), the file otherwise.
-    fn write_patch_or_plain(&mut self, te: &Entry, base: &[u8], target: &[u8]) -> Result<(), Error> {
+    fn write_patch_or_plain(
+        &mut self,
+        te: &Entry,
+        base: &[u8],
+        target: &[u8],
+    ) -> Result<(), Error> {
         let level = self.opts.zstd_level;
         let patch = zdelta::make_patch(base, target, level).map_err(|e| self.io(e))?;
         let plain = plain_size(target, level).map_err(|e| self.io(e))?;
@@ -473,7 +478,9 @@ impl Spool {
                 .write_data(&self.memory)
                 .map_err(|e| Error::io(&dir, e)),
             Some(file) => {
-                let mut file = file.into_inner().map_err(|e| Error::io(&dir, e.into_error()))?;
+                let mut file = file
+                    .into_inner()
+                    .map_err(|e| Error::io(&dir, e.into_error()))?;
                 file.seek(SeekFrom::Start(0))
                     .map_err(|e| Error::io(&dir, e))?;
                 writer

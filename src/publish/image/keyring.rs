@@ -7,10 +7,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sequoia_openpgp as openpgp;
 use openpgp::cert::CertParser;
 use openpgp::parse::Parse;
 use openpgp::serialize::Serialize as _;
+use sequoia_openpgp as openpgp;
 use serde::Serialize;
 
 use super::build::generated_mtime;
@@ -97,7 +97,12 @@ pub fn parse_expiry(text: &str) -> Result<i64, String> {
         return Ok(secs);
     }
     chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp())
+        .map(|d| {
+            d.and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
+                .timestamp()
+        })
         .map_err(|_| format!("{text:?} is neither unix seconds nor YYYY-MM-DD"))
 }
 

@@ -292,7 +292,11 @@ pub fn publish(
         bootme: spec.bootme,
         description: description.clone(),
         files: vec![main, version_file.clone()],
-        minversion: if kind == "full" { spec.minversion } else { None },
+        minversion: if kind == "full" {
+            spec.minversion
+        } else {
+            None
+        },
         phased_percentage: spec.phased_percentage,
         kind: kind.to_owned(),
         version: spec.version,
@@ -353,10 +357,14 @@ pub fn publish(
             let mut opts = spec.delta_options.clone();
             opts.kind = kind;
             delta::write_delta(&base_local, &pooled, &path, &opts)?;
-            index
-                .images
-                .push(new_image(label, Some(base), image_file(out, &path, 0, key)?));
-            published.added.push((label.into(), Some(base), spec.version));
+            index.images.push(new_image(
+                label,
+                Some(base),
+                image_file(out, &path, 0, key)?,
+            ));
+            published
+                .added
+                .push((label.into(), Some(base), spec.version));
         }
     }
 
@@ -374,9 +382,7 @@ pub fn publish(
         index.images.retain(|i| {
             let keep_it = kept.contains(&i.version) && i.base.is_none_or(|b| kept.contains(&b));
             if !keep_it {
-                published
-                    .expired
-                    .push((i.kind.clone(), i.base, i.version));
+                published.expired.push((i.kind.clone(), i.base, i.version));
             }
             keep_it
         });
@@ -399,7 +405,12 @@ pub fn publish(
         });
     }
     if let Some(dir) = &spec.keyrings {
-        for name in ["archive-master", "image-master", "image-signing", "blacklist"] {
+        for name in [
+            "archive-master",
+            "image-master",
+            "image-signing",
+            "blacklist",
+        ] {
             let source = dir.join(format!("{name}.tar.xz"));
             if source.exists() {
                 copy_with_signature(&source, &out.join("gpg").join(format!("{name}.tar.xz")))?;
@@ -435,7 +446,10 @@ fn copy_with_signature(source: &Path, dest: &Path) -> Result<(), Error> {
             reason: "the keyring's detached signature is missing".into(),
         });
     }
-    for (from, to) in [(source.to_owned(), dest.to_owned()), (source_asc, asc_path(dest))] {
+    for (from, to) in [
+        (source.to_owned(), dest.to_owned()),
+        (source_asc, asc_path(dest)),
+    ] {
         let data = fs_err::read(&from).map_err(|e| Error::io(&from, e))?;
         fsutil::write_atomic(&to, &data)?;
     }

@@ -53,11 +53,9 @@ pub fn decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
     let reader: Box<dyn Read + Send> = if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(file))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let mut decoder = zstd::stream::read::Decoder::with_buffer(file)
-            .map_err(|e| Error::io(path, e))?;
-        decoder
-            .window_log_max(31)
-            .map_err(|e| Error::io(path, e))?;
+        let mut decoder =
+            zstd::stream::read::Decoder::with_buffer(file).map_err(|e| Error::io(path, e))?;
+        decoder.window_log_max(31).map_err(|e| Error::io(path, e))?;
         Box::new(decoder)
     } else if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(file))
@@ -254,10 +252,13 @@ impl DirSource {
         match kind {
             Kind::Symlink => {
                 let target = fs_err::read_link(&fs_path).map_err(|e| Error::io(&fs_path, e))?;
-                entry.link = target.to_str().map(str::to_owned).ok_or_else(|| Error::Config {
-                    path: fs_path.clone(),
-                    reason: "symlink target is not UTF-8".into(),
-                })?;
+                entry.link = target
+                    .to_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Error::Config {
+                        path: fs_path.clone(),
+                        reason: "symlink target is not UTF-8".into(),
+                    })?;
             }
             Kind::CharDevice | Kind::BlockDevice => {
                 let rdev = meta.rdev();

@@ -229,7 +229,13 @@ impl<R: BufRead> Reader<R> {
             let sum: u64 = block
                 .iter()
                 .enumerate()
-                .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u64 })
+                .map(|(i, &b)| {
+                    if (148..156).contains(&i) {
+                        32
+                    } else {
+                        b as u64
+                    }
+                })
                 .sum();
             if number(&block[148..156]) != Some(sum) {
                 return Err(bad("tar header checksum mismatch"));
@@ -555,13 +561,7 @@ impl<W: Write> Writer<W> {
         if name.len() > 100 {
             self.long(b'L', &name)?;
         }
-        self.header(
-            entry,
-            entry.kind.typeflag(),
-            &name,
-            &entry.link,
-            owner_name,
-        )?;
+        self.header(entry, entry.kind.typeflag(), &name, &entry.link, owner_name)?;
         if entry.kind == Kind::File {
             self.remaining = entry.size;
             self.padding = pad(entry.size);
@@ -585,7 +585,9 @@ impl<W: Write> Writer<W> {
     pub fn copy_data(&mut self, reader: &mut dyn Read) -> io::Result<()> {
         let mut buf = vec![0u8; 256 * 1024];
         while self.remaining > 0 {
-            let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+            let want = buf
+                .len()
+                .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
             let n = reader.read(&mut buf[..want])?;
             if n == 0 {
                 return Err(io::Error::new(
@@ -661,8 +663,7 @@ impl<W: Write> Writer<W> {
         put_num(&mut block[100..108], entry.mode as u64);
         put_num(&mut block[108..116], entry.uid);
         put_num(&mut block[116..124], entry.gid);
-        let size = if typeflag == b'0' || typeflag == b'x' || typeflag == b'L' || typeflag == b'K'
-        {
+        let size = if typeflag == b'0' || typeflag == b'x' || typeflag == b'L' || typeflag == b'K' {
             entry.size
         } else {
             0
@@ -800,7 +801,11 @@ mod tests {
             .arg(&path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("-rwsr-xr-x"), "{text}");
         assert!(text.contains(&"n".repeat(120)), "{text}");

@@ -258,7 +258,8 @@ fn read_nofollow(path: &Path) -> Result<Vec<u8>, Error> {
         .open(path)
         .map_err(|e| Error::io(path, e))?;
     let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(|e| Error::io(path, e))?;
+    file.read_to_end(&mut data)
+        .map_err(|e| Error::io(path, e))?;
     Ok(data)
 }
 
@@ -267,7 +268,9 @@ mod tests {
     use super::*;
 
     fn sample() -> (Vec<u8>, Vec<u8>) {
-        let base: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let base: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut target = base.clone();
         target[1000..1010].copy_from_slice(b"0123456789");
         target.extend_from_slice(b"tail");
@@ -298,19 +301,43 @@ mod tests {
         let patch = make_patch(&base, &target, 19).unwrap();
         let mut other = base.clone();
         other[5] ^= 1;
-        let err = apply_member(&info(&base, &target), &other, &mut &patch[..], &mut Vec::new(), "t")
-            .unwrap_err();
+        let err = apply_member(
+            &info(&base, &target),
+            &other,
+            &mut &patch[..],
+            &mut Vec::new(),
+            "t",
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
         let mut bad = patch.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0x40;
-        assert!(apply_member(&info(&base, &target), &base, &mut &bad[..], &mut Vec::new(), "t").is_err());
+        assert!(
+            apply_member(
+                &info(&base, &target),
+                &base,
+                &mut &bad[..],
+                &mut Vec::new(),
+                "t"
+            )
+            .is_err()
+        );
         let mut wrong = info(&base, &target);
         wrong.size -= 1;
         assert!(apply_member(&wrong, &base, &mut &patch[..], &mut Vec::new(), "t").is_err());
         let mut trailing = patch.clone();
         trailing.extend_from_slice(&patch);
-        assert!(apply_member(&info(&base, &target), &base, &mut &trailing[..], &mut Vec::new(), "t").is_err());
+        assert!(
+            apply_member(
+                &info(&base, &target),
+                &base,
+                &mut &trailing[..],
+                &mut Vec::new(),
+                "t"
+            )
+            .is_err()
+        );
     }
 
     #[test]

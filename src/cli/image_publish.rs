@@ -153,7 +153,7 @@ pub enum ImageCommand {
         /// Write no delta
         #[arg(long, conflicts_with = "delta_from")]
         no_delta: bool,
-        /// Also write a zdelta beside every delta
+        /// Also write a zdelta beside every delta (published only when smaller than it)
         #[arg(long)]
         zdelta: bool,
         /// Full builds to keep (older ones and their deltas are expired)
@@ -406,11 +406,14 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             if !expired.is_empty() {
                 text.push_str(&format!("; expired {}", expired.join(", ")));
             }
+            for skipped in &done.skipped {
+                text.push_str(&format!("; skipped {skipped}"));
+            }
             ui.data(
                 &text,
                 json!({
                     "index": done.index, "added": added, "expired": expired,
-                    "removed_files": done.removed_files,
+                    "removed_files": done.removed_files, "skipped": done.skipped,
                 }),
             );
             Ok(ExitCode::Success)

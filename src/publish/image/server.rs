@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Images are added one build at a time: the full image, a delta (and optionally a
-//! zdelta) from each chosen earlier build, old builds expired as asked. Every file is
+//! zdelta) from each chosen earlier build, old builds expired as asked. A zdelta that is
+//! not smaller than its delta is not published. Every file is
 //! signed by the image-signing key (index.json by the device-signing key when one is
 //! given), as system-image does.
 
@@ -149,6 +150,8 @@ pub struct Published {
     pub added: Vec<(String, Option<u64>, u64)>,
     pub expired: Vec<(String, Option<u64>, u64)>,
     pub removed_files: Vec<String>,
+    /// Zdeltas written but not published (not smaller than the delta).
+    pub skipped: Vec<String>,
 }
 
 /// The `generated_at` stamp: SOURCE_DATE_EPOCH or now, as system-image formats it.
@@ -348,6 +351,7 @@ pub fn publish(
         if spec.zdelta {
             kinds.push(DeltaKind::Zdelta);
         }
+        let mut delta_size = None;
         for kind in kinds {
             let (label, ext) = match kind {
                 DeltaKind::Delta => ("delta", "tar.xz"),
@@ -356,7 +360,20 @@ pub fn publish(
             let path = pool.join(format!("{image_name}.{label}-{base_stem}.{ext}"));
             let mut opts = spec.delta_options.clone();
             opts.kind = kind;
-            delta::write_delta(&base_local, &pooled, &path, &opts)?;
+            let stats = delta::write_delta(&base_local, &pooled, &path, &opts)?;
+            match (kind, delta_size) {
+                (DeltaKind::Delta, _) => delta_size = Some(stats.size),
+                (DeltaKind::Zdelta, Some(plain)) if stats.size >= plain => {
+                    // Not worth offering: clients would download the delta anyway.
+                    fs_err::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                    published.skipped.push(format!(
+                        "zdelta {base} -> {}: {} bytes, not smaller than the delta's {plain}",
+                        spec.version, stats.size
+                    ));
+                    continue;
+                }
+                _ => {}
+            }
             index.images.push(new_image(
                 label,
                 Some(base),

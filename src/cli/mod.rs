@@ -7,6 +7,7 @@ mod deb;
 mod demo;
 mod helper;
 mod pocket;
+pub mod image_publish;
 mod publish;
 pub mod ui;
 

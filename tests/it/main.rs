@@ -8,6 +8,7 @@ mod debian_upgrade;
 mod demo;
 mod fetcher;
 mod helper_build;
+mod image_server;
 mod openpgp;
 mod publish;
 mod readme_fixture;

@@ -338,6 +338,10 @@ pub enum PublishCommand {
     /// Build relocatable release-upgrader-* helper packages from a release's packages
     #[command(subcommand)]
     Helper(crate::cli::helper::HelperCommand),
+
+    /// Build, diff, sign and publish system-image compatible images (PROTOCOL.md §5)
+    #[command(subcommand)]
+    Image(Box<crate::cli::image_publish::ImageCommand>),
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ pub mod image;
 mod demo;
 mod helper;
 mod pocket;
+pub mod image_publish;
 mod publish;
 pub mod ui;
 

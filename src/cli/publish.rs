@@ -28,6 +28,7 @@ fn run(cli: &PublishCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         PublishCommand::Pocket(command) => crate::cli::pocket::run_pocket(command, ui),
         PublishCommand::MetaRelease(command) => crate::cli::pocket::run_meta_release(command, ui),
         PublishCommand::Helper(command) => crate::cli::helper::run(command, ui),
+        PublishCommand::Image(command) => crate::cli::image_publish::run(command, ui),
         PublishCommand::Key(KeyCommand::Generate {
             out,
             uid,

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod definition;
 pub mod helper;
+pub mod image;
 pub mod key;
 pub mod metarelease;
 pub mod pocket;

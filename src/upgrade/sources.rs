@@ -353,8 +353,8 @@ mod tests {
     fn ubuntu_conformance_sample_rewrites_as_expected() {
         let fill = |t: &str, dist: &str| {
             t.replace("{dist}", dist)
-                .replace("{default_source_uri}", "http://archive.ubuntu.com/ubuntu")
-                .replace("{security_source_uri}", "http://security.ubuntu.com/ubuntu")
+                .replace("{default_source_uri}", "http://archive.invalid/ubuntu")
+                .replace("{security_source_uri}", "http://security.invalid/ubuntu")
         };
         let base = "tests/conformance/ubuntu-release-upgrader/deb822-test_sources_rewrite";
         let input = std::fs::read_to_string(format!("{base}/in/ubuntu.sources")).unwrap();

@@ -9,6 +9,7 @@ mod demo;
 mod fetcher;
 mod image_client;
 mod helper_build;
+mod image_server;
 mod openpgp;
 mod publish;
 mod readme_fixture;

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Image deltas on real Debian root trees (benches/image-trees.sh makes them, once):
+#
+#   add-only   12 minbase -> 12 minbase + hello + less
+#   updates    12 minbase -> 12 minbase with its updated packages unpacked over it
+#              (changes existing files only)
+#   12-13      12 minbase -> 13 minbase
+#
+# For each pair, in one run: the size of the `delta` (system-
+# image's file-level delta, xz -9) and of the `zdelta` (ours: zstd -19 --long, changed
+# files as --patch-from frames); generation wall time and peak RSS (/usr/bin/time -v) of
+# both; and the apply time of the anchor's method (delete `removed`, then tar -xJf as
+# root) against the zdelta's (delete `removed`, then our decoder `image expand` piped to
+# tar -x). Ratios: zdelta / delta (size, apply time), delta / full (size).
+#
+#   benches/image.sh                 # all pairs
+#   PAIRS="add-only updates" benches/image.sh
+#   BENCH_DIR=/var/tmp benches/image.sh
+#
+# Not part of `cargo test`. Needs root (owners, devices), GNU tar, xz, zstd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}"
+benches/image-trees.sh >/dev/null
+command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
+
+cargo build --release --quiet --bin release-upgrader-publish
+ours=$PWD/target/release/release-upgrader-publish
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
+
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/release-upgrader-image-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+declare -A base target
+base[add-only]=$cache/debootstrap-bookworm-minbase.tar
+target[add-only]=$cache/bookworm-minbase-plus.tar
+base[updates]=$cache/debootstrap-bookworm-minbase.tar
+target[updates]=$cache/bookworm-minbase-updated.tar
+base[12-13]=$cache/debootstrap-bookworm-minbase.tar
+target[12-13]=$cache/debootstrap-trixie-minbase.tar
+pairs=${PAIRS:-"add-only updates 12-13"}
+
+# The trees, unpacked once per run; deltas are made from the directories (the same
+# delta as from their full images: both are read in image order). FULL=1 also builds the
+# target's full image (xz -9, slow) for the delta/full ratio.
+root() { # TARBALL -> directory
+  local dir
+  dir="$work/roots/$(basename "$1" .tar)"
+  if [ ! -d "$dir" ]; then
+    mkdir -p "$dir"
+    # What an image holds: no apt lists, no cached .debs (as `apt-get clean` and an
+    # image build leave it). LISTS=1 keeps them.
+    if [ "${LISTS:-0}" = 1 ]; then
+      tar -C "$dir" --numeric-owner -xpf "$1"
+    else
+      tar -C "$dir" --numeric-owner -xpf "$1" --wildcards \
+        --exclude='./var/lib/apt/lists/*_*' --exclude='./var/cache/apt/archives/*.deb' \
+        --exclude='./var/cache/apt/*.bin'
+    fi
+  fi
+  echo "$dir"
+}
+
+# Runs "$@" under /usr/bin/time; prints "<seconds> <peak RSS KiB>".
+measure() {
+  local log="$work/time.log"
+  /usr/bin/time -v -o "$log" "$@" >/dev/null
+  awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i] }
+              /Maximum resident set size/ { rss = $2 } END { printf "%.2f %d\n", s, rss }' "$log"
+}
+
+# Seconds of wall clock of "$@".
+seconds() {
+  local start end
+  start=$(date +%s%N)
+  "$@" >/dev/null
+  end=$(date +%s%N)
+  awk -v ns=$((end - start)) 'BEGIN { printf "%.3f\n", ns / 1e9 }'
+}
+
+remove_listed() { # DECOMPRESSOR DELTA DEST
+  # tar stops after the first member; the decompressor then gets SIGPIPE.
+  { "$1" -dc "$2" || true; } | tar -xO --occurrence=1 removed | while IFS= read -r path; do
+    [ -n "$path" ] && rm -rf "${3:?}/$path"
+  done
+}
+apply_anchor() { # DELTA DEST
+  remove_listed xz "$1" "$2"
+  tar -x --same-owner --numeric-owner -p --anchored --exclude=removed -Jf "$1" -C "$2"
+}
+apply_zdelta() { # ZDELTA DEST
+  remove_listed zstd "$1" "$2"
+  "$ours" -q image expand "$1" --base "$2" --out - |
+    tar -x --same-owner --numeric-owner -p --anchored --exclude=removed -f - -C "$2"
+}
+fresh() { # TREE DEST: DEST/system is a copy of TREE
+  rm -rf "$2"; mkdir -p "$2"
+  cp -a "$1" "$2/system"
+}
+tree_digest() { # DIR: content, modes, owners, links, mtimes of every path
+  (cd "$1" && find . -printf '%p %y %m %U:%G %T@ %l %s\n' | LC_ALL=C sort &&
+    find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+
+printf '%-9s %10s %10s %10s %7s %7s | %7s %7s %8s %8s | %7s %7s %6s\n' \
+  pair full delta zdelta d/full z/d "gen-d s" "gen-z s" "rss-d MB" "rss-z MB" "apply-d" "apply-z" "z/d"
+for pair in $pairs; do
+  b=$(root "${base[$pair]}")
+  t=$(root "${target[$pair]}")
+  d="$work/$pair.delta.tar.xz"
+  z="$work/$pair.zdelta.tar.zst"
+  read -r gen_d rss_d < <(measure "$ours" -q image delta "$b" "$t" --out "$d")
+  read -r gen_z rss_z < <(measure "$ours" -q image delta --zdelta "$b" "$t" --out "$z")
+  ds=$(stat -c %s "$d"); zs=$(stat -c %s "$z")
+  full=0
+  if [ "${FULL:-0}" = 1 ]; then
+    "$ours" -q image build --root "$t" --out "$work/full-$pair" >/dev/null
+    full=$(stat -c %s "$work/full-$pair/rootfs.tar.xz")
+  fi
+
+  fresh "$b" "$work/apply-d"
+  apply_d=$(seconds apply_anchor "$d" "$work/apply-d")
+  fresh "$b" "$work/apply-z"
+  apply_z=$(seconds apply_zdelta "$z" "$work/apply-z")
+  want=$(tree_digest "$t"); got_d=$(tree_digest "$work/apply-d/system"); got_z=$(tree_digest "$work/apply-z/system")
+  ok="same tree"
+  [ "$got_d" = "$want" ] || ok="DELTA TREE DIFFERS"
+  [ "$got_z" = "$want" ] || ok="$ok; ZDELTA TREE DIFFERS"
+  rm -rf "$work/apply-d" "$work/apply-z" "$work/full-$pair"
+
+  printf '%-9s %10d %10d %10d %7.3f %7.3f | %7.2f %7.2f %8.0f %8.0f | %7.2f %7.2f %6.3f  %s\n' \
+    "$pair" "$full" "$ds" "$zs" "$(echo "if ($full > 0) $ds / $full else 0" | bc -l)" "$(echo "$zs / $ds" | bc -l)" \
+    "$gen_d" "$gen_z" "$(echo "$rss_d / 1024" | bc -l)" "$(echo "$rss_z / 1024" | bc -l)" \
+    "$apply_d" "$apply_z" "$(echo "$apply_z / $apply_d" | bc -l)" "$ok"
+done

@@ -1,0 +1,492 @@
+//! `image delta`: the difference between two full images as system-image applies it.
+//!
+//! Both images are read as streams in image order and merged, so memory does not grow
+//! with the image: what is held is one directory chain, the paths of files written to
+//! the delta (for hard links to them), and at most one changed file pair (in memory up
+//! to the patch limit, otherwise spooled to a temporary file).
+//!
+//! The delta is a tar whose first member is `removed` (paths in the base but not in the
+//! target, and paths whose type changed, one a line), followed by every added or
+//! changed entry with full metadata. An entry is changed when any of type, mode, owner,
+//! mtime, link target, device numbers or content (compared byte for byte) differ. The
+//! parent directory of every removed or written path is written too (before it), since
+//! deleting and unpacking there changes its mtime; tar restores a directory's metadata
+//! after its contents, so it ends as in the target. Hard links are
+//! written again whenever the file they share is, since unpacking that file replaces
+//! its inode.
+
+use std::collections::HashSet;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use super::build::generated_mtime;
+use super::output::{AtomicFile, Compression};
+use super::source::{self, Data, Source};
+use super::tar::{self, Entry, Kind, Writer};
+use super::zdelta::{self, PatchInfo};
+use crate::digest::Sha256;
+use crate::error::Error;
+
+/// Which delta type to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaKind {
+    /// system-image's `delta`: a `.tar.xz`.
+    Delta,
+    /// Our `zdelta`: a `.tar.zst` whose changed large files may be patches.
+    Zdelta,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeltaOptions {
+    pub kind: DeltaKind,
+    /// xz preset of a `delta` (system-image uses 9).
+    pub xz_level: u32,
+    /// zstd level of a `zdelta` (outer stream and patches).
+    pub zstd_level: i32,
+    /// Changed files smaller than this are stored whole.
+    pub patch_min: u64,
+    /// Files larger than this (base or target) are stored whole: this bounds memory.
+    pub patch_max: u64,
+}
+
+impl DeltaOptions {
+    pub fn new(kind: DeltaKind) -> Self {
+        DeltaOptions {
+            kind,
+            xz_level: 9,
+            zstd_level: 19,
+            patch_min: 1024,
+            patch_max: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a delta holds.
+#[derive(Clone, Debug, Default)]
+pub struct DeltaStats {
+    pub removed: u64,
+    pub entries: u64,
+    pub files: u64,
+    pub patched: u64,
+    pub size: u64,
+}
+
+/// Files at most this large are compared and kept in memory; larger ones are spooled to
+/// a temporary file while compared.
+const SPOOL_IN_MEMORY: usize = 8 * 1024 * 1024;
+
+struct Merge<'a> {
+    opts: &'a DeltaOptions,
+    body: Writer<BufWriter<std::fs::File>>,
+    removed: BufWriter<std::fs::File>,
+    /// Target directories enclosing the current path, and whether each was written.
+    dirs: Vec<(Entry, bool)>,
+    /// Regular files written to the delta (hard links to them must be written again).
+    written_files: HashSet<String>,
+    stats: DeltaStats,
+    out: &'a Path,
+}
+
+/// Writes the delta from `base` to `target` (full image tarballs in image order, or
+/// root directories) to `out`.
+pub fn write_delta(
+    base: &Path,
+    target: &Path,
+    out: &Path,
+    opts: &DeltaOptions,
+) -> Result<DeltaStats, Error> {
+    let mut base_src = source::open(base)?;
+    let mut target_src = source::open(target)?;
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    fs_err::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let temp = |what: &str| {
+        tempfile::tempfile_in(&dir)
+            .map_err(|e| Error::io(dir.join(what), e))
+            .map(|f| BufWriter::with_capacity(256 * 1024, f))
+    };
+    let mut merge = Merge {
+        opts,
+        body: Writer::new(temp("body")?),
+        removed: temp("removed")?,
+        dirs: Vec::new(),
+        written_files: HashSet::new(),
+        stats: DeltaStats::default(),
+        out,
+    };
+    let mut b = base_src.next_entry()?;
+    let mut t = target_src.next_entry()?;
+    loop {
+        let order = match (&b, &t) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(be), Some(te)) => tar::cmp_paths(&be.path, &te.path),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let be = b.take().expect("base entry");
+                merge.removed_path(&be.path)?;
+                b = base_src.next_entry()?;
+            }
+            std::cmp::Ordering::Greater => {
+                let te = t.take().expect("target entry");
+                merge.added(&te, target_src.as_mut())?;
+                t = target_src.next_entry()?;
+            }
+            std::cmp::Ordering::Equal => {
+                let be = b.take().expect("base entry");
+                let te = t.take().expect("target entry");
+                merge.both(&be, &te, base_src.as_mut(), target_src.as_mut())?;
+                b = base_src.next_entry()?;
+                t = target_src.next_entry()?;
+            }
+        }
+    }
+    merge.assemble()
+}
+
+impl Merge<'_> {
+    fn io(&self, e: io::Error) -> Error {
+        Error::io(self.out, e)
+    }
+
+    /// Keeps only the directories enclosing `path` on the stack.
+    fn enter(&mut self, path: &str) {
+        while let Some((dir, _)) = self.dirs.last() {
+            if tar::is_ancestor(&dir.path, path) {
+                break;
+            }
+            self.dirs.pop();
+        }
+    }
+
+    /// Writes the parent directory of `path` if it is not written yet (the client's
+    /// delete or unpack there changes its mtime).
+    fn touch_parent(&mut self, path: &str) -> Result<(), Error> {
+        let Some(parent) = tar::parent(path) else {
+            return Ok(());
+        };
+        if let Some((dir, written)) = self.dirs.last_mut() {
+            if dir.path == parent && !*written {
+                *written = true;
+                let dir = dir.clone();
+                self.body.append(&dir).map_err(|e| Error::io(self.out, e))?;
+                self.stats.entries += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn removed_path(&mut self, path: &str) -> Result<(), Error> {
+        self.enter(path);
+        writeln!(self.removed, "{path}").map_err(|e| self.io(e))?;
+        self.stats.removed += 1;
+        self.touch_parent(path)
+    }
+
+    fn push_dir(&mut self, entry: &Entry, written: bool) {
+        if entry.kind == Kind::Directory {
+            self.dirs.push((entry.clone(), written));
+        }
+    }
+
+    fn added(&mut self, te: &Entry, target: &mut dyn Source) -> Result<(), Error> {
+        self.enter(&te.path);
+        self.touch_parent(&te.path)?;
+        self.write_streamed(te, target)?;
+        self.push_dir(te, true);
+        Ok(())
+    }
+
+    /// Writes `te` with its data read straight from the target stream.
+    fn write_streamed(&mut self, te: &Entry, target: &mut dyn Source) -> Result<(), Error> {
+        self.touch_parent(&te.path)?;
+        let mut entry = te.clone();
+        entry.pax.clear();
+        self.body.append(&entry).map_err(|e| self.io(e))?;
+        if entry.kind == Kind::File {
+            let origin = target.origin().to_owned();
+            self.body
+                .copy_data(&mut Data(target))
+                .map_err(|e| Error::io(&origin, e))?;
+            self.written_files.insert(entry.path.clone());
+            self.stats.files += 1;
+        }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    fn write_bytes(&mut self, te: &Entry, data: &[u8]) -> Result<(), Error> {
+        self.touch_parent(&te.path)?;
+        let mut entry = te.clone();
+        entry.pax.clear();
+        self.body
+            .append(&entry)
+            .and_then(|_| self.body.write_data(data))
+            .map_err(|e| Error::io(self.out, e))?;
+        self.written_files.insert(entry.path.clone());
+        self.stats.files += 1;
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    fn both(
+        &mut self,
+        be: &Entry,
+        te: &Entry,
+        base: &mut dyn Source,
+        target: &mut dyn Source,
+    ) -> Result<(), Error> {
+        self.enter(&te.path);
+        if be.kind.class() != te.kind.class() {
+            // Type change: the client deletes the old path (a whole tree for a
+            // directory, whose entries follow as removed) before unpacking.
+            writeln!(self.removed, "{}", te.path).map_err(|e| self.io(e))?;
+            self.stats.removed += 1;
+            self.touch_parent(&te.path)?;
+            self.write_streamed(te, target)?;
+            self.push_dir(te, true);
+            return Ok(());
+        }
+        let changed = match (be.kind, te.kind) {
+            (Kind::File, Kind::File) => return self.both_files(be, te, base, target),
+            (Kind::HardLink, Kind::HardLink) => {
+                be.link != te.link || self.written_files.contains(&te.link)
+            }
+            (Kind::File, Kind::HardLink) | (Kind::HardLink, Kind::File) => true,
+            _ => !be.same_metadata(te),
+        };
+        if changed {
+            self.write_streamed(te, target)?;
+        }
+        self.push_dir(te, changed);
+        Ok(())
+    }
+
+    fn both_files(
+        &mut self,
+        be: &Entry,
+        te: &Entry,
+        base: &mut dyn Source,
+        target: &mut dyn Source,
+    ) -> Result<(), Error> {
+        let meta_same = be.same_metadata(te);
+        let patchable = self.opts.kind == DeltaKind::Zdelta
+            && te.size >= self.opts.patch_min
+            && te.size <= self.opts.patch_max
+            && be.size > 0
+            && be.size <= self.opts.patch_max;
+        if patchable {
+            let base_data = read_exactly(base, be.size)?;
+            let target_data = read_exactly(target, te.size)?;
+            if base_data == target_data {
+                if !meta_same {
+                    self.write_bytes(te, &target_data)?;
+                }
+                return Ok(());
+            }
+            return self.write_patch_or_plain(te, &base_data, &target_data);
+        }
+        if be.size != te.size {
+            // Different content for sure; nothing to compare.
+            return self.write_streamed(te, target);
+        }
+        // Same size: compare while keeping the target's bytes.
+        let mut spool = Spool::new(self.out)?;
+        let mut same = true;
+        let mut bbuf = vec![0u8; 256 * 1024];
+        let mut tbuf = vec![0u8; 256 * 1024];
+        let mut left = te.size;
+        while left > 0 {
+            let n = bbuf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            fill(target, &mut tbuf[..n])?;
+            if same {
+                fill(base, &mut bbuf[..n])?;
+                same = bbuf[..n] == tbuf[..n];
+            }
+            spool.write(&tbuf[..n])?;
+            left -= n as u64;
+        }
+        if same && meta_same {
+            return Ok(());
+        }
+        self.touch_parent(&te.path)?;
+        let mut entry = te.clone();
+        entry.pax.clear();
+        self.body.append(&entry).map_err(|e| self.io(e))?;
+        spool.copy_into(&mut self.body)?;
+        self.written_files.insert(entry.path.clone());
+        self.stats.files += 1;
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// A changed file of a zdelta: the patch when it is smaller than the file's own
+    /// compressed bytes (with the pax header it costs), the file otherwise.
+    fn write_patch_or_plain(
+        &mut self,
+        te: &Entry,
+        base: &[u8],
+        target: &[u8],
+    ) -> Result<(), Error> {
+        let level = self.opts.zstd_level;
+        let patch = zdelta::make_patch(base, target, level).map_err(|e| self.io(e))?;
+        let plain = plain_size(target, level).map_err(|e| self.io(e))?;
+        // The pax header of a patch takes one header block and one record block.
+        if (patch.len() as u64) + 1024 < plain {
+            let info = PatchInfo {
+                base_sha256: Sha256::of(base),
+                sha256: Sha256::of(target),
+                size: target.len() as u64,
+            };
+            self.touch_parent(&te.path)?;
+            let mut entry = te.clone();
+            entry.pax = info.pax_records();
+            entry.size = patch.len() as u64;
+            self.body
+                .append(&entry)
+                .and_then(|_| self.body.write_data(&patch))
+                .map_err(|e| Error::io(self.out, e))?;
+            self.written_files.insert(entry.path.clone());
+            self.stats.files += 1;
+            self.stats.patched += 1;
+            self.stats.entries += 1;
+            Ok(())
+        } else {
+            self.write_bytes(te, target)
+        }
+    }
+
+    /// The delta: `removed`, then the body, through the type's compressor.
+    fn assemble(self) -> Result<DeltaStats, Error> {
+        let out = self.out;
+        let io = |e: io::Error| Error::io(out, e);
+        let mut stats = self.stats;
+        let mut removed = self.removed.into_inner().map_err(|e| io(e.into_error()))?;
+        let removed_len = removed.stream_position().map_err(io)?;
+        removed.seek(SeekFrom::Start(0)).map_err(io)?;
+        let mut body = self
+            .body
+            .into_inner()
+            .map_err(io)?
+            .into_inner()
+            .map_err(|e| io(e.into_error()))?;
+        body.seek(SeekFrom::Start(0)).map_err(io)?;
+        let compression = match self.opts.kind {
+            DeltaKind::Delta => Compression::Xz(self.opts.xz_level),
+            DeltaKind::Zdelta => Compression::Zstd(self.opts.zstd_level),
+        };
+        let file = AtomicFile::create(out)?;
+        let mut writer = Writer::new(compression.writer(file).map_err(io)?);
+        let mut entry = Entry::new("removed".into(), Kind::File);
+        entry.size = removed_len;
+        entry.mtime = generated_mtime();
+        writer.append_root_owned(&entry).map_err(io)?;
+        writer.copy_data(&mut removed).map_err(io)?;
+        writer.copy_raw(&mut io::BufReader::new(body)).map_err(io)?;
+        let encoder = writer.finish().map_err(io)?;
+        let file = encoder.finish().map_err(io)?;
+        stats.size = file.commit()?;
+        Ok(stats)
+    }
+}
+
+/// The size of `data` as one zstd frame at `level` (what it costs stored whole in the
+/// outer stream, near enough).
+fn plain_size(data: &[u8], level: i32) -> io::Result<u64> {
+    let mut sink = CountingSink(0);
+    let mut enc = zstd::stream::write::Encoder::new(&mut sink, level)?;
+    enc.window_log(zdelta::window_log_for(0, data.len() as u64))?;
+    enc.long_distance_matching(true)?;
+    enc.write_all(data)?;
+    enc.finish()?;
+    Ok(sink.0)
+}
+
+struct CountingSink(u64);
+
+impl Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Fills `buf` from the current entry of `source`.
+fn fill(source: &mut dyn Source, buf: &mut [u8]) -> Result<(), Error> {
+    let origin = source.origin().to_owned();
+    let mut data = Data(source);
+    data.read_exact(buf).map_err(|e| Error::io(&origin, e))
+}
+
+fn read_exactly(source: &mut dyn Source, size: u64) -> Result<Vec<u8>, Error> {
+    let mut data = vec![0u8; size as usize];
+    fill(source, &mut data)?;
+    Ok(data)
+}
+
+/// A file's bytes kept while compared: in memory up to [`SPOOL_IN_MEMORY`], then in an
+/// unnamed temporary file next to the output.
+struct Spool {
+    memory: Vec<u8>,
+    file: Option<BufWriter<std::fs::File>>,
+    dir: std::path::PathBuf,
+}
+
+impl Spool {
+    fn new(out: &Path) -> Result<Self, Error> {
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        Ok(Spool {
+            memory: Vec::new(),
+            file: None,
+            dir,
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        if self.file.is_none() && self.memory.len() + data.len() > SPOOL_IN_MEMORY {
+            let file = tempfile::tempfile_in(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            let mut file = BufWriter::new(file);
+            file.write_all(&self.memory)
+                .map_err(|e| Error::io(&self.dir, e))?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(data).map_err(|e| Error::io(&self.dir, e)),
+            None => {
+                self.memory.extend_from_slice(data);
+                Ok(())
+            }
+        }
+    }
+
+    fn copy_into<W: Write>(self, writer: &mut Writer<W>) -> Result<(), Error> {
+        let dir = self.dir;
+        match self.file {
+            None => writer
+                .write_data(&self.memory)
+                .map_err(|e| Error::io(&dir, e)),
+            Some(file) => {
+                let mut file = file
+                    .into_inner()
+                    .map_err(|e| Error::io(&dir, e.into_error()))?;
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|e| Error::io(&dir, e))?;
+                writer
+                    .copy_data(&mut io::BufReader::new(file))
+                    .map_err(|e| Error::io(&dir, e))
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The `zdelta` image type's patch members (see the zdelta contract): a changed regular
+//! file stored as one zstd frame compressed with the base file's bytes as reference
+//! prefix (`zstd --patch-from`), described by `RELEASE_UPGRADER.*` pax records.
+//!
+//! [`apply_member`] is the decoder both sides can use: it checks the base before and the
+//! result after, and returns an error instead of unverified bytes' success. [`expand`]
+//! turns a whole zdelta into the equivalent plain `delta` tar against a base tree.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
+
+use super::source;
+use super::tar::{self, Kind};
+use crate::digest::{Sha256, Sha256Hasher};
+use crate::error::Error;
+
+pub const PATCH_KEY: &str = "RELEASE_UPGRADER.patch";
+pub const PATCH_METHOD: &str = "zstd-patch-from";
+pub const BASE_SHA256_KEY: &str = "RELEASE_UPGRADER.base-sha256";
+pub const SHA256_KEY: &str = "RELEASE_UPGRADER.sha256";
+pub const SIZE_KEY: &str = "RELEASE_UPGRADER.size";
+
+/// The largest window a patch frame may declare (2^31, zstd's `--long` maximum).
+pub const WINDOW_LOG_MAX: u32 = 31;
+
+/// What a patch member promises.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchInfo {
+    /// SHA256 of the base file the patch applies to.
+    pub base_sha256: Sha256,
+    /// SHA256 and size of the resulting file.
+    pub sha256: Sha256,
+    pub size: u64,
+}
+
+impl PatchInfo {
+    /// The patch records among a member's pax records: `None` when the member is not a
+    /// patch, an error when it claims to be one but the records are incomplete, unknown
+    /// or malformed.
+    pub fn from_pax(records: &[(String, String)], what: &str) -> Result<Option<Self>, Error> {
+        let get = |key: &str| {
+            records
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let Some(method) = get(PATCH_KEY) else {
+            return Ok(None);
+        };
+        let bad = |reason: String| Error::Malformed {
+            what: what.to_owned(),
+            reason,
+        };
+        if method != PATCH_METHOD {
+            return Err(bad(format!("unknown patch method {method:?}")));
+        }
+        let digest = |key: &str| -> Result<Sha256, Error> {
+            get(key)
+                .ok_or_else(|| bad(format!("patch without {key}")))?
+                .parse()
+                .map_err(|e| bad(format!("{key}: {e}")))
+        };
+        let size = get(SIZE_KEY)
+            .ok_or_else(|| bad(format!("patch without {SIZE_KEY}")))?
+            .parse::<u64>()
+            .map_err(|e| bad(format!("{SIZE_KEY}: {e}")))?;
+        Ok(Some(PatchInfo {
+            base_sha256: digest(BASE_SHA256_KEY)?,
+            sha256: digest(SHA256_KEY)?,
+            size,
+        }))
+    }
+
+    /// The pax records that describe this patch, in the order the writer emits them.
+    pub fn pax_records(&self) -> Vec<(String, String)> {
+        vec![
+            (PATCH_KEY.into(), PATCH_METHOD.into()),
+            (BASE_SHA256_KEY.into(), self.base_sha256.to_hex()),
+            (SHA256_KEY.into(), self.sha256.to_hex()),
+            (SIZE_KEY.into(), self.size.to_string()),
+        ]
+    }
+}
+
+/// The window log a patch of `target` against `base` needs: the frame must reach back
+/// over the whole base (zstd's `--patch-from` sizes it the same way).
+pub fn window_log_for(base_len: u64, target_len: u64) -> u32 {
+    let total = base_len.saturating_add(target_len).max(1);
+    let mut log = 10; // ZSTD_WINDOWLOG_MIN
+    while (1u64 << log) < total && log < WINDOW_LOG_MAX {
+        log += 1;
+    }
+    log
+}
+
+/// One zstd frame of `target` with `base` as reference prefix, long-distance matching
+/// on, the window covering base and target, a content checksum.
+pub fn make_patch(base: &[u8], target: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let mut enc = zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), level, base)?;
+    enc.window_log(window_log_for(base.len() as u64, target.len() as u64))?;
+    enc.long_distance_matching(true)?;
+    enc.include_checksum(true)?;
+    enc.set_pledged_src_size(Some(target.len() as u64))?;
+    enc.write_all(target)?;
+    enc.finish()
+}
+
+/// Rebuilds the file a patch member describes into `out`: the base must hash to
+/// `info.base_sha256`; `patch` must be exactly one zstd frame that decodes (with `base`
+/// as reference prefix) to `info.size` bytes hashing to `info.sha256`. `out` receives
+/// bytes as they decode, so callers write to a temporary and keep it only on `Ok`.
+/// Returns the size written.
+pub fn apply_member(
+    info: &PatchInfo,
+    base: &[u8],
+    patch: &mut dyn Read,
+    out: &mut dyn Write,
+    what: &str,
+) -> Result<u64, Error> {
+    let base_digest = Sha256::of(base);
+    if base_digest != info.base_sha256 {
+        return Err(Error::HashMismatch {
+            what: format!("{what} (base of the patch)"),
+            expected: info.base_sha256.to_hex(),
+            actual: base_digest.to_hex(),
+        });
+    }
+    let malformed = |reason: String| Error::Malformed {
+        what: what.to_owned(),
+        reason,
+    };
+    let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(BufReader::new(patch), base)
+        .map_err(|e| malformed(format!("zstd: {e}")))?
+        .single_frame();
+    decoder
+        .window_log_max(WINDOW_LOG_MAX)
+        .map_err(|e| malformed(format!("zstd: {e}")))?;
+    let mut hasher = Sha256Hasher::new();
+    let mut written: u64 = 0;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = decoder
+            .read(&mut buf)
+            .map_err(|e| malformed(format!("patch does not decode: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        written += n as u64;
+        if written > info.size {
+            return Err(Error::SizeMismatch {
+                what: what.to_owned(),
+                expected: info.size,
+                actual: written,
+            });
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io(Path::new(what), e))?;
+    }
+    let mut rest = decoder.finish();
+    let trailing = rest
+        .fill_buf()
+        .map_err(|e| malformed(format!("reading the patch: {e}")))?;
+    if !trailing.is_empty() {
+        return Err(malformed("data after the patch frame".into()));
+    }
+    if written != info.size {
+        return Err(Error::SizeMismatch {
+            what: what.to_owned(),
+            expected: info.size,
+            actual: written,
+        });
+    }
+    let digest = hasher.finish();
+    if digest != info.sha256 {
+        return Err(Error::HashMismatch {
+            what: what.to_owned(),
+            expected: info.sha256.to_hex(),
+            actual: digest.to_hex(),
+        });
+    }
+    Ok(written)
+}
+
+/// Turns the zdelta `input` into the plain `delta` tar it stands for, resolving every
+/// patch member against the file at the same path under `base_root` (the tree the
+/// delta applies to, holding `system/…`). Writes an uncompressed tar to `out`; the
+/// base tree is only read. Refuses a tampered or mismatched member.
+pub fn expand(input: &Path, base_root: &Path, out: &mut dyn Write) -> Result<ExpandStats, Error> {
+    let mut reader = tar::Reader::new(source::decompressed(input)?);
+    let mut writer = tar::Writer::new(out);
+    let mut stats = ExpandStats::default();
+    let io_err = |e: io::Error| Error::io(input, e);
+    let mut first = true;
+    while let Some(mut entry) = reader.next_entry().map_err(io_err)? {
+        let name = tar::normalise(&entry.path).map_err(|reason| Error::Malformed {
+            what: input.display().to_string(),
+            reason,
+        })?;
+        if first && (name != "removed" || entry.kind != Kind::File) {
+            return Err(Error::Malformed {
+                what: input.display().to_string(),
+                reason: "the first member is not `removed`".into(),
+            });
+        }
+        first = false;
+        entry.path = name;
+        let what = format!("{}: {}", input.display(), entry.path);
+        match PatchInfo::from_pax(&entry.pax, &what)? {
+            Some(info) => {
+                if entry.kind != Kind::File {
+                    return Err(Error::Malformed {
+                        what,
+                        reason: "a patch on an entry that is not a regular file".into(),
+                    });
+                }
+                let base_path = base_root.join(&entry.path);
+                let base = read_nofollow(&base_path)?;
+                let mut decoded = Vec::with_capacity(info.size.min(1 << 30) as usize);
+                apply_member(&info, &base, &mut reader, &mut decoded, &what)?;
+                entry.pax.clear();
+                entry.size = decoded.len() as u64;
+                writer.append(&entry).map_err(io_err)?;
+                writer.write_data(&decoded).map_err(io_err)?;
+                stats.patched += 1;
+            }
+            None => {
+                entry.pax.clear();
+                if entry.path == "removed" {
+                    writer.append_root_owned(&entry).map_err(io_err)?;
+                } else {
+                    writer.append(&entry).map_err(io_err)?;
+                }
+                if entry.kind == Kind::File {
+                    writer.copy_data(&mut reader).map_err(io_err)?;
+                }
+            }
+        }
+        stats.entries += 1;
+    }
+    reader.drain().map_err(io_err)?;
+    writer.finish().map_err(io_err)?;
+    Ok(stats)
+}
+
+/// What [`expand`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExpandStats {
+    pub entries: u64,
+    pub patched: u64,
+}
+
+fn read_nofollow(path: &Path) -> Result<Vec<u8>, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Vec<u8>, Vec<u8>) {
+        let base: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let mut target = base.clone();
+        target[1000..1010].copy_from_slice(b"0123456789");
+        target.extend_from_slice(b"tail");
+        (base, target)
+    }
+
+    fn info(base: &[u8], target: &[u8]) -> PatchInfo {
+        PatchInfo {
+            base_sha256: Sha256::of(base),
+            sha256: Sha256::of(target),
+            size: target.len() as u64,
+        }
+    }
+
+    #[test]
+    fn patch_round_trips_and_is_small() {
+        let (base, target) = sample();
+        let patch = make_patch(&base, &target, 19).unwrap();
+        assert!(patch.len() < 200, "patch of {} bytes", patch.len());
+        let mut out = Vec::new();
+        apply_member(&info(&base, &target), &base, &mut &patch[..], &mut out, "t").unwrap();
+        assert_eq!(out, target);
+    }
+
+    #[test]
+    fn refuses_wrong_base_and_tampered_patch() {
+        let (base, target) = sample();
+        let patch = make_patch(&base, &target, 19).unwrap();
+        let mut other = base.clone();
+        other[5] ^= 1;
+        let err = apply_member(
+            &info(&base, &target),
+            &other,
+            &mut &patch[..],
+            &mut Vec::new(),
+            "t",
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+        let mut bad = patch.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
+        assert!(
+            apply_member(
+                &info(&base, &target),
+                &base,
+                &mut &bad[..],
+                &mut Vec::new(),
+                "t"
+            )
+            .is_err()
+        );
+        let mut wrong = info(&base, &target);
+        wrong.size -= 1;
+        assert!(apply_member(&wrong, &base, &mut &patch[..], &mut Vec::new(), "t").is_err());
+        let mut trailing = patch.clone();
+        trailing.extend_from_slice(&patch);
+        assert!(
+            apply_member(
+                &info(&base, &target),
+                &base,
+                &mut &trailing[..],
+                &mut Vec::new(),
+                "t"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn pax_records_round_trip() {
+        let (base, target) = sample();
+        let i = info(&base, &target);
+        assert_eq!(PatchInfo::from_pax(&i.pax_records(), "t").unwrap(), Some(i));
+        assert_eq!(PatchInfo::from_pax(&[], "t").unwrap(), None);
+        let odd = vec![(PATCH_KEY.to_owned(), "bsdiff".to_owned())];
+        assert!(PatchInfo::from_pax(&odd, "t").is_err());
+    }
+}

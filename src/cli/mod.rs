@@ -4,11 +4,11 @@
 pub mod args;
 mod client;
 mod deb;
-pub mod image;
 mod demo;
 mod helper;
-mod pocket;
+pub mod image;
 pub mod image_publish;
+mod pocket;
 mod publish;
 pub mod ui;
 

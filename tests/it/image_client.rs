@@ -1333,6 +1333,160 @@ fn a_blacklist_without_its_signature_is_not_ignored() {
     std::fs::remove_file(f.srv.join("gpg/blacklist.tar.xz.asc")).unwrap();
     let run = f.run(&["--retries", "0", "image", "apply"]);
     assert_eq!(run.code(), 4, "{}", run.stderr());
-    assert!(run.stderr().contains("blacklist.tar.xz.asc"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("blacklist.tar.xz.asc"),
+        "{}",
+        run.stderr()
+    );
     expect_tree(&f.root, 1, f.port);
+}
+
+/// What `release-upgrader-publish image …` (the server side of this crate) publishes
+/// takes a device from build 1 to 3 through deltas (and, by default, zdeltas).
+#[test]
+fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas() {
+    use crate::support::PUBLISH_BIN;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let server = Server::start(&www).unwrap();
+    let port = server.addr().port();
+    let publish = |args: &[&str]| {
+        let out = Command::new(PUBLISH_BIN).args(args).output().unwrap();
+        Run(out).expect(0);
+    };
+    let p = |path: &Path| path.to_str().unwrap().to_owned();
+    for k in ["archive-master", "image-master", "image-signing"] {
+        publish(&[
+            "key",
+            "generate",
+            "--out",
+            &p(&d.join("keys").join(k)),
+            "--uid",
+            k,
+        ]);
+    }
+    let secret = |k: &str| p(&d.join("keys").join(k).join("secret.asc"));
+    let gpg = d.join("gpg");
+    for (kind, signer) in [
+        ("archive-master", "archive-master"),
+        ("image-master", "archive-master"),
+        ("image-signing", "image-master"),
+    ] {
+        publish(&[
+            "image",
+            "keyring",
+            "--type",
+            kind,
+            "--key",
+            &secret(kind),
+            "--signed-by",
+            &secret(signer),
+            "--out",
+            &p(&gpg.join(format!("{kind}.tar.xz"))),
+        ]);
+    }
+    let archive_master = std::fs::read(gpg.join("archive-master.tar.xz")).unwrap();
+    let with_anchor = |build: u64| {
+        let mut t = tree(build, port);
+        // An incompressible file no build changes: full images cost megabytes more
+        // than deltas, so the delta chain wins on size.
+        let mut rng = Rng(0x5eed);
+        let noise: Vec<u8> = (0..3 << 20).map(|_| rng.next() as u8).collect();
+        t.insert("usr/share/noise".into(), Node::File(noise, 0o644));
+        t.insert(
+            "usr/share/system-image/archive-master.tar.xz".into(),
+            Node::File(archive_master.clone(), 0o644),
+        );
+        t
+    };
+    for build in 1..=3u64 {
+        let root = d.join(format!("tree-{build}"));
+        materialize(&with_anchor(build), &root);
+        // Same times in every build, so unchanged files stay out of the deltas.
+        let status = Command::new("find")
+            .arg(&root)
+            .args(["-exec", "touch", "-h", "-d", "@1700000000", "{}", "+"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = d.join(format!("build-{build}"));
+        publish(&["image", "build", "--root", &p(&root), "--out", &p(&out)]);
+        let v = build.to_string();
+        let port_s = port.to_string();
+        publish(&[
+            "image",
+            "publish",
+            &p(&out.join("rootfs.tar.xz")),
+            "--out",
+            &p(&www),
+            "--key",
+            &secret("image-signing"),
+            "--channel",
+            CHANNEL,
+            "--device",
+            DEVICE,
+            "--version",
+            &v,
+            "--keyrings",
+            &p(&gpg),
+            "--zdelta",
+            "--server",
+            "127.0.0.1",
+            "--http-port",
+            &port_s,
+            "--https-port",
+            "disabled",
+        ]);
+    }
+    let without_version_files = |mut s: BTreeMap<String, String>| {
+        s.remove("etc/system-image/channel.ini");
+        s.remove("etc/ubuntu-build");
+        s
+    };
+    for extra in [&[][..], &["--no-zdelta"][..]] {
+        let root = d.join("device");
+        let _ = std::fs::remove_dir_all(&root);
+        materialize(&with_anchor(1), &root);
+        let mut args = vec!["--root", root.to_str().unwrap(), "--json", "image", "check"];
+        args.extend_from_slice(extra);
+        let run = Run(Command::new(BIN).args(&args).output().unwrap());
+        run.expect(0);
+        let check = run
+            .json_lines()
+            .into_iter()
+            .find(|l| l["event"] == "check")
+            .unwrap();
+        let path: Vec<(String, u64)> = check["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["type"].as_str().unwrap().to_owned(),
+                    i["version"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let kind = if extra.is_empty() { "zdelta" } else { "delta" };
+        assert_eq!(
+            path,
+            [(kind.to_owned(), 2), (kind.to_owned(), 3)],
+            "{extra:?}"
+        );
+        args[3] = "image";
+        args[4] = "apply";
+        Run(Command::new(BIN).args(&args).output().unwrap()).expect(0);
+        let want = d.join("want");
+        let _ = std::fs::remove_dir_all(&want);
+        materialize(&with_anchor(3), &want);
+        assert_eq!(
+            without_version_files(snapshot(&root)),
+            without_version_files(snapshot(&want)),
+            "{extra:?}"
+        );
+        let ini = std::fs::read_to_string(root.join("etc/system-image/channel.ini")).unwrap();
+        assert!(ini.contains("build_number: 3"), "{ini}");
+    }
 }

@@ -97,8 +97,10 @@ fresh() { # TREE DEST: DEST/system is a copy of TREE
   rm -rf "$2"; mkdir -p "$2"
   cp -a "$1" "$2/system"
 }
-tree_digest() { # DIR: content, modes, owners, links, mtimes of every path
-  (cd "$1" && find . -printf '%p %y %m %U:%G %T@ %l %s\n' | LC_ALL=C sort &&
+tree_digest() { # DIR: content, modes, owners, links, mtimes of every path (not the
+  # size of directories: the file system's, it stays large after entries are deleted)
+  (cd "$1" && find . \( -type d -printf '%p %y %m %U:%G %T@\n' \) -o -printf '%p %y %m %U:%G %T@ %l %s %n\n' |
+    LC_ALL=C sort &&
     find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
 }
 
@@ -118,10 +120,17 @@ for pair in $pairs; do
     full=$(stat -c %s "$work/full-$pair/rootfs.tar.xz")
   fi
 
-  fresh "$b" "$work/apply-d"
-  apply_d=$(seconds apply_anchor "$d" "$work/apply-d")
-  fresh "$b" "$work/apply-z"
-  apply_z=$(seconds apply_zdelta "$z" "$work/apply-z")
+  # Apply times: the median of RUNS (default 5) runs each, alternating, from a fresh
+  # copy of the base tree (the machine is shared: single runs are noisy).
+  ta=(); tz=()
+  for _ in $(seq "${RUNS:-5}"); do
+    fresh "$b" "$work/apply-d"; sync
+    ta+=("$(seconds apply_anchor "$d" "$work/apply-d")")
+    fresh "$b" "$work/apply-z"; sync
+    tz+=("$(seconds apply_zdelta "$z" "$work/apply-z")")
+  done
+  apply_d=$(printf '%s\n' "${ta[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+  apply_z=$(printf '%s\n' "${tz[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
   want=$(tree_digest "$t"); got_d=$(tree_digest "$work/apply-d/system"); got_z=$(tree_digest "$work/apply-z/system")
   ok="same tree"
   [ "$got_d" = "$want" ] || ok="DELTA TREE DIFFERS"

@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::output::{AtomicFile, Compression};
-use super::source::{self, Data, DirSource, Source, TarSource};
+use super::source::{self, Data, DirSource, Source};
 use super::tar::{self, Entry, Kind, Writer};
 use crate::error::Error;
 
@@ -340,11 +340,6 @@ pub fn write_version_tarball(ini: &ChannelIni, out: &Path) -> Result<u64, Error>
 /// Opens an image (tarball or root directory) for reading in image order.
 pub fn open_image(path: &Path) -> Result<Box<dyn Source>, Error> {
     source::open(path)
-}
-
-#[allow(dead_code)]
-fn _assert_tar_source_is_source(t: TarSource) -> Box<dyn Source> {
-    Box::new(t)
 }
 
 /// Reads a whole small member out of `source` (for tests and the publisher's checks).

@@ -13,6 +13,7 @@ use std::time::Instant;
 use crate::date;
 use crate::error::Error;
 use crate::fetch::{FetchConfig, Fetcher, Location};
+use crate::fsutil;
 use crate::openpgp::Keyring;
 use crate::publish::SigningKey;
 use crate::publish::archive::{self, ArchiveRelease};
@@ -25,6 +26,9 @@ use super::{repack, tiny};
 
 /// The recipe the demo builds its helpers with: the one committed for Debian.
 const RECIPE: &str = include_str!("../../helpers/debian.toml");
+
+/// What the demo's user adds to `/etc/demo.conf` before the upgrade.
+const USER_EDIT: &str = "colour = red # the user's choice\n";
 
 /// The codename under which the demo publishes this machine's repacked packages.
 const HOST_RELEASE: &str = "host";
@@ -254,7 +258,13 @@ pub fn run(options: &DemoOptions, steps: &mut dyn Steps) -> Result<DemoOutcome, 
         "installing Demo Linux 1 (alpha) into a throwaway root with dpkg",
     );
     tiny::install_root(&root, &old_debs)?;
-    // The user edited a configuration file: the upgrade keeps it.
+    // The user edits a configuration file; the upgrade keeps the edit, as
+    // `--force-confold` does.
+    let conf = root.join("etc/demo.conf");
+    let mut edited = fs_err::read_to_string(&conf).map_err(|e| Error::io(&conf, e))?;
+    edited.push_str(USER_EDIT);
+    fsutil::write_atomic(&conf, edited.as_bytes())?;
+    steps.detail("edited /etc/demo.conf, as a user would");
     let before = os_release(&root);
     steps.detail(&format!("{}: {before}", root.display()));
 
@@ -284,6 +294,12 @@ pub fn run(options: &DemoOptions, steps: &mut dyn Steps) -> Result<DemoOutcome, 
 
     steps.step(8, TOTAL, "checking the result");
     let after = os_release(&root);
+    let conf_kept = std::fs::read_to_string(&conf).is_ok_and(|c| c.contains(USER_EDIT));
+    steps.detail(if conf_kept {
+        "/etc/demo.conf: the user's edit was kept"
+    } else {
+        "/etc/demo.conf: the user's edit was lost"
+    });
     let prefix = root.join(crate::layout::PREFIX_IN_DEB);
     let helpers_left = prefix.exists()
         && fs_err::read_dir(&prefix)

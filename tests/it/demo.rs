@@ -38,6 +38,11 @@ fn demo_upgrades_a_throwaway_root_with_relocated_helpers_and_leaves_it_clean() {
         !status.contains("demo-legacy 1.0 ii"),
         "obsolete package purged: {status}"
     );
+    let conf = std::fs::read_to_string(root.join("etc/demo.conf")).unwrap();
+    assert!(
+        conf.contains("the user's choice"),
+        "the edit is kept: {conf}"
+    );
     for log in ["main.log", "apt.log", "apt-term.log"] {
         assert!(
             root.join("var/log/dist-upgrade").join(log).is_file(),

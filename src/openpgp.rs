@@ -254,25 +254,10 @@ pub fn verify_detached(
     signature: &[u8],
     what: &str,
 ) -> Result<Verified<Vec<u8>>, Error> {
-    let policy = StandardPolicy::new();
-    let now = SystemTime::now();
-    let fail = |reason: String| Error::BadSignature {
-        what: what.to_owned(),
-        reason,
-    };
-    if keyring.is_empty() {
-        return Err(fail("the trusted keyring is empty".into()));
-    }
-    let helper = Helper::new(keyring, &policy, now);
-    let mut verifier = DetachedVerifierBuilder::from_bytes(signature)
-        .and_then(|b| b.with_policy(&policy, now, helper))
-        .map_err(|e| fail(format!("not an OpenPGP signature ({e})")))?;
-    let result = verifier.verify_bytes(&data);
-    let helper = verifier.into_helper();
-    if let Err(e) = result {
-        return Err(fail(helper.explain(Some(e.to_string()))));
-    }
-    helper.into_verified(data).map_err(fail)
+    let verified = check_detached(keyring, signature, what, |verifier| {
+        verifier.verify_bytes(&data)
+    })?;
+    Ok(verified.vouch_for(data))
 }
 
 /// Verifies the file at `path` against a detached signature, streaming it (images are
@@ -284,6 +269,23 @@ pub fn verify_detached_file(
     signature: &[u8],
     what: &str,
 ) -> Result<Verified<PathBuf>, Error> {
+    let file = fs_err::File::open(path).map_err(|e| Error::io(path, e))?;
+    let verified = check_detached(keyring, signature, what, |verifier| {
+        verifier.verify_reader(std::io::BufReader::new(file))
+    })?;
+    Ok(verified.vouch_for(path.to_owned()))
+}
+
+/// The detached-signature check both callers share: `verify` feeds the signed bytes to
+/// the verifier; the result vouches for nothing yet (the caller names what was signed).
+fn check_detached(
+    keyring: &Keyring,
+    signature: &[u8],
+    what: &str,
+    verify: impl FnOnce(
+        &mut openpgp::parse::stream::DetachedVerifier<'_, Helper<'_>>,
+    ) -> openpgp::Result<()>,
+) -> Result<Verified<Vec<u8>>, Error> {
     let policy = StandardPolicy::new();
     let now = SystemTime::now();
     let fail = |reason: String| Error::BadSignature {
@@ -297,16 +299,12 @@ pub fn verify_detached_file(
     let mut verifier = DetachedVerifierBuilder::from_bytes(signature)
         .and_then(|b| b.with_policy(&policy, now, helper))
         .map_err(|e| fail(format!("not an OpenPGP signature ({e})")))?;
-    let file = fs_err::File::open(path).map_err(|e| Error::io(path, e))?;
-    let result = verifier.verify_reader(std::io::BufReader::new(file));
+    let result = verify(&mut verifier);
     let helper = verifier.into_helper();
     if let Err(e) = result {
         return Err(fail(helper.explain(Some(e.to_string()))));
     }
-    helper
-        .into_verified(Vec::new())
-        .map(|v| v.vouch_for(path.to_owned()))
-        .map_err(fail)
+    helper.into_verified(Vec::new()).map_err(fail)
 }
 
 /// Collects good signers and the reasons the other signatures failed.

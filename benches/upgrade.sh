@@ -7,13 +7,15 @@
 #         apt-get update && apt-get -y full-upgrade (confdef/confold, noninteractive)
 #
 # Both download from the Debian mirror of this machine's apt sources (or
-# RELEASE_UPGRADER_DEBIAN_MIRROR), alternating, RUNS times each (default 2); prints the
-# medians and the ratio ours/peer. Needs root (chroot, mounts). The bookworm minbase
-# tarball is the end-to-end tests' cache (debootstrapped once if missing).
+# RELEASE_UPGRADER_DEBIAN_MIRROR), after one unmeasured warm-up run, in alternating order,
+# RUNS times each (default 3); prints the medians and the ratio ours/peer. Needs root
+# (chroot, mounts). The bookworm minbase tarball is the end-to-end tests' cache
+# (debootstrapped once if missing). With RELEASE_UPGRADER_BENCH_LOGS=DIR, each of our
+# runs leaves its /var/log/dist-upgrade there (main.log has the time of every step).
 # Usage: benches/upgrade.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-2}
+runs=${1:-3}
 [ "$(id -u)" -eq 0 ] || { echo "benches/upgrade.sh needs root" >&2; exit 2; }
 
 mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) |
@@ -85,6 +87,10 @@ ours() {
   t1=$(date +%s.%N)
   check "$work/ours" ours
   echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/ours.t"
+  if [ -n "${RELEASE_UPGRADER_BENCH_LOGS:-}" ]; then
+    mkdir -p "$RELEASE_UPGRADER_BENCH_LOGS"
+    cp -r "$work/ours/var/log/dist-upgrade" "$RELEASE_UPGRADER_BENCH_LOGS/run-$(wc -l <"$work/ours.t")"
+  fi
   release "$work/ours"
 }
 peer() {
@@ -102,7 +108,12 @@ peer() {
 }
 
 : >"$work/ours.t"; : >"$work/peer.t"
-for _ in $(seq "$runs"); do peer; ours; done
+# The mirror may be a caching proxy: one unmeasured run fills its cache, so neither side
+# pays for a cold one. Then the order alternates.
+peer; : >"$work/peer.t"
+for i in $(seq "$runs"); do
+  if ((i % 2)); then ours; peer; else peer; ours; fi
+done
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 o=$(median <"$work/ours.t"); p=$(median <"$work/peer.t")
 printf 'upgrade 12 -> 13 (median of %d): release-upgrader %.1f s, apt-get update+full-upgrade %.1f s, ratio %.2f\n' \

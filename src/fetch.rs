@@ -372,6 +372,16 @@ impl Fetcher {
         &self.config
     }
 
+    /// This fetcher (configuration, connections, cancellation) reporting to `progress`.
+    pub fn reporting_to(&self, progress: Arc<dyn Progress>) -> Fetcher {
+        Fetcher {
+            config: self.config.clone(),
+            client: self.client.clone(),
+            progress,
+            cancel: self.cancel.clone(),
+        }
+    }
+
     /// Where this fetcher reports progress.
     pub fn progress(&self) -> Arc<dyn Progress> {
         self.progress.clone()

@@ -112,7 +112,7 @@ pub struct PlannedAction {
     pub to: Option<String>,
 }
 
-/// What `apt-get -s dist-upgrade` would do.
+/// What an apt run would do, as apt lists it before it asks.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Simulation {
     pub upgraded: Vec<PlannedAction>,
@@ -124,78 +124,110 @@ pub struct Simulation {
     pub kept_back: Vec<String>,
 }
 
+/// Which list of apt's plan a line belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Upgraded,
+    Installed,
+    Removed,
+    Downgraded,
+    KeptBack,
+    Other,
+}
+
+impl Section {
+    /// apt 2's "The following … will be …:" and apt 3's "Upgrading:" headers.
+    fn of_header(line: &str) -> Section {
+        let line = line.trim_end();
+        if line.starts_with("The following packages will be REMOVED") || line == "REMOVING:" {
+            Section::Removed
+        } else if line.starts_with("The following NEW packages will be installed")
+            || line == "Installing:"
+            || line == "Installing dependencies:"
+        {
+            Section::Installed
+        } else if line.starts_with("The following packages will be upgraded")
+            || line == "Upgrading:"
+        {
+            Section::Upgraded
+        } else if line.starts_with("The following packages will be DOWNGRADED")
+            || line == "DOWNGRADING:"
+        {
+            Section::Downgraded
+        } else if line.starts_with("The following packages have been kept back")
+            || line.starts_with("Not upgrading")
+        {
+            Section::KeptBack
+        } else {
+            Section::Other
+        }
+    }
+}
+
 impl Simulation {
-    /// Parses the `Inst`/`Remv`/`Purg` lines of `apt-get -s` (with `LC_ALL=C.UTF-8`).
+    /// Parses the plan apt prints before its question (`apt-get --print-uris -y`,
+    /// `--assume-no`), run with `LC_ALL=C.UTF-8`: apt 2's and apt 3's wording, names
+    /// only or with `-V` versions (`name (old => new)`, `name (version)`).
     pub fn parse(output: &str) -> Self {
         let mut sim = Simulation::default();
-        let mut in_kept_back = false;
+        let mut section = Section::Other;
         for line in output.lines() {
-            if line.starts_with("The following packages have been kept back") {
-                in_kept_back = true;
+            if !line.starts_with(' ') {
+                section = Section::of_header(line);
                 continue;
             }
-            if in_kept_back {
-                if line.starts_with(' ') {
-                    sim.kept_back
-                        .extend(line.split_whitespace().map(str::to_owned));
-                    continue;
+            if section == Section::Other {
+                continue;
+            }
+            for action in items(line) {
+                match section {
+                    Section::Upgraded => sim.upgraded.push(action),
+                    Section::Installed => sim.installed.push(action),
+                    Section::Removed => sim.removed.push(PlannedAction {
+                        from: action.to,
+                        to: None,
+                        ..action
+                    }),
+                    Section::Downgraded => sim.downgraded.push(action),
+                    Section::KeptBack => sim.kept_back.push(action.package),
+                    Section::Other => {}
                 }
-                in_kept_back = false;
-            }
-            let (verb, rest) = match line.split_once(' ') {
-                Some(split) => split,
-                None => continue,
-            };
-            if !matches!(verb, "Inst" | "Remv" | "Purg") {
-                continue;
-            }
-            let mut words = rest.split_whitespace();
-            let Some(package) = words.next() else {
-                continue;
-            };
-            let rest: String = words.collect::<Vec<_>>().join(" ");
-            // "[old]" is the installed version; "(new Origin:… [arch])" the candidate.
-            let from = rest
-                .strip_prefix('[')
-                .and_then(|r| r.split_once(']'))
-                .map(|(v, _)| v.to_owned());
-            let paren = rest
-                .find('(')
-                .and_then(|i| rest[i + 1..].find(')').map(|j| &rest[i + 1..i + 1 + j]));
-            let to = paren
-                .and_then(|p| p.split_whitespace().next())
-                .map(str::to_owned);
-            let architecture = paren
-                .and_then(|p| p.rsplit_once('['))
-                .and_then(|(_, a)| a.strip_suffix(']'))
-                .map(str::to_owned);
-            let action = PlannedAction {
-                package: package.to_owned(),
-                architecture,
-                from,
-                to,
-            };
-            match verb {
-                "Inst" if action.from.is_none() => sim.installed.push(action),
-                "Inst" => {
-                    let lower = match (&action.from, &action.to) {
-                        (Some(f), Some(t)) => t
-                            .parse::<crate::version::Version>()
-                            .ok()
-                            .zip(f.parse::<crate::version::Version>().ok())
-                            .is_some_and(|(t, f)| t < f),
-                        _ => false,
-                    };
-                    if lower {
-                        sim.downgraded.push(action);
-                    } else {
-                        sim.upgraded.push(action);
-                    }
-                }
-                _ => sim.removed.push(action),
             }
         }
         sim
+    }
+}
+
+/// The packages of one indented line of a plan list.
+fn items(line: &str) -> Vec<PlannedAction> {
+    let line = line.trim();
+    let action = |word: &str, from: Option<&str>, to: Option<&str>| {
+        // "name*" marks a purge; "name:arch" a foreign architecture.
+        let word = word.trim().trim_end_matches('*');
+        let (package, architecture) = match word.split_once(':') {
+            Some((name, arch)) => (name, Some(arch.to_owned())),
+            None => (word, None),
+        };
+        PlannedAction {
+            package: package.to_owned(),
+            architecture,
+            from: from.map(str::to_owned),
+            to: to.map(str::to_owned),
+        }
+    };
+    match line.split_once(" (") {
+        // -V: one package per line with its versions.
+        Some((name, versions)) => {
+            let versions = versions.trim_end_matches(')');
+            match versions.split_once(" => ") {
+                Some((from, to)) => vec![action(name, Some(from), Some(to))],
+                None => vec![action(name, None, Some(versions))],
+            }
+        }
+        None => line
+            .split_whitespace()
+            .map(|word| action(word, None, None))
+            .collect(),
     }
 }
 
@@ -250,13 +282,19 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// Reads apt 2's "Need to get …" / "After this operation, …" and apt 3's summary
+    /// ("Download size: …", "Space needed: … / … available", "Freed space: …").
     pub fn parse(output: &str) -> Self {
         let mut sizes = Sizes::default();
         for line in output.lines() {
-            if let Some(rest) = line.strip_prefix("Need to get ") {
-                // "Need to get 1,234 kB/36.0 MB of archives." (already-downloaded/total)
-                let amount = rest.split(" of archives").next().unwrap_or("");
-                let amount = amount.rsplit('/').next().unwrap_or(amount);
+            let line = line.trim_start();
+            if let Some(rest) = line
+                .strip_prefix("Need to get ")
+                .map(|r| r.split(" of archives").next().unwrap_or(""))
+                .or_else(|| line.strip_prefix("Download size: "))
+            {
+                // "1,234 kB/36.0 MB" and "0 B / 36.0 MB": already downloaded / total.
+                let amount = rest.rsplit('/').next().unwrap_or(rest);
                 sizes.download = parse_size(amount).unwrap_or(0);
             } else if let Some(rest) = line.strip_prefix("After this operation, ") {
                 // "52.3 MB of additional disk space will be used." / "1,024 kB disk space will be freed."
@@ -271,6 +309,11 @@ impl Sizes {
                 } else {
                     bytes
                 };
+            } else if let Some(rest) = line.strip_prefix("Space needed: ") {
+                let amount = rest.split('/').next().unwrap_or(rest);
+                sizes.growth = parse_size(amount).unwrap_or(0) as i64;
+            } else if let Some(rest) = line.strip_prefix("Freed space: ") {
+                sizes.growth = -(parse_size(rest).unwrap_or(0) as i64);
             }
         }
         sizes
@@ -324,30 +367,59 @@ mod tests {
     }
 
     #[test]
-    fn simulation_output_is_counted() {
-        let out = "NOTE: This is only a simulation!\n\
-            Inst libc6 [2.36-9+deb12u10] (2.41-12 Debian:13.1/stable [amd64])\n\
-            The following packages have been kept back:\n  held1 held2\n\
-            Inst newpkg (1.0-1 Debian:13.1/stable [amd64])\n\
-            Inst older [2.0] (1.0 Debian:13.1/stable [all])\n\
-            Remv oldlib [1.2-3]\n\
-            Purg gone [0.1]\n\
-            Conf libc6 (2.41-12 Debian:13.1/stable [amd64])\n";
+    fn apt2_plan_with_versions_is_read() {
+        let out = "Reading package lists...\n\
+            Calculating upgrade...\n\
+            The following packages will be REMOVED:\n   libdb5.3 (5.3.28+dfsg2-1)\n   gone* (0.1)\n\
+            The following NEW packages will be installed:\n   libdb5.3t64 (5.3.28+dfsg2-9)\n   libfoo:i386 (1.0)\n\
+            The following packages will be upgraded:\n   libc6 (2.36-9+deb12u10 => 2.41-12)\n\
+            The following packages will be DOWNGRADED:\n   older (2.0 => 1.0)\n\
+            The following packages have been kept back:\n   held1 (1.0 => 2.0)\n\
+            1 upgraded, 2 newly installed, 1 downgraded, 2 to remove and 1 not upgraded.\n\
+            Need to get 36.4 MB of archives.\n";
         let sim = Simulation::parse(out);
         assert_eq!(sim.upgraded.len(), 1);
+        assert_eq!(sim.upgraded[0].package, "libc6");
         assert_eq!(sim.upgraded[0].from.as_deref(), Some("2.36-9+deb12u10"));
         assert_eq!(sim.upgraded[0].to.as_deref(), Some("2.41-12"));
-        assert_eq!(sim.upgraded[0].architecture.as_deref(), Some("amd64"));
-        assert_eq!(sim.installed[0].package, "newpkg");
-        assert_eq!(sim.kept_back, ["held1", "held2"]);
+        assert_eq!(sim.installed[1].package, "libfoo");
+        assert_eq!(sim.installed[1].architecture.as_deref(), Some("i386"));
+        assert_eq!(sim.installed[1].to.as_deref(), Some("1.0"));
+        assert_eq!(sim.kept_back, ["held1"]);
         assert_eq!(sim.downgraded[0].package, "older");
-        assert_eq!(
-            sim.removed
-                .iter()
-                .map(|a| a.package.as_str())
-                .collect::<Vec<_>>(),
-            ["oldlib", "gone"]
-        );
+        let removed: Vec<_> = sim.removed.iter().map(|a| a.package.as_str()).collect();
+        assert_eq!(removed, ["libdb5.3", "gone"]);
+        assert_eq!(sim.removed[0].from.as_deref(), Some("5.3.28+dfsg2-1"));
+        assert_eq!(sim.removed[0].to, None);
+    }
+
+    #[test]
+    fn apt2_plan_without_versions_and_apt3_plan_are_read() {
+        let apt2 = "The following packages will be REMOVED:\n  libdb5.3 libext2fs2\n\
+            The following additional packages will be installed:\n  libbsd0\n\
+            The following NEW packages will be installed:\n  libbsd0 libdb5.3t64\n\
+            The following packages will be upgraded:\n  adduser base-passwd bash\n  dpkg\n\
+            4 upgraded, 2 newly installed, 0 to remove and 0 not upgraded.\n\
+            Do you want to continue? [Y/n] N\nAbort.\n";
+        let apt3 = "Upgrading:\n  adduser  base-passwd  bash\n  dpkg\n\n\
+            Installing:\n  libbsd0\n\n\
+            Installing dependencies:\n  libdb5.3t64\n\n\
+            REMOVING:\n  libdb5.3  libext2fs2\n\n\
+            Suggested packages:\n  apt-doc\n\n\
+            Summary:\n  Upgrading: 4, Installing: 2, Removing: 2, Not Upgrading: 0\n  Download size: 36.4 MB\n";
+        for out in [apt2, apt3] {
+            let sim = Simulation::parse(out);
+            let names =
+                |list: &[PlannedAction]| list.iter().map(|a| a.package.clone()).collect::<Vec<_>>();
+            assert_eq!(
+                names(&sim.upgraded),
+                ["adduser", "base-passwd", "bash", "dpkg"],
+                "{out}"
+            );
+            assert_eq!(names(&sim.installed), ["libbsd0", "libdb5.3t64"], "{out}");
+            assert_eq!(names(&sim.removed), ["libdb5.3", "libext2fs2"], "{out}");
+            assert!(sim.kept_back.is_empty() && sim.downgraded.is_empty());
+        }
     }
 
     #[test]
@@ -380,6 +452,22 @@ mod tests {
             Sizes {
                 download: 36_000_000,
                 growth: 52_300_000
+            }
+        );
+        let apt3 = "Summary:\n  Upgrading: 73, Installing: 7, Removing: 2, Not Upgrading: 0\n  \
+                    Download size: 1,234 kB / 36.0 MB\n  Space needed: 52.3 MB / 40.0 GB available\n";
+        assert_eq!(
+            Sizes::parse(apt3),
+            Sizes {
+                download: 36_000_000,
+                growth: 52_300_000
+            }
+        );
+        assert_eq!(
+            Sizes::parse("Summary:\n  Download size: 0 B\n  Freed space: 1,024 kB\n"),
+            Sizes {
+                download: 0,
+                growth: -1_024_000
             }
         );
         let freed = "Need to get 512 B of archives.\nAfter this operation, 1,024 kB disk space will be freed.\n";

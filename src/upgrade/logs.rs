@@ -49,7 +49,7 @@ impl Logs {
 
     /// Appends a timestamped line to `main.log`.
     pub fn main(&self, line: &str) {
-        let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S");
+        let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f");
         if let Ok(mut f) = self.main.lock() {
             let _ = writeln!(f, "{stamp} {line}");
             let _ = f.flush();

@@ -6,6 +6,7 @@ pub mod dpkg_status;
 pub mod journal;
 pub mod locks;
 pub mod logs;
+pub mod prefetch;
 pub mod run;
 pub mod sources;
 pub mod term;

@@ -22,6 +22,7 @@ use crate::upgrade::apt::{self, Apt, Simulation};
 use crate::upgrade::dpkg_status::{self, Status};
 use crate::upgrade::journal::{Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
+use crate::upgrade::prefetch;
 use crate::upgrade::sources::{self, DistributionCheck, Rules};
 use crate::upgrade::{locks, term};
 
@@ -176,34 +177,58 @@ impl<'a> Upgrader<'a> {
             plan.packages.len(),
             plan.pocket.location
         ));
-        let from_distribution = self
-            .distribution_packages(&logs)
-            .map_err(|e| plain_any(e, &logs))?;
+        let (root, os_id, state) = (&self.session.root, &self.session.os.id, self.state());
+        let (allow_pending, media) = (self.options.allow_pending, self.options.cdrom.is_some());
+        let running =
+            |logs: &Logs| check_running_release(root, os_id, state, allow_pending, media, logs);
         if self.options.dry_run {
+            let release = running(&logs).map_err(|e| plain_any(e, &logs))?;
+            self.say_offline(&release);
             self.dry_run_report(&target, &plan)
                 .map_err(|e| plain_any(e, &logs))?;
             return Ok(Prepared::DryRun);
         }
         self.io.say(&format!(
-            "Installing the helpers of {} ({})",
-            target.target.version, target.target.dist
+            "Installing the helpers of {} ({}) and checking {} for pending updates",
+            target.target.version, target.target.dist, self.session.codename
         ));
         let progress = self.io.progress();
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        helpers::install(
-            &self.store,
-            &self.session.fetcher,
-            &plan,
-            &self.session.arch,
-            &*progress,
-            &cancel,
-        )
-        .map_err(|e| {
-            plain_any(
+        // Both wait mostly on the network: the running release's indices beside the
+        // helpers' download and unpacking.
+        let (release, installed) = std::thread::scope(|scope| {
+            let release = scope.spawn(|| running(&logs));
+            let installed = helpers::install(
+                &self.store,
+                &self.session.fetcher,
+                &plan,
+                &self.session.arch,
+                &*progress,
+                &cancel,
+            );
+            let release = release
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("checking the running release panicked")));
+            (release, installed)
+        });
+        if let Err(e) = installed {
+            return Err(plain_any(
                 anyhow::Error::new(e).context("installing the helpers"),
                 &logs,
-            )
-        })?;
+            ));
+        }
+        let release = match release {
+            Ok(release) => release,
+            Err(e) => {
+                // Nothing else changed yet: take the helpers away again.
+                if let Err(remove) = helpers::remove_all(&self.store, false) {
+                    logs.main(&format!("removing the helpers: {remove}"));
+                }
+                return Err(plain_any(e, &logs));
+            }
+        };
+        self.say_offline(&release);
+        let from_distribution = release.from_distribution;
         let journal = UpgradeJournal {
             from: self.session.codename.clone(),
             to: target.target.dist.clone(),
@@ -317,84 +342,12 @@ impl<'a> Upgrader<'a> {
         Ok((target, plan))
     }
 
-    /// Brings the running release's indices up to date with the system's own apt, checks
-    /// for pending updates, and lists the installed packages that come from the
-    /// distribution (the only ones that may be purged as obsolete later).
-    fn distribution_packages(&self, logs: &Logs) -> anyhow::Result<Vec<String>> {
-        let root = &self.session.root;
-        let apt = Apt::new(root, None, self.state().join("system-apt.conf"));
-        apt.write_config()?;
-        let update = self.apt_quiet(&apt, "apt-get", &["update"], logs)?;
-        if !update.0 {
-            if self.options.cdrom.is_some() {
-                self.io.say("Cannot refresh the current release's package lists (offline?); continuing with the media.");
-            } else {
-                anyhow::bail!(Error::Network {
-                    uri: "apt-get update".into(),
-                    reason: format!(
-                        "the current release's package lists could not be refreshed:\n{}",
-                        update.1
-                    ),
-                });
-            }
+    fn say_offline(&self, release: &RunningRelease) {
+        if release.offline {
+            self.io.say(
+                "Cannot refresh the current release's package lists (offline?); continuing with the media.",
+            );
         }
-        if !self.options.allow_pending {
-            let (ok, out) = self.apt_quiet(
-                &apt,
-                "apt-get",
-                &["-s", "-o", "Debug::NoLocking=1", "upgrade"],
-                logs,
-            )?;
-            let pending = Simulation::parse(&out);
-            if ok && !(pending.upgraded.is_empty() && pending.installed.is_empty()) {
-                let names: Vec<&str> = pending
-                    .upgraded
-                    .iter()
-                    .map(|a| a.package.as_str())
-                    .take(10)
-                    .collect();
-                anyhow::bail!(Error::Config {
-                    path: root.path("/etc/apt/sources.list"),
-                    reason: format!(
-                        "{} updates of the running release are not installed ({}{}); install them first \
-                         (apt-get upgrade) or pass --allow-pending",
-                        pending.upgraded.len() + pending.installed.len(),
-                        names.join(", "),
-                        if pending.upgraded.len() > 10 {
-                            ", …"
-                        } else {
-                            ""
-                        }
-                    ),
-                });
-            }
-        }
-        let status = Status::read(root)?;
-        let installed: Vec<String> = status.installed().map(|p| p.name.clone()).collect();
-        if installed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let check = DistributionCheck::new(root, &self.session.os.id).ok();
-        let mut args = vec!["policy"];
-        args.extend(installed.iter().map(String::as_str));
-        let (_, policy) = self.apt_quiet(&apt, "apt-cache", &args, logs)?;
-        let origins = apt::origins(&policy);
-        Ok(installed
-            .into_iter()
-            .filter(|name| {
-                origins.get(name).is_some_and(|list| {
-                    list.iter().any(|(uri, suite)| match &check {
-                        Some(check) => check.is_distribution(&sources::SourceEntry {
-                            types: vec!["deb".into()],
-                            uris: vec![uri.clone()],
-                            suites: vec![suite.clone()],
-                            signed_by: None,
-                        }),
-                        None => true,
-                    })
-                })
-            })
-            .collect())
     }
 
     fn dry_run_report(&self, target: &UpgradeTarget, plan: &HelperPlan) -> anyhow::Result<()> {
@@ -446,39 +399,6 @@ impl<'a> Upgrader<'a> {
             &self.session.root,
             &self.session.os.id,
         )?))
-    }
-
-    /// Runs apt quietly, logging to `apt.log`; returns success and its output.
-    fn apt_quiet(
-        &self,
-        apt: &Apt,
-        program: &str,
-        args: &[&str],
-        logs: &Logs,
-    ) -> anyhow::Result<(bool, String)> {
-        let mut cmd = apt.command(program);
-        cmd.args(args).stdin(std::process::Stdio::null());
-        logs.main(&format!(
-            "running {program} {}",
-            args.iter().take(6).copied().collect::<Vec<_>>().join(" ")
-        ));
-        let out = cmd
-            .output()
-            .map_err(|e| Error::io(cmd.get_program().to_string_lossy().into_owned(), e))?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        if let Ok(mut log) = logs.append(logs::APT) {
-            use std::io::Write;
-            let _ = writeln!(log, "$ {program} {}\n{err}", args.join(" "));
-        }
-        Ok((
-            out.status.success(),
-            if out.status.success() {
-                text
-            } else {
-                format!("{text}{err}")
-            },
-        ))
     }
 
     /// Undoes an upgrade that never reached dpkg: sources back, media source gone,
@@ -585,7 +505,7 @@ impl<'a> Upgrader<'a> {
             sources::apply(&plans)?;
         }
         self.io.say("Reading the package lists of the new release");
-        let (ok, out) = self.apt_quiet(apt, "apt-get", &["update"], logs)?;
+        let (ok, out) = apt_quiet(apt, "apt-get", &["update"], logs)?;
         if !ok {
             let media_only = journal.cdrom.is_some();
             if !media_only {
@@ -601,27 +521,32 @@ impl<'a> Upgrader<'a> {
                 "Some package lists could not be downloaded (offline?); continuing with the media.",
             );
         }
-        let (ok, out) = self.apt_quiet(
+        // One resolution gives the plan, the sizes and every archive with its SHA-256
+        // (--print-uris changes nothing; apt's simulated ordering, -s, costs seconds).
+        let (ok, out) = apt_quiet(
             apt,
             "apt-get",
-            &["-s", "-o", "Debug::NoLocking=1", "dist-upgrade"],
+            &[
+                "--print-uris",
+                "-y",
+                "-V",
+                "-o",
+                "Debug::NoLocking=1",
+                "-o",
+                "Acquire::ForceHash=SHA256",
+                "dist-upgrade",
+            ],
             logs,
         )?;
+        let simulation = Simulation::parse(&out);
+        self.check_removals(&simulation)?;
         if !ok {
             anyhow::bail!(Error::Config {
                 path: self.session.root.path("/etc/apt/sources.list"),
                 reason: format!("apt cannot compute the upgrade:\n{}", tail(&out, 12)),
             });
         }
-        let simulation = Simulation::parse(&out);
-        self.check_removals(&simulation)?;
-        let (_, sizes) = self.apt_quiet(
-            apt,
-            "apt-get",
-            &["--assume-no", "-o", "Debug::NoLocking=1", "dist-upgrade"],
-            logs,
-        )?;
-        let sizes = apt::Sizes::parse(&sizes);
+        let sizes = apt::Sizes::parse(&out);
         self.check_space(&sizes, &simulation)?;
         self.show_plan(&simulation, &sizes, logs);
         if journal.phase < Phase::Planned {
@@ -631,18 +556,44 @@ impl<'a> Upgrader<'a> {
             journal.advance(&state, Phase::Planned)?;
         }
         self.io.say("Downloading the packages");
-        let mut cmd = apt.command("apt-get");
-        cmd.args(term::status_option())
-            .args(["-y", "--download-only", "dist-upgrade"]);
-        let finished = self.run_apt(cmd, logs, "Downloading")?;
-        if !finished.success {
-            anyhow::bail!(Error::Network {
-                uri: "apt-get --download-only dist-upgrade".into(),
-                reason: format!(
-                    "downloading the packages failed:\n{}",
-                    finished.tail.join("\n")
-                ),
-            });
+        let archives = prefetch::parse(&out);
+        let started = std::time::Instant::now();
+        let fetched = prefetch::fetch_all(
+            &self.session.fetcher,
+            &archives,
+            &self.session.root.path("/var/cache/apt/archives"),
+        );
+        match &fetched {
+            Ok(bytes) => logs.main(&format!(
+                "{} archives in place ({bytes} bytes fetched) in {:.1} s",
+                archives.len(),
+                started.elapsed().as_secs_f64()
+            )),
+            Err(e) => logs.main(&format!(
+                "fetching the archives directly failed ({e}); apt downloads them"
+            )),
+        }
+        if let Err(Error::Cancelled) = fetched {
+            anyhow::bail!(Error::Cancelled);
+        }
+        // apt fetches whatever is still missing (all of it after a failure above, or the
+        // archives only apt's own methods, proxies or credentials can reach).
+        let missing = fetched.is_err()
+            || out.lines().filter(|l| l.starts_with('\'')).count() > archives.len();
+        if missing {
+            let mut cmd = apt.command("apt-get");
+            cmd.args(term::status_option())
+                .args(["-y", "--download-only", "dist-upgrade"]);
+            let finished = self.run_apt(cmd, logs, "Downloading")?;
+            if !finished.success {
+                anyhow::bail!(Error::Network {
+                    uri: "apt-get --download-only dist-upgrade".into(),
+                    reason: format!(
+                        "downloading the packages failed:\n{}",
+                        finished.tail.join("\n")
+                    ),
+                });
+            }
         }
         journal.advance(&state, Phase::Downloaded)?;
         Ok(())
@@ -825,7 +776,7 @@ impl<'a> Upgrader<'a> {
             self.state().join("system-apt.conf"),
         );
         if system.write_config().is_ok() {
-            if let Ok((false, _)) = self.apt_quiet(&system, "apt-get", &["update"], logs) {
+            if let Ok((false, _)) = apt_quiet(&system, "apt-get", &["update"], logs) {
                 problems.push("refreshing the package lists failed; run apt-get update".into());
             }
         }
@@ -936,14 +887,19 @@ impl<'a> Upgrader<'a> {
         // apt may have kept back what it could not upgrade; the release must have changed.
         let (_, codename) = self.session.root.codename().map_err(|e| partly(e.into()))?;
         if codename != journal.to {
-            let (_, out) = self
-                .apt_quiet(
-                    apt,
-                    "apt-get",
-                    &["-s", "-o", "Debug::NoLocking=1", "dist-upgrade"],
-                    logs,
-                )
-                .map_err(partly)?;
+            let (_, out) = apt_quiet(
+                apt,
+                "apt-get",
+                &[
+                    "--print-uris",
+                    "-y",
+                    "-o",
+                    "Debug::NoLocking=1",
+                    "dist-upgrade",
+                ],
+                logs,
+            )
+            .map_err(partly)?;
             let kept = Simulation::parse(&out).kept_back;
             logs.main(&format!(
                 "still {codename} after dist-upgrade; kept back: {}",
@@ -979,6 +935,8 @@ impl<'a> Upgrader<'a> {
 
     fn run_apt(&self, cmd: Command, logs: &Logs, label: &str) -> Result<term::Finished, Error> {
         let log = logs.append(logs::APT_TERM)?;
+        let started = std::time::Instant::now();
+        logs.main(&format!("{label}: running {cmd:?}"));
         let progress = self.io.progress();
         let id = progress::next_task_id();
         progress.begin(id, label, Some(1000));
@@ -1005,6 +963,15 @@ impl<'a> Upgrader<'a> {
             },
         );
         progress.finish(id, finished.as_ref().is_ok_and(|f| f.success));
+        logs.main(&format!(
+            "{label}: apt {} in {:.1} s",
+            if finished.as_ref().is_ok_and(|f| f.success) {
+                "finished"
+            } else {
+                "failed"
+            },
+            started.elapsed().as_secs_f64()
+        ));
         finished
     }
 
@@ -1019,7 +986,7 @@ impl<'a> Upgrader<'a> {
             code: ExitCode::PartlyUpgraded,
             error,
         };
-        let obsolete = self.obsolete(journal, apt, logs).map_err(partly)?;
+        let mut obsolete = self.obsolete(journal, apt, logs).map_err(partly)?;
         if !obsolete.is_empty() {
             let question = format!(
                 "{} packages of the old release are no longer available ({}). Purge them?",
@@ -1034,31 +1001,36 @@ impl<'a> Upgrader<'a> {
                     "purging obsolete packages: {}",
                     obsolete.join(" ")
                 ));
-                let mut cmd = apt.command("apt-get");
-                cmd.args(term::status_option())
-                    .args(["-y", "purge"])
-                    .args(&obsolete);
-                let finished = self
-                    .run_apt(cmd, logs, "Purging")
-                    .map_err(|e| partly(e.into()))?;
+            } else {
+                self.io.say(&format!(
+                    "Keeping obsolete packages: {}",
+                    obsolete.join(" ")
+                ));
+                obsolete.clear();
+            }
+        }
+        // One apt run: the obsolete packages, and with -y whatever nothing needs any more.
+        let autoremove = self.options.assume_yes;
+        if autoremove || !obsolete.is_empty() {
+            let mut cmd = apt.command("apt-get");
+            cmd.args(term::status_option()).args(["-y", "--purge"]);
+            cmd.arg(if autoremove { "autoremove" } else { "remove" });
+            cmd.args(&obsolete);
+            let label = if obsolete.is_empty() {
+                "Removing unneeded packages"
+            } else {
+                "Purging"
+            };
+            let finished = self.run_apt(cmd, logs, label);
+            if !obsolete.is_empty() {
+                let finished = finished.map_err(|e| partly(e.into()))?;
                 if !finished.success {
                     self.io.say(&format!(
                         "Purging obsolete packages failed; they stay installed:\n{}",
                         finished.tail.join("\n")
                     ));
                 }
-            } else {
-                self.io.say(&format!(
-                    "Keeping obsolete packages: {}",
-                    obsolete.join(" ")
-                ));
             }
-        }
-        if self.options.assume_yes {
-            let mut cmd = apt.command("apt-get");
-            cmd.args(term::status_option())
-                .args(["-y", "--purge", "autoremove"]);
-            let _ = self.run_apt(cmd, logs, "Removing unneeded packages");
         }
         for file in &journal.sources {
             logs.main(&format!(
@@ -1122,7 +1094,7 @@ impl<'a> Upgrader<'a> {
         }
         let mut args = vec!["policy"];
         args.extend(candidates.iter().copied());
-        let (_, policy) = self.apt_quiet(apt, "apt-cache", &args, logs)?;
+        let (_, policy) = apt_quiet(apt, "apt-cache", &args, logs)?;
         let origins = apt::origins(&policy);
         let denylist = self.removal_denylist();
         Ok(candidates
@@ -1155,6 +1127,149 @@ impl<'a> Upgrader<'a> {
         crate::fsutil::write_atomic(&path, line.as_bytes())?;
         Ok(path)
     }
+}
+
+/// Runs apt quietly, logging to `apt.log`; returns success and its output.
+/// What the running release's indices say, before anything changes.
+struct RunningRelease {
+    /// Installed packages that some distribution source offers (the only ones that may
+    /// be purged as obsolete later).
+    from_distribution: Vec<String>,
+    /// Set when the indices could not be refreshed and the media stand in for them.
+    offline: bool,
+}
+
+/// Brings the running release's indices up to date with the system's own apt, refuses
+/// pending updates (unless allowed), and lists the installed packages that come from
+/// the distribution. Runs beside the helper download, so it takes only what it needs.
+fn check_running_release(
+    root: &crate::root::SystemRoot,
+    os_id: &str,
+    state: &Path,
+    allow_pending: bool,
+    media: bool,
+    logs: &Logs,
+) -> anyhow::Result<RunningRelease> {
+    let apt = Apt::new(root, None, state.join("system-apt.conf"));
+    apt.write_config()?;
+    // Only the package indices matter here: no description translations (megabytes,
+    // and the new release's update replaces them anyway).
+    let update = apt_quiet(
+        &apt,
+        "apt-get",
+        &["-o", "Acquire::Languages=none", "update"],
+        logs,
+    )?;
+    let offline = !update.0;
+    if offline && !media {
+        anyhow::bail!(Error::Network {
+            uri: "apt-get update".into(),
+            reason: format!(
+                "the current release's package lists could not be refreshed:\n{}",
+                update.1
+            ),
+        });
+    }
+    if !allow_pending {
+        // --print-uris lists the plan without apt's slow simulated ordering and changes
+        // nothing.
+        let (ok, out) = apt_quiet(
+            &apt,
+            "apt-get",
+            &["--print-uris", "-y", "-o", "Debug::NoLocking=1", "upgrade"],
+            logs,
+        )?;
+        let pending = Simulation::parse(&out);
+        if ok && !(pending.upgraded.is_empty() && pending.installed.is_empty()) {
+            let names: Vec<&str> = pending
+                .upgraded
+                .iter()
+                .chain(&pending.installed)
+                .map(|a| a.package.as_str())
+                .take(10)
+                .collect();
+            let count = pending.upgraded.len() + pending.installed.len();
+            anyhow::bail!(Error::Config {
+                path: root.path("/etc/apt/sources.list"),
+                reason: format!(
+                    "{count} updates of the running release are not installed ({}{}); install them first \
+                     (apt-get upgrade) or pass --allow-pending",
+                    names.join(", "),
+                    if count > 10 { ", …" } else { "" }
+                ),
+            });
+        }
+    }
+    let status = Status::read(root)?;
+    let installed: Vec<String> = status.installed().map(|p| p.name.clone()).collect();
+    if installed.is_empty() {
+        return Ok(RunningRelease {
+            from_distribution: Vec::new(),
+            offline,
+        });
+    }
+    let check = DistributionCheck::new(root, os_id).ok();
+    let mut args = vec!["policy"];
+    args.extend(installed.iter().map(String::as_str));
+    let (_, policy) = apt_quiet(&apt, "apt-cache", &args, logs)?;
+    let origins = apt::origins(&policy);
+    let from_distribution = installed
+        .into_iter()
+        .filter(|name| {
+            origins.get(name).is_some_and(|list| {
+                list.iter().any(|(uri, suite)| match &check {
+                    Some(check) => check.is_distribution(&sources::SourceEntry {
+                        types: vec!["deb".into()],
+                        uris: vec![uri.clone()],
+                        suites: vec![suite.clone()],
+                        signed_by: None,
+                    }),
+                    None => true,
+                })
+            })
+        })
+        .collect();
+    Ok(RunningRelease {
+        from_distribution,
+        offline,
+    })
+}
+
+fn apt_quiet(
+    apt: &Apt,
+    program: &str,
+    args: &[&str],
+    logs: &Logs,
+) -> anyhow::Result<(bool, String)> {
+    let mut cmd = apt.command(program);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    logs.main(&format!(
+        "running {program} {}",
+        args.iter().take(6).copied().collect::<Vec<_>>().join(" ")
+    ));
+    let started = std::time::Instant::now();
+    let out = cmd
+        .output()
+        .map_err(|e| Error::io(cmd.get_program().to_string_lossy().into_owned(), e))?;
+    logs.main(&format!(
+        "{program} {} finished in {:.1} s",
+        if out.status.success() { "ok" } else { "failed" },
+        started.elapsed().as_secs_f64()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if let Ok(mut log) = logs.append(logs::APT) {
+        use std::io::Write;
+        let _ = writeln!(log, "$ {program} {}\n{err}", args.join(" "));
+    }
+    Ok((
+        out.status.success(),
+        if out.status.success() {
+            text
+        } else {
+            format!("{text}{err}")
+        },
+    ))
 }
 
 fn plain_any(error: anyhow::Error, logs: &Logs) -> UpgradeFailure {

@@ -293,9 +293,14 @@ fn upgrade_takes_a_root_from_alpha_to_beta() {
             "{log} missing"
         );
     }
+    let main_log = w.read("/var/log/dist-upgrade/main.log");
+    assert!(main_log.contains("upgrade to beta (2) complete"));
+    // The archives came in parallel before apt ran; apt fetched none itself.
+    assert!(main_log.contains("archives in place"), "{main_log}");
+    let term = w.read("/var/log/dist-upgrade/apt-term.log");
     assert!(
-        w.read("/var/log/dist-upgrade/main.log")
-            .contains("upgrade to beta (2) complete")
+        !term.contains("Get:"),
+        "apt downloaded archives itself:\n{term}"
     );
     assert!(
         !w.root

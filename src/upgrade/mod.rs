@@ -3,6 +3,7 @@
 
 pub mod apt;
 pub mod dpkg_status;
+pub mod freshness;
 pub mod journal;
 pub mod locks;
 pub mod logs;

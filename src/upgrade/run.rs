@@ -22,8 +22,8 @@ use crate::upgrade::apt::{self, Apt, Simulation};
 use crate::upgrade::dpkg_status::{self, Status};
 use crate::upgrade::journal::{Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
-use crate::upgrade::prefetch;
 use crate::upgrade::sources::{self, DistributionCheck, Rules};
+use crate::upgrade::{freshness, prefetch};
 use crate::upgrade::{locks, term};
 
 /// How questions are answered and apt's output shown.
@@ -179,8 +179,10 @@ impl<'a> Upgrader<'a> {
         ));
         let (root, os_id, state) = (&self.session.root, &self.session.os.id, self.state());
         let (allow_pending, media) = (self.options.allow_pending, self.options.cdrom.is_some());
-        let running =
-            |logs: &Logs| check_running_release(root, os_id, state, allow_pending, media, logs);
+        let fetcher = &self.session.fetcher;
+        let running = |logs: &Logs| {
+            check_running_release(root, fetcher, os_id, state, allow_pending, media, logs)
+        };
         if self.options.dry_run {
             let release = running(&logs).map_err(|e| plain_any(e, &logs))?;
             self.say_offline(&release);
@@ -1144,6 +1146,7 @@ struct RunningRelease {
 /// the distribution. Runs beside the helper download, so it takes only what it needs.
 fn check_running_release(
     root: &crate::root::SystemRoot,
+    fetcher: &crate::fetch::Fetcher,
     os_id: &str,
     state: &Path,
     allow_pending: bool,
@@ -1152,23 +1155,28 @@ fn check_running_release(
 ) -> anyhow::Result<RunningRelease> {
     let apt = Apt::new(root, None, state.join("system-apt.conf"));
     apt.write_config()?;
-    // Only the package indices matter here: no description translations (megabytes,
-    // and the new release's update replaces them anyway).
-    let update = apt_quiet(
-        &apt,
-        "apt-get",
-        &["-o", "Acquire::Languages=none", "update"],
-        logs,
-    )?;
-    let offline = !update.0;
-    if offline && !media {
-        anyhow::bail!(Error::Network {
-            uri: "apt-get update".into(),
-            reason: format!(
-                "the current release's package lists could not be refreshed:\n{}",
-                update.1
-            ),
-        });
+    let mut offline = false;
+    if freshness::indices_are_current(root, fetcher) {
+        logs.main("the running release's indices are what the archive serves; not refreshing them");
+    } else {
+        // Only the package indices matter here: no description translations (megabytes,
+        // and the new release's update replaces them anyway).
+        let update = apt_quiet(
+            &apt,
+            "apt-get",
+            &["-o", "Acquire::Languages=none", "update"],
+            logs,
+        )?;
+        offline = !update.0;
+        if offline && !media {
+            anyhow::bail!(Error::Network {
+                uri: "apt-get update".into(),
+                reason: format!(
+                    "the current release's package lists could not be refreshed:\n{}",
+                    update.1
+                ),
+            });
+        }
     }
     if !allow_pending {
         // --print-uris lists the plan without apt's slow simulated ordering and changes

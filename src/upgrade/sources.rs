@@ -566,6 +566,41 @@ pub fn restore(paths: &[std::path::PathBuf]) -> Result<(), crate::Error> {
     Ok(())
 }
 
+/// The enabled entries of every sources file at `root`, in apt's order.
+pub fn entries(root: &crate::root::SystemRoot) -> Result<Vec<SourceEntry>, crate::Error> {
+    let mut out = Vec::new();
+    for (path, format) in discover(root)? {
+        let text = fs_err::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+        match format {
+            Format::List => out.extend(text.lines().filter_map(|l| Some(parse_line(l)?.entry))),
+            Format::Deb822 => {
+                let parsed = deb822_lossless::Deb822::parse(&text);
+                for paragraph in parsed.tree().paragraphs() {
+                    let words = |key: &str| -> Vec<String> {
+                        paragraph
+                            .get(key)
+                            .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                            .unwrap_or_default()
+                    };
+                    let enabled = paragraph
+                        .get("Enabled")
+                        .is_none_or(|v| !v.trim().eq_ignore_ascii_case("no"));
+                    let entry = SourceEntry {
+                        types: words("Types"),
+                        uris: words("URIs"),
+                        suites: words("Suites"),
+                        signed_by: paragraph.get("Signed-By").map(|v| v.trim().to_owned()),
+                    };
+                    if enabled && !entry.suites.is_empty() && !entry.uris.is_empty() {
+                        out.push(entry);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// apt's file name for a URI in `/var/lib/apt/lists` (`URItoFileName`): no scheme or
 /// credentials, `_ ~ %`, blanks and non-ASCII quoted as `%xx`, then `/` → `_`.
 pub fn apt_list_name(uri: &str) -> String {

@@ -408,6 +408,27 @@ fn a_failing_maintainer_script_exits_6_and_the_printed_recovery_works() {
 }
 
 #[test]
+fn current_indices_of_the_running_release_are_not_fetched_again() {
+    let mut w = World::new();
+    let refreshed = "running apt-get -o Acquire::Languages=none update";
+    let kept = "not refreshing them";
+    // The first run brings the root's lists up to date.
+    w.run(&["upgrade", "--dry-run"]).expect(0);
+    // Nothing changed in the archive since: apt's refresh is skipped.
+    w.run(&["upgrade", "--dry-run"]).expect(0);
+    let log = w.read("/var/log/dist-upgrade/main.log");
+    assert!(log.contains(kept), "{log}");
+    assert!(!log.contains(refreshed), "{log}");
+    // A republished release (a new InRelease) is refreshed again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    w.publish(tiny::OLD.0, tiny::OLD.1, |_| {});
+    w.run(&["upgrade", "--dry-run"]).expect(0);
+    let log = w.read("/var/log/dist-upgrade/main.log");
+    assert!(!log.contains(kept), "{log}");
+    assert!(log.contains(refreshed), "{log}");
+}
+
+#[test]
 fn dry_run_changes_nothing() {
     let w = World::new();
     let before = w.sources();

@@ -126,7 +126,7 @@ mod tests {
             entry(&["deb"], &["cdrom:[Debian]/"], &["bookworm"]),
             entry(&["deb"], &["http://m/debian"], &["../../etc"]),
         ] {
-            assert_eq!(release_files(&[odd.clone()]), None, "{odd:?}");
+            assert_eq!(release_files(std::slice::from_ref(&odd)), None, "{odd:?}");
         }
     }
 }

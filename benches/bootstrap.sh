@@ -7,8 +7,9 @@
 #         (an isolated apt configuration reading the same pocket from the same server)
 #
 # The helper set is the real one: trixie's apt and dpkg relocated by
-# `release-upgrader-publish helper build helpers/debian.toml` from the Debian mirror of this
-# machine's apt sources (or RELEASE_UPGRADER_DEBIAN_MIRROR); upstream debs are cached.
+# `release-upgrader-publish helper build helpers/debian.toml` (its default compression, zstd)
+# from the Debian mirror of this machine's apt sources (or RELEASE_UPGRADER_DEBIAN_MIRROR);
+# upstream debs are cached.
 # Served by python3's http.server on 127.0.0.1. Prints medians of RUNS runs, the ratio
 # ours/peer, and our peak RSS. Usage: benches/bootstrap.sh [RUNS]
 set -euo pipefail

@@ -493,7 +493,7 @@ impl Fetcher {
 
     /// Fetches a file of known size and digest to `dest`, through `dest.partial` (kept
     /// between runs, so an interrupted download resumes). `dest` appears only once size
-    /// and digest match.
+    /// and digest match, synced to disk.
     pub fn fetch_file(
         &self,
         location: &Location,
@@ -501,6 +501,33 @@ impl Fetcher {
         size: u64,
         sha256: Sha256,
         label: &str,
+    ) -> Result<FetchedFile, Error> {
+        self.fetch_file_with(location, dest, size, sha256, label, true)
+    }
+
+    /// Like [`Fetcher::fetch_file`], but `dest` is not synced: for a file that is used
+    /// right away and thrown away, and whose digest is checked again before it is reused
+    /// after a crash (the helper debs: the install extracts them at once, and a crash
+    /// rolls back and removes them). Syncing them only delayed their extraction.
+    pub fn fetch_file_unsynced(
+        &self,
+        location: &Location,
+        dest: &Path,
+        size: u64,
+        sha256: Sha256,
+        label: &str,
+    ) -> Result<FetchedFile, Error> {
+        self.fetch_file_with(location, dest, size, sha256, label, false)
+    }
+
+    fn fetch_file_with(
+        &self,
+        location: &Location,
+        dest: &Path,
+        size: u64,
+        sha256: Sha256,
+        label: &str,
+        durable: bool,
     ) -> Result<FetchedFile, Error> {
         let partial = partial_path(dest);
         if let Some(dir) = dest.parent() {
@@ -523,9 +550,11 @@ impl Fetcher {
         match result {
             Ok(_) => {
                 let promote = || -> std::io::Result<()> {
-                    sink.file.sync_all()?;
+                    if durable {
+                        sink.file.sync_all()?;
+                    }
                     fs_err::rename(&partial, dest)?;
-                    if let Some(dir) = dest.parent() {
+                    if let Some(dir) = dest.parent().filter(|_| durable) {
                         fsutil::sync_dir(dir)?;
                     }
                     Ok(())

@@ -10,7 +10,7 @@ use crate::cli::ui::Ui;
 use crate::error::{Error, ExitCode};
 use crate::fetch::{FetchConfig, Fetcher, Location};
 use crate::openpgp::Keyring;
-use crate::publish::helper::{self, BuildRequest, recipe::Recipe};
+use crate::publish::helper::{self, BuildRequest, DebCompression, recipe::Recipe};
 
 /// The keyring an archive is verified with unless `--keyring` says otherwise.
 const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -46,9 +46,14 @@ pub enum HelperCommand {
         /// [default: $XDG_CACHE_HOME/release-upgrader/debs]
         #[arg(long, value_name = "DIR")]
         cache: Option<PathBuf>,
-        /// xz preset of the debs, 0 (fastest) to 9 (smallest)
-        #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
-        xz_level: u32,
+        /// Compression of the debs' members: zstd (decodes several times faster than xz,
+        /// which every client does on every upgrade; dpkg reads it since Debian 12 and
+        /// Ubuntu 21.10), xz (smallest, what Debian's own packages use), gzip, none
+        #[arg(long, value_name = "NAME", default_value = "zstd", value_parser = ["zstd", "xz", "gzip", "none"])]
+        compression: String,
+        /// Compression level [default: zstd 19, xz 6, gzip 9]
+        #[arg(long, value_name = "N")]
+        level: Option<i32>,
         /// Machine-readable JSON lines on stdout
         #[arg(long)]
         json: bool,
@@ -65,9 +70,11 @@ pub fn run(command: &HelperCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             out,
             keyring,
             cache,
-            xz_level,
+            compression,
+            level,
             json,
         } => {
+            let compression = DebCompression::parse(compression, *level)?;
             let ui = Ui { json: *json, ..*ui };
             let recipe_text = Recipe::load(recipe)?;
             let keyrings = if keyring.is_empty() {
@@ -111,7 +118,7 @@ pub fn run(command: &HelperCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                     keyring: &keyring,
                     cache: &cache,
                     source_date_epoch,
-                    xz_preset: *xz_level,
+                    compression,
                 },
             )?;
             for deb in &built {

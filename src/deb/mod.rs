@@ -51,7 +51,8 @@
 //! machine; for the root-owned files packages ship the two agree). Sub-second pax mtimes
 //! are truncated to seconds. Directories the archive does not list but needs are
 //! created `0755` with the extraction's start time, like tar's implicit directories.
-//! Nothing is fsynced; the caller syncs the file system once.
+//! Nothing is fsynced; a caller that needs the tree on disk syncs it (each file from
+//! [`ExtractHooks::after_file`], or the file system once).
 //!
 //! # Policy
 //!
@@ -280,6 +281,13 @@ pub trait ExtractHooks {
     fn before_entry(&mut self, _entry: &EntryHeader<'_>) -> Result<(), Error> {
         Ok(())
     }
+
+    /// After a regular file is written and has its metadata, before it is closed: a
+    /// caller that needs the file on disk may sync it (or hand a duplicate of the
+    /// descriptor to a thread that does) while the extraction goes on.
+    fn after_file(&mut self, _path: &str, _file: &File) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// No hooks.
@@ -314,8 +322,24 @@ impl ExtractHooks for PathOwners {
     fn before_entry(&mut self, entry: &EntryHeader<'_>) -> Result<(), Error> {
         let (deb, package) = self
             .current
-            .as_ref()
+            .take()
             .expect("before_data runs before before_entry");
+        let claimed = self.claim(&deb, &package, entry);
+        self.current = Some((deb, package));
+        claimed
+    }
+}
+
+impl PathOwners {
+    /// Records that `package` (extracted from `deb`) ships `entry`, or refuses it if
+    /// another package does. The form for extractions that run at the same time: each
+    /// names its own package, and they share one `PathOwners` behind a lock.
+    pub fn claim(
+        &mut self,
+        deb: &Path,
+        package: &str,
+        entry: &EntryHeader<'_>,
+    ) -> Result<(), Error> {
         let is_dir = entry.kind.is_dir();
         match self.owners.get(entry.path) {
             Some((owner, owner_dir)) if owner != package && !(is_dir && *owner_dir) => {
@@ -327,7 +351,7 @@ impl ExtractHooks for PathOwners {
             Some(_) => Ok(()),
             None => {
                 self.owners
-                    .insert(entry.path.to_owned(), (package.clone(), is_dir));
+                    .insert(entry.path.to_owned(), (package.to_owned(), is_dir));
                 Ok(())
             }
         }
@@ -357,7 +381,7 @@ pub fn extract(
     policy: &Policy,
     hooks: &mut dyn ExtractHooks,
 ) -> Result<Extracted, Error> {
-    extract_with(deb, dest, policy, hooks, false)
+    extract_with(deb, dest, policy, hooks, Destination::Fresh)
 }
 
 /// Like [`extract`], into a `dest` that earlier packages of the same transaction extracted
@@ -369,7 +393,45 @@ pub fn extract_into(
     policy: &Policy,
     hooks: &mut dyn ExtractHooks,
 ) -> Result<Extracted, Error> {
-    extract_with(deb, dest, policy, hooks, true)
+    extract_with(deb, dest, policy, hooks, Destination::Shared)
+}
+
+/// Like [`extract_into`], for packages extracted into one `dest` at the same time: the
+/// directories keep the private mode they were created with (`0700`, so that no other
+/// extraction is locked out of one) and get their metadata only from [`finish_dirs`],
+/// which the caller runs once every extraction succeeded, in the packages' order. The
+/// tree is then the one [`extract_into`] one package after another makes.
+pub fn extract_unfinished(
+    deb: &Path,
+    dest: &Path,
+    policy: &Policy,
+    hooks: &mut dyn ExtractHooks,
+) -> Result<Extracted, Error> {
+    extract_with(deb, dest, policy, hooks, Destination::SharedUnfinished)
+}
+
+/// Gives the directories of one package extracted by [`extract_unfinished`] their mode,
+/// owner and mtime, deepest first.
+pub fn finish_dirs(dest: &Path, extracted: &Extracted) -> Result<(), Error> {
+    Tree::open_shared(dest)?.finish(dirs_of(&extracted.entries))
+}
+
+fn dirs_of(entries: &[Entry]) -> impl Iterator<Item = (&str, Meta)> {
+    entries.iter().filter_map(|e| match e.kind {
+        EntryKind::Dir => Some((e.path.as_str(), e.meta())),
+        _ => None,
+    })
+}
+
+/// What `dest` is to an extraction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    /// Empty, the package's alone.
+    Fresh,
+    /// Shared with the packages extracted before.
+    Shared,
+    /// Shared with packages being extracted at the same time; directories unfinished.
+    SharedUnfinished,
 }
 
 fn extract_with(
@@ -377,7 +439,7 @@ fn extract_with(
     dest: &Path,
     policy: &Policy,
     hooks: &mut dyn ExtractHooks,
-    shared: bool,
+    into: Destination,
 ) -> Result<Extracted, Error> {
     let mut package = Package::open(deb)?;
     let control = package.control()?;
@@ -390,10 +452,9 @@ fn extract_with(
             reason: format!("extraction policy: within {within:?}: {reason}"),
         })?,
     };
-    let tree = if shared {
-        Tree::open_shared(dest)?
-    } else {
-        Tree::open(dest)?
+    let tree = match into {
+        Destination::Fresh => Tree::open(dest)?,
+        Destination::Shared | Destination::SharedUnfinished => Tree::open_shared(dest)?,
     };
     let (member, compression) = package.data_member()?;
     let raw = package.ar.reader(&member);
@@ -418,10 +479,9 @@ fn extract_with(
         mut tree, entries, ..
     } = extraction;
     package.end()?;
-    tree.finish(entries.iter().filter_map(|e| match e.kind {
-        EntryKind::Dir => Some((e.path.as_str(), e.meta())),
-        _ => None,
-    }))?;
+    if into != Destination::SharedUnfinished {
+        tree.finish(dirs_of(&entries))?;
+    }
     Ok(Extracted { control, entries })
 }
 
@@ -784,7 +844,8 @@ impl Extraction<'_> {
                     let n = data.len();
                     tar.consume(n);
                 }
-                self.tree.finish_file(&rel, file, &meta)?;
+                self.tree.finish_file(&rel, &file, &meta)?;
+                self.hooks.after_file(&rel, &file)?;
                 EntryKind::File {
                     size,
                     sha256: hasher.finish(),

@@ -135,8 +135,8 @@ impl Tree {
 
     /// Gives a written file its owner, mode and mtime, in the order that keeps setuid
     /// bits (chown clears them) and the mtime (chmod does not touch it).
-    pub fn finish_file(&self, rel: &str, file: File, meta: &Meta) -> Result<(), Error> {
-        self.apply(&file, meta)
+    pub fn finish_file(&self, rel: &str, file: &File, meta: &Meta) -> Result<(), Error> {
+        self.apply(file, meta)
             .map_err(|e| Error::io(self.path(rel), e))
     }
 
@@ -352,7 +352,7 @@ mod tests {
         tree.mkdir("a").unwrap();
         tree.mkdir("a/b").unwrap();
         let file = tree.create_file("a/b/f").unwrap();
-        tree.finish_file("a/b/f", file, &meta(0o640)).unwrap();
+        tree.finish_file("a/b/f", &file, &meta(0o640)).unwrap();
         tree.finish([("a", meta(0o555)), ("a/b", meta(0o2750))])
             .unwrap();
         use std::os::unix::fs::MetadataExt;

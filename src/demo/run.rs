@@ -17,7 +17,7 @@ use crate::fsutil;
 use crate::openpgp::Keyring;
 use crate::publish::SigningKey;
 use crate::publish::archive::{self, ArchiveRelease};
-use crate::publish::helper::{self, BuildRequest, recipe::Recipe};
+use crate::publish::helper::{self, BuildRequest, DebCompression, recipe::Recipe};
 use crate::publish::metarelease::{self, Stanza};
 use crate::publish::pocket::{self, PocketEntry};
 use crate::serve::Server;
@@ -196,7 +196,7 @@ pub fn run(options: &DemoOptions, steps: &mut dyn Steps) -> Result<DemoOutcome, 
             cache: &work.join("cache"),
             source_date_epoch: None,
             // Seconds matter more than bytes here: the pocket is read from 127.0.0.1.
-            xz_preset: 1,
+            compression: DebCompression::Zstd(3),
         },
     )?;
     for deb in &built {

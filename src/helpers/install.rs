@@ -1,11 +1,12 @@
-//! Installing a helper set: download and verify everything first (in parallel), build the
-//! complete new prefix next to the old one, sync it, swap it in with one rename, then
-//! update the manifests. Every step is journaled; see the module docs of `helpers`.
+//! Installing a helper set: download the debs (in parallel), extract each into a new
+//! prefix next to the old one as soon as it is downloaded and verified (a few at a time,
+//! while the others download), sync exactly what was written, swap it in with one rename,
+//! then update the manifests. Every step is journaled; see the module docs of `helpers`.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use crate::client::HelperPlan;
 use crate::crashpoint;
@@ -23,6 +24,13 @@ use crate::progress::Progress;
 
 /// At most this many helper debs download at once.
 const PARALLEL_DOWNLOADS: usize = 4;
+/// At most this many helper debs extract at once (see [`extract_threads`]).
+const MAX_PARALLEL_EXTRACTIONS: usize = 4;
+/// Threads syncing extracted files while the extraction goes on. An fsync mostly waits
+/// for the disk, and concurrent ones share journal commits: more threads than cores.
+const SYNC_THREADS: usize = 8;
+/// Written files waiting for a syncing thread (each an open descriptor).
+const SYNC_QUEUE: usize = 64;
 
 /// What an install did.
 #[derive(Debug)]
@@ -59,7 +67,7 @@ pub fn recover(store: &Store) -> Result<Option<Recovery>, Error> {
     );
     let recovery = match (journal.operation, journal.phase) {
         (Operation::Install, Phase::Staging) => {
-            rollback(store, &journal)?;
+            rollback(store, &journal, false)?;
             Recovery::RolledBack
         }
         (Operation::Install, Phase::Staged) => {
@@ -68,7 +76,7 @@ pub fn recover(store: &Store) -> Result<Option<Recovery>, Error> {
                 finish(store, &journal)?;
                 Recovery::Finished
             } else {
-                rollback(store, &journal)?;
+                rollback(store, &journal, false)?;
                 Recovery::RolledBack
             }
         }
@@ -88,16 +96,19 @@ fn inode(path: &Path) -> Option<u64> {
     std::fs::symlink_metadata(path).ok().map(|m| m.ino())
 }
 
-/// Undoes an install that never swapped: the staging tree and new manifests go, and an
-/// old tree parked aside (filesystems without exchange) comes back.
-fn rollback(store: &Store, journal: &Journal) -> Result<(), Error> {
+/// Undoes an install that never swapped: the staging tree and new manifests go (and the
+/// downloads, unless kept for the next run to resume), and an old tree parked aside
+/// (filesystems without exchange) comes back.
+fn rollback(store: &Store, journal: &Journal, keep_downloads: bool) -> Result<(), Error> {
     crashpoint::reached("rollback");
     if !store.prefix.exists() && store.aside().exists() {
         fs_err::rename(store.aside(), &store.prefix).map_err(|e| Error::io(&store.prefix, e))?;
     }
     remove_tree(&journal.staging)?;
     remove_tree(&journal.new_manifests)?;
-    remove_tree(&store.download_dir())?;
+    if !keep_downloads {
+        remove_tree(&store.download_dir())?;
+    }
     Journal::clear(&store.state)
 }
 
@@ -143,21 +154,6 @@ pub fn install(
     }
     check_space(store, plan)?;
 
-    progress.step(&format!(
-        "Downloading {} helper packages from {}",
-        plan.packages.len(),
-        plan.pocket.location
-    ));
-    let debs = download_all(store, fetcher, plan).inspect_err(|err| {
-        // Keep downloads for the next run to resume only after network trouble.
-        if err.exit_code() != crate::error::ExitCode::Network {
-            let _ = remove_tree(&store.download_dir());
-        }
-    })?;
-    if cancel.load(Ordering::SeqCst) {
-        return Err(Error::Cancelled);
-    }
-
     let mut journal = Journal {
         operation: Operation::Install,
         phase: Phase::Staging,
@@ -171,14 +167,20 @@ pub fn install(
     journal.save(&store.state)?;
     crashpoint::reached("journal staging");
 
-    let staged = stage(store, plan, &debs, arch, progress, cancel, &mut journal);
+    progress.step(&format!(
+        "Downloading and unpacking {} helper packages from {}",
+        plan.packages.len(),
+        plan.pocket.location
+    ));
+    let staged = stage(store, fetcher, plan, arch, cancel, &mut journal);
     let manifests = match staged {
         Ok(manifests) => manifests,
         Err(err) => {
-            if let Err(e) = rollback(store, &journal) {
+            // Keep downloads for the next run to resume only after network trouble.
+            let keep_downloads = err.exit_code() == crate::error::ExitCode::Network;
+            if let Err(e) = rollback(store, &journal, keep_downloads) {
                 log::error!("rolling back the helper install failed: {e}");
             }
-            let _ = remove_tree(&store.download_dir());
             return Err(err);
         }
     };
@@ -251,44 +253,243 @@ fn check_space(store: &Store, plan: &HelperPlan) -> Result<(), Error> {
     Ok(())
 }
 
-/// Downloads every planned deb into the download dir (reusing complete, verified ones),
-/// a few at a time.
-fn download_all(
+/// Downloads the planned debs into the download dir (reusing complete, verified ones), a
+/// few at a time, and extracts each into the staging tree as soon as it is there and
+/// verified, while the others download, a few at a time too; then gives the directories
+/// their metadata in the packages' order, syncs the tree and writes the new manifests.
+///
+/// Nothing but the staging tree and the download dir is written before the swap, and a
+/// deb is read only after its SHA256 and size matched the signed index, so extracting
+/// one while another downloads keeps the rule "verify before use". The first failure (or
+/// Ctrl-C) stops every thread at its next entry or download; the caller rolls back.
+fn stage(
     store: &Store,
     fetcher: &Fetcher,
     plan: &HelperPlan,
-) -> Result<Vec<PathBuf>, Error> {
+    arch: &str,
+    cancel: &Arc<AtomicBool>,
+    journal: &mut Journal,
+) -> Result<Vec<Manifest>, Error> {
+    remove_tree(&journal.staging)?;
+    remove_tree(&journal.new_manifests)?;
+    if let Some(parent) = journal.staging.parent() {
+        fs_err::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    fs_err::create_dir(&journal.staging).map_err(|e| Error::io(&journal.staging, e))?;
+    crashpoint::reached("staging created");
+
     let dir = store.download_dir();
-    let dests: Vec<PathBuf> = plan
+    let debs: Vec<PathBuf> = plan
         .packages
         .iter()
         .map(|p| dir.join(format!("{}_{}.deb", p.name, &p.sha256.to_hex()[..16])))
         .collect();
-    let next = AtomicUsize::new(0);
-    let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
+    let policy = Policy::helper(arch);
+    let run = Run {
+        failures: Mutex::new(Vec::new()),
+        failed: AtomicBool::new(false),
+        cancel,
+    };
+    let owners = Mutex::new(PathOwners::new());
+    let extracted: Mutex<Vec<Option<deb::Extracted>>> = Mutex::new(vec![None; plan.packages.len()]);
+    let next_download = AtomicUsize::new(0);
+    let (ready_tx, ready_rx) = mpsc::channel::<usize>();
+    let ready_rx = Mutex::new(ready_rx);
+    let (sync_tx, sync_rx) = mpsc::sync_channel::<(PathBuf, std::fs::File)>(SYNC_QUEUE);
+    let sync_rx = Mutex::new(sync_rx);
     std::thread::scope(|scope| {
-        for _ in 0..PARALLEL_DOWNLOADS.min(plan.packages.len()) {
-            scope.spawn(|| {
+        for _ in 0..SYNC_THREADS {
+            let (run, sync_rx) = (&run, &sync_rx);
+            scope.spawn(move || {
                 loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let (Some(package), Some(dest)) = (plan.packages.get(i), dests.get(i)) else {
+                    let received = sync_rx.lock().expect("sync queue").recv();
+                    let Ok((path, file)) = received else { break };
+                    if run.stopped() {
+                        continue;
+                    }
+                    if let Err(e) = file.sync_all() {
+                        run.fail(Error::io(path, e));
+                    }
+                }
+            });
+        }
+        for _ in 0..PARALLEL_DOWNLOADS.min(plan.packages.len()) {
+            let ready_tx = ready_tx.clone();
+            let (run, next_download, debs) = (&run, &next_download, &debs);
+            scope.spawn(move || {
+                while !run.stopped() {
+                    let i = next_download.fetch_add(1, Ordering::SeqCst);
+                    let (Some(package), Some(deb)) = (plan.packages.get(i), debs.get(i)) else {
                         break;
                     };
-                    if let Err(e) = download_one(fetcher, plan, package, dest) {
-                        errors.lock().expect("errors").push(e);
+                    match download_one(fetcher, plan, package, deb) {
+                        // The extractors outlive the downloaders; a send cannot fail.
+                        Ok(()) => ready_tx.send(i).expect("the extractors are waiting"),
+                        Err(e) => run.fail(e),
+                    }
+                }
+            });
+        }
+        drop(ready_tx);
+        for _ in 0..extract_threads().min(plan.packages.len()) {
+            let (run, ready_rx, debs, policy, owners, extracted) =
+                (&run, &ready_rx, &debs, &policy, &owners, &extracted);
+            let staging = &journal.staging;
+            let sync = sync_tx.clone();
+            scope.spawn(move || {
+                loop {
+                    let received = ready_rx.lock().expect("ready queue").recv();
+                    let Ok(i) = received else { break };
+                    if run.stopped() {
+                        continue;
+                    }
+                    let mut guard = Guard {
+                        owners,
+                        expected: &plan.packages[i],
+                        run,
+                        staging,
+                        sync: &sync,
+                    };
+                    match deb::extract_unfinished(&debs[i], staging, policy, &mut guard) {
+                        Ok(result) => {
+                            extracted.lock().expect("extracted")[i] = Some(result);
+                            crashpoint::reached("deb extracted");
+                        }
+                        Err(e) => run.fail(e),
+                    }
+                }
+            });
+        }
+        drop(sync_tx);
+    });
+    if let Some(err) = run.into_error() {
+        return Err(err);
+    }
+    let extracted: Vec<deb::Extracted> = extracted
+        .into_inner()
+        .expect("extracted")
+        .into_iter()
+        .map(|e| e.expect("every deb extracted when nothing failed"))
+        .collect();
+
+    let mut manifests = Vec::new();
+    // What is left to sync once the files are: every directory (after its metadata),
+    // what hard links changed, the manifests.
+    let mut to_sync = vec![journal.staging.clone()];
+    to_sync.extend(journal.staging.parent().map(Path::to_owned));
+    for (package, extracted) in plan.packages.iter().zip(&extracted) {
+        deb::finish_dirs(&journal.staging, extracted)?;
+        to_sync.extend(extracted.entries.iter().filter_map(|e| match e.kind {
+            EntryKind::Dir | EntryKind::HardLink { .. } => Some(journal.staging.join(&e.path)),
+            _ => None,
+        }));
+        let control = &extracted.control;
+        if !control.maintainer_scripts.is_empty() {
+            log::warn!(
+                "{} ships maintainer scripts ({}) declared reversible; they are not run",
+                package.name,
+                control.maintainer_scripts.join(", ")
+            );
+        }
+        manifests.push(Manifest {
+            package: package.name.clone(),
+            version: package.version.to_string(),
+            architecture: control.architecture.clone(),
+            deb_sha256: package.sha256,
+            deb_size: package.size,
+            source: plan.pocket.location.to_string(),
+            files: extracted.entries.iter().map(manifest_entry).collect(),
+        });
+    }
+    to_sync.extend(manifest::store_all(&journal.new_manifests, &manifests)?);
+    to_sync.push(journal.new_manifests.clone());
+    crashpoint::reached("new manifests written");
+    // Only what this install wrote, not the whole filesystem (syncfs would also wait for
+    // whatever else is being written on it, which can take seconds).
+    to_sync.sort();
+    to_sync.dedup();
+    sync_all(&to_sync)?;
+    crashpoint::reached("staging synced");
+    journal.phase = Phase::Staged;
+    journal.new_inode = inode(&journal.staging);
+    journal.save(&store.state)?;
+    crashpoint::reached("journal staged");
+    Ok(manifests)
+}
+
+/// fsyncs `paths` (files and directories, none a symlink), [`SYNC_THREADS`] at a time.
+fn sync_all(paths: &[PathBuf]) -> Result<(), Error> {
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..SYNC_THREADS.min(paths.len()) {
+            scope.spawn(|| {
+                while let Some(path) = paths.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let synced = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                        .open(path)
+                        .and_then(|f| f.sync_all());
+                    if let Err(e) = synced {
+                        failure
+                            .lock()
+                            .expect("failure")
+                            .get_or_insert(Error::io(path, e));
+                        return;
                     }
                 }
             });
         }
     });
-    let mut errors = errors.into_inner().expect("errors");
-    // Report cancellation over whatever else it caused.
-    if let Some(i) = errors.iter().position(|e| matches!(e, Error::Cancelled)) {
-        return Err(errors.swap_remove(i));
-    }
-    match errors.into_iter().next() {
+    match failure.into_inner().expect("failure") {
         Some(err) => Err(err),
-        None => Ok(dests),
+        None => Ok(()),
+    }
+}
+
+/// At most this many debs extract at once: one per core (each also decodes its data
+/// member in threads of its own when it is multi-block xz), and no more than a few, so
+/// that memory stays a few decoders' worth.
+fn extract_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_PARALLEL_EXTRACTIONS)
+}
+
+/// The failures of the downloading and extracting threads of one [`stage`].
+struct Run<'a> {
+    /// The first failure, and any cancellation (which is reported over anything else).
+    failures: Mutex<Vec<Error>>,
+    /// Something failed: every thread stops at its next step.
+    failed: AtomicBool,
+    cancel: &'a Arc<AtomicBool>,
+}
+
+impl Run<'_> {
+    fn stopped(&self) -> bool {
+        self.failed.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Records a thread's failure. Only the first one is the cause; those that follow are
+    /// mostly threads stopping because of it, and are kept only if they are Ctrl-C.
+    fn fail(&self, err: Error) {
+        let first = !self.failed.swap(true, Ordering::SeqCst);
+        if first || matches!(err, Error::Cancelled) {
+            self.failures.lock().expect("failures").push(err);
+        } else {
+            log::debug!("after an earlier failure: {err}");
+        }
+    }
+
+    fn into_error(self) -> Option<Error> {
+        let mut failures = self.failures.into_inner().expect("failures");
+        if let Some(i) = failures.iter().position(|e| matches!(e, Error::Cancelled)) {
+            return Some(failures.swap_remove(i));
+        }
+        if failures.is_empty() && self.cancel.load(Ordering::SeqCst) {
+            return Some(Error::Cancelled);
+        }
+        failures.into_iter().next()
     }
 }
 
@@ -308,68 +509,8 @@ fn download_one(
     let location = plan.pocket.deb_location(package)?;
     let label = format!("{} {}", package.name, package.version);
     fetcher
-        .fetch_file(&location, dest, package.size, package.sha256, &label)
+        .fetch_file_unsynced(&location, dest, package.size, package.sha256, &label)
         .map(|_| ())
-}
-
-/// Extracts every deb into the staging tree and syncs it; returns the manifests.
-fn stage(
-    store: &Store,
-    plan: &HelperPlan,
-    debs: &[PathBuf],
-    arch: &str,
-    progress: &dyn Progress,
-    cancel: &Arc<AtomicBool>,
-    journal: &mut Journal,
-) -> Result<Vec<Manifest>, Error> {
-    progress.step("Unpacking the helpers");
-    remove_tree(&journal.staging)?;
-    remove_tree(&journal.new_manifests)?;
-    if let Some(parent) = journal.staging.parent() {
-        fs_err::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    fs_err::create_dir(&journal.staging).map_err(|e| Error::io(&journal.staging, e))?;
-    crashpoint::reached("staging created");
-    let policy = Policy::helper(arch);
-    let mut guard = Guard {
-        owners: PathOwners::new(),
-        expected: None,
-        cancel: cancel.clone(),
-    };
-    let mut manifests = Vec::new();
-    for (package, deb) in plan.packages.iter().zip(debs) {
-        guard.expected = Some(package.clone());
-        let extracted = deb::extract_into(deb, &journal.staging, &policy, &mut guard)?;
-        let control = &extracted.control;
-        if !control.maintainer_scripts.is_empty() {
-            log::warn!(
-                "{} ships maintainer scripts ({}) declared reversible; they are not run",
-                package.name,
-                control.maintainer_scripts.join(", ")
-            );
-        }
-        manifests.push(Manifest {
-            package: package.name.clone(),
-            version: package.version.to_string(),
-            architecture: control.architecture.clone(),
-            deb_sha256: package.sha256,
-            deb_size: package.size,
-            source: plan.pocket.location.to_string(),
-            files: extracted.entries.iter().map(manifest_entry).collect(),
-        });
-        crashpoint::reached("deb extracted");
-    }
-    // One filesystem-wide sync instead of an fsync per file.
-    let dir = std::fs::File::open(&journal.staging).map_err(|e| Error::io(&journal.staging, e))?;
-    nix::unistd::syncfs(&dir).map_err(|e| Error::io(&journal.staging, e.into()))?;
-    crashpoint::reached("staging synced");
-    manifest::store_all(&journal.new_manifests, &manifests)?;
-    crashpoint::reached("new manifests written");
-    journal.phase = Phase::Staged;
-    journal.new_inode = inode(&journal.staging);
-    journal.save(&store.state)?;
-    crashpoint::reached("journal staged");
-    Ok(manifests)
 }
 
 fn manifest_entry(entry: &deb::Entry) -> ManifestEntry {
@@ -394,35 +535,59 @@ fn manifest_entry(entry: &deb::Entry) -> ManifestEntry {
 
 /// The transaction's say in each extraction: the deb must be the package the signed
 /// index promised (checked on its control, before any data is written), no path may be
-/// shipped by two helpers, Ctrl-C stops it, and each entry is a crash point.
-struct Guard {
-    owners: PathOwners,
-    expected: Option<PackageEntry>,
-    cancel: Arc<AtomicBool>,
+/// shipped by two helpers, Ctrl-C or another thread's failure stops it, and each entry
+/// is a crash point.
+struct Guard<'a> {
+    owners: &'a Mutex<PathOwners>,
+    expected: &'a PackageEntry,
+    run: &'a Run<'a>,
+    staging: &'a Path,
+    /// Where written files go to be synced.
+    sync: &'a mpsc::SyncSender<(PathBuf, std::fs::File)>,
 }
 
-impl ExtractHooks for Guard {
+impl ExtractHooks for Guard<'_> {
     fn before_data(&mut self, deb: &Path, control: &deb::Control) -> Result<(), Error> {
-        if let Some(expected) = &self.expected {
-            if control.package != expected.name || control.version != expected.version {
-                return Err(Error::BadPackage {
-                    deb: deb.display().to_string(),
-                    reason: format!(
-                        "is {} {}, but the pocket's index promised {} {}",
-                        control.package, control.version, expected.name, expected.version
-                    ),
-                });
-            }
+        let expected = self.expected;
+        if control.package != expected.name || control.version != expected.version {
+            return Err(Error::BadPackage {
+                deb: deb.display().to_string(),
+                reason: format!(
+                    "is {} {}, but the pocket's index promised {} {}",
+                    control.package, control.version, expected.name, expected.version
+                ),
+            });
         }
-        self.owners.before_data(deb, control)
+        Ok(())
     }
 
     fn before_entry(&mut self, entry: &deb::EntryHeader<'_>) -> Result<(), Error> {
-        if self.cancel.load(Ordering::SeqCst) {
+        if self.run.cancel.load(Ordering::SeqCst) {
             return Err(Error::Cancelled);
         }
-        self.owners.before_entry(entry)?;
+        if self.run.failed.load(Ordering::SeqCst) {
+            // Not reported: the failure that set the flag is.
+            return Err(Error::BadPackage {
+                deb: self.expected.name.clone(),
+                reason: "stopped: another helper failed".into(),
+            });
+        }
+        self.owners.lock().expect("path owners").claim(
+            Path::new(&self.expected.name),
+            &self.expected.name,
+            entry,
+        )?;
         crashpoint::reached("entry");
+        Ok(())
+    }
+
+    fn after_file(&mut self, path: &str, file: &std::fs::File) -> Result<(), Error> {
+        let path = self.staging.join(path);
+        let file = file.try_clone().map_err(|e| Error::io(&path, e))?;
+        // The syncing threads outlive the extractions; a send cannot fail.
+        self.sync
+            .send((path, file))
+            .expect("the syncing threads are waiting");
         Ok(())
     }
 }

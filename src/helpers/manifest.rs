@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256;
 use crate::error::Error;
-use crate::fsutil;
 
 /// The kind of one installed path, with what identifies its content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,13 +137,17 @@ pub fn load_all(dir: &Path) -> Result<Vec<Manifest>, Error> {
     Ok(manifests)
 }
 
-/// Writes `manifests` into `dir` (created), one file each, durably.
-pub fn store_all(dir: &Path, manifests: &[Manifest]) -> Result<(), Error> {
+/// Writes `manifests` into `dir` (created), one file each, and returns the files. They
+/// are not synced: the install syncs them, with its staging tree, before its journal says
+/// they are complete.
+pub fn store_all(dir: &Path, manifests: &[Manifest]) -> Result<Vec<PathBuf>, Error> {
     fs_err::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut written = Vec::new();
     for manifest in manifests {
         let path = dir.join(format!("{}.json", manifest.package));
         let json = serde_json::to_vec_pretty(manifest).expect("manifests serialise");
-        fsutil::write_atomic(&path, &json)?;
+        fs_err::write(&path, &json).map_err(|e| Error::io(&path, e))?;
+        written.push(path);
     }
-    fsutil::sync_dir(dir).map_err(|e| Error::io(dir, e))
+    Ok(written)
 }

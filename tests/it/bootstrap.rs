@@ -513,6 +513,29 @@ fn big_helpers(lie_about_size: bool) -> Vec<crate::support::TestHelper> {
 }
 
 #[test]
+fn a_hostile_deb_among_debs_extracting_at_once_stops_them_all_and_leaves_nothing() {
+    let f = Fixture::new();
+    // The first and last helpers take a while to extract (3 MB each); the middle one
+    // is refused while they do.
+    let mut helpers = big_helpers(false);
+    let Some(Item::File(_, data, mode)) = helpers[2].items.last() else {
+        panic!("big_helpers ends with the big file");
+    };
+    let big = Item::File("root/usr/share/big-apt".into(), data.clone(), *mode);
+    helpers[0].items.push(big);
+    helpers[1].items.push(Item::Link(
+        "root/usr/share/escape".into(),
+        "../../../../../../etc/passwd".into(),
+    ));
+    f.publish_test_helpers(&helpers);
+    f.run(&["bootstrap", "--no-reexec"])
+        .expect(3)
+        .mentions(&["release-upgrader-dpkg", "root/usr/share/escape"]);
+    assert_nothing_installed(&f);
+    assert_eq!(tree(&f.root.join("usr")), ["lib/"], "something was left");
+}
+
+#[test]
 fn too_little_space_is_refused_up_front_with_numbers() {
     let f = Fixture::new();
     f.publish_test_helpers(&big_helpers(false));

@@ -498,6 +498,84 @@ fn a_helper_extracts_its_prefix_into_dest_like_dpkg_deb() {
     );
 }
 
+/// The hook of one of several extractions running at once: claims its paths in the
+/// shared owners.
+struct Claims<'a> {
+    owners: &'a std::sync::Mutex<PathOwners>,
+    package: &'a str,
+}
+
+impl ExtractHooks for Claims<'_> {
+    fn before_entry(&mut self, entry: &EntryHeader<'_>) -> Result<(), Error> {
+        self.owners
+            .lock()
+            .unwrap()
+            .claim(Path::new(self.package), self.package, entry)
+    }
+}
+
+#[test]
+fn helpers_extracted_at_once_into_one_tree_match_dpkg_deb_one_after_another() {
+    let work = tempfile::tempdir().unwrap();
+    // Three helpers sharing their upper directories, each with every kind of entry.
+    let names = [
+        "release-upgrader-a",
+        "release-upgrader-b",
+        "release-upgrader-c",
+    ];
+    let debs: Vec<PathBuf> = names
+        .iter()
+        .map(|name| {
+            let dir = work.path().join(name);
+            let prefix = format!("usr/lib/release-upgrader/root/{name}");
+            let root = package_tree(&dir, name, &prefix, false);
+            let deb = work.path().join(format!("{name}.deb"));
+            dpkg_deb_build(&root, &deb, "xz");
+            deb
+        })
+        .collect();
+    let (ours, theirs) = (work.path().join("ours"), work.path().join("dpkg"));
+    std::fs::create_dir(&ours).unwrap();
+    let owners = std::sync::Mutex::new(PathOwners::new());
+    let policy = Policy::helper("amd64");
+    let start = std::sync::Barrier::new(debs.len());
+    let extracted: Vec<deb::Extracted> = std::thread::scope(|scope| {
+        let threads: Vec<_> = debs
+            .iter()
+            .zip(names)
+            .map(|(deb, package)| {
+                let (ours, owners, policy, start) = (&ours, &owners, &policy, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    let mut claims = Claims { owners, package };
+                    deb::extract_unfinished(deb, ours, policy, &mut claims).unwrap()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    // Until finished, directories stay private: 0700.
+    let root_mode = std::fs::metadata(ours.join("root")).unwrap().mode() & 0o7777;
+    assert_eq!(root_mode, 0o700);
+    for one in &extracted {
+        deb::finish_dirs(&ours, one).unwrap();
+    }
+    let started = now();
+    for deb in &debs {
+        dpkg_deb_extract(deb, &theirs);
+    }
+    assert_same_tree(
+        &ours,
+        &theirs.join("usr/lib/release-upgrader"),
+        started,
+        "three helpers at once",
+    );
+    let owners = owners.into_inner().unwrap();
+    for name in names {
+        assert_eq!(owners.owner(&format!("root/{name}/bin/tool")), Some(name));
+    }
+}
+
 #[test]
 fn the_destination_keeps_its_own_mode_and_mtime() {
     // dpkg-deb -x gives the destination the `./` entry's metadata; we leave the

@@ -37,6 +37,7 @@ use crate::layout;
 use crate::openpgp::Keyring;
 use crate::version::Version;
 
+pub use debfile::DebCompression;
 use debfile::{Content, TarEntry};
 use recipe::{HelperRecipe, Recipe, Ship};
 use source::Archive;
@@ -56,8 +57,8 @@ pub struct BuildRequest<'a> {
     pub cache: &'a Path,
     /// `SOURCE_DATE_EPOCH`: no mtime in the output is newer.
     pub source_date_epoch: Option<i64>,
-    /// xz preset of the debs (0–9; 6 is what Debian uses).
-    pub xz_preset: u32,
+    /// The compression of the debs' members.
+    pub compression: DebCompression,
 }
 
 /// A helper package written.
@@ -759,7 +760,7 @@ fn write_helper(
     ));
     let data: Vec<TarEntry> = entries.into_values().collect();
     let count = data.iter().filter(|e| e.content != Content::Dir).count();
-    debfile::write_deb(&path, &control, &data, epoch, request.xz_preset)?;
+    debfile::write_deb(&path, &control, &data, epoch, request.compression)?;
     let bytes = fs_err::read(&path).map_err(|e| Error::io(&path, e))?;
     Ok(BuiltDeb {
         package: helper.name.clone(),

@@ -23,7 +23,7 @@ use crate::upgrade::dpkg_status::{self, Status};
 use crate::upgrade::journal::{Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
 use crate::upgrade::sources::{self, DistributionCheck, Rules};
-use crate::upgrade::{freshness, prefetch};
+use crate::upgrade::{freshness, pending, prefetch};
 use crate::upgrade::{locks, term};
 
 /// How questions are answered and apt's output shown.
@@ -177,12 +177,17 @@ impl<'a> Upgrader<'a> {
             plan.packages.len(),
             plan.pocket.location
         ));
-        let (root, os_id, state) = (&self.session.root, &self.session.os.id, self.state());
-        let (allow_pending, media) = (self.options.allow_pending, self.options.cdrom.is_some());
-        let fetcher = &self.session.fetcher;
-        let running = |logs: &Logs| {
-            check_running_release(root, fetcher, os_id, state, allow_pending, media, logs)
+        let check = RunningCheck {
+            root: &self.session.root,
+            fetcher: &self.session.fetcher,
+            codename: &self.session.codename,
+            arch: &self.session.arch,
+            os_id: &self.session.os.id,
+            state: self.state(),
+            allow_pending: self.options.allow_pending,
+            media: self.options.cdrom.is_some(),
         };
+        let running = |logs: &Logs| check_running_release(&check, logs);
         if self.options.dry_run {
             let release = running(&logs).map_err(|e| plain_any(e, &logs))?;
             self.say_offline(&release);
@@ -1144,15 +1149,32 @@ struct RunningRelease {
 /// Brings the running release's indices up to date with the system's own apt, refuses
 /// pending updates (unless allowed), and lists the installed packages that come from
 /// the distribution. Runs beside the helper download, so it takes only what it needs.
-fn check_running_release(
-    root: &crate::root::SystemRoot,
-    fetcher: &crate::fetch::Fetcher,
-    os_id: &str,
-    state: &Path,
+/// What checking the running release needs: a few fields of the session and options,
+/// so that it can run on a thread of its own beside the helper install.
+struct RunningCheck<'a> {
+    root: &'a crate::root::SystemRoot,
+    fetcher: &'a crate::fetch::Fetcher,
+    codename: &'a str,
+    arch: &'a str,
+    os_id: &'a str,
+    /// The state directory, for apt's configuration file.
+    state: &'a Path,
     allow_pending: bool,
+    /// Upgrade media stand in for the archive when it cannot be reached.
     media: bool,
-    logs: &Logs,
-) -> anyhow::Result<RunningRelease> {
+}
+
+fn check_running_release(check: &RunningCheck<'_>, logs: &Logs) -> anyhow::Result<RunningRelease> {
+    let RunningCheck {
+        root,
+        fetcher,
+        codename,
+        arch,
+        os_id,
+        state,
+        allow_pending,
+        media,
+    } = *check;
     let apt = Apt::new(root, None, state.join("system-apt.conf"));
     apt.write_config()?;
     let mut offline = false;
@@ -1178,69 +1200,104 @@ fn check_running_release(
             });
         }
     }
+    let status = Status::read(root)?;
+    let distribution = DistributionCheck::new(root, os_id).ok();
+    let is_distribution =
+        |e: &sources::SourceEntry| distribution.as_ref().is_none_or(|c| c.is_distribution(e));
+    // The stored indices answer in a fraction of a second; apt, which first builds its
+    // cache from them, in seconds. apt answers what the scan cannot read.
+    let (pending, from_distribution) = match pending::scan(
+        root,
+        codename,
+        arch,
+        &status,
+        &is_distribution,
+    ) {
+        Some(scan) => {
+            logs.main(&format!(
+                    "{} pending updates and {} installed packages of the distribution in the stored indices",
+                    scan.pending.len(),
+                    scan.from_distribution.len()
+                ));
+            (
+                scan.pending.into_keys().collect(),
+                scan.from_distribution.into_iter().collect(),
+            )
+        }
+        None => ask_apt(&apt, &status, &is_distribution, allow_pending, logs)?,
+    };
+    if !allow_pending && !pending.is_empty() {
+        let names: Vec<&str> = pending.iter().map(String::as_str).take(10).collect();
+        let count = pending.len();
+        anyhow::bail!(Error::Config {
+            path: root.path("/etc/apt/sources.list"),
+            reason: format!(
+                "{count} updates of the running release are not installed ({}{}); install them first \
+                 (apt-get upgrade) or pass --allow-pending",
+                names.join(", "),
+                if count > 10 { ", …" } else { "" }
+            ),
+        });
+    }
+    Ok(RunningRelease {
+        from_distribution,
+        offline,
+    })
+}
+
+/// The pending updates (unless allowed) and the installed packages the distribution
+/// offers, as apt sees them: what [`pending::scan`] answers when it can.
+fn ask_apt(
+    apt: &Apt,
+    status: &Status,
+    is_distribution: &dyn Fn(&sources::SourceEntry) -> bool,
+    allow_pending: bool,
+    logs: &Logs,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let mut pending = Vec::new();
     if !allow_pending {
         // --print-uris lists the plan without apt's slow simulated ordering and changes
         // nothing.
         let (ok, out) = apt_quiet(
-            &apt,
+            apt,
             "apt-get",
             &["--print-uris", "-y", "-o", "Debug::NoLocking=1", "upgrade"],
             logs,
         )?;
-        let pending = Simulation::parse(&out);
-        if ok && !(pending.upgraded.is_empty() && pending.installed.is_empty()) {
-            let names: Vec<&str> = pending
+        let plan = Simulation::parse(&out);
+        if ok {
+            pending = plan
                 .upgraded
                 .iter()
-                .chain(&pending.installed)
-                .map(|a| a.package.as_str())
-                .take(10)
+                .chain(&plan.installed)
+                .map(|a| a.package.clone())
                 .collect();
-            let count = pending.upgraded.len() + pending.installed.len();
-            anyhow::bail!(Error::Config {
-                path: root.path("/etc/apt/sources.list"),
-                reason: format!(
-                    "{count} updates of the running release are not installed ({}{}); install them first \
-                     (apt-get upgrade) or pass --allow-pending",
-                    names.join(", "),
-                    if count > 10 { ", …" } else { "" }
-                ),
-            });
         }
     }
-    let status = Status::read(root)?;
     let installed: Vec<String> = status.installed().map(|p| p.name.clone()).collect();
     if installed.is_empty() {
-        return Ok(RunningRelease {
-            from_distribution: Vec::new(),
-            offline,
-        });
+        return Ok((pending, Vec::new()));
     }
-    let check = DistributionCheck::new(root, os_id).ok();
     let mut args = vec!["policy"];
     args.extend(installed.iter().map(String::as_str));
-    let (_, policy) = apt_quiet(&apt, "apt-cache", &args, logs)?;
+    let (_, policy) = apt_quiet(apt, "apt-cache", &args, logs)?;
     let origins = apt::origins(&policy);
     let from_distribution = installed
         .into_iter()
         .filter(|name| {
             origins.get(name).is_some_and(|list| {
-                list.iter().any(|(uri, suite)| match &check {
-                    Some(check) => check.is_distribution(&sources::SourceEntry {
+                list.iter().any(|(uri, suite)| {
+                    is_distribution(&sources::SourceEntry {
                         types: vec!["deb".into()],
                         uris: vec![uri.clone()],
                         suites: vec![suite.clone()],
                         signed_by: None,
-                    }),
-                    None => true,
+                    })
                 })
             })
         })
         .collect();
-    Ok(RunningRelease {
-        from_distribution,
-        offline,
-    })
+    Ok((pending, from_distribution))
 }
 
 fn apt_quiet(

@@ -459,6 +459,10 @@ fn pending_updates_of_the_running_release_are_refused_unless_allowed() {
             "demo-hello",
             "--allow-pending",
         ]);
+    // Read from the stored indices, without asking apt.
+    let log = w.read("/var/log/dist-upgrade/main.log");
+    assert!(log.contains("1 pending updates and"), "{log}");
+    assert!(!log.contains("running apt-get --print-uris"), "{log}");
     assert_eq!(w.sources(), before);
     assert!(!w.root.join("usr/lib/release-upgrader").exists());
     w.run(&["upgrade", "-y", "-f", "noninteractive", "--allow-pending"])

@@ -1,0 +1,313 @@
+//! Pending updates of the running release, read straight from the indices apt stored.
+//!
+//! Asking apt (`apt-get upgrade` without installing, then `apt-cache policy`) first makes
+//! it build its cache from every index, seconds on a release the size of Debian's. The
+//! question is narrower: is any installed package older than a version the running
+//! release's own suites (`C`, `C-updates`, `C-security`) offer, and which installed
+//! packages does the distribution offer at all. One pass over the stored `Packages` files
+//! answers both. Versions still being phased in (`Phased-Update-Percentage`, Ubuntu) are
+//! not pending: apt would not install them either. Third-party sources never count.
+//!
+//! Any index this scan cannot read as apt stored it (compressed lists) gives `None`, and
+//! the caller asks apt instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use crate::root::SystemRoot;
+use crate::upgrade::dpkg_status::Status;
+use crate::upgrade::sources::{self, SourceEntry};
+use crate::version::Version;
+
+/// What the running release's indices say about the installed packages.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Installed packages (not held) with a newer version in the release's own suites,
+    /// with that version.
+    pub pending: BTreeMap<String, String>,
+    /// Installed packages that some distribution source offers.
+    pub from_distribution: BTreeSet<String>,
+}
+
+/// One stored `Packages` file and what it counts for.
+struct Index {
+    path: PathBuf,
+    /// From the distribution's archive.
+    distribution: bool,
+    /// A suite of the running release itself, whose newer versions are pending updates.
+    running: bool,
+}
+
+/// Scans the stored indices of the root's `deb` sources; `None` when some index is stored
+/// compressed (apt's `Acquire::GzipIndexes`) or the lists cannot be read.
+pub fn scan(
+    root: &SystemRoot,
+    codename: &str,
+    arch: &str,
+    status: &Status,
+    is_distribution: &dyn Fn(&SourceEntry) -> bool,
+) -> Option<Scan> {
+    let entries = sources::entries(root).ok()?;
+    let lists = root.path("/var/lib/apt/lists");
+    let names: Vec<String> = std::fs::read_dir(&lists)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let indices = indices(&entries, &names, codename, arch, is_distribution)?;
+    let mut scan = Scan::default();
+    for index in &indices {
+        read_index(
+            &lists.join(&index.path),
+            |package, version, architecture, phased| {
+                // The status database is by name:arch; a version for `all` updates the
+                // native package and the other way round (a package may change between them).
+                let Some(installed) = [architecture, arch, "all"]
+                    .iter()
+                    .find_map(|a| status.packages.get(&format!("{package}:{a}")))
+                else {
+                    return;
+                };
+                if !installed.is_installed() {
+                    return;
+                }
+                if index.distribution {
+                    scan.from_distribution.insert(package.to_owned());
+                }
+                let same_arch = architecture == installed.architecture
+                    || architecture == "all"
+                    || installed.architecture == "all";
+                if !index.running || !same_arch || phased || installed.is_held() {
+                    return;
+                }
+                let newer = match (
+                    version.parse::<Version>(),
+                    installed.version.parse::<Version>(),
+                ) {
+                    (Ok(offered), Ok(current)) => offered > current,
+                    _ => false,
+                };
+                let newest = scan.pending.get(package).is_none_or(|known| {
+                    version.parse::<Version>().ok() > known.parse::<Version>().ok()
+                });
+                if newer && newest {
+                    scan.pending.insert(package.to_owned(), version.to_owned());
+                }
+            },
+        )
+        .ok()?;
+    }
+    Some(scan)
+}
+
+/// The `Packages` files (names in the lists directory) of every `deb` entry, for `arch`
+/// and `all` (pure).
+fn indices(
+    entries: &[SourceEntry],
+    names: &[String],
+    codename: &str,
+    arch: &str,
+    is_distribution: &dyn Fn(&SourceEntry) -> bool,
+) -> Option<Vec<Index>> {
+    let own_suites = [
+        codename.to_owned(),
+        format!("{codename}-updates"),
+        format!("{codename}-security"),
+    ];
+    let mut out: Vec<Index> = Vec::new();
+    for entry in entries
+        .iter()
+        .filter(|e| e.types.iter().any(|t| t == "deb"))
+    {
+        let distribution = is_distribution(entry);
+        for uri in &entry.uris {
+            for suite in &entry.suites {
+                let prefix = sources::apt_list_name(&format!(
+                    "{}/dists/{suite}/",
+                    uri.trim_end_matches('/')
+                ));
+                for name in names.iter().filter(|n| n.starts_with(&prefix)) {
+                    let rest = &name[prefix.len()..];
+                    let binary = [
+                        format!("_binary-{arch}_Packages"),
+                        "_binary-all_Packages".into(),
+                    ];
+                    let Some(stored) = binary.iter().find_map(|b| {
+                        let at = rest.find(b.as_str())?;
+                        Some(&rest[at + b.len()..])
+                    }) else {
+                        continue;
+                    };
+                    // The component is one path segment: "main_binary-amd64_Packages".
+                    if rest.split('_').next().is_none_or(str::is_empty) {
+                        continue;
+                    }
+                    if !stored.is_empty() {
+                        return None;
+                    }
+                    if out.iter().any(|i| i.path.as_os_str() == name.as_str()) {
+                        continue;
+                    }
+                    out.push(Index {
+                        path: PathBuf::from(name),
+                        distribution,
+                        running: distribution && own_suites.contains(suite),
+                    });
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Calls `each(package, version, architecture, phasing)` for every stanza of a `Packages`
+/// file, reading it a line at a time; `phasing` is set for a version still being phased in.
+fn read_index(path: &Path, mut each: impl FnMut(&str, &str, &str, bool)) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut line = String::new();
+    let (mut package, mut version, mut architecture) =
+        (String::new(), String::new(), String::new());
+    let mut phased = false;
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line)?;
+        let text = line.trim_end_matches(['\n', '\r']);
+        if read == 0 || text.is_empty() {
+            if !package.is_empty() && !version.is_empty() {
+                each(&package, &version, &architecture, phased);
+            }
+            package.clear();
+            version.clear();
+            architecture.clear();
+            phased = false;
+            if read == 0 {
+                return Ok(());
+            }
+            continue;
+        }
+        if let Some(v) = text.strip_prefix("Package:") {
+            package = v.trim().to_owned();
+        } else if let Some(v) = text.strip_prefix("Version:") {
+            version = v.trim().to_owned();
+        } else if let Some(v) = text.strip_prefix("Architecture:") {
+            architecture = v.trim().to_owned();
+        } else if let Some(v) = text.strip_prefix("Phased-Update-Percentage:") {
+            phased = v.trim().parse::<u32>().is_ok_and(|p| p < 100);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2-1\n\n\
+        Package: held\nStatus: hold ok installed\nArchitecture: amd64\nVersion: 1.0\n\n\
+        Package: local\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n\
+        Package: tzdata\nStatus: install ok installed\nArchitecture: all\nVersion: 2024a-1\n\n\
+        Package: phased\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n\
+        Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n";
+
+    fn root_with(lists: &[(&str, &str)], sources: &str) -> (tempfile::TempDir, SystemRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path());
+        std::fs::create_dir_all(root.path("/var/lib/apt/lists")).unwrap();
+        std::fs::create_dir_all(root.path("/etc/apt")).unwrap();
+        std::fs::write(root.path("/etc/apt/sources.list"), sources).unwrap();
+        for (name, text) in lists {
+            std::fs::write(root.path("/var/lib/apt/lists").join(name), text).unwrap();
+        }
+        (dir, root)
+    }
+
+    #[test]
+    fn newer_versions_of_the_running_release_are_pending_and_others_are_not() {
+        let main = "Package: bash\nVersion: 5.2-1\nArchitecture: amd64\n\n\
+                    Package: tzdata\nVersion: 2024a-1\nArchitecture: all\n\n\
+                    Package: held\nVersion: 1.0\nArchitecture: amd64\n";
+        let security = "Package: bash\nVersion: 5.2-1+deb12u1\nArchitecture: amd64\n\n\
+                        Package: bash\nVersion: 5.2-1+deb12u2\nArchitecture: amd64\n\n\
+                        Package: held\nVersion: 2.0\nArchitecture: amd64\n\n\
+                        Package: phased\nVersion: 2.0\nArchitecture: amd64\nPhased-Update-Percentage: 10\n\n\
+                        Package: gone\nVersion: 2.0\nArchitecture: amd64\n";
+        let updates = "Package: tzdata\nVersion: 2025b-0+deb12u1\nArchitecture: all\n";
+        let backports = "Package: bash\nVersion: 5.3-1~bpo12+1\nArchitecture: amd64\n";
+        let (_dir, root) = root_with(
+            &[
+                ("m_debian_dists_bookworm_main_binary-amd64_Packages", main),
+                (
+                    "m_debian_dists_bookworm-updates_main_binary-amd64_Packages",
+                    updates,
+                ),
+                (
+                    "s_debian-security_dists_bookworm-security_main_binary-amd64_Packages",
+                    security,
+                ),
+                (
+                    "m_debian_dists_bookworm-backports_main_binary-amd64_Packages",
+                    backports,
+                ),
+                (
+                    "m_debian_dists_bookworm_main_i18n_Translation-en",
+                    "Package: bash\n",
+                ),
+            ],
+            "deb http://m/debian bookworm main\n\
+             deb http://m/debian bookworm-updates main\n\
+             deb http://s/debian-security bookworm-security main\n\
+             deb http://m/debian bookworm-backports main\n",
+        );
+        let status = Status::parse(STATUS).unwrap();
+        let scan = scan(&root, "bookworm", "amd64", &status, &|_| true).unwrap();
+        let pending: Vec<(&str, &str)> = scan
+            .pending
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // Backports and a phased update are not pending; a held package is not; a removed
+        // one is not installed.
+        assert_eq!(
+            pending,
+            [("bash", "5.2-1+deb12u2"), ("tzdata", "2025b-0+deb12u1")]
+        );
+        let from: Vec<&str> = scan.from_distribution.iter().map(String::as_str).collect();
+        assert_eq!(from, ["bash", "held", "phased", "tzdata"]);
+    }
+
+    #[test]
+    fn compressed_indices_are_left_to_apt() {
+        let (_dir, root) = root_with(
+            &[(
+                "m_debian_dists_bookworm_main_binary-amd64_Packages.lz4",
+                "x",
+            )],
+            "deb http://m/debian bookworm main\n",
+        );
+        let status = Status::parse(STATUS).unwrap();
+        assert_eq!(scan(&root, "bookworm", "amd64", &status, &|_| true), None);
+    }
+
+    #[test]
+    fn a_third_party_source_never_makes_updates_pending() {
+        // The same codename, another archive: its newer bash is not the release's update.
+        let (_dir, root) = root_with(
+            &[
+                (
+                    "m_debian_dists_bookworm_main_binary-amd64_Packages",
+                    "Package: bash\nVersion: 5.2-1\nArchitecture: amd64\n",
+                ),
+                (
+                    "vendor_repo_dists_bookworm_main_binary-amd64_Packages",
+                    "Package: bash\nVersion: 9.9\nArchitecture: amd64\n",
+                ),
+            ],
+            "deb http://m/debian bookworm main\ndeb http://vendor/repo bookworm main\n",
+        );
+        let debian = |e: &SourceEntry| e.uris.iter().all(|u| u.contains("/debian"));
+        let status = Status::parse(STATUS).unwrap();
+        let scan = scan(&root, "bookworm", "amd64", &status, &debian).unwrap();
+        assert!(scan.pending.is_empty(), "{:?}", scan.pending);
+        assert!(scan.from_distribution.contains("bash"));
+    }
+}

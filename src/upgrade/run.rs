@@ -245,6 +245,8 @@ impl<'a> Upgrader<'a> {
             media_source: None,
             cdrom: self.options.cdrom.clone(),
             from_distribution,
+            extra: Vec::new(),
+            obsolete: Vec::new(),
             started: chrono::Utc::now().to_rfc3339(),
         };
         journal.save(self.state()).map_err(plain)?;
@@ -442,7 +444,7 @@ impl<'a> Upgrader<'a> {
         if journal.phase < Phase::Installed {
             self.install(&mut journal, &apt, &logs)?;
         }
-        self.finish(&mut journal, &apt, &logs)?;
+        self.finish(&mut journal, &logs)?;
         Ok(ExitCode::Success)
     }
 
@@ -528,12 +530,13 @@ impl<'a> Upgrader<'a> {
                 "Some package lists could not be downloaded (offline?); continuing with the media.",
             );
         }
+        if journal.phase < Phase::Planned {
+            self.fold_obsolete(journal, apt, logs)?;
+        }
         // One resolution gives the plan, the sizes and every archive with its SHA-256
         // (--print-uris changes nothing; apt's simulated ordering, -s, costs seconds).
-        let (ok, out) = apt_quiet(
-            apt,
-            "apt-get",
-            &[
+        let plan = |extra: &[String]| {
+            let mut args = vec![
                 "--print-uris",
                 "-y",
                 "-V",
@@ -542,9 +545,24 @@ impl<'a> Upgrader<'a> {
                 "-o",
                 "Acquire::ForceHash=SHA256",
                 "dist-upgrade",
-            ],
-            logs,
-        )?;
+            ];
+            args.extend(extra.iter().map(String::as_str));
+            apt_quiet(apt, "apt-get", &args, logs)
+        };
+        let (mut ok, mut out) = plan(&journal.extra)?;
+        if !ok && !journal.obsolete.is_empty() {
+            logs.main(&format!(
+                "apt cannot remove the obsolete packages with the upgrade:\n{}",
+                tail(&out, 8)
+            ));
+            self.io.say(&format!(
+                "The obsolete packages cannot be removed with the upgrade; they stay: {}",
+                journal.obsolete.join(" ")
+            ));
+            journal.obsolete.clear();
+            journal.extra.retain(|a| !a.ends_with('-'));
+            (ok, out) = plan(&journal.extra)?;
+        }
         let simulation = Simulation::parse(&out);
         self.check_removals(&simulation)?;
         if !ok {
@@ -560,6 +578,7 @@ impl<'a> Upgrader<'a> {
             if !self.confirm("Do you want to start the upgrade?")? {
                 anyhow::bail!(Error::Cancelled);
             }
+            // Records what the install run takes too (extra), for a resumed run.
             journal.advance(&state, Phase::Planned)?;
         }
         self.io.say("Downloading the packages");
@@ -590,7 +609,8 @@ impl<'a> Upgrader<'a> {
         if missing {
             let mut cmd = apt.command("apt-get");
             cmd.args(term::status_option())
-                .args(["-y", "--download-only", "dist-upgrade"]);
+                .args(["-y", "--download-only", "dist-upgrade"])
+                .args(&journal.extra);
             let finished = self.run_apt(cmd, logs, "Downloading")?;
             if !finished.success {
                 anyhow::bail!(Error::Network {
@@ -876,7 +896,9 @@ impl<'a> Upgrader<'a> {
         }
         self.io.say("Installing the new release");
         let mut cmd = apt.command("apt-get");
-        cmd.args(term::status_option()).args(["-y", "dist-upgrade"]);
+        cmd.args(term::status_option())
+            .args(["-y", "dist-upgrade"])
+            .args(&journal.extra);
         self.dpkg_options(&mut cmd);
         let finished = self
             .run_apt(cmd, logs, "Installing")
@@ -986,59 +1008,13 @@ impl<'a> Upgrader<'a> {
     fn finish(
         &self,
         journal: &mut UpgradeJournal,
-        apt: &Apt,
         logs: &Logs,
     ) -> Result<(), UpgradeFailure> {
         let partly = |error: anyhow::Error| UpgradeFailure {
             code: ExitCode::PartlyUpgraded,
             error,
         };
-        let mut obsolete = self.obsolete(journal, apt, logs).map_err(partly)?;
-        if !obsolete.is_empty() {
-            let question = format!(
-                "{} packages of the old release are no longer available ({}). Purge them?",
-                obsolete.len(),
-                obsolete.join(" ")
-            );
-            let purge = self.options.assume_yes
-                || (self.options.frontend == Frontend::Text
-                    && self.io.ask(&question).unwrap_or(false));
-            if purge {
-                logs.main(&format!(
-                    "purging obsolete packages: {}",
-                    obsolete.join(" ")
-                ));
-            } else {
-                self.io.say(&format!(
-                    "Keeping obsolete packages: {}",
-                    obsolete.join(" ")
-                ));
-                obsolete.clear();
-            }
-        }
-        // One apt run: the obsolete packages, and with -y whatever nothing needs any more.
-        let autoremove = self.options.assume_yes;
-        if autoremove || !obsolete.is_empty() {
-            let mut cmd = apt.command("apt-get");
-            cmd.args(term::status_option()).args(["-y", "--purge"]);
-            cmd.arg(if autoremove { "autoremove" } else { "remove" });
-            cmd.args(&obsolete);
-            let label = if obsolete.is_empty() {
-                "Removing unneeded packages"
-            } else {
-                "Purging"
-            };
-            let finished = self.run_apt(cmd, logs, label);
-            if !obsolete.is_empty() {
-                let finished = finished.map_err(|e| partly(e.into()))?;
-                if !finished.success {
-                    self.io.say(&format!(
-                        "Purging obsolete packages failed; they stay installed:\n{}",
-                        finished.tail.join("\n")
-                    ));
-                }
-            }
-        }
+        self.purge_leftovers(journal, logs);
         for file in &journal.sources {
             logs.main(&format!(
                 "kept the original of {} as {}",
@@ -1074,6 +1050,99 @@ impl<'a> Upgrader<'a> {
             }
         ));
         Ok(())
+    }
+
+    /// Obsolete packages (the distribution's, downloadable from nowhere in the new
+    /// release) leave with the upgrade's own apt run, and with -y so do packages nothing
+    /// needs any more (`--autoremove`): no second resolution and dpkg run afterwards, and
+    /// the plan the user accepts shows every removal.
+    fn fold_obsolete(
+        &self,
+        journal: &mut UpgradeJournal,
+        apt: &Apt,
+        logs: &Logs,
+    ) -> anyhow::Result<()> {
+        journal.extra.clear();
+        journal.obsolete.clear();
+        let obsolete = self.obsolete(journal, apt, logs)?;
+        if !obsolete.is_empty() {
+            let question = format!(
+                "{} packages of the old release are no longer available ({}). Remove them with the upgrade?",
+                obsolete.len(),
+                obsolete.join(" ")
+            );
+            let remove = self.options.assume_yes
+                || (self.options.frontend == Frontend::Text
+                    && self.io.ask(&question).unwrap_or(false));
+            if remove {
+                logs.main(&format!(
+                    "obsolete packages leave with the upgrade: {}",
+                    obsolete.join(" ")
+                ));
+                journal
+                    .extra
+                    .extend(obsolete.iter().map(|p| format!("{p}-")));
+                journal.obsolete = obsolete;
+            } else {
+                self.io.say(&format!(
+                    "Keeping obsolete packages: {}",
+                    obsolete.join(" ")
+                ));
+            }
+        }
+        if self.options.assume_yes {
+            journal.extra.push("--autoremove".into());
+        }
+        Ok(())
+    }
+
+    /// Purges what the obsolete packages removed with the upgrade left behind (their
+    /// configuration files), with the helpers' dpkg. Not fatal: the upgrade is done.
+    fn purge_leftovers(&self, journal: &UpgradeJournal, logs: &Logs) {
+        let Ok(status) = Status::read(&self.session.root) else {
+            return;
+        };
+        let leftover: Vec<&str> = journal
+            .obsolete
+            .iter()
+            .map(String::as_str)
+            .filter(|name| {
+                status
+                    .packages
+                    .values()
+                    .any(|p| p.name == *name && p.status == "config-files")
+            })
+            .collect();
+        if leftover.is_empty() {
+            return;
+        }
+        logs.main(&format!("purging the configuration of {}", leftover.join(" ")));
+        let mut cmd = Command::new(self.store.prefix.join(crate::layout::BIN).join("dpkg"));
+        cmd.args(dpkg_root_args(&self.session.root))
+            .arg("--purge")
+            .args(&leftover)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.store.prefix.join(crate::layout::DPKG_PATH).display()
+                ),
+            );
+        let finished = logs
+            .append(logs::APT_TERM)
+            .map_err(anyhow::Error::from)
+            .and_then(|log| Ok(term::run(cmd, log, self.io.watching(), false, &mut |_| {})?));
+        match finished {
+            Ok(f) if f.success => {}
+            Ok(f) => self.io.say(&format!(
+                "Purging the configuration of obsolete packages failed:\n{}",
+                f.tail.join("\n")
+            )),
+            Err(e) => self.io.say(&format!(
+                "Purging the configuration of obsolete packages failed: {e:#}"
+            )),
+        }
     }
 
     /// Installed packages that came from the distribution before and are downloadable

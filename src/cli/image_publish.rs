@@ -277,17 +277,20 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             let stats = delta::write_delta(base, target, out, &opts)?;
             ui.data(
                 &format!(
-                    "{}: {} removed, {} entries ({} files, {} patched), {} bytes",
+                    "{}: {} removed, {} entries ({} files, {} patched, {} against another \
+                     path), {} bytes",
                     out.display(),
                     stats.removed,
                     stats.entries,
                     stats.files,
                     stats.patched,
+                    stats.patched_elsewhere,
                     stats.size
                 ),
                 json!({
                     "delta": out, "removed": stats.removed, "entries": stats.entries,
-                    "files": stats.files, "patched": stats.patched, "size": stats.size,
+                    "files": stats.files, "patched": stats.patched,
+                    "patched_elsewhere": stats.patched_elsewhere, "size": stats.size,
                 }),
             );
             Ok(ExitCode::Success)

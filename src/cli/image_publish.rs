@@ -103,7 +103,8 @@ pub enum ImageCommand {
     /// applying one with tar
     Expand {
         zdelta: PathBuf,
-        /// Base tree the zdelta applies to
+        /// Base tree the zdelta applies to; only read, and it must not change while
+        /// this runs (a patch's base may be a path the zdelta removes or replaces)
         #[arg(long, value_name = "DIR")]
         base: PathBuf,
         /// Output tar (uncompressed); `-` for stdout

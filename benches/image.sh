@@ -10,8 +10,11 @@
 # image's file-level delta, xz -9) and of the `zdelta` (ours: zstd -19 --long, changed
 # files as --patch-from frames); generation wall time and peak RSS (/usr/bin/time -v) of
 # both; and the apply time of the anchor's method (delete `removed`, then tar -xJf as
-# root) against the zdelta's (delete `removed`, then our decoder `image expand` piped to
-# tar -x). Ratios: zdelta / delta (size, apply time), delta / full (size).
+# root) against the zdelta's (our decoder `image expand` reading the patches' bases from
+# the old tree, piped to tar -x after `removed` is deleted; the bases are read from a
+# pristine copy of the old tree, as an A/B device reads them from the active slot, since
+# a patch's base may be a path the delta removes). Ratios: zdelta / delta (size, apply
+# time), delta / full (size).
 #
 #   benches/image.sh                 # all pairs
 #   PAIRS="add-only updates" benches/image.sh
@@ -43,9 +46,9 @@ pairs=${PAIRS:-"add-only updates 12-13"}
 # The trees, unpacked once per run; deltas are made from the directories (the same
 # delta as from their full images: both are read in image order). FULL=1 also builds the
 # target's full image (xz -9, slow) for the delta/full ratio.
-root() { # TARBALL -> directory
+root() { # TARBALL -> directory (the `system` directory of a tree, for `image expand --base`)
   local dir
-  dir="$work/roots/$(basename "$1" .tar)"
+  dir="$work/roots/$(basename "$1" .tar)/system"
   if [ ! -d "$dir" ]; then
     mkdir -p "$dir"
     # What an image holds: no apt lists, no cached .debs (as `apt-get clean` and an
@@ -88,9 +91,9 @@ apply_anchor() { # DELTA DEST
   remove_listed xz "$1" "$2"
   tar -x --same-owner --numeric-owner -p --anchored --exclude=removed -Jf "$1" -C "$2"
 }
-apply_zdelta() { # ZDELTA DEST
+apply_zdelta() { # ZDELTA DEST OLD: OLD/system is the tree DEST/system was copied from
   remove_listed zstd "$1" "$2"
-  "$ours" -q image expand "$1" --base "$2" --out - |
+  "$ours" -q image expand "$1" --base "$3" --out - |
     tar -x --same-owner --numeric-owner -p --anchored --exclude=removed -f - -C "$2"
 }
 fresh() { # TREE DEST: DEST/system is a copy of TREE
@@ -127,7 +130,7 @@ for pair in $pairs; do
     fresh "$b" "$work/apply-d"; sync
     ta+=("$(seconds apply_anchor "$d" "$work/apply-d")")
     fresh "$b" "$work/apply-z"; sync
-    tz+=("$(seconds apply_zdelta "$z" "$work/apply-z")")
+    tz+=("$(seconds apply_zdelta "$z" "$work/apply-z" "$(dirname "$b")")")
   done
   apply_d=$(printf '%s\n' "${ta[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
   apply_z=$(printf '%s\n' "${tz[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')

@@ -103,7 +103,8 @@ pub enum ImageCommand {
     /// applying one with tar
     Expand {
         zdelta: PathBuf,
-        /// Base tree the zdelta applies to
+        /// Base tree the zdelta applies to; only read, and it must not change while
+        /// this runs (a patch's base may be a path the zdelta removes or replaces)
         #[arg(long, value_name = "DIR")]
         base: PathBuf,
         /// Output tar (uncompressed); `-` for stdout
@@ -277,17 +278,20 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             let stats = delta::write_delta(base, target, out, &opts)?;
             ui.data(
                 &format!(
-                    "{}: {} removed, {} entries ({} files, {} patched), {} bytes",
+                    "{}: {} removed, {} entries ({} files, {} patched, {} against another \
+                     path), {} bytes",
                     out.display(),
                     stats.removed,
                     stats.entries,
                     stats.files,
                     stats.patched,
+                    stats.patched_elsewhere,
                     stats.size
                 ),
                 json!({
                     "delta": out, "removed": stats.removed, "entries": stats.entries,
-                    "files": stats.files, "patched": stats.patched, "size": stats.size,
+                    "files": stats.files, "patched": stats.patched,
+                    "patched_elsewhere": stats.patched_elsewhere, "size": stats.size,
                 }),
             );
             Ok(ExitCode::Success)

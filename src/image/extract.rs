@@ -140,7 +140,7 @@ pub enum What {
     Partition(String),
     Dir,
     File,
-    /// A zdelta patch of the file at the same path.
+    /// A zdelta patch of the file at the same path, or at its `base_path`.
     Patch(PatchInfo),
     Symlink(String),
     /// A hard link to another path of the system tree.
@@ -155,6 +155,10 @@ pub struct PatchInfo {
     pub base_sha256: crate::digest::Sha256,
     pub sha256: crate::digest::Sha256,
     pub size: u64,
+    /// The path in the system tree (checked like a member's) of the base file, when it
+    /// is not the member's own path. The base is that file as it was before this
+    /// tarball changed anything.
+    pub base_path: Option<String>,
 }
 
 /// A member that passed the checks: its path in the system tree (no leading `/`,
@@ -358,6 +362,7 @@ fn patch_info<R: Read>(
     let mut base = None;
     let mut sha = None;
     let mut size = None;
+    let mut base_path = None;
     for ext in extensions {
         let ext = ext.map_err(|e| bad(e.to_string()))?;
         let key = ext.key().map_err(|e| bad(e.to_string()))?;
@@ -367,6 +372,7 @@ fn patch_info<R: Read>(
             "RELEASE_UPGRADER.base-sha256" => base = Some(value),
             "RELEASE_UPGRADER.sha256" => sha = Some(value),
             "RELEASE_UPGRADER.size" => size = Some(value),
+            "RELEASE_UPGRADER.base-path" => base_path = Some(value),
             _ => {}
         }
     }
@@ -381,7 +387,20 @@ fn patch_info<R: Read>(
             .parse()
             .map_err(|_| bad(format!("bad {name}")))
     };
+    // The base path names a file of the system tree like a hard link does: no absolute
+    // path, no `..`, under `system/`.
+    let base_path = match base_path {
+        None => None,
+        Some(raw) => {
+            let full = clean_path(raw.as_bytes(), what)?;
+            match full.strip_prefix("system/") {
+                Some(rel) => Some(rel.to_owned()),
+                None => return Err(bad(format!("patch base {raw:?} is outside system/"))),
+            }
+        }
+    };
     Ok(Some(PatchInfo {
+        base_path,
         base_sha256: digest(base, "base-sha256")?,
         sha256: digest(sha, "sha256")?,
         size: size

@@ -9,6 +9,12 @@
 //! objects are renamed only while they are still staged, directories are "make or
 //! fix". A commit cut short (power cut, `kill -9`) is finished by running it again,
 //! which is what recovery does; until the commit starts the live tree is untouched.
+//!
+//! A zdelta patch applies to the file at its base path as it was before its tarball
+//! changed anything (the base may be a path that the same tarball removes or replaces,
+//! as a renamed library's old name is). Staged objects are never rewritten before the
+//! commit and the base tree is not touched, so it is enough to remember, while a
+//! tarball is applied, the state each path had before the tarball set it.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -85,6 +91,10 @@ pub struct Overlay {
     next_id: u64,
     #[serde(skip)]
     as_root: bool,
+    /// While a tarball is applied: the state each path it set had before (`None`: not
+    /// in the overlay), for patch bases.
+    #[serde(skip)]
+    before: BTreeMap<String, Option<Final>>,
 }
 
 /// What a path currently resolves to through the overlay.
@@ -115,6 +125,7 @@ impl Overlay {
             paths: BTreeMap::new(),
             next_id: 0,
             as_root: nix::unistd::geteuid().is_root(),
+            before: BTreeMap::new(),
         })
     }
 
@@ -128,19 +139,24 @@ impl Overlay {
     }
 
     fn lookup(&self, path: &str) -> Lookup<'_> {
-        if let Some(f) = self.paths.get(path) {
-            return Lookup::Overlay(f);
-        }
-        let mut at = path;
-        while let Some(i) = at.rfind('/') {
-            at = &at[..i];
-            match self.paths.get(at) {
-                Some(Final::Dir { .. }) => return Lookup::Base,
-                Some(_) => return Lookup::Hidden,
-                None => {}
-            }
-        }
-        Lookup::Base
+        lookup_in(|p| self.paths.get(p), path)
+    }
+
+    /// What `path` resolved to before the tarball being applied changed anything.
+    fn lookup_before(&self, path: &str) -> Lookup<'_> {
+        lookup_in(
+            |p| match self.before.get(p) {
+                Some(prior) => prior.as_ref(),
+                None => self.paths.get(p),
+            },
+            path,
+        )
+    }
+
+    /// Sets the state of `path`, remembering the one it had before this tarball.
+    fn set(&mut self, path: String, state: Final) {
+        let prior = self.paths.insert(path.clone(), state);
+        self.before.entry(path).or_insert(prior);
     }
 
     /// Marks `path` and everything below it (in the overlay and in the base) absent.
@@ -156,12 +172,12 @@ impl Overlay {
             .map(|(k, _)| k.clone())
             .collect();
         for k in below {
-            self.paths.insert(k, Final::Absent);
+            self.set(k, Final::Absent);
         }
         if matches!(self.lookup(path), Lookup::Base) {
             self.hide_base_below(path)?;
         }
-        self.paths.insert(path.to_owned(), Final::Absent);
+        self.set(path.to_owned(), Final::Absent);
         Ok(())
     }
 
@@ -192,7 +208,7 @@ impl Overlay {
                 if ft.is_dir() {
                     stack.push((entry.path(), child.clone()));
                 }
-                self.paths.insert(child, Final::Absent);
+                self.set(child, Final::Absent);
             }
         }
         Ok(())
@@ -202,6 +218,7 @@ impl Overlay {
     /// earlier changes are dropped.
     pub fn reset_for_full_image(&mut self) -> Result<(), Error> {
         self.paths.clear();
+        self.before.clear();
         self.hide_base_below("")
     }
 
@@ -240,7 +257,7 @@ impl Overlay {
                     }
                     Ok(_) => self.replace_with(&a, default_dir)?,
                     Err(_) => {
-                        self.paths.insert(a, default_dir);
+                        self.set(a, default_dir);
                     }
                 },
             }
@@ -266,12 +283,25 @@ impl Overlay {
             // A directory replacing a non-directory starts empty.
             self.remove(path)?;
         }
-        self.paths.insert(path.to_owned(), state);
+        self.set(path.to_owned(), state);
         Ok(())
     }
 
     /// Applies the members of one tarball. `full` images first reset the overlay.
     pub fn apply_tarball(
+        &mut self,
+        tarball: &Path,
+        compression: extract::Compression,
+        what: &str,
+        partitions: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        self.before.clear();
+        let result = self.apply_members(tarball, compression, what, partitions);
+        self.before.clear();
+        result
+    }
+
+    fn apply_members(
         &mut self,
         tarball: &Path,
         compression: extract::Compression,
@@ -346,30 +376,41 @@ impl Overlay {
                 }
             }
             What::Patch(info) => {
-                let base_file = match self.lookup(&path) {
+                let base_path = info.base_path.as_deref().unwrap_or(&path);
+                let missing = || {
+                    bad(format!(
+                        "patch against {base_path}, a file this system does not have"
+                    ))
+                };
+                let base_file = match self.lookup_before(base_path) {
                     Lookup::Overlay(Final::Staged {
                         id,
                         kind: ObjectKind::File,
                         ..
                     }) => self.object(*id),
-                    Lookup::Base if ancestors_real(&self.base, &path) => {
-                        let p = self.base.join(&path);
-                        match std::fs::symlink_metadata(&p) {
-                            Ok(m) if m.is_file() => p,
-                            _ => {
-                                return Err(bad(
-                                    "patch for a file this system does not have".into()
-                                ));
-                            }
-                        }
+                    Lookup::Overlay(Final::BaseLink { target })
+                        if ancestors_real(&self.base, target) =>
+                    {
+                        self.base.join(target)
                     }
-                    _ => return Err(bad("patch for a file this system does not have".into())),
+                    Lookup::Base
+                        if !preserved(base_path) && ancestors_real(&self.base, base_path) =>
+                    {
+                        self.base.join(base_path)
+                    }
+                    _ => return Err(missing()),
                 };
+                if !std::fs::symlink_metadata(&base_file).is_ok_and(|m| m.is_file()) {
+                    return Err(missing());
+                }
                 let base = fs_err::read(&base_file).map_err(io_err(&base_file))?;
                 let actual = Sha256::of(&base);
                 if actual != info.base_sha256 {
                     return Err(Error::HashMismatch {
-                        what: format!("{what}: base of the patch for {path}"),
+                        what: match &info.base_path {
+                            Some(b) => format!("{what}: base of the patch for {path} ({b})"),
+                            None => format!("{what}: base of the patch for {path}"),
+                        },
                         expected: info.base_sha256.to_hex(),
                         actual: actual.to_hex(),
                     });
@@ -614,6 +655,23 @@ impl Overlay {
     pub fn sync(&self) -> Result<(), Error> {
         sync_fs(&self.staging)
     }
+}
+
+/// What `path` resolves to in an overlay whose states `get` returns.
+fn lookup_in<'a>(get: impl Fn(&str) -> Option<&'a Final>, path: &str) -> Lookup<'a> {
+    if let Some(f) = get(path) {
+        return Lookup::Overlay(f);
+    }
+    let mut at = path;
+    while let Some(i) = at.rfind('/') {
+        at = &at[..i];
+        match get(at) {
+            Some(Final::Dir { .. }) => return Lookup::Base,
+            Some(_) => return Lookup::Hidden,
+            None => {}
+        }
+    }
+    Lookup::Base
 }
 
 /// Commits `paths` (staged under `staging`) into `dest`. Idempotent: running it again

@@ -101,6 +101,11 @@ fn tree(build: u64, port: u16) -> Tree {
     lib[1000] = build as u8;
     lib.extend_from_slice(format!("build {build}").as_bytes());
     t.insert("usr/lib/libbig.so".into(), Node::File(lib, 0o644));
+    // A library whose file name carries the build (a zdelta patches it against the
+    // previous build's name, which the same delta removes).
+    let mut ver = big(9, 200_000);
+    ver[5000] = build as u8;
+    t.insert(format!("usr/lib/libver.so.{build}"), Node::File(ver, 0o644));
     t.insert(
         "usr/share/doc/stays".into(),
         Node::File(b"unchanged\n".to_vec(), 0o644),
@@ -288,8 +293,22 @@ fn archive_master() -> (Vec<u8>, Vec<u8>) {
 }
 
 /// A tarball of `system/…` members for `entries` (path → node), `removed` first when
-/// given. Changed files of `patch_from` become zstd patches (zdelta) when `zdelta`.
+/// given. Changed files of `patch_from` become zstd patches (zdelta), and so do new
+/// files with a file of `patch_from` at the same path up to digits (patched across
+/// paths, with a base-path record).
 fn image_tar(entries: &Tree, removed: Option<&[String]>, patch_from: Option<&Tree>) -> Vec<u8> {
+    image_tar_with_base(entries, removed, patch_from, None)
+}
+
+/// [`image_tar`], with `base_path` written as the base path of every patch made across
+/// paths (a hostile server's).
+fn image_tar_with_base(
+    entries: &Tree,
+    removed: Option<&[String]>,
+    patch_from: Option<&Tree>,
+    base_path: Option<&str>,
+) -> Vec<u8> {
+    use release_upgrader::publish::image::bases::digits_folded;
     let mut b = tar::Builder::new(Vec::new());
     if let Some(removed) = removed {
         let text: String = removed.iter().map(|p| format!("system/{p}\n")).collect();
@@ -355,24 +374,41 @@ fn image_tar(entries: &Tree, removed: Option<&[String]>, patch_from: Option<&Tre
             }
             Node::File(data, mode) => {
                 let base = patch_from.and_then(|t| match t.get(path) {
-                    Some(Node::File(old, _)) if old != data && data.len() > 1000 => Some(old),
-                    _ => None,
+                    Some(Node::File(old, _)) if old != data && data.len() > 1000 => {
+                        Some((old, None))
+                    }
+                    Some(_) => None,
+                    None => t.iter().find_map(|(old_path, node)| match node {
+                        Node::File(old, _)
+                            if data.len() > 1000
+                                && digits_folded(old_path) == digits_folded(path) =>
+                        {
+                            Some((
+                                old,
+                                Some(base_path.map_or(format!("system/{old_path}"), str::to_owned)),
+                            ))
+                        }
+                        _ => None,
+                    }),
                 });
                 h.set_mode(*mode);
                 h.set_entry_type(tar::EntryType::Regular);
-                if let Some(base) = base {
+                if let Some((base, base_path)) = base {
                     let mut enc =
                         zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), 19, base)
                             .unwrap();
                     enc.window_log(22).unwrap();
                     enc.write_all(data).unwrap();
                     let patch = enc.finish().unwrap();
-                    let records = [
+                    let mut records = vec![
                         ("RELEASE_UPGRADER.patch", "zstd-patch-from".to_string()),
                         ("RELEASE_UPGRADER.base-sha256", Sha256::of(base).to_hex()),
                         ("RELEASE_UPGRADER.sha256", Sha256::of(data).to_hex()),
                         ("RELEASE_UPGRADER.size", data.len().to_string()),
                     ];
+                    if let Some(base_path) = base_path {
+                        records.push(("RELEASE_UPGRADER.base-path", base_path));
+                    }
                     b.append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes())))
                         .unwrap();
                     h.set_size(patch.len() as u64);
@@ -693,8 +729,55 @@ fn apply_takes_the_device_from_1_to_3_through_full_and_delta() {
 #[test]
 fn zdelta_patches_apply_to_the_same_tree() {
     let f = ImageFixture::new(DeltaKind::Zdelta);
+    let zdelta =
+        zstd::decode_all(std::fs::File::open(f.srv.join("pool/zdelta-3.tar.zst")).unwrap())
+            .unwrap();
+    // libver.so.3 is patched against libver.so.2, a file this delta removes.
+    let record = b"RELEASE_UPGRADER.base-path=system/usr/lib/libver.so.2\n";
+    assert!(zdelta.windows(record.len()).any(|w| w == record));
     f.run(&["image", "apply"]).expect(0);
     expect_tree(&f.root, 3, f.port);
+}
+
+/// A patch whose base path leaves the tree, names a missing file, or names a file with
+/// other content is refused, and the device stays at build 1.
+#[test]
+fn zdelta_base_paths_outside_the_tree_missing_or_of_other_content_are_refused() {
+    for (base_path, reason) in [
+        ("system/../system/usr/lib/libver.so.2", "`..` in path"),
+        ("../usr/lib/libver.so.2", "`..` in path"),
+        ("/system/usr/lib/libver.so.2", "absolute path"),
+        ("usr/lib/libver.so.2", "outside system/"),
+        (
+            "system/usr/lib/libver.so.9",
+            "a file this system does not have",
+        ),
+        (
+            "system/var/lib/release-upgrader",
+            "a file this system does not have",
+        ),
+        ("system/usr/bin/sh", "a file this system does not have"),
+        ("system/usr/lib/libbig.so", "SHA256 mismatch"),
+    ] {
+        let f = ImageFixture::new(DeltaKind::Zdelta);
+        let (t2, t3) = (tree(2, f.port), tree(3, f.port));
+        let (removed, changed) = diff(&t2, &t3);
+        let data = image_tar_with_base(&changed, Some(&removed), Some(&t2), Some(base_path));
+        f.put(
+            "pool/zdelta-3.tar.zst",
+            &zstd::encode_all(data.as_slice(), 3).unwrap(),
+            &keys().signing,
+        );
+        f.publish_index_keeping_files();
+        let run = f.run(&["image", "apply"]);
+        assert_eq!(run.code(), 3, "{base_path}: {}", run.stderr());
+        assert!(
+            run.stderr().contains(reason),
+            "{base_path}: wanted {reason:?}: {}",
+            run.stderr()
+        );
+        expect_tree(&f.root, 1, f.port);
+    }
 }
 
 #[test]

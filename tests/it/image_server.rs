@@ -1265,3 +1265,195 @@ fn a_zdelta_larger_than_its_delta_is_not_published() {
     ])
     .expect(0);
 }
+
+/// A base tree and a target where a library moves to its next version and a versioned
+/// directory is renamed, both with small edits; the base also has a directory symlink.
+fn renamed_trees(d: &Path) -> (PathBuf, PathBuf) {
+    let (one, two) = (d.join("one"), d.join("two"));
+    let lib = noise(300_000, 11);
+    let mut lib2 = lib.clone();
+    lib2[5000..5008].copy_from_slice(b"VERSION2");
+    lib2.extend_from_slice(&noise(1000, 12));
+    let pm = noise(60_000, 13);
+    let mut pm2 = pm.clone();
+    pm2[10..14].copy_from_slice(b"5.40");
+    for root in [&one, &two] {
+        write(root, "etc/keep", b"keep\n");
+    }
+    write(&one, "usr/lib/libfoo.so.1.2.3", &lib);
+    symlink(&one, "usr/lib/libfoo.so.1", "libfoo.so.1.2.3");
+    symlink(&one, "usr/liblink", "lib");
+    write(&one, "usr/share/perl/5.36/Foo.pm", &pm);
+    write(&two, "usr/lib/libfoo.so.1.2.4", &lib2);
+    symlink(&two, "usr/lib/libfoo.so.1", "libfoo.so.1.2.4");
+    write(&two, "usr/share/perl/5.40/Foo.pm", &pm2);
+    for root in [&one, &two] {
+        stamp(root, &BTreeMap::new());
+    }
+    (one, two)
+}
+
+#[test]
+fn zdelta_patches_renamed_files_against_their_old_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (one, two) = renamed_trees(d);
+    let image1 = build_image(&one, d, "one");
+    let image2 = build_image(&two, d, "two");
+    let delta = d.join("d.tar.xz");
+    let zd = d.join("d.tar.zst");
+    publish(&["image", "delta", p(&image1), p(&image2), "--out", p(&delta)]).expect(0);
+    publish(&[
+        "image",
+        "delta",
+        "--zdelta",
+        p(&image1),
+        p(&image2),
+        "--out",
+        p(&zd),
+    ])
+    .expect(0)
+    .mentions(&["2 patched, 2 against another path"]);
+    let raw = zstd::decode_all(std::fs::File::open(&zd).unwrap()).unwrap();
+    for record in [
+        &b"RELEASE_UPGRADER.base-path=system/usr/lib/libfoo.so.1.2.3\n"[..],
+        b"RELEASE_UPGRADER.base-path=system/usr/share/perl/5.36/Foo.pm\n",
+    ] {
+        assert!(
+            find(&raw, record).is_some(),
+            "{}",
+            String::from_utf8_lossy(record)
+        );
+    }
+    // Noise compresses to itself: shipped whole, the two files are ~360 KB.
+    let (zsize, dsize) = (
+        std::fs::metadata(&zd).unwrap().len(),
+        std::fs::metadata(&delta).unwrap().len(),
+    );
+    assert!(zsize * 20 < dsize, "zdelta {zsize} bytes, delta {dsize}");
+
+    // The old names are removed by this very delta: expanded first (against the tree
+    // as it is), then applied like a delta.
+    let applied = d.join("applied");
+    untar(&image1, &applied, &[]);
+    apply_zdelta(&zd, &applied, d);
+    let expected = d.join("expected");
+    untar(&image2, &expected, &[]);
+    assert_same_tree(&applied, &expected);
+}
+
+/// The zdelta `zd` with the base path of its patch for `member` replaced by `base_path`.
+fn with_base_path(zd: &Path, member: &str, base_path: &str, out: &Path) {
+    use release_upgrader::publish::image::tar::{Reader, Writer};
+    let raw = zstd::decode_all(std::fs::File::open(zd).unwrap()).unwrap();
+    let mut reader = Reader::new(&raw[..]);
+    let mut writer = Writer::new(Vec::new());
+    let mut found = false;
+    while let Some(mut entry) = reader.next_entry().unwrap() {
+        if entry.path == member {
+            for (k, v) in &mut entry.pax {
+                if k == zdelta::BASE_PATH_KEY {
+                    *v = base_path.to_owned();
+                    found = true;
+                }
+            }
+        }
+        writer.append(&entry).unwrap();
+        writer.copy_data(&mut reader).unwrap();
+    }
+    assert!(found, "no base path on {member}");
+    let tar = writer.finish().unwrap();
+    std::fs::write(out, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+}
+
+#[test]
+fn expand_refuses_base_paths_that_leave_the_tree_are_missing_or_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (one, two) = renamed_trees(d);
+    let image1 = build_image(&one, d, "one");
+    let image2 = build_image(&two, d, "two");
+    let zd = d.join("d.tar.zst");
+    publish(&[
+        "image",
+        "delta",
+        "--zdelta",
+        p(&image1),
+        p(&image2),
+        "--out",
+        p(&zd),
+    ])
+    .expect(0);
+    let base = d.join("base");
+    untar(&image1, &base, &[]);
+    let before = manifest(&base);
+    let member = "system/usr/lib/libfoo.so.1.2.4";
+    // The unmodified zdelta expands (so each refusal below is the base path's doing).
+    let bad = d.join("bad.tar.zst");
+    with_base_path(&zd, member, "system/usr/lib/libfoo.so.1.2.3", &bad);
+    zdelta::expand(&bad, &base, &mut std::io::sink()).unwrap();
+    for (base_path, reason) in [
+        ("system/../system/usr/lib/libfoo.so.1.2.3", "base path"),
+        ("../../etc/passwd", "base path"),
+        ("/system/usr/lib/libfoo.so.1.2.3", "is absolute"),
+        ("usr/lib/libfoo.so.1.2.3", "under system/"),
+        ("system/usr/lib/libfoo.so.9", "No such file"),
+        ("system/usr/liblink/libfoo.so.1.2.3", "real directories"),
+        ("system/usr/lib/libfoo.so.1", "symbolic links"),
+        ("system/etc/keep", "SHA256 mismatch"),
+    ] {
+        with_base_path(&zd, member, base_path, &bad);
+        let mut out = Vec::new();
+        let err = zdelta::expand(&bad, &base, &mut out).unwrap_err();
+        assert!(
+            err.to_string().contains(reason),
+            "{base_path}: {err} (wanted {reason:?})"
+        );
+        assert_eq!(manifest(&base), before, "{base_path}: base tree changed");
+    }
+}
+
+#[test]
+fn zdelta_sends_a_file_whose_only_change_is_its_mtime_as_a_patch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (one, two) = (d.join("one"), d.join("two"));
+    let data = noise(100_000, 21);
+    for root in [&one, &two] {
+        write(root, "usr/share/locale/fr/bash.mo", &data);
+    }
+    stamp(&one, &BTreeMap::new());
+    stamp(
+        &two,
+        &BTreeMap::from([("usr/share/locale/fr/bash.mo", 3600)]),
+    );
+    let image1 = build_image(&one, d, "one");
+    let image2 = build_image(&two, d, "two");
+    let (delta, zd) = (d.join("d.tar.xz"), d.join("d.tar.zst"));
+    publish(&["image", "delta", p(&image1), p(&image2), "--out", p(&delta)]).expect(0);
+    publish(&[
+        "image",
+        "delta",
+        "--zdelta",
+        p(&image1),
+        p(&image2),
+        "--out",
+        p(&zd),
+    ])
+    .expect(0)
+    .mentions(&["1 patched, 0 against another path"]);
+    let (zsize, dsize) = (
+        std::fs::metadata(&zd).unwrap().len(),
+        std::fs::metadata(&delta).unwrap().len(),
+    );
+    assert!(
+        dsize > 100_000 && zsize < 5_000,
+        "zdelta {zsize} bytes, delta {dsize}"
+    );
+    let applied = d.join("applied");
+    untar(&image1, &applied, &[]);
+    apply_zdelta(&zd, &applied, d);
+    let expected = d.join("expected");
+    untar(&image2, &expected, &[]);
+    assert_same_tree(&applied, &expected);
+}

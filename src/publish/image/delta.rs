@@ -1,9 +1,16 @@
 //! `image delta`: the difference between two full images as system-image applies it.
 //!
 //! Both images are read as streams in image order and merged, so memory does not grow
-//! with the image: what is held is one directory chain, the paths of files written to
-//! the delta (for hard links to them), and at most one changed file pair (in memory up
-//! to the patch limit, otherwise spooled to a temporary file).
+//! with the image's data: what is held is one directory chain, the paths of files
+//! written to the delta (for hard links to them), and at most one changed file pair (in
+//! memory up to the patch limit, otherwise spooled to a temporary file).
+//!
+//! A zdelta also patches files that have no base file at their own path against a base
+//! file elsewhere ([`bases`] chooses it by name). A first pass over both images lists
+//! their regular files (paths and sizes only) to choose the bases, a second pass over the
+//! base image copies the chosen base files into an unnamed temporary file (the merge
+//! may meet a target before its base: `libfoo.so.10` sorts before `libfoo.so.9`), and
+//! the merge reads each base back from there when its target comes.
 //!
 //! The delta is a tar whose first member is `removed` (paths in the base but not in the
 //! target, and paths whose type changed, one a line), followed by every added or
@@ -15,10 +22,11 @@
 //! written again whenever the file they share is, since unpacking that file replaces
 //! its inode.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use super::bases::{BaseIndex, FileRef};
 use super::build::generated_mtime;
 use super::output::{AtomicFile, Compression};
 use super::source::{self, Data, Source};
@@ -68,6 +76,8 @@ pub struct DeltaStats {
     pub entries: u64,
     pub files: u64,
     pub patched: u64,
+    /// Of `patched`, those made against a base at another path.
+    pub patched_elsewhere: u64,
     pub size: u64,
 }
 
@@ -85,6 +95,8 @@ struct Merge<'a> {
     written_files: HashSet<String>,
     stats: DeltaStats,
     out: &'a Path,
+    /// zdelta: the bases of files without one at their own path.
+    cross: Option<CrossBases>,
 }
 
 /// Writes the delta from `base` to `target` (full image tarballs in image order, or
@@ -95,13 +107,17 @@ pub fn write_delta(
     out: &Path,
     opts: &DeltaOptions,
 ) -> Result<DeltaStats, Error> {
-    let mut base_src = source::open(base)?;
-    let mut target_src = source::open(target)?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => std::path::PathBuf::from("."),
     };
     fs_err::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let cross = match opts.kind {
+        DeltaKind::Zdelta => Some(CrossBases::collect(base, target, opts, &dir)?),
+        DeltaKind::Delta => None,
+    };
+    let mut base_src = source::open(base)?;
+    let mut target_src = source::open(target)?;
     let temp = |what: &str| {
         tempfile::tempfile_in(&dir)
             .map_err(|e| Error::io(dir.join(what), e))
@@ -115,6 +131,7 @@ pub fn write_delta(
         written_files: HashSet::new(),
         stats: DeltaStats::default(),
         out,
+        cross,
     };
     let mut b = base_src.next_entry()?;
     let mut t = target_src.next_entry()?;
@@ -201,8 +218,21 @@ impl Merge<'_> {
         Ok(())
     }
 
-    /// Writes `te` with its data read straight from the target stream.
+    /// Writes `te` with its data read straight from the target stream, or, for a file
+    /// with a base chosen at another path, as a patch when that is smaller.
     fn write_streamed(&mut self, te: &Entry, target: &mut dyn Source) -> Result<(), Error> {
+        if te.kind == Kind::File {
+            if let Some((base_path, base)) = self
+                .cross
+                .as_mut()
+                .map(|c| c.base_of(&te.path))
+                .transpose()?
+                .flatten()
+            {
+                let target_data = read_exactly(target, te.size)?;
+                return self.write_patch_or_plain(te, Some(base_path), &base, &target_data);
+            }
+        }
         self.touch_parent(&te.path)?;
         let mut entry = te.clone();
         entry.pax.clear();
@@ -283,12 +313,14 @@ impl Merge<'_> {
             let base_data = read_exactly(base, be.size)?;
             let target_data = read_exactly(target, te.size)?;
             if base_data == target_data {
+                // Only the metadata changed (a rebuild's new mtime): the entry must be
+                // sent again, its data as a patch that says "the same bytes".
                 if !meta_same {
-                    self.write_bytes(te, &target_data)?;
+                    self.write_patch_or_plain(te, None, &base_data, &target_data)?;
                 }
                 return Ok(());
             }
-            return self.write_patch_or_plain(te, &base_data, &target_data);
+            return self.write_patch_or_plain(te, None, &base_data, &target_data);
         }
         if be.size != te.size {
             // Different content for sure; nothing to compare.
@@ -324,11 +356,13 @@ impl Merge<'_> {
         Ok(())
     }
 
-    /// A changed file of a zdelta: the patch when it is smaller than the file's own
+    /// A changed or new file of a zdelta: the patch against `base` (the file at
+    /// `base_path`, or at the file's own path) when it is smaller than the file's own
     /// compressed bytes (with the pax header it costs), the file otherwise.
     fn write_patch_or_plain(
         &mut self,
         te: &Entry,
+        base_path: Option<String>,
         base: &[u8],
         target: &[u8],
     ) -> Result<(), Error> {
@@ -337,10 +371,14 @@ impl Merge<'_> {
         let plain = plain_size(target, level).map_err(|e| self.io(e))?;
         // The pax header of a patch takes one header block and one record block.
         if (patch.len() as u64) + 1024 < plain {
+            if base_path.is_some() {
+                self.stats.patched_elsewhere += 1;
+            }
             let info = PatchInfo {
                 base_sha256: Sha256::of(base),
                 sha256: Sha256::of(target),
                 size: target.len() as u64,
+                base_path,
             };
             self.touch_parent(&te.path)?;
             let mut entry = te.clone();
@@ -392,6 +430,109 @@ impl Merge<'_> {
         stats.size = file.commit()?;
         Ok(stats)
     }
+}
+
+/// The base files chosen for target files with no regular file at their own path in the
+/// base image, copied out of the base image into an unnamed temporary file.
+struct CrossBases {
+    /// Target path → base path.
+    plan: HashMap<String, String>,
+    /// Base path → where its bytes are in `spool`.
+    stored: HashMap<String, (u64, u64)>,
+    spool: std::fs::File,
+    origin: std::path::PathBuf,
+}
+
+impl CrossBases {
+    /// Lists both images' regular files, chooses the bases, and copies them out of the
+    /// base image into a temporary file in `dir`.
+    fn collect(base: &Path, target: &Path, opts: &DeltaOptions, dir: &Path) -> Result<Self, Error> {
+        let base_files = regular_files(base)?;
+        let at_own_path: HashSet<&str> = base_files.iter().map(|f| f.path.as_str()).collect();
+        let mut plan = HashMap::new();
+        {
+            let candidates = BaseIndex::new(
+                base_files
+                    .iter()
+                    .filter(|f| f.size > 0 && f.size <= opts.patch_max)
+                    .cloned()
+                    .collect(),
+            );
+            for t in regular_files(target)? {
+                if t.size < opts.patch_min
+                    || t.size > opts.patch_max
+                    || at_own_path.contains(t.path.as_str())
+                {
+                    continue;
+                }
+                if let Some(b) = candidates.choose(&t) {
+                    plan.insert(t.path, b.path.clone());
+                }
+            }
+        }
+        let needed: HashSet<&str> = plan.values().map(String::as_str).collect();
+        let spool = tempfile::tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+        let mut writer = BufWriter::with_capacity(256 * 1024, spool);
+        let mut stored = HashMap::new();
+        let mut offset = 0u64;
+        let mut src = source::open(base)?;
+        while let Some(entry) = src.next_entry()? {
+            if entry.kind != Kind::File || !needed.contains(entry.path.as_str()) {
+                continue;
+            }
+            let origin = src.origin().to_owned();
+            let n = io::copy(&mut Data(src.as_mut()), &mut writer)
+                .map_err(|e| Error::io(&origin, e))?;
+            if n != entry.size {
+                return Err(Error::SizeMismatch {
+                    what: format!("{}: {}", origin.display(), entry.path),
+                    expected: entry.size,
+                    actual: n,
+                });
+            }
+            stored.insert(entry.path.clone(), (offset, n));
+            offset += n;
+        }
+        let spool = writer
+            .into_inner()
+            .map_err(|e| Error::io(dir, e.into_error()))?;
+        Ok(CrossBases {
+            plan,
+            stored,
+            spool,
+            origin: base.to_owned(),
+        })
+    }
+
+    /// The base path and bytes chosen for `target_path`, if one was.
+    fn base_of(&mut self, target_path: &str) -> Result<Option<(String, Vec<u8>)>, Error> {
+        let Some(base_path) = self.plan.get(target_path) else {
+            return Ok(None);
+        };
+        let Some(&(offset, len)) = self.stored.get(base_path) else {
+            return Ok(None);
+        };
+        let mut data = vec![0u8; len as usize];
+        let io_err = |e| Error::io(&self.origin, e);
+        self.spool.seek(SeekFrom::Start(offset)).map_err(io_err)?;
+        self.spool.read_exact(&mut data).map_err(io_err)?;
+        Ok(Some((base_path.clone(), data)))
+    }
+}
+
+/// The regular files of an image (paths and sizes), read without their data.
+fn regular_files(image: &Path) -> Result<Vec<FileRef>, Error> {
+    let mut src = source::open(image)?;
+    let mut files = Vec::new();
+    while let Some(entry) = src.next_entry()? {
+        if entry.kind == Kind::File {
+            files.push(FileRef {
+                path: entry.path,
+                size: entry.size,
+            });
+        }
+    }
+    Ok(files)
 }
 
 /// The size of `data` as one zstd frame at `level` (what it costs stored whole in the

@@ -5,6 +5,7 @@
 //! Every image this module writes lists its entries in one order ([`tar::cmp_paths`]:
 //! depth first, names by bytes), so that two images can be compared as streams.
 
+pub mod bases;
 pub mod build;
 pub mod delta;
 pub mod keyring;

@@ -2,6 +2,12 @@
 //! file stored as one zstd frame compressed with the base file's bytes as reference
 //! prefix (`zstd --patch-from`), described by `RELEASE_UPGRADER.*` pax records.
 //!
+//! The base is the file at the member's own path in the tree the delta applies to, or,
+//! with a `RELEASE_UPGRADER.base-path` record, the file at that other path of the same
+//! tree (before the delta changes anything): between releases most changed files are
+//! renamed ones (`libstdc++.so.6.0.30` → `.0.33`, `perl-base/5.36/…` → `5.40/…`), and
+//! without it they would ship whole.
+//!
 //! [`apply_member`] is the decoder both sides can use: it checks the base before and the
 //! result after, and returns an error instead of unverified bytes' success. [`expand`]
 //! turns a whole zdelta into the equivalent plain `delta` tar against a base tree.
@@ -19,6 +25,7 @@ pub const PATCH_METHOD: &str = "zstd-patch-from";
 pub const BASE_SHA256_KEY: &str = "RELEASE_UPGRADER.base-sha256";
 pub const SHA256_KEY: &str = "RELEASE_UPGRADER.sha256";
 pub const SIZE_KEY: &str = "RELEASE_UPGRADER.size";
+pub const BASE_PATH_KEY: &str = "RELEASE_UPGRADER.base-path";
 
 /// The largest window a patch frame may declare (2^31, zstd's `--long` maximum).
 pub const WINDOW_LOG_MAX: u32 = 31;
@@ -31,6 +38,24 @@ pub struct PatchInfo {
     /// SHA256 and size of the resulting file.
     pub sha256: Sha256,
     pub size: u64,
+    /// The image path (`system/…`) of the base file when it is not the member's own
+    /// path: normalised, relative, no `..`.
+    pub base_path: Option<String>,
+}
+
+/// Checks a `RELEASE_UPGRADER.base-path` value: an image path under `system/`, relative,
+/// without `..`, `.` or empty components. Returns it normalised.
+pub fn check_base_path(value: &str) -> Result<String, String> {
+    if value.starts_with('/') {
+        return Err(format!("base path {value:?} is absolute"));
+    }
+    let clean = tar::normalise(value).map_err(|e| format!("base path: {e}"))?;
+    if clean != value || !clean.starts_with("system/") {
+        return Err(format!(
+            "base path {value:?} is not a normalised path under system/"
+        ));
+    }
+    Ok(clean)
 }
 
 impl PatchInfo {
@@ -64,21 +89,29 @@ impl PatchInfo {
             .ok_or_else(|| bad(format!("patch without {SIZE_KEY}")))?
             .parse::<u64>()
             .map_err(|e| bad(format!("{SIZE_KEY}: {e}")))?;
+        let base_path = get(BASE_PATH_KEY)
+            .map(|v| check_base_path(v).map_err(bad))
+            .transpose()?;
         Ok(Some(PatchInfo {
             base_sha256: digest(BASE_SHA256_KEY)?,
             sha256: digest(SHA256_KEY)?,
             size,
+            base_path,
         }))
     }
 
     /// The pax records that describe this patch, in the order the writer emits them.
     pub fn pax_records(&self) -> Vec<(String, String)> {
-        vec![
+        let mut records = vec![
             (PATCH_KEY.into(), PATCH_METHOD.into()),
             (BASE_SHA256_KEY.into(), self.base_sha256.to_hex()),
             (SHA256_KEY.into(), self.sha256.to_hex()),
             (SIZE_KEY.into(), self.size.to_string()),
-        ]
+        ];
+        if let Some(path) = &self.base_path {
+            records.push((BASE_PATH_KEY.into(), path.clone()));
+        }
+        records
     }
 }
 
@@ -183,9 +216,12 @@ pub fn apply_member(
 }
 
 /// Turns the zdelta `input` into the plain `delta` tar it stands for, resolving every
-/// patch member against the file at the same path under `base_root` (the tree the
-/// delta applies to, holding `system/…`). Writes an uncompressed tar to `out`; the
-/// base tree is only read. Refuses a tampered or mismatched member.
+/// patch member against the file at its base path (its own, or the one its
+/// `RELEASE_UPGRADER.base-path` names) under `base_root` (the tree the delta applies
+/// to, holding `system/…`). Writes an uncompressed tar to `out`; the base tree is only
+/// read, and must not change while this runs: a base may be a path the delta removes or
+/// replaces, so the result is unpacked elsewhere, or after this returns. Refuses a
+/// tampered or mismatched member, and a base path reached through a symlink.
 pub fn expand(input: &Path, base_root: &Path, out: &mut dyn Write) -> Result<ExpandStats, Error> {
     let mut reader = tar::Reader::new(source::decompressed(input)?);
     let mut writer = tar::Writer::new(out);
@@ -214,7 +250,8 @@ pub fn expand(input: &Path, base_root: &Path, out: &mut dyn Write) -> Result<Exp
                         reason: "a patch on an entry that is not a regular file".into(),
                     });
                 }
-                let base_path = base_root.join(&entry.path);
+                let base_rel = info.base_path.as_deref().unwrap_or(&entry.path);
+                let base_path = inside(base_root, base_rel, &what)?;
                 let base = read_nofollow(&base_path)?;
                 let mut decoded = Vec::with_capacity(info.size.min(1 << 30) as usize);
                 apply_member(&info, &base, &mut reader, &mut decoded, &what)?;
@@ -250,6 +287,32 @@ pub struct ExpandStats {
     pub patched: u64,
 }
 
+/// `root/rel` when no directory on the way is a symlink (so the path stays inside
+/// `root`; the file itself is opened with `O_NOFOLLOW`).
+fn inside(root: &Path, rel: &str, what: &str) -> Result<std::path::PathBuf, Error> {
+    let mut at = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        if i + 1 == parts.len() {
+            break;
+        }
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            _ => {
+                return Err(Error::Malformed {
+                    what: what.to_owned(),
+                    reason: format!(
+                        "the base {rel} is not reached through real directories of {}",
+                        root.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(at)
+}
+
 fn read_nofollow(path: &Path) -> Result<Vec<u8>, Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -282,6 +345,7 @@ mod tests {
             base_sha256: Sha256::of(base),
             sha256: Sha256::of(target),
             size: target.len() as u64,
+            base_path: None,
         }
     }
 
@@ -348,5 +412,40 @@ mod tests {
         assert_eq!(PatchInfo::from_pax(&[], "t").unwrap(), None);
         let odd = vec![(PATCH_KEY.to_owned(), "bsdiff".to_owned())];
         assert!(PatchInfo::from_pax(&odd, "t").is_err());
+        let mut elsewhere = info(&base, &target);
+        elsewhere.base_path = Some("system/usr/lib/libfoo.so.1.2.3".into());
+        let records = elsewhere.pax_records();
+        assert!(records.contains(&(
+            BASE_PATH_KEY.to_owned(),
+            "system/usr/lib/libfoo.so.1.2.3".to_owned()
+        )));
+        assert_eq!(PatchInfo::from_pax(&records, "t").unwrap(), Some(elsewhere));
+    }
+
+    #[test]
+    fn base_paths_leaving_the_image_tree_are_refused() {
+        for bad in [
+            "/system/etc/shadow",
+            "system/../etc/shadow",
+            "system/usr/../../x",
+            "etc/shadow",
+            "system",
+            "./system/x",
+            "system//x",
+            "",
+        ] {
+            assert!(check_base_path(bad).is_err(), "{bad:?} accepted");
+            let (base, target) = sample();
+            let mut records = info(&base, &target).pax_records();
+            records.push((BASE_PATH_KEY.to_owned(), bad.to_owned()));
+            assert!(
+                PatchInfo::from_pax(&records, "t").is_err(),
+                "{bad:?} accepted in a member"
+            );
+        }
+        assert_eq!(
+            check_base_path("system/usr/lib/x").unwrap(),
+            "system/usr/lib/x"
+        );
     }
 }

@@ -45,13 +45,13 @@ pub struct UpgradeJournal {
     /// Installed packages that came from the distribution before the upgrade: the ones
     /// that may be purged as obsolete afterwards.
     pub from_distribution: Vec<String>,
-    /// What the upgrade's apt run takes beyond `dist-upgrade`: obsolete packages to remove
-    /// (`name-`) and `--autoremove`; kept so that a resumed run does the same.
-    #[serde(default)]
-    pub extra: Vec<String>,
-    /// Obsolete packages removed with the upgrade, whose configuration is purged after.
+    /// Obsolete packages that leave with the upgrade's own apt run (their configuration
+    /// is purged after); kept so that a resumed run does the same.
     #[serde(default)]
     pub obsolete: Vec<String>,
+    /// The upgrade's apt run also removes what nothing needs any more (`--autoremove`).
+    #[serde(default)]
+    pub autoremove: bool,
     pub started: String,
 }
 

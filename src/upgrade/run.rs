@@ -245,8 +245,8 @@ impl<'a> Upgrader<'a> {
             media_source: None,
             cdrom: self.options.cdrom.clone(),
             from_distribution,
-            extra: Vec::new(),
             obsolete: Vec::new(),
+            autoremove: false,
             started: chrono::Utc::now().to_rfc3339(),
         };
         journal.save(self.state()).map_err(plain)?;
@@ -549,7 +549,7 @@ impl<'a> Upgrader<'a> {
             args.extend(extra.iter().map(String::as_str));
             apt_quiet(apt, "apt-get", &args, logs)
         };
-        let (mut ok, mut out) = plan(&journal.extra)?;
+        let (mut ok, mut out) = plan(&self.upgrade_args(journal))?;
         if !ok && !journal.obsolete.is_empty() {
             logs.main(&format!(
                 "apt cannot remove the obsolete packages with the upgrade:\n{}",
@@ -560,8 +560,7 @@ impl<'a> Upgrader<'a> {
                 journal.obsolete.join(" ")
             ));
             journal.obsolete.clear();
-            journal.extra.retain(|a| !a.ends_with('-'));
-            (ok, out) = plan(&journal.extra)?;
+            (ok, out) = plan(&self.upgrade_args(journal))?;
         }
         let simulation = Simulation::parse(&out);
         self.check_removals(&simulation)?;
@@ -578,7 +577,7 @@ impl<'a> Upgrader<'a> {
             if !self.confirm("Do you want to start the upgrade?")? {
                 anyhow::bail!(Error::Cancelled);
             }
-            // Records what the install run takes too (extra), for a resumed run.
+            // Records what the install run takes too, for a resumed run.
             journal.advance(&state, Phase::Planned)?;
         }
         self.io.say("Downloading the packages");
@@ -610,7 +609,7 @@ impl<'a> Upgrader<'a> {
             let mut cmd = apt.command("apt-get");
             cmd.args(term::status_option())
                 .args(["-y", "--download-only", "dist-upgrade"])
-                .args(&journal.extra);
+                .args(self.upgrade_args(journal));
             let finished = self.run_apt(cmd, logs, "Downloading")?;
             if !finished.success {
                 anyhow::bail!(Error::Network {
@@ -898,7 +897,7 @@ impl<'a> Upgrader<'a> {
         let mut cmd = apt.command("apt-get");
         cmd.args(term::status_option())
             .args(["-y", "dist-upgrade"])
-            .args(&journal.extra);
+            .args(self.upgrade_args(journal));
         self.dpkg_options(&mut cmd);
         let finished = self
             .run_apt(cmd, logs, "Installing")
@@ -1005,11 +1004,7 @@ impl<'a> Upgrader<'a> {
     }
 
     /// Obsolete packages, helpers, journal.
-    fn finish(
-        &self,
-        journal: &mut UpgradeJournal,
-        logs: &Logs,
-    ) -> Result<(), UpgradeFailure> {
+    fn finish(&self, journal: &mut UpgradeJournal, logs: &Logs) -> Result<(), UpgradeFailure> {
         let partly = |error: anyhow::Error| UpgradeFailure {
             code: ExitCode::PartlyUpgraded,
             error,
@@ -1062,8 +1057,8 @@ impl<'a> Upgrader<'a> {
         apt: &Apt,
         logs: &Logs,
     ) -> anyhow::Result<()> {
-        journal.extra.clear();
         journal.obsolete.clear();
+        journal.autoremove = self.options.assume_yes;
         let obsolete = self.obsolete(journal, apt, logs)?;
         if !obsolete.is_empty() {
             let question = format!(
@@ -1079,9 +1074,6 @@ impl<'a> Upgrader<'a> {
                     "obsolete packages leave with the upgrade: {}",
                     obsolete.join(" ")
                 ));
-                journal
-                    .extra
-                    .extend(obsolete.iter().map(|p| format!("{p}-")));
                 journal.obsolete = obsolete;
             } else {
                 self.io.say(&format!(
@@ -1090,10 +1082,33 @@ impl<'a> Upgrader<'a> {
                 ));
             }
         }
-        if self.options.assume_yes {
-            journal.extra.push("--autoremove".into());
-        }
         Ok(())
+    }
+
+    /// What the upgrade's apt runs take after `dist-upgrade`: `--autoremove`, and
+    /// `name-` for each obsolete package still there (a resumed run may find some gone).
+    fn upgrade_args(&self, journal: &UpgradeJournal) -> Vec<String> {
+        let mut args = Vec::new();
+        if journal.autoremove {
+            args.push("--autoremove".to_owned());
+        }
+        if journal.obsolete.is_empty() {
+            return args;
+        }
+        let status = Status::read(&self.session.root).unwrap_or_default();
+        args.extend(
+            journal
+                .obsolete
+                .iter()
+                .filter(|name| {
+                    status
+                        .packages
+                        .values()
+                        .any(|p| p.name == **name && p.is_present())
+                })
+                .map(|name| format!("{name}-")),
+        );
+        args
     }
 
     /// Purges what the obsolete packages removed with the upgrade left behind (their
@@ -1116,7 +1131,10 @@ impl<'a> Upgrader<'a> {
         if leftover.is_empty() {
             return;
         }
-        logs.main(&format!("purging the configuration of {}", leftover.join(" ")));
+        logs.main(&format!(
+            "purging the configuration of {}",
+            leftover.join(" ")
+        ));
         let mut cmd = Command::new(self.store.prefix.join(crate::layout::BIN).join("dpkg"));
         cmd.args(dpkg_root_args(&self.session.root))
             .arg("--purge")

@@ -17,22 +17,34 @@ use std::path::{Path, PathBuf};
 
 use crate::root::SystemRoot;
 use crate::upgrade::dpkg_status::Status;
+use crate::upgrade::prefetch::{self, Archive};
 use crate::upgrade::sources::{self, SourceEntry};
 use crate::version::Version;
 
 /// What the running release's indices say about the installed packages.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Scan {
-    /// Installed packages (not held) with a newer version in the release's own suites,
-    /// with that version.
-    pub pending: BTreeMap<String, String>,
+    /// Installed packages (not held) with a newer version in the release's own suites:
+    /// the newest such version.
+    pub pending: BTreeMap<String, Offer>,
     /// Installed packages that some distribution source offers.
     pub from_distribution: BTreeSet<String>,
+}
+
+/// A newer version an index offers for an installed package.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub version: String,
+    /// Where to fetch it and what it must hash to, as apt would store it; `None` when the
+    /// stanza lacks a usable `Filename`, `Size` or `SHA256`.
+    pub archive: Option<Archive>,
 }
 
 /// One stored `Packages` file and what it counts for.
 struct Index {
     path: PathBuf,
+    /// The archive's base URI (where `Filename` is relative to).
+    uri: String,
     /// From the distribution's archive.
     distribution: bool,
     /// A suite of the running release itself, whose newer versions are pending updates.
@@ -57,47 +69,81 @@ pub fn scan(
     let indices = indices(&entries, &names, codename, arch, is_distribution)?;
     let mut scan = Scan::default();
     for index in &indices {
-        read_index(
-            &lists.join(&index.path),
-            |package, version, architecture, phased| {
-                // The status database is by name:arch; a version for `all` updates the
-                // native package and the other way round (a package may change between them).
-                let Some(installed) = [architecture, arch, "all"]
-                    .iter()
-                    .find_map(|a| status.packages.get(&format!("{package}:{a}")))
-                else {
-                    return;
+        read_index(&lists.join(&index.path), |stanza| {
+            let (package, version, architecture, phased) = (
+                stanza.package.as_str(),
+                stanza.version.as_str(),
+                stanza.architecture.as_str(),
+                stanza.phased,
+            );
+            // The status database is by name:arch; a version for `all` updates the
+            // native package and the other way round (a package may change between them).
+            let Some(installed) = [architecture, arch, "all"]
+                .iter()
+                .find_map(|a| status.packages.get(&format!("{package}:{a}")))
+            else {
+                return;
+            };
+            if !installed.is_installed() {
+                return;
+            }
+            if index.distribution {
+                scan.from_distribution.insert(package.to_owned());
+            }
+            let same_arch = architecture == installed.architecture
+                || architecture == "all"
+                || installed.architecture == "all";
+            if !index.running || !same_arch || phased || installed.is_held() {
+                return;
+            }
+            let newer = match (
+                version.parse::<Version>(),
+                installed.version.parse::<Version>(),
+            ) {
+                (Ok(offered), Ok(current)) => offered > current,
+                _ => false,
+            };
+            let newest = scan.pending.get(package).is_none_or(|known| {
+                version.parse::<Version>().ok() > known.version.parse::<Version>().ok()
+            });
+            if newer && newest {
+                let offer = Offer {
+                    version: version.to_owned(),
+                    archive: archive(&index.uri, stanza),
                 };
-                if !installed.is_installed() {
-                    return;
-                }
-                if index.distribution {
-                    scan.from_distribution.insert(package.to_owned());
-                }
-                let same_arch = architecture == installed.architecture
-                    || architecture == "all"
-                    || installed.architecture == "all";
-                if !index.running || !same_arch || phased || installed.is_held() {
-                    return;
-                }
-                let newer = match (
-                    version.parse::<Version>(),
-                    installed.version.parse::<Version>(),
-                ) {
-                    (Ok(offered), Ok(current)) => offered > current,
-                    _ => false,
-                };
-                let newest = scan.pending.get(package).is_none_or(|known| {
-                    version.parse::<Version>().ok() > known.parse::<Version>().ok()
-                });
-                if newer && newest {
-                    scan.pending.insert(package.to_owned(), version.to_owned());
-                }
-            },
-        )
+                scan.pending.insert(package.to_owned(), offer);
+            }
+        })
         .ok()?;
     }
     Some(scan)
+}
+
+/// The archive of a stanza as apt stores it (`name_version_arch.deb`, with `:` and `_`
+/// quoted), if its fields make a safe one.
+fn archive(base: &str, stanza: &Stanza) -> Option<Archive> {
+    let quote = |text: &str| text.replace('_', "%5f").replace(':', "%3a");
+    let file = format!(
+        "{}_{}_{}.deb",
+        quote(&stanza.package),
+        quote(&stanza.version),
+        quote(&stanza.architecture)
+    );
+    let filename = &stanza.filename;
+    let relative = !filename.is_empty()
+        && !filename.starts_with('/')
+        && filename
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !relative || !prefetch::plain_file_name(&file) {
+        return None;
+    }
+    Some(Archive {
+        uri: format!("{base}/{filename}"),
+        file,
+        size: stanza.size?,
+        sha256: stanza.sha256.parse().ok()?,
+    })
 }
 
 /// The `Packages` files (names in the lists directory) of every `deb` entry, for `arch`
@@ -150,6 +196,7 @@ fn indices(
                     }
                     out.push(Index {
                         path: PathBuf::from(name),
+                        uri: uri.trim_end_matches('/').to_owned(),
                         distribution,
                         running: distribution && own_suites.contains(suite),
                     });
@@ -160,40 +207,54 @@ fn indices(
     Some(out)
 }
 
-/// Calls `each(package, version, architecture, phasing)` for every stanza of a `Packages`
-/// file, reading it a line at a time; `phasing` is set for a version still being phased in.
-fn read_index(path: &Path, mut each: impl FnMut(&str, &str, &str, bool)) -> std::io::Result<()> {
+/// The fields of one `Packages` stanza that these scans use.
+#[derive(Default)]
+struct Stanza {
+    package: String,
+    version: String,
+    architecture: String,
+    /// A version still being phased in (`Phased-Update-Percentage` below 100).
+    phased: bool,
+    filename: String,
+    size: Option<u64>,
+    sha256: String,
+}
+
+/// Calls `each` for every stanza of a `Packages` file, reading it a line at a time.
+fn read_index(path: &Path, mut each: impl FnMut(&Stanza)) -> std::io::Result<()> {
     let file = std::fs::File::open(path)?;
     let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
     let mut line = String::new();
-    let (mut package, mut version, mut architecture) =
-        (String::new(), String::new(), String::new());
-    let mut phased = false;
+    let mut stanza = Stanza::default();
     loop {
         line.clear();
         let read = reader.read_line(&mut line)?;
         let text = line.trim_end_matches(['\n', '\r']);
         if read == 0 || text.is_empty() {
-            if !package.is_empty() && !version.is_empty() {
-                each(&package, &version, &architecture, phased);
+            if !stanza.package.is_empty() && !stanza.version.is_empty() {
+                each(&stanza);
             }
-            package.clear();
-            version.clear();
-            architecture.clear();
-            phased = false;
+            stanza = Stanza::default();
             if read == 0 {
                 return Ok(());
             }
             continue;
         }
-        if let Some(v) = text.strip_prefix("Package:") {
-            package = v.trim().to_owned();
-        } else if let Some(v) = text.strip_prefix("Version:") {
-            version = v.trim().to_owned();
-        } else if let Some(v) = text.strip_prefix("Architecture:") {
-            architecture = v.trim().to_owned();
-        } else if let Some(v) = text.strip_prefix("Phased-Update-Percentage:") {
-            phased = v.trim().parse::<u32>().is_ok_and(|p| p < 100);
+        let Some((key, value)) = text.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "Package" => stanza.package = value.to_owned(),
+            "Version" => stanza.version = value.to_owned(),
+            "Architecture" => stanza.architecture = value.to_owned(),
+            "Phased-Update-Percentage" => {
+                stanza.phased = value.parse::<u32>().is_ok_and(|p| p < 100)
+            }
+            "Filename" => stanza.filename = value.to_owned(),
+            "Size" => stanza.size = value.parse().ok(),
+            "SHA256" => stanza.sha256 = value.to_owned(),
+            _ => {}
         }
     }
 }
@@ -263,7 +324,7 @@ mod tests {
         let pending: Vec<(&str, &str)> = scan
             .pending
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_str(), v.version.as_str()))
             .collect();
         // Backports and a phased update are not pending; a held package is not; a removed
         // one is not installed.
@@ -273,6 +334,50 @@ mod tests {
         );
         let from: Vec<&str> = scan.from_distribution.iter().map(String::as_str).collect();
         assert_eq!(from, ["bash", "held", "phased", "tzdata"]);
+    }
+
+    #[test]
+    fn an_offer_names_its_archive_as_apt_stores_it() {
+        let hash = "720e43fda316676076498b4224ad3318049deafe60cc7c601011048de03ee97d";
+        let stanza = |filename: &str| Stanza {
+            package: "login".into(),
+            version: "1:4.16.0-2+really2.41.5-0+deb13u1".into(),
+            architecture: "amd64".into(),
+            filename: filename.into(),
+            size: Some(123),
+            sha256: hash.into(),
+            ..Stanza::default()
+        };
+        let a = archive(
+            "http://m/debian",
+            &stanza("pool/main/s/shadow/login_4.16.deb"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.file,
+            "login_1%3a4.16.0-2+really2.41.5-0+deb13u1_amd64.deb"
+        );
+        assert_eq!(a.uri, "http://m/debian/pool/main/s/shadow/login_4.16.deb");
+        assert_eq!((a.size, a.sha256.to_hex().as_str()), (123, hash));
+        // Filenames that leave the archive, and stanzas without a usable hash or size.
+        for bad in [
+            "",
+            "/etc/passwd",
+            "pool/../../x.deb",
+            "pool//x.deb",
+            "./x.deb",
+        ] {
+            assert_eq!(archive("http://m/debian", &stanza(bad)), None, "{bad}");
+        }
+        let mut no_hash = stanza("pool/x.deb");
+        no_hash.sha256 = "MD5:abc".into();
+        assert_eq!(archive("http://m/debian", &no_hash), None);
+        let mut no_size = stanza("pool/x.deb");
+        no_size.size = None;
+        assert_eq!(archive("http://m/debian", &no_size), None);
+        let mut odd_name = stanza("pool/x.deb");
+        odd_name.package = "../evil".into();
+        assert_eq!(archive("http://m/debian", &odd_name), None);
     }
 
     #[test]

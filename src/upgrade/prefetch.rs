@@ -63,7 +63,7 @@ pub fn parse(output: &str) -> Vec<Archive> {
 }
 
 /// A name that stays inside the archive directory: one component, a `.deb`.
-fn plain_file_name(name: &str) -> bool {
+pub fn plain_file_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name.ends_with(".deb")

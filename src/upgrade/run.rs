@@ -549,7 +549,37 @@ impl<'a> Upgrader<'a> {
             args.extend(extra.iter().map(String::as_str));
             apt_quiet(apt, "apt-get", &args, logs)
         };
-        let (mut ok, mut out) = plan(&self.upgrade_args(journal))?;
+        // With -y nobody is asked, so the upgrades the new indices offer for installed
+        // packages start downloading now, beside apt's resolution; what the plan adds
+        // (new packages) follows it.
+        let early = if self.options.assume_yes && journal.phase < Phase::Downloaded {
+            self.offered_upgrades(&journal.to)
+        } else {
+            Vec::new()
+        };
+        let archives_dir = self.session.root.path("/var/cache/apt/archives");
+        let fetcher = &self.session.fetcher;
+        let args = self.upgrade_args(journal);
+        let (planned, early_fetch) = std::thread::scope(|scope| {
+            let early_fetch = scope.spawn(|| {
+                let started = std::time::Instant::now();
+                let fetched = prefetch::fetch_all(fetcher, &early, &archives_dir);
+                (fetched, started.elapsed())
+            });
+            (plan(&args), early_fetch.join())
+        });
+        match early_fetch {
+            Ok((Ok(bytes), took)) if !early.is_empty() => logs.main(&format!(
+                "{} offered upgrades fetched beside the plan ({bytes} bytes) in {:.1} s",
+                early.len(),
+                took.as_secs_f64()
+            )),
+            Ok((Err(e), _)) => {
+                logs.main(&format!("fetching the offered upgrades early failed: {e}"))
+            }
+            _ => {}
+        }
+        let (mut ok, mut out) = planned?;
         if !ok && !journal.obsolete.is_empty() {
             logs.main(&format!(
                 "apt cannot remove the obsolete packages with the upgrade:\n{}",
@@ -1045,6 +1075,26 @@ impl<'a> Upgrader<'a> {
             }
         ));
         Ok(())
+    }
+
+    /// The archives of the newer versions the suites of release `to` offer for the
+    /// installed packages, read from the indices apt just stored (empty if unreadable).
+    fn offered_upgrades(&self, to: &str) -> Vec<prefetch::Archive> {
+        let root = &self.session.root;
+        let Ok(status) = Status::read(root) else {
+            return Vec::new();
+        };
+        let check = DistributionCheck::new(root, &self.session.os.id).ok();
+        let is_distribution =
+            |e: &sources::SourceEntry| check.as_ref().is_none_or(|c| c.is_distribution(e));
+        pending::scan(root, to, &self.session.arch, &status, &is_distribution)
+            .map(|scan| {
+                scan.pending
+                    .into_values()
+                    .filter_map(|offer| offer.archive)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Obsolete packages (the distribution's, downloadable from nowhere in the new

@@ -305,7 +305,12 @@ fn upgrade_takes_a_root_from_alpha_to_beta() {
         !after_install.contains("apt-get"),
         "apt ran again after the upgrade: {main_log}"
     );
-    // The archives came in parallel before apt ran; apt fetched none itself.
+    // The archives came in parallel before apt ran, the upgrades of installed packages
+    // beside apt's resolution; apt fetched none itself.
+    assert!(
+        main_log.contains("offered upgrades fetched beside the plan"),
+        "{main_log}"
+    );
     assert!(main_log.contains("archives in place"), "{main_log}");
     let term = w.read("/var/log/dist-upgrade/apt-term.log");
     assert!(

@@ -222,6 +222,10 @@ pub struct Fetcher {
     /// The client, and whether it was built without the system's CA certificates
     /// (a minimal system without ca-certificates: http and file still work).
     client: OnceLock<Result<(Client, bool), String>>,
+    /// The client for plain http: it trusts no certificate, so building it does not read
+    /// the system's CA store (hundreds of files, tens of milliseconds of every run that
+    /// never speaks TLS). A redirect to https stops it; the full client takes over.
+    plain: OnceLock<Result<Client, String>>,
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 }
@@ -343,6 +347,7 @@ impl Fetcher {
         Fetcher {
             config,
             client: OnceLock::new(),
+            plain: OnceLock::new(),
             progress: Arc::new(Silent),
             cancel: Arc::new(AtomicBool::new(false)),
         }
@@ -377,6 +382,7 @@ impl Fetcher {
         Fetcher {
             config: self.config.clone(),
             client: self.client.clone(),
+            plain: self.plain.clone(),
             progress,
             cancel: self.cancel.clone(),
         }
@@ -387,33 +393,39 @@ impl Fetcher {
         self.progress.clone()
     }
 
+    /// A client builder with this fetcher's settings; `plain` ones stop at a redirect
+    /// to https (see [`Fetcher::plain`]).
+    fn builder(&self, plain: bool) -> reqwest::blocking::ClientBuilder {
+        // reqwest is built without a default rustls provider: ring is ours.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Client::builder()
+            .user_agent(self.config.user_agent.clone())
+            .connect_timeout(self.config.connect_timeout)
+            .timeout(self.config.stall_timeout)
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                let downgrade = attempt.url().scheme() == "http"
+                    && attempt.previous().iter().any(|u| u.scheme() == "https");
+                if downgrade {
+                    attempt.error("refusing a redirect from https to http")
+                } else if plain && attempt.url().scheme() == "https" {
+                    attempt.stop()
+                } else if attempt.previous().len() >= 10 {
+                    attempt.error("too many redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
+    }
+
     fn client(&self) -> Result<(&Client, bool), Error> {
         let built = self.client.get_or_init(|| {
-            // reqwest is built without a default rustls provider: ring is ours.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let builder = || {
-                Client::builder()
-                    .user_agent(self.config.user_agent.clone())
-                    .connect_timeout(self.config.connect_timeout)
-                    .timeout(self.config.stall_timeout)
-                    .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                        let downgrade = attempt.url().scheme() == "http"
-                            && attempt.previous().iter().any(|u| u.scheme() == "https");
-                        if downgrade {
-                            attempt.error("refusing a redirect from https to http")
-                        } else if attempt.previous().len() >= 10 {
-                            attempt.error("too many redirects")
-                        } else {
-                            attempt.follow()
-                        }
-                    }))
-            };
-            match builder().build() {
+            match self.builder(false).build() {
                 Ok(client) => Ok((client, false)),
                 // The platform verifier refuses to start without a single CA certificate
                 // (a minbase system has no ca-certificates). Plain http and file:// must
                 // still work there: everything fetched is verified by signature anyway.
-                Err(first) => builder()
+                Err(first) => self
+                    .builder(false)
                     .tls_certs_only(Vec::<reqwest::Certificate>::new())
                     .build()
                     .map(|client| {
@@ -426,6 +438,21 @@ impl Fetcher {
         built
             .as_ref()
             .map(|(client, without_roots)| (client, *without_roots))
+            .map_err(|reason| Error::Network {
+                uri: "(client)".into(),
+                reason: reason.clone(),
+            })
+    }
+
+    fn plain(&self) -> Result<&Client, Error> {
+        self.plain
+            .get_or_init(|| {
+                self.builder(true)
+                    .tls_certs_only(Vec::<reqwest::Certificate>::new())
+                    .build()
+                    .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+            })
+            .as_ref()
             .map_err(|reason| Error::Network {
                 uri: "(client)".into(),
                 reason: reason.clone(),
@@ -650,16 +677,6 @@ impl Fetcher {
         if_modified_since: Option<&str>,
     ) -> Result<(Outcome, Option<String>), Failure> {
         let uri = url.to_string();
-        let (client, without_roots) = self.client().map_err(Failure::Fatal)?;
-        if without_roots && url.scheme() == "https" {
-            return Err(Failure::Fatal(Error::Network {
-                uri,
-                reason: "this system has no CA certificates, so https cannot be verified \
-                         (install ca-certificates, or use an http:// or file:// location: \
-                         what is fetched is checked by its signature either way)"
-                    .into(),
-            }));
-        }
         let offset = sink.len();
         let resumed = offset > 0;
         // A digest mismatch after resuming may come from a stale partial file: one more
@@ -676,16 +693,42 @@ impl Fetcher {
                 return settle(finish(&uri, sink, expect)).map(|()| (Outcome::Complete, None));
             }
         }
-        let mut request = client.get(url.clone());
-        if offset > 0 {
-            request = request.header(header::RANGE, format!("bytes={offset}-"));
-        }
-        if let Some(since) = if_modified_since {
-            request = request.header(header::IF_MODIFIED_SINCE, since);
-        }
-        let response = request
-            .send()
-            .map_err(|e| Failure::Retry(network(&uri, &e)))?;
+        let send = |client: &Client| {
+            let mut request = client.get(url.clone());
+            if offset > 0 {
+                request = request.header(header::RANGE, format!("bytes={offset}-"));
+            }
+            if let Some(since) = if_modified_since {
+                request = request.header(header::IF_MODIFIED_SINCE, since);
+            }
+            request
+                .send()
+                .map_err(|e| Failure::Retry(network(&uri, &e)))
+        };
+        let tls = || -> Result<&Client, Failure> {
+            let (client, without_roots) = self.client().map_err(Failure::Fatal)?;
+            if without_roots {
+                return Err(Failure::Fatal(Error::Network {
+                    uri: uri.clone(),
+                    reason: "this system has no CA certificates, so https cannot be verified \
+                             (install ca-certificates, or use an http:// or file:// location: \
+                             what is fetched is checked by its signature either way)"
+                        .into(),
+                }));
+            }
+            Ok(client)
+        };
+        let response = if url.scheme() == "https" {
+            send(tls()?)?
+        } else {
+            let response = send(self.plain().map_err(Failure::Fatal)?)?;
+            // The plain client stops only at a redirect to https (304 is no redirect).
+            if response.status().is_redirection() && response.status().as_u16() != 304 {
+                send(tls()?)?
+            } else {
+                response
+            }
+        };
         let status = response.status();
         let stamp = response
             .headers()

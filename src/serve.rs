@@ -37,6 +37,8 @@ pub enum Fault {
     Oversize(usize),
     /// Append this many extra bytes and send no length.
     OversizeWithoutLength(usize),
+    /// Answer 302 with this `Location`.
+    Redirect(String),
 }
 
 /// What the fault hook sees of a request.
@@ -224,6 +226,12 @@ fn respond(
     }
     if let Fault::Status(code) = fault {
         return simple(out, code, "injected fault");
+    }
+    if let Fault::Redirect(location) = &fault {
+        return write!(
+            out,
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
     }
     let Some(file) = resolve(&shared.root, &info.path) else {
         return simple(out, 404, "Not Found");

@@ -289,3 +289,60 @@ fn concurrent_fetches_share_one_client() {
     }
     assert_eq!(done.load(Ordering::SeqCst), 4);
 }
+
+/// A server whose `moved.deb` redirects to `target`, where `{http}` and `{https}` stand
+/// for the server's own address with that scheme.
+fn redirecting(target: &'static str) -> Setup {
+    let base: Arc<std::sync::Mutex<String>> = Arc::default();
+    let hook_base = base.clone();
+    let s = setup(move |req| {
+        if req.path == "moved.deb" {
+            let address = hook_base.lock().unwrap().clone();
+            Fault::Redirect(
+                target
+                    .replace("{http}", &format!("http://{address}"))
+                    .replace("{https}", &format!("https://{address}")),
+            )
+        } else {
+            Fault::None
+        }
+    });
+    *base.lock().unwrap() = s.server.addr().to_string();
+    s
+}
+
+#[test]
+fn a_redirect_between_http_locations_is_followed_without_the_ca_store() {
+    let s = redirecting("{http}/file.deb");
+    let moved = Location::parse(&format!("{}moved.deb", s.server.url())).unwrap();
+    fetcher(0)
+        .fetch_file(&moved, &s.dest(), s.data.len() as u64, s.sha, "moved.deb")
+        .unwrap();
+    assert_eq!(std::fs::read(s.dest()).unwrap(), s.data);
+    let paths: Vec<String> = s.server.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["moved.deb", "file.deb"]);
+}
+
+#[test]
+fn a_redirect_from_http_to_https_is_handed_to_the_tls_client() {
+    // The plain client stops at the redirect; the TLS client asks again and follows it to
+    // https, where this plain-HTTP server cannot complete a TLS handshake.
+    let s = redirecting("{https}/file.deb");
+    let moved = Location::parse(&format!("{}moved.deb", s.server.url())).unwrap();
+    let err = fetcher(0)
+        .fetch_file(&moved, &s.dest(), s.data.len() as u64, s.sha, "moved.deb")
+        .unwrap_err();
+    assert!(matches!(err, Error::Network { .. }), "{err:?}");
+    assert!(
+        !err.to_string().contains("302"),
+        "the redirect was not followed: {err}"
+    );
+    let asked = s
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "moved.deb")
+        .count();
+    assert_eq!(asked, 2, "plain client, then the TLS client");
+    assert!(!s.dest().exists());
+}

@@ -231,15 +231,6 @@ fn items(line: &str) -> Vec<PlannedAction> {
     }
 }
 
-/// Sums the sizes apt would download (`apt-get --print-uris -qq`: `'uri' file size hash`).
-pub fn download_size(print_uris: &str) -> u64 {
-    print_uris
-        .lines()
-        .filter(|l| l.starts_with('\''))
-        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
-        .sum()
-}
-
 /// Parses `apt-cache policy PKG…` into, for each package, the sources (URI, suite) that
 /// offer any version of it; the dpkg status file does not count as a source.
 pub fn origins(policy: &str) -> BTreeMap<String, Vec<(String, String)>> {
@@ -271,7 +262,7 @@ pub fn origins(policy: &str) -> BTreeMap<String, Vec<(String, String)>> {
     out
 }
 
-/// What `apt-get dist-upgrade --assume-no` says about sizes.
+/// What apt says about sizes before it asks (`--print-uris`, `--assume-no`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Sizes {
     /// "Need to get X of archives."
@@ -420,13 +411,6 @@ mod tests {
             assert_eq!(names(&sim.removed), ["libdb5.3", "libext2fs2"], "{out}");
             assert!(sim.kept_back.is_empty() && sim.downgraded.is_empty());
         }
-    }
-
-    #[test]
-    fn print_uris_sizes_are_summed() {
-        let out = "'http://m/pool/a.deb' a_1_amd64.deb 1000 SHA256:aa\n\
-                   'http://m/pool/b.deb' b_1_all.deb 234 SHA256:bb\n";
-        assert_eq!(download_size(out), 1234);
     }
 
     #[test]

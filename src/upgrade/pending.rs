@@ -96,15 +96,18 @@ pub fn scan(
             if !index.running || !same_arch || phased || installed.is_held() {
                 return;
             }
-            let newer = match (
-                version.parse::<Version>(),
-                installed.version.parse::<Version>(),
-            ) {
-                (Ok(offered), Ok(current)) => offered > current,
-                _ => false,
+            let Ok(offered) = version.parse::<Version>() else {
+                return;
             };
+            let newer = installed
+                .version
+                .parse::<Version>()
+                .is_ok_and(|current| offered > current);
             let newest = scan.pending.get(package).is_none_or(|known| {
-                version.parse::<Version>().ok() > known.version.parse::<Version>().ok()
+                known
+                    .version
+                    .parse::<Version>()
+                    .is_ok_and(|known| offered > known)
             });
             if newer && newest {
                 let offer = Offer {

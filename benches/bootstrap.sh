@@ -51,8 +51,10 @@ root=$work/root
 mkdir -p "$root/etc" "$root/usr/lib"
 printf 'ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n' >"$root/etc/os-release"
 
+# Each side starts from nothing; removing the previous run's output is not timed (it cost
+# 20-70 ms on either side, and more for ours, whose files are on disk, not in page cache).
+reset_ours() { rm -rf "$root/usr/lib/release-upgrader" "$root/var"; }
 ours() {
-  rm -rf "$root/usr/lib/release-upgrader" "$root/var"
   /usr/bin/time -f '%M' -o "$work/rss" "$bin/release-upgrader" -q --root "$root" \
     --keyring "$work/key/keyring.gpg" --meta-release-uri "$url/meta-release" --arch amd64 \
     bootstrap --no-reexec >/dev/null
@@ -67,9 +69,11 @@ apt_opts=(-q=2 "-oDir::Etc::SourceList=$apt_dir/etc/sources.list" "-oDir::Etc::S
   "-oDir::Etc::Parts=$apt_dir/etc/apt.conf.d" "-oDir::State::Lists=$apt_dir/lists"
   "-oDir::State::status=$apt_dir/status" "-oDir::Cache=$apt_dir/cache" -oAPT::Architecture=amd64
   -oDebug::NoLocking=1 -oAPT::Sandbox::User=root)
-peer() {
+reset_peer() {
   rm -rf "$apt_dir/lists" "$work/dl" "$work/x"
   mkdir -p "$apt_dir/lists/partial" "$work/dl" "$work/x"
+}
+peer() {
   APT_CONFIG=$apt_dir/etc/apt.conf apt-get "${apt_opts[@]}" update >/dev/null
   (cd "$work/dl" && APT_CONFIG=$apt_dir/etc/apt.conf apt-get "${apt_opts[@]}" download $names 2>/dev/null)
   for deb in "$work"/dl/*.deb; do dpkg-deb -x "$deb" "$work/x"; done
@@ -77,11 +81,11 @@ peer() {
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ours && peer # warm: page cache, server
+reset_ours && ours && reset_peer && peer # warm: page cache, server
 : >"$work/ours.t"; : >"$work/peer.t"; : >"$work/rss.all"
 for _ in $(seq "$runs"); do
-  t0=$(now); ours; t1=$(now); echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/ours.t"; cat "$work/rss" >>"$work/rss.all"
-  t0=$(now); peer; t1=$(now); echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/peer.t"
+  reset_ours; sync; t0=$(now); ours; t1=$(now); echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/ours.t"; cat "$work/rss" >>"$work/rss.all"
+  reset_peer; sync; t0=$(now); peer; t1=$(now); echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/peer.t"
 done
 o=$(median <"$work/ours.t"); p=$(median <"$work/peer.t"); rss=$(sort -n "$work/rss.all" | tail -1)
 printf 'bootstrap (median of %d): ours %.3f s, apt-get update+download+dpkg-deb -x %.3f s, ratio %.2f; our peak RSS %d MB\n' \

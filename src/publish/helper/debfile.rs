@@ -160,12 +160,20 @@ fn xz_with_threads(data: &[u8], preset: u32, threads: u32) -> Result<Vec<u8>, Er
         .map_err(|e| Error::io("(xz in memory)", e))
 }
 
+/// The largest zstd window of a helper deb's members: 1 MiB. Level 19's own window (8 MiB)
+/// makes members 3% smaller, but decoding it misses the CPU caches: measured on the
+/// trixie apt helper (18.5 MiB of tar) on a machine with 1 MiB of L2 per core, 250–270 MB/s
+/// with an 8 MiB window, 355–470 MB/s with this one, for 6.20 MB instead of 6.03 MB.
+/// Every system that bootstraps pays the decoding; the publisher pays the bytes once.
+pub const ZSTD_WINDOW_LOG: u32 = 20;
+
 /// The compression of a helper deb's members (`control.tar.*` and `data.tar.*` alike).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DebCompression {
     /// xz at a preset (0–9), in [`XZ_BLOCK_SIZE`] blocks.
     Xz(u32),
-    /// zstd at a level (1–22), with a content checksum.
+    /// zstd at a level (1–22), with a content checksum and a window of at most
+    /// 2^[`ZSTD_WINDOW_LOG`] bytes.
     Zstd(i32),
     /// gzip at a level (0–9).
     Gzip(u32),
@@ -219,8 +227,14 @@ impl DebCompression {
             DebCompression::Zstd(level) => {
                 let mut compressor =
                     zstd::bulk::Compressor::new(level).map_err(|e| in_memory("zstd", e))?;
+                let window = zstd::zstd_safe::CParameter::WindowLog(ZSTD_WINDOW_LOG);
                 compressor
                     .include_checksum(true)
+                    .and_then(|()| match level >= 3 {
+                        // Levels 1 and 2 have a smaller window of their own.
+                        true => compressor.set_parameter(window),
+                        false => Ok(()),
+                    })
                     .and_then(|()| compressor.compress(data))
                     .map_err(|e| in_memory("zstd", e))
             }
@@ -475,6 +489,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn zstd_members_fit_a_one_mib_window() {
+        // 4 MiB that repeats at a 2 MiB distance: level 19's own window would reach back.
+        let half: Vec<u8> = (0..2 << 20)
+            .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let data = [half.as_slice(), half.as_slice()].concat();
+        let decode_in_window = |frame: &[u8]| {
+            let mut out = Vec::new();
+            let mut decoder = zstd::stream::read::Decoder::new(frame).unwrap();
+            decoder.window_log_max(ZSTD_WINDOW_LOG).unwrap();
+            std::io::copy(&mut decoder, &mut out).map(|_| out)
+        };
+        let ours = DebCompression::Zstd(19).compress(&data).unwrap();
+        assert!(decode_in_window(&ours).unwrap() == data);
+        // The check can fail: zstd's own level 19 needs more than the cap.
+        let plain = zstd::bulk::compress(&data, 19).unwrap();
+        assert!(decode_in_window(&plain).is_err());
+    }
     trait TapMkdir {
         fn tap_mkdir(self) -> Self;
     }

@@ -33,7 +33,8 @@ ours=$PWD/target/release/release-upgrader-publish
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/release-upgrader-image-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# KEEP=1 keeps the trees and deltas (named on stderr) for a closer look.
+trap '[ "${KEEP:-0}" = 1 ] && echo "kept $work" >&2 || rm -rf "$work"' EXIT
 declare -A base target
 base[add-only]=$cache/debootstrap-bookworm-minbase.tar
 target[add-only]=$cache/bookworm-minbase-plus.tar

@@ -124,13 +124,11 @@ impl Session {
         } else {
             openpgp::default_keyring_paths(&self.root)
         };
-        if explicit {
-            if let Some(missing) = paths.iter().find(|p| !p.exists()) {
-                return Err(Error::Keyring {
-                    path: missing.clone(),
-                    reason: "no such file or directory".into(),
-                });
-            }
+        if explicit && let Some(missing) = paths.iter().find(|p| !p.exists()) {
+            return Err(Error::Keyring {
+                path: missing.clone(),
+                reason: "no such file or directory".into(),
+            });
         }
         let keyring = Keyring::load(&paths)?;
         if keyring.is_empty() {
@@ -326,11 +324,9 @@ impl Session {
     /// Opens and verifies a pocket; with `remember`, its `Date` becomes the new floor.
     pub fn open_pocket(&self, request: &PocketRequest, remember: bool) -> Result<Pocket, Error> {
         let pocket = pocket::open(&self.fetcher, self.keyring()?, Some(&self.state), request)?;
-        if remember {
-            if let Err(e) = pocket.record_date(&self.state) {
-                // Rollback protection needs a writable state directory; say so once.
-                log::warn!("cannot remember the pocket's Date: {e}");
-            }
+        if remember && let Err(e) = pocket.record_date(&self.state) {
+            // Rollback protection needs a writable state directory; say so once.
+            log::warn!("cannot remember the pocket's Date: {e}");
         }
         Ok(pocket)
     }

@@ -687,11 +687,11 @@ impl Fetcher {
             }
             other => other,
         };
-        if let Expect::Exact { size, .. } = expect {
-            if offset == size {
-                // A complete partial file from an earlier run: check it as it is.
-                return settle(finish(&uri, sink, expect)).map(|()| (Outcome::Complete, None));
-            }
+        if let Expect::Exact { size, .. } = expect
+            && offset == size
+        {
+            // A complete partial file from an earlier run: check it as it is.
+            return settle(finish(&uri, sink, expect)).map(|()| (Outcome::Complete, None));
         }
         let send = |client: &Client| {
             let mut request = client.get(url.clone());
@@ -773,22 +773,22 @@ impl Fetcher {
             code => return Err(Failure::Fatal(Error::HttpStatus { uri, status: code })),
         }
         let cap = expect.cap();
-        if let Some(length) = response.content_length() {
-            if sink.len().saturating_add(length) > cap {
-                return Err(Failure::Fatal(Error::TooLarge {
-                    what: uri,
-                    limit: cap,
-                }));
-            }
+        if let Some(length) = response.content_length()
+            && sink.len().saturating_add(length) > cap
+        {
+            return Err(Failure::Fatal(Error::TooLarge {
+                what: uri,
+                limit: cap,
+            }));
         }
         self.stream_body(&uri, response, sink, cap, task)?;
-        if let Expect::Exact { size, .. } = expect {
-            if sink.len() < size {
-                return Err(Failure::Retry(Error::Network {
-                    uri,
-                    reason: format!("connection closed after {} of {size} bytes", sink.len()),
-                }));
-            }
+        if let Expect::Exact { size, .. } = expect
+            && sink.len() < size
+        {
+            return Err(Failure::Retry(Error::Network {
+                uri,
+                reason: format!("connection closed after {} of {size} bytes", sink.len()),
+            }));
         }
         settle(finish(&uri, sink, expect)).map(|()| (Outcome::Complete, stamp))
     }

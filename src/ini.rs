@@ -33,17 +33,17 @@ impl Ini {
                 continue;
             }
             // Continuation lines (indented) extend the previous value.
-            if line.starts_with([' ', '\t']) {
-                if let (Some(section), Some(key)) = (&current, &last_key) {
-                    let value = ini
-                        .sections
-                        .get_mut(section)
-                        .and_then(|s| s.get_mut(key))
-                        .expect("last key exists");
-                    value.push('\n');
-                    value.push_str(trimmed);
-                    continue;
-                }
+            if line.starts_with([' ', '\t'])
+                && let (Some(section), Some(key)) = (&current, &last_key)
+            {
+                let value = ini
+                    .sections
+                    .get_mut(section)
+                    .and_then(|s| s.get_mut(key))
+                    .expect("last key exists");
+                value.push('\n');
+                value.push_str(trimmed);
+                continue;
             }
             if let Some(rest) = trimmed.strip_prefix('[') {
                 let name = rest.strip_suffix(']').ok_or_else(|| IniError {

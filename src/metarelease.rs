@@ -370,10 +370,10 @@ pub fn fetch(
         log::warn!("{uri}: ignoring release {skipped}");
     }
     // Only a copy that passed verification is cached, exactly as served.
-    if let (Some(state), false, Authenticity::Signed(_)) = (cache, from_cache, &authenticity) {
-        if let Err(e) = state.store_cached(&uri, &body, last_modified) {
-            log::debug!("not caching the meta-release: {e}");
-        }
+    if let (Some(state), false, Authenticity::Signed(_)) = (cache, from_cache, &authenticity)
+        && let Err(e) = state.store_cached(&uri, &body, last_modified)
+    {
+        log::debug!("not caching the meta-release: {e}");
     }
     Ok(FetchedMetaRelease {
         uri,

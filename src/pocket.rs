@@ -234,14 +234,14 @@ pub fn check_release(
             date: release.date_text.clone(),
         });
     }
-    if let Some((seen, seen_text)) = last_seen {
-        if release.date < seen {
-            return Err(Error::Rollback {
-                what,
-                date: release.date_text.clone(),
-                last_seen: seen_text,
-            });
-        }
+    if let Some((seen, seen_text)) = last_seen
+        && release.date < seen
+    {
+        return Err(Error::Rollback {
+            what,
+            date: release.date_text.clone(),
+            last_seen: seen_text,
+        });
     }
     Ok(())
 }
@@ -292,16 +292,16 @@ pub fn open(
         reason,
     })?;
     // When the plain index is listed too, its digest must match what we decompressed.
-    if index.name != "Packages" {
-        if let Some(listed) = release.index("Packages") {
-            let actual = Sha256::of(&plain);
-            if listed.sha256 != actual || listed.size != plain.len() as u64 {
-                return Err(Error::HashMismatch {
-                    what: format!("{index_location} (decompressed)"),
-                    expected: listed.sha256.to_hex(),
-                    actual: actual.to_hex(),
-                });
-            }
+    if index.name != "Packages"
+        && let Some(listed) = release.index("Packages")
+    {
+        let actual = Sha256::of(&plain);
+        if listed.sha256 != actual || listed.size != plain.len() as u64 {
+            return Err(Error::HashMismatch {
+                what: format!("{index_location} (decompressed)"),
+                expected: listed.sha256.to_hex(),
+                actual: actual.to_hex(),
+            });
         }
     }
     let text = String::from_utf8(plain).map_err(|_| Error::Malformed {

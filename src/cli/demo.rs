@@ -87,10 +87,10 @@ pub fn run(global: &GlobalArgs, args: &DemoArgs, ui: &Ui) -> anyhow::Result<Exit
     narrator.finish_step();
     let keep = args.keep || !matches!(&result, Ok(o) if o.upgrade_code == 0);
     let kept = |temp: Option<tempfile::TempDir>| {
-        if let Some(temp) = temp {
-            if keep {
-                let _ = temp.keep();
-            }
+        if let Some(temp) = temp
+            && keep
+        {
+            let _ = temp.keep();
         }
         if keep || args.dir.is_some() {
             ui.note(&format!(

@@ -279,19 +279,21 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             ui.data(
                 &format!(
                     "{}: {} removed, {} entries ({} files, {} patched, {} against another \
-                     path), {} bytes",
+                     path, {} gzip files in their content), {} bytes",
                     out.display(),
                     stats.removed,
                     stats.entries,
                     stats.files,
                     stats.patched,
                     stats.patched_elsewhere,
+                    stats.regzipped,
                     stats.size
                 ),
                 json!({
                     "delta": out, "removed": stats.removed, "entries": stats.entries,
                     "files": stats.files, "patched": stats.patched,
-                    "patched_elsewhere": stats.patched_elsewhere, "size": stats.size,
+                    "patched_elsewhere": stats.patched_elsewhere,
+                    "regzipped": stats.regzipped, "size": stats.size,
                 }),
             );
             Ok(ExitCode::Success)

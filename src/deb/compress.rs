@@ -148,7 +148,7 @@ impl<R: BufRead> Read for WholeXz<R> {
                 let len = rest.len();
                 raw.consume(len);
             }
-            if padding % 4 != 0 {
+            if !padding.is_multiple_of(4) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "bad padding after the xz stream",

@@ -181,15 +181,15 @@ impl Policy {
                 control.package
             )));
         }
-        if let Some(archs) = &self.architectures {
-            if !archs.contains(&control.architecture) {
-                return Err(bad(format!(
-                    "{} is for architecture {:?}, expected {}",
-                    control.package,
-                    control.architecture,
-                    archs.join(" or ")
-                )));
-            }
+        if let Some(archs) = &self.architectures
+            && !archs.contains(&control.architecture)
+        {
+            return Err(bad(format!(
+                "{} is for architecture {:?}, expected {}",
+                control.package,
+                control.architecture,
+                archs.join(" or ")
+            )));
         }
         if self.refuse_maintainer_scripts
             && !control.maintainer_scripts.is_empty()

@@ -499,12 +499,12 @@ fn download_one(
     package: &PackageEntry,
     dest: &Path,
 ) -> Result<(), Error> {
-    if let Ok(mut file) = std::fs::File::open(dest) {
-        if let Ok((sha256, size)) = Sha256::of_reader(&mut file) {
-            if sha256 == package.sha256 && size == package.size {
-                return Ok(());
-            }
-        }
+    if let Ok(mut file) = std::fs::File::open(dest)
+        && let Ok((sha256, size)) = Sha256::of_reader(&mut file)
+        && sha256 == package.sha256
+        && size == package.size
+    {
+        return Ok(());
     }
     let location = plan.pocket.deb_location(package)?;
     let label = format!("{} {}", package.name, package.version);

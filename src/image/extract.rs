@@ -10,6 +10,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::error::Error;
+use crate::image::regzip;
 
 /// How a tarball is compressed, from its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +160,8 @@ pub struct PatchInfo {
     /// is not the member's own path. The base is that file as it was before this
     /// tarball changed anything.
     pub base_path: Option<String>,
+    /// For a `.gz` file patched in its content: what compresses it back.
+    pub gzip: Option<crate::image::regzip::GzipPatch>,
 }
 
 /// A member that passed the checks: its path in the system tree (no leading `/`,
@@ -363,6 +366,7 @@ fn patch_info<R: Read>(
     let mut sha = None;
     let mut size = None;
     let mut base_path = None;
+    let mut gzip_records: Vec<(String, String)> = Vec::new();
     for ext in extensions {
         let ext = ext.map_err(|e| bad(e.to_string()))?;
         let key = ext.key().map_err(|e| bad(e.to_string()))?;
@@ -373,15 +377,28 @@ fn patch_info<R: Read>(
             "RELEASE_UPGRADER.sha256" => sha = Some(value),
             "RELEASE_UPGRADER.size" => size = Some(value),
             "RELEASE_UPGRADER.base-path" => base_path = Some(value),
+            regzip::HEADER_KEY | regzip::PREFLATE_KEY | regzip::CONTENT_SIZE_KEY => {
+                gzip_records.push((key.to_owned(), value))
+            }
             _ => {}
         }
     }
     let Some(kind) = kind else {
         return Ok(None);
     };
-    if kind != "zstd-patch-from" {
-        return Err(bad(format!("unknown patch type {kind:?}")));
-    }
+    let gzip = match kind.as_str() {
+        "zstd-patch-from" => None,
+        regzip::PATCH_METHOD => Some(
+            regzip::GzipPatch::from_records(|key| {
+                gzip_records
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+            })
+            .map_err(bad)?,
+        ),
+        _ => return Err(bad(format!("unknown patch type {kind:?}"))),
+    };
     let digest = |v: Option<String>, name: &str| -> Result<crate::digest::Sha256, Error> {
         v.ok_or_else(|| bad(format!("patch without {name}")))?
             .parse()
@@ -401,6 +418,7 @@ fn patch_info<R: Read>(
     };
     Ok(Some(PatchInfo {
         base_path,
+        gzip,
         base_sha256: digest(base, "base-sha256")?,
         sha256: digest(sha, "sha256")?,
         size: size

@@ -27,6 +27,7 @@ use crate::crashpoint;
 use crate::digest::{Sha256, Sha256Hasher};
 use crate::error::Error;
 use crate::image::extract::{self, Member, Meta, What};
+use crate::image::regzip;
 
 /// Paths of the system tree that images never touch (state, mounts, user data).
 pub const PRESERVED: &[&str] = &[
@@ -416,17 +417,35 @@ impl Overlay {
                     });
                 }
                 let (id, object) = self.new_object();
-                let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(
-                    std::io::BufReader::new(data.take(member.size)),
-                    &base,
-                )
-                .map_err(|e| bad(e.to_string()))?;
-                decoder
-                    .window_log_max(extract::ZSTD_WINDOW_LOG_MAX)
-                    .map_err(|e| bad(e.to_string()))?;
-                let (sha, size) = self.write_object(&object, &mut decoder, true, info.size + 1)?;
+                let (sha, size) = match &info.gzip {
+                    // A `.gz` file patched in its content: the frame decodes against the
+                    // base's content, and the file is compressed again exactly.
+                    Some(gzip) => {
+                        let base_content = regzip::gunzip(&base)
+                            .map_err(|e| bad(format!("base of the patch for {path}: {e}")))?;
+                        let content = regzip::decode_content(
+                            &base_content,
+                            &mut data.take(member.size),
+                            gzip.content_size,
+                            &format!("{what}: {path}"),
+                        )?;
+                        let file = regzip::rebuild(&gzip.header, &content, &gzip.corrections)
+                            .map_err(|e| bad(format!("{path}: {e}")))?;
+                        self.write_object(&object, &mut file.as_slice(), true, info.size + 1)?
+                    }
+                    None => {
+                        let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(
+                            std::io::BufReader::new(data.take(member.size)),
+                            &base,
+                        )
+                        .map_err(|e| bad(e.to_string()))?;
+                        decoder
+                            .window_log_max(extract::ZSTD_WINDOW_LOG_MAX)
+                            .map_err(|e| bad(e.to_string()))?;
+                        self.write_object(&object, &mut decoder, true, info.size + 1)?
+                    }
+                };
                 let sha = sha.expect("hashed");
-                drop(decoder);
                 // Whatever of the member the frame did not use is an error too.
                 let mut rest = Vec::new();
                 data.read_to_end(&mut rest)

@@ -166,10 +166,11 @@ fn fetch_each(fetcher: &Fetcher, archives: &[Archive], dir: &Path) -> Result<u64
 fn fetch_one(fetcher: &Fetcher, archive: &Archive, dir: &Path) -> Result<u64, Error> {
     let dest: PathBuf = dir.join(&archive.file);
     if let Ok(mut file) = std::fs::File::open(&dest) {
-        if let Ok((sha256, size)) = Sha256::of_reader(&mut file) {
-            if sha256 == archive.sha256 && size == archive.size {
-                return Ok(0);
-            }
+        if let Ok((sha256, size)) = Sha256::of_reader(&mut file)
+            && sha256 == archive.sha256
+            && size == archive.size
+        {
+            return Ok(0);
         }
         // apt would take a file of the right size as it is: never leave a wrong one.
         std::fs::remove_file(&dest).map_err(|e| Error::io(&dest, e))?;

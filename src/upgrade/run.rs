@@ -436,10 +436,10 @@ impl<'a> Upgrader<'a> {
         };
         let logs = Logs::open(&self.session.root, true).map_err(plain)?;
         let apt = self.helper_apt().map_err(plain)?;
-        if journal.phase < Phase::Installing {
-            if let Err(error) = self.prepare_packages(&mut journal, &apt, &logs) {
-                return Err(self.roll_back(&journal, error, &logs));
-            }
+        if journal.phase < Phase::Installing
+            && let Err(error) = self.prepare_packages(&mut journal, &apt, &logs)
+        {
+            return Err(self.roll_back(&journal, error, &logs));
         }
         if journal.phase < Phase::Installed {
             self.install(&mut journal, &apt, &logs)?;
@@ -699,10 +699,10 @@ impl<'a> Upgrader<'a> {
                     .map(str::to_owned),
             );
         }
-        if self.session.root.is_host() {
-            if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
-                list.push(format!("linux-image-{}", release.trim()));
-            }
+        if self.session.root.is_host()
+            && let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        {
+            list.push(format!("linux-image-{}", release.trim()));
         }
         list
     }
@@ -831,10 +831,10 @@ impl<'a> Upgrader<'a> {
             None,
             self.state().join("system-apt.conf"),
         );
-        if system.write_config().is_ok() {
-            if let Ok((false, _)) = apt_quiet(&system, "apt-get", &["update"], logs) {
-                problems.push("refreshing the package lists failed; run apt-get update".into());
-            }
+        if system.write_config().is_ok()
+            && let Ok((false, _)) = apt_quiet(&system, "apt-get", &["update"], logs)
+        {
+            problems.push("refreshing the package lists failed; run apt-get update".into());
         }
         if let Err(e) = helpers::remove_all(&self.store, false) {
             problems.push(format!("removing the helpers: {e}"));

@@ -57,10 +57,10 @@ impl Rules<'_> {
             return Some(self.to.to_owned());
         }
         if let Some(rest) = suite.strip_prefix(self.from) {
-            if let Some(pocket) = rest.strip_prefix('-') {
-                if !pocket.is_empty() {
-                    return Some(format!("{}-{pocket}", self.to));
-                }
+            if let Some(pocket) = rest.strip_prefix('-')
+                && !pocket.is_empty()
+            {
+                return Some(format!("{}-{pocket}", self.to));
             }
             // The security suite's old name ("buster/updates").
             if rest == "/updates" {

@@ -32,10 +32,11 @@ pub fn mirror() -> Option<String> {
             } else {
                 None
             };
-            if let Some(uri) = uri {
-                if uri.starts_with("http") && uri.trim_end_matches('/').ends_with("/debian") {
-                    return Some(uri.trim_end_matches('/').to_owned());
-                }
+            if let Some(uri) = uri
+                && uri.starts_with("http")
+                && uri.trim_end_matches('/').ends_with("/debian")
+            {
+                return Some(uri.trim_end_matches('/').to_owned());
             }
         }
     }

@@ -48,6 +48,28 @@ fn big(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A changelog with an entry per build up to `build` over a long history, compressed as
+/// packages compress theirs (level 9, no name, no time).
+fn changelog_gz(build: u64) -> Vec<u8> {
+    let mut text = String::new();
+    for b in (1..=build).rev() {
+        text.push_str(&format!(
+            "pkg ({b}) stable; urgency=medium\n\n  * Build {b}.\n\n"
+        ));
+    }
+    for i in 0..3000u32 {
+        let word = i.wrapping_mul(2_654_435_761) % 9973;
+        text.push_str(&format!(
+            "pkg (0.{i}) old; urgency=low\n  * Fix bug #{word}.\n\n"
+        ));
+    }
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
 /// The system tree of `build` (config and keyring included, as a real image has).
 fn tree(build: u64, port: u16) -> Tree {
     let mut t = Tree::new();
@@ -106,11 +128,17 @@ fn tree(build: u64, port: u16) -> Tree {
     let mut ver = big(9, 200_000);
     ver[5000] = build as u8;
     t.insert(format!("usr/lib/libver.so.{build}"), Node::File(ver, 0o644));
+    // A changelog that grows each build, gzip'd: zdelta patches its content.
+    t.insert("usr/share/doc/pkg".into(), Node::Dir(0o755));
+    t.insert(
+        "usr/share/doc/pkg/changelog.gz".into(),
+        Node::File(changelog_gz(build), 0o644),
+    );
     t.insert(
         "usr/share/doc/stays".into(),
         Node::File(b"unchanged\n".to_vec(), 0o644),
     );
-    if build % 2 == 0 {
+    if build.is_multiple_of(2) {
         t.insert("usr/share/doc/even".into(), Node::Dir(0o755));
         t.insert(
             "usr/share/doc/even/a".into(),
@@ -393,7 +421,35 @@ fn image_tar_with_base(
                 });
                 h.set_mode(*mode);
                 h.set_entry_type(tar::EntryType::Regular);
-                if let Some((base, base_path)) = base {
+                let gzip = base.as_ref().and_then(|(old, _)| {
+                    release_upgrader::publish::image::zdelta::make_gzip_patch(old, data, 19)
+                        .unwrap()
+                });
+                if let (Some((base, base_path)), Some((frame, gzip))) = (&base, gzip) {
+                    let mut records = vec![
+                        (
+                            "RELEASE_UPGRADER.patch".to_string(),
+                            "gzip+zstd-patch-from".into(),
+                        ),
+                        (
+                            "RELEASE_UPGRADER.base-sha256".into(),
+                            Sha256::of(base).to_hex(),
+                        ),
+                        ("RELEASE_UPGRADER.sha256".into(), Sha256::of(data).to_hex()),
+                        ("RELEASE_UPGRADER.size".into(), data.len().to_string()),
+                    ];
+                    if let Some(base_path) = base_path {
+                        records.push(("RELEASE_UPGRADER.base-path".into(), base_path.clone()));
+                    }
+                    records.extend(gzip.pax_records());
+                    b.append_pax_extensions(
+                        records.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+                    )
+                    .unwrap();
+                    h.set_size(frame.len() as u64);
+                    h.set_cksum();
+                    b.append_data(&mut h, &name, frame.as_slice()).unwrap();
+                } else if let Some((base, base_path)) = base {
                     let mut enc =
                         zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), 19, base)
                             .unwrap();
@@ -735,8 +791,42 @@ fn zdelta_patches_apply_to_the_same_tree() {
     // libver.so.3 is patched against libver.so.2, a file this delta removes.
     let record = b"RELEASE_UPGRADER.base-path=system/usr/lib/libver.so.2\n";
     assert!(zdelta.windows(record.len()).any(|w| w == record));
+    // The changelog is patched in its content and compressed again on the device.
+    let record = b"RELEASE_UPGRADER.patch=gzip+zstd-patch-from\n";
+    assert!(zdelta.windows(record.len()).any(|w| w == record));
     f.run(&["image", "apply"]).expect(0);
     expect_tree(&f.root, 3, f.port);
+}
+
+/// A gzip patch whose recompression data was changed does not rebuild the file the
+/// index promises: refused, and the device stays at build 1.
+#[test]
+fn zdelta_gzip_patch_with_tampered_recompression_data_is_refused() {
+    let f = ImageFixture::new(DeltaKind::Zdelta);
+    let path = f.srv.join("pool/zdelta-3.tar.zst");
+    let mut raw = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+    let key = b"RELEASE_UPGRADER.preflate=";
+    let at = raw.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    // Same length, still hex: only the recompression data differs.
+    let hex_end = at + raw[at..].iter().position(|&b| b == b'\n').unwrap();
+    let i = (at + hex_end) / 2;
+    raw[i] = if raw[i] == b'0' { b'1' } else { b'0' };
+    f.put(
+        "pool/zdelta-3.tar.zst",
+        &zstd::encode_all(raw.as_slice(), 3).unwrap(),
+        &keys().signing,
+    );
+    f.publish_index_keeping_files();
+    let run = f.run(&["image", "apply"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr());
+    // Refused at the check of the rebuilt file against the signed size and digest.
+    assert!(
+        run.stderr()
+            .contains("patched usr/share/doc/pkg/changelog.gz"),
+        "{}",
+        run.stderr()
+    );
+    expect_tree(&f.root, 1, f.port);
 }
 
 /// A patch whose base path leaves the tree, names a missing file, or names a file with

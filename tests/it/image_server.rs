@@ -1194,7 +1194,11 @@ fn text(len_words: usize) -> Vec<u8> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         out.push_str(words[((x >> 40) % words.len() as u64) as usize]);
-        out.push(if (x >> 20) % 13 == 0 { '\n' } else { ' ' });
+        out.push(if (x >> 20).is_multiple_of(13) {
+            '\n'
+        } else {
+            ' '
+        });
     }
     out.into_bytes()
 }
@@ -1334,6 +1338,87 @@ fn zdelta_patches_renamed_files_against_their_old_paths() {
 
     // The old names are removed by this very delta: expanded first (against the tree
     // as it is), then applied like a delta.
+    let applied = d.join("applied");
+    untar(&image1, &applied, &[]);
+    apply_zdelta(&zd, &applied, d);
+    let expected = d.join("expected");
+    untar(&image2, &expected, &[]);
+    assert_same_tree(&applied, &expected);
+}
+
+/// `text` compressed as Debian's packages compress changelogs and manuals: `gzip -9n`.
+fn gzip_9n(text: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("gzip")
+        .args(["-9n", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn zdelta_patches_gzip_files_in_their_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (one, two) = (d.join("one"), d.join("two"));
+    let history: String = (0..4000u32)
+        .map(|i| {
+            format!(
+                "pkg (0.{i}) old; urgency=low\n  * Fix #{}.\n\n",
+                i * 7919 % 10007
+            )
+        })
+        .collect();
+    let news = "pkg (1.0) unstable; urgency=medium\n\n  * New upstream release.\n\n";
+    write(
+        &one,
+        "usr/share/doc/pkg/changelog.gz",
+        &gzip_9n(history.as_bytes()),
+    );
+    write(
+        &two,
+        "usr/share/doc/pkg/changelog.gz",
+        &gzip_9n(format!("{news}{history}").as_bytes()),
+    );
+    // Renamed with the package (libfoo1 -> libfoo2): patched against the old name.
+    write(
+        &one,
+        "usr/share/doc/libfoo1/NEWS.gz",
+        &gzip_9n(&history.as_bytes()[..60_000]),
+    );
+    write(
+        &two,
+        "usr/share/doc/libfoo2/NEWS.gz",
+        &gzip_9n(&history.as_bytes()[..61_000]),
+    );
+    for root in [&one, &two] {
+        stamp(root, &BTreeMap::new());
+    }
+    let image1 = build_image(&one, d, "one");
+    let image2 = build_image(&two, d, "two");
+    let (delta, zd) = (d.join("d.tar.xz"), d.join("d.tar.zst"));
+    publish(&["image", "delta", p(&image1), p(&image2), "--out", p(&delta)]).expect(0);
+    publish(&[
+        "image",
+        "delta",
+        "--zdelta",
+        p(&image1),
+        p(&image2),
+        "--out",
+        p(&zd),
+    ])
+    .expect(0)
+    .mentions(&["2 patched, 1 against another path, 2 gzip files in their content"]);
+    // Both files compressed are ~60 KB of a delta; their content patches are a few KB.
+    let (zsize, dsize) = (
+        std::fs::metadata(&zd).unwrap().len(),
+        std::fs::metadata(&delta).unwrap().len(),
+    );
+    assert!(zsize * 5 < dsize, "zdelta {zsize} bytes, delta {dsize}");
     let applied = d.join("applied");
     untar(&image1, &applied, &[]);
     apply_zdelta(&zd, &applied, d);

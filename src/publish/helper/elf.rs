@@ -198,20 +198,19 @@ pub fn closure(root: &Path, programs: &[String], search: &[String]) -> Result<Cl
         }
         // DT_RPATH (without DT_RUNPATH) is searched before the loader's --library-path:
         // an absolute one would let the system's libraries in first.
-        if info.runpath.is_empty() {
-            if let Some(dir) = info
+        if info.runpath.is_empty()
+            && let Some(dir) = info
                 .rpath
                 .iter()
                 .find(|d| !d.starts_with("$ORIGIN") && !d.starts_with("${ORIGIN}"))
-            {
-                return Err(Error::Config {
-                    path: path.clone(),
-                    reason: format!(
-                        "has DT_RPATH {dir}, which the loader searches before the bundled \
+        {
+            return Err(Error::Config {
+                path: path.clone(),
+                reason: format!(
+                    "has DT_RPATH {dir}, which the loader searches before the bundled \
                          libraries; it cannot be relocated"
-                    ),
-                });
-            }
+                ),
+            });
         }
         let origin = file.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
         let own_dirs: Vec<String> = info

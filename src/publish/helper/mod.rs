@@ -319,10 +319,10 @@ fn plan(recipe: &Recipe, arch: &str, unpacked: &Unpacked) -> Result<Plan, Error>
     for (index, helper_items) in items.iter().enumerate() {
         let mut programs = Vec::new();
         for item in helper_items.values() {
-            if let Item::Tree { path, .. } = item {
-                if elf::is_elf(&tree.join(path))? {
-                    programs.push(path.clone());
-                }
+            if let Item::Tree { path, .. } = item
+                && elf::is_elf(&tree.join(path))?
+            {
+                programs.push(path.clone());
             }
         }
         if programs.is_empty() {
@@ -694,14 +694,14 @@ fn write_helper(
         );
     }
     let mut depends: Vec<String> = Vec::new();
-    if let Some(shared) = recipe.helpers.iter().find(|h| h.shared_libraries) {
-        if shared.name != helper.name {
-            depends.push(format!(
-                "{} (= {})",
-                shared.name,
-                version_of(&shared.version_from)?
-            ));
-        }
+    if let Some(shared) = recipe.helpers.iter().find(|h| h.shared_libraries)
+        && shared.name != helper.name
+    {
+        depends.push(format!(
+            "{} (= {})",
+            shared.name,
+            version_of(&shared.version_from)?
+        ));
     }
     for name in &helper.depends {
         let other = recipe

@@ -73,13 +73,13 @@ impl Archive {
                 found: file.codename.clone(),
             });
         }
-        if let Some((valid_until, text)) = &file.valid_until {
-            if *valid_until < date::now() {
-                return Err(Error::Expired {
-                    what,
-                    valid_until: text.clone(),
-                });
-            }
+        if let Some((valid_until, text)) = &file.valid_until
+            && *valid_until < date::now()
+        {
+            return Err(Error::Expired {
+                what,
+                valid_until: text.clone(),
+            });
         }
         if !file.architectures.is_empty() && !file.architectures.iter().any(|a| a == arch) {
             return Err(Error::WrongArchitecture {
@@ -141,13 +141,13 @@ impl Archive {
             .next()
             .unwrap_or(&package.filename);
         let dest = cache.join(base);
-        if let Ok(mut file) = std::fs::File::open(&dest) {
-            if let Ok((digest, size)) = Sha256::of_reader(&mut file) {
-                if digest == package.sha256 && size == package.size {
-                    log::debug!("{} is cached", dest.display());
-                    return Ok(dest);
-                }
-            }
+        if let Ok(mut file) = std::fs::File::open(&dest)
+            && let Ok((digest, size)) = Sha256::of_reader(&mut file)
+            && digest == package.sha256
+            && size == package.size
+        {
+            log::debug!("{} is cached", dest.display());
+            return Ok(dest);
         }
         let location = self.location.join(&package.filename)?;
         log::info!("fetching {location}");
@@ -266,11 +266,11 @@ pub fn parse_index(text: &str, arch: &str) -> Result<Parsed, String> {
         let mut last: Option<&str> = None;
         for line in stanza.lines() {
             if line.starts_with([' ', '\t']) {
-                if let Some(name) = last {
-                    if let Some(value) = fields.get_mut(name) {
-                        value.push(' ');
-                        value.push_str(line.trim());
-                    }
+                if let Some(name) = last
+                    && let Some(value) = fields.get_mut(name)
+                {
+                    value.push(' ');
+                    value.push_str(line.trim());
                 }
                 continue;
             }

@@ -205,12 +205,12 @@ fn copy_sorted(
         } else if entry.kind == Kind::HardLink {
             let target = position[&entry.link];
             entry.link = link_to[&target].clone();
-        } else if let Some(first) = link_to.get(&i) {
-            if *first != entry.path {
-                entry.kind = Kind::HardLink;
-                entry.link = first.clone();
-                entry.size = 0;
-            }
+        } else if let Some(first) = link_to.get(&i)
+            && *first != entry.path
+        {
+            entry.kind = Kind::HardLink;
+            entry.link = first.clone();
+            entry.size = 0;
         }
         writer.append(&entry).map_err(|e| Error::io(out, e))?;
         if entry.kind == Kind::File {

@@ -78,6 +78,9 @@ pub struct DeltaStats {
     pub patched: u64,
     /// Of `patched`, those made against a base at another path.
     pub patched_elsewhere: u64,
+    /// Of `patched`, `.gz` files patched in their content and compressed again on the
+    /// device.
+    pub regzipped: u64,
     pub size: u64,
 }
 
@@ -186,13 +189,14 @@ impl Merge<'_> {
         let Some(parent) = tar::parent(path) else {
             return Ok(());
         };
-        if let Some((dir, written)) = self.dirs.last_mut() {
-            if dir.path == parent && !*written {
-                *written = true;
-                let dir = dir.clone();
-                self.body.append(&dir).map_err(|e| Error::io(self.out, e))?;
-                self.stats.entries += 1;
-            }
+        if let Some((dir, written)) = self.dirs.last_mut()
+            && dir.path == parent
+            && !*written
+        {
+            *written = true;
+            let dir = dir.clone();
+            self.body.append(&dir).map_err(|e| Error::io(self.out, e))?;
+            self.stats.entries += 1;
         }
         Ok(())
     }
@@ -221,17 +225,16 @@ impl Merge<'_> {
     /// Writes `te` with its data read straight from the target stream, or, for a file
     /// with a base chosen at another path, as a patch when that is smaller.
     fn write_streamed(&mut self, te: &Entry, target: &mut dyn Source) -> Result<(), Error> {
-        if te.kind == Kind::File {
-            if let Some((base_path, base)) = self
+        if te.kind == Kind::File
+            && let Some((base_path, base)) = self
                 .cross
                 .as_mut()
                 .map(|c| c.base_of(&te.path))
                 .transpose()?
                 .flatten()
-            {
-                let target_data = read_exactly(target, te.size)?;
-                return self.write_patch_or_plain(te, Some(base_path), &base, &target_data);
-            }
+        {
+            let target_data = read_exactly(target, te.size)?;
+            return self.write_patch_or_plain(te, Some(base_path), &base, &target_data);
         }
         self.touch_parent(&te.path)?;
         let mut entry = te.clone();
@@ -358,7 +361,9 @@ impl Merge<'_> {
 
     /// A changed or new file of a zdelta: the patch against `base` (the file at
     /// `base_path`, or at the file's own path) when it is smaller than the file's own
-    /// compressed bytes (with the pax header it costs), the file otherwise.
+    /// compressed bytes (with the pax header it costs), the file otherwise. A `.gz`
+    /// file whose base is one too may instead be patched in its content and compressed
+    /// again on the device ([`regzip`](crate::image::regzip)), when that is smaller still.
     fn write_patch_or_plain(
         &mut self,
         te: &Entry,
@@ -369,33 +374,48 @@ impl Merge<'_> {
         let level = self.opts.zstd_level;
         let patch = zdelta::make_patch(base, target, level).map_err(|e| self.io(e))?;
         let plain = plain_size(target, level).map_err(|e| self.io(e))?;
-        // The pax header of a patch takes one header block and one record block.
-        if (patch.len() as u64) + 1024 < plain {
-            if base_path.is_some() {
-                self.stats.patched_elsewhere += 1;
+        let gzip = match base == target {
+            true => None,
+            false => zdelta::make_gzip_patch(base, target, level).map_err(|e| self.io(e))?,
+        };
+        // What the outer stream pays for each: the pax header of a patch takes a header
+        // block and a record block; a gzip patch's records carry its header and
+        // corrections in hex, which the outer zstd brings back near their byte size.
+        let patch_cost = patch.len() as u64 + 1024;
+        let gzip_cost = gzip
+            .as_ref()
+            .map(|(frame, g)| (frame.len() + g.header.len() + g.corrections.len()) as u64 + 1024);
+        let (data, gzip) = match gzip {
+            Some((frame, g)) if gzip_cost < Some(patch_cost.min(plain)) => {
+                self.stats.regzipped += 1;
+                (frame, Some(g))
             }
-            let info = PatchInfo {
-                base_sha256: Sha256::of(base),
-                sha256: Sha256::of(target),
-                size: target.len() as u64,
-                base_path,
-            };
-            self.touch_parent(&te.path)?;
-            let mut entry = te.clone();
-            entry.pax = info.pax_records();
-            entry.size = patch.len() as u64;
-            self.body
-                .append(&entry)
-                .and_then(|_| self.body.write_data(&patch))
-                .map_err(|e| Error::io(self.out, e))?;
-            self.written_files.insert(entry.path.clone());
-            self.stats.files += 1;
-            self.stats.patched += 1;
-            self.stats.entries += 1;
-            Ok(())
-        } else {
-            self.write_bytes(te, target)
+            _ if patch_cost < plain => (patch, None),
+            _ => return self.write_bytes(te, target),
+        };
+        if base_path.is_some() {
+            self.stats.patched_elsewhere += 1;
         }
+        let info = PatchInfo {
+            base_sha256: Sha256::of(base),
+            sha256: Sha256::of(target),
+            size: target.len() as u64,
+            base_path,
+            gzip,
+        };
+        self.touch_parent(&te.path)?;
+        let mut entry = te.clone();
+        entry.pax = info.pax_records();
+        entry.size = data.len() as u64;
+        self.body
+            .append(&entry)
+            .and_then(|_| self.body.write_data(&data))
+            .map_err(|e| Error::io(self.out, e))?;
+        self.written_files.insert(entry.path.clone());
+        self.stats.files += 1;
+        self.stats.patched += 1;
+        self.stats.entries += 1;
+        Ok(())
     }
 
     /// The delta: `removed`, then the body, through the type's compressor.

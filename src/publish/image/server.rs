@@ -237,16 +237,16 @@ pub fn publish(
             reason: format!("build {} is already published", spec.version),
         });
     }
-    if let Some(newest) = index.images.iter().map(|i| i.version).max() {
-        if newest > spec.version {
-            return Err(Error::Config {
-                path: index_path,
-                reason: format!(
-                    "build {} is older than build {newest}, already published",
-                    spec.version
-                ),
-            });
-        }
+    if let Some(newest) = index.images.iter().map(|i| i.version).max()
+        && newest > spec.version
+    {
+        return Err(Error::Config {
+            path: index_path,
+            reason: format!(
+                "build {} is older than build {newest}, already published",
+                spec.version
+            ),
+        });
     }
     let mut published = Published {
         index: index_path.clone(),

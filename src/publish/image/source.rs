@@ -134,14 +134,14 @@ impl Source for TarSource {
                 entry.link = prefixed(&self.prefix, &target);
             }
             if self.check_order {
-                if let Some(last) = &self.last {
-                    if tar::cmp_paths(last, &entry.path) != std::cmp::Ordering::Less {
-                        return Err(self.bad(format!(
-                            "entries are not in image order ({} after {last}); rebuild it with \
+                if let Some(last) = &self.last
+                    && tar::cmp_paths(last, &entry.path) != std::cmp::Ordering::Less
+                {
+                    return Err(self.bad(format!(
+                        "entries are not in image order ({} after {last}); rebuild it with \
                              `release-upgrader-publish image build --tarball`",
-                            entry.path
-                        )));
-                    }
+                        entry.path
+                    )));
                 }
                 self.last = Some(entry.path.clone());
             }

@@ -19,6 +19,7 @@ use super::source;
 use super::tar::{self, Kind};
 use crate::digest::{Sha256, Sha256Hasher};
 use crate::error::Error;
+use crate::image::regzip::{self, GzipPatch};
 
 pub const PATCH_KEY: &str = "RELEASE_UPGRADER.patch";
 pub const PATCH_METHOD: &str = "zstd-patch-from";
@@ -41,6 +42,9 @@ pub struct PatchInfo {
     /// The image path (`system/…`) of the base file when it is not the member's own
     /// path: normalised, relative, no `..`.
     pub base_path: Option<String>,
+    /// For a `.gz` file patched in its content ([`regzip::PATCH_METHOD`]): what
+    /// compresses the content back into the file.
+    pub gzip: Option<GzipPatch>,
 }
 
 /// Checks a `RELEASE_UPGRADER.base-path` value: an image path under `system/`, relative,
@@ -76,9 +80,11 @@ impl PatchInfo {
             what: what.to_owned(),
             reason,
         };
-        if method != PATCH_METHOD {
-            return Err(bad(format!("unknown patch method {method:?}")));
-        }
+        let gzip = match method {
+            PATCH_METHOD => None,
+            regzip::PATCH_METHOD => Some(GzipPatch::from_records(get).map_err(bad)?),
+            _ => return Err(bad(format!("unknown patch method {method:?}"))),
+        };
         let digest = |key: &str| -> Result<Sha256, Error> {
             get(key)
                 .ok_or_else(|| bad(format!("patch without {key}")))?
@@ -97,19 +103,27 @@ impl PatchInfo {
             sha256: digest(SHA256_KEY)?,
             size,
             base_path,
+            gzip,
         }))
     }
 
     /// The pax records that describe this patch, in the order the writer emits them.
     pub fn pax_records(&self) -> Vec<(String, String)> {
+        let method = match self.gzip {
+            Some(_) => regzip::PATCH_METHOD,
+            None => PATCH_METHOD,
+        };
         let mut records = vec![
-            (PATCH_KEY.into(), PATCH_METHOD.into()),
+            (PATCH_KEY.into(), method.into()),
             (BASE_SHA256_KEY.into(), self.base_sha256.to_hex()),
             (SHA256_KEY.into(), self.sha256.to_hex()),
             (SIZE_KEY.into(), self.size.to_string()),
         ];
         if let Some(path) = &self.base_path {
             records.push((BASE_PATH_KEY.into(), path.clone()));
+        }
+        if let Some(gzip) = &self.gzip {
+            records.extend(gzip.pax_records());
         }
         records
     }
@@ -138,6 +152,31 @@ pub fn make_patch(base: &[u8], target: &[u8], level: i32) -> io::Result<Vec<u8>>
     enc.finish()
 }
 
+/// The gzip patch of `target` against `base` when both are gzip files and `target`
+/// rebuilds exactly from its content ([`regzip::split`]): the frame of its content with
+/// the base's content as reference prefix, and what recompresses it.
+pub fn make_gzip_patch(
+    base: &[u8],
+    target: &[u8],
+    level: i32,
+) -> io::Result<Option<(Vec<u8>, GzipPatch)>> {
+    if regzip::header_len(base).is_none() || regzip::header_len(target).is_none() {
+        return Ok(None);
+    }
+    let (Some(split), Ok(base_content)) = (regzip::split(target), regzip::gunzip(base)) else {
+        return Ok(None);
+    };
+    let frame = make_patch(&base_content, &split.content, level)?;
+    Ok(Some((
+        frame,
+        GzipPatch {
+            header: split.header,
+            corrections: split.corrections,
+            content_size: split.content.len() as u64,
+        },
+    )))
+}
+
 /// Rebuilds the file a patch member describes into `out`: the base must hash to
 /// `info.base_sha256`; `patch` must be exactly one zstd frame that decodes (with `base`
 /// as reference prefix) to `info.size` bytes hashing to `info.sha256`. `out` receives
@@ -162,6 +201,16 @@ pub fn apply_member(
         what: what.to_owned(),
         reason,
     };
+    if let Some(gzip) = &info.gzip {
+        let base_content =
+            regzip::gunzip(base).map_err(|e| malformed(format!("base of the patch: {e}")))?;
+        let content = regzip::decode_content(&base_content, patch, gzip.content_size, what)?;
+        let file = regzip::rebuild(&gzip.header, &content, &gzip.corrections).map_err(malformed)?;
+        check_result(info, &file, what)?;
+        out.write_all(&file)
+            .map_err(|e| Error::io(Path::new(what), e))?;
+        return Ok(file.len() as u64);
+    }
     let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(BufReader::new(patch), base)
         .map_err(|e| malformed(format!("zstd: {e}")))?
         .single_frame();
@@ -213,6 +262,26 @@ pub fn apply_member(
         });
     }
     Ok(written)
+}
+
+/// Checks a rebuilt file against the size and SHA256 its patch promises.
+fn check_result(info: &PatchInfo, file: &[u8], what: &str) -> Result<(), Error> {
+    if file.len() as u64 != info.size {
+        return Err(Error::SizeMismatch {
+            what: what.to_owned(),
+            expected: info.size,
+            actual: file.len() as u64,
+        });
+    }
+    let digest = Sha256::of(file);
+    if digest != info.sha256 {
+        return Err(Error::HashMismatch {
+            what: what.to_owned(),
+            expected: info.sha256.to_hex(),
+            actual: digest.to_hex(),
+        });
+    }
+    Ok(())
 }
 
 /// Turns the zdelta `input` into the plain `delta` tar it stands for, resolving every
@@ -346,6 +415,7 @@ mod tests {
             sha256: Sha256::of(target),
             size: target.len() as u64,
             base_path: None,
+            gzip: None,
         }
     }
 
@@ -402,6 +472,89 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    fn gz(text: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::best());
+        enc.write_all(text).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn changelog(entries: u32) -> Vec<u8> {
+        (0..entries)
+            .rev()
+            .flat_map(|i| {
+                format!(
+                    "pkg (1.{i}) unstable; urgency=medium\n  * Change {}.\n\n",
+                    i * 7919 % 1009
+                )
+                .into_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gzip_files_are_patched_in_their_content_and_rebuilt_exactly() {
+        let (base, target) = (gz(&changelog(3000)), gz(&changelog(3010)));
+        let (frame, gzip) = make_gzip_patch(&base, &target, 19).unwrap().unwrap();
+        assert!(frame.len() < 1000, "frame of {} bytes", frame.len());
+        assert!(make_patch(&base, &target, 19).unwrap().len() > target.len() / 2);
+        let info = PatchInfo {
+            gzip: Some(gzip),
+            ..info(&base, &target)
+        };
+        assert_eq!(
+            PatchInfo::from_pax(&info.pax_records(), "t").unwrap(),
+            Some(info.clone())
+        );
+        let mut out = Vec::new();
+        apply_member(&info, &base, &mut &frame[..], &mut out, "t").unwrap();
+        assert_eq!(out, target);
+        // Not gzip on either side: no gzip patch.
+        assert!(
+            make_gzip_patch(&changelog(3), &target, 19)
+                .unwrap()
+                .is_none()
+        );
+        assert!(make_gzip_patch(&base, &changelog(3), 19).unwrap().is_none());
+    }
+
+    #[test]
+    fn gzip_patches_with_tampered_parts_are_refused() {
+        let (base, target) = (gz(&changelog(3000)), gz(&changelog(3010)));
+        let (frame, gzip) = make_gzip_patch(&base, &target, 19).unwrap().unwrap();
+        let good = PatchInfo {
+            gzip: Some(gzip),
+            ..info(&base, &target)
+        };
+        let apply = |info: &PatchInfo, base: &[u8], frame: &[u8]| {
+            apply_member(info, base, &mut &frame[..], &mut Vec::new(), "t")
+        };
+        let mut corrections = good.clone();
+        let g = corrections.gzip.as_mut().unwrap();
+        let mid = g.corrections.len() / 2;
+        g.corrections[mid] ^= 0x21;
+        assert!(apply(&corrections, &base, &frame).is_err());
+        let mut header = good.clone();
+        header.gzip.as_mut().unwrap().header[9] ^= 1; // the OS byte
+        assert!(apply(&header, &base, &frame).is_err());
+        let mut size = good.clone();
+        size.gzip.as_mut().unwrap().content_size -= 1;
+        assert!(apply(&size, &base, &frame).is_err());
+        let mut bad_frame = frame.clone();
+        let mid = bad_frame.len() / 2;
+        bad_frame[mid] ^= 0x40;
+        assert!(apply(&good, &base, &bad_frame).is_err());
+        // A base that is not gzip (with a digest that matches it) is refused too.
+        let plain = changelog(3000);
+        let not_gzip = PatchInfo {
+            base_sha256: Sha256::of(&plain),
+            ..good.clone()
+        };
+        assert!(apply(&not_gzip, &plain, &frame).is_err());
+        assert!(apply(&good, &base, &frame).is_ok());
     }
 
     #[test]

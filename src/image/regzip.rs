@@ -1,0 +1,358 @@
+//! Gzip files rebuilt byte for byte from their content, for zdelta patches of `.gz` files.
+//!
+//! Between two releases most `.gz` files of an image (changelogs, man pages: 8 MB of
+//! Debian 12 → 13) change a little in their content and entirely in their compressed
+//! bytes, so a patch of the compressed file saves nothing. A zdelta instead patches the
+//! *content* and ships what it takes to compress it again into exactly the original
+//! bytes: the gzip header, and the corrections of `preflate-rs`, which predicts the
+//! deflate encoder's choices (gzip's and zlib's are predicted almost perfectly: the
+//! corrections are 2.6% of the compressed size on Debian 13 minbase) and records where
+//! the prediction was wrong. Writing our own GNU-gzip-exact deflate would cover only
+//! files GNU gzip made, and a mistake in it would only show as a failed rebuild.
+//!
+//! Whatever is rebuilt is checked against the SHA256 its patch promises, so a wrong
+//! rebuild is an error, never a wrong file.
+
+use std::io::{BufRead, Read};
+
+/// The largest content a rebuilt gzip file may have (as `preflate-rs` bounds it): the
+/// content is held in memory on both sides.
+pub const CONTENT_MAX: usize = 128 << 20;
+
+/// The zdelta patch method of a `.gz` file rebuilt from its patched content.
+pub const PATCH_METHOD: &str = "gzip+zstd-patch-from";
+/// Pax record: the gzip header, in hex.
+pub const HEADER_KEY: &str = "RELEASE_UPGRADER.gzip-header";
+/// Pax record: `preflate-rs` 0.7.6's reconstruction data, in hex.
+pub const PREFLATE_KEY: &str = "RELEASE_UPGRADER.preflate";
+/// Pax record: the size of the uncompressed content the patch frame decodes to.
+pub const CONTENT_SIZE_KEY: &str = "RELEASE_UPGRADER.content-size";
+
+/// What a gzip patch carries besides its zstd frame: the frame decodes (with the base
+/// file's uncompressed content as reference prefix) to `content_size` bytes, which
+/// [`rebuild`] turns into the file with `header` and `corrections`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GzipPatch {
+    pub header: Vec<u8>,
+    pub corrections: Vec<u8>,
+    pub content_size: u64,
+}
+
+impl GzipPatch {
+    /// The pax records of a gzip patch, from `get` (a record's value by key).
+    pub fn from_records<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, String> {
+        let field = |key: &str| get(key).ok_or_else(|| format!("gzip patch without {key}"));
+        let header = from_hex(field(HEADER_KEY)?).ok_or(format!("{HEADER_KEY}: not hex"))?;
+        if header_len(&[header.as_slice(), &[0u8; 8]].concat()) != Some(header.len()) {
+            return Err(format!("{HEADER_KEY}: not a gzip header"));
+        }
+        let corrections =
+            from_hex(field(PREFLATE_KEY)?).ok_or(format!("{PREFLATE_KEY}: not hex"))?;
+        let content_size = field(CONTENT_SIZE_KEY)?
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n <= CONTENT_MAX as u64)
+            .ok_or(format!(
+                "{CONTENT_SIZE_KEY}: not a size up to {CONTENT_MAX}"
+            ))?;
+        Ok(GzipPatch {
+            header,
+            corrections,
+            content_size,
+        })
+    }
+
+    /// Its pax records (after the method's and the digests').
+    pub fn pax_records(&self) -> Vec<(String, String)> {
+        vec![
+            (HEADER_KEY.into(), to_hex(&self.header)),
+            (PREFLATE_KEY.into(), to_hex(&self.corrections)),
+            (CONTENT_SIZE_KEY.into(), self.content_size.to_string()),
+        ]
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A gzip file split into what rebuilds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// The header bytes, up to the deflate stream (10 bytes for `gzip -n`).
+    pub header: Vec<u8>,
+    /// The uncompressed content.
+    pub content: Vec<u8>,
+    /// `preflate-rs`'s reconstruction data for the deflate stream.
+    pub corrections: Vec<u8>,
+}
+
+/// The length of the gzip header at the start of `data` (one member, deflate), or
+/// `None` when `data` does not start with one.
+pub fn header_len(data: &[u8]) -> Option<usize> {
+    const FHCRC: u8 = 2;
+    const FEXTRA: u8 = 4;
+    const FNAME: u8 = 8;
+    const FCOMMENT: u8 = 16;
+    if data.len() < 18 || data[..3] != [0x1f, 0x8b, 8] || data[3] & 0xe0 != 0 {
+        return None;
+    }
+    let flags = data[3];
+    let mut at = 10usize;
+    if flags & FEXTRA != 0 {
+        let len = u16::from_le_bytes([*data.get(at)?, *data.get(at + 1)?]) as usize;
+        at += 2 + len;
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            at += data.get(at..)?.iter().position(|&b| b == 0)? + 1;
+        }
+    }
+    if flags & FHCRC != 0 {
+        at += 2;
+    }
+    (at + 8 <= data.len()).then_some(at)
+}
+
+/// Splits `gz` into header, content and corrections when it is one gzip member that
+/// `preflate-rs` can rebuild exactly (checked by rebuilding it), `None` otherwise.
+pub fn split(gz: &[u8]) -> Option<Split> {
+    let start = header_len(gz)?;
+    let body = &gz[start..gz.len() - 8];
+    let config = preflate_rs::PreflateConfig {
+        plain_text_limit: CONTENT_MAX,
+        ..Default::default()
+    };
+    let (chunk, plain) =
+        guarded(|| preflate_rs::preflate_whole_deflate_stream(body, &config))?.ok()?;
+    // The deflate stream must end where the trailer starts: one member, nothing after.
+    if chunk.compressed_size != body.len() {
+        return None;
+    }
+    let split = Split {
+        header: gz[..start].to_vec(),
+        content: plain.text().to_vec(),
+        corrections: chunk.corrections,
+    };
+    (rebuild(&split.header, &split.content, &split.corrections).ok()? == gz).then_some(split)
+}
+
+/// The gzip file of `header`, then `content` compressed as `corrections` say, then the
+/// CRC32 and size trailer. An error when the corrections do not fit the content (the
+/// caller's SHA256 check catches a rebuild that fits but differs).
+pub fn rebuild(header: &[u8], content: &[u8], corrections: &[u8]) -> Result<Vec<u8>, String> {
+    if header_len(&[header, &[0u8; 8]].concat()) != Some(header.len()) {
+        return Err("not a gzip header".into());
+    }
+    let body = guarded(|| preflate_rs::recreate_whole_deflate_stream(content, corrections))
+        .ok_or("the deflate rebuild failed")?
+        .map_err(|e| format!("the deflate rebuild failed: {e:?}"))?;
+    let mut crc = flate2::Crc::new();
+    crc.update(content);
+    let mut out = Vec::with_capacity(header.len() + body.len() + 8);
+    out.extend_from_slice(header);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(content.len() as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// The content of the gzip file `gz` (every member), refused beyond [`CONTENT_MAX`].
+pub fn gunzip(gz: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(gz)
+        .take(CONTENT_MAX as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("not a gzip file: {e}"))?;
+    if out.len() > CONTENT_MAX {
+        return Err(format!("more than {CONTENT_MAX} bytes uncompressed"));
+    }
+    Ok(out)
+}
+
+/// The content a gzip patch's zstd frame (exactly one, nothing after it) decodes to with `prefix`
+/// as reference: `size` bytes, or an error.
+pub fn decode_content(
+    prefix: &[u8],
+    frame: &mut dyn Read,
+    size: u64,
+    what: &str,
+) -> Result<Vec<u8>, crate::error::Error> {
+    let malformed = |reason: String| crate::error::Error::Malformed {
+        what: what.to_owned(),
+        reason,
+    };
+    let mut decoder =
+        zstd::stream::read::Decoder::with_ref_prefix(std::io::BufReader::new(frame), prefix)
+            .map_err(|e| malformed(format!("zstd: {e}")))?
+            .single_frame();
+    decoder
+        .window_log_max(crate::image::extract::ZSTD_WINDOW_LOG_MAX)
+        .map_err(|e| malformed(format!("zstd: {e}")))?;
+    let mut content = Vec::with_capacity(size.min(CONTENT_MAX as u64) as usize);
+    (&mut decoder)
+        .take(size + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| malformed(format!("patch does not decode: {e}")))?;
+    if content.len() as u64 != size {
+        return Err(crate::error::Error::SizeMismatch {
+            what: format!("{what} (content of the patch)"),
+            expected: size,
+            actual: content.len() as u64,
+        });
+    }
+    let mut rest = decoder.finish();
+    let trailing = rest
+        .fill_buf()
+        .map_err(|e| malformed(format!("reading the patch: {e}")))?;
+    if !trailing.is_empty() {
+        return Err(malformed("data after the patch frame".into()));
+    }
+    Ok(content)
+}
+
+/// Runs `f`, turning a panic into `None`: `preflate-rs` is fed data from the network
+/// (checked against a signed digest, but still), and a bug there must be an error of
+/// the one file, not an abort of the whole apply.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn text() -> Vec<u8> {
+        (0..4000)
+            .flat_map(|i| format!("{i} * changelog entry number {}\n", i % 97).into_bytes())
+            .collect()
+    }
+
+    fn gnu_gzip(data: &[u8]) -> Vec<u8> {
+        let mut child = std::process::Command::new("gzip")
+            .args(["-9n", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    }
+
+    #[test]
+    fn gnu_gzip_and_zlib_files_rebuild_exactly() {
+        let content = text();
+        let mut zlib = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        zlib.write_all(&content).unwrap();
+        for gz in [gnu_gzip(&content), zlib.finish().unwrap()] {
+            let split = split(&gz).expect("splits");
+            assert_eq!(split.content, content);
+            assert!(split.corrections.len() < gz.len() / 20);
+            assert_eq!(
+                rebuild(&split.header, &split.content, &split.corrections).unwrap(),
+                gz
+            );
+            assert_eq!(gunzip(&gz).unwrap(), content);
+        }
+    }
+
+    #[test]
+    fn other_content_or_corrections_do_not_rebuild_the_file() {
+        let content = text();
+        let gz = gnu_gzip(&content);
+        let split = split(&gz).unwrap();
+        let mut other = content.clone();
+        other[100] ^= 1;
+        let rebuilt = rebuild(&split.header, &other, &split.corrections);
+        assert!(rebuilt.map_or(true, |r| r != gz));
+        for i in [0, split.corrections.len() / 2, split.corrections.len() - 1] {
+            let mut bad = split.corrections.clone();
+            bad[i] ^= 0x55;
+            let rebuilt = rebuild(&split.header, &content, &bad);
+            assert!(rebuilt.map_or(true, |r| r != gz), "corrections byte {i}");
+        }
+        assert!(rebuild(b"not a header", &content, &split.corrections).is_err());
+    }
+
+    #[test]
+    fn only_single_member_gzip_files_split() {
+        let gz = gnu_gzip(&text());
+        assert!(split(&[gz.as_slice(), gz.as_slice()].concat()).is_none());
+        assert!(split(b"plain text, not gzip at all").is_none());
+        let mut truncated = gz.clone();
+        truncated.truncate(gz.len() - 20);
+        assert!(split(&truncated).is_none());
+        let mut flipped = gz.clone();
+        let mid = gz.len() / 2;
+        flipped[mid] ^= 0x10;
+        assert!(split(&flipped).is_none_or(|s| s.content != text()));
+        assert!(gunzip(b"plain").is_err());
+    }
+
+    #[test]
+    fn gzip_patch_records_round_trip_and_bad_ones_are_refused() {
+        let patch = GzipPatch {
+            header: vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3],
+            corrections: vec![0, 1, 0xfe, 0xff],
+            content_size: 12345,
+        };
+        let records = patch.pax_records();
+        let get = |records: &[(String, String)], k: &str| {
+            records
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let parse = |records: &[(String, String)]| {
+            let owned: Vec<(String, Option<String>)> = [HEADER_KEY, PREFLATE_KEY, CONTENT_SIZE_KEY]
+                .iter()
+                .map(|k| (k.to_string(), get(records, k)))
+                .collect();
+            GzipPatch::from_records(|k| {
+                owned
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .and_then(|(_, v)| v.as_deref())
+            })
+        };
+        assert_eq!(parse(&records).unwrap(), patch);
+        for (key, bad) in [
+            (HEADER_KEY, "1f8b"),
+            (HEADER_KEY, "zz"),
+            (PREFLATE_KEY, "abc"),
+            (CONTENT_SIZE_KEY, "-1"),
+            (CONTENT_SIZE_KEY, "999999999999"),
+        ] {
+            let mut changed = records.clone();
+            changed.iter_mut().find(|(k, _)| k == key).unwrap().1 = bad.into();
+            assert!(parse(&changed).is_err(), "{key}={bad} accepted");
+        }
+        let without: Vec<_> = records[1..].to_vec();
+        assert!(parse(&without).is_err());
+    }
+
+    #[test]
+    fn headers_with_a_name_and_extra_field_are_measured() {
+        let mut gz = vec![0x1f, 0x8b, 8, 4 | 8, 0, 0, 0, 0, 0, 3, 2, 0, b'x', b'y'];
+        gz.extend_from_slice(b"name\0");
+        let len = gz.len();
+        gz.extend_from_slice(&[0u8; 8]);
+        assert_eq!(header_len(&gz), Some(len));
+        assert_eq!(header_len(&gz[..len + 4]), None);
+        gz[3] = 0x20;
+        assert_eq!(header_len(&gz), None);
+    }
+}

@@ -92,6 +92,10 @@ pub enum ImageCommand {
         /// Write the zdelta type (.tar.zst, changed files as zstd --patch-from frames)
         #[arg(long)]
         zdelta: bool,
+        /// In a zdelta, ship changed .gz files whole instead of patching their content
+        /// (which the device then compresses again: smaller, and more CPU to apply)
+        #[arg(long, requires = "zdelta")]
+        no_regzip: bool,
         #[arg(long, default_value_t = 9)]
         xz_level: u32,
         #[arg(long, default_value_t = 19)]
@@ -157,6 +161,9 @@ pub enum ImageCommand {
         /// Also write a zdelta beside every delta (published only when smaller than it)
         #[arg(long)]
         zdelta: bool,
+        /// In zdeltas, ship changed .gz files whole instead of patching their content
+        #[arg(long, requires = "zdelta")]
+        no_regzip: bool,
         /// Full builds to keep (older ones and their deltas are expired)
         #[arg(long, value_name = "N")]
         keep: Option<usize>,
@@ -265,6 +272,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             target,
             out,
             zdelta,
+            no_regzip,
             xz_level,
             zstd_level,
         } => {
@@ -275,6 +283,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             });
             opts.xz_level = *xz_level;
             opts.zstd_level = *zstd_level;
+            opts.regzip = !*no_regzip;
             let stats = delta::write_delta(base, target, out, &opts)?;
             ui.data(
                 &format!(
@@ -342,6 +351,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             delta_from,
             no_delta,
             zdelta,
+            no_regzip,
             keep,
             server,
             http_port,
@@ -371,6 +381,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             let mut delta_options = DeltaOptions::new(DeltaKind::Delta);
             delta_options.xz_level = *xz_level;
             delta_options.zstd_level = *zstd_level;
+            delta_options.regzip = !*no_regzip;
             let spec = PublishSpec {
                 out: out.clone(),
                 channel: channel.clone(),

@@ -17,6 +17,7 @@ pub mod mode;
 pub mod optout;
 pub mod overlay;
 pub mod plan;
+pub mod rebuilds;
 pub mod regzip;
 
 use std::path::{Path, PathBuf};

@@ -27,6 +27,7 @@ use crate::crashpoint;
 use crate::digest::{Sha256, Sha256Hasher};
 use crate::error::Error;
 use crate::image::extract::{self, Member, Meta, What};
+use crate::image::rebuilds::{self, Rebuilds};
 use crate::image::regzip;
 
 /// Paths of the system tree that images never touch (state, mounts, user data).
@@ -96,6 +97,9 @@ pub struct Overlay {
     /// in the overlay), for patch bases.
     #[serde(skip)]
     before: BTreeMap<String, Option<Final>>,
+    /// While a tarball is applied: its `.gz` files being compressed again.
+    #[serde(skip)]
+    rebuilds: Option<Rebuilds>,
 }
 
 /// What a path currently resolves to through the overlay.
@@ -127,6 +131,7 @@ impl Overlay {
             next_id: 0,
             as_root: nix::unistd::geteuid().is_root(),
             before: BTreeMap::new(),
+            rebuilds: None,
         })
     }
 
@@ -297,9 +302,11 @@ impl Overlay {
         partitions: &mut Vec<String>,
     ) -> Result<(), Error> {
         self.before.clear();
+        self.rebuilds = Some(Rebuilds::start());
         let result = self.apply_members(tarball, compression, what, partitions);
+        let rebuilt = self.rebuilds.take().map_or(Ok(()), Rebuilds::finish);
         self.before.clear();
-        result
+        result.and(rebuilt)
     }
 
     fn apply_members(
@@ -383,6 +390,8 @@ impl Overlay {
                         "patch against {base_path}, a file this system does not have"
                     ))
                 };
+                // Never an object of this tarball (those may still be rebuilding): a
+                // patch's base is the path's state before the tarball.
                 let base_file = match self.lookup_before(base_path) {
                     Lookup::Overlay(Final::Staged {
                         id,
@@ -417,59 +426,88 @@ impl Overlay {
                     });
                 }
                 let (id, object) = self.new_object();
-                let (sha, size) = match &info.gzip {
+                if let Some(gzip) = &info.gzip {
                     // A `.gz` file patched in its content: the frame decodes against the
-                    // base's content, and the file is compressed again exactly.
-                    Some(gzip) => {
-                        let base_content = regzip::gunzip(&base)
-                            .map_err(|e| bad(format!("base of the patch for {path}: {e}")))?;
-                        let content = regzip::decode_content(
-                            &base_content,
-                            &mut data.take(member.size),
-                            gzip.content_size,
-                            &format!("{what}: {path}"),
-                        )?;
-                        let file = regzip::rebuild(&gzip.header, &content, &gzip.corrections)
-                            .map_err(|e| bad(format!("{path}: {e}")))?;
-                        self.write_object(&object, &mut file.as_slice(), true, info.size + 1)?
-                    }
-                    None => {
-                        let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(
-                            std::io::BufReader::new(data.take(member.size)),
-                            &base,
-                        )
+                    // base's content here, and the file is compressed again (exactly, or
+                    // refused by its digest) on a worker while the next members apply.
+                    let base_content = regzip::gunzip(&base)
+                        .map_err(|e| bad(format!("base of the patch for {path}: {e}")))?;
+                    let content = regzip::decode_content(
+                        &base_content,
+                        &mut data.take(member.size),
+                        gzip.content_size,
+                        &format!("{what}: {path}"),
+                    )?;
+                    let mut rest = Vec::new();
+                    data.read_to_end(&mut rest)
                         .map_err(|e| bad(e.to_string()))?;
-                        decoder
-                            .window_log_max(extract::ZSTD_WINDOW_LOG_MAX)
-                            .map_err(|e| bad(e.to_string()))?;
-                        self.write_object(&object, &mut decoder, true, info.size + 1)?
+                    if !rest.is_empty() {
+                        return Err(bad("data after the patch".into()));
                     }
-                };
-                let sha = sha.expect("hashed");
-                // Whatever of the member the frame did not use is an error too.
-                let mut rest = Vec::new();
-                data.read_to_end(&mut rest)
+                    // Created now, so that a hard link to it can be made at once.
+                    fs_err::File::create_new(&object).map_err(io_err(&object))?;
+                    let (meta, as_root) = (member.meta, self.as_root);
+                    let job = rebuilds::Job {
+                        id,
+                        object: object.clone(),
+                        header: gzip.header.clone(),
+                        corrections: gzip.corrections.clone(),
+                        content,
+                        sha256: info.sha256,
+                        size: info.size,
+                        finish: Box::new(move |object: &Path| {
+                            set_meta(object, meta, false, as_root)
+                        }),
+                        what: format!("{what}: patched {path}"),
+                    };
+                    match &self.rebuilds {
+                        Some(rebuilds) => rebuilds.submit(job)?,
+                        None => rebuilds::run(job)?,
+                    }
+                    Final::Staged {
+                        id,
+                        kind: ObjectKind::File,
+                        sha256: Some(Sha256Hex(info.sha256.to_hex())),
+                        size: info.size,
+                    }
+                } else {
+                    let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(
+                        std::io::BufReader::new(data.take(member.size)),
+                        &base,
+                    )
                     .map_err(|e| bad(e.to_string()))?;
-                if size != info.size {
-                    return Err(Error::SizeMismatch {
-                        what: format!("{what}: patched {path}"),
-                        expected: info.size,
-                        actual: size,
-                    });
-                }
-                if sha != info.sha256 || !rest.is_empty() {
-                    return Err(Error::HashMismatch {
-                        what: format!("{what}: patched {path}"),
-                        expected: info.sha256.to_hex(),
-                        actual: sha.to_hex(),
-                    });
-                }
-                self.finish_object(&object, member.meta, false)?;
-                Final::Staged {
-                    id,
-                    kind: ObjectKind::File,
-                    sha256: Some(Sha256Hex(sha.to_hex())),
-                    size,
+                    decoder
+                        .window_log_max(extract::ZSTD_WINDOW_LOG_MAX)
+                        .map_err(|e| bad(e.to_string()))?;
+                    let (sha, size) =
+                        self.write_object(&object, &mut decoder, true, info.size + 1)?;
+                    drop(decoder);
+                    let sha = sha.expect("hashed");
+                    // Whatever of the member the frame did not use is an error too.
+                    let mut rest = Vec::new();
+                    data.read_to_end(&mut rest)
+                        .map_err(|e| bad(e.to_string()))?;
+                    if size != info.size {
+                        return Err(Error::SizeMismatch {
+                            what: format!("{what}: patched {path}"),
+                            expected: info.size,
+                            actual: size,
+                        });
+                    }
+                    if sha != info.sha256 || !rest.is_empty() {
+                        return Err(Error::HashMismatch {
+                            what: format!("{what}: patched {path}"),
+                            expected: info.sha256.to_hex(),
+                            actual: sha.to_hex(),
+                        });
+                    }
+                    self.finish_object(&object, member.meta, false)?;
+                    Final::Staged {
+                        id,
+                        kind: ObjectKind::File,
+                        sha256: Some(Sha256Hex(sha.to_hex())),
+                        size,
+                    }
                 }
             }
             What::Symlink(target) => {
@@ -595,15 +633,7 @@ impl Overlay {
 
     /// Owner, mode and mtime of a staged object (owner first: chown clears setuid).
     fn finish_object(&self, object: &Path, meta: Meta, symlink: bool) -> Result<(), Error> {
-        if self.as_root {
-            std::os::unix::fs::lchown(object, Some(meta.uid), Some(meta.gid))
-                .map_err(io_err(object))?;
-        }
-        if !symlink {
-            fs_err::set_permissions(object, std::fs::Permissions::from_mode(meta.mode))
-                .map_err(io_err(object))?;
-        }
-        set_mtime(object, meta.mtime)
+        set_meta(object, meta, symlink, self.as_root)
     }
 
     /// Checks the staged result before it is committed: every staged file is still
@@ -801,6 +831,20 @@ fn remove_any(path: &Path) -> Result<(), Error> {
         Ok(_) => fs_err::remove_file(path).map_err(io_err(path)),
         Err(_) => Ok(()),
     }
+}
+
+/// Owner (as root), mode (not of a symlink) and mtime of a staged object, owner first:
+/// chown clears setuid.
+fn set_meta(object: &Path, meta: Meta, symlink: bool, as_root: bool) -> Result<(), Error> {
+    if as_root {
+        std::os::unix::fs::lchown(object, Some(meta.uid), Some(meta.gid))
+            .map_err(io_err(object))?;
+    }
+    if !symlink {
+        fs_err::set_permissions(object, std::fs::Permissions::from_mode(meta.mode))
+            .map_err(io_err(object))?;
+    }
+    set_mtime(object, meta.mtime)
 }
 
 fn set_mtime(path: &Path, mtime: i64) -> Result<(), Error> {

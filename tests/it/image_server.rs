@@ -1425,6 +1425,21 @@ fn zdelta_patches_gzip_files_in_their_content() {
     let expected = d.join("expected");
     untar(&image2, &expected, &[]);
     assert_same_tree(&applied, &expected);
+    // --no-regzip ships them whole (their compressed bytes share nothing).
+    let whole = d.join("whole.tar.zst");
+    publish(&[
+        "image",
+        "delta",
+        "--zdelta",
+        "--no-regzip",
+        p(&image1),
+        p(&image2),
+        "--out",
+        p(&whole),
+    ])
+    .expect(0)
+    .mentions(&["0 gzip files in their content"]);
+    assert!(std::fs::metadata(&whole).unwrap().len() > zsize * 5);
 }
 
 /// The zdelta `zd` with the base path of its patch for `member` replaced by `base_path`.

@@ -55,6 +55,8 @@ pub struct DeltaOptions {
     pub patch_min: u64,
     /// Files larger than this (base or target) are stored whole: this bounds memory.
     pub patch_max: u64,
+    /// A zdelta may patch `.gz` files in their content (see [`regzip`](crate::image::regzip)).
+    pub regzip: bool,
 }
 
 impl DeltaOptions {
@@ -65,6 +67,7 @@ impl DeltaOptions {
             zstd_level: 19,
             patch_min: 1024,
             patch_max: 256 * 1024 * 1024,
+            regzip: true,
         }
     }
 }
@@ -374,9 +377,9 @@ impl Merge<'_> {
         let level = self.opts.zstd_level;
         let patch = zdelta::make_patch(base, target, level).map_err(|e| self.io(e))?;
         let plain = plain_size(target, level).map_err(|e| self.io(e))?;
-        let gzip = match base == target {
-            true => None,
-            false => zdelta::make_gzip_patch(base, target, level).map_err(|e| self.io(e))?,
+        let gzip = match self.opts.regzip && base != target {
+            true => zdelta::make_gzip_patch(base, target, level).map_err(|e| self.io(e))?,
+            false => None,
         };
         // What the outer stream pays for each: the pax header of a patch takes a header
         // block and a record block; a gzip patch's records carry its header and

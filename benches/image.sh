@@ -31,7 +31,7 @@ command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get inst
 cargo build --release --quiet --bin release-upgrader-publish
 ours=$PWD/target/release/release-upgrader-publish
 client=$(cargo bench --quiet --bench image_apply --no-run --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+  grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
 [ -x "$client" ] || { echo "could not build benches/image_apply.rs" >&2; exit 1; }
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 
@@ -83,7 +83,7 @@ measure() {
 seconds() {
   local start end
   start=$(date +%s%N)
-  "$@" >/dev/null
+  "$@" >/dev/null || { echo "failed: $*" >&2; kill $$; exit 1; }
   end=$(date +%s%N)
   awk -v ns=$((end - start)) 'BEGIN { printf "%.3f\n", ns / 1e9 }'
 }
@@ -106,9 +106,10 @@ fresh() { # TREE DEST: DEST/system is a copy of TREE
   rm -rf "$2"; mkdir -p "$2"
   cp -a "$1" "$2/system"
 }
-tree_digest() { # DIR: content, modes, owners, links, mtimes of every path (not the
-  # size of directories: the file system's, it stays large after entries are deleted)
-  (cd "$1" && find . \( -type d -printf '%p %y %m %U:%G %T@\n' \) -o -printf '%p %y %m %U:%G %T@ %l %s %n\n' |
+tree_digest() { # DIR: content, modes, owners, links, mtimes of every path below it (not
+  # the size of directories: the file system's, it stays large after entries are deleted;
+  # not DIR's own metadata: the device's apply leaves the slot's root directory alone)
+  (cd "$1" && find . -mindepth 1 \( -type d -printf '%p %y %m %U:%G %T@\n' \) -o -printf '%p %y %m %U:%G %T@ %l %s %n\n' |
     LC_ALL=C sort &&
     find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
 }
@@ -136,13 +137,17 @@ for pair in $pairs; do
     fresh "$b" "$work/apply-d"; sync
     ta+=("$(seconds apply_anchor "$d" "$work/apply-d")")
     fresh "$b" "$work/apply-z"
-    # What the device's apply checks the result against; removed again before comparing.
-    mkdir -p "$work/apply-z/system/etc/system-image"
-    printf '[service]\nbuild_number: 2\n' >"$work/apply-z/system/etc/system-image/channel.ini"
+    # What the device's apply checks the result against; removed again before comparing,
+    # with /etc's mtime as it was (before: the base's; after: what the apply made it).
+    etc=$work/apply-z/system/etc
+    mkdir "$etc/system-image"
+    printf '[service]\nbuild_number: 2\n' >"$etc/system-image/channel.ini"
+    touch -r "$b/etc" "$etc"
     sync
     tz+=("$(seconds apply_zdelta "$z" "$work/apply-z")")
-    rm "$work/apply-z/system/etc/system-image/channel.ini"
-    rmdir "$work/apply-z/system/etc/system-image" 2>/dev/null || true
+    touch -r "$etc" "$work/etc.mtime"
+    rm -r "$etc/system-image"
+    touch -r "$work/etc.mtime" "$etc"
   done
   apply_d=$(printf '%s\n' "${ta[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
   apply_z=$(printf '%s\n' "${tz[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
@@ -150,7 +155,7 @@ for pair in $pairs; do
   ok="same tree"
   [ "$got_d" = "$want" ] || ok="DELTA TREE DIFFERS"
   [ "$got_z" = "$want" ] || ok="$ok; ZDELTA TREE DIFFERS"
-  rm -rf "$work/apply-d" "$work/apply-z" "$work/full-$pair"
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$work/apply-d" "$work/apply-z" "$work/full-$pair"
 
   printf '%-9s %10d %10d %10d %7.3f %7.3f | %7.2f %7.2f %8.0f %8.0f | %7.2f %7.2f %6.3f  %s\n' \
     "$pair" "$full" "$ds" "$zs" "$(echo "if ($full > 0) $ds / $full else 0" | bc -l)" "$(echo "$zs / $ds" | bc -l)" \

@@ -108,10 +108,13 @@ fresh() { # TREE DEST: DEST/system is a copy of TREE
 }
 tree_digest() { # DIR: content, modes, owners, links, mtimes of every path below it (not
   # the size of directories: the file system's, it stays large after entries are deleted;
-  # not DIR's own metadata: the device's apply leaves the slot's root directory alone)
-  (cd "$1" && find . -mindepth 1 \( -type d -printf '%p %y %m %U:%G %T@\n' \) -o -printf '%p %y %m %U:%G %T@ %l %s %n\n' |
+  # not DIR's own metadata, nor the paths the device's apply never touches, its
+  # PRESERVED list in src/image/overlay.rs: mount points and state)
+  local skip=(\( -path ./proc -o -path ./sys -o -path ./dev -o -path ./run -o -path ./userdata
+    -o -path ./cache -o -path ./lost+found -o -path ./var/lib/release-upgrader \) -prune -o)
+  (cd "$1" && find . -mindepth 1 "${skip[@]}" \( -type d -printf '%p %y %m %U:%G %T@\n' \) -o -printf '%p %y %m %U:%G %T@ %l %s %n\n' |
     LC_ALL=C sort &&
-    find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+    find . -mindepth 1 "${skip[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
 }
 
 printf '%-9s %10s %10s %10s %7s %7s | %7s %7s %8s %8s | %7s %7s %6s\n' \

@@ -55,7 +55,8 @@ pub struct Rebuilds {
 }
 
 impl Rebuilds {
-    /// One worker per core beyond the member loop's, at least one, at most four.
+    /// As many workers as cores, at most four (the member loop beside them is mostly
+    /// zstd decoding and writes).
     pub fn start() -> Rebuilds {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())

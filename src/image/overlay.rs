@@ -448,10 +448,8 @@ impl Overlay {
                     fs_err::File::create_new(&object).map_err(io_err(&object))?;
                     let (meta, as_root) = (member.meta, self.as_root);
                     let job = rebuilds::Job {
-                        id,
                         object: object.clone(),
-                        header: gzip.header.clone(),
-                        corrections: gzip.corrections.clone(),
+                        gzip: gzip.clone(),
                         content,
                         sha256: info.sha256,
                         size: info.size,

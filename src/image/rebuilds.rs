@@ -10,7 +10,6 @@
 //! made at once. The tarball's apply ends by waiting for all of them and reporting the
 //! first failure, before anything is verified or committed.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -27,10 +26,8 @@ pub type Finish = Box<dyn FnOnce(&std::path::Path) -> Result<(), Error> + Send>;
 /// One gzip file to rebuild into its staged object (created empty by the caller, so
 /// that hard links to it can be made before it is written).
 pub struct Job {
-    pub id: u64,
     pub object: PathBuf,
-    pub header: Vec<u8>,
-    pub corrections: Vec<u8>,
+    pub gzip: regzip::GzipPatch,
     pub content: Vec<u8>,
     pub sha256: Sha256,
     pub size: u64,
@@ -40,18 +37,11 @@ pub struct Job {
     pub what: String,
 }
 
-#[derive(Default)]
-struct State {
-    /// Queued or running (for `Debug`).
-    pending: HashSet<u64>,
-    failure: Option<Error>,
-}
-
 /// The worker threads of one tarball's apply.
 pub struct Rebuilds {
     sender: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
-    state: Arc<Mutex<State>>,
+    failure: Arc<Mutex<Option<Error>>>,
 }
 
 impl Rebuilds {
@@ -64,20 +54,16 @@ impl Rebuilds {
         // A few jobs queued per worker: each holds one file's content.
         let (sender, receiver) = sync_channel::<Job>(threads * 2);
         let receiver = Arc::new(Mutex::new(receiver));
-        let state: Arc<Mutex<State>> = Arc::default();
+        let failure: Arc<Mutex<Option<Error>>> = Arc::default();
         let workers = (0..threads)
             .map(|_| {
-                let (receiver, state) = (Arc::clone(&receiver), Arc::clone(&state));
+                let (receiver, failure) = (Arc::clone(&receiver), Arc::clone(&failure));
                 std::thread::spawn(move || {
                     loop {
                         let job = receiver.lock().expect("rebuild queue").recv();
                         let Ok(job) = job else { break };
-                        let id = job.id;
-                        let result = run(job);
-                        let mut state = state.lock().expect("rebuild state");
-                        state.pending.remove(&id);
-                        if let Err(e) = result {
-                            state.failure.get_or_insert(e);
+                        if let Err(e) = run(job) {
+                            failure.lock().expect("rebuild failure").get_or_insert(e);
                         }
                     }
                 })
@@ -86,17 +72,12 @@ impl Rebuilds {
         Rebuilds {
             sender: Some(sender),
             workers,
-            state,
+            failure,
         }
     }
 
     /// Queues `job` (waiting while the queue is full).
     pub fn submit(&self, job: Job) -> Result<(), Error> {
-        self.state
-            .lock()
-            .expect("rebuild state")
-            .pending
-            .insert(job.id);
         let sender = self.sender.as_ref().expect("submit before finish");
         sender
             .send(job)
@@ -108,17 +89,16 @@ impl Rebuilds {
         self.sender = None;
         for worker in self.workers.drain(..) {
             if worker.join().is_err() {
-                self.state
+                self.failure
                     .lock()
-                    .expect("rebuild state")
-                    .failure
+                    .expect("rebuild failure")
                     .get_or_insert(Error::io(
                         "(gzip rebuild workers)",
                         std::io::Error::other("a worker panicked"),
                     ));
             }
         }
-        match self.state.lock().expect("rebuild state").failure.take() {
+        match self.failure.lock().expect("rebuild failure").take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -127,38 +107,13 @@ impl Rebuilds {
 
 impl std::fmt::Debug for Rebuilds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pending = self.state.lock().map_or(0, |s| s.pending.len());
-        write!(
-            f,
-            "Rebuilds {{ workers: {}, pending: {pending} }}",
-            self.workers.len()
-        )
+        write!(f, "Rebuilds {{ workers: {} }}", self.workers.len())
     }
 }
 
 /// Rebuilds one file, checks it against what its patch promised, writes it.
 pub fn run(job: Job) -> Result<(), Error> {
-    let file = regzip::rebuild(&job.header, &job.content, &job.corrections).map_err(|reason| {
-        Error::Malformed {
-            what: job.what.clone(),
-            reason,
-        }
-    })?;
-    if file.len() as u64 != job.size {
-        return Err(Error::SizeMismatch {
-            what: job.what.clone(),
-            expected: job.size,
-            actual: file.len() as u64,
-        });
-    }
-    let digest = Sha256::of(&file);
-    if digest != job.sha256 {
-        return Err(Error::HashMismatch {
-            what: job.what.clone(),
-            expected: job.sha256.to_hex(),
-            actual: digest.to_hex(),
-        });
-    }
+    let file = regzip::rebuild_checked(&job.gzip, &job.content, job.size, &job.sha256, &job.what)?;
     let mut out = fs_err::OpenOptions::new()
         .write(true)
         .open(&job.object)

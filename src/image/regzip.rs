@@ -167,6 +167,39 @@ pub fn rebuild(header: &[u8], content: &[u8], corrections: &[u8]) -> Result<Vec<
     Ok(out)
 }
 
+/// [`rebuild`], then the result checked against the size and SHA256 its patch promises
+/// (`what` names it in errors).
+pub fn rebuild_checked(
+    patch: &GzipPatch,
+    content: &[u8],
+    size: u64,
+    sha256: &crate::digest::Sha256,
+    what: &str,
+) -> Result<Vec<u8>, crate::error::Error> {
+    use crate::error::Error;
+    let file =
+        rebuild(&patch.header, content, &patch.corrections).map_err(|reason| Error::Malformed {
+            what: what.to_owned(),
+            reason,
+        })?;
+    if file.len() as u64 != size {
+        return Err(Error::SizeMismatch {
+            what: what.to_owned(),
+            expected: size,
+            actual: file.len() as u64,
+        });
+    }
+    let digest = crate::digest::Sha256::of(&file);
+    if digest != *sha256 {
+        return Err(Error::HashMismatch {
+            what: what.to_owned(),
+            expected: sha256.to_hex(),
+            actual: digest.to_hex(),
+        });
+    }
+    Ok(file)
+}
+
 /// The content of the gzip file `gz` (every member), refused beyond [`CONTENT_MAX`].
 pub fn gunzip(gz: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();

@@ -205,8 +205,7 @@ pub fn apply_member(
         let base_content =
             regzip::gunzip(base).map_err(|e| malformed(format!("base of the patch: {e}")))?;
         let content = regzip::decode_content(&base_content, patch, gzip.content_size, what)?;
-        let file = regzip::rebuild(&gzip.header, &content, &gzip.corrections).map_err(malformed)?;
-        check_result(info, &file, what)?;
+        let file = regzip::rebuild_checked(gzip, &content, info.size, &info.sha256, what)?;
         out.write_all(&file)
             .map_err(|e| Error::io(Path::new(what), e))?;
         return Ok(file.len() as u64);
@@ -262,26 +261,6 @@ pub fn apply_member(
         });
     }
     Ok(written)
-}
-
-/// Checks a rebuilt file against the size and SHA256 its patch promises.
-fn check_result(info: &PatchInfo, file: &[u8], what: &str) -> Result<(), Error> {
-    if file.len() as u64 != info.size {
-        return Err(Error::SizeMismatch {
-            what: what.to_owned(),
-            expected: info.size,
-            actual: file.len() as u64,
-        });
-    }
-    let digest = Sha256::of(file);
-    if digest != info.sha256 {
-        return Err(Error::HashMismatch {
-            what: what.to_owned(),
-            expected: info.sha256.to_hex(),
-            actual: digest.to_hex(),
-        });
-    }
-    Ok(())
 }
 
 /// Turns the zdelta `input` into the plain `delta` tar it stands for, resolving every

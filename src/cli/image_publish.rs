@@ -92,8 +92,8 @@ pub enum ImageCommand {
         /// Write the zdelta type (.tar.zst, changed files as zstd --patch-from frames)
         #[arg(long)]
         zdelta: bool,
-        /// In a zdelta, ship changed .gz files whole instead of patching their content
-        /// (which the device then compresses again: smaller, and more CPU to apply)
+        /// In a zdelta, ship changed .gz files whole instead of patching their content or
+        /// deflate tokens (which the device then compresses again: smaller, more CPU)
         #[arg(long, requires = "zdelta")]
         no_regzip: bool,
         #[arg(long, default_value_t = 9)]
@@ -161,7 +161,8 @@ pub enum ImageCommand {
         /// Also write a zdelta beside every delta (published only when smaller than it)
         #[arg(long)]
         zdelta: bool,
-        /// In zdeltas, ship changed .gz files whole instead of patching their content
+        /// In zdeltas, ship changed .gz files whole instead of patching their content or
+        /// deflate tokens
         #[arg(long, requires = "zdelta")]
         no_regzip: bool,
         /// Full builds to keep (older ones and their deltas are expired)
@@ -288,7 +289,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             ui.data(
                 &format!(
                     "{}: {} removed, {} entries ({} files, {} patched, {} against another \
-                     path, {} gzip files in their content), {} bytes",
+                     path, {} gzip files in their content, {} in their tokens), {} bytes",
                     out.display(),
                     stats.removed,
                     stats.entries,
@@ -296,13 +297,15 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                     stats.patched,
                     stats.patched_elsewhere,
                     stats.regzipped,
+                    stats.gzip_tokens,
                     stats.size
                 ),
                 json!({
                     "delta": out, "removed": stats.removed, "entries": stats.entries,
                     "files": stats.files, "patched": stats.patched,
                     "patched_elsewhere": stats.patched_elsewhere,
-                    "regzipped": stats.regzipped, "size": stats.size,
+                    "regzipped": stats.regzipped, "gzip_tokens": stats.gzip_tokens,
+                    "size": stats.size,
                 }),
             );
             Ok(ExitCode::Success)

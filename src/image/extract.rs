@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::error::Error;
-use crate::image::regzip;
+use crate::image::{gztokens, regzip};
 
 /// How a tarball is compressed, from its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +160,7 @@ pub struct PatchInfo {
     /// is not the member's own path. The base is that file as it was before this
     /// tarball changed anything.
     pub base_path: Option<String>,
-    /// For a `.gz` file patched in its content: what compresses it back.
+    /// For a `.gz` file patched in its content or tokens: what makes it the file again.
     pub gzip: Option<crate::image::regzip::GzipPatch>,
 }
 
@@ -377,9 +377,10 @@ fn patch_info<R: Read>(
             "RELEASE_UPGRADER.sha256" => sha = Some(value),
             "RELEASE_UPGRADER.size" => size = Some(value),
             "RELEASE_UPGRADER.base-path" => base_path = Some(value),
-            regzip::HEADER_KEY | regzip::PREFLATE_KEY | regzip::CONTENT_SIZE_KEY => {
-                gzip_records.push((key.to_owned(), value))
-            }
+            regzip::HEADER_KEY
+            | regzip::PREFLATE_KEY
+            | regzip::CONTENT_SIZE_KEY
+            | gztokens::TOKENS_SIZE_KEY => gzip_records.push((key.to_owned(), value)),
             _ => {}
         }
     }
@@ -388,16 +389,18 @@ fn patch_info<R: Read>(
     };
     let gzip = match kind.as_str() {
         "zstd-patch-from" => None,
-        regzip::PATCH_METHOD => Some(
-            regzip::GzipPatch::from_records(|key| {
+        method => {
+            let get = |key: &str| {
                 gzip_records
                     .iter()
                     .find(|(k, _)| k == key)
                     .map(|(_, v)| v.as_str())
-            })
-            .map_err(bad)?,
-        ),
-        _ => return Err(bad(format!("unknown patch type {kind:?}"))),
+            };
+            match regzip::GzipPatch::from_records(method, get) {
+                Some(gzip) => Some(gzip.map_err(bad)?),
+                None => return Err(bad(format!("unknown patch type {kind:?}"))),
+            }
+        }
     };
     let digest = |v: Option<String>, name: &str| -> Result<crate::digest::Sha256, Error> {
         v.ok_or_else(|| bad(format!("patch without {name}")))?

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod client;
 pub mod config;
 pub mod extract;
+pub mod gztokens;
 pub mod index;
 pub mod keyring;
 pub mod mode;

@@ -134,6 +134,11 @@ fn tree(build: u64, port: u16) -> Tree {
         "usr/share/doc/pkg/changelog.gz".into(),
         Node::File(changelog_gz(build), 0o644),
     );
+    // Its NEWS too: zdelta patches its deflate tokens.
+    t.insert(
+        "usr/share/doc/pkg/NEWS.gz".into(),
+        Node::File(changelog_gz(build + 1), 0o644),
+    );
     t.insert(
         "usr/share/doc/stays".into(),
         Node::File(b"unchanged\n".to_vec(), 0o644),
@@ -421,16 +426,17 @@ fn image_tar_with_base(
                 });
                 h.set_mode(*mode);
                 h.set_entry_type(tar::EntryType::Regular);
+                use release_upgrader::publish::image::zdelta;
                 let gzip = base.as_ref().and_then(|(old, _)| {
-                    release_upgrader::publish::image::zdelta::make_gzip_patch(old, data, 19)
-                        .unwrap()
+                    match path.ends_with("NEWS.gz") {
+                        true => zdelta::make_tokens_patch(old, data, 19),
+                        false => zdelta::make_gzip_patch(old, data, 19),
+                    }
+                    .unwrap()
                 });
                 if let (Some((base, base_path)), Some((frame, gzip))) = (&base, gzip) {
                     let mut records = vec![
-                        (
-                            "RELEASE_UPGRADER.patch".to_string(),
-                            "gzip+zstd-patch-from".into(),
-                        ),
+                        ("RELEASE_UPGRADER.patch".to_string(), gzip.method().into()),
                         (
                             "RELEASE_UPGRADER.base-sha256".into(),
                             Sha256::of(base).to_hex(),
@@ -802,31 +808,46 @@ fn zdelta_patches_apply_to_the_same_tree() {
 /// index promises: refused, and the device stays at build 1.
 #[test]
 fn zdelta_gzip_patch_with_tampered_recompression_data_is_refused() {
-    let f = ImageFixture::new(DeltaKind::Zdelta);
-    let path = f.srv.join("pool/zdelta-3.tar.zst");
-    let mut raw = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
-    let key = b"RELEASE_UPGRADER.preflate=";
-    let at = raw.windows(key.len()).position(|w| w == key).unwrap() + key.len();
-    // Same length, still hex: only the recompression data differs.
-    let hex_end = at + raw[at..].iter().position(|&b| b == b'\n').unwrap();
-    let i = (at + hex_end) / 2;
-    raw[i] = if raw[i] == b'0' { b'1' } else { b'0' };
-    f.put(
-        "pool/zdelta-3.tar.zst",
-        &zstd::encode_all(raw.as_slice(), 3).unwrap(),
-        &keys().signing,
-    );
-    f.publish_index_keeping_files();
-    let run = f.run(&["image", "apply"]);
-    assert_ne!(run.code(), 0, "{}", run.stderr());
-    // Refused at the check of the rebuilt file against the signed size and digest.
-    assert!(
-        run.stderr()
-            .contains("patched usr/share/doc/pkg/changelog.gz"),
-        "{}",
-        run.stderr()
-    );
-    expect_tree(&f.root, 1, f.port);
+    // One hex digit of preflate's corrections (changelog.gz), one byte of the gzip header
+    // that precedes the tokens (NEWS.gz): same length, still hex.
+    for (key, file) in [
+        ("RELEASE_UPGRADER.preflate=", "changelog.gz"),
+        ("RELEASE_UPGRADER.gzip-header=1f8b0800000000000", "NEWS.gz"),
+    ] {
+        let f = ImageFixture::new(DeltaKind::Zdelta);
+        let path = f.srv.join("pool/zdelta-3.tar.zst");
+        let mut raw = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+        let name = format!("usr/share/doc/pkg/{file}");
+        // The pax header of `file`'s member comes right before its name.
+        let member = raw
+            .windows(name.len())
+            .rposition(|w| w == name.as_bytes())
+            .unwrap();
+        let key = key.as_bytes();
+        let at = raw[..member]
+            .windows(key.len())
+            .rposition(|w| w == key)
+            .unwrap()
+            + key.len();
+        let hex_end = at + raw[at..].iter().position(|&b| b == b'\n').unwrap();
+        let i = (at + hex_end) / 2;
+        raw[i] = if raw[i] == b'0' { b'1' } else { b'0' };
+        f.put(
+            "pool/zdelta-3.tar.zst",
+            &zstd::encode_all(raw.as_slice(), 3).unwrap(),
+            &keys().signing,
+        );
+        f.publish_index_keeping_files();
+        let run = f.run(&["image", "apply"]);
+        assert_ne!(run.code(), 0, "{}", run.stderr());
+        // Refused at the check of the rebuilt file against the signed size and digest.
+        assert!(
+            run.stderr().contains(&format!("patched {name}")),
+            "{file}: {}",
+            run.stderr()
+        );
+        expect_tree(&f.root, 1, f.port);
+    }
 }
 
 /// A patch whose base path leaves the tree, names a missing file, or names a file with
@@ -1273,13 +1294,23 @@ fn mode_choice_sees_a_read_only_bind_mount() {
     assert_eq!(info(&plain)["mode"], "apt");
 }
 
-/// A zdelta patch made against another base than the device will have is refused.
+/// A zdelta patch made against another base than the device will have is refused (when
+/// its result is wrong: the base is checked then, to say which was).
 #[test]
 fn zdelta_patch_against_the_wrong_base_is_refused() {
     let f = ImageFixture::new(DeltaKind::Zdelta);
-    let (t1, t2, t3) = (tree(1, f.port), tree(2, f.port), tree(3, f.port));
+    let (t2, t3) = (tree(2, f.port), tree(3, f.port));
     let (removed, changed) = diff(&t2, &t3);
-    let data = image_tar(&changed, Some(&removed), Some(&t1));
+    // libbig.so's patch is made against build 3's own file (but one byte): it copies
+    // nearly all of it from a base the device does not have.
+    let mut wrong = t2.clone();
+    let Some(Node::File(lib, _)) = t3.get("usr/lib/libbig.so") else {
+        panic!("no libbig.so")
+    };
+    let mut lib = lib.clone();
+    lib[200_000] ^= 0xff;
+    wrong.insert("usr/lib/libbig.so".into(), Node::File(lib, 0o644));
+    let data = image_tar(&changed, Some(&removed), Some(&wrong));
     f.put(
         "pool/zdelta-3.tar.zst",
         &zstd::encode_all(data.as_slice(), 3).unwrap(),

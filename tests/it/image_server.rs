@@ -1360,8 +1360,10 @@ fn gzip_9n(text: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
+/// Changed `.gz` files are patched in their deflate tokens, or in their content when
+/// that is far smaller, and come out byte for byte.
 #[test]
-fn zdelta_patches_gzip_files_in_their_content() {
+fn zdelta_patches_gzip_files_in_their_content_or_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (one, two) = (d.join("one"), d.join("two"));
@@ -1395,6 +1397,29 @@ fn zdelta_patches_gzip_files_in_their_content() {
         "usr/share/doc/libfoo2/NEWS.gz",
         &gzip_9n(&history.as_bytes()[..61_000]),
     );
+    // Its halves swapped: deflate's matches (32 KiB back at most) all change, the content
+    // is two copies of the base's, so the content patch is the far smaller one.
+    let words = [
+        "the", "package", "now", "builds", "with", "upstream", "release", "fix", "for", "crash",
+        "when", "reading", "empty", "files", "and", "manual", "page", "typo",
+    ];
+    let mut state = 7u64;
+    let prose: Vec<u8> = (0..20_000)
+        .flat_map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let word = words[(state >> 33) as usize % words.len()];
+            format!("{word}{} ", (state >> 40) % 1000).into_bytes()
+        })
+        .collect();
+    let h = &prose[..100_000];
+    write(&one, "usr/share/doc/pkg/README.gz", &gzip_9n(h));
+    write(
+        &two,
+        "usr/share/doc/pkg/README.gz",
+        &gzip_9n(&[&h[50_000..], &h[..50_000]].concat()),
+    );
     for root in [&one, &two] {
         stamp(root, &BTreeMap::new());
     }
@@ -1412,8 +1437,10 @@ fn zdelta_patches_gzip_files_in_their_content() {
         p(&zd),
     ])
     .expect(0)
-    .mentions(&["2 patched, 1 against another path, 2 gzip files in their content"]);
-    // Both files compressed are ~60 KB of a delta; their content patches are a few KB.
+    .mentions(&[
+        "3 patched, 1 against another path, 1 gzip files in their content, 2 in their tokens",
+    ]);
+    // The files compressed are ~90 KB of a delta; their patches are a few KB.
     let (zsize, dsize) = (
         std::fs::metadata(&zd).unwrap().len(),
         std::fs::metadata(&delta).unwrap().len(),
@@ -1438,7 +1465,7 @@ fn zdelta_patches_gzip_files_in_their_content() {
         p(&whole),
     ])
     .expect(0)
-    .mentions(&["0 gzip files in their content"]);
+    .mentions(&["0 gzip files in their content, 0 in their tokens"]);
     assert!(std::fs::metadata(&whole).unwrap().len() > zsize * 5);
 }
 

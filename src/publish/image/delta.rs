@@ -34,6 +34,7 @@ use super::tar::{self, Entry, Kind, Writer};
 use super::zdelta::{self, PatchInfo};
 use crate::digest::Sha256;
 use crate::error::Error;
+use crate::image::regzip::{self, GzipPatch, Recompress};
 
 /// Which delta type to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +56,8 @@ pub struct DeltaOptions {
     pub patch_min: u64,
     /// Files larger than this (base or target) are stored whole: this bounds memory.
     pub patch_max: u64,
-    /// A zdelta may patch `.gz` files in their content (see [`regzip`](crate::image::regzip)).
+    /// A zdelta may patch `.gz` files in their content or tokens (see
+    /// [`regzip`](crate::image::regzip), [`gztokens`](crate::image::gztokens)).
     pub regzip: bool,
 }
 
@@ -84,8 +86,18 @@ pub struct DeltaStats {
     /// Of `patched`, `.gz` files patched in their content and compressed again on the
     /// device.
     pub regzipped: u64,
+    /// Of `patched`, `.gz` files patched in their token streams.
+    pub gzip_tokens: u64,
     pub size: u64,
 }
+
+/// A `.gz` file's content patch is chosen over its token patch only when it is smaller
+/// by more than its content's size divided by this. Rebuilding from content costs the
+/// device a level-9 match search (about 53 ns a byte here), from tokens about 8 ns: on
+/// Debian 12 → 13 this keeps the content patch for the 32% of the content where it
+/// saves most, for 0.48 MB more than content patches everywhere and a third of their
+/// CPU time.
+const CONTENT_PATCH_PREMIUM: u64 = 10;
 
 /// Files at most this large are compared and kept in memory; larger ones are spooled to
 /// a temporary file while compared.
@@ -362,6 +374,37 @@ impl Merge<'_> {
         Ok(())
     }
 
+    /// The better gzip patch of `target` against `base`, when both are gzip files: the
+    /// token patch, unless the content patch is smaller by more than
+    /// [`CONTENT_PATCH_PREMIUM`] of the content's size.
+    fn gzip_patch(
+        &self,
+        base: &[u8],
+        target: &[u8],
+    ) -> Result<Option<(Vec<u8>, GzipPatch)>, Error> {
+        if regzip::header_len(base).is_none() || regzip::header_len(target).is_none() {
+            return Ok(None);
+        }
+        let level = self.opts.zstd_level;
+        let tokens = zdelta::make_tokens_patch(base, target, level).map_err(|e| self.io(e))?;
+        let content = zdelta::make_gzip_patch(base, target, level).map_err(|e| self.io(e))?;
+        let cost = |p: &Option<(Vec<u8>, GzipPatch)>| {
+            p.as_ref()
+                .map(|(frame, g)| frame.len() as u64 + g.records_cost())
+        };
+        Ok(match (cost(&content), cost(&tokens)) {
+            (Some(c), Some(t)) => {
+                let content_size = content.as_ref().map_or(0, |(_, g)| g.decoded_size());
+                match c + content_size / CONTENT_PATCH_PREMIUM < t {
+                    true => content,
+                    false => tokens,
+                }
+            }
+            (Some(_), None) => content,
+            _ => tokens,
+        })
+    }
+
     /// A changed or new file of a zdelta: the patch against `base` (the file at
     /// `base_path`, or at the file's own path) when it is smaller than the file's own
     /// compressed bytes (with the pax header it costs), the file otherwise. A `.gz`
@@ -378,19 +421,22 @@ impl Merge<'_> {
         let patch = zdelta::make_patch(base, target, level).map_err(|e| self.io(e))?;
         let plain = plain_size(target, level).map_err(|e| self.io(e))?;
         let gzip = match self.opts.regzip && base != target {
-            true => zdelta::make_gzip_patch(base, target, level).map_err(|e| self.io(e))?,
+            true => self.gzip_patch(base, target)?,
             false => None,
         };
         // What the outer stream pays for each: the pax header of a patch takes a header
-        // block and a record block; a gzip patch's records carry its header and
-        // corrections in hex, which the outer zstd brings back near their byte size.
+        // block and a record block; a gzip patch's records carry its header (and
+        // corrections) in hex, which the outer zstd brings back near their byte size.
         let patch_cost = patch.len() as u64 + 1024;
         let gzip_cost = gzip
             .as_ref()
-            .map(|(frame, g)| (frame.len() + g.header.len() + g.corrections.len()) as u64 + 1024);
+            .map(|(frame, g)| frame.len() as u64 + g.records_cost() + 1024);
         let (data, gzip) = match gzip {
             Some((frame, g)) if gzip_cost < Some(patch_cost.min(plain)) => {
-                self.stats.regzipped += 1;
+                match g.how {
+                    Recompress::Content { .. } => self.stats.regzipped += 1,
+                    Recompress::Tokens { .. } => self.stats.gzip_tokens += 1,
+                }
                 (frame, Some(g))
             }
             _ if patch_cost < plain => (patch, None),

@@ -19,7 +19,8 @@ use super::source;
 use super::tar::{self, Kind};
 use crate::digest::{Sha256, Sha256Hasher};
 use crate::error::Error;
-use crate::image::regzip::{self, GzipPatch};
+use crate::image::gztokens;
+use crate::image::regzip::{self, GzipPatch, Recompress};
 
 pub const PATCH_KEY: &str = "RELEASE_UPGRADER.patch";
 pub const PATCH_METHOD: &str = "zstd-patch-from";
@@ -42,8 +43,8 @@ pub struct PatchInfo {
     /// The image path (`system/…`) of the base file when it is not the member's own
     /// path: normalised, relative, no `..`.
     pub base_path: Option<String>,
-    /// For a `.gz` file patched in its content ([`regzip::PATCH_METHOD`]): what
-    /// compresses the content back into the file.
+    /// For a `.gz` file patched in its content or its tokens ([`regzip::Recompress`]):
+    /// what makes the frame's output the file again.
     pub gzip: Option<GzipPatch>,
 }
 
@@ -82,8 +83,10 @@ impl PatchInfo {
         };
         let gzip = match method {
             PATCH_METHOD => None,
-            regzip::PATCH_METHOD => Some(GzipPatch::from_records(get).map_err(bad)?),
-            _ => return Err(bad(format!("unknown patch method {method:?}"))),
+            _ => match GzipPatch::from_records(method, get) {
+                Some(gzip) => Some(gzip.map_err(bad)?),
+                None => return Err(bad(format!("unknown patch method {method:?}"))),
+            },
         };
         let digest = |key: &str| -> Result<Sha256, Error> {
             get(key)
@@ -109,8 +112,8 @@ impl PatchInfo {
 
     /// The pax records that describe this patch, in the order the writer emits them.
     pub fn pax_records(&self) -> Vec<(String, String)> {
-        let method = match self.gzip {
-            Some(_) => regzip::PATCH_METHOD,
+        let method = match &self.gzip {
+            Some(gzip) => gzip.method(),
             None => PATCH_METHOD,
         };
         let mut records = vec![
@@ -171,8 +174,36 @@ pub fn make_gzip_patch(
         frame,
         GzipPatch {
             header: split.header,
-            corrections: split.corrections,
-            content_size: split.content.len() as u64,
+            how: Recompress::Content {
+                corrections: split.corrections,
+                content_size: split.content.len() as u64,
+            },
+        },
+    )))
+}
+
+/// The token patch of `target` against `base` when both are gzip files and `target`
+/// rebuilds exactly from its token stream ([`gztokens::split`]): the frame of its token
+/// stream with the base's as reference prefix.
+pub fn make_tokens_patch(
+    base: &[u8],
+    target: &[u8],
+    level: i32,
+) -> io::Result<Option<(Vec<u8>, GzipPatch)>> {
+    let (Ok(split), Ok(base_tokens)) = (gztokens::split(target), gztokens::tokens(base)) else {
+        return Ok(None);
+    };
+    if split.tokens.len() > gztokens::TOKENS_MAX {
+        return Ok(None);
+    }
+    let frame = make_patch(&base_tokens, &split.tokens, level)?;
+    Ok(Some((
+        frame,
+        GzipPatch {
+            header: split.header,
+            how: Recompress::Tokens {
+                tokens_size: split.tokens.len() as u64,
+            },
         },
     )))
 }
@@ -202,10 +233,11 @@ pub fn apply_member(
         reason,
     };
     if let Some(gzip) = &info.gzip {
-        let base_content =
-            regzip::gunzip(base).map_err(|e| malformed(format!("base of the patch: {e}")))?;
-        let content = regzip::decode_content(&base_content, patch, gzip.content_size, what)?;
-        let file = regzip::rebuild_checked(gzip, &content, info.size, &info.sha256, what)?;
+        let reference = gzip
+            .reference(base)
+            .map_err(|e| malformed(format!("base of the patch: {e}")))?;
+        let decoded = regzip::decode_content(&reference, patch, gzip.decoded_size(), what)?;
+        let file = gzip.rebuild_checked(&decoded, info.size, &info.sha256, what)?;
         out.write_all(&file)
             .map_err(|e| Error::io(Path::new(what), e))?;
         return Ok(file.len() as u64);
@@ -512,15 +544,22 @@ mod tests {
             apply_member(info, base, &mut &frame[..], &mut Vec::new(), "t")
         };
         let mut corrections = good.clone();
-        let g = corrections.gzip.as_mut().unwrap();
-        let mid = g.corrections.len() / 2;
-        g.corrections[mid] ^= 0x21;
+        let Recompress::Content { corrections: c, .. } =
+            &mut corrections.gzip.as_mut().unwrap().how
+        else {
+            unreachable!()
+        };
+        let mid = c.len() / 2;
+        c[mid] ^= 0x21;
         assert!(apply(&corrections, &base, &frame).is_err());
         let mut header = good.clone();
         header.gzip.as_mut().unwrap().header[9] ^= 1; // the OS byte
         assert!(apply(&header, &base, &frame).is_err());
         let mut size = good.clone();
-        size.gzip.as_mut().unwrap().content_size -= 1;
+        let Recompress::Content { content_size, .. } = &mut size.gzip.as_mut().unwrap().how else {
+            unreachable!()
+        };
+        *content_size -= 1;
         assert!(apply(&size, &base, &frame).is_err());
         let mut bad_frame = frame.clone();
         let mid = bad_frame.len() / 2;
@@ -534,6 +573,50 @@ mod tests {
         };
         assert!(apply(&not_gzip, &plain, &frame).is_err());
         assert!(apply(&good, &base, &frame).is_ok());
+    }
+
+    #[test]
+    fn gzip_files_are_patched_in_their_tokens_and_rebuilt_exactly() {
+        let (base, target) = (gz(&changelog(3000)), gz(&changelog(3010)));
+        let (frame, gzip) = make_tokens_patch(&base, &target, 19).unwrap().unwrap();
+        assert!(frame.len() < 2000, "frame of {} bytes", frame.len());
+        let good = PatchInfo {
+            gzip: Some(gzip),
+            ..info(&base, &target)
+        };
+        assert_eq!(
+            PatchInfo::from_pax(&good.pax_records(), "t").unwrap(),
+            Some(good.clone())
+        );
+        let apply = |info: &PatchInfo, base: &[u8], frame: &[u8]| {
+            let mut out = Vec::new();
+            apply_member(info, base, &mut &frame[..], &mut out, "t").map(|_| out)
+        };
+        assert_eq!(apply(&good, &base, &frame).unwrap(), target);
+        assert!(
+            make_tokens_patch(&changelog(3), &target, 19)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            make_tokens_patch(&base, &changelog(3), 19)
+                .unwrap()
+                .is_none()
+        );
+        // Tampered: the header, the size of the token stream, the frame.
+        let mut header = good.clone();
+        header.gzip.as_mut().unwrap().header[4] ^= 1; // the mtime
+        assert!(apply(&header, &base, &frame).is_err());
+        let mut size = good.clone();
+        size.gzip.as_mut().unwrap().how = Recompress::Tokens {
+            tokens_size: good.gzip.as_ref().unwrap().decoded_size() + 1,
+        };
+        assert!(apply(&size, &base, &frame).is_err());
+        for at in [frame.len() / 3, frame.len() / 2, frame.len() - 5] {
+            let mut bad_frame = frame.clone();
+            bad_frame[at] ^= 0x08;
+            assert!(apply(&good, &base, &bad_frame).is_err(), "byte {at}");
+        }
     }
 
     #[test]

@@ -703,14 +703,23 @@ pub fn commit(dest: &Path, staging: &Path, paths: &BTreeMap<String, Final>) -> R
             }
             Final::Staged { id, .. } => {
                 let from = object(*id);
-                if std::fs::symlink_metadata(&from).is_err() {
-                    continue; // committed before an interruption
-                }
-                if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
-                    remove_any(&at)?;
-                }
                 real.forget(path);
-                fs_err::rename(&from, &at).map_err(io_err(&at))?;
+                // Renamed first, asked after: the object is nearly always there, and
+                // the path seldom a directory.
+                match std::fs::rename(&from, &at) {
+                    Ok(()) => {}
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && std::fs::symlink_metadata(&from).is_err() =>
+                    {
+                        continue; // committed before an interruption
+                    }
+                    Err(_) if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) => {
+                        remove_any(&at)?;
+                        fs_err::rename(&from, &at).map_err(io_err(&at))?;
+                    }
+                    Err(e) => return Err(Error::io(&at, e)),
+                }
             }
             Final::BaseLink { target } => {
                 let target = dest.join(target);

@@ -10,10 +10,12 @@
 # image's file-level delta, xz -9) and of the `zdelta` (ours: zstd -19 --long, changed
 # files as --patch-from frames); generation wall time and peak RSS (/usr/bin/time -v) of
 # both; and the apply time of the anchor's method (delete `removed` with one rm, then
-# tar -xJf as root) against the device's own apply of the zdelta (the code `image apply`
-# runs, through benches/image_apply.rs --apply: digest re-check, staged overlay beside
-# the tree, `.gz` files compressed again on worker threads, verification, sync, commit
-# by renames). Ratios: zdelta / delta (size, apply time), delta / full (size).
+# tar -xJf as root) against the device's own apply (the code `image apply` runs, through
+# benches/image_apply.rs --apply: digest re-check, staged overlay beside the tree,
+# patches and `.gz` rebuilds on worker threads, verification, sync, commit by renames)
+# of the zdelta (apply-z) and of the delta itself (dev-d, the compatible type). Every
+# result is checked against the target tree. Ratios: zdelta / delta (size, apply time),
+# the device's delta apply / the anchor's, delta / full (size).
 # KEEP=1 keeps the work directory.
 #
 #   benches/image.sh                 # all pairs
@@ -98,8 +100,8 @@ apply_anchor() { # DELTA DEST
   remove_listed xz "$1" "$2"
   tar -x --same-owner --numeric-owner -p --anchored --exclude=removed -Jf "$1" -C "$2"
 }
-apply_zdelta() { # ZDELTA DEST: the device's own apply (benches/image_apply.rs --apply:
-  # digest re-check, staged overlay, .gz rebuilds, verification, sync, commit)
+apply_device() { # DELTA|ZDELTA DEST: the device's own apply (benches/image_apply.rs --apply:
+  # digest re-check, staged overlay, patches on worker threads, verification, sync, commit)
   "$client" --apply "$2/system" "$2/.staging" 2 "$1"
 }
 fresh() { # TREE DEST: DEST/system is a copy of TREE
@@ -117,8 +119,8 @@ tree_digest() { # DIR: content, modes, owners, links, mtimes of every path below
     find . -mindepth 1 "${skip[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
 }
 
-printf '%-9s %10s %10s %10s %7s %7s | %7s %7s %8s %8s | %7s %7s %6s\n' \
-  pair full delta zdelta d/full z/d "gen-d s" "gen-z s" "rss-d MB" "rss-z MB" "apply-d" "apply-z" "z/d"
+printf '%-9s %10s %10s %10s %7s %7s | %7s %7s %8s %8s | %7s %7s %6s %7s %6s\n' \
+  pair full delta zdelta d/full z/d "gen-d s" "gen-z s" "rss-d MB" "rss-z MB" "apply-d" "apply-z" "z/d" "dev-d" "dev/d"
 for pair in $pairs; do
   b=$(root "${base[$pair]}")
   t=$(root "${target[$pair]}")
@@ -135,33 +137,42 @@ for pair in $pairs; do
 
   # Apply times: the median of RUNS (default 5) runs each, alternating, from a fresh
   # copy of the base tree (the machine is shared: single runs are noisy).
-  ta=(); tz=()
+  ta=(); tz=(); tc=()
   for _ in $(seq "${RUNS:-5}"); do
     fresh "$b" "$work/apply-d"; sync
     ta+=("$(seconds apply_anchor "$d" "$work/apply-d")")
-    fresh "$b" "$work/apply-z"
-    # What the device's apply checks the result against; removed again before comparing,
-    # with /etc's mtime as it was (before: the base's; after: what the apply made it).
-    etc=$work/apply-z/system/etc
-    mkdir "$etc/system-image"
-    printf '[service]\nbuild_number: 2\n' >"$etc/system-image/channel.ini"
-    touch -r "$b/etc" "$etc"
-    sync
-    tz+=("$(seconds apply_zdelta "$z" "$work/apply-z")")
-    touch -r "$etc" "$work/etc.mtime"
-    rm -r "$etc/system-image"
-    touch -r "$work/etc.mtime" "$etc"
+    # The device's apply of the zdelta, then of the delta (the compatible type).
+    for kind in z c; do
+      [ "$kind" = z ] && file=$z || file=$d
+      fresh "$b" "$work/apply-$kind"
+      # What the device's apply checks the result against; removed again before
+      # comparing, with /etc's mtime as it was (before: the base's; after: what the
+      # apply made it).
+      etc=$work/apply-$kind/system/etc
+      mkdir "$etc/system-image"
+      printf '[service]\nbuild_number: 2\n' >"$etc/system-image/channel.ini"
+      touch -r "$b/etc" "$etc"
+      sync
+      t=$(seconds apply_device "$file" "$work/apply-$kind")
+      [ "$kind" = z ] && tz+=("$t") || tc+=("$t")
+      touch -r "$etc" "$work/etc.mtime"
+      rm -r "$etc/system-image"
+      touch -r "$work/etc.mtime" "$etc"
+    done
   done
   apply_d=$(printf '%s\n' "${ta[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
   apply_z=$(printf '%s\n' "${tz[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-  want=$(tree_digest "$t"); got_d=$(tree_digest "$work/apply-d/system"); got_z=$(tree_digest "$work/apply-z/system")
+  apply_c=$(printf '%s\n' "${tc[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+  want=$(tree_digest "$t")
   ok="same tree"
-  [ "$got_d" = "$want" ] || ok="DELTA TREE DIFFERS"
-  [ "$got_z" = "$want" ] || ok="$ok; ZDELTA TREE DIFFERS"
-  [ "${KEEP:-0}" = 1 ] || rm -rf "$work/apply-d" "$work/apply-z" "$work/full-$pair"
+  [ "$(tree_digest "$work/apply-d/system")" = "$want" ] || ok="DELTA TREE DIFFERS"
+  [ "$(tree_digest "$work/apply-z/system")" = "$want" ] || ok="$ok; ZDELTA TREE DIFFERS"
+  [ "$(tree_digest "$work/apply-c/system")" = "$want" ] || ok="$ok; DEVICE DELTA TREE DIFFERS"
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$work/apply-d" "$work/apply-z" "$work/apply-c" "$work/full-$pair"
 
-  printf '%-9s %10d %10d %10d %7.3f %7.3f | %7.2f %7.2f %8.0f %8.0f | %7.2f %7.2f %6.3f  %s\n' \
+  printf '%-9s %10d %10d %10d %7.3f %7.3f | %7.2f %7.2f %8.0f %8.0f | %7.2f %7.2f %6.3f %7.2f %6.3f  %s\n' \
     "$pair" "$full" "$ds" "$zs" "$(echo "if ($full > 0) $ds / $full else 0" | bc -l)" "$(echo "$zs / $ds" | bc -l)" \
     "$gen_d" "$gen_z" "$(echo "$rss_d / 1024" | bc -l)" "$(echo "$rss_z / 1024" | bc -l)" \
-    "$apply_d" "$apply_z" "$(echo "$apply_z / $apply_d" | bc -l)" "$ok"
+    "$apply_d" "$apply_z" "$(echo "$apply_z / $apply_d" | bc -l)" \
+    "$apply_c" "$(echo "$apply_c / $apply_d" | bc -l)" "$ok"
 done

@@ -418,15 +418,14 @@ impl Overlay {
                 if !std::fs::symlink_metadata(&base_file).is_ok_and(|m| m.is_file()) {
                     return Err(missing());
                 }
+                // Queued for a worker with its frame in memory, or, when large, applied
+                // here as it is read.
+                let queued = self.rebuilds.is_some() && member.size <= rebuilds::QUEUED_FRAME_MAX;
                 let mut frame = Vec::new();
-                data.take(member.size)
-                    .read_to_end(&mut frame)
-                    .map_err(|e| bad(e.to_string()))?;
-                let mut rest = Vec::new();
-                data.read_to_end(&mut rest)
-                    .map_err(|e| bad(e.to_string()))?;
-                if !rest.is_empty() {
-                    return Err(bad("data after the patch".into()));
+                if queued {
+                    data.take(member.size)
+                        .read_to_end(&mut frame)
+                        .map_err(|e| bad(e.to_string()))?;
                 }
                 let (id, object) = self.new_object();
                 // Created now, so that a hard link to it can be made at once; written
@@ -449,8 +448,15 @@ impl Overlay {
                     },
                 };
                 match &self.rebuilds {
-                    Some(rebuilds) => rebuilds.submit(job)?,
-                    None => rebuilds::run(job)?,
+                    Some(rebuilds) if queued => rebuilds.submit(job)?,
+                    _ => rebuilds::run_reading(job, &mut data.take(member.size))?,
+                }
+                // Whatever of the member the frame did not use is an error too.
+                let mut rest = Vec::new();
+                data.read_to_end(&mut rest)
+                    .map_err(|e| bad(e.to_string()))?;
+                if !rest.is_empty() {
+                    return Err(bad("data after the patch".into()));
                 }
                 Final::Staged {
                     id,

@@ -16,7 +16,7 @@
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::digest::{Sha256, Sha256Hasher};
@@ -48,11 +48,19 @@ pub struct Job {
     pub base_what: String,
 }
 
+/// Frames larger than this are not queued: the member loop applies them itself, reading
+/// them from the tarball as they decode.
+pub const QUEUED_FRAME_MAX: u64 = 8 << 20;
+/// At most this many bytes of frames wait in the queue or are being applied.
+const QUEUED_BYTES_MAX: u64 = 32 << 20;
+
 /// The worker threads of one tarball's apply.
 pub struct Rebuilds {
     sender: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     failure: Arc<Mutex<Option<Error>>>,
+    /// Bytes of frames queued or being applied, and its change.
+    queued: Arc<(Mutex<u64>, Condvar)>,
 }
 
 impl Rebuilds {
@@ -65,16 +73,32 @@ impl Rebuilds {
         let (sender, receiver) = sync_channel::<Job>(threads * 8);
         let receiver = Arc::new(Mutex::new(receiver));
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+        let queued: Arc<(Mutex<u64>, Condvar)> = Arc::default();
         let workers = (0..threads)
             .map(|_| {
                 let (receiver, failure) = (Arc::clone(&receiver), Arc::clone(&failure));
+                let queued = Arc::clone(&queued);
                 std::thread::spawn(move || {
                     loop {
                         let job = receiver.lock().expect("patch queue").recv();
                         let Ok(job) = job else { break };
-                        if let Err(e) = run(job) {
+                        let bytes = job.frame.len() as u64;
+                        // A panic is this job's failure: the worker goes on, and gives
+                        // its bytes back to the queue, which the member loop waits on.
+                        let result =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job)))
+                                .unwrap_or_else(|_| {
+                                    Err(Error::io(
+                                        "(patch workers)",
+                                        std::io::Error::other("a patch job panicked"),
+                                    ))
+                                });
+                        if let Err(e) = result {
                             failure.lock().expect("patch failure").get_or_insert(e);
                         }
+                        let (lock, changed) = &*queued;
+                        *lock.lock().expect("patch queue bytes") -= bytes;
+                        changed.notify_all();
                     }
                 })
             })
@@ -83,12 +107,22 @@ impl Rebuilds {
             sender: Some(sender),
             workers,
             failure,
+            queued,
         }
     }
 
-    /// Queues `job` (waiting while the queue is full).
+    /// Queues `job` (waiting while the queue is full, by count or by bytes).
     pub fn submit(&self, job: Job) -> Result<(), Error> {
         let sender = self.sender.as_ref().expect("submit before finish");
+        let bytes = job.frame.len() as u64;
+        let (lock, changed) = &*self.queued;
+        let mut queued = changed
+            .wait_while(lock.lock().expect("patch queue bytes"), |q| {
+                *q > 0 && *q + bytes > QUEUED_BYTES_MAX
+            })
+            .expect("patch queue bytes");
+        *queued += bytes;
+        drop(queued);
         sender
             .send(job)
             .map_err(|_| Error::io("(patch workers)", std::io::Error::other("stopped")))
@@ -122,7 +156,13 @@ impl std::fmt::Debug for Rebuilds {
 }
 
 /// Writes one patched file, checked against what its patch promised, into its object.
-pub fn run(job: Job) -> Result<(), Error> {
+pub fn run(mut job: Job) -> Result<(), Error> {
+    let frame = std::mem::take(&mut job.frame);
+    run_reading(job, &mut frame.as_slice())
+}
+
+/// [`run`] with the frame read from `frame` (`job.frame` is not used).
+pub fn run_reading(job: Job, frame: &mut dyn Read) -> Result<(), Error> {
     let base = fs_err::read(&job.base).map_err(|e| Error::io(&job.base, e))?;
     let base_check = || {
         let actual = Sha256::of(&base);
@@ -146,34 +186,35 @@ pub fn run(job: Job) -> Result<(), Error> {
                 what: job.base_what.clone(),
                 reason,
             })?;
-            let decoded = regzip::decode_content(
-                &reference,
-                &mut job.frame.as_slice(),
-                gzip.decoded_size(),
-                &job.what,
-            )?;
+            let decoded =
+                regzip::decode_content(&reference, frame, gzip.decoded_size(), &job.what)?;
             let file = gzip.rebuild_checked(&decoded, job.size, &job.sha256, &job.what)?;
             out.write_all(&file).map_err(|e| Error::io(&job.object, e))
         }
         // The result's digest is what makes a patched file right, whatever the base; the
         // base's own digest is checked when the result is wrong, to say which of the two
         // was (hashing every base cost 0.1 s of CPU on Debian 12 → 13).
-        None => decode_checked(&job, &base, &mut out).or_else(|e| base_check().and(Err(e))),
+        None => decode_checked(&job, &base, frame, &mut out).or_else(|e| base_check().and(Err(e))),
     };
     written?;
     drop(out);
     (job.finish)(&job.object)
 }
 
-/// Decodes `job.frame` (exactly one zstd frame, nothing after it) against `base` into
-/// `out`, checking the result's size and digest.
-fn decode_checked(job: &Job, base: &[u8], out: &mut impl Write) -> Result<(), Error> {
+/// Decodes `frame` (exactly one zstd frame, nothing after it) against `base` into `out`,
+/// checking the result's size and digest.
+fn decode_checked(
+    job: &Job,
+    base: &[u8],
+    frame: &mut dyn Read,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     let bad = |reason: String| Error::Malformed {
         what: job.what.clone(),
         reason,
     };
     let mut decoder =
-        zstd::stream::read::Decoder::with_ref_prefix(std::io::BufReader::new(&job.frame[..]), base)
+        zstd::stream::read::Decoder::with_ref_prefix(std::io::BufReader::new(frame), base)
             .map_err(|e| bad(format!("zstd: {e}")))?
             .single_frame();
     decoder

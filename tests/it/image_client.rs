@@ -850,6 +850,58 @@ fn zdelta_gzip_patch_with_tampered_recompression_data_is_refused() {
     }
 }
 
+/// A patch frame too large to queue for a worker is applied by the member loop as it is
+/// read: the file comes out right, and a byte changed in it is refused.
+#[test]
+fn zdelta_patch_larger_than_the_queue_is_applied_as_it_is_read() {
+    let mut state = 1u64;
+    let noise: Vec<u8> = (0..9 << 20)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 56) as u8
+        })
+        .collect();
+    for tamper in [false, true] {
+        let f = ImageFixture::new(DeltaKind::Zdelta);
+        let (t2, t3) = (tree(2, f.port), tree(3, f.port));
+        let (removed, mut changed) = diff(&t2, &t3);
+        // Patched against libver.so.2 (same name up to the version): a frame of ~9 MiB.
+        changed.insert(
+            "usr/lib/libver.so.99".into(),
+            Node::File(noise.clone(), 0o644),
+        );
+        let mut data = image_tar(&changed, Some(&removed), Some(&t2));
+        if tamper {
+            let at = data.len() / 2;
+            data[at] ^= 0x01;
+        }
+        f.put(
+            "pool/zdelta-3.tar.zst",
+            &zstd::encode_all(data.as_slice(), 3).unwrap(),
+            &keys().signing,
+        );
+        f.publish_index_keeping_files();
+        let run = f.run(&["image", "apply"]);
+        let huge = f.root.join("usr/lib/libver.so.99");
+        if tamper {
+            assert_eq!(run.code(), 3, "{}", run.stderr());
+            assert!(
+                run.stderr().contains("patched usr/lib/libver.so.99"),
+                "{}",
+                run.stderr()
+            );
+            expect_tree(&f.root, 1, f.port);
+        } else {
+            run.expect(0);
+            assert!(std::fs::read(&huge).unwrap() == noise);
+            std::fs::remove_file(&huge).unwrap();
+            expect_tree(&f.root, 3, f.port);
+        }
+    }
+}
+
 /// A patch whose base path leaves the tree, names a missing file, or names a file with
 /// other content is refused, and the device stays at build 1.
 #[test]

@@ -153,8 +153,8 @@ for pair in $pairs; do
       printf '[service]\nbuild_number: 2\n' >"$etc/system-image/channel.ini"
       touch -r "$b/etc" "$etc"
       sync
-      t=$(seconds apply_device "$file" "$work/apply-$kind")
-      [ "$kind" = z ] && tz+=("$t") || tc+=("$t")
+      secs=$(seconds apply_device "$file" "$work/apply-$kind")
+      [ "$kind" = z ] && tz+=("$secs") || tc+=("$secs")
       touch -r "$etc" "$work/etc.mtime"
       rm -r "$etc/system-image"
       touch -r "$work/etc.mtime" "$etc"

@@ -13,7 +13,8 @@
 # tar -xJf as root) against the device's own apply (the code `image apply` runs, through
 # benches/image_apply.rs --apply: digest re-check, staged overlay beside the tree,
 # patches and `.gz` rebuilds on worker threads, verification, sync, commit by renames)
-# of the zdelta (apply-z) and of the delta itself (dev-d, the compatible type). Every
+# of the zdelta (apply-z) and of the delta itself (dev-d, the compatible type), with the
+# larger peak RSS of the two (rss-dev, MB). Every
 # result is checked against the target tree. Ratios: zdelta / delta (size, apply time),
 # the device's delta apply / the anchor's, delta / full (size).
 # KEEP=1 keeps the work directory.
@@ -102,7 +103,8 @@ apply_anchor() { # DELTA DEST
 }
 apply_device() { # DELTA|ZDELTA DEST: the device's own apply (benches/image_apply.rs --apply:
   # digest re-check, staged overlay, patches on worker threads, verification, sync, commit)
-  "$client" --apply "$2/system" "$2/.staging" 2 "$1"
+  # and its peak RSS (KiB) in $work/apply.rss
+  /usr/bin/time -f %M -o "$work/apply.rss" "$client" --apply "$2/system" "$2/.staging" 2 "$1"
 }
 fresh() { # TREE DEST: DEST/system is a copy of TREE
   rm -rf "$2"; mkdir -p "$2"
@@ -119,8 +121,8 @@ tree_digest() { # DIR: content, modes, owners, links, mtimes of every path below
     find . -mindepth 1 "${skip[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
 }
 
-printf '%-9s %10s %10s %10s %7s %7s | %7s %7s %8s %8s | %7s %7s %6s %7s %6s\n' \
-  pair full delta zdelta d/full z/d "gen-d s" "gen-z s" "rss-d MB" "rss-z MB" "apply-d" "apply-z" "z/d" "dev-d" "dev/d"
+printf '%-9s %10s %10s %10s %7s %7s | %7s %7s %8s %8s | %7s %7s %6s %7s %6s %7s\n' \
+  pair full delta zdelta d/full z/d "gen-d s" "gen-z s" "rss-d MB" "rss-z MB" "apply-d" "apply-z" "z/d" "dev-d" "dev/d" "rss-dev"
 for pair in $pairs; do
   b=$(root "${base[$pair]}")
   t=$(root "${target[$pair]}")
@@ -137,7 +139,7 @@ for pair in $pairs; do
 
   # Apply times: the median of RUNS (default 5) runs each, alternating, from a fresh
   # copy of the base tree (the machine is shared: single runs are noisy).
-  ta=(); tz=(); tc=()
+  ta=(); tz=(); tc=(); rss_apply=0
   for _ in $(seq "${RUNS:-5}"); do
     fresh "$b" "$work/apply-d"; sync
     ta+=("$(seconds apply_anchor "$d" "$work/apply-d")")
@@ -155,6 +157,8 @@ for pair in $pairs; do
       sync
       secs=$(seconds apply_device "$file" "$work/apply-$kind")
       [ "$kind" = z ] && tz+=("$secs") || tc+=("$secs")
+      rss=$(tail -n1 "$work/apply.rss")
+      [ "$rss" -gt "$rss_apply" ] && rss_apply=$rss
       touch -r "$etc" "$work/etc.mtime"
       rm -r "$etc/system-image"
       touch -r "$work/etc.mtime" "$etc"
@@ -170,9 +174,9 @@ for pair in $pairs; do
   [ "$(tree_digest "$work/apply-c/system")" = "$want" ] || ok="$ok; DEVICE DELTA TREE DIFFERS"
   [ "${KEEP:-0}" = 1 ] || rm -rf "$work/apply-d" "$work/apply-z" "$work/apply-c" "$work/full-$pair"
 
-  printf '%-9s %10d %10d %10d %7.3f %7.3f | %7.2f %7.2f %8.0f %8.0f | %7.2f %7.2f %6.3f %7.2f %6.3f  %s\n' \
+  printf '%-9s %10d %10d %10d %7.3f %7.3f | %7.2f %7.2f %8.0f %8.0f | %7.2f %7.2f %6.3f %7.2f %6.3f %7.0f  %s\n' \
     "$pair" "$full" "$ds" "$zs" "$(echo "if ($full > 0) $ds / $full else 0" | bc -l)" "$(echo "$zs / $ds" | bc -l)" \
     "$gen_d" "$gen_z" "$(echo "$rss_d / 1024" | bc -l)" "$(echo "$rss_z / 1024" | bc -l)" \
     "$apply_d" "$apply_z" "$(echo "$apply_z / $apply_d" | bc -l)" \
-    "$apply_c" "$(echo "$apply_c / $apply_d" | bc -l)" "$ok"
+    "$apply_c" "$(echo "$apply_c / $apply_d" | bc -l)" "$(echo "$rss_apply / 1024" | bc -l)" "$ok"
 done

@@ -375,11 +375,11 @@ impl Overlay {
                 let (id, object) = self.new_object();
                 // The tarball's digest was checked just before; the size of what was
                 // written is checked again before commit.
-                let size = self.write_object(&object, data, member.size + 1)?;
+                let (file, size) = self.write_object(&object, data, member.size + 1)?;
                 if size != member.size {
                     return Err(bad("short data".into()));
                 }
-                self.finish_object(&object, member.meta, false)?;
+                set_file_meta(&file, &object, member.meta, self.as_root)?;
                 Final::Staged {
                     id,
                     kind: ObjectKind::File,
@@ -440,7 +440,9 @@ impl Overlay {
                     gzip: info.gzip.clone(),
                     sha256: info.sha256,
                     size: info.size,
-                    finish: Box::new(move |object: &Path| set_meta(object, meta, false, as_root)),
+                    finish: Box::new(move |file: &std::fs::File, object: &Path| {
+                        set_file_meta(file, object, meta, as_root)
+                    }),
                     what: format!("{what}: patched {path}"),
                     base_what: match &info.base_path {
                         Some(b) => format!("{what}: base of the patch for {path} ({b})"),
@@ -548,8 +550,13 @@ impl Overlay {
         self.replace_with(&path, state)
     }
 
-    /// Writes `data` (at most `cap` bytes) to a new object; its size.
-    fn write_object(&self, object: &Path, data: &mut impl Read, cap: u64) -> Result<u64, Error> {
+    /// Writes `data` (at most `cap` bytes) to a new object: the object, open, and its size.
+    fn write_object(
+        &self,
+        object: &Path,
+        data: &mut impl Read,
+        cap: u64,
+    ) -> Result<(std::fs::File, u64), Error> {
         let mut file = fs_err::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -573,7 +580,7 @@ impl Overlay {
             file.write_all(&buf[..n]).map_err(io_err(object))?;
             size += n as u64;
         }
-        Ok(size)
+        Ok((file.into_parts().0, size))
     }
 
     /// Owner, mode and mtime of a staged object (owner first: chown clears setuid).
@@ -814,6 +821,28 @@ fn set_meta(object: &Path, meta: Meta, symlink: bool, as_root: bool) -> Result<(
             .map_err(io_err(object))?;
     }
     set_mtime(object, meta.mtime)
+}
+
+/// [`set_meta`] of a regular file through its open descriptor (no path walked again).
+pub(crate) fn set_file_meta(
+    file: &std::fs::File,
+    object: &Path,
+    meta: Meta,
+    as_root: bool,
+) -> Result<(), Error> {
+    use nix::sys::stat::{Mode, fchmod, futimens};
+    let err = |e: nix::Error| Error::io(object, e.into());
+    if as_root {
+        nix::unistd::fchown(
+            file,
+            Some(nix::unistd::Uid::from_raw(meta.uid)),
+            Some(nix::unistd::Gid::from_raw(meta.gid)),
+        )
+        .map_err(err)?;
+    }
+    fchmod(file, Mode::from_bits_truncate(meta.mode)).map_err(err)?;
+    let mtime = nix::sys::time::TimeSpec::new(meta.mtime, 0);
+    futimens(file, &nix::sys::time::TimeSpec::UTIME_OMIT, &mtime).map_err(err)
 }
 
 fn set_mtime(path: &Path, mtime: i64) -> Result<(), Error> {

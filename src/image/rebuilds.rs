@@ -23,8 +23,8 @@ use crate::digest::{Sha256, Sha256Hasher};
 use crate::error::Error;
 use crate::image::{extract, regzip};
 
-/// What gives a written object its metadata.
-pub type Finish = Box<dyn FnOnce(&std::path::Path) -> Result<(), Error> + Send>;
+/// What gives a written object (open, and its path) its metadata.
+pub type Finish = Box<dyn FnOnce(&std::fs::File, &std::path::Path) -> Result<(), Error> + Send>;
 
 /// One patched file to write into its staged object (created empty by the caller, so
 /// that hard links to it can be made before it is written).
@@ -155,14 +155,36 @@ impl std::fmt::Debug for Rebuilds {
     }
 }
 
+/// Results at most this large, of frames in memory, decode in one call into their own
+/// buffer: no window buffer to allocate and fault in for every patch.
+const ONE_SHOT_MAX: u64 = 64 << 20;
+
+/// Where a job's frame comes from.
+enum Frame<'a> {
+    Bytes(&'a [u8]),
+    Reader(&'a mut dyn Read),
+}
+
 /// Writes one patched file, checked against what its patch promised, into its object.
 pub fn run(mut job: Job) -> Result<(), Error> {
     let frame = std::mem::take(&mut job.frame);
-    run_reading(job, &mut frame.as_slice())
+    apply(job, Frame::Bytes(&frame))
 }
 
 /// [`run`] with the frame read from `frame` (`job.frame` is not used).
 pub fn run_reading(job: Job, frame: &mut dyn Read) -> Result<(), Error> {
+    apply(job, Frame::Reader(frame))
+}
+
+fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
+    let (in_memory, mut from_memory, from_reader) = match frame {
+        Frame::Bytes(b) => (Some(b), b, None),
+        Frame::Reader(r) => (None, &[][..], Some(r)),
+    };
+    let reader: &mut dyn Read = match from_reader {
+        Some(r) => r,
+        None => &mut from_memory,
+    };
     let base = fs_err::read(&job.base).map_err(|e| Error::io(&job.base, e))?;
     let base_check = || {
         let actual = Sha256::of(&base);
@@ -187,18 +209,62 @@ pub fn run_reading(job: Job, frame: &mut dyn Read) -> Result<(), Error> {
                 reason,
             })?;
             let decoded =
-                regzip::decode_content(&reference, frame, gzip.decoded_size(), &job.what)?;
+                regzip::decode_content(&reference, reader, gzip.decoded_size(), &job.what)?;
             let file = gzip.rebuild_checked(&decoded, job.size, &job.sha256, &job.what)?;
             out.write_all(&file).map_err(|e| Error::io(&job.object, e))
         }
         // The result's digest is what makes a patched file right, whatever the base; the
         // base's own digest is checked when the result is wrong, to say which of the two
         // was (hashing every base cost 0.1 s of CPU on Debian 12 → 13).
-        None => decode_checked(&job, &base, frame, &mut out).or_else(|e| base_check().and(Err(e))),
+        None => match in_memory {
+            Some(frame) if job.size <= ONE_SHOT_MAX => decode_one_shot(&job, &base, frame)
+                .and_then(|file| out.write_all(&file).map_err(|e| Error::io(&job.object, e))),
+            _ => decode_checked(&job, &base, reader, &mut out),
+        }
+        .or_else(|e| base_check().and(Err(e))),
     };
     written?;
-    drop(out);
-    (job.finish)(&job.object)
+    (job.finish)(out.file(), &job.object)
+}
+
+/// Decodes `frame` (exactly one zstd frame, nothing after it) against `base` in one
+/// call, checking the result's size and digest.
+fn decode_one_shot(job: &Job, base: &[u8], frame: &[u8]) -> Result<Vec<u8>, Error> {
+    use zstd::zstd_safe::{self, DCtx, DParameter};
+    let bad = |reason: String| Error::Malformed {
+        what: job.what.clone(),
+        reason,
+    };
+    let zstd_error = |code: usize| zstd_safe::get_error_name(code).to_owned();
+    match zstd_safe::find_frame_compressed_size(frame) {
+        Ok(n) if n == frame.len() => {}
+        Ok(_) => return Err(bad("data after the patch frame".into())),
+        Err(code) => return Err(bad(format!("zstd: {}", zstd_error(code)))),
+    }
+    let mut dctx = DCtx::create();
+    dctx.set_parameter(DParameter::WindowLogMax(extract::ZSTD_WINDOW_LOG_MAX))
+        .and_then(|_| dctx.ref_prefix(base))
+        .map_err(|code| bad(format!("zstd: {}", zstd_error(code))))?;
+    // Room for exactly the promised size: a frame decoding to more is refused by zstd.
+    let mut file = Vec::with_capacity(job.size as usize);
+    dctx.decompress(&mut file, frame)
+        .map_err(|code| bad(format!("patch does not decode: {}", zstd_error(code))))?;
+    if file.len() as u64 != job.size {
+        return Err(Error::SizeMismatch {
+            what: job.what.clone(),
+            expected: job.size,
+            actual: file.len() as u64,
+        });
+    }
+    let sha = Sha256::of(&file);
+    if sha != job.sha256 {
+        return Err(Error::HashMismatch {
+            what: job.what.clone(),
+            expected: job.sha256.to_hex(),
+            actual: sha.to_hex(),
+        });
+    }
+    Ok(file)
 }
 
 /// Decodes `frame` (exactly one zstd frame, nothing after it) against `base` into `out`,

@@ -96,7 +96,7 @@ pub struct Overlay {
     /// in the overlay), for patch bases.
     #[serde(skip)]
     before: BTreeMap<String, Option<Final>>,
-    /// While a tarball is applied: its `.gz` files being compressed again.
+    /// While a tarball is applied: the workers writing its patched files.
     #[serde(skip)]
     rebuilds: Option<Rebuilds>,
     /// Directories of the base tree seen to be real (the base does not change while

@@ -204,13 +204,7 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
     let written = match &job.gzip {
         Some(gzip) => {
             base_check()?;
-            let reference = gzip.reference(&base).map_err(|reason| Error::Malformed {
-                what: job.base_what.clone(),
-                reason,
-            })?;
-            let decoded =
-                regzip::decode_content(&reference, reader, gzip.decoded_size(), &job.what)?;
-            let file = gzip.rebuild_checked(&decoded, job.size, &job.sha256, &job.what)?;
+            let file = gzip.apply(&base, reader, job.size, &job.sha256, &job.what)?;
             out.write_all(&file).map_err(|e| Error::io(&job.object, e))
         }
         // The result's digest is what makes a patched file right, whatever the base; the
@@ -219,7 +213,7 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
         None => match in_memory {
             Some(frame) if job.size <= ONE_SHOT_MAX => decode_one_shot(&job, &base, frame)
                 .and_then(|file| out.write_all(&file).map_err(|e| Error::io(&job.object, e))),
-            _ => decode_checked(&job, &base, reader, &mut out),
+            _ => decode_checked(&base, reader, job.size, &job.sha256, &job.what, &mut out),
         }
         .or_else(|e| base_check().and(Err(e))),
     };
@@ -267,16 +261,19 @@ fn decode_one_shot(job: &Job, base: &[u8], frame: &[u8]) -> Result<Vec<u8>, Erro
     Ok(file)
 }
 
-/// Decodes `frame` (exactly one zstd frame, nothing after it) against `base` into `out`,
-/// checking the result's size and digest.
-fn decode_checked(
-    job: &Job,
+/// Decodes `frame` (exactly one zstd frame, nothing after it) against `base` into `out`
+/// as it decodes, checking the result's size and digest (`what` names it in errors).
+/// The device's apply and the publisher's `image expand` both use it.
+pub fn decode_checked(
     base: &[u8],
     frame: &mut dyn Read,
-    out: &mut impl Write,
+    size: u64,
+    sha256: &Sha256,
+    what: &str,
+    out: &mut dyn Write,
 ) -> Result<(), Error> {
     let bad = |reason: String| Error::Malformed {
-        what: job.what.clone(),
+        what: what.to_owned(),
         reason,
     };
     let mut decoder =
@@ -287,8 +284,8 @@ fn decode_checked(
         .window_log_max(extract::ZSTD_WINDOW_LOG_MAX)
         .map_err(|e| bad(format!("zstd: {e}")))?;
     let mut hasher = Sha256Hasher::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; job.size.clamp(1, 256 * 1024) as usize];
+    let mut written = 0u64;
+    let mut buf = vec![0u8; size.clamp(1, 256 * 1024) as usize];
     loop {
         let n = decoder
             .read(&mut buf)
@@ -296,33 +293,35 @@ fn decode_checked(
         if n == 0 {
             break;
         }
-        size += n as u64;
-        if size > job.size {
+        written += n as u64;
+        if written > size {
             break;
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])
-            .map_err(|e| Error::io(&job.object, e))?;
+            .map_err(|e| Error::io(std::path::Path::new(what), e))?;
     }
-    if size != job.size {
+    if written != size {
         return Err(Error::SizeMismatch {
-            what: job.what.clone(),
-            expected: job.size,
-            actual: size,
+            what: what.to_owned(),
+            expected: size,
+            actual: written,
         });
     }
-    let sha = hasher.finish();
-    // Whatever of the member the frame did not use is an error too.
     let trailing = !decoder
         .finish()
         .fill_buf()
-        .map_err(|e| bad(e.to_string()))?
+        .map_err(|e| bad(format!("reading the patch: {e}")))?
         .is_empty();
-    if sha != job.sha256 || trailing {
+    if trailing {
+        return Err(bad("data after the patch frame".into()));
+    }
+    let digest = hasher.finish();
+    if digest != *sha256 {
         return Err(Error::HashMismatch {
-            what: job.what.clone(),
-            expected: job.sha256.to_hex(),
-            actual: sha.to_hex(),
+            what: what.to_owned(),
+            expected: sha256.to_hex(),
+            actual: digest.to_hex(),
         });
     }
     Ok(())

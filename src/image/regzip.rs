@@ -153,6 +153,26 @@ impl GzipPatch {
         (self.header.len() + extra) as u64
     }
 
+    /// The file this patch makes of the base file's bytes and its `frame`, checked
+    /// against the size and SHA256 its patch promises (`what` names it in errors).
+    pub fn apply(
+        &self,
+        base: &[u8],
+        frame: &mut dyn Read,
+        size: u64,
+        sha256: &crate::digest::Sha256,
+        what: &str,
+    ) -> Result<Vec<u8>, crate::error::Error> {
+        let reference = self
+            .reference(base)
+            .map_err(|e| crate::error::Error::Malformed {
+                what: what.to_owned(),
+                reason: format!("base of the patch: {e}"),
+            })?;
+        let decoded = decode_content(&reference, frame, self.decoded_size(), what)?;
+        self.rebuild_checked(&decoded, size, sha256, what)
+    }
+
     /// The file again, from what the frame decoded to, checked against the size and
     /// SHA256 its patch promises (`what` names it in errors).
     pub fn rebuild_checked(

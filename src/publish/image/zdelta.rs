@@ -8,16 +8,18 @@
 //! renamed ones (`libstdc++.so.6.0.30` → `.0.33`, `perl-base/5.36/…` → `5.40/…`), and
 //! without it they would ship whole.
 //!
-//! [`apply_member`] is the decoder both sides can use: it checks the base before and the
-//! result after, and returns an error instead of unverified bytes' success. [`expand`]
+//! [`apply_member`] checks the base before and decodes with the device's own decoders
+//! ([`rebuilds::decode_checked`](crate::image::rebuilds::decode_checked),
+//! [`GzipPatch::apply`]), which check the result after and return an error instead of
+//! unverified bytes' success. [`expand`]
 //! turns a whole zdelta into the equivalent plain `delta` tar against a base tree.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use super::source;
 use super::tar::{self, Kind};
-use crate::digest::{Sha256, Sha256Hasher};
+use crate::digest::Sha256;
 use crate::error::Error;
 use crate::image::gztokens;
 use crate::image::regzip::{self, GzipPatch, Recompress};
@@ -228,71 +230,14 @@ pub fn apply_member(
             actual: base_digest.to_hex(),
         });
     }
-    let malformed = |reason: String| Error::Malformed {
-        what: what.to_owned(),
-        reason,
-    };
     if let Some(gzip) = &info.gzip {
-        let reference = gzip
-            .reference(base)
-            .map_err(|e| malformed(format!("base of the patch: {e}")))?;
-        let decoded = regzip::decode_content(&reference, patch, gzip.decoded_size(), what)?;
-        let file = gzip.rebuild_checked(&decoded, info.size, &info.sha256, what)?;
+        let file = gzip.apply(base, patch, info.size, &info.sha256, what)?;
         out.write_all(&file)
             .map_err(|e| Error::io(Path::new(what), e))?;
         return Ok(file.len() as u64);
     }
-    let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(BufReader::new(patch), base)
-        .map_err(|e| malformed(format!("zstd: {e}")))?
-        .single_frame();
-    decoder
-        .window_log_max(WINDOW_LOG_MAX)
-        .map_err(|e| malformed(format!("zstd: {e}")))?;
-    let mut hasher = Sha256Hasher::new();
-    let mut written: u64 = 0;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = decoder
-            .read(&mut buf)
-            .map_err(|e| malformed(format!("patch does not decode: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        written += n as u64;
-        if written > info.size {
-            return Err(Error::SizeMismatch {
-                what: what.to_owned(),
-                expected: info.size,
-                actual: written,
-            });
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::io(Path::new(what), e))?;
-    }
-    let mut rest = decoder.finish();
-    let trailing = rest
-        .fill_buf()
-        .map_err(|e| malformed(format!("reading the patch: {e}")))?;
-    if !trailing.is_empty() {
-        return Err(malformed("data after the patch frame".into()));
-    }
-    if written != info.size {
-        return Err(Error::SizeMismatch {
-            what: what.to_owned(),
-            expected: info.size,
-            actual: written,
-        });
-    }
-    let digest = hasher.finish();
-    if digest != info.sha256 {
-        return Err(Error::HashMismatch {
-            what: what.to_owned(),
-            expected: info.sha256.to_hex(),
-            actual: digest.to_hex(),
-        });
-    }
-    Ok(written)
+    crate::image::rebuilds::decode_checked(base, patch, info.size, &info.sha256, what, out)?;
+    Ok(info.size)
 }
 
 /// Turns the zdelta `input` into the plain `delta` tar it stands for, resolving every

@@ -80,6 +80,16 @@ pub enum Error {
         waited: u64,
     },
 
+    /// An operation that would leave the tree it works in (a symlink or mount point on
+    /// the way, a path with `..`), refused before anything was done through it.
+    #[error("refusing to act on {path}: {reason}")]
+    Refused { path: PathBuf, reason: String },
+
+    /// A state file of ours that names something it must not (outside the root, a
+    /// different root than this run's), or is otherwise not what this version wrote.
+    #[error("{file}: {reason}")]
+    BadState { file: PathBuf, reason: String },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -206,6 +216,8 @@ impl Error {
             | BadLocation { .. }
             | NoSpace { .. }
             | Locked { .. }
+            | Refused { .. }
+            | BadState { .. }
             | Io { .. } => ExitCode::Usage,
             UpgradesDisabled { .. }
             | ReleaseNotListed { .. }
@@ -270,6 +282,15 @@ impl Error {
                  mirror, and check the system clock"
                 .into(),
             NotYetValid { .. } => "check the system clock".into(),
+            Refused { .. } => "the tree holds a symlink or a mount point where release-upgrader \
+                 expects a plain directory; look at it, and move or unmount it if it is not meant \
+                 to be there"
+                .into(),
+            BadState { file, .. } => format!(
+                "the file was written for another root or altered; check what it names, then \
+                 remove {} to start afresh",
+                file.display()
+            ),
             Locked { .. } => "wait for that program to finish (or close it), then try again".into(),
             NoSpace { path, .. } => format!(
                 "free some space on the filesystem of {} (apt-get clean, journalctl --vacuum-size) \

@@ -10,6 +10,7 @@
 pub mod cdrom;
 pub mod cli;
 pub mod client;
+pub mod confine;
 pub mod crashpoint;
 pub mod date;
 pub mod deb;

@@ -4,9 +4,10 @@
 //! [`SystemRoot`], so `--root DIR` (a chroot, an image tree, a test's temp dir) works the
 //! same as `/` and tests never touch the host.
 
+use crate::confine::{RelPath, Tree};
 use crate::error::Error;
 use crate::os_release::OsRelease;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Where release-upgrader keeps its state on the system (PROTOCOL.md §7).
 pub const STATE_DIR: &str = "/var/lib/release-upgrader";
@@ -38,11 +39,51 @@ impl SystemRoot {
         self.dir == Path::new("/")
     }
 
-    /// An absolute path on the target system, as seen from here.
+    /// An absolute path on the target system, as seen from here. For the paths the
+    /// program itself names (constants); a path from a flag, a configuration or a state
+    /// file goes through [`Self::resolve`], which refuses `..`.
     pub fn path(&self, absolute: impl AsRef<Path>) -> PathBuf {
         let absolute = absolute.as_ref();
+        debug_assert!(
+            !absolute.components().any(|c| c == Component::ParentDir),
+            "{} names a parent directory",
+            absolute.display()
+        );
         let relative = absolute.strip_prefix("/").unwrap_or(absolute);
         self.dir.join(relative)
+    }
+
+    /// A path on the target system that came from outside the program (a flag, a
+    /// configuration file, a state file), as seen from here: refused when it has a `..`
+    /// component, so it cannot name anything outside the root. It may still pass through
+    /// a symlink in the tree; what is written or removed there goes through
+    /// [`crate::confine::Tree`], which refuses those.
+    pub fn resolve(&self, absolute: impl AsRef<Path>) -> Result<PathBuf, Error> {
+        Ok(self.dir.join(self.relative(absolute)?.as_path()))
+    }
+
+    /// [`Self::resolve`]'s check, giving the path relative to the root.
+    pub fn relative(&self, absolute: impl AsRef<Path>) -> Result<RelPath, Error> {
+        let absolute = absolute.as_ref();
+        let text = absolute.to_str().ok_or_else(|| Error::Refused {
+            path: absolute.to_owned(),
+            reason: "it is not UTF-8".into(),
+        })?;
+        RelPath::new(text.trim_start_matches('/').trim_end_matches('/')).map_err(|e| {
+            Error::Refused {
+                path: absolute.to_owned(),
+                reason: format!(
+                    "it cannot name a path on {}: {}",
+                    self.dir.display(),
+                    e.reason
+                ),
+            }
+        })
+    }
+
+    /// The root, opened: what is removed or renamed through it stays inside it.
+    pub fn tree(&self) -> Result<Tree, Error> {
+        Tree::open(&self.dir)
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -142,6 +183,19 @@ mod tests {
         );
         assert!(SystemRoot::new("/").is_host());
         assert_eq!(SystemRoot::new("/").path("/etc"), Path::new("/etc"));
+    }
+
+    #[test]
+    fn paths_from_outside_the_program_cannot_leave_the_root() {
+        let root = SystemRoot::new("/tmp/r");
+        assert_eq!(
+            root.resolve("/userdata/.writable_image").unwrap(),
+            Path::new("/tmp/r/userdata/.writable_image")
+        );
+        for bad in ["/userdata/../../etc/passwd", "/..", "/", "relative/../x"] {
+            let err = root.resolve(bad).unwrap_err();
+            assert!(matches!(err, Error::Refused { .. }), "{bad}: {err:?}");
+        }
     }
 
     #[test]

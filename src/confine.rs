@@ -251,6 +251,88 @@ impl Tree {
         }
     }
 
+    /// Opens the directory `rel` as a process chrooted into this tree would: symlinks
+    /// on the way are followed, but an absolute target or a `..` resolves inside this
+    /// tree, never above it; mounts on the way are entered (a machine's `/var` may be a
+    /// filesystem of its own). With `create`, missing directories are made (0755).
+    ///
+    /// For the base directories a run works in (the state directory, the prefix's
+    /// parent, the logs): a symlink a chroot holds there can then only lead elsewhere in
+    /// the chroot, never to the host. What is done below them goes through the returned
+    /// handle, confined.
+    pub fn resolve_dir(&self, rel: &RelPath, create: bool) -> Result<Option<Tree>, Error> {
+        const MAX_LINKS: usize = 40;
+        let mut stack: Vec<Tree> = Vec::new();
+        let mut pending: std::collections::VecDeque<String> =
+            rel.components().map(str::to_owned).collect();
+        let mut links = 0;
+        while let Some(name) = pending.pop_front() {
+            match name.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    stack.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let here = stack.last().unwrap_or(self);
+            let shown = here.path.join(&name);
+            match rustix::fs::openat(&here.fd, name.as_str(), dir_flags(), Mode::empty()) {
+                Ok(fd) => {
+                    let mount = mount_of(&fd).map_err(|e| Error::io(&shown, e))?;
+                    stack.push(Tree {
+                        fd,
+                        path: shown,
+                        mount,
+                    });
+                }
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(&here.fd, name.as_str(), Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(Error::io(&shown, e.into())),
+                    }
+                    pending.push_front(name);
+                }
+                Err(Errno::NOENT) => return Ok(None),
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                    let target = match rustix::fs::readlinkat(&here.fd, name.as_str(), Vec::new()) {
+                        Ok(target) => target.into_bytes(),
+                        Err(Errno::INVAL) => {
+                            return Err(Error::Refused {
+                                path: shown,
+                                reason: "it is not a directory".into(),
+                            });
+                        }
+                        Err(e) => return Err(Error::io(&shown, e.into())),
+                    };
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(Error::Refused {
+                            path: shown,
+                            reason: "it goes through too many symlinks".into(),
+                        });
+                    }
+                    let target = String::from_utf8_lossy(&target).into_owned();
+                    if target.starts_with('/') {
+                        stack.clear();
+                    }
+                    for part in target.split('/').rev() {
+                        pending.push_front(part.to_owned());
+                    }
+                }
+                Err(e) => return Err(Error::io(&shown, e.into())),
+            }
+        }
+        match stack.pop() {
+            Some(tree) => Ok(Some(tree)),
+            None => Ok(Some(Tree {
+                fd: self.fd.try_clone().map_err(|e| Error::io(&self.path, e))?,
+                path: self.path.clone(),
+                mount: self.mount,
+            })),
+        }
+    }
+
     /// Where the tree was opened (for messages).
     pub fn path(&self) -> &Path {
         &self.path
@@ -692,6 +774,54 @@ mod tests {
             Some(Kind::File)
         );
         assert_eq!(tree.kind(&RelPath::new("x/nope").unwrap()).unwrap(), None);
+    }
+
+    #[test]
+    fn base_directories_resolve_symlinks_inside_the_tree_like_a_chroot() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("real/lib")).unwrap();
+        // An absolute link, as a chroot may hold: it must resolve inside the root.
+        symlink("/real", root.join("var")).unwrap();
+        // A relative one climbing above the root stops at the root.
+        symlink("../../../../../../real", root.join("up")).unwrap();
+        symlink(outside.path(), root.join("host")).unwrap();
+        let tree = Tree::open(root).unwrap();
+        let rel = |p: &str| RelPath::new(p).unwrap();
+        let lib = tree.resolve_dir(&rel("var/lib"), false).unwrap().unwrap();
+        assert_eq!(
+            rustix::fs::fstat(&lib).unwrap().st_ino,
+            rustix::fs::stat(root.join("real/lib")).unwrap().st_ino
+        );
+        let up = tree.resolve_dir(&rel("up/lib"), false).unwrap().unwrap();
+        assert_eq!(
+            rustix::fs::fstat(&up).unwrap().st_ino,
+            rustix::fs::stat(root.join("real/lib")).unwrap().st_ino
+        );
+        // The link to the host's directory names <root>/<that path>, which is missing.
+        assert!(tree.resolve_dir(&rel("host/x"), false).unwrap().is_none());
+        let made = tree.resolve_dir(&rel("host/x"), true).unwrap().unwrap();
+        assert!(!outside.path().join("x").exists());
+        assert_eq!(
+            rustix::fs::fstat(&made).unwrap().st_ino,
+            rustix::fs::stat(
+                root.join(outside.path().strip_prefix("/").unwrap())
+                    .join("x")
+            )
+            .unwrap()
+            .st_ino
+        );
+        symlink("loop", root.join("loop")).unwrap();
+        assert!(matches!(
+            tree.resolve_dir(&rel("loop/x"), false).unwrap_err(),
+            Error::Refused { .. }
+        ));
+        std::fs::write(root.join("file"), "x").unwrap();
+        assert!(matches!(
+            tree.resolve_dir(&rel("file/x"), true).unwrap_err(),
+            Error::Refused { .. }
+        ));
     }
 
     /// Mounting needs root and a mount namespace of our own; the test makes one with

@@ -86,6 +86,21 @@ impl SystemRoot {
         Tree::open(&self.dir)
     }
 
+    /// The directory `absolute` of the target system, opened as the system itself would
+    /// see it (symlinks resolved inside the root: see [`Tree::resolve_dir`]), created
+    /// when `create`; `None` when missing.
+    pub fn open_dir(
+        &self,
+        absolute: impl AsRef<Path>,
+        create: bool,
+    ) -> Result<Option<Tree>, Error> {
+        let absolute = absolute.as_ref();
+        if absolute == Path::new("/") {
+            return self.tree().map(Some);
+        }
+        self.tree()?.resolve_dir(&self.relative(absolute)?, create)
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.path(STATE_DIR)
     }

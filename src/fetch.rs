@@ -7,6 +7,7 @@
 //! retries with exponential backoff on connection errors and 5xx, and resume into a
 //! `.partial` file with `Range`. Proxies come from `http_proxy`/`https_proxy`/`no_proxy`.
 
+use fs_err::os::unix::fs::OpenOptionsExt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -294,6 +295,8 @@ impl FileSink {
             .write(true)
             .create(true)
             .truncate(false)
+            // Never written through a symlink planted at the partial name.
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(path)?
             .into_parts()
             .0;

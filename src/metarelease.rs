@@ -4,8 +4,14 @@
 //! Selection follows Ubuntu's `MetaRelease.py` so that the same file gives the same
 //! answer: the running release is the (last) stanza whose `Dist` is our codename, and the
 //! target is the next newer one by `Date`, skipping unsupported ones unless `--devel`.
-//! Two deliberate differences: stanzas are ordered by `Date` rather than file position,
-//! and a `Date`'s time zone is honoured instead of ignored.
+//! Deliberate differences: stanzas are ordered by `Date` rather than file position, a
+//! `Date`'s time zone is honoured instead of ignored, and a fetched meta-release that is
+//! ambiguous (a `Dist` listed twice, a field given twice in a stanza) is refused where
+//! `MetaRelease.py` silently takes the last stanza for the running release and the
+//! first newer one in file order as the target: two `Dist: trixie` stanzas with
+//! different `UpgradeToolBaseURI`s would otherwise send two clients reading the same
+//! signed file to two different helper pockets. [`MetaRelease::parse`] itself stays as
+//! lenient as Ubuntu's parser; [`MetaRelease::ambiguities`] lists what `fetch` refuses.
 
 use std::path::PathBuf;
 
@@ -142,9 +148,38 @@ impl MetaRelease {
         Ok(meta)
     }
 
+    /// What makes a meta-release ambiguous: each `Dist` named by more than one stanza
+    /// (usable or not), each field given more than once in a stanza naming a `Dist`.
+    /// [`fetch`] refuses a list with any; `parse` accepts them, as Ubuntu's parser does.
+    pub fn ambiguities(text: &str) -> Result<Vec<String>, String> {
+        let doc: deb822_fast::Deb822 = text.parse().map_err(|e| format!("not deb822: {e}"))?;
+        let mut found = Vec::new();
+        // Each Dist with the number of stanzas naming it, in order of first appearance.
+        let mut listed: Vec<(&str, usize)> = Vec::new();
+        for stanza in doc.iter() {
+            let Some(dist) = stanza.get("Dist").map(str::trim) else {
+                continue;
+            };
+            match listed.iter_mut().find(|(d, _)| *d == dist) {
+                Some((_, n)) => *n += 1,
+                None => listed.push((dist, 1)),
+            }
+            if let Some(field) = crate::pocket::repeated_field(stanza) {
+                found.push(format!(
+                    "release {dist}: the field {field} is given more than once"
+                ));
+            }
+        }
+        for (dist, n) in listed.into_iter().filter(|(_, n)| *n > 1) {
+            found.push(format!("release {dist} is listed {n} times"));
+        }
+        Ok(found)
+    }
+
     /// Finds the running release and the release to upgrade to.
     pub fn select(&self, codename: &str, include_unsupported: bool) -> Selection<'_> {
-        // Ubuntu's client keeps the last stanza for a Dist listed twice.
+        // Ubuntu's client keeps the last stanza for a Dist listed twice (a fetched list
+        // never has one: `fetch` refuses it).
         let Some(current) = self.releases.iter().rev().find(|r| r.dist == codename) else {
             return Selection::NotListed;
         };
@@ -366,6 +401,20 @@ pub fn fetch(
         what: what.clone(),
         reason,
     })?;
+    // A signed list that names a release twice is not one the signer can have meant
+    // either way: it is refused like a signed list that does not parse (`Malformed`,
+    // exit 3, a verification failure of what was served), not as a local configuration
+    // error (exit 2: nothing on this machine can fix it).
+    let ambiguities = MetaRelease::ambiguities(&text).map_err(|reason| Error::Malformed {
+        what: what.clone(),
+        reason,
+    })?;
+    if !ambiguities.is_empty() {
+        return Err(Error::Malformed {
+            what,
+            reason: format!("{}; refusing to choose", ambiguities.join("; ")),
+        });
+    }
     for skipped in &document.skipped {
         log::warn!("{uri}: ignoring release {skipped}");
     }
@@ -421,6 +470,59 @@ mod tests {
         );
         // "Name: Hoary  Hedgehog" keeps its inner spacing; trailing blanks are trimmed.
         assert_eq!(meta.releases[1].name.as_deref(), Some("Hoary  Hedgehog"));
+        // Ubuntu's test data lists lucid twice (a stray 2008 stanza): parsed, and noted
+        // as what would make `fetch` refuse the list.
+        assert_eq!(
+            MetaRelease::ambiguities(HISTORIC).unwrap(),
+            ["release lucid is listed 2 times"]
+        );
+    }
+
+    #[test]
+    fn a_release_listed_twice_or_a_field_given_twice_is_an_ambiguity() {
+        let stanza = |dist: &str, uri: &str| {
+            format!(
+                "Dist: {dist}\nVersion: 13\nDate: Sat, 09 Aug 2025 07:00:00 UTC\nSupported: 1\n\
+                 UpgradeToolBaseURI: {uri}\n"
+            )
+        };
+        let once = [
+            stanza("bookworm", "http://a/"),
+            stanza("trixie", "http://a/"),
+        ]
+        .join("\n");
+        assert!(MetaRelease::ambiguities(&once).unwrap().is_empty());
+        let twice = [
+            stanza("bookworm", "http://a/"),
+            stanza("trixie", "http://a/"),
+            stanza("trixie ", "http://b/"),
+        ]
+        .join("\n");
+        assert_eq!(
+            MetaRelease::ambiguities(&twice).unwrap(),
+            ["release trixie is listed 2 times"]
+        );
+        // Parsed all the same, as Ubuntu parses it.
+        assert_eq!(MetaRelease::parse(&twice).unwrap().releases.len(), 3);
+        // A stanza that cannot be used still counts: it names the release.
+        let unusable = [
+            stanza("trixie", "http://a/"),
+            "Dist: trixie\nVersion: 13\n".into(),
+        ]
+        .join("\n");
+        assert_eq!(
+            MetaRelease::ambiguities(&unusable).unwrap(),
+            ["release trixie is listed 2 times"]
+        );
+        // The same field twice in one stanza (deb822 readers differ on which one wins).
+        let field_twice = format!(
+            "{}UpgradeToolBaseURI: http://b/\n",
+            stanza("trixie", "http://a/")
+        );
+        assert_eq!(
+            MetaRelease::ambiguities(&field_twice).unwrap(),
+            ["release trixie: the field UpgradeToolBaseURI is given more than once"]
+        );
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! a field of it is read; it must name the target release, be unexpired, and be no older
 //! than the newest one seen from the same pocket; the `Packages` index is used only after
 //! its size and SHA256 match what that `Release` promised.
+//!
+//! Signed is not the same as sane: a field given twice (deb822 readers differ on which
+//! one counts), a package listed twice with the same version, a `Packages` index
+//! promised bigger than [`PACKAGES_CAP`], and helper sizes beyond what a whole helper
+//! set may take ([`crate::deb::HELPER_SET_MAX`]; sums of such sizes would wrap the
+//! free-space check) are refused as malformed (exit 3) before anything is fetched on
+//! their word.
 
 use std::io::Read;
 
@@ -50,6 +57,9 @@ impl ReleaseFile {
         let stanza = stanzas.next().ok_or("empty")?;
         if stanzas.next().is_some() {
             return Err("more than one stanza".into());
+        }
+        if let Some(name) = repeated_field(stanza) {
+            return Err(format!("the field {name} is given more than once"));
         }
         let field = |name: &str| {
             stanza
@@ -126,13 +136,30 @@ pub struct PackageEntry {
     pub pre_depends: String,
 }
 
-/// Parses a `Packages` index.
+/// The first field name a deb822 stanza gives more than once (names compare
+/// case-insensitively, as in deb822), if any.
+pub(crate) fn repeated_field(stanza: &deb822_fast::Paragraph) -> Option<&str> {
+    let names: Vec<&str> = stanza.iter().map(|(name, _)| name).collect();
+    names
+        .iter()
+        .enumerate()
+        .find(|(i, name)| names[..*i].iter().any(|n| n.eq_ignore_ascii_case(name)))
+        .map(|(_, name)| *name)
+}
+
+/// Parses a `Packages` index of a helper pocket.
 pub fn parse_packages(text: &str) -> Result<Vec<PackageEntry>, String> {
     let doc: deb822_fast::Deb822 = text.parse().map_err(|e| format!("not deb822: {e}"))?;
-    doc.iter()
+    let packages = doc
+        .iter()
         .map(|stanza| {
             let field = |name: &str| stanza.get(name).map(str::trim).unwrap_or("").to_owned();
             let name = field("Package");
+            if let Some(repeated) = repeated_field(stanza) {
+                return Err(format!(
+                    "package {name:?}: the field {repeated} is given more than once"
+                ));
+            }
             let required = |field_name: &str| {
                 let value = field(field_name);
                 if value.is_empty() {
@@ -151,15 +178,37 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageEntry>, String> {
             let filename = required("Filename")?;
             fetch::check_relative(&filename)
                 .map_err(|reason| format!("package {name}: Filename {filename:?} {reason}"))?;
-            let size = required("Size")?
+            let size: u64 = required("Size")?
                 .parse()
                 .map_err(|_| format!("package {name}: bad Size"))?;
+            let limit = crate::deb::HELPER_SET_MAX;
+            if size > limit {
+                return Err(format!(
+                    "package {name}: Size {size} is more than the {limit} bytes a whole \
+                     helper set may take"
+                ));
+            }
+            let installed_size_kib = match field("Installed-Size") {
+                text if text.is_empty() => None,
+                text => {
+                    let kib: u64 = text
+                        .parse()
+                        .map_err(|_| format!("package {name}: bad Installed-Size {text:?}"))?;
+                    if kib > limit / 1024 {
+                        return Err(format!(
+                            "package {name}: Installed-Size {kib} KiB is more than the {limit} \
+                             bytes a whole helper set may take"
+                        ));
+                    }
+                    Some(kib)
+                }
+            };
             let sha256 = required("SHA256")?
                 .parse()
                 .map_err(|e| format!("package {name}: {e}"))?;
             Ok(PackageEntry {
                 architecture: required("Architecture")?,
-                installed_size_kib: field("Installed-Size").parse().ok(),
+                installed_size_kib,
                 depends: field("Depends"),
                 pre_depends: field("Pre-Depends"),
                 name,
@@ -169,7 +218,19 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageEntry>, String> {
                 sha256,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    for (i, p) in packages.iter().enumerate() {
+        let twin = packages[..i].iter().any(|q| {
+            q.name == p.name && q.version == p.version && q.architecture == p.architecture
+        });
+        if twin {
+            return Err(format!(
+                "package {} {} ({}) is listed twice",
+                p.name, p.version, p.architecture
+            ));
+        }
+    }
+    Ok(packages)
 }
 
 /// What the client expects of the pocket it opens.
@@ -285,6 +346,15 @@ pub fn open(
             what: what.clone(),
             reason: "lists no Packages index under SHA256".into(),
         })?;
+    if index.size > PACKAGES_CAP {
+        return Err(Error::Malformed {
+            what,
+            reason: format!(
+                "promises {} of {} bytes, more than the {PACKAGES_CAP} accepted",
+                index.name, index.size
+            ),
+        });
+    }
     let index_location = location.join(&index.name)?;
     let compressed = fetcher.fetch_checked_bytes(&index_location, index.size, index.sha256)?;
     let plain = decompress(&index.name, &compressed).map_err(|reason| Error::Malformed {
@@ -499,6 +569,71 @@ mod tests {
             let err = parse_packages(&stanza(bad)).unwrap_err();
             assert!(err.contains("release-upgrader-apt"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        let twice = RELEASE.replace("Codename: trixie\n", "Codename: trixie\ncodename: forky\n");
+        let err = ReleaseFile::parse(&twice).unwrap_err();
+        assert!(err.contains("codename"), "{err}");
+        let stanza = format!(
+            "Package: release-upgrader-apt\nVersion: 3.0.3\nArchitecture: amd64\n\
+             Filename: a.deb\nSize: 1\nSHA256: {}\nSHA256: {}\n",
+            "0".repeat(64),
+            "1".repeat(64)
+        );
+        let err = parse_packages(&stanza).unwrap_err();
+        assert!(
+            err.contains("release-upgrader-apt") && err.contains("SHA256"),
+            "{err}"
+        );
+    }
+
+    fn package(version: &str, size: &str, installed: Option<&str>) -> String {
+        let mut text = format!(
+            "Package: release-upgrader-apt\nVersion: {version}\nArchitecture: amd64\n\
+             Filename: a-{version}.deb\nSize: {size}\nSHA256: {}\n",
+            "0".repeat(64)
+        );
+        if let Some(kib) = installed {
+            text.push_str(&format!("Installed-Size: {kib}\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn a_package_listed_twice_with_one_version_is_refused() {
+        let two_versions = [package("3.0.3", "1", None), package("3.0.4", "1", None)].join("\n");
+        assert_eq!(parse_packages(&two_versions).unwrap().len(), 2);
+        let twins = [package("3.0.3", "1", None), package("3.0.3", "2", None)].join("\n");
+        let err = parse_packages(&twins).unwrap_err();
+        assert!(
+            err.contains("release-upgrader-apt 3.0.3 (amd64) is listed twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn absurd_sizes_in_the_index_are_refused() {
+        let ok = parse_packages(&package("1", "40000", Some("10"))).unwrap();
+        assert_eq!(ok[0].installed_size_kib, Some(10));
+        assert_eq!(
+            parse_packages(&package("1", "1", None)).unwrap()[0].installed_size_kib,
+            None
+        );
+        // Sizes that would wrap the free-space check's sums, or a helper bigger than a
+        // whole helper set.
+        for (size, installed) in [
+            ("18446744073709551615", "1"),
+            ("1", "18014398509481984"),
+            ("2147483648", "1"),
+            ("1", "2097152"),
+        ] {
+            let err = parse_packages(&package("1", size, Some(installed))).unwrap_err();
+            assert!(err.contains("helper set"), "{err}");
+        }
+        let err = parse_packages(&package("1", "1", Some("ten"))).unwrap_err();
+        assert!(err.contains("Installed-Size"), "{err}");
     }
 
     #[test]

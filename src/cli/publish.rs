@@ -43,12 +43,13 @@ fn run(cli: &PublishCli, ui: &Ui) -> anyhow::Result<ExitCode> {
                 }
                 .into());
             }
-            if *force {
-                let _ = std::fs::remove_file(&secret);
-            }
             let valid_for = valid_days.map(|d| Duration::from_secs(d * 86_400));
             let key = SigningKey::generate(uid, valid_for)?;
-            key.write_to(out)?;
+            if *force {
+                key.replace_in(out)?;
+            } else {
+                key.write_to(out)?;
+            }
             ui.data(
                 &format!(
                     "{}\nsecret key: {}\npublic keyring: {}",

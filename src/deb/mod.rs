@@ -54,6 +54,29 @@
 //! Nothing is fsynced; a caller that needs the tree on disk syncs it (each file from
 //! [`ExtractHooks::after_file`], or the file system once).
 //!
+//! # Bounds
+//!
+//! A package's size is not its download's: a few KB of xz or zstd can hold a GiB of
+//! zeros. [`Limits`] bound what an extraction writes, checked from each entry's header
+//! **before the entry is created**, so a refused package never gets to write the bytes
+//! it was refused for. [`Policy::helper`] sets them:
+//!
+//! - a helper's regular files together hold at most its `Installed-Size` plus
+//!   [`INSTALLED_SIZE_SLACK`] (1 MiB). dpkg-gencontrol and our `helper build` count each
+//!   file rounded up to a KiB, so an honest package never needs the slack; it is there
+//!   for builders that round otherwise. A helper that declares no `Installed-Size` is
+//!   held to the slack alone;
+//! - a whole helper set (every extraction sharing one [`SetBudget`]: the helpers of
+//!   one install, the debs of one `deb check` or `pocket build`) holds at most
+//!   [`HELPER_SET_MAX`] (1 GiB; the real trixie helpers take some 40 MB), and a helper
+//!   whose `Installed-Size` alone is more is refused before its data is read;
+//! - a helper writes at most [`HELPER_ENTRIES_MAX`] entries, the directories it
+//!   implies and the archive's own entries for its prefix's parents included.
+//!
+//! Whatever the policy, the control member may hold at most [`CONTROL_MEMBER_MAX`]
+//! bytes in at most [`CONTROL_ENTRIES_MAX`] entries, and a tar stream may carry at most
+//! 1 MiB after its end-of-archive block: what is read but never written is bounded too.
+//!
 //! # Policy
 //!
 //! Always refused, whatever the policy: absolute names, `..`, device nodes, fifos and
@@ -100,6 +123,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +141,17 @@ use write::{Meta, Tree};
 const CONTROL_MAX: u64 = 1024 * 1024;
 /// The largest `debian-binary` member read.
 const DEBIAN_BINARY_MAX: u64 = 1024;
+/// The most the entries of a control member may hold together (`md5sums` of a package
+/// with a hundred thousand files is some 8 MB; the largest `symbols` files a few).
+pub const CONTROL_MEMBER_MAX: u64 = 64 * 1024 * 1024;
+/// The most entries a control member may have (real ones have a dozen at most).
+pub const CONTROL_ENTRIES_MAX: u64 = 1024;
+/// What a helper's files may hold beyond its `Installed-Size` (see "Bounds" above).
+pub const INSTALLED_SIZE_SLACK: u64 = 1024 * 1024;
+/// The most a whole set of helpers may write together.
+pub const HELPER_SET_MAX: u64 = 1024 * 1024 * 1024;
+/// The most entries one helper may write.
+pub const HELPER_ENTRIES_MAX: u64 = 100_000;
 
 /// What may be extracted.
 #[derive(Clone, Debug)]
@@ -138,6 +174,64 @@ pub struct Policy {
     /// Maintainer scripts are refused unless the package declares them reversible
     /// (`X-Release-Upgrader-Reversible: yes`). They are never run either way.
     pub refuse_maintainer_scripts: bool,
+    /// Bounds on what is written.
+    pub limits: Limits,
+}
+
+/// Bounds on what extractions write, checked from each entry's header before the
+/// entry is created. `None` leaves a bound unset.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    /// A package's regular files together may hold at most its `Installed-Size` (KiB)
+    /// plus this many bytes; this alone when it declares none.
+    pub installed_size_slack: Option<u64>,
+    /// The most entries one package may write (directories it implies included) or
+    /// list.
+    pub entries: Option<u64>,
+    /// The bytes of regular files that every extraction under this policy, and under
+    /// its clones, may write together.
+    pub set: Option<Arc<SetBudget>>,
+}
+
+/// Bytes that several extractions (at once or one after another) may write together.
+/// What a failed extraction wrote is given back: its files are removed by the caller.
+#[derive(Debug)]
+pub struct SetBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl SetBudget {
+    pub fn new(limit: u64) -> Self {
+        SetBudget {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// What the extractions charged so far.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Takes `bytes` from the budget; when they do not fit, takes nothing and returns
+    /// the total they would have made.
+    fn charge(&self, bytes: u64) -> Result<(), u64> {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .map(|_| ())
+            .map_err(|used| used.saturating_add(bytes))
+    }
+
+    fn refund(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
+    }
 }
 
 impl Policy {
@@ -151,6 +245,11 @@ impl Policy {
             name_prefix: Some("release-upgrader-".to_owned()),
             architectures: Some(vec![arch.to_owned(), "all".to_owned()]),
             refuse_maintainer_scripts: true,
+            limits: Limits {
+                installed_size_slack: Some(INSTALLED_SIZE_SLACK),
+                entries: Some(HELPER_ENTRIES_MAX),
+                set: Some(Arc::new(SetBudget::new(HELPER_SET_MAX))),
+            },
         }
     }
 
@@ -165,6 +264,7 @@ impl Policy {
             name_prefix: None,
             architectures: None,
             refuse_maintainer_scripts: false,
+            limits: Limits::default(),
         }
     }
 
@@ -202,7 +302,31 @@ impl Policy {
                 control.maintainer_scripts.join(", ")
             )));
         }
+        if let (Some(set), Some(kib)) = (&self.limits.set, control.installed_size_kib)
+            && kib
+                .checked_mul(1024)
+                .is_none_or(|bytes| bytes > set.limit())
+        {
+            return Err(bad(format!(
+                "{} declares Installed-Size: {kib} (KiB), more than the {} bytes a whole \
+                 set of packages may take",
+                control.package,
+                set.limit()
+            )));
+        }
         Ok(())
+    }
+
+    /// The bytes of regular files `control`'s package may write, if bounded.
+    fn byte_bound(&self, control: &Control) -> Option<u64> {
+        let slack = self.limits.installed_size_slack?;
+        Some(
+            control
+                .installed_size_kib
+                .unwrap_or(0)
+                .saturating_mul(1024)
+                .saturating_add(slack),
+        )
     }
 }
 
@@ -473,14 +597,29 @@ fn extract_with(
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        control: &control,
+        byte_bound: policy.byte_bound(&control),
+        written: 0,
+        counted: 0,
     };
-    extraction.run(tar::Reader::new(stream))?;
+    let ran = extraction.run(tar::Reader::new(stream));
     let Extraction {
-        mut tree, entries, ..
+        mut tree,
+        entries,
+        written,
+        ..
     } = extraction;
-    package.end()?;
+    // A failed extraction's files are the caller's to remove: they no longer count.
+    let refund = |err: Error| {
+        if let Some(set) = &policy.limits.set {
+            set.refund(written);
+        }
+        err
+    };
+    ran.map_err(refund)?;
+    package.end().map_err(refund)?;
     if into != Destination::SharedUnfinished {
-        tree.finish(dirs_of(&entries))?;
+        tree.finish(dirs_of(&entries)).map_err(refund)?;
     }
     Ok(Extracted { control, entries })
 }
@@ -598,7 +737,21 @@ impl Package {
         let mut tar = tar::Reader::new(io::BufReader::new(decoder));
         let mut text: Option<String> = None;
         let mut scripts = Vec::new();
+        let (mut count, mut bytes) = (0u64, 0u64);
         while let Some(header) = tar.next_header().map_err(fail)? {
+            count += 1;
+            bytes = bytes.saturating_add(header.size);
+            if count > CONTROL_ENTRIES_MAX {
+                return Err(fail(Failure::Bad(format!(
+                    "more than {CONTROL_ENTRIES_MAX} entries"
+                ))));
+            }
+            if bytes > CONTROL_MEMBER_MAX {
+                return Err(fail(Failure::Bad(format!(
+                    "{}: its entries hold more than the {CONTROL_MEMBER_MAX} bytes accepted",
+                    header.name
+                ))));
+            }
             let name = path::normalize(&header.name)
                 .map_err(|reason| fail(Failure::Bad(format!("{}: {reason}", header.name))))?;
             if MAINTAINER_SCRIPTS.contains(&name.as_str()) {
@@ -704,6 +857,13 @@ struct Extraction<'a> {
     /// Index into `entries` by path.
     index: HashMap<String, usize>,
     started: i64,
+    control: &'a Control,
+    /// The bytes of regular files the package may write ([`Policy::byte_bound`]).
+    byte_bound: Option<u64>,
+    /// The bytes of regular files admitted so far (and charged to the set budget).
+    written: u64,
+    /// Entries listed or implied so far.
+    counted: u64,
 }
 
 impl Extraction<'_> {
@@ -714,6 +874,60 @@ impl Extraction<'_> {
 
     fn fail(&self, failure: Failure) -> Error {
         self.package.fail(self.member, failure)
+    }
+
+    /// Counts one entry of the archive, or one directory it implies, against
+    /// [`Limits::entries`].
+    fn count(&mut self, name: &str) -> Result<(), Error> {
+        self.counted += 1;
+        match self.policy.limits.entries {
+            Some(max) if self.counted > max => Err(self.bad(
+                name,
+                format!("{} has more than {max} entries", self.control.package),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Admits a regular file of `size` bytes against the package's bound and the set's
+    /// budget, before it is created.
+    fn admit(&mut self, name: &str, size: u64) -> Result<(), Error> {
+        let total = self.written.saturating_add(size);
+        if let Some(bound) = self.byte_bound
+            && total > bound
+        {
+            let package = &self.control.package;
+            let slack = self.policy.limits.installed_size_slack.unwrap_or(0);
+            let allowed = match self.control.installed_size_kib {
+                Some(kib) => format!(
+                    "more than its Installed-Size of {kib} KiB allows ({bound} bytes: {} \
+                     declared and {slack} of slack)",
+                    kib.saturating_mul(1024)
+                ),
+                None => format!(
+                    "more than the {bound} bytes a package that declares no Installed-Size \
+                     may write"
+                ),
+            };
+            return Err(self.bad(
+                name,
+                format!("{size} bytes would bring {package}'s files to {total} bytes, {allowed}"),
+            ));
+        }
+        if let Some(set) = &self.policy.limits.set
+            && let Err(set_total) = set.charge(size)
+        {
+            return Err(self.bad(
+                name,
+                format!(
+                    "{size} bytes would bring the files of the packages extracted together \
+                     to {set_total} bytes, more than the {} they may take",
+                    set.limit()
+                ),
+            ));
+        }
+        self.written = total;
+        Ok(())
     }
 
     fn run<R: io::BufRead>(&mut self, mut tar: tar::Reader<R>) -> Result<(), Error> {
@@ -729,6 +943,7 @@ impl Extraction<'_> {
         tar: &mut tar::Reader<R>,
     ) -> Result<(), Error> {
         let name = header.name.as_str();
+        self.count(name)?;
         let archive_path = path::normalize(name).map_err(|reason| self.bad(name, reason))?;
         let rel = match path::place(&archive_path, self.within) {
             Placement::Inside(rel) => rel.to_owned(),
@@ -805,6 +1020,9 @@ impl Extraction<'_> {
                 unreachable!("refused above")
             }
         };
+        if let HeaderKind::File { size } = kind {
+            self.admit(name, size)?;
+        }
         let entry = EntryHeader {
             path: &rel,
             kind,
@@ -902,6 +1120,7 @@ impl Extraction<'_> {
                     ));
                 }
                 None => {
+                    self.count(name)?;
                     let (uid, gid) = (
                         u64::from(nix::unistd::geteuid().as_raw()),
                         u64::from(nix::unistd::getegid().as_raw()),

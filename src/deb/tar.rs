@@ -18,6 +18,10 @@ use super::Failure;
 const BLOCK: usize = 512;
 /// The most a long name, long link or pax header may hold.
 const EXTENSION_MAX: u64 = 1024 * 1024;
+/// The most a stream may carry after its end-of-archive block. tar pads an archive to
+/// whole records (10 KiB by default); more than this is not padding, just work for the
+/// decompressor.
+const TRAILING_MAX: u64 = 1024 * 1024;
 
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,10 +261,17 @@ impl<R: BufRead> Reader<R> {
     /// Reads the rest of the stream after the end-of-archive block (tar pads archives to
     /// whole records), so that a decompressor gets to check its stream to the end.
     pub fn drain(&mut self) -> Result<(), Failure> {
+        let mut drained: u64 = 0;
         loop {
             let n = self.inner.fill_buf().map_err(read_error)?.len();
             if n == 0 {
                 return Ok(());
+            }
+            drained += n as u64;
+            if drained > TRAILING_MAX {
+                return Err(Failure::Bad(format!(
+                    "more than {TRAILING_MAX} bytes after the end of the tar archive"
+                )));
             }
             self.inner.consume(n);
         }

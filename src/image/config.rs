@@ -182,6 +182,7 @@ impl Config {
 }
 
 /// `10s`, `2m`, `1h`, `1d`, `1w` or plain seconds, as system-image's `as_timedelta`.
+/// A duration that does not fit 64 bits of seconds is unreadable, not wrapped.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let mut total = 0u64;
@@ -193,7 +194,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         }
         let n: u64 = number.parse().ok()?;
         number.clear();
-        total += n * match c {
+        let unit = match c {
             's' => 1,
             'm' => 60,
             'h' => 3600,
@@ -201,9 +202,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             'w' => 604_800,
             _ => return None,
         };
+        total = total.checked_add(n.checked_mul(unit)?)?;
     }
     if !number.is_empty() {
-        total += number.parse::<u64>().ok()?;
+        total = total.checked_add(number.parse::<u64>().ok()?)?;
     }
     Some(Duration::from_secs(total))
 }
@@ -307,5 +309,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("x"), None);
+        // Beyond 64 bits of seconds: unreadable, not wrapped (nor a panic).
+        assert_eq!(parse_duration("5124095576030432h"), None);
+        assert_eq!(parse_duration("18446744073709551615s1s"), None);
     }
 }

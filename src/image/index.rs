@@ -4,12 +4,29 @@
 //! fields) and strictly where a wrong value would change what is installed (versions,
 //! sizes, checksums, paths). Types other than `full`, `delta` and our `zdelta` are kept
 //! so they can be reported, and never chosen.
+//!
+//! Numbers are bounded ([`FILE_SIZE_MAX`], [`IMAGE_SIZE_MAX`], [`BUILD_MAX`]): a
+//! file's `size` is the cap its download is held to, so a petabyte promise would cap
+//! nothing, and sizes and build numbers that wrap a `u64` when summed or scored would
+//! make the cheapest-path choice pick the wrong path. The bounds are far above what
+//! real servers publish (the samples' largest file is 800 MiB, their largest build a
+//! date stamp of 8 digits). A signed index beyond them is malformed (exit 3), and the
+//! error names the image and the file.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+
+/// The largest file an image may list: 16 GiB.
+pub const FILE_SIZE_MAX: u64 = 16 << 30;
+/// The most the files of one image may add up to: 32 GiB.
+pub const IMAGE_SIZE_MAX: u64 = 32 << 30;
+/// The highest build number (`version`, `base`, `minversion`): 15 digits, room for any
+/// date-and-time stamp (`YYYYMMDDhhmmss` is 14), and small enough that system-image's
+/// score (9001 per build a path falls short of the highest target) stays within a `u64`.
+pub const BUILD_MAX: u64 = 999_999_999_999_999;
 
 /// `channels.json`: channel name → channel.
 pub type Channels = BTreeMap<String, Channel>;
@@ -135,6 +152,42 @@ impl Image {
         self.files.iter().map(|f| f.size).sum()
     }
 
+    /// Checks the numbers against [`FILE_SIZE_MAX`], [`IMAGE_SIZE_MAX`] and [`BUILD_MAX`].
+    fn check(&self) -> Result<(), String> {
+        let builds = [
+            ("version", Some(self.version)),
+            ("base", self.base),
+            ("minversion", self.minversion),
+        ];
+        for (name, build) in builds {
+            if let Some(build) = build
+                && build > BUILD_MAX
+            {
+                return Err(format!(
+                    "{name} {build} is beyond the highest build number accepted ({BUILD_MAX})"
+                ));
+            }
+        }
+        let mut total: u64 = 0;
+        for file in &self.files {
+            if file.size > FILE_SIZE_MAX {
+                return Err(format!(
+                    "{} claims {} bytes, more than the {FILE_SIZE_MAX} a file may have",
+                    file.path, file.size
+                ));
+            }
+            total += file.size;
+            if total > IMAGE_SIZE_MAX {
+                return Err(format!(
+                    "its files add up to more than the {IMAGE_SIZE_MAX} bytes an image may have \
+                     ({} is where they pass it)",
+                    file.path
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The files in their `order`.
     pub fn ordered_files(&self) -> Vec<&FileRecord> {
         let mut files: Vec<&FileRecord> = self.files.iter().collect();
@@ -144,11 +197,19 @@ impl Image {
 }
 
 impl Index {
+    /// Parses an `index.json` and checks its numbers against the bounds above.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Index, Error> {
-        serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
+        let index: Index = serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
             what: what.to_owned(),
             reason: e.to_string(),
-        })
+        })?;
+        for image in &index.images {
+            image.check().map_err(|reason| Error::Malformed {
+                what: what.to_owned(),
+                reason: format!("{} image {}: {reason}", image.kind, image.version),
+            })?;
+        }
+        Ok(index)
     }
 
     /// When the index was generated, in seconds since the epoch.
@@ -235,6 +296,92 @@ mod tests {
             }
         }
         assert!(indexes >= 50 && channels >= 20, "{indexes} {channels}");
+    }
+
+    fn index_with(image: &str) -> String {
+        format!(
+            r#"{{"global": {{"generated_at": "Mon Apr 29 18:45:27 UTC 2013"}}, "images": [{image}]}}"#
+        )
+    }
+
+    fn full_image(version: &str, size: &str) -> String {
+        format!(
+            r#"{{"type": "full", "version": {version}, "description": "x", "files": [
+                {{"checksum": "aa", "order": 0, "path": "/pool/a.tar.xz", "signature": "/pool/a.tar.xz.asc", "size": 1000}},
+                {{"checksum": "bb", "order": 1, "path": "/pool/b.tar.xz", "signature": "/pool/b.tar.xz.asc", "size": {size}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_naming_the_entry() {
+        assert!(Index::parse(index_with(&full_image("7", "1000")).as_bytes(), "x").is_ok());
+        // A petabyte: beyond any device, and a download cap that caps nothing.
+        let err = Index::parse(
+            index_with(&full_image("7", "1000000000000000")).as_bytes(),
+            "index.json",
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Malformed { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), crate::error::ExitCode::Verification);
+        let text = err.to_string();
+        for needle in [
+            "index.json",
+            "full image 7",
+            "/pool/b.tar.xz",
+            "1000000000000000",
+        ] {
+            assert!(text.contains(needle), "{text} lacks {needle}");
+        }
+        // Files each within bounds, together more than an image may be.
+        let files: Vec<String> = (0..5)
+            .map(|i| {
+                format!(
+                    r#"{{"checksum": "aa", "order": {i}, "path": "/pool/{i}.tar.xz", "signature": "", "size": {}}}"#,
+                    FILE_SIZE_MAX
+                )
+            })
+            .collect();
+        let image = format!(
+            r#"{{"type": "full", "version": 7, "files": [{}]}}"#,
+            files.join(",")
+        );
+        let err = Index::parse(index_with(&image).as_bytes(), "x").unwrap_err();
+        assert!(err.to_string().contains("full image 7"), "{err}");
+        // Sizes that would wrap a u64 when summed.
+        let image = format!(
+            r#"{{"type": "full", "version": 7, "files": [{{"path": "/a", "size": {m}}}, {{"path": "/b", "size": {m}}}]}}"#,
+            m = u64::MAX
+        );
+        assert!(Index::parse(index_with(&image).as_bytes(), "x").is_err());
+    }
+
+    #[test]
+    fn absurd_build_numbers_are_refused() {
+        let err = Index::parse(
+            index_with(&full_image(&u64::MAX.to_string(), "1000")).as_bytes(),
+            "x",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("18446744073709551615"), "{err}");
+        let delta = format!(
+            r#"{{"type": "delta", "version": 8, "base": {}, "files": []}}"#,
+            BUILD_MAX + 1
+        );
+        assert!(Index::parse(index_with(&delta).as_bytes(), "x").is_err());
+        let full = format!(
+            r#"{{"type": "full", "version": 8, "minversion": {}, "files": []}}"#,
+            u64::MAX
+        );
+        assert!(Index::parse(index_with(&full).as_bytes(), "x").is_err());
+        // Date-stamped builds, as real servers number them, are fine.
+        assert!(Index::parse(index_with(&full_image("20130500", "1")).as_bytes(), "x").is_ok());
+        assert!(
+            Index::parse(
+                index_with(&full_image("20250101235959", "1")).as_bytes(),
+                "x"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

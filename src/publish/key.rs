@@ -90,27 +90,63 @@ impl SigningKey {
             .expect("serialising to memory cannot fail")
     }
 
-    /// Writes `DIR/secret.asc` (mode 0600) and `DIR/keyring.gpg`.
+    /// Writes `DIR/secret.asc` (mode 0600) and `DIR/keyring.gpg`; refuses to when
+    /// `DIR/secret.asc` exists (see [`SigningKey::replace_in`]).
     pub fn write_to(&self, dir: &Path) -> Result<(), Error> {
-        use std::os::unix::fs::PermissionsExt;
+        self.write_secret(dir, false)?;
+        fsutil::write_atomic(&dir.join("keyring.gpg"), &self.public_keyring())
+    }
+
+    /// Like [`SigningKey::write_to`], replacing a key already in `DIR`: the old secret
+    /// stays in place until the new one replaces it in one rename.
+    pub fn replace_in(&self, dir: &Path) -> Result<(), Error> {
+        self.write_secret(dir, true)?;
+        fsutil::write_atomic(&dir.join("keyring.gpg"), &self.public_keyring())
+    }
+
+    /// Writes the secret to a temporary file that is created `0600` (never, not even
+    /// empty, readable by anyone else: a descriptor opened on a wider file would read
+    /// the key once written), synced, then put in place: renamed over `DIR/secret.asc`
+    /// when `replace`, else linked to that name, which fails if anything (a key, a
+    /// symlink) is there, checked and done in one step.
+    fn write_secret(&self, dir: &Path, replace: bool) -> Result<(), Error> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         fs_err::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let secret = dir.join("secret.asc");
         let tmp = fsutil::temp_name(&secret);
-        let write_secret = || -> std::io::Result<()> {
-            let mut file = fs_err::OpenOptions::new()
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&tmp)?;
+            // The umask may have taken bits away; it cannot have added any.
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             file.write_all(&self.secret_armored())?;
             file.sync_all()?;
-            fs_err::rename(&tmp, &secret)
+            if replace {
+                std::fs::rename(&tmp, &secret)
+            } else {
+                std::fs::hard_link(&tmp, &secret)?;
+                std::fs::remove_file(&tmp)
+            }
         };
-        write_secret().map_err(|e| {
+        let written = write();
+        if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
-            Error::io(&secret, e)
-        })?;
-        fsutil::write_atomic(&dir.join("keyring.gpg"), &self.public_keyring())
+        }
+        match written {
+            Ok(()) => fsutil::sync_dir(dir).map_err(|e| Error::io(dir, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !replace => {
+                Err(Error::Config {
+                    path: secret,
+                    reason: "a key is already there; it is not replaced unless asked to \
+                             (--force)"
+                        .into(),
+                })
+            }
+            Err(e) => Err(Error::io(&secret, e)),
+        }
     }
 
     fn signing_keypair(&self) -> Result<openpgp::crypto::KeyPair, String> {

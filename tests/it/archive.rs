@@ -314,6 +314,68 @@ fn text_around_a_clearsigned_meta_release_is_ignored() {
 }
 
 #[test]
+fn a_signed_meta_release_listing_a_release_twice_is_refused() {
+    let f = Fixture::new();
+    // Two `Dist: trixie` stanzas, the second pointing at another server. Ubuntu's
+    // MetaRelease.py would take the first newer one in file order; we refuse to guess.
+    let mut stanzas = f.default_stanzas();
+    let mut twin = stanzas[1].clone();
+    for (name, value) in &mut twin.fields {
+        if name == "UpgradeToolBaseURI" {
+            *value = "http://127.0.0.1:9/elsewhere/".into();
+        }
+    }
+    stanzas.insert(2, twin);
+    f.publish_meta_release(&stanzas);
+    for args in [&["check"][..], &["bootstrap", "--dry-run"][..]] {
+        f.run(args)
+            .expect(3)
+            .mentions(&["meta-release", "trixie", "listed 2 times"]);
+    }
+    // Nothing was fetched from the pocket of either stanza.
+    assert!(
+        !f.server
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("dist-upgrader")),
+        "a pocket was read"
+    );
+}
+
+#[test]
+fn a_packages_index_promised_bigger_than_the_cap_is_not_fetched() {
+    let f = Fixture::new();
+    // A signed Release promising a petabyte of Packages.xz: the promise is the cap the
+    // download is held to, so it must be refused before anything is fetched on it.
+    let release = std::fs::read_to_string(f.pocket_dir().join("Release")).unwrap();
+    let promised: String = release
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [hash, _, "Packages.xz"] => format!(" {hash} 1000000000000000 Packages.xz\n"),
+                _ => format!("{line}\n"),
+            }
+        })
+        .collect();
+    assert_ne!(promised, release);
+    let signed = f.key.clearsign(promised.as_bytes()).unwrap();
+    std::fs::write(f.pocket_dir().join("InRelease"), signed).unwrap();
+    f.run(&["bootstrap", "--dry-run"]).expect(3).mentions(&[
+        "Packages.xz",
+        "1000000000000000 bytes",
+        "more than the",
+    ]);
+    assert!(
+        !f.server
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("Packages.xz")),
+        "the index was fetched"
+    );
+}
+
+#[test]
 fn unsigned_meta_release_needs_an_explicit_flag() {
     let f = Fixture::new();
     let text = release_upgrader::publish::metarelease::render(&f.default_stanzas());

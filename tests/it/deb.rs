@@ -321,14 +321,6 @@ fn package_tree(dir: &Path, package: &str, prefix: &str, setid: bool) -> PathBuf
     let root = dir.join("root");
     let debian = root.join("DEBIAN");
     std::fs::create_dir_all(&debian).unwrap();
-    std::fs::write(
-        debian.join("control"),
-        format!(
-            "Package: {package}\nVersion: 1.0-1\nArchitecture: amd64\n\
-             Maintainer: Test <test@example.invalid>\nDescription: test package\n long\n .\n text\n"
-        ),
-    )
-    .unwrap();
     let base = root.join(prefix);
     let mut t = MTIME;
     let mut next = || {
@@ -353,6 +345,22 @@ fn package_tree(dir: &Path, package: &str, prefix: &str, setid: bool) -> PathBuf
         files.push(("bin/suid".into(), b"suid".to_vec(), 0o4755));
         files.push(("bin/sgid".into(), b"sgid".to_vec(), 0o2755));
     }
+    // As dpkg-gencontrol counts: files rounded up to a KiB (the hard link adds nothing),
+    // a KiB for each link and directory; a generous 100 for those.
+    let installed_kib: u64 = files
+        .iter()
+        .map(|(_, data, _)| (data.len() as u64).div_ceil(1024))
+        .sum::<u64>()
+        + 100;
+    std::fs::write(
+        debian.join("control"),
+        format!(
+            "Package: {package}\nVersion: 1.0-1\nArchitecture: amd64\n\
+             Maintainer: Test <test@example.invalid>\nInstalled-Size: {installed_kib}\n\
+             Description: test package\n long\n .\n text\n"
+        ),
+    )
+    .unwrap();
     for (rel, data, mode) in &files {
         let path = base.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -1989,4 +1997,395 @@ fn publish_deb_extract_works_like_dpkg_deb_and_cleans_up_after_a_refusal() {
     .expect(2)
     .mentions(&["empty directory"]);
     assert_eq!(std::fs::read(existing.join("mine")).unwrap(), b"keep");
+}
+
+// ---------------------------------------------------------------------------------
+// Bounds on what a helper writes (issue 11, finding 10).
+
+/// A helper package `package` `version` whose control declares `installed_kib` (none
+/// when `None`) and whose data member (zstd, streamed: the zeros never sit in memory)
+/// holds `files`, each `(name under the prefix, size)` of zero bytes. A GiB of zeros
+/// compresses to some 30 KB.
+fn zero_filled_helper(
+    package: &str,
+    version: &str,
+    installed_kib: Option<u64>,
+    files: &[(&str, u64)],
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut control = format!(
+        "Package: {package}\nVersion: {version}\nArchitecture: amd64\n\
+         Maintainer: Test <test@example.invalid>\n"
+    );
+    if let Some(kib) = installed_kib {
+        control.push_str(&format!("Installed-Size: {kib}\n"));
+    }
+    control.push_str("Description: zero-filled\n");
+    let mut data = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    data.write_all(&helper_dirs().0).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for (name, size) in files {
+        let e = E::file(&p(name), b"");
+        data.write_all(&Tar::header(&e.name, b'0', &e, *size))
+            .unwrap();
+        let mut left = *size + (512 - size % 512) % 512;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            data.write_all(&zeros[..n]).unwrap();
+            left -= n as u64;
+        }
+    }
+    data.write_all(&[0u8; 1024]).unwrap();
+    let data = data.finish().unwrap();
+    ar(&[
+        ("debian-binary", b"2.0\n"),
+        ("control.tar", &control_tar(&control, &[])),
+        ("data.tar.zst", &data),
+    ])
+}
+
+const GIB: u64 = 1 << 30;
+
+/// Every regular file under `dir` bigger than `limit`, as paths.
+fn files_bigger_than(dir: &Path, limit: u64) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() && meta.len() > limit {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn deb_check_refuses_a_helper_whose_files_outgrow_its_installed_size() {
+    let work = tempfile::tempdir().unwrap();
+    let deb = work.path().join("big.deb");
+    std::fs::write(
+        &deb,
+        zero_filled_helper("release-upgrader-big", "1.0", Some(10), &[("big", GIB)]),
+    )
+    .unwrap();
+    assert!(std::fs::metadata(&deb).unwrap().len() < 100_000);
+    // `deb check` extracts into a temporary directory: make it one we can look into.
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let run = Run(Command::new(PUBLISH_BIN)
+        .args(["deb", "check", "--arch", "amd64"])
+        .arg(&deb)
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap());
+    run.expect(3).mentions(&[
+        "big.deb",
+        "release-upgrader-big",
+        "Installed-Size",
+        "10 KiB",
+        "1073741824 bytes",
+    ]);
+    assert!(!run.stdout().contains("ok "), "{}", run.stdout());
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "left behind");
+}
+
+#[test]
+fn bootstrap_refuses_a_helper_whose_files_outgrow_its_installed_size_before_writing_them() {
+    use release_upgrader::publish::pocket::{self, PocketEntry};
+    let f = crate::support::Fixture::new();
+    let work = f.dir.path().join("build");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut files: Vec<PathBuf> = crate::support::test_helpers("3.0.3")
+        .iter()
+        .filter(|h| h.name != "release-upgrader-runtime")
+        .map(|h| crate::support::build_deb(&work, h))
+        .collect();
+    // The runtime the others depend on, 30 KB of deb claiming 10 KiB installed.
+    let big = work.join("release-upgrader-runtime_2.41-12_amd64.deb");
+    std::fs::write(
+        &big,
+        zero_filled_helper(
+            "release-upgrader-runtime",
+            "2.41-12",
+            Some(10),
+            &[("root/usr/lib/libfake.so.1", GIB)],
+        ),
+    )
+    .unwrap();
+    files.push(big);
+    let entries: Vec<PocketEntry> = files
+        .into_iter()
+        .map(|file| PocketEntry {
+            fields: deb::read_control(&file).unwrap().fields,
+            file,
+        })
+        .collect();
+    pocket::write(
+        &f.pocket_dir(),
+        &crate::support::Fixture::default_spec(),
+        &entries,
+        &f.key,
+    )
+    .unwrap();
+    f.run(&["bootstrap", "--no-reexec"]).expect(3).mentions(&[
+        "release-upgrader-runtime",
+        "Installed-Size",
+        "10 KiB",
+        "1073741824 bytes",
+    ]);
+    assert!(!f.prefix().exists(), "the prefix exists");
+    let usr_lib: Vec<String> = std::fs::read_dir(f.root.join("usr/lib"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(usr_lib.is_empty(), "the staging is left: {usr_lib:?}");
+    assert!(!f.state().join("helpers").exists(), "manifests exist");
+    assert_eq!(
+        files_bigger_than(f.dir.path(), 1 << 20),
+        Vec::<PathBuf>::new()
+    );
+}
+
+/// A helper policy whose set budget is `set` bytes and which may write `entries`.
+fn bounded_policy(set: u64, entries: u64) -> Policy {
+    let mut policy = Policy::helper("amd64");
+    policy.limits.set = Some(std::sync::Arc::new(deb::SetBudget::new(set)));
+    policy.limits.entries = Some(entries);
+    policy
+}
+
+#[test]
+fn a_helper_may_write_its_installed_size_and_the_slack_but_not_a_byte_more() {
+    const MIB: u64 = 1 << 20;
+    let arena = Arena::new();
+    let policy = Policy::helper("amd64");
+    let accept = |deb: Vec<u8>| {
+        arena.reset_dest();
+        std::fs::write(arena.deb(), deb).unwrap();
+        deb::extract(&arena.deb(), &arena.dest(), &policy, &mut ())
+    };
+    // Honest: 3 MiB declared, 3 MiB written, in two files.
+    let honest = zero_filled_helper(
+        "release-upgrader-x",
+        "1",
+        Some(3072),
+        &[("a", 2 * MIB), ("b", MIB)],
+    );
+    accept(honest).unwrap();
+    // 10 KiB declared: the slack on top, exactly.
+    let at_bound = zero_filled_helper(
+        "release-upgrader-x",
+        "1",
+        Some(10),
+        &[("a", 10 * 1024 + MIB)],
+    );
+    accept(at_bound).unwrap();
+    let over = zero_filled_helper(
+        "release-upgrader-x",
+        "1",
+        Some(10),
+        &[("a", 10 * 1024), ("b", MIB + 1)],
+    );
+    let reason = assert_refused(
+        &arena,
+        &over,
+        &policy,
+        &[
+            "usr/lib/release-upgrader/b",
+            "1048577 bytes would bring release-upgrader-x's files to 1058817 bytes",
+            "Installed-Size of 10 KiB",
+            "1058816 bytes: 10240 declared and 1048576 of slack",
+        ],
+    );
+    assert!(!reason.contains("/a:"), "{reason}");
+    // The file it was refused for was never created; the one before it was.
+    assert!(arena.dest().join("a").exists());
+    assert!(!arena.dest().join("b").exists());
+    // No Installed-Size: the slack alone.
+    accept(zero_filled_helper(
+        "release-upgrader-x",
+        "1",
+        None,
+        &[("a", MIB)],
+    ))
+    .unwrap();
+    let undeclared = zero_filled_helper("release-upgrader-x", "1", None, &[("a", MIB + 1)]);
+    assert_refused(
+        &arena,
+        &undeclared,
+        &policy,
+        &["declares no Installed-Size", "1048576 bytes"],
+    );
+    // Upstream packages are data to the publisher: no bound.
+    std::fs::write(arena.deb(), &undeclared).unwrap();
+    arena.reset_dest();
+    deb::extract(&arena.deb(), &arena.dest(), &Policy::upstream(), &mut ()).unwrap();
+}
+
+#[test]
+fn a_set_of_helpers_shares_one_budget_and_a_refused_one_gives_its_share_back() {
+    const MIB: u64 = 1 << 20;
+    let work = tempfile::tempdir().unwrap();
+    let policy = bounded_policy(3 * MIB, 1000);
+    // The clones a transaction hands its threads share the budget.
+    let clone = policy.clone();
+    let extract = |name: &str, files: &[(&str, u64)]| {
+        let deb = work.path().join(format!("{name}.deb"));
+        let kib = files.iter().map(|(_, size)| size.div_ceil(1024)).sum();
+        std::fs::write(&deb, zero_filled_helper(name, "1", Some(kib), files)).unwrap();
+        let dest = work.path().join(name);
+        std::fs::create_dir(&dest).unwrap();
+        deb::extract(&deb, &dest, &clone, &mut ())
+    };
+    extract("release-upgrader-a", &[("a", 2 * MIB)]).unwrap();
+    let err = extract("release-upgrader-b", &[("b1", MIB / 2), ("b2", MIB)]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("b2: 1048576 bytes would bring the files of the packages extracted together to 3670016 bytes, more than the 3145728 they may take"),
+        "{text}"
+    );
+    assert_eq!(err.exit_code(), ExitCode::Verification);
+    // b1 was given back with the failure.
+    let set = policy.limits.set.as_ref().unwrap();
+    assert_eq!(set.used(), 2 * MIB);
+    extract("release-upgrader-c", &[("c", MIB)]).unwrap();
+    assert_eq!(set.used(), 3 * MIB);
+}
+
+#[test]
+fn a_helper_declaring_more_than_a_whole_set_is_refused_before_its_data() {
+    let arena = Arena::new();
+    let policy = Policy::helper("amd64");
+    let huge_kib = deb::HELPER_SET_MAX / 1024 + 1;
+    let deb = zero_filled_helper("release-upgrader-x", "1", Some(huge_kib), &[("a", 1)]);
+    assert_refused(
+        &arena,
+        &deb,
+        &policy,
+        &[
+            &format!("declares Installed-Size: {huge_kib} (KiB)"),
+            "1073741824 bytes",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_dir(arena.dest()).unwrap().count(),
+        0,
+        "data was written"
+    );
+    // So is one whose Installed-Size does not fit 64 bits of bytes.
+    let deb = zero_filled_helper("release-upgrader-x", "1", Some(u64::MAX / 512), &[("a", 1)]);
+    assert_refused(&arena, &deb, &policy, &["Installed-Size"]);
+}
+
+#[test]
+fn a_helper_may_list_and_imply_only_so_many_entries() {
+    let arena = Arena::new();
+    let policy = bounded_policy(1 << 30, 12);
+    // helper_dirs() lists 5 entries; 7 files more fit, 8 do not.
+    let files = |n: usize| {
+        (0..n)
+            .map(|i| E::file(&p(&format!("bin/f{i}")), b"x"))
+            .collect::<Vec<_>>()
+    };
+    std::fs::write(arena.deb(), helper_deb(files(7))).unwrap();
+    deb::extract(&arena.deb(), &arena.dest(), &policy, &mut ()).unwrap();
+    assert_refused(
+        &arena,
+        &helper_deb(files(8)),
+        &policy,
+        &["more than 12 entries", "bin/f7"],
+    );
+    // Directories a deep name implies count too.
+    let deep = format!(
+        "{}/f",
+        (0..20)
+            .map(|i| format!("d{i}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+    assert_refused(
+        &arena,
+        &helper_deb(vec![E::file(&p(&deep), b"x")]),
+        &policy,
+        &["more than 12 entries"],
+    );
+}
+
+#[test]
+fn a_control_member_holding_too_much_is_refused() {
+    let arena = Arena::new();
+    let data = helper_dirs().finish();
+    let control = helper_control();
+    // Too many entries.
+    let mut tar = Tar::new()
+        .add(E::dir("./"))
+        .add(E::file("./control", control.as_bytes()));
+    for i in 0..deb::CONTROL_ENTRIES_MAX {
+        tar = tar.add(E::file(&format!("./extra{i}"), b""));
+    }
+    let many = ar(&[
+        ("debian-binary", b"2.0\n"),
+        ("control.tar", &tar.finish()),
+        ("data.tar", &data),
+    ]);
+    assert_refused(
+        &arena,
+        &many,
+        &Policy::upstream(),
+        &["control.tar", "more than 1024 entries"],
+    );
+    // Too many bytes, in a few KB of zstd: refused at the header, never read through.
+    use std::io::Write;
+    let mut zst = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    let control_tar = Tar::new()
+        .add(E::dir("./"))
+        .add(E::file("./control", control.as_bytes()));
+    zst.write_all(&control_tar.0).unwrap();
+    let big = E::file("./md5sums", b"");
+    zst.write_all(&Tar::header(&big.name, b'0', &big, 1 << 32))
+        .unwrap();
+    zst.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let zst = zst.finish().unwrap();
+    let bomb = ar(&[
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.zst", &zst),
+        ("data.tar", &data),
+    ]);
+    assert_refused(
+        &arena,
+        &bomb,
+        &Policy::upstream(),
+        &["./md5sums", "67108864 bytes"],
+    );
+}
+
+#[test]
+fn more_than_padding_after_the_end_of_a_tar_archive_is_refused() {
+    let arena = Arena::new();
+    let mut data = helper_dirs().add(E::file(&p("bin/x"), b"x")).finish();
+    // 10 KiB records: what tar pads with is fine.
+    data.resize(data.len().next_multiple_of(10240), 0);
+    std::fs::write(arena.deb(), build_deb(&helper_control(), &[], data.clone())).unwrap();
+    deb::extract(
+        &arena.deb(),
+        &arena.dest(),
+        &Policy::helper("amd64"),
+        &mut (),
+    )
+    .unwrap();
+    data.resize(data.len() + (2 << 20), 0);
+    let deb = build_deb(&helper_control(), &[], data);
+    assert_refused(
+        &arena,
+        &deb,
+        &Policy::helper("amd64"),
+        &["data.tar", "after the end of the tar archive"],
+    );
 }

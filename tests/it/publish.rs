@@ -480,3 +480,90 @@ fn committed_debian_definitions_are_valid() {
     assert_eq!(parsed["codename"].as_str(), Some("trixie"));
     assert_eq!(parsed["arch"].as_str(), Some("amd64"));
 }
+
+/// The lines of an strace log (`-f -o`) that create a file whose name contains `name`.
+fn creations<'a>(trace: &'a str, name: &str) -> Vec<&'a str> {
+    trace
+        .lines()
+        .filter(|l| l.contains(name) && (l.contains("O_CREAT") || l.contains("creat(")))
+        .collect()
+}
+
+#[test]
+fn key_generate_creates_the_secret_0600_from_the_start_even_under_umask_0() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("key");
+    let trace = tmp.path().join("trace");
+    // strace shows the mode each file is created with: a file created 0644 or 0666 and
+    // narrowed afterwards can be opened by anyone in between, and read once written.
+    let traced = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=execve,open,openat,creat", "-o"])
+        .arg(&trace)
+        .args(["sh", "-c", "umask 0; exec \"$0\" \"$@\"", PUBLISH_BIN])
+        .args(["key", "generate", "--out"])
+        .arg(&out)
+        .output();
+    let log = std::fs::read_to_string(&trace).unwrap_or_default();
+    let output = match traced {
+        // Traced: strace logged the program starting.
+        Ok(output) if log.contains("execve(") => output,
+        other => {
+            eprintln!("skipped: strace cannot trace here: {other:?}");
+            return;
+        }
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created = creations(&log, "secret.asc");
+    assert!(
+        !created.is_empty(),
+        "no creation of the secret traced:\n{log}"
+    );
+    for line in created {
+        assert!(
+            line.contains(", 0600)"),
+            "the secret is created wider: {line}"
+        );
+    }
+    let mode = std::fs::metadata(out.join("secret.asc"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600);
+}
+
+#[test]
+fn an_existing_secret_key_is_never_overwritten_unless_asked() {
+    use release_upgrader::publish::SigningKey;
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (secret, _) = generate_key(tmp.path());
+    let dir = secret.parent().unwrap();
+    let first = std::fs::read(&secret).unwrap();
+    publish(&["key", "generate", "--out", s(dir)])
+        .expect(2)
+        .mentions(&["secret.asc", "--force"]);
+    assert_eq!(std::fs::read(&secret).unwrap(), first);
+    // The library refuses too (a key that appears after the command's own check is
+    // not replaced by the rename that puts the new one in place).
+    let other = SigningKey::generate("other <other@invalid>", None).unwrap();
+    let err = other.write_to(dir).unwrap_err();
+    assert!(err.to_string().contains("secret.asc"), "{err}");
+    assert_eq!(std::fs::read(&secret).unwrap(), first);
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "secret.asc" && n != "keyring.gpg")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Asked to, it replaces the key in one rename: the new secret, still 0600.
+    publish(&["key", "generate", "--out", s(dir), "--force"]).expect(0);
+    let replaced = std::fs::read(&secret).unwrap();
+    assert_ne!(replaced, first);
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o600);
+}

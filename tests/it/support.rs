@@ -453,8 +453,19 @@ pub fn build_deb(work: &Path, helper: &TestHelper) -> PathBuf {
             }
         }
     }
+    // Installed-Size as dpkg-gencontrol counts it: each file rounded up to a KiB, one
+    // KiB a link (the client bounds what a helper writes by it).
+    let installed_kib: u64 = helper
+        .items
+        .iter()
+        .map(|item| match item {
+            Item::File(_, content, _) => (content.len() as u64).div_ceil(1024),
+            Item::Link(..) => 1,
+        })
+        .sum();
     let mut control = format!(
-        "Package: {}\nVersion: {}\nArchitecture: amd64\nMaintainer: Test <test@invalid>\n",
+        "Package: {}\nVersion: {}\nArchitecture: amd64\nMaintainer: Test <test@invalid>\n\
+         Installed-Size: {installed_kib}\n",
         helper.name, helper.version
     );
     if !helper.depends.is_empty() {

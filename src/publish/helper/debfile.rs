@@ -416,7 +416,12 @@ mod tests {
             mode: 0o644,
             mtime: 7,
         });
-        let control = "Package: release-upgrader-t\nVersion: 1\nArchitecture: all\nMaintainer: m <m@m.invalid>\nDescription: t\n";
+        // The client holds a helper to its Installed-Size (KiB).
+        let control = format!(
+            "Package: release-upgrader-t\nVersion: 1\nArchitecture: all\nMaintainer: m <m@m.invalid>\nInstalled-Size: {}\nDescription: t\n",
+            big.len().div_ceil(1024)
+        );
+        let control = control.as_str();
         for (compression, member) in [
             (DebCompression::Zstd(19), "data.tar.zst"),
             (DebCompression::Xz(6), "data.tar.xz"),

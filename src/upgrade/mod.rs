@@ -2,6 +2,7 @@
 //! target release's apt and dpkg, logs and recovery.
 
 pub mod apt;
+pub mod children;
 pub mod dpkg_status;
 pub mod freshness;
 pub mod journal;

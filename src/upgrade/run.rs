@@ -23,8 +23,8 @@ use crate::upgrade::dpkg_status::{self, Status};
 use crate::upgrade::journal::{Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
 use crate::upgrade::sources::{self, DistributionCheck, Rules};
+use crate::upgrade::{children, locks, term};
 use crate::upgrade::{freshness, pending, prefetch};
-use crate::upgrade::{locks, term};
 
 /// How questions are answered and apt's output shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -256,10 +256,7 @@ impl<'a> Upgrader<'a> {
 
     fn preflight(&self, logs: &Logs) -> anyhow::Result<()> {
         let root = &self.session.root;
-        locks::wait_until_free(root, self.options.lock_timeout, |holder| {
-            self.io
-                .say(&format!("Waiting for the package system: {holder}"));
-        })?;
+        self.wait_for_locks(logs)?;
         if dpkg_status::dpkg_interrupted(root) {
             let fix = format!("dpkg{} --configure -a", dpkg_root_option(root));
             let run = self.options.assume_yes
@@ -274,7 +271,7 @@ impl<'a> Upgrader<'a> {
                 });
             }
             logs.main(&format!("running {fix}"));
-            let status = Command::new("dpkg")
+            let status = children::command("dpkg")
                 .args(dpkg_root_args(root))
                 .args(["--configure", "-a"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
@@ -327,6 +324,29 @@ impl<'a> Upgrader<'a> {
             logs.main(&format!("held: {}", names.join(", ")));
         }
         Ok(())
+    }
+
+    /// Waits for apt's and dpkg's locks, stopping what an earlier run of ours left
+    /// holding them (said and logged); anyone else's hold is waited for.
+    fn wait_for_locks(&self, logs: &Logs) -> Result<(), Error> {
+        locks::wait_until_free(
+            &self.session.root,
+            self.options.lock_timeout,
+            |event| match event {
+                locks::LockEvent::Waiting(holder) => {
+                    self.io
+                        .say(&format!("Waiting for the package system: {holder}"));
+                }
+                locks::LockEvent::Cleared(holder, ended) => {
+                    let text = format!(
+                        "{holder}, left over from an earlier run of release-upgrader (pid {}) that is gone; {ended}",
+                        holder.leftover.as_ref().map_or(0, |o| o.run.pid)
+                    );
+                    logs.main(&text);
+                    self.io.say(&text);
+                }
+            },
+        )
     }
 
     /// The target release and its helper plan, from the meta-release or the media.
@@ -883,13 +903,9 @@ impl<'a> Upgrader<'a> {
             .map_err(|e| partly(e.into()))?;
         if resuming {
             self.io.say("Finishing the interrupted installation");
-            locks::wait_until_free(&self.session.root, self.options.lock_timeout, |holder| {
-                self.io
-                    .say(&format!("Waiting for the package system: {holder}"));
-            })
-            .map_err(|e| partly(e.into()))?;
+            self.wait_for_locks(logs).map_err(|e| partly(e.into()))?;
             let dpkg = self.store.prefix.join(crate::layout::BIN).join("dpkg");
-            let mut cmd = Command::new(&dpkg);
+            let mut cmd = children::command(&dpkg);
             cmd.args(dpkg_root_args(&self.session.root))
                 .args(["--configure", "-a"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
@@ -1452,7 +1468,7 @@ fn apt_quiet(
     let started = std::time::Instant::now();
     let out = cmd
         .output()
-        .map_err(|e| Error::io(cmd.get_program().to_string_lossy().into_owned(), e))?;
+        .map_err(|e| Error::io(children::program_of(&cmd), e))?;
     logs.main(&format!(
         "{program} {} finished in {:.1} s",
         if out.status.success() { "ok" } else { "failed" },

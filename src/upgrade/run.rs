@@ -4,8 +4,9 @@
 //! target, installs the target release's helpers and records the journal; then it
 //! re-executes itself with the helpers. The second rewrites the sources, runs the target
 //! release's apt (`update`, a simulated plan, confirmation, download, install), purges
-//! obsolete packages and removes the helpers. Until dpkg starts, every failure is undone
-//! exactly (exit 5); after, the way out is forward and the message says how (exit 6).
+//! obsolete packages and removes the helpers. Until dpkg changes a package, every failure
+//! is undone exactly (exit 5), even when dpkg already ran and stopped at once; after, the
+//! way out is forward and the message says how (exit 6).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -945,18 +946,46 @@ impl<'a> Upgrader<'a> {
             .args(["-y", "dist-upgrade"])
             .args(self.upgrade_args(journal));
         self.dpkg_options(&mut cmd);
-        let finished = self
-            .run_apt(cmd, logs, "Installing")
-            .map_err(|e| partly(e.into()))?;
-        if !finished.success {
-            let mut detail = finished.tail.join("\n");
-            for (package, message) in &finished.errors {
-                detail.push_str(&format!("\n{package}: {message}"));
+        // What dpkg's database was before its first run: if that run fails having
+        // changed nothing, the upgrade is rolled back (exit 5), not left half-done.
+        let before = (!resuming)
+            .then(|| dpkg_status::DbSnapshot::take(&self.session.root).ok())
+            .flatten();
+        let finished = self.run_apt(cmd, logs, "Installing");
+        let failure = match &finished {
+            Ok(f) if f.success => None,
+            Ok(f) => {
+                let mut detail = f.tail.join("\n");
+                for (package, message) in &f.errors {
+                    detail.push_str(&format!("\n{package}: {message}"));
+                }
+                Some((
+                    anyhow::anyhow!("apt-get dist-upgrade failed:\n{detail}"),
+                    f.package_lines,
+                ))
             }
-            logs.main(&format!("installation failed: {detail}"));
-            return Err(partly(anyhow::anyhow!(
-                "apt-get dist-upgrade failed:\n{detail}"
-            )));
+            Err(e) => Some((anyhow::anyhow!("running apt-get dist-upgrade: {e}"), 0)),
+        };
+        if let Some((error, package_lines)) = failure {
+            logs.main(&format!("installation failed: {error:#}"));
+            let after = dpkg_status::DbSnapshot::take(&self.session.root).ok();
+            let untouched = before
+                .as_ref()
+                .zip(after.as_ref())
+                .is_some_and(|(b, a)| dpkg_status::untouched(b, a, package_lines));
+            if !untouched {
+                return Err(partly(error));
+            }
+            logs.main("dpkg changed no package: rolling back");
+            // Back to "downloaded" first: killed during the rollback, the next run
+            // undoes the rest instead of resuming an install that never began.
+            journal.phase = Phase::Downloaded;
+            journal.save(&state).map_err(|e| partly(e.into()))?;
+            return Err(self.roll_back(
+                journal,
+                error.context("dpkg stopped before it changed any package"),
+                logs,
+            ));
         }
         // apt may have kept back what it could not upgrade; the release must have changed.
         let (_, codename) = self.session.root.codename().map_err(|e| partly(e.into()))?;

@@ -12,4 +12,5 @@ pub mod pending;
 pub mod prefetch;
 pub mod run;
 pub mod sources;
+pub mod statoverride;
 pub mod term;

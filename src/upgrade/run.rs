@@ -24,7 +24,7 @@ use crate::upgrade::dpkg_status::{self, Status};
 use crate::upgrade::journal::{Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
 use crate::upgrade::sources::{self, DistributionCheck, Rules};
-use crate::upgrade::{children, locks, term};
+use crate::upgrade::{children, locks, statoverride, term};
 use crate::upgrade::{freshness, pending, prefetch};
 
 /// How questions are answered and apt's output shown.
@@ -258,6 +258,8 @@ impl<'a> Upgrader<'a> {
     fn preflight(&self, logs: &Logs) -> anyhow::Result<()> {
         let root = &self.session.root;
         self.wait_for_locks(logs)?;
+        // Before anything runs dpkg on the root from here.
+        statoverride::check(root)?;
         if dpkg_status::dpkg_interrupted(root) {
             let fix = format!("dpkg{} --configure -a", dpkg_root_option(root));
             let run = self.options.assume_yes

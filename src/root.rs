@@ -152,7 +152,7 @@ impl SystemRoot {
 /// The Debian architecture name of this machine (`dpkg --print-architecture`), falling
 /// back to the name that matches the architecture this program was built for.
 pub fn host_architecture() -> String {
-    if let Ok(out) = std::process::Command::new("dpkg")
+    if let Ok(out) = crate::upgrade::children::command("dpkg")
         .arg("--print-architecture")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -24,6 +24,10 @@ use crate::root::SystemRoot;
 
 /// Entry point of the `release-upgrader` binary.
 pub fn main() -> std::process::ExitCode {
+    // Started as the guard of one of our own children: nothing else to do.
+    if let Some(code) = crate::upgrade::children::guard_entry() {
+        return code;
+    }
     let cli = ClientCli::parse();
     let ui = Ui::new(cli.global.json, cli.global.quiet, cli.global.verbose);
     ui.install_logger();
@@ -416,7 +420,7 @@ fn manifests_json(manifests: &[helpers::Manifest]) -> serde_json::Value {
 /// The first line a helper program prints for `--version`, if it runs.
 fn helper_version(store: &Store, program: &str) -> Option<String> {
     let path = store.prefix.join(crate::layout::BIN).join(program);
-    let out = std::process::Command::new(&path)
+    let out = crate::upgrade::children::command(&path)
         .arg("--version")
         .env("LC_ALL", "C.UTF-8")
         .stdin(std::process::Stdio::null())

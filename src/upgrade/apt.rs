@@ -83,7 +83,7 @@ impl Apt {
             Some(prefix) => prefix.join(layout::BIN).join(program),
             None => Path::new("/usr/bin").join(program),
         };
-        let mut cmd = Command::new(path);
+        let mut cmd = crate::upgrade::children::command(path);
         cmd.env("APT_CONFIG", &self.config_file)
             .env("LC_ALL", "C.UTF-8")
             .env_remove("LD_LIBRARY_PATH")

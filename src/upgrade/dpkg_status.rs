@@ -122,17 +122,59 @@ impl Status {
 
 /// Whether dpkg was interrupted: its journal of pending updates is not empty.
 pub fn dpkg_interrupted(root: &SystemRoot) -> bool {
+    !pending_updates(root).is_empty()
+}
+
+/// The entries of dpkg's journal of pending updates (`updates/NNNN`), sorted. dpkg's
+/// scratch file `updates/tmp.i` is not one: dpkg creates it whenever it opens its
+/// database for writing, and ignores it on recovery.
+fn pending_updates(root: &SystemRoot) -> Vec<String> {
     let updates = root.path("/var/lib/dpkg/updates");
-    std::fs::read_dir(updates)
+    let mut names: Vec<String> = std::fs::read_dir(updates)
         .map(|entries| {
-            entries.flatten().any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-            })
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()))
+                .collect()
         })
-        .unwrap_or(false)
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// dpkg's database at one moment: the status file (its digest) and the journal of
+/// pending updates. Taken just before the upgrade's dpkg run and again after it fails,
+/// it tells whether dpkg changed anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbSnapshot {
+    status_sha256: [u8; 32],
+    status_len: u64,
+    pending: Vec<String>,
+}
+
+impl DbSnapshot {
+    pub fn take(root: &SystemRoot) -> Result<Self, Error> {
+        use sha2::Digest;
+        let path = root.path("/var/lib/dpkg/status");
+        let bytes = fs_err::read(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(DbSnapshot {
+            status_sha256: sha2::Sha256::digest(&bytes).into(),
+            status_len: bytes.len() as u64,
+            pending: pending_updates(root),
+        })
+    }
+}
+
+/// Whether a failed dpkg run left the system as it was: the status database byte for
+/// byte what it was before, no pending update in dpkg's journal, and no status line
+/// of the run naming a package (`package_lines`, see `term::Status::names_a_package`).
+/// dpkg records every change of a package in its journal before making it, so an
+/// unchanged database with an empty journal means nothing was unpacked, configured or
+/// removed; the status lines rule out the one exception, a package whose `preinst`
+/// failed and was unwound by dpkg back to the very same database (its scripts ran).
+pub fn untouched(before: &DbSnapshot, after: &DbSnapshot, package_lines: usize) -> bool {
+    before == after && after.pending.is_empty() && package_lines == 0
 }
 
 #[cfg(test)]
@@ -180,5 +222,42 @@ mod tests {
         assert!(!dpkg_interrupted(&root));
         std::fs::write(root.path("/var/lib/dpkg/updates/0001"), "Package: x\n").unwrap();
         assert!(dpkg_interrupted(&root));
+    }
+
+    #[test]
+    fn a_failed_dpkg_run_changed_nothing_only_if_database_journal_and_status_lines_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path());
+        let updates = root.path("/var/lib/dpkg/updates");
+        std::fs::create_dir_all(&updates).unwrap();
+        let status = root.path("/var/lib/dpkg/status");
+        std::fs::write(&status, STATUS).unwrap();
+        let before = DbSnapshot::take(&root).unwrap();
+        // dpkg opened its database and stopped (what a refusal at start-up leaves).
+        std::fs::write(updates.join("tmp.i"), [0u8; 4608]).unwrap();
+        let after = DbSnapshot::take(&root).unwrap();
+        assert!(untouched(&before, &after, 0));
+        // apt said it started dpkg on a package: something may have run.
+        assert!(!untouched(&before, &after, 1));
+        // A pending update in the journal.
+        std::fs::write(
+            updates.join("0000"),
+            "Package: vim\nStatus: hold ok half-installed\n",
+        )
+        .unwrap();
+        assert!(!untouched(&before, &DbSnapshot::take(&root).unwrap(), 0));
+        std::fs::remove_file(updates.join("0000")).unwrap();
+        // The status file changed, even by one byte and back to the same length.
+        std::fs::write(&status, STATUS.replace("hold ok", "hold ik")).unwrap();
+        assert!(!untouched(&before, &DbSnapshot::take(&root).unwrap(), 0));
+        std::fs::write(&status, STATUS).unwrap();
+        assert!(untouched(&before, &DbSnapshot::take(&root).unwrap(), 0));
+        // A journal left from before is no "nothing changed" either.
+        std::fs::write(updates.join("0007"), "x").unwrap();
+        let stale = DbSnapshot::take(&root).unwrap();
+        assert!(!untouched(&stale, &stale, 0));
+        // No status database at all is an error, not "unchanged".
+        std::fs::remove_file(&status).unwrap();
+        assert!(DbSnapshot::take(&root).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! target release's apt and dpkg, logs and recovery.
 
 pub mod apt;
+pub mod children;
 pub mod dpkg_status;
 pub mod freshness;
 pub mod journal;
@@ -11,4 +12,5 @@ pub mod pending;
 pub mod prefetch;
 pub mod run;
 pub mod sources;
+pub mod statoverride;
 pub mod term;

@@ -4,8 +4,9 @@
 //! target, installs the target release's helpers and records the journal; then it
 //! re-executes itself with the helpers. The second rewrites the sources, runs the target
 //! release's apt (`update`, a simulated plan, confirmation, download, install), purges
-//! obsolete packages and removes the helpers. Until dpkg starts, every failure is undone
-//! exactly (exit 5); after, the way out is forward and the message says how (exit 6).
+//! obsolete packages and removes the helpers. Until dpkg changes a package, every failure
+//! is undone exactly (exit 5), even when dpkg already ran and stopped at once; after, the
+//! way out is forward and the message says how (exit 6).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,8 +24,8 @@ use crate::upgrade::dpkg_status::{self, Status};
 use crate::upgrade::journal::{Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
 use crate::upgrade::sources::{self, DistributionCheck, Rules};
+use crate::upgrade::{children, locks, statoverride, term};
 use crate::upgrade::{freshness, pending, prefetch};
-use crate::upgrade::{locks, term};
 
 /// How questions are answered and apt's output shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -256,10 +257,9 @@ impl<'a> Upgrader<'a> {
 
     fn preflight(&self, logs: &Logs) -> anyhow::Result<()> {
         let root = &self.session.root;
-        locks::wait_until_free(root, self.options.lock_timeout, |holder| {
-            self.io
-                .say(&format!("Waiting for the package system: {holder}"));
-        })?;
+        self.wait_for_locks(logs)?;
+        // Before anything runs dpkg on the root from here.
+        statoverride::check(root)?;
         if dpkg_status::dpkg_interrupted(root) {
             let fix = format!("dpkg{} --configure -a", dpkg_root_option(root));
             let run = self.options.assume_yes
@@ -274,7 +274,7 @@ impl<'a> Upgrader<'a> {
                 });
             }
             logs.main(&format!("running {fix}"));
-            let status = Command::new("dpkg")
+            let status = children::command("dpkg")
                 .args(dpkg_root_args(root))
                 .args(["--configure", "-a"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
@@ -327,6 +327,29 @@ impl<'a> Upgrader<'a> {
             logs.main(&format!("held: {}", names.join(", ")));
         }
         Ok(())
+    }
+
+    /// Waits for apt's and dpkg's locks, stopping what an earlier run of ours left
+    /// holding them (said and logged); anyone else's hold is waited for.
+    fn wait_for_locks(&self, logs: &Logs) -> Result<(), Error> {
+        locks::wait_until_free(
+            &self.session.root,
+            self.options.lock_timeout,
+            |event| match event {
+                locks::LockEvent::Waiting(holder) => {
+                    self.io
+                        .say(&format!("Waiting for the package system: {holder}"));
+                }
+                locks::LockEvent::Cleared(holder, ended) => {
+                    let text = format!(
+                        "{holder}, left over from an earlier run of release-upgrader (pid {}) that is gone; {ended}",
+                        holder.leftover.as_ref().map_or(0, |o| o.run.pid)
+                    );
+                    logs.main(&text);
+                    self.io.say(&text);
+                }
+            },
+        )
     }
 
     /// The target release and its helper plan, from the meta-release or the media.
@@ -883,13 +906,9 @@ impl<'a> Upgrader<'a> {
             .map_err(|e| partly(e.into()))?;
         if resuming {
             self.io.say("Finishing the interrupted installation");
-            locks::wait_until_free(&self.session.root, self.options.lock_timeout, |holder| {
-                self.io
-                    .say(&format!("Waiting for the package system: {holder}"));
-            })
-            .map_err(|e| partly(e.into()))?;
+            self.wait_for_locks(logs).map_err(|e| partly(e.into()))?;
             let dpkg = self.store.prefix.join(crate::layout::BIN).join("dpkg");
-            let mut cmd = Command::new(&dpkg);
+            let mut cmd = children::command(&dpkg);
             cmd.args(dpkg_root_args(&self.session.root))
                 .args(["--configure", "-a"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
@@ -929,18 +948,46 @@ impl<'a> Upgrader<'a> {
             .args(["-y", "dist-upgrade"])
             .args(self.upgrade_args(journal));
         self.dpkg_options(&mut cmd);
-        let finished = self
-            .run_apt(cmd, logs, "Installing")
-            .map_err(|e| partly(e.into()))?;
-        if !finished.success {
-            let mut detail = finished.tail.join("\n");
-            for (package, message) in &finished.errors {
-                detail.push_str(&format!("\n{package}: {message}"));
+        // What dpkg's database was before its first run: if that run fails having
+        // changed nothing, the upgrade is rolled back (exit 5), not left half-done.
+        let before = (!resuming)
+            .then(|| dpkg_status::DbSnapshot::take(&self.session.root).ok())
+            .flatten();
+        let finished = self.run_apt(cmd, logs, "Installing");
+        let failure = match &finished {
+            Ok(f) if f.success => None,
+            Ok(f) => {
+                let mut detail = f.tail.join("\n");
+                for (package, message) in &f.errors {
+                    detail.push_str(&format!("\n{package}: {message}"));
+                }
+                Some((
+                    anyhow::anyhow!("apt-get dist-upgrade failed:\n{detail}"),
+                    f.package_lines,
+                ))
             }
-            logs.main(&format!("installation failed: {detail}"));
-            return Err(partly(anyhow::anyhow!(
-                "apt-get dist-upgrade failed:\n{detail}"
-            )));
+            Err(e) => Some((anyhow::anyhow!("running apt-get dist-upgrade: {e}"), 0)),
+        };
+        if let Some((error, package_lines)) = failure {
+            logs.main(&format!("installation failed: {error:#}"));
+            let after = dpkg_status::DbSnapshot::take(&self.session.root).ok();
+            let untouched = before
+                .as_ref()
+                .zip(after.as_ref())
+                .is_some_and(|(b, a)| dpkg_status::untouched(b, a, package_lines));
+            if !untouched {
+                return Err(partly(error));
+            }
+            logs.main("dpkg changed no package: rolling back");
+            // Back to "downloaded" first: killed during the rollback, the next run
+            // undoes the rest instead of resuming an install that never began.
+            journal.phase = Phase::Downloaded;
+            journal.save(&state).map_err(|e| partly(e.into()))?;
+            return Err(self.roll_back(
+                journal,
+                error.context("dpkg stopped before it changed any package"),
+                logs,
+            ));
         }
         // apt may have kept back what it could not upgrade; the release must have changed.
         let (_, codename) = self.session.root.codename().map_err(|e| partly(e.into()))?;
@@ -1452,7 +1499,7 @@ fn apt_quiet(
     let started = std::time::Instant::now();
     let out = cmd
         .output()
-        .map_err(|e| Error::io(cmd.get_program().to_string_lossy().into_owned(), e))?;
+        .map_err(|e| Error::io(children::program_of(&cmd), e))?;
     logs.main(&format!(
         "{program} {} finished in {:.1} s",
         if out.status.success() { "ok" } else { "failed" },

@@ -1,6 +1,11 @@
 //! Running apt with its output kept: everything it (and dpkg, and the maintainer scripts)
 //! prints goes to `apt-term.log` and, when someone is watching, to the terminal as it
 //! comes; its machine-readable status (`APT::Status-Fd`, on fd 3) drives our progress.
+//!
+//! The status pipe is created close-on-exec and only its write end is handed to apt, as
+//! fd 3: apt never holds the read end, so once the tool is gone its writes fail instead
+//! of blocking forever (issue #11, finding 8). [`run`] guards the command (it ends with
+//! the tool, see [`children`](super::children)) and waits for it on the calling thread.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -66,23 +71,43 @@ pub struct Finished {
     pub tail: Vec<String>,
     /// dpkg's per-package errors.
     pub errors: Vec<(String, String)>,
+    /// Status lines that name a package dpkg worked on (`pmstatus` other than apt's own
+    /// `dpkg-exec`, `pmerror`, `pmconffile`): none means dpkg never reached a package.
+    pub package_lines: usize,
+}
+
+impl Status {
+    /// Whether the line says dpkg reached a package (to unpack, configure, remove it, or
+    /// an error or question about one), as opposed to download progress or apt's own
+    /// "Running dpkg".
+    pub fn names_a_package(&self) -> bool {
+        match self {
+            Status::Download { .. } => false,
+            Status::Install { package, .. } => package != "dpkg-exec",
+            Status::Error { .. } | Status::Conffile { .. } => true,
+        }
+    }
 }
 
 /// Runs `cmd` with `-o APT::Status-Fd=3` already in its arguments (see [`status_option`]).
 /// Output is appended to `log`, echoed to our stderr when `echo`, status lines are handed
 /// to `on_status`. `interactive` keeps our stdin for dpkg's questions.
 pub fn run(
-    mut cmd: Command,
+    cmd: Command,
     log: File,
     echo: bool,
     interactive: bool,
     on_status: &mut dyn FnMut(&Status),
 ) -> Result<Finished, Error> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let (status_read, status_write): (OwnedFd, OwnedFd) =
-        nix::unistd::pipe().map_err(|e| Error::io(&program, e.into()))?;
+    let mut cmd = super::children::guard(cmd);
+    let program = super::children::program_of(&cmd)
+        .to_string_lossy()
+        .into_owned();
+    // Both ends close-on-exec: the child gets the write end as fd 3 (the mapping clears
+    // the flag on that copy only) and no other child gets either end.
+    let (status_read, status_write) = std::io::pipe().map_err(|e| Error::io(&program, e))?;
     cmd.fd_mappings(vec![FdMapping {
-        parent_fd: status_write,
+        parent_fd: OwnedFd::from(status_write),
         child_fd: 3,
     }])
     .map_err(|e| Error::io(&program, std::io::Error::other(e.to_string())))?;
@@ -107,13 +132,14 @@ pub fn run(
     let out = pump(Box::new(child.stdout.take().expect("piped")));
     let err = pump(Box::new(child.stderr.take().expect("piped")));
     let mut errors = Vec::new();
-    for line in BufReader::new(File::from(status_read))
-        .lines()
-        .map_while(Result::ok)
-    {
+    let mut package_lines = 0;
+    for line in BufReader::new(status_read).lines().map_while(Result::ok) {
         if let Some(status) = Status::parse(&line) {
             if let Status::Error { package, message } = &status {
                 errors.push((package.clone(), message.clone()));
+            }
+            if status.names_a_package() {
+                package_lines += 1;
             }
             on_status(&status);
         }
@@ -127,6 +153,7 @@ pub fn run(
         code: status.code(),
         tail,
         errors,
+        package_lines,
     })
 }
 
@@ -219,5 +246,49 @@ mod tests {
         let text = std::fs::read_to_string(&log_path).unwrap();
         assert!(text.contains("out\n") && text.contains("err\n"), "{text}");
         assert!(finished.tail.contains(&"out".to_owned()));
+        assert_eq!(finished.package_lines, 2);
+    }
+
+    #[test]
+    fn the_child_holds_only_the_write_end_of_its_status_pipe() {
+        // Every descriptor of the child that is the status pipe: fd 3 and nothing else
+        // (an inherited read end would keep apt writing into a pipe nobody drains).
+        let script = r#"pipe=$(readlink /proc/$$/fd/3); n=0
+for f in /proc/$$/fd/*; do [ "$(readlink "$f")" = "$pipe" ] && n=$((n+1)); done
+echo "pmstatus:p:1:$n" >&3"#;
+        let dir = tempfile::tempdir().unwrap();
+        let log = File::create(dir.path().join("term.log")).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        let mut seen = Vec::new();
+        let finished = run(cmd, log, false, false, &mut |s| seen.push(s.clone())).unwrap();
+        assert!(finished.success, "{:?}", finished.tail);
+        assert_eq!(
+            seen,
+            [Status::Install {
+                package: "p".into(),
+                percent: 1.0,
+                what: "1".into()
+            }],
+            "descriptors of the status pipe in the child"
+        );
+    }
+
+    #[test]
+    fn only_lines_about_packages_count_as_dpkg_work() {
+        let lines = [
+            ("dlstatus:1:50:Retrieving file 1 of 2", false),
+            ("pmstatus:dpkg-exec:0:Running dpkg", false),
+            ("pmstatus:libc6:10:Preparing to unpack libc6", true),
+            ("pmerror:/var/cache/apt/archives/x.deb:20:boom", true),
+            ("pmconffile:/etc/x:'/etc/x' '/etc/x.dpkg-new' 1 1", true),
+        ];
+        for (line, names) in lines {
+            assert_eq!(
+                Status::parse(line).unwrap().names_a_package(),
+                names,
+                "{line}"
+            );
+        }
     }
 }

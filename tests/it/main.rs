@@ -6,6 +6,7 @@ mod deb;
 mod debian_root;
 mod debian_upgrade;
 mod demo;
+mod faults;
 mod fetcher;
 mod helper_build;
 mod image_client;

@@ -192,7 +192,22 @@ impl World {
 
     /// Publishes the helper pocket into `dir`.
     fn publish_helpers(&self, dir: &Path, valid_until: bool) {
-        let entries: Vec<PocketEntry> = host_wrapper_helpers()
+        self.publish_helper_list(dir, valid_until, &host_wrapper_helpers());
+    }
+
+    /// Publishes the network helper pocket again, with `adjust`ed helpers.
+    pub fn republish_helpers(&self, adjust: impl FnOnce(&mut Vec<TestHelper>)) {
+        let mut helpers = host_wrapper_helpers();
+        adjust(&mut helpers);
+        self.publish_helper_list(
+            &self.srv.join("dists/beta/main/dist-upgrader-amd64/current"),
+            true,
+            &helpers,
+        );
+    }
+
+    fn publish_helper_list(&self, dir: &Path, valid_until: bool, helpers: &[TestHelper]) {
+        let entries: Vec<PocketEntry> = helpers
             .iter()
             .map(|h| {
                 let file = build_deb(&self.work, h);
@@ -251,7 +266,7 @@ impl World {
     }
 }
 
-fn audit_clean(root: &Path) {
+pub fn audit_clean(root: &Path) {
     let out = Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
         .arg("--audit")
@@ -692,7 +707,7 @@ fn upgrade_from_media_works_offline() {
 }
 
 /// SIGKILLs every process whose command line, root or working directory involves `root`.
-fn kill_everything_touching(root: &Path) {
+pub fn kill_everything_touching(root: &Path) {
     let needle = root.display().to_string();
     for _ in 0..50 {
         let mut found = false;

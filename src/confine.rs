@@ -199,6 +199,15 @@ fn mount_of(fd: impl AsFd) -> std::io::Result<MountId> {
     }
 }
 
+/// Whether a walk down a [`Tree`] may enter another mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mounts {
+    /// Never: a mount point on the way is refused.
+    Stay,
+    /// Yes (symlinks are still refused).
+    Enter,
+}
+
 /// What a name below a [`Tree`] is, without following it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -272,6 +281,11 @@ impl Tree {
     /// Opens the directory `name` directly inside this one: never through a symlink,
     /// never onto another mount.
     fn child(&self, name: &str) -> Result<Option<Tree>, Error> {
+        self.child_in(name, Mounts::Stay)
+    }
+
+    /// [`Self::child`], entering a mount point only with [`Mounts::Enter`].
+    fn child_in(&self, name: &str, mounts: Mounts) -> Result<Option<Tree>, Error> {
         let fd = match rustix::fs::openat(&self.fd, name, dir_flags(), Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
@@ -286,7 +300,7 @@ impl Tree {
             Err(e) => return Err(Error::io(self.path.join(name), e.into())),
         };
         let mount = mount_of(&fd).map_err(|e| Error::io(self.path.join(name), e))?;
-        if mount != self.mount {
+        if mount != self.mount && mounts == Mounts::Stay {
             return Err(self.refused(name, "it is a mount point (never crossed)"));
         }
         Ok(Some(Tree {
@@ -315,7 +329,24 @@ impl Tree {
         self.walk(rel.components())
     }
 
+    /// Like [`Self::open_dir`], but mount points on the way are entered (symlinks are
+    /// still refused): for the fixed system directories a root holds, such as
+    /// `var/lib/release-upgrader` or `usr/lib`, where `/var` or `/usr` may well be
+    /// filesystems of their own. The tree returned is confined from there on: nothing
+    /// done through it crosses into another mount below it.
+    pub fn open_dir_across_mounts(&self, rel: &RelPath) -> Result<Option<Tree>, Error> {
+        self.walk_in(rel.components(), Mounts::Enter)
+    }
+
     fn walk<'a>(&self, components: impl Iterator<Item = &'a str>) -> Result<Option<Tree>, Error> {
+        self.walk_in(components, Mounts::Stay)
+    }
+
+    fn walk_in<'a>(
+        &self,
+        components: impl Iterator<Item = &'a str>,
+        mounts: Mounts,
+    ) -> Result<Option<Tree>, Error> {
         let mut at: Option<Tree> = None;
         let mut walked = String::new();
         for name in components {
@@ -323,7 +354,7 @@ impl Tree {
                 walked.push('/');
             }
             walked.push_str(name);
-            match at.as_ref().unwrap_or(self).child(name)? {
+            match at.as_ref().unwrap_or(self).child_in(name, mounts)? {
                 Some(next) => at = Some(next),
                 None => return Ok(None),
             }
@@ -361,6 +392,16 @@ impl Tree {
     /// Creates the directory `rel` and its missing parents (mode 0755), refusing
     /// symlinks and mount points on the way; returns it open.
     pub fn create_dir_all(&self, rel: &RelPath) -> Result<Tree, Error> {
+        self.create_dir_all_in(rel, Mounts::Stay)
+    }
+
+    /// [`Self::create_dir_all`], entering mount points on the way as
+    /// [`Self::open_dir_across_mounts`] does.
+    pub fn create_dir_all_across_mounts(&self, rel: &RelPath) -> Result<Tree, Error> {
+        self.create_dir_all_in(rel, Mounts::Enter)
+    }
+
+    fn create_dir_all_in(&self, rel: &RelPath, mounts: Mounts) -> Result<Tree, Error> {
         let mut at: Option<Tree> = None;
         let mut walked = String::new();
         for name in rel.components() {
@@ -369,14 +410,14 @@ impl Tree {
             }
             walked.push_str(name);
             let here = at.as_ref().unwrap_or(self);
-            let next = match here.child(name)? {
+            let next = match here.child_in(name, mounts)? {
                 Some(next) => next,
                 None => {
                     match rustix::fs::mkdirat(&here.fd, name, Mode::from_raw_mode(0o755)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(Error::io(self.path.join(&walked), e.into())),
                     }
-                    here.child(name)?
+                    here.child_in(name, mounts)?
                         .ok_or_else(|| self.refused(&walked, "it vanished while being created"))?
                 }
             };
@@ -422,6 +463,64 @@ impl Tree {
             Some(Kind::Dir) => Err(self.refused(rel.as_str(), "it is a directory")),
             Some(_) => dir.unlink(&name, false).map(|()| true),
         }
+    }
+
+    /// Removes the directory `rel` if it is empty. Returns whether it was removed: `false`
+    /// when it is missing, not empty, or not a directory (left alone in both cases).
+    pub fn remove_dir(&self, rel: &RelPath) -> Result<bool, Error> {
+        let Some((dir, name)) = self.parent(rel)? else {
+            return Ok(false);
+        };
+        if dir.kind_of(&name)? != Some(Kind::Dir) {
+            return Ok(false);
+        }
+        match rustix::fs::unlinkat(&dir.fd, name.as_str(), AtFlags::REMOVEDIR) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT | Errno::NOTEMPTY | Errno::EXIST | Errno::NOTDIR) => Ok(false),
+            Err(e) => Err(Error::io(self.display(rel), e.into())),
+        }
+    }
+
+    /// Removes the directory `rel` and everything below it, as [`Self::remove_all`] does,
+    /// but refuses when `rel` itself is not a directory: for names the caller keeps its
+    /// own directories under, where a symlink or a file is something planted there.
+    /// Returns whether it was there.
+    pub fn remove_dir_all(&self, rel: &RelPath) -> Result<bool, Error> {
+        match self.kind(rel)? {
+            None => Ok(false),
+            Some(Kind::Dir) => self.remove_all(rel),
+            Some(Kind::Symlink) => Err(self.refused(
+                rel.as_str(),
+                "it is a symlink where a directory is expected (never followed)",
+            )),
+            Some(_) => Err(self.refused(rel.as_str(), "it is not a directory")),
+        }
+    }
+
+    /// The names directly inside this directory and what each is (not following
+    /// symlinks), sorted by name.
+    pub fn entries(&self) -> Result<Vec<(String, Kind)>, Error> {
+        // A descriptor of its own (not a dup, which would share the read position).
+        let mut stream =
+            rustix::fs::Dir::read_from(&self.fd).map_err(|e| Error::io(&self.path, e.into()))?;
+        let mut names = Vec::new();
+        while let Some(entry) = stream.read() {
+            let entry = entry.map_err(|e| Error::io(&self.path, e.into()))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            names.push(OsStr::from_bytes(name).to_string_lossy().into_owned());
+        }
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            // Gone in between: not an entry any more.
+            if let Some(kind) = self.kind_of(&name)? {
+                out.push((name, kind));
+            }
+        }
+        Ok(out)
     }
 
     fn unlink(&self, name: &str, dir: bool) -> Result<(), Error> {
@@ -694,6 +793,96 @@ mod tests {
         assert_eq!(tree.kind(&RelPath::new("x/nope").unwrap()).unwrap(), None);
     }
 
+    #[test]
+    fn remove_dir_removes_only_an_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("full/inner")).unwrap();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        symlink(dir.path().join("empty"), dir.path().join("link")).unwrap();
+        let rel = |p: &str| RelPath::new(p).unwrap();
+        assert!(!tree.remove_dir(&rel("full")).unwrap());
+        assert!(!tree.remove_dir(&rel("file")).unwrap());
+        assert!(!tree.remove_dir(&rel("link")).unwrap());
+        assert!(!tree.remove_dir(&rel("missing/x")).unwrap());
+        assert!(tree.remove_dir(&rel("full/inner")).unwrap());
+        assert!(tree.remove_dir(&rel("empty")).unwrap());
+        assert!(dir.path().join("full").is_dir() && dir.path().join("file").is_file());
+        assert!(std::fs::symlink_metadata(dir.path().join("link")).is_ok());
+        let err = tree.remove_dir(&rel("link/x")).unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn remove_dir_all_refuses_what_is_not_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), "data").unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        symlink(outside.path(), dir.path().join("staging")).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let rel = |p: &str| RelPath::new(p).unwrap();
+        let err = tree.remove_dir_all(&rel("staging")).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert!(dir.path().join("staging").exists());
+        assert!(outside.path().join("precious").exists());
+        let err = tree.remove_dir_all(&rel("file")).unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+        assert!(!tree.remove_dir_all(&rel("missing")).unwrap());
+        std::fs::create_dir_all(dir.path().join("d/e")).unwrap();
+        assert!(tree.remove_dir_all(&rel("d")).unwrap());
+        assert!(!dir.path().join("d").exists());
+    }
+
+    #[test]
+    fn entries_lists_names_and_kinds_without_following() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        symlink("/etc", dir.path().join("l")).unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let expected = vec![
+            ("d".to_owned(), Kind::Dir),
+            ("f".to_owned(), Kind::File),
+            ("l".to_owned(), Kind::Symlink),
+        ];
+        assert_eq!(tree.entries().unwrap(), expected);
+        // Its own read position: listing twice lists everything twice.
+        assert_eq!(tree.entries().unwrap(), expected);
+    }
+
+    #[test]
+    fn walking_across_mounts_still_refuses_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("var/lib")).unwrap();
+        symlink(outside.path(), dir.path().join("var/lib/release-upgrader")).unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let rel = |p: &str| RelPath::new(p).unwrap();
+        assert!(
+            tree.open_dir_across_mounts(&rel("var/lib"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            tree.open_dir_across_mounts(&rel("var/nope"))
+                .unwrap()
+                .is_none()
+        );
+        let err = tree
+            .create_dir_all_across_mounts(&rel("var/lib/release-upgrader"))
+            .unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        let err = tree
+            .open_dir_across_mounts(&rel("var/lib/release-upgrader"))
+            .unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+        let made = tree.create_dir_all_across_mounts(&rel("usr/lib")).unwrap();
+        assert_eq!(made.path(), dir.path().join("usr/lib"));
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
     /// Mounting needs root and a mount namespace of our own; the test makes one with
     /// `unshare` so that nothing it mounts is ever seen outside it.
     #[test]
@@ -740,5 +929,11 @@ mod tests {
         assert!(matches!(err, Error::Refused { .. }), "{err:?}");
         assert!(err.to_string().contains("mount point"), "{err}");
         assert!(err.to_string().contains("/dev"), "{err}");
+        // A walk across mounts enters it; what it returns stays in that mount.
+        let tree = Tree::open(Path::new(&root)).unwrap();
+        let dev = RelPath::new("dev").unwrap();
+        assert!(tree.open_dir(&dev).is_err());
+        let inside = tree.open_dir_across_mounts(&dev).unwrap().unwrap();
+        assert!(inside.kind(&RelPath::new("precious").unwrap()).unwrap() == Some(Kind::File));
     }
 }

@@ -199,6 +199,15 @@ fn mount_of(fd: impl AsFd) -> std::io::Result<MountId> {
     }
 }
 
+/// Whether a walk down a [`Tree`] may enter another mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mounts {
+    /// Never: a mount point on the way is refused.
+    Stay,
+    /// Yes (symlinks are still refused).
+    Enter,
+}
+
 /// What a name below a [`Tree`] is, without following it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -251,88 +260,6 @@ impl Tree {
         }
     }
 
-    /// Opens the directory `rel` as a process chrooted into this tree would: symlinks
-    /// on the way are followed, but an absolute target or a `..` resolves inside this
-    /// tree, never above it; mounts on the way are entered (a machine's `/var` may be a
-    /// filesystem of its own). With `create`, missing directories are made (0755).
-    ///
-    /// For the base directories a run works in (the state directory, the prefix's
-    /// parent, the logs): a symlink a chroot holds there can then only lead elsewhere in
-    /// the chroot, never to the host. What is done below them goes through the returned
-    /// handle, confined.
-    pub fn resolve_dir(&self, rel: &RelPath, create: bool) -> Result<Option<Tree>, Error> {
-        const MAX_LINKS: usize = 40;
-        let mut stack: Vec<Tree> = Vec::new();
-        let mut pending: std::collections::VecDeque<String> =
-            rel.components().map(str::to_owned).collect();
-        let mut links = 0;
-        while let Some(name) = pending.pop_front() {
-            match name.as_str() {
-                "" | "." => continue,
-                ".." => {
-                    stack.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            let here = stack.last().unwrap_or(self);
-            let shown = here.path.join(&name);
-            match rustix::fs::openat(&here.fd, name.as_str(), dir_flags(), Mode::empty()) {
-                Ok(fd) => {
-                    let mount = mount_of(&fd).map_err(|e| Error::io(&shown, e))?;
-                    stack.push(Tree {
-                        fd,
-                        path: shown,
-                        mount,
-                    });
-                }
-                Err(Errno::NOENT) if create => {
-                    match rustix::fs::mkdirat(&here.fd, name.as_str(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(Error::io(&shown, e.into())),
-                    }
-                    pending.push_front(name);
-                }
-                Err(Errno::NOENT) => return Ok(None),
-                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-                    let target = match rustix::fs::readlinkat(&here.fd, name.as_str(), Vec::new()) {
-                        Ok(target) => target.into_bytes(),
-                        Err(Errno::INVAL) => {
-                            return Err(Error::Refused {
-                                path: shown,
-                                reason: "it is not a directory".into(),
-                            });
-                        }
-                        Err(e) => return Err(Error::io(&shown, e.into())),
-                    };
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(Error::Refused {
-                            path: shown,
-                            reason: "it goes through too many symlinks".into(),
-                        });
-                    }
-                    let target = String::from_utf8_lossy(&target).into_owned();
-                    if target.starts_with('/') {
-                        stack.clear();
-                    }
-                    for part in target.split('/').rev() {
-                        pending.push_front(part.to_owned());
-                    }
-                }
-                Err(e) => return Err(Error::io(&shown, e.into())),
-            }
-        }
-        match stack.pop() {
-            Some(tree) => Ok(Some(tree)),
-            None => Ok(Some(Tree {
-                fd: self.fd.try_clone().map_err(|e| Error::io(&self.path, e))?,
-                path: self.path.clone(),
-                mount: self.mount,
-            })),
-        }
-    }
-
     /// Where the tree was opened (for messages).
     pub fn path(&self) -> &Path {
         &self.path
@@ -354,6 +281,11 @@ impl Tree {
     /// Opens the directory `name` directly inside this one: never through a symlink,
     /// never onto another mount.
     fn child(&self, name: &str) -> Result<Option<Tree>, Error> {
+        self.child_in(name, Mounts::Stay)
+    }
+
+    /// [`Self::child`], entering a mount point only with [`Mounts::Enter`].
+    fn child_in(&self, name: &str, mounts: Mounts) -> Result<Option<Tree>, Error> {
         let fd = match rustix::fs::openat(&self.fd, name, dir_flags(), Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
@@ -368,7 +300,7 @@ impl Tree {
             Err(e) => return Err(Error::io(self.path.join(name), e.into())),
         };
         let mount = mount_of(&fd).map_err(|e| Error::io(self.path.join(name), e))?;
-        if mount != self.mount {
+        if mount != self.mount && mounts == Mounts::Stay {
             return Err(self.refused(name, "it is a mount point (never crossed)"));
         }
         Ok(Some(Tree {
@@ -397,7 +329,24 @@ impl Tree {
         self.walk(rel.components())
     }
 
+    /// Like [`Self::open_dir`], but mount points on the way are entered (symlinks are
+    /// still refused): for the fixed system directories a root holds, such as
+    /// `var/lib/release-upgrader` or `usr/lib`, where `/var` or `/usr` may well be
+    /// filesystems of their own. The tree returned is confined from there on: nothing
+    /// done through it crosses into another mount below it.
+    pub fn open_dir_across_mounts(&self, rel: &RelPath) -> Result<Option<Tree>, Error> {
+        self.walk_in(rel.components(), Mounts::Enter)
+    }
+
     fn walk<'a>(&self, components: impl Iterator<Item = &'a str>) -> Result<Option<Tree>, Error> {
+        self.walk_in(components, Mounts::Stay)
+    }
+
+    fn walk_in<'a>(
+        &self,
+        components: impl Iterator<Item = &'a str>,
+        mounts: Mounts,
+    ) -> Result<Option<Tree>, Error> {
         let mut at: Option<Tree> = None;
         let mut walked = String::new();
         for name in components {
@@ -405,7 +354,7 @@ impl Tree {
                 walked.push('/');
             }
             walked.push_str(name);
-            match at.as_ref().unwrap_or(self).child(name)? {
+            match at.as_ref().unwrap_or(self).child_in(name, mounts)? {
                 Some(next) => at = Some(next),
                 None => return Ok(None),
             }
@@ -443,6 +392,16 @@ impl Tree {
     /// Creates the directory `rel` and its missing parents (mode 0755), refusing
     /// symlinks and mount points on the way; returns it open.
     pub fn create_dir_all(&self, rel: &RelPath) -> Result<Tree, Error> {
+        self.create_dir_all_in(rel, Mounts::Stay)
+    }
+
+    /// [`Self::create_dir_all`], entering mount points on the way as
+    /// [`Self::open_dir_across_mounts`] does.
+    pub fn create_dir_all_across_mounts(&self, rel: &RelPath) -> Result<Tree, Error> {
+        self.create_dir_all_in(rel, Mounts::Enter)
+    }
+
+    fn create_dir_all_in(&self, rel: &RelPath, mounts: Mounts) -> Result<Tree, Error> {
         let mut at: Option<Tree> = None;
         let mut walked = String::new();
         for name in rel.components() {
@@ -451,14 +410,14 @@ impl Tree {
             }
             walked.push_str(name);
             let here = at.as_ref().unwrap_or(self);
-            let next = match here.child(name)? {
+            let next = match here.child_in(name, mounts)? {
                 Some(next) => next,
                 None => {
                     match rustix::fs::mkdirat(&here.fd, name, Mode::from_raw_mode(0o755)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(Error::io(self.path.join(&walked), e.into())),
                     }
-                    here.child(name)?
+                    here.child_in(name, mounts)?
                         .ok_or_else(|| self.refused(&walked, "it vanished while being created"))?
                 }
             };
@@ -506,6 +465,64 @@ impl Tree {
         }
     }
 
+    /// Removes the directory `rel` if it is empty. Returns whether it was removed: `false`
+    /// when it is missing, not empty, or not a directory (left alone in both cases).
+    pub fn remove_dir(&self, rel: &RelPath) -> Result<bool, Error> {
+        let Some((dir, name)) = self.parent(rel)? else {
+            return Ok(false);
+        };
+        if dir.kind_of(&name)? != Some(Kind::Dir) {
+            return Ok(false);
+        }
+        match rustix::fs::unlinkat(&dir.fd, name.as_str(), AtFlags::REMOVEDIR) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT | Errno::NOTEMPTY | Errno::EXIST | Errno::NOTDIR) => Ok(false),
+            Err(e) => Err(Error::io(self.display(rel), e.into())),
+        }
+    }
+
+    /// Removes the directory `rel` and everything below it, as [`Self::remove_all`] does,
+    /// but refuses when `rel` itself is not a directory: for names the caller keeps its
+    /// own directories under, where a symlink or a file is something planted there.
+    /// Returns whether it was there.
+    pub fn remove_dir_all(&self, rel: &RelPath) -> Result<bool, Error> {
+        match self.kind(rel)? {
+            None => Ok(false),
+            Some(Kind::Dir) => self.remove_all(rel),
+            Some(Kind::Symlink) => Err(self.refused(
+                rel.as_str(),
+                "it is a symlink where a directory is expected (never followed)",
+            )),
+            Some(_) => Err(self.refused(rel.as_str(), "it is not a directory")),
+        }
+    }
+
+    /// The names directly inside this directory and what each is (not following
+    /// symlinks), sorted by name.
+    pub fn entries(&self) -> Result<Vec<(String, Kind)>, Error> {
+        // A descriptor of its own (not a dup, which would share the read position).
+        let mut stream =
+            rustix::fs::Dir::read_from(&self.fd).map_err(|e| Error::io(&self.path, e.into()))?;
+        let mut names = Vec::new();
+        while let Some(entry) = stream.read() {
+            let entry = entry.map_err(|e| Error::io(&self.path, e.into()))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            names.push(OsStr::from_bytes(name).to_string_lossy().into_owned());
+        }
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            // Gone in between: not an entry any more.
+            if let Some(kind) = self.kind_of(&name)? {
+                out.push((name, kind));
+            }
+        }
+        Ok(out)
+    }
+
     fn unlink(&self, name: &str, dir: bool) -> Result<(), Error> {
         let flags = if dir {
             AtFlags::REMOVEDIR
@@ -527,9 +544,10 @@ impl Tree {
             // Read a batch of names, then remove them: removing while reading a
             // directory stream may skip entries.
             let mut names = Vec::new();
-            let dup = self.fd.try_clone().map_err(|e| Error::io(&self.path, e))?;
-            let mut stream =
-                rustix::fs::Dir::new(dup).map_err(|e| Error::io(&self.path, e.into()))?;
+            // A descriptor of its own, read from the start (a dup would share the read
+            // position and skip what the previous batch left).
+            let mut stream = rustix::fs::Dir::read_from(&self.fd)
+                .map_err(|e| Error::io(&self.path, e.into()))?;
             while let Some(entry) = stream.read() {
                 let entry = entry.map_err(|e| Error::io(&self.path, e.into()))?;
                 let name = entry.file_name().to_bytes();
@@ -708,6 +726,18 @@ mod tests {
     }
 
     #[test]
+    fn remove_all_empties_directories_larger_than_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("big")).unwrap();
+        for i in 0..10_000 {
+            std::fs::write(dir.path().join(format!("big/{i}")), "").unwrap();
+        }
+        let tree = Tree::open(dir.path()).unwrap();
+        assert!(tree.remove_all(&RelPath::new("big").unwrap()).unwrap());
+        assert!(!dir.path().join("big").exists());
+    }
+
+    #[test]
     fn remove_all_removes_symlinks_without_following_them() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
@@ -777,51 +807,93 @@ mod tests {
     }
 
     #[test]
-    fn base_directories_resolve_symlinks_inside_the_tree_like_a_chroot() {
+    fn remove_dir_removes_only_an_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("full/inner")).unwrap();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        symlink(dir.path().join("empty"), dir.path().join("link")).unwrap();
+        let rel = |p: &str| RelPath::new(p).unwrap();
+        assert!(!tree.remove_dir(&rel("full")).unwrap());
+        assert!(!tree.remove_dir(&rel("file")).unwrap());
+        assert!(!tree.remove_dir(&rel("link")).unwrap());
+        assert!(!tree.remove_dir(&rel("missing/x")).unwrap());
+        assert!(tree.remove_dir(&rel("full/inner")).unwrap());
+        assert!(tree.remove_dir(&rel("empty")).unwrap());
+        assert!(dir.path().join("full").is_dir() && dir.path().join("file").is_file());
+        assert!(std::fs::symlink_metadata(dir.path().join("link")).is_ok());
+        let err = tree.remove_dir(&rel("link/x")).unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn remove_dir_all_refuses_what_is_not_a_directory() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("real/lib")).unwrap();
-        // An absolute link, as a chroot may hold: it must resolve inside the root.
-        symlink("/real", root.join("var")).unwrap();
-        // A relative one climbing above the root stops at the root.
-        symlink("../../../../../../real", root.join("up")).unwrap();
-        symlink(outside.path(), root.join("host")).unwrap();
-        let tree = Tree::open(root).unwrap();
+        std::fs::write(outside.path().join("precious"), "data").unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        symlink(outside.path(), dir.path().join("staging")).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
         let rel = |p: &str| RelPath::new(p).unwrap();
-        let lib = tree.resolve_dir(&rel("var/lib"), false).unwrap().unwrap();
-        assert_eq!(
-            rustix::fs::fstat(&lib).unwrap().st_ino,
-            rustix::fs::stat(root.join("real/lib")).unwrap().st_ino
+        let err = tree.remove_dir_all(&rel("staging")).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert!(dir.path().join("staging").exists());
+        assert!(outside.path().join("precious").exists());
+        let err = tree.remove_dir_all(&rel("file")).unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+        assert!(!tree.remove_dir_all(&rel("missing")).unwrap());
+        std::fs::create_dir_all(dir.path().join("d/e")).unwrap();
+        assert!(tree.remove_dir_all(&rel("d")).unwrap());
+        assert!(!dir.path().join("d").exists());
+    }
+
+    #[test]
+    fn entries_lists_names_and_kinds_without_following() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        symlink("/etc", dir.path().join("l")).unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let expected = vec![
+            ("d".to_owned(), Kind::Dir),
+            ("f".to_owned(), Kind::File),
+            ("l".to_owned(), Kind::Symlink),
+        ];
+        assert_eq!(tree.entries().unwrap(), expected);
+        // Its own read position: listing twice lists everything twice.
+        assert_eq!(tree.entries().unwrap(), expected);
+    }
+
+    #[test]
+    fn walking_across_mounts_still_refuses_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("var/lib")).unwrap();
+        symlink(outside.path(), dir.path().join("var/lib/release-upgrader")).unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let rel = |p: &str| RelPath::new(p).unwrap();
+        assert!(
+            tree.open_dir_across_mounts(&rel("var/lib"))
+                .unwrap()
+                .is_some()
         );
-        let up = tree.resolve_dir(&rel("up/lib"), false).unwrap().unwrap();
-        assert_eq!(
-            rustix::fs::fstat(&up).unwrap().st_ino,
-            rustix::fs::stat(root.join("real/lib")).unwrap().st_ino
+        assert!(
+            tree.open_dir_across_mounts(&rel("var/nope"))
+                .unwrap()
+                .is_none()
         );
-        // The link to the host's directory names <root>/<that path>, which is missing.
-        assert!(tree.resolve_dir(&rel("host/x"), false).unwrap().is_none());
-        let made = tree.resolve_dir(&rel("host/x"), true).unwrap().unwrap();
-        assert!(!outside.path().join("x").exists());
-        assert_eq!(
-            rustix::fs::fstat(&made).unwrap().st_ino,
-            rustix::fs::stat(
-                root.join(outside.path().strip_prefix("/").unwrap())
-                    .join("x")
-            )
-            .unwrap()
-            .st_ino
-        );
-        symlink("loop", root.join("loop")).unwrap();
-        assert!(matches!(
-            tree.resolve_dir(&rel("loop/x"), false).unwrap_err(),
-            Error::Refused { .. }
-        ));
-        std::fs::write(root.join("file"), "x").unwrap();
-        assert!(matches!(
-            tree.resolve_dir(&rel("file/x"), true).unwrap_err(),
-            Error::Refused { .. }
-        ));
+        let err = tree
+            .create_dir_all_across_mounts(&rel("var/lib/release-upgrader"))
+            .unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        let err = tree
+            .open_dir_across_mounts(&rel("var/lib/release-upgrader"))
+            .unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+        let made = tree.create_dir_all_across_mounts(&rel("usr/lib")).unwrap();
+        assert_eq!(made.path(), dir.path().join("usr/lib"));
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     /// Mounting needs root and a mount namespace of our own; the test makes one with
@@ -870,5 +942,11 @@ mod tests {
         assert!(matches!(err, Error::Refused { .. }), "{err:?}");
         assert!(err.to_string().contains("mount point"), "{err}");
         assert!(err.to_string().contains("/dev"), "{err}");
+        // A walk across mounts enters it; what it returns stays in that mount.
+        let tree = Tree::open(Path::new(&root)).unwrap();
+        let dev = RelPath::new("dev").unwrap();
+        assert!(tree.open_dir(&dev).is_err());
+        let inside = tree.open_dir_across_mounts(&dev).unwrap().unwrap();
+        assert!(inside.kind(&RelPath::new("precious").unwrap()).unwrap() == Some(Kind::File));
     }
 }

@@ -86,19 +86,36 @@ impl SystemRoot {
         Tree::open(&self.dir)
     }
 
-    /// The directory `absolute` of the target system, opened as the system itself would
-    /// see it (symlinks resolved inside the root: see [`Tree::resolve_dir`]), created
-    /// when `create`; `None` when missing.
-    pub fn open_dir(
-        &self,
-        absolute: impl AsRef<Path>,
-        create: bool,
-    ) -> Result<Option<Tree>, Error> {
+    /// The directory `absolute` of the target system, opened; `None` when missing. On
+    /// the running system the path is resolved as usual: its symlinks are the machine's
+    /// own. Under another root, a symlink on the way could lead out of it, so none is
+    /// followed; mount points are entered (a root's `/var` may be a filesystem of its
+    /// own). Either way, whatever is done through the returned handle stays below it.
+    pub fn open_dir(&self, absolute: impl AsRef<Path>) -> Result<Option<Tree>, Error> {
         let absolute = absolute.as_ref();
-        if absolute == Path::new("/") {
-            return self.tree().map(Some);
+        if self.is_host() {
+            return Tree::open_existing(&self.path(absolute));
         }
-        self.tree()?.resolve_dir(&self.relative(absolute)?, create)
+        match self.relative(absolute) {
+            Ok(rel) => self.tree()?.open_dir_across_mounts(&rel),
+            Err(_) if absolute == Path::new("/") => self.tree().map(Some),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Self::open_dir`], creating the directory and its parents (0755) when missing.
+    pub fn create_dir(&self, absolute: impl AsRef<Path>) -> Result<Tree, Error> {
+        let absolute = absolute.as_ref();
+        if self.is_host() {
+            let path = self.path(absolute);
+            fs_err::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            return Tree::open(&path);
+        }
+        match self.relative(absolute) {
+            Ok(rel) => self.tree()?.create_dir_all_across_mounts(&rel),
+            Err(_) if absolute == Path::new("/") => self.tree(),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -43,8 +43,11 @@ pub fn apt_options(prefix: &Path) -> Vec<(String, String)> {
 
 /// Where the generated apt configuration lives.
 pub fn apt_conf_path(store: &Store) -> PathBuf {
-    store.state.join("apt.conf")
+    store.state.join(APT_CONF)
 }
+
+/// Its name in the state directory.
+const APT_CONF: &str = "apt.conf";
 
 /// Renders [`apt_options`] as an apt configuration file.
 pub fn render_apt_conf(prefix: &Path) -> String {
@@ -66,7 +69,8 @@ pub fn write_apt_conf(store: &Store) -> Result<(), Error> {
 }
 
 pub fn remove_apt_conf(store: &Store) -> Result<(), Error> {
-    super::remove_tree(&apt_conf_path(store))
+    store.state_tree()?.remove_file(&super::name(APT_CONF))?;
+    Ok(())
 }
 
 /// The environment of a process that runs with the helpers: their entry points first on

@@ -9,16 +9,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::client::HelperPlan;
+use crate::confine::RelPath;
 use crate::crashpoint;
 use crate::deb::{self, EntryKind, ExtractHooks, PathOwners, Policy};
 use crate::digest::Sha256;
 use crate::error::Error;
 use crate::fetch::Fetcher;
-use crate::fsutil;
 use crate::helpers::journal::{Journal, Operation, Phase};
 use crate::helpers::lock::StateLock;
 use crate::helpers::manifest::{self, FileKind, Manifest, ManifestEntry};
-use crate::helpers::{Store, env, remove_tree};
+use crate::helpers::{
+    ASIDE, DOWNLOADS, MANIFESTS, NEW_MANIFESTS, OLD_MANIFESTS, STAGING, Store, env, name, own_dir,
+};
 use crate::pocket::PackageEntry;
 use crate::progress::Progress;
 
@@ -51,9 +53,10 @@ pub enum Recovery {
     Finished,
 }
 
-/// Finishes or rolls back an interrupted transaction. The caller holds the lock.
+/// Finishes or rolls back an interrupted transaction. The caller holds the lock. A
+/// journal naming paths this root does not derive is refused before anything changes.
 pub fn recover(store: &Store) -> Result<Option<Recovery>, Error> {
-    let Some(journal) = Journal::load(&store.state)? else {
+    let Some(journal) = Journal::load(store)? else {
         return Ok(None);
     };
     log::warn!(
@@ -67,72 +70,135 @@ pub fn recover(store: &Store) -> Result<Option<Recovery>, Error> {
     );
     let recovery = match (journal.operation, journal.phase) {
         (Operation::Install, Phase::Staging) => {
-            rollback(store, &journal, false)?;
+            rollback(store, false)?;
             Recovery::RolledBack
         }
         (Operation::Install, Phase::Staged) => {
-            let swapped = journal.new_inode.is_some() && inode(&store.prefix) == journal.new_inode;
-            if swapped {
-                finish(store, &journal)?;
+            if swapped(store, &journal)? {
+                finish(store)?;
                 Recovery::Finished
             } else {
-                rollback(store, &journal, false)?;
+                rollback(store, false)?;
                 Recovery::RolledBack
             }
         }
         (Operation::Install, Phase::Swapped) => {
-            finish(store, &journal)?;
+            finish(store)?;
             Recovery::Finished
         }
         (Operation::Remove, _) | (Operation::Install, Phase::Removing) => {
-            crate::helpers::remove::finish(store, &journal)?;
+            crate::helpers::remove::finish(store)?;
             Recovery::Finished
         }
     };
     Ok(Some(recovery))
 }
 
-fn inode(path: &Path) -> Option<u64> {
-    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
+/// The device and inode of `path` (not following a final symlink).
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether the new tree of an install interrupted in phase `Staged` is already the
+/// prefix. The journal recorded the new tree's inode: the prefix having it means yes, the
+/// staging name having it means no. When neither has it, the root is not the one the
+/// journal was written on (a `cp -a` copy, a restored backup: every inode differs) or a
+/// rollback was cut short; then the two trees are compared with the new manifests, and
+/// the one that holds more of the new files is the new tree.
+fn swapped(store: &Store, journal: &Journal) -> Result<bool, Error> {
+    let prefix = identity(&store.prefix);
+    let staging = identity(&store.staging());
+    if let Some(ino) = journal.new_inode {
+        let is_new = |id: Option<(u64, u64)>| {
+            id.is_some_and(|(dev, i)| i == ino && journal.new_device.is_none_or(|d| d == dev))
+        };
+        if is_new(prefix) {
+            return Ok(true);
+        }
+        if is_new(staging) {
+            return Ok(false);
+        }
+    }
+    if prefix.is_none() {
+        return Ok(false);
+    }
+    let new = manifest::load_all(&store.new_manifests_dir())?;
+    if new.is_empty() {
+        // Gone: a rollback removed them (and the staging tree before them), or the swap
+        // happened and they are the current manifests. Either way the prefix and the
+        // manifests in place belong together; rolling back keeps them so.
+        return Ok(false);
+    }
+    let holds = |tree: &Path| {
+        new.iter()
+            .flat_map(|m| &m.files)
+            .filter(|e| e.kind != FileKind::Dir && manifest::check_entry(tree, e).is_none())
+            .count()
+    };
+    let in_prefix = holds(&store.prefix);
+    let in_staging = if staging.is_some() {
+        holds(&store.staging())
+    } else {
+        0
+    };
+    log::info!(
+        "the journal's inodes are not this root's (a copy?): the prefix holds {in_prefix} of \
+         the new helpers' files, the staging tree {in_staging}"
+    );
+    Ok(in_prefix > in_staging || (in_prefix == in_staging && staging.is_none()))
 }
 
 /// Undoes an install that never swapped: the staging tree and new manifests go (and the
 /// downloads, unless kept for the next run to resume), and an old tree parked aside
 /// (filesystems without exchange) comes back.
-fn rollback(store: &Store, journal: &Journal, keep_downloads: bool) -> Result<(), Error> {
+fn rollback(store: &Store, keep_downloads: bool) -> Result<(), Error> {
     crashpoint::reached("rollback");
-    if !store.prefix.exists() && store.aside().exists() {
-        fs_err::rename(store.aside(), &store.prefix).map_err(|e| Error::io(&store.prefix, e))?;
+    if let Some(parent) = store.prefix_parent()? {
+        let prefix = store.prefix_name()?;
+        if parent.kind(&prefix)?.is_none() && own_dir(&parent, &name(ASIDE))? {
+            parent.rename(&name(ASIDE), &prefix)?;
+            parent.sync()?;
+        }
+        parent.remove_dir_all(&name(STAGING))?;
     }
-    remove_tree(&journal.staging)?;
-    remove_tree(&journal.new_manifests)?;
+    let state = store.state_tree()?;
+    state.remove_dir_all(&name(NEW_MANIFESTS))?;
+    if own_dir(&state, &name(MANIFESTS))? {
+        // Left by a finish that a copy of this root recovered as a rollback.
+        state.remove_dir_all(&name(OLD_MANIFESTS))?;
+    }
     if !keep_downloads {
-        remove_tree(&store.download_dir())?;
+        state.remove_dir_all(&name(DOWNLOADS))?;
     }
-    Journal::clear(&store.state)
+    Journal::clear(store)
 }
 
 /// Completes an install whose new tree is in place: manifests, leftovers, journal.
-fn finish(store: &Store, journal: &Journal) -> Result<(), Error> {
-    let current = store.manifests_dir();
-    if journal.new_manifests.exists() {
-        if current.exists() {
-            remove_tree(&journal.old_manifests)?;
-            fs_err::rename(&current, &journal.old_manifests).map_err(|e| Error::io(&current, e))?;
+fn finish(store: &Store) -> Result<(), Error> {
+    let state = store.state_tree()?;
+    let (current, new, old) = (name(MANIFESTS), name(NEW_MANIFESTS), name(OLD_MANIFESTS));
+    if own_dir(&state, &new)? {
+        if own_dir(&state, &current)? {
+            state.remove_dir_all(&old)?;
+            state.rename(&current, &old)?;
             crashpoint::reached("manifests aside");
         }
-        fs_err::rename(&journal.new_manifests, &current).map_err(|e| Error::io(&current, e))?;
-        fsutil::sync_dir(&store.state).map_err(|e| Error::io(&store.state, e))?;
+        state.rename(&new, &current)?;
+        state.sync()?;
         crashpoint::reached("manifests in place");
     }
-    remove_tree(&journal.old_manifests)?;
-    // After an exchange, the staging name holds the old tree.
-    remove_tree(&journal.staging)?;
-    remove_tree(&store.aside())?;
+    state.remove_dir_all(&old)?;
+    if let Some(parent) = store.prefix_parent()? {
+        // After an exchange, the staging name holds the old tree.
+        parent.remove_dir_all(&name(STAGING))?;
+        parent.remove_dir_all(&name(ASIDE))?;
+    }
     crashpoint::reached("old tree removed");
-    remove_tree(&store.download_dir())?;
+    state.remove_dir_all(&name(DOWNLOADS))?;
     env::write_apt_conf(store)?;
-    Journal::clear(&store.state)?;
+    Journal::clear(store)?;
     crashpoint::reached("install finished");
     Ok(())
 }
@@ -158,10 +224,8 @@ pub fn install(
         operation: Operation::Install,
         phase: Phase::Staging,
         packages: plan.packages.iter().map(|p| p.name.clone()).collect(),
-        staging: store.staging(),
-        new_manifests: store.state.join("helpers.new"),
-        old_manifests: store.state.join("helpers.old"),
         new_inode: None,
+        new_device: None,
         pid: std::process::id(),
     };
     journal.save(&store.state)?;
@@ -178,7 +242,7 @@ pub fn install(
         Err(err) => {
             // Keep downloads for the next run to resume only after network trouble.
             let keep_downloads = err.exit_code() == crate::error::ExitCode::Network;
-            if let Err(e) = rollback(store, &journal, keep_downloads) {
+            if let Err(e) = rollback(store, keep_downloads) {
                 log::error!("rolling back the helper install failed: {e}");
             }
             return Err(err);
@@ -194,7 +258,7 @@ pub fn install(
     journal.phase = Phase::Swapped;
     journal.save(&store.state)?;
     crashpoint::reached("journal swapped");
-    finish(store, &journal)?;
+    finish(store)?;
     Ok(InstallOutcome::Installed {
         manifests,
         replaced: installed,
@@ -270,13 +334,14 @@ fn stage(
     cancel: &Arc<AtomicBool>,
     journal: &mut Journal,
 ) -> Result<Vec<Manifest>, Error> {
-    remove_tree(&journal.staging)?;
-    remove_tree(&journal.new_manifests)?;
-    if let Some(parent) = journal.staging.parent() {
-        fs_err::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    fs_err::create_dir(&journal.staging).map_err(|e| Error::io(&journal.staging, e))?;
+    let parent = store.create_prefix_parent()?;
+    parent.remove_dir_all(&name(STAGING))?;
+    store.state_tree()?.remove_dir_all(&name(NEW_MANIFESTS))?;
+    parent.create_dir_all(&name(STAGING))?;
+    drop(parent);
     crashpoint::reached("staging created");
+    let staging_dir = store.staging();
+    let new_manifests = store.new_manifests_dir();
 
     let dir = store.download_dir();
     let debs: Vec<PathBuf> = plan
@@ -334,7 +399,7 @@ fn stage(
         for _ in 0..extract_threads().min(plan.packages.len()) {
             let (run, ready_rx, debs, policy, owners, extracted) =
                 (&run, &ready_rx, &debs, &policy, &owners, &extracted);
-            let staging = &journal.staging;
+            let staging = &staging_dir;
             let sync = sync_tx.clone();
             scope.spawn(move || {
                 loop {
@@ -375,12 +440,12 @@ fn stage(
     let mut manifests = Vec::new();
     // What is left to sync once the files are: every directory (after its metadata),
     // what hard links changed, the manifests.
-    let mut to_sync = vec![journal.staging.clone()];
-    to_sync.extend(journal.staging.parent().map(Path::to_owned));
+    let mut to_sync = vec![staging_dir.clone()];
+    to_sync.extend(staging_dir.parent().map(Path::to_owned));
     for (package, extracted) in plan.packages.iter().zip(&extracted) {
-        deb::finish_dirs(&journal.staging, extracted)?;
+        deb::finish_dirs(&staging_dir, extracted)?;
         to_sync.extend(extracted.entries.iter().filter_map(|e| match e.kind {
-            EntryKind::Dir | EntryKind::HardLink { .. } => Some(journal.staging.join(&e.path)),
+            EntryKind::Dir | EntryKind::HardLink { .. } => Some(staging_dir.join(&e.path)),
             _ => None,
         }));
         let control = &extracted.control;
@@ -398,11 +463,11 @@ fn stage(
             deb_sha256: package.sha256,
             deb_size: package.size,
             source: plan.pocket.location.to_string(),
-            files: extracted.entries.iter().map(manifest_entry).collect(),
+            files: manifest_entries(&package.name, &extracted.entries)?,
         });
     }
-    to_sync.extend(manifest::store_all(&journal.new_manifests, &manifests)?);
-    to_sync.push(journal.new_manifests.clone());
+    to_sync.extend(manifest::store_all(&new_manifests, &manifests)?);
+    to_sync.push(new_manifests);
     crashpoint::reached("new manifests written");
     // Only what this install wrote, not the whole filesystem (syncfs would also wait for
     // whatever else is being written on it, which can take seconds).
@@ -411,7 +476,9 @@ fn stage(
     sync_all(&to_sync)?;
     crashpoint::reached("staging synced");
     journal.phase = Phase::Staged;
-    journal.new_inode = inode(&journal.staging);
+    let new_tree = identity(&staging_dir);
+    journal.new_inode = new_tree.map(|(_, ino)| ino);
+    journal.new_device = new_tree.map(|(dev, _)| dev);
     journal.save(&store.state)?;
     crashpoint::reached("journal staged");
     Ok(manifests)
@@ -513,9 +580,24 @@ fn download_one(
         .map(|_| ())
 }
 
-fn manifest_entry(entry: &deb::Entry) -> ManifestEntry {
+/// The manifest entries of a package's extracted entries. The prefix itself (the data
+/// member's `./usr/lib/release-upgrader/`, extracted as "") is not one: it is not the
+/// package's to remove.
+fn manifest_entries(package: &str, entries: &[deb::Entry]) -> Result<Vec<ManifestEntry>, Error> {
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries.iter().filter(|e| !e.path.is_empty()) {
+        let path = RelPath::new(entry.path.as_str()).map_err(|e| Error::BadPackage {
+            deb: package.to_owned(),
+            reason: e.to_string(),
+        })?;
+        out.push(manifest_entry(path, entry));
+    }
+    Ok(out)
+}
+
+fn manifest_entry(path: RelPath, entry: &deb::Entry) -> ManifestEntry {
     ManifestEntry {
-        path: entry.path.clone(),
+        path,
         kind: match &entry.kind {
             EntryKind::File { size, sha256 } => FileKind::File {
                 size: *size,
@@ -593,40 +675,34 @@ impl ExtractHooks for Guard<'_> {
 }
 
 /// Exchanges the staging tree with the prefix (or renames it into place when there is
-/// no prefix yet), then syncs their directory.
+/// no prefix yet), then syncs their directory; all through that directory, opened from
+/// the root.
 fn swap_into_place(store: &Store) -> Result<(), Error> {
-    use nix::errno::Errno;
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    let staging = store.staging();
-    let prefix = &store.prefix;
-    let parent = prefix.parent().unwrap_or(Path::new("/"));
-    let result = if prefix.exists() {
-        match renameat2(
-            AT_FDCWD,
-            &staging,
-            AT_FDCWD,
-            prefix,
-            RenameFlags::RENAME_EXCHANGE,
-        ) {
-            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
-                // No exchange on this filesystem: park the old tree, then rename. The
-                // journal (phase Staged, new inode) lets recovery tell the two apart.
-                log::debug!(
-                    "{}: no RENAME_EXCHANGE, swapping in two renames",
-                    parent.display()
-                );
-                std::fs::rename(prefix, store.aside())
-                    .and_then(|()| {
-                        crashpoint::reached("old tree aside");
-                        std::fs::rename(&staging, prefix)
-                    })
-                    .map_err(|e| Error::io(prefix, e))
-            }
-            other => other.map_err(|e| Error::io(prefix, e.into())),
+    let parent = store.create_prefix_parent()?;
+    let (staging, prefix, aside) = (name(STAGING), store.prefix_name()?, name(ASIDE));
+    if !own_dir(&parent, &prefix)? {
+        parent.rename(&staging, &prefix)?;
+        return parent.sync();
+    }
+    match parent.exchange(&staging, &prefix) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EINVAL | nix::libc::ENOSYS | nix::libc::EOPNOTSUPP)
+            ) =>
+        {
+            // No exchange on this filesystem: park the old tree, then rename. The
+            // journal (phase Staged, new inode) lets recovery tell the two apart.
+            log::debug!(
+                "{}: no RENAME_EXCHANGE, swapping in two renames",
+                parent.path().display()
+            );
+            parent.rename(&prefix, &aside)?;
+            crashpoint::reached("old tree aside");
+            parent.rename(&staging, &prefix)?;
         }
-    } else {
-        std::fs::rename(&staging, prefix).map_err(|e| Error::io(prefix, e))
-    };
-    result?;
-    fsutil::sync_dir(parent).map_err(|e| Error::io(parent, e))
+        Err(e) => return Err(Error::io(&store.prefix, e)),
+    }
+    parent.sync()
 }

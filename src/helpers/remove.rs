@@ -2,16 +2,17 @@
 //! only once empty), reporting files changed since install and anything else found in the
 //! prefix, which is left alone. Journaled, so an interrupted removal is finished next time.
 
-use std::path::Path;
-
 use serde::Serialize;
 
+use crate::confine::{Kind, RelPath, Tree};
 use crate::crashpoint;
 use crate::error::Error;
 use crate::helpers::journal::{Journal, Operation, Phase};
 use crate::helpers::lock::StateLock;
 use crate::helpers::manifest::{self, Change, FileKind};
-use crate::helpers::{Store, env, install, remove_tree};
+use crate::helpers::{
+    ASIDE, DOWNLOADS, MANIFESTS, NEW_MANIFESTS, OLD_MANIFESTS, STAGING, Store, env, install, name,
+};
 
 /// What a removal did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -47,104 +48,118 @@ pub fn remove_all(store: &Store, purge_state: bool) -> Result<RemoveReport, Erro
         operation: Operation::Remove,
         phase: Phase::Removing,
         packages: manifests.iter().map(|m| m.package.clone()).collect(),
-        staging: store.staging(),
-        new_manifests: store.state.join("helpers.new"),
-        old_manifests: store.state.join("helpers.old"),
         new_inode: None,
+        new_device: None,
         pid: std::process::id(),
     };
     journal.save(&store.state)?;
     crashpoint::reached("journal removing");
-    let mut report = finish(store, &journal)?;
+    let mut report = finish(store)?;
     report.changed = changed;
     report.removed = journal.packages;
     if purge_state {
-        for name in ["release-dates.json", "cache"] {
-            remove_tree(&store.state.join(name))?;
+        let state = store.state_tree()?;
+        for file in ["release-dates.json", "cache"] {
+            state.remove_all(&name(file))?;
         }
     }
     Ok(report)
 }
 
 /// Removes what the manifests list (idempotent), then the manifests, then the journal.
-pub(crate) fn finish(store: &Store, journal: &Journal) -> Result<RemoveReport, Error> {
-    let manifests = manifest::load_all(&store.manifests_dir())?;
+/// Everything goes through the prefix opened from the root: a symlink or a mount point
+/// where a listed path's directory should be is refused, never followed.
+pub(crate) fn finish(store: &Store) -> Result<RemoveReport, Error> {
+    let manifests = store.installed()?;
     let mut report = RemoveReport::default();
     // Deepest paths first, so directories are empty when their turn comes.
-    let mut entries: Vec<(&str, bool)> = manifests
+    let mut entries: Vec<(&RelPath, bool)> = manifests
         .iter()
         .flat_map(|m| m.files.iter())
-        .map(|e| (e.path.as_str(), e.kind == FileKind::Dir))
+        .map(|e| (&e.path, e.kind == FileKind::Dir))
         .collect();
-    entries.sort_by(|a, b| b.0.cmp(a.0));
+    entries.sort_by(|a, b| b.0.as_str().cmp(a.0.as_str()));
     entries.dedup();
-    for (relative, is_dir) in entries {
-        if relative.is_empty() {
-            continue; // the prefix itself: handled below
-        }
-        let path = store.prefix.join(relative);
-        let removed = if is_dir {
-            match std::fs::remove_dir(&path) {
-                Ok(()) => true,
+    let parent = store.prefix_parent()?;
+    let prefix_name = store.prefix_name()?;
+    let prefix = match &parent {
+        Some(parent) => parent.open_dir(&prefix_name)?,
+        None => None,
+    };
+    if let Some(prefix) = &prefix {
+        for (relative, is_dir) in entries {
+            let removed = if is_dir {
                 // Not empty: it holds something no manifest lists; reported below.
-                Err(e) if e.raw_os_error() == Some(nix::libc::ENOTEMPTY) => false,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-        } else {
-            match std::fs::symlink_metadata(&path) {
-                // Something replaced the file with a directory: leave the user's tree.
-                Ok(meta) if meta.is_dir() => false,
-                Ok(_) => {
-                    fs_err::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                    true
+                prefix.remove_dir(relative)?
+            } else {
+                match prefix.kind(relative)? {
+                    // Something replaced the file with a directory: leave the user's tree.
+                    Some(Kind::Dir) | None => false,
+                    Some(_) => prefix.remove_file(relative)?,
                 }
-                Err(_) => false,
+            };
+            if removed {
+                report.paths += 1;
+                crashpoint::reached("path removed");
             }
-        };
-        if removed {
-            report.paths += 1;
-            crashpoint::reached("path removed");
         }
+        report.foreign = leftovers(prefix)?;
     }
-    report.foreign = leftovers(&store.prefix);
-    if report.foreign.is_empty() {
-        report.prefix_removed = match std::fs::remove_dir(&store.prefix) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(&store.prefix, e)),
-        };
+    if let (Some(parent), true) = (&parent, report.foreign.is_empty()) {
+        report.prefix_removed = parent.remove_dir(&prefix_name)?;
     }
+    drop(prefix);
     crashpoint::reached("prefix removed");
-    remove_tree(&store.manifests_dir())?;
-    remove_tree(&journal.new_manifests)?;
-    remove_tree(&journal.old_manifests)?;
-    remove_tree(&journal.staging)?;
-    remove_tree(&store.download_dir())?;
+    let state = store.state_tree()?;
+    for dir in [MANIFESTS, NEW_MANIFESTS, OLD_MANIFESTS] {
+        state.remove_dir_all(&name(dir))?;
+    }
+    if let Some(parent) = &parent {
+        parent.remove_dir_all(&name(STAGING))?;
+        parent.remove_dir_all(&name(ASIDE))?;
+    }
+    state.remove_dir_all(&name(DOWNLOADS))?;
     env::remove_apt_conf(store)?;
     crashpoint::reached("manifests removed");
-    Journal::clear(&store.state)?;
+    Journal::clear(store)?;
     Ok(report)
 }
 
-/// Every path left under `prefix`, relative to it.
-fn leftovers(prefix: &Path) -> Vec<String> {
+/// Every path left under `prefix`, relative to it. A mount point or a symlink is listed
+/// and not entered.
+fn leftovers(prefix: &Tree) -> Result<Vec<String>, Error> {
     let mut found = Vec::new();
-    let mut stack = vec![prefix.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+    collect(prefix, None, &mut found, 0)?;
+    found.sort();
+    Ok(found)
+}
+
+/// How deep [`leftovers`] looks (each level holds an open directory).
+const MAX_DEPTH: usize = 64;
+
+fn collect(
+    dir: &Tree,
+    at: Option<&RelPath>,
+    found: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), Error> {
+    for (entry, kind) in dir.entries()? {
+        let (Ok(relative), Ok(own)) = (
+            match at {
+                Some(at) => at.join(&entry),
+                None => RelPath::new(entry.as_str()),
+            },
+            RelPath::new(entry.as_str()),
+        ) else {
             continue;
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path.clone());
-            }
-            if let Ok(relative) = path.strip_prefix(prefix) {
-                found.push(relative.display().to_string());
-            }
+        if kind == Kind::Dir
+            && depth < MAX_DEPTH
+            && let Ok(Some(inner)) = dir.open_dir(&own)
+        {
+            collect(&inner, Some(&relative), found, depth + 1)?;
         }
+        found.push(relative.to_string());
     }
-    found.sort();
-    found
+    Ok(())
 }

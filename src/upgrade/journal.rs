@@ -1,13 +1,26 @@
 //! The journal of an upgrade, `<state>/upgrade.json`: how far the upgrade got, so that
 //! a killed or powered-off upgrade is recognised by the next run and resumed (once
 //! packages started changing) or undone (before that).
+//!
+//! The files it names are relative to the root of the run that reads it, and only the
+//! ones the upgrade itself changes are accepted: sources files apt reads, and the media's
+//! list. A journal naming anything else (outside the root, or any other file in it) is
+//! refused ([`Error::BadState`]) before anything is restored or removed. Journals of
+//! earlier versions named the files by absolute path; those are accepted when the path
+//! lies below this root.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::confine::RelPath;
 use crate::error::Error;
 use crate::fsutil;
+use crate::root::SystemRoot;
+use crate::upgrade::sources;
+
+/// The sources file added for an upgrade from media, relative to the root.
+pub const MEDIA_LIST: &str = "etc/apt/sources.list.d/release-upgrader-media.list";
 
 /// Steps of an upgrade, in order. Everything before `Installing` can be undone exactly
 /// (sources restored from their backups, helpers removed); from `Installing` on, dpkg
@@ -36,11 +49,13 @@ pub struct UpgradeJournal {
     pub to: String,
     pub to_version: String,
     pub phase: Phase,
-    /// Sources files rewritten (each has a `.distUpgrade` backup until the upgrade ends).
-    pub sources: Vec<PathBuf>,
-    /// A sources file added for upgrade media, removed on rollback.
-    pub media_source: Option<PathBuf>,
-    /// Upgrade media in use.
+    /// Sources files rewritten, relative to the root (each has a `.distUpgrade` backup
+    /// until the upgrade ends); only files [`sources::is_sources_file`] accepts.
+    pub sources: Vec<RelPath>,
+    /// The sources file added for upgrade media ([`MEDIA_LIST`]), removed on rollback.
+    pub media_source: Option<RelPath>,
+    /// Upgrade media in use: a directory as this program sees it (not below the root),
+    /// only read, and named in the media's sources line.
     pub cdrom: Option<PathBuf>,
     /// Installed packages that came from the distribution before the upgrade: the ones
     /// that may be purged as obsolete afterwards.
@@ -60,18 +75,84 @@ pub fn path(state: &Path) -> PathBuf {
 }
 
 impl UpgradeJournal {
-    pub fn load(state: &Path) -> Result<Option<Self>, Error> {
-        let path = path(state);
-        match fs_err::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Config {
-                    path,
-                    reason: format!("unreadable upgrade journal: {e}"),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(path, e)),
+    /// Reads the journal of an upgrade of `root`, if one is in progress. A journal naming
+    /// a file the upgrade does not change, or one outside the root, is refused.
+    pub fn load(root: &SystemRoot) -> Result<Option<Self>, Error> {
+        let path = path(&root.state_dir());
+        let bytes = match fs_err::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        Self::parse(root, &bytes)
+            .map(Some)
+            .map_err(|reason| Error::BadState { file: path, reason })
+    }
+
+    fn parse(root: &SystemRoot, bytes: &[u8]) -> Result<Self, String> {
+        let unreadable = |e: serde_json::Error| format!("unreadable upgrade journal: {e}");
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(unreadable)?;
+        // Earlier versions: absolute paths, accepted below this root only.
+        let below_root = |v: &mut serde_json::Value| -> Result<(), String> {
+            if let Some(text) = v.as_str()
+                && text.starts_with('/')
+            {
+                let relative = RelPath::below(root.dir(), Path::new(text)).map_err(|_| {
+                    format!(
+                        "names {text}, which is not below {}: the journal was written for \
+                         another root or altered, so it is not acted on",
+                        root.dir().display()
+                    )
+                })?;
+                *v = relative.as_str().into();
+            }
+            Ok(())
+        };
+        if let Some(files) = value.get_mut("sources").and_then(|v| v.as_array_mut()) {
+            files.iter_mut().try_for_each(below_root)?;
         }
+        if let Some(media) = value.get_mut("media_source") {
+            below_root(media)?;
+        }
+        let journal: Self = serde_json::from_value(value).map_err(unreadable)?;
+        journal.check()?;
+        Ok(journal)
+    }
+
+    /// Refuses what the upgrade never writes into its journal.
+    fn check(&self) -> Result<(), String> {
+        if let Some(file) = self.sources.iter().find(|f| !sources::is_sources_file(f)) {
+            return Err(format!(
+                "names {file} among the sources files it rewrote, but the upgrade only \
+                 rewrites etc/apt/sources.list and etc/apt/sources.list.d/*.list or *.sources; \
+                 it is not acted on"
+            ));
+        }
+        if let Some(media) = self
+            .media_source
+            .as_ref()
+            .filter(|m| m.as_str() != MEDIA_LIST)
+        {
+            return Err(format!(
+                "names {media} as the media's sources file, which is {MEDIA_LIST}; it is not \
+                 acted on"
+            ));
+        }
+        if let Some(cdrom) = &self.cdrom {
+            let text = cdrom.to_str().unwrap_or("\n");
+            let plain = cdrom.is_absolute()
+                && !text.chars().any(char::is_control)
+                && !cdrom
+                    .components()
+                    .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
+            if !plain {
+                return Err(format!(
+                    "names {cdrom:?} as the upgrade media, which is not an absolute path of \
+                     printable characters without `..`; it is not acted on"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn save(&self, state: &Path) -> Result<(), Error> {
@@ -91,5 +172,134 @@ impl UpgradeJournal {
 
     pub fn clear(state: &Path) -> Result<(), Error> {
         crate::helpers::remove_tree(&path(state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> SystemRoot {
+        SystemRoot::new("/r")
+    }
+
+    fn journal(sources: serde_json::Value, media: serde_json::Value) -> Vec<u8> {
+        serde_json::json!({
+            "from": "bookworm", "to": "trixie", "to_version": "13", "phase": "planned",
+            "sources": sources, "media_source": media, "cdrom": "/media/cdrom",
+            "from_distribution": [], "started": "2026-01-01T00:00:00+00:00",
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn files_are_stored_relative_to_the_root_and_read_back() {
+        let loaded = UpgradeJournal::parse(
+            &root(),
+            &journal(
+                serde_json::json!(["etc/apt/sources.list", "etc/apt/sources.list.d/a.sources"]),
+                MEDIA_LIST.into(),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.sources[1].as_str(),
+            "etc/apt/sources.list.d/a.sources"
+        );
+        let saved = serde_json::to_string(&loaded).unwrap();
+        assert!(saved.contains("\"etc/apt/sources.list\""), "{saved}");
+        assert!(!saved.contains("\"/r/"), "{saved}");
+        assert_eq!(
+            UpgradeJournal::parse(&root(), saved.as_bytes()).unwrap(),
+            loaded
+        );
+    }
+
+    #[test]
+    fn a_journal_of_an_earlier_version_is_read_below_this_root() {
+        let loaded = UpgradeJournal::parse(
+            &root(),
+            &journal(
+                serde_json::json!(["/r/etc/apt/sources.list"]),
+                format!("/r/{MEDIA_LIST}").into(),
+            ),
+        )
+        .unwrap();
+        assert_eq!(loaded.sources[0].as_str(), "etc/apt/sources.list");
+        assert_eq!(loaded.media_source.unwrap().as_str(), MEDIA_LIST);
+    }
+
+    #[test]
+    fn files_the_upgrade_does_not_change_are_refused() {
+        let media = serde_json::Value::Null;
+        for bad in [
+            "/var/lib",
+            "/etc/apt/sources.list",
+            "/r/../etc/apt/sources.list",
+            "../etc/apt/sources.list",
+            "etc/apt/sources.list.d/../../../var/lib",
+            "var/lib/dpkg/status",
+            "etc/apt/sources.list.d",
+            "etc/apt/sources.list.d/x.conf",
+            "etc/apt/sources.list.d/sub/x.list",
+            "etc/apt/trusted.gpg.d/key.list",
+            "etc/apt/sources.list.d/a b.list",
+        ] {
+            let err =
+                UpgradeJournal::parse(&root(), &journal(serde_json::json!([bad]), media.clone()))
+                    .unwrap_err();
+            assert!(
+                err.contains("not acted on") || err.contains("not a path"),
+                "{bad}: {err}"
+            );
+        }
+        for bad in [
+            "/var/lib",
+            "/r/var/lib",
+            "etc/apt/sources.list",
+            "/r/etc/apt/sources.list",
+        ] {
+            assert!(
+                UpgradeJournal::parse(&root(), &journal(serde_json::json!([]), bad.into()))
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn upgrade_media_must_be_a_plain_absolute_path() {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&journal(serde_json::json!([]), serde_json::Value::Null))
+                .unwrap();
+        for bad in [
+            "media",
+            "/media/../etc",
+            "/media/cd\ndeb [trusted=yes] http://x y z",
+        ] {
+            value["cdrom"] = bad.into();
+            let bytes = serde_json::to_vec(&value).unwrap();
+            assert!(UpgradeJournal::parse(&root(), &bytes).is_err(), "{bad:?}");
+        }
+        value["cdrom"] = "/media/user/Debian 13 amd64".into();
+        let bytes = serde_json::to_vec(&value).unwrap();
+        assert!(UpgradeJournal::parse(&root(), &bytes).is_ok());
+    }
+
+    #[test]
+    fn a_bad_journal_is_a_bad_state_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path());
+        std::fs::create_dir_all(root.state_dir()).unwrap();
+        assert_eq!(UpgradeJournal::load(&root).unwrap(), None);
+        std::fs::write(
+            path(&root.state_dir()),
+            journal(serde_json::json!([]), "/var/lib".into()),
+        )
+        .unwrap();
+        let err = UpgradeJournal::load(&root).unwrap_err();
+        assert!(matches!(err, Error::BadState { .. }), "{err:?}");
+        assert!(err.to_string().contains("upgrade.json"), "{err}");
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::client::{HelperPlan, Session, UpgradeTarget};
+use crate::confine::RelPath;
 use crate::error::{Error, ExitCode};
 use crate::helpers::{self, Store};
 use crate::progress::{self, Progress};
@@ -137,7 +138,18 @@ impl<'a> Upgrader<'a> {
             code: e.exit_code(),
             error: e.into(),
         };
-        if let Some(journal) = UpgradeJournal::load(self.state()).map_err(plain)? {
+        // The state files first: one naming what it must not is refused (exit 2) before
+        // anything runs, even a dry run.
+        self.store.interrupted().map_err(plain)?;
+        if let Some(journal) = UpgradeJournal::load(&self.session.root).map_err(plain)? {
+            if journal.phase >= Phase::Installing && self.options.dry_run {
+                self.io.say(&format!(
+                    "An upgrade to {} was interrupted while packages were being installed; a real \
+                     run would resume it. Nothing was changed (--dry-run).",
+                    journal.to
+                ));
+                return Ok(Prepared::DryRun);
+            }
             if journal.phase >= Phase::Installing {
                 self.io.say(&format!(
                     "An upgrade to {} was interrupted while packages were being installed; resuming it.",
@@ -154,6 +166,10 @@ impl<'a> Upgrader<'a> {
                     });
                 }
                 return Ok(Prepared::ReExecute);
+            }
+            if self.options.dry_run {
+                self.io.say(&self.undo_report(&journal));
+                return Ok(Prepared::DryRun);
             }
             self.io.say(&format!(
                 "An earlier upgrade to {} was interrupted before any package changed; undoing it and starting over.",
@@ -436,11 +452,38 @@ impl<'a> Upgrader<'a> {
     /// Undoes an upgrade that never reached dpkg: sources back, media source gone,
     /// the running release's indices refreshed, journal cleared (helpers stay).
     fn undo(&self, journal: &UpgradeJournal) -> Result<(), Error> {
-        sources::restore(&journal.sources)?;
+        sources::restore(&self.session.root, &journal.sources)?;
         if let Some(media) = &journal.media_source {
-            helpers::remove_tree(media)?;
+            sources::remove_added(&self.session.root, media)?;
         }
         UpgradeJournal::clear(self.state())
+    }
+
+    /// What [`Self::undo`] would do, for `--dry-run`.
+    fn undo_report(&self, journal: &UpgradeJournal) -> String {
+        let mut steps = Vec::new();
+        if !journal.sources.is_empty() {
+            let files: Vec<&str> = journal.sources.iter().map(|f| f.as_str()).collect();
+            steps.push(format!(
+                "put back {} from {}",
+                files.join(", "),
+                if files.len() == 1 {
+                    "its backup"
+                } else {
+                    "their backups"
+                }
+            ));
+        }
+        if let Some(media) = &journal.media_source {
+            steps.push(format!("remove {media}"));
+        }
+        steps.push("forget the interrupted upgrade".into());
+        format!(
+            "An earlier upgrade to {} was interrupted before any package changed; a real run \
+             would undo it first ({}) and start over. Nothing was changed (--dry-run).",
+            journal.to,
+            steps.join(", ")
+        )
     }
 
     // --------------------------------------------------------------- second stage
@@ -451,7 +494,7 @@ impl<'a> Upgrader<'a> {
             code: e.exit_code(),
             error: e.into(),
         };
-        let Some(mut journal) = UpgradeJournal::load(self.state()).map_err(plain)? else {
+        let Some(mut journal) = UpgradeJournal::load(&self.session.root).map_err(plain)? else {
             return Err(plain(Error::Config {
                 path: crate::upgrade::journal::path(self.state()),
                 reason: "no upgrade in progress; run `release-upgrader upgrade`".into(),
@@ -508,7 +551,7 @@ impl<'a> Upgrader<'a> {
                 is_distribution: &is_distribution,
             };
             let plans = sources::plan(&self.session.root, &rules)?;
-            journal.sources = plans.iter().map(|p| p.path.clone()).collect();
+            journal.sources = plans.iter().map(|p| p.file.clone()).collect();
             if let Some(media) = &journal.cdrom {
                 journal.media_source = Some(self.media_source(media, &journal.to)?);
             }
@@ -842,11 +885,11 @@ impl<'a> Upgrader<'a> {
         let cancelled = crate::error::find(&error).is_some_and(|e| matches!(e, Error::Cancelled));
         logs.main(&format!("rolling back: {error:#}"));
         let mut problems = Vec::new();
-        if let Err(e) = sources::restore(&journal.sources) {
+        if let Err(e) = sources::restore(&self.session.root, &journal.sources) {
             problems.push(format!("restoring the sources: {e}"));
         }
         if let Some(media) = &journal.media_source {
-            let _ = helpers::remove_tree(media);
+            let _ = sources::remove_added(&self.session.root, media);
         }
         // The new release's lists replaced the old ones; get the old ones back.
         let system = Apt::new(
@@ -1088,10 +1131,11 @@ impl<'a> Upgrader<'a> {
         };
         self.purge_leftovers(journal, logs);
         for file in &journal.sources {
+            let file = self.session.root.dir().join(file.as_path());
             logs.main(&format!(
                 "kept the original of {} as {}",
                 file.display(),
-                sources::backup_path(file).display()
+                sources::backup_path(&file).display()
             ));
         }
         if !self.options.keep_helpers {
@@ -1099,7 +1143,7 @@ impl<'a> Upgrader<'a> {
             helpers::remove_all(&self.store, false).map_err(|e| partly(e.into()))?;
         }
         if let Some(media) = &journal.media_source {
-            let _ = helpers::remove_tree(media);
+            let _ = sources::remove_added(&self.session.root, media);
         }
         for name in ["upgrade-apt.conf", "system-apt.conf"] {
             let _ = helpers::remove_tree(&self.state().join(name));
@@ -1297,11 +1341,9 @@ impl<'a> Upgrader<'a> {
     }
 
     /// Adds upgrade media as a package source for the upgrade.
-    fn media_source(&self, media: &Path, codename: &str) -> Result<PathBuf, Error> {
-        let path = self
-            .session
-            .root
-            .path("/etc/apt/sources.list.d/release-upgrader-media.list");
+    fn media_source(&self, media: &Path, codename: &str) -> Result<RelPath, Error> {
+        let file = RelPath::new(crate::upgrade::journal::MEDIA_LIST).expect("a relative path");
+        let path = self.session.root.dir().join(file.as_path());
         let keyrings: Vec<String> = self
             .session
             .keyring()?
@@ -1316,7 +1358,7 @@ impl<'a> Upgrader<'a> {
             media.display()
         );
         crate::fsutil::write_atomic(&path, line.as_bytes())?;
-        Ok(path)
+        Ok(file)
     }
 }
 

@@ -10,6 +10,8 @@
 
 use serde::Serialize;
 
+use crate::confine::{Kind, RelPath, Tree};
+
 /// One source as apt sees it, for classification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceEntry {
@@ -411,8 +413,12 @@ mod tests {
         );
         // Applying again (an interrupted run resumed) keeps the original backup.
         apply(&plan(&root, &rules(&debian_only)).unwrap()).unwrap();
-        let paths: Vec<_> = plans.iter().map(|p| p.path.clone()).collect();
-        restore(&paths).unwrap();
+        let files: Vec<_> = plans.iter().map(|p| p.file.clone()).collect();
+        assert_eq!(
+            files.iter().map(RelPath::as_str).collect::<Vec<_>>(),
+            ["etc/apt/sources.list", "etc/apt/sources.list.d/vendor.list"]
+        );
+        restore(&root, &files).unwrap();
         assert_eq!(
             std::fs::read(root.path("/etc/apt/sources.list")).unwrap(),
             list.as_bytes()
@@ -451,6 +457,9 @@ pub enum Format {
 #[derive(Clone, Debug, Serialize)]
 pub struct FilePlan {
     pub path: std::path::PathBuf,
+    /// The same file relative to the root: what the upgrade journal records.
+    #[serde(skip)]
+    pub file: RelPath,
     pub format: Format,
     #[serde(skip)]
     pub original: String,
@@ -469,33 +478,60 @@ pub fn backup_path(path: &std::path::Path) -> std::path::PathBuf {
     name.into()
 }
 
-/// The sources files apt reads on the system at `root`, in apt's order.
+/// The main sources file, relative to the root.
+const MAIN_LIST: &str = "etc/apt/sources.list";
+/// The directory of the other sources files, relative to the root.
+const PARTS_DIR: &str = "etc/apt/sources.list.d";
+
+/// The format of a file in `sources.list.d` by apt's rule (only these extensions, and no
+/// hidden or odd names); `None` when apt ignores it.
+fn part_format(name: &str) -> Option<Format> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if !valid {
+        None
+    } else if name.ends_with(".list") {
+        Some(Format::List)
+    } else if name.ends_with(".sources") {
+        Some(Format::Deb822)
+    } else {
+        None
+    }
+}
+
+/// Whether `file` (relative to the root) is one the upgrade may rewrite, restore or
+/// remove: `etc/apt/sources.list`, or a `*.list` or `*.sources` file apt reads in
+/// `etc/apt/sources.list.d`. A state file naming anything else is not acted on.
+pub fn is_sources_file(file: &RelPath) -> bool {
+    match file.split_last() {
+        (Some("etc/apt"), "sources.list") => true,
+        (Some(PARTS_DIR), name) => part_format(name).is_some(),
+        _ => false,
+    }
+}
+
+/// The sources files apt reads on the system at `root`, in apt's order: each as seen
+/// from here, relative to the root, and its format.
 pub fn discover(
     root: &crate::root::SystemRoot,
-) -> Result<Vec<(std::path::PathBuf, Format)>, crate::Error> {
+) -> Result<Vec<(std::path::PathBuf, RelPath, Format)>, crate::Error> {
+    let relative = |p: &str| RelPath::new(p).expect("a sources file name is a relative path");
     let mut files = Vec::new();
-    let main = root.path("/etc/apt/sources.list");
+    let main = root.dir().join(MAIN_LIST);
     if main.is_file() {
-        files.push((main, Format::List));
+        files.push((main, relative(MAIN_LIST), Format::List));
     }
-    let dir = root.path("/etc/apt/sources.list.d");
-    let mut parts: Vec<(std::path::PathBuf, Format)> = match fs_err::read_dir(&dir) {
+    let dir = root.dir().join(PARTS_DIR);
+    let mut parts: Vec<(std::path::PathBuf, RelPath, Format)> = match fs_err::read_dir(&dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter_map(|p| {
                 let name = p.file_name()?.to_str()?.to_owned();
-                // apt's rule: only these extensions, and no hidden or odd names.
-                let valid = name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-                let format = if name.ends_with(".list") {
-                    Format::List
-                } else if name.ends_with(".sources") {
-                    Format::Deb822
-                } else {
-                    return None;
-                };
-                (valid && p.is_file()).then_some((p, format))
+                let format = part_format(&name)?;
+                let file = relative(&format!("{PARTS_DIR}/{name}"));
+                p.is_file().then_some((p, file, format))
             })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -513,7 +549,7 @@ pub fn plan(
     rules: &Rules<'_>,
 ) -> Result<Vec<FilePlan>, crate::Error> {
     let mut plans = Vec::new();
-    for (path, format) in discover(root)? {
+    for (path, file, format) in discover(root)? {
         let original = fs_err::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
         let (rewritten, changes) = match format {
             Format::List => rewrite_list(&original, rules),
@@ -527,6 +563,7 @@ pub fn plan(
         if rewritten != original {
             plans.push(FilePlan {
                 path,
+                file,
                 format,
                 original,
                 rewritten,
@@ -552,16 +589,68 @@ pub fn apply(plans: &[FilePlan]) -> Result<(), crate::Error> {
     Ok(())
 }
 
-/// Puts the originals back, byte for byte, from their backups.
-pub fn restore(paths: &[std::path::PathBuf]) -> Result<(), crate::Error> {
-    for path in paths {
-        let backup = backup_path(path);
-        if backup.exists() {
-            fs_err::rename(&backup, path).map_err(|e| crate::Error::io(path, e))?;
-            if let Some(dir) = path.parent() {
-                crate::fsutil::sync_dir(dir).map_err(|e| crate::Error::io(dir, e))?;
+/// The directory of a sources file, opened from the root (`None` when it does not
+/// exist), and the file's name in it. Only the files [`is_sources_file`] accepts.
+fn sources_dir(
+    root: &crate::root::SystemRoot,
+    file: &RelPath,
+) -> Result<Option<(Tree, RelPath)>, crate::Error> {
+    let refused = |reason: &str| crate::Error::Refused {
+        path: root.dir().join(file.as_path()),
+        reason: reason.to_owned(),
+    };
+    if !is_sources_file(file) {
+        return Err(refused("it is not a sources file release-upgrader changes"));
+    }
+    let (Some(dir), name) = file.split_last() else {
+        return Err(refused("it has no directory"));
+    };
+    let (dir, name) = match (RelPath::new(dir), RelPath::new(name)) {
+        (Ok(dir), Ok(name)) => (dir, name),
+        _ => return Err(refused("it is not a path below the root")),
+    };
+    Ok(root
+        .open_dir(std::path::Path::new("/").join(dir.as_path()))?
+        .map(|tree| (tree, name)))
+}
+
+/// Puts the originals of `files` (relative to the root) back, byte for byte, from their
+/// backups: each a rename inside the file's directory, opened from the root without
+/// following a symlink.
+pub fn restore(root: &crate::root::SystemRoot, files: &[RelPath]) -> Result<(), crate::Error> {
+    for file in files {
+        let Some((dir, name)) = sources_dir(root, file)? else {
+            continue;
+        };
+        let backup =
+            RelPath::new(format!("{name}{BACKUP_SUFFIX}")).map_err(|e| crate::Error::Refused {
+                path: dir.display(&name),
+                reason: e.to_string(),
+            })?;
+        match dir.kind(&backup)? {
+            None => {}
+            Some(Kind::File) => {
+                dir.rename(&backup, &name)?;
+                dir.sync()?;
+            }
+            Some(_) => {
+                return Err(crate::Error::Refused {
+                    path: dir.display(&backup),
+                    reason: "the backup is not a plain file".into(),
+                });
             }
         }
+    }
+    Ok(())
+}
+
+/// Removes a sources file the upgrade added (the media's), through its directory opened
+/// from the root.
+pub fn remove_added(root: &crate::root::SystemRoot, file: &RelPath) -> Result<(), crate::Error> {
+    if let Some((dir, name)) = sources_dir(root, file)?
+        && dir.remove_file(&name)?
+    {
+        dir.sync()?;
     }
     Ok(())
 }
@@ -569,7 +658,7 @@ pub fn restore(paths: &[std::path::PathBuf]) -> Result<(), crate::Error> {
 /// The enabled entries of every sources file at `root`, in apt's order.
 pub fn entries(root: &crate::root::SystemRoot) -> Result<Vec<SourceEntry>, crate::Error> {
     let mut out = Vec::new();
-    for (path, format) in discover(root)? {
+    for (path, _, format) in discover(root)? {
         let text = fs_err::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
         match format {
             Format::List => out.extend(text.lines().filter_map(|l| Some(parse_line(l)?.entry))),

@@ -70,9 +70,7 @@ fn assert_installed(f: &Fixture, apt_version: &str) {
                 "{} differs from its manifest",
                 e.path
             );
-            if !e.path.is_empty() {
-                listed.push(e.path.clone());
-            }
+            listed.push(e.path.to_string());
         }
     }
     listed.sort();

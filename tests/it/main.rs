@@ -15,5 +15,6 @@ mod openpgp;
 mod publish;
 mod readme_fixture;
 mod real_data;
+mod state_files;
 mod support;
 mod upgrade;

@@ -533,3 +533,91 @@ impl Fixture {
         self.root.join("var/lib/release-upgrader")
     }
 }
+
+impl Fixture {
+    /// Runs the client like [`Fixture::run_with`], but on another root (a copy of this one).
+    pub fn run_at(&self, root: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--root")
+            .arg(root)
+            .arg("--keyring")
+            .arg(&self.keyring)
+            .arg("--meta-release-uri")
+            .arg(self.meta_release_uri())
+            .arg("--arch")
+            .arg("amd64")
+            .args(args)
+            .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run(cmd.output().unwrap())
+    }
+}
+
+/// Everything under `dir` (not following symlinks): each path, relative, with its type,
+/// mode and content (files) or target (symlinks), so two snapshots are equal exactly when
+/// nothing under `dir` was created, removed, renamed or changed.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let mode = meta.permissions().mode() & 0o7777;
+            let what = if meta.is_dir() {
+                stack.push(p);
+                format!("dir {mode:o}")
+            } else if meta.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else {
+                let digest = release_upgrader::digest::Sha256::of(&std::fs::read(&p).unwrap());
+                format!("file {mode:o} {digest}")
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+/// A stand-in for the host's files: a few directories and files outside every root.
+pub fn fake_host(dir: &Path) -> PathBuf {
+    let host = dir.join("host");
+    for (path, content) in [
+        ("var/lib/dpkg/status", "Package: precious\n"),
+        ("var/lib/postgresql/15/main/PG_VERSION", "15\n"),
+        ("var/log/syslog", "host log\n"),
+        ("etc/passwd", "root:x:0:0::/root:/bin/sh\n"),
+        (
+            "etc/apt/sources.list",
+            "deb http://host/debian bookworm main\n",
+        ),
+        ("etc/apt/sources.list.distUpgrade", "host backup\n"),
+    ] {
+        let p = host.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    host
+}
+
+/// `cp -a from to`: a copy of a root as an operator would make one.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a failed");
+}

@@ -768,16 +768,22 @@ fn an_upgrade_killed_before_dpkg_is_undone_and_started_over() {
             w.installed().contains("demo-hello 1.0-1 ii"),
             "{point}: packages changed"
         );
+        let killed = w.sources();
         let run = w.run(&["upgrade", "--dry-run"]);
-        // The dry run sees the interrupted upgrade and puts the sources back first.
+        // The dry run sees the interrupted upgrade and says what a real run would do
+        // about it, changing nothing.
         run.expect(0)
-            .mentions(&["interrupted before any package changed"]);
+            .mentions(&["interrupted before any package changed", "would undo it"]);
         assert_eq!(
             w.sources(),
-            before,
-            "{point}: sources not restored byte for byte"
+            killed,
+            "{point}: the dry run changed the sources"
         );
-        w.run(&["upgrade", "-y", "-f", "noninteractive"]).expect(0);
+        // The real run puts the sources back first, then upgrades.
+        w.run(&["upgrade", "-y", "-f", "noninteractive"])
+            .expect(0)
+            .mentions(&["undoing it and starting over"]);
+        assert_ne!(w.sources(), before, "{point}: sources not rewritten");
         assert!(w.read("/etc/os-release").contains("beta"), "{point}");
         audit_clean(&w.root);
     }

@@ -1100,6 +1100,29 @@ Depends: libbz2-1.0, libc6 (>= 2.34), libgcrypt20 (>= 1.10.0), liblz4-1 (>= 0.0~
     }
 
     #[test]
+    fn a_malformed_status_file_is_refused_and_a_runaway_guard_keeps_everything() {
+        assert!(System::parse("Package: x\nStatus: install\n").is_err());
+        assert!(System::parse("Package: x\nStatus: install ok installed\n\n\u{0}garbage").is_err());
+        let system = System::parse(BOOKWORM_SERVER).unwrap();
+        let policy = apt::policy(&trixie_policy(&system));
+        let from = everything(&system);
+        // Far beyond the regex crate's size limit: refused, so nothing is removed.
+        let guards = vec!["(a{1000}){1000}".to_owned()];
+        let decision = decide(&Inputs {
+            system: &system,
+            from_distribution: &from,
+            policy: &policy,
+            never_auto_remove: &guards,
+            denylist: &[],
+        });
+        assert!(decision.remove.is_empty(), "{decision:?}");
+        assert!(matches!(
+            why(&decision, "libatm1"),
+            Keep::UnreadableGuard(_)
+        ));
+    }
+
+    #[test]
     fn denylist_globs() {
         assert!(glob_match("linux-image-*", "linux-image-6.1.0-28-amd64"));
         assert!(glob_match("apt", "apt"));

@@ -184,7 +184,7 @@ pub struct UpgradeArgs {
     /// How to ask questions: text (default) or noninteractive
     #[arg(short = 'f', long = "frontend", value_enum, value_name = "FRONTEND")]
     pub frontend: Option<FrontendArg>,
-    /// Answer yes to every question (confirmation, purging obsolete packages)
+    /// Answer yes to every question (confirmation, removing obsolete packages)
     #[arg(short = 'y', long = "yes")]
     pub yes: bool,
     /// Keep third-party sources that use the old release's codename (moved to the new one)

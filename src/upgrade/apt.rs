@@ -122,6 +122,9 @@ pub struct Simulation {
     pub downgraded: Vec<PlannedAction>,
     /// Packages apt keeps at their version ("have been kept back").
     pub kept_back: Vec<String>,
+    /// Packages nothing needs any more, which apt leaves installed ("automatically
+    /// installed and are no longer required"): what `apt autoremove` would remove.
+    pub autoremovable: Vec<String>,
 }
 
 /// Which list of apt's plan a line belongs to.
@@ -132,6 +135,7 @@ enum Section {
     Removed,
     Downgraded,
     KeptBack,
+    Autoremovable,
     Other,
 }
 
@@ -158,6 +162,8 @@ impl Section {
             || line.starts_with("Not upgrading")
         {
             Section::KeptBack
+        } else if line.starts_with("The following package") && line.contains("no longer required") {
+            Section::Autoremovable
         } else {
             Section::Other
         }
@@ -190,6 +196,7 @@ impl Simulation {
                     }),
                     Section::Downgraded => sim.downgraded.push(action),
                     Section::KeptBack => sim.kept_back.push(action.package),
+                    Section::Autoremovable => sim.autoremovable.push(action.package),
                     Section::Other => {}
                 }
             }
@@ -231,12 +238,26 @@ fn items(line: &str) -> Vec<PlannedAction> {
     }
 }
 
-/// Parses `apt-cache policy PKG…` into, for each package, the sources (URI, suite) that
-/// offer any version of it; the dpkg status file does not count as a source.
-pub fn origins(policy: &str) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+/// What `apt-cache policy` says of one package.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The installed version (`None` for "(none)").
+    pub installed: Option<String>,
+    /// The version apt would install (`None` for "(none)").
+    pub candidate: Option<String>,
+    /// The sources (URI, suite) that offer any version; the dpkg status file is not one.
+    pub sources: Vec<(String, String)>,
+}
+
+/// Parses `apt-cache policy PKG…`, run with `LC_ALL=C.UTF-8`, by package name.
+pub fn policy(text: &str) -> BTreeMap<String, Policy> {
+    let mut out: BTreeMap<String, Policy> = BTreeMap::new();
     let mut current: Option<String> = None;
-    for line in policy.lines() {
+    let version = |v: &str| {
+        let v = v.trim();
+        (!v.is_empty() && v != "(none)").then(|| v.to_owned())
+    };
+    for line in text.lines() {
         if !line.starts_with(' ') && line.ends_with(':') {
             let name = line.trim_end_matches(':').to_owned();
             out.entry(name.clone()).or_default();
@@ -244,6 +265,16 @@ pub fn origins(policy: &str) -> BTreeMap<String, Vec<(String, String)>> {
             continue;
         }
         let Some(name) = &current else { continue };
+        let entry = out.entry(name.clone()).or_default();
+        let trimmed = line.trim_start();
+        if let Some(v) = trimmed.strip_prefix("Installed:") {
+            entry.installed = version(v);
+            continue;
+        }
+        if let Some(v) = trimmed.strip_prefix("Candidate:") {
+            entry.candidate = version(v);
+            continue;
+        }
         // Version table lines: "500 http://mirror/debian trixie/main amd64 Packages".
         let mut words = line.split_whitespace();
         let (Some(priority), Some(uri), Some(dist)) = (words.next(), words.next(), words.next())
@@ -254,12 +285,31 @@ pub fn origins(policy: &str) -> BTreeMap<String, Vec<(String, String)>> {
             continue;
         }
         let suite = dist.split('/').next().unwrap_or(dist).to_owned();
-        let entry = out.entry(name.clone()).or_default();
-        if !entry.iter().any(|(u, s)| u == uri && *s == suite) {
-            entry.push((uri.to_owned(), suite));
+        if !entry.sources.iter().any(|(u, s)| u == uri && *s == suite) {
+            entry.sources.push((uri.to_owned(), suite));
         }
     }
     out
+}
+
+/// Parses `apt-cache policy PKG…` into, for each package, the sources (URI, suite) that
+/// offer any version of it; the dpkg status file does not count as a source.
+pub fn origins(text: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    policy(text)
+        .into_iter()
+        .map(|(name, p)| (name, p.sources))
+        .collect()
+}
+
+/// The values of a list in `apt-config dump`'s output (`APT::NeverAutoRemove:: "^re$";`),
+/// as apt holds them: the dump prints each value between quotes, unescaped.
+pub fn config_list(dump: &str, key: &str) -> Vec<String> {
+    let prefix = format!("{key}:: \"");
+    dump.lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| rest.strip_suffix("\";"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What apt says about sizes before it asks (`--print-uris`, `--assume-no`).
@@ -411,6 +461,52 @@ mod tests {
             assert_eq!(names(&sim.removed), ["libdb5.3", "libext2fs2"], "{out}");
             assert!(sim.kept_back.is_empty() && sim.downgraded.is_empty());
         }
+    }
+
+    #[test]
+    fn packages_nothing_needs_are_read_from_the_plan() {
+        let apt2 = "The following packages were automatically installed and are no longer required:\n  \
+                    libicu72 libllvm14\nUse 'apt autoremove' to remove them.\n\
+                    The following packages will be upgraded:\n  bash\n";
+        let sim = Simulation::parse(apt2);
+        assert_eq!(sim.autoremovable, ["libicu72", "libllvm14"]);
+        assert_eq!(sim.upgraded[0].package, "bash");
+        let one = "The following package was automatically installed and is no longer required:\n  \
+                   libldap-2.5-0 (2.5.13+dfsg-5)\nUse 'sudo apt autoremove' to remove it.\n";
+        assert_eq!(Simulation::parse(one).autoremovable, ["libldap-2.5-0"]);
+        assert!(Simulation::parse(one).removed.is_empty());
+    }
+
+    #[test]
+    fn policy_reads_installed_and_candidate_versions() {
+        let out = "postgresql-15:\n  Installed: 15.14-0+deb12u1\n  Candidate: 15.14-0+deb12u1\n  Version table:\n \
+                   *** 15.14-0+deb12u1 100\n        100 /var/lib/dpkg/status\n\
+                   postgresql:\n  Installed: 15+248+deb12u1\n  Candidate: 17+278\n  Version table:\n     17+278 500\n        \
+                   500 http://m/debian trixie/main amd64 Packages\n\
+                   ghost:\n  Installed: (none)\n  Candidate: (none)\n  Version table:\n";
+        let map = policy(out);
+        let pg15 = &map["postgresql-15"];
+        assert_eq!(pg15.installed.as_deref(), Some("15.14-0+deb12u1"));
+        assert_eq!(pg15.candidate, pg15.installed);
+        assert!(pg15.sources.is_empty());
+        assert_eq!(map["postgresql"].candidate.as_deref(), Some("17+278"));
+        assert_eq!(map["postgresql"].sources.len(), 1);
+        assert_eq!(map["ghost"], Policy::default());
+    }
+
+    #[test]
+    fn never_auto_remove_is_read_from_apt_configs_dump() {
+        let dump = "APT \"\";\nAPT::NeverAutoRemove \"\";\n\
+                    APT::NeverAutoRemove:: \"^firmware-linux.*\";\n\
+                    APT::NeverAutoRemove:: \"^postgresql.*-15\";\n\
+                    APT::NeverAutoRemove:: \"a%22b\\\\.c\";\n\
+                    APT::NeverAutoRemoveX:: \"no\";\n\
+                    APT::VersionedKernelPackages:: \"linux-.*\";\n";
+        assert_eq!(
+            config_list(dump, "APT::NeverAutoRemove"),
+            ["^firmware-linux.*", "^postgresql.*-15", "a%22b\\\\.c"]
+        );
+        assert!(config_list("", "APT::NeverAutoRemove").is_empty());
     }
 
     #[test]

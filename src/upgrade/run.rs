@@ -3,10 +3,11 @@
 //! Two processes share the work. The first checks the system (preflight), finds the
 //! target, installs the target release's helpers and records the journal; then it
 //! re-executes itself with the helpers. The second rewrites the sources, runs the target
-//! release's apt (`update`, a simulated plan, confirmation, download, install), purges
-//! obsolete packages and removes the helpers. Until dpkg changes a package, every failure
-//! is undone exactly (exit 5), even when dpkg already ran and stopped at once; after, the
-//! way out is forward and the message says how (exit 6).
+//! release's apt (`update`, a simulated plan, confirmation, download, install, obsolete
+//! packages removed but never purged), lists what removed packages left behind and
+//! removes the helpers. Until dpkg changes a package, every failure is undone exactly
+//! (exit 5), even when dpkg already ran and stopped at once; after, the way out is
+//! forward and the message says how (exit 6).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +25,7 @@ use crate::upgrade::apt::{self, Apt, Simulation};
 use crate::upgrade::dpkg_status::{self, Status};
 use crate::upgrade::journal::{Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
+use crate::upgrade::obsolete::{self, glob_match};
 use crate::upgrade::sources::{self, DistributionCheck, Rules};
 use crate::upgrade::{children, locks, statoverride, term};
 use crate::upgrade::{freshness, pending, prefetch};
@@ -863,6 +865,13 @@ impl<'a> Upgrader<'a> {
                 simulation.kept_back.join(" ")
             ));
         }
+        if !simulation.autoremovable.is_empty() {
+            text.push_str(&format!(
+                "\nNo longer needed, left installed (`apt autoremove` removes them; it keeps what \
+                 APT::NeverAutoRemove guards): {}",
+                simulation.autoremovable.join(" ")
+            ));
+        }
         if !simulation.downgraded.is_empty() {
             let names: Vec<&str> = simulation
                 .downgraded
@@ -1129,7 +1138,7 @@ impl<'a> Upgrader<'a> {
             code: ExitCode::PartlyUpgraded,
             error,
         };
-        self.purge_leftovers(journal, logs);
+        self.list_leftovers(journal, logs);
         for file in &journal.sources {
             let file = self.session.root.dir().join(file.as_path());
             logs.main(&format!(
@@ -1145,7 +1154,8 @@ impl<'a> Upgrader<'a> {
         if let Some(media) = &journal.media_source {
             let _ = sources::remove_added(&self.session.root, media);
         }
-        for name in ["upgrade-apt.conf", "system-apt.conf"] {
+        let follow_ups = std::fs::read_to_string(self.follow_up_file()).unwrap_or_default();
+        for name in ["upgrade-apt.conf", "system-apt.conf", "follow-up.txt"] {
             let _ = helpers::remove_tree(&self.state().join(name));
         }
         UpgradeJournal::clear(self.state()).map_err(|e| partly(e.into()))?;
@@ -1165,6 +1175,9 @@ impl<'a> Upgrader<'a> {
                 ""
             }
         ));
+        if !follow_ups.is_empty() {
+            self.io.say(&follow_ups);
+        }
         Ok(())
     }
 
@@ -1189,9 +1202,10 @@ impl<'a> Upgrader<'a> {
     }
 
     /// Obsolete packages (the distribution's, downloadable from nowhere in the new
-    /// release) leave with the upgrade's own apt run, and with -y so do packages nothing
-    /// needs any more (`--autoremove`): no second resolution and dpkg run afterwards, and
-    /// the plan the user accepts shows every removal.
+    /// release) that nothing staying needs and no guard keeps leave with the upgrade's own
+    /// apt run: removed, never purged ([`obsolete`]). Nothing else leaves that apt does not
+    /// need to remove: no `--autoremove` (stock `apt full-upgrade` does not either; what
+    /// nothing needs any more is listed in the plan, for `apt autoremove` afterwards).
     fn fold_obsolete(
         &self,
         journal: &mut UpgradeJournal,
@@ -1199,11 +1213,41 @@ impl<'a> Upgrader<'a> {
         logs: &Logs,
     ) -> anyhow::Result<()> {
         journal.obsolete.clear();
-        journal.autoremove = self.options.assume_yes;
-        let obsolete = self.obsolete(journal, apt, logs)?;
+        // Journals of earlier versions may say true; it is not read any more.
+        journal.autoremove = false;
+        let decision = self.obsolete(journal, apt, logs)?;
+        self.record_follow_ups(&decision, logs);
+        if !decision.keep.is_empty() {
+            let reasons: Vec<String> = decision
+                .keep
+                .iter()
+                .map(|(name, why)| format!("{name} ({why})"))
+                .collect();
+            logs.main(&format!(
+                "obsolete packages that stay: {}",
+                reasons.join(", ")
+            ));
+            let named: Vec<String> = decision
+                .keep
+                .iter()
+                .filter(|(_, why)| !matches!(why, obsolete::Keep::NeededBy(_)))
+                .map(|(name, why)| format!("{name} ({why})"))
+                .collect();
+            self.io.say(&format!(
+                "Keeping {} packages the new release no longer has: {}{}",
+                decision.keep.len(),
+                named.join(", "),
+                if named.len() < decision.keep.len() {
+                    " and what they need"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let obsolete = decision.remove;
         if !obsolete.is_empty() {
             let question = format!(
-                "{} packages of the old release are no longer available ({}). Remove them with the upgrade?",
+                "{} packages of the old release are no longer available ({}). Remove them with the upgrade (their configuration files stay)?",
                 obsolete.len(),
                 obsolete.join(" ")
             );
@@ -1226,13 +1270,50 @@ impl<'a> Upgrader<'a> {
         Ok(())
     }
 
-    /// What the upgrade's apt runs take after `dist-upgrade`: `--autoremove`, and
-    /// `name-` for each obsolete package still there (a resumed run may find some gone).
+    /// Where the follow-ups for kept database servers wait for the end of the upgrade
+    /// (a resumed run prints them too).
+    fn follow_up_file(&self) -> PathBuf {
+        self.state().join("follow-up.txt")
+    }
+
+    /// Writes what the user is to do about the kept database servers after the upgrade
+    /// (`pg_upgradecluster`), from the clusters found now; removes an older file.
+    fn record_follow_ups(&self, decision: &obsolete::Decision, logs: &Logs) {
+        let mut clusters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        if let Ok(versions) = std::fs::read_dir(self.session.root.path("/etc/postgresql")) {
+            for version in versions.flatten() {
+                let Ok(names) = std::fs::read_dir(version.path()) else {
+                    continue;
+                };
+                let mut list: Vec<String> = names
+                    .flatten()
+                    .filter(|n| n.path().join("postgresql.conf").is_file())
+                    .map(|n| n.file_name().to_string_lossy().into_owned())
+                    .collect();
+                list.sort();
+                clusters.insert(version.file_name().to_string_lossy().into_owned(), list);
+            }
+        }
+        let text = decision.follow_ups(&clusters).join("\n");
+        let file = self.follow_up_file();
+        let written = if text.is_empty() {
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&file, e)),
+                _ => Ok(()),
+            }
+        } else {
+            logs.main(&format!("after the upgrade: {}", text.replace('\n', " | ")));
+            crate::fsutil::write_atomic(&file, text.as_bytes())
+        };
+        if let Err(e) = written {
+            logs.main(&format!("recording the follow-ups: {e}"));
+        }
+    }
+
+    /// What the upgrade's apt runs take after `dist-upgrade`: `name-` for each obsolete
+    /// package still there (a resumed run may find some gone).
     fn upgrade_args(&self, journal: &UpgradeJournal) -> Vec<String> {
         let mut args = Vec::new();
-        if journal.autoremove {
-            args.push("--autoremove".to_owned());
-        }
         if journal.obsolete.is_empty() {
             return args;
         }
@@ -1252,92 +1333,89 @@ impl<'a> Upgrader<'a> {
         args
     }
 
-    /// Purges what the obsolete packages removed with the upgrade left behind (their
-    /// configuration files), with the helpers' dpkg. Not fatal: the upgrade is done.
-    fn purge_leftovers(&self, journal: &UpgradeJournal, logs: &Logs) {
-        let Ok(status) = Status::read(&self.session.root) else {
-            return;
+    /// Lists what the packages the upgrade removed left behind (their configuration
+    /// files), and the command that purges those holding nothing of the user's. The
+    /// upgrade itself never purges: purging `postgresql-15` drops its clusters.
+    fn list_leftovers(&self, journal: &UpgradeJournal, logs: &Logs) {
+        let path = self.session.root.path("/var/lib/dpkg/status");
+        let system = match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| obsolete::System::parse(&text))
+        {
+            Ok(system) => system,
+            Err(e) => {
+                logs.main(&format!("reading {}: {e}", path.display()));
+                return;
+            }
         };
-        let leftover: Vec<&str> = journal
-            .obsolete
+        let files = RootFiles(&self.session.root);
+        let removed = journal
+            .from_distribution
             .iter()
-            .map(String::as_str)
-            .filter(|name| {
-                status
-                    .packages
-                    .values()
-                    .any(|p| p.name == *name && p.status == "config-files")
-            })
-            .collect();
-        if leftover.is_empty() {
-            return;
-        }
-        logs.main(&format!(
-            "purging the configuration of {}",
-            leftover.join(" ")
-        ));
-        let mut cmd = Command::new(self.store.prefix.join(crate::layout::BIN).join("dpkg"));
-        cmd.args(dpkg_root_args(&self.session.root))
-            .arg("--purge")
-            .args(&leftover)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-                    self.store.prefix.join(crate::layout::DPKG_PATH).display()
-                ),
-            );
-        let finished = logs
-            .append(logs::APT_TERM)
-            .map_err(anyhow::Error::from)
-            .and_then(|log| Ok(term::run(cmd, log, self.io.watching(), false, &mut |_| {})?));
-        match finished {
-            Ok(f) if f.success => {}
-            Ok(f) => self.io.say(&format!(
-                "Purging the configuration of obsolete packages failed:\n{}",
-                f.tail.join("\n")
-            )),
-            Err(e) => self.io.say(&format!(
-                "Purging the configuration of obsolete packages failed: {e:#}"
-            )),
+            .chain(&journal.obsolete)
+            .map(String::as_str);
+        let listing = obsolete::leftovers(&system, removed, &files);
+        let dpkg = format!("dpkg{}", dpkg_root_option(&self.session.root));
+        if let Some(text) = listing.message(&dpkg) {
+            logs.main(&text.replace('\n', " | "));
+            self.io.say(&text);
         }
     }
 
-    /// Installed packages that came from the distribution before and are downloadable
-    /// from nowhere now.
+    /// The obsolete packages: which leave with the upgrade and which stay (see
+    /// [`obsolete::decide`]), from the root's dpkg status, the new release's indices and
+    /// the target apt's `APT::NeverAutoRemove`.
     fn obsolete(
         &self,
         journal: &UpgradeJournal,
         apt: &Apt,
         logs: &Logs,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<obsolete::Decision> {
         if journal.from_distribution.is_empty() {
-            return Ok(Vec::new());
+            return Ok(obsolete::Decision::default());
         }
-        let status = Status::read(&self.session.root)?;
-        let installed: std::collections::BTreeSet<&str> =
-            status.installed().map(|p| p.name.as_str()).collect();
+        let path = self.session.root.path("/var/lib/dpkg/status");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let system = obsolete::System::parse(&text).map_err(|reason| Error::Config {
+            path: path.clone(),
+            reason,
+        })?;
         let candidates: Vec<&str> = journal
             .from_distribution
             .iter()
             .map(String::as_str)
-            .filter(|p| installed.contains(p))
+            .filter(|p| {
+                system
+                    .packages
+                    .get(*p)
+                    .is_some_and(|p| p.status == "installed")
+            })
             .collect();
         if candidates.is_empty() {
-            return Ok(Vec::new());
+            return Ok(obsolete::Decision::default());
         }
         let mut args = vec!["policy"];
         args.extend(candidates.iter().copied());
         let (_, policy) = apt_quiet(apt, "apt-cache", &args, logs)?;
-        let origins = apt::origins(&policy);
+        let policy = apt::policy(&policy);
+        // The guards as the target apt reads them: the root's apt.conf.d (01autoremove,
+        // postgresql-common's 02autoremove-postgresql, …).
+        let (dumped, dump) = apt_quiet(apt, "apt-config", &["dump"], logs)?;
+        if !dumped {
+            logs.main(&format!("apt-config dump failed: {}", tail(&dump, 4)));
+            self.io
+                .say("apt's APT::NeverAutoRemove cannot be read; no package leaves as obsolete.");
+            return Ok(obsolete::Decision::default());
+        }
+        let guards = apt::config_list(&dump, "APT::NeverAutoRemove");
         let denylist = self.removal_denylist();
-        Ok(candidates
-            .into_iter()
-            .filter(|p| origins.get(*p).is_none_or(|o| o.is_empty()))
-            .filter(|p| !status.is_essential(p) && !denylist.iter().any(|d| glob_match(d, p)))
-            .map(str::to_owned)
-            .collect())
+        Ok(obsolete::decide(&obsolete::Inputs {
+            system: &system,
+            from_distribution: &journal.from_distribution,
+            policy: &policy,
+            never_auto_remove: &guards,
+            denylist: &denylist,
+        }))
     }
 
     /// Adds upgrade media as a package source for the upgrade.
@@ -1366,7 +1444,7 @@ impl<'a> Upgrader<'a> {
 /// What the running release's indices say, before anything changes.
 struct RunningRelease {
     /// Installed packages that some distribution source offers (the only ones that may
-    /// be purged as obsolete later).
+    /// be removed as obsolete later).
     from_distribution: Vec<String>,
     /// Set when the indices could not be refreshed and the media stand in for them.
     offline: bool,
@@ -1609,38 +1687,35 @@ fn boot_need(boot: &Path) -> u64 {
     size_of("vmlinuz-") + size_of("initrd.img-") + size_of("System.map-")
 }
 
-/// `*` wildcards, as in the removal denylist.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, rest)) => {
-            let Some(after) = name.strip_prefix(head) else {
-                return false;
-            };
-            if rest.is_empty() {
-                return true;
-            }
-            (0..=after.len()).any(|i| after.is_char_boundary(i) && glob_match(rest, &after[i..]))
+/// The root's files, for the listing of what removed packages left behind: read only,
+/// symbolic links not followed (a conffile that is a link counts as unreadable).
+struct RootFiles<'a>(&'a crate::root::SystemRoot);
+
+impl obsolete::Files for RootFiles<'_> {
+    fn exists(&self, path: &str) -> bool {
+        std::fs::symlink_metadata(self.0.path(path)).is_ok()
+    }
+
+    fn md5(&self, path: &str) -> Option<String> {
+        use md5::Digest;
+        let path = self.0.path(path);
+        if !std::fs::symlink_metadata(&path).ok()?.is_file() {
+            return None;
         }
+        let mut file = std::fs::File::open(&path).ok()?;
+        let mut hasher = md5::Md5::new();
+        std::io::copy(&mut file, &mut hasher).ok()?;
+        Some(
+            hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
     }
 }
 
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn denylist_globs() {
-        assert!(glob_match("linux-image-*", "linux-image-6.1.0-28-amd64"));
-        assert!(glob_match("apt", "apt"));
-        assert!(!glob_match("apt", "aptitude"));
-        assert!(glob_match("*-dev", "libc6-dev"));
-        assert!(glob_match("lib*6", "libc6"));
-        assert!(!glob_match("lib*7", "libc6"));
-    }
 }

@@ -85,7 +85,7 @@ impl Session {
             .clone()
             .unwrap_or_else(crate::root::host_architecture);
         config.user_agent = user_agent(&os, &arch);
-        let state = StateDir::new(root.state_dir());
+        let state = StateDir::new(&root);
         Ok(Session {
             root,
             os,

@@ -616,9 +616,48 @@ impl Tree {
         .map_err(Into::into)
     }
 
+    /// Replaces the file `name` (directly in this directory) with `data`, atomically and
+    /// durably: a new temporary file (never opened through a symlink), fsynced, renamed
+    /// over `name`, the directory fsynced. A symlink at `name` is replaced, not followed.
+    pub fn write_atomic(&self, name: &str, data: &[u8]) -> Result<(), Error> {
+        use std::io::Write;
+        let shown = self.path.join(name);
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(self.refused(name, "it is not a plain file name"));
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = format!("{name}.tmp-{}-{n}", std::process::id());
+        let result = (|| -> std::io::Result<()> {
+            let fd = rustix::fs::openat(
+                &self.fd,
+                tmp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )?;
+            let mut file = std::fs::File::from(fd);
+            file.write_all(data)?;
+            file.sync_all()?;
+            drop(file);
+            rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name)?;
+            rustix::fs::fsync(&self.fd)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+        }
+        result.map_err(|e| Error::io(shown, e))
+    }
+
     /// fsyncs the directory itself (its entries: renames and removals in it).
     pub fn sync(&self) -> Result<(), Error> {
         rustix::fs::fsync(&self.fd).map_err(|e| Error::io(&self.path, e.into()))
+    }
+}
+
+impl From<Tree> for OwnedFd {
+    fn from(tree: Tree) -> OwnedFd {
+        tree.fd
     }
 }
 
@@ -723,6 +762,31 @@ mod tests {
         assert!(dir.path().join("keep").exists());
         assert!(!tree.remove_all(&RelPath::new("a").unwrap()).unwrap());
         assert!(!tree.remove_all(&RelPath::new("x/y/z").unwrap()).unwrap());
+    }
+
+    #[test]
+    fn write_atomic_replaces_a_file_and_never_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        symlink(&victim, dir.path().join("state.json")).unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        tree.write_atomic("state.json", b"one").unwrap();
+        tree.write_atomic("state.json", b"two").unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("state.json")).unwrap(),
+            b"two"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary left");
+        for bad in ["", "a/b", "..", "."] {
+            assert!(matches!(
+                tree.write_atomic(bad, b"x").unwrap_err(),
+                Error::Refused { .. }
+            ));
+        }
     }
 
     #[test]

@@ -118,6 +118,21 @@ impl SystemRoot {
         }
     }
 
+    /// Replaces the file `absolute` of the target system with `data`, atomically and
+    /// durably, creating its directory: through [`Self::create_dir`], so never through a
+    /// symlink that could lead out of another root.
+    pub fn write_file(&self, absolute: impl AsRef<Path>, data: &[u8]) -> Result<(), Error> {
+        let absolute = absolute.as_ref();
+        let (Some(dir), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+            return Err(Error::Refused {
+                path: self.path(absolute),
+                reason: "it is not a file name".into(),
+            });
+        };
+        self.create_dir(dir)?
+            .write_atomic(&name.to_string_lossy(), data)
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.path(STATE_DIR)
     }

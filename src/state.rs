@@ -7,16 +7,20 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::confine::RelPath;
 use crate::date::{self, Timestamp};
 use crate::digest::Sha256;
 use crate::error::Error;
-use crate::fsutil;
+use crate::root::{STATE_DIR, SystemRoot};
 
 const RELEASE_DATES: &str = "release-dates.json";
+/// Cached metadata, below the state directory.
+const CACHE: &str = "cache";
 
 /// The state directory of one system.
 #[derive(Clone, Debug)]
 pub struct StateDir {
+    root: SystemRoot,
     dir: PathBuf,
 }
 
@@ -40,8 +44,25 @@ pub struct CacheEntry {
 }
 
 impl StateDir {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        StateDir { dir: dir.into() }
+    /// The state directory of the system at `root`.
+    pub fn new(root: &SystemRoot) -> Self {
+        StateDir {
+            root: root.clone(),
+            dir: root.state_dir(),
+        }
+    }
+
+    /// Writes `data` as `name` (one level below the state directory at most, e.g.
+    /// `cache/…`), through the directory opened from the root: never through a symlink
+    /// that could lead out of another root.
+    fn write(&self, dir: Option<&str>, name: &str, data: &[u8]) -> Result<(), Error> {
+        let tree = self.root.create_dir(STATE_DIR)?;
+        match dir {
+            None => tree.write_atomic(name, data),
+            Some(dir) => tree
+                .create_dir_all(&RelPath::new(dir).expect("a plain name"))?
+                .write_atomic(name, data),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -84,23 +105,28 @@ impl StateDir {
             date: date::format(timestamp),
         };
         let json = serde_json::to_vec_pretty(&dates).expect("state serialises");
-        fsutil::write_atomic(&self.dir.join(RELEASE_DATES), &json)
+        self.write(None, RELEASE_DATES, &json)
     }
 
-    fn cache_paths(&self, uri: &str) -> (PathBuf, PathBuf) {
+    /// The cache files of `uri` in `cache/`: its body and its entry.
+    fn cache_names(uri: &str) -> (String, String) {
         let key = Sha256::of(uri.as_bytes()).to_hex();
-        let base = self.dir.join("cache").join(&key[..16]);
-        (base.with_extension("body"), base.with_extension("json"))
+        (
+            format!("{}.body", &key[..16]),
+            format!("{}.json", &key[..16]),
+        )
     }
 
     /// The cached body of `uri` and its cache entry, if both are present.
     pub fn cached(&self, uri: &str) -> Option<(Vec<u8>, CacheEntry)> {
-        let (body, meta) = self.cache_paths(uri);
-        let entry: CacheEntry = serde_json::from_slice(&std::fs::read(meta).ok()?).ok()?;
+        let (body, meta) = Self::cache_names(uri);
+        let cache = self.dir.join(CACHE);
+        let entry: CacheEntry =
+            serde_json::from_slice(&std::fs::read(cache.join(meta)).ok()?).ok()?;
         if entry.uri != uri {
             return None;
         }
-        Some((std::fs::read(body).ok()?, entry))
+        Some((std::fs::read(cache.join(body)).ok()?, entry))
     }
 
     /// Stores `body` as the cached copy of `uri`.
@@ -110,14 +136,15 @@ impl StateDir {
         body: &[u8],
         last_modified: Option<String>,
     ) -> Result<(), Error> {
-        let (body_path, meta_path) = self.cache_paths(uri);
-        fsutil::write_atomic(&body_path, body)?;
+        let (body_name, meta_name) = Self::cache_names(uri);
+        self.write(Some(CACHE), &body_name, body)?;
         let entry = CacheEntry {
             uri: uri.to_owned(),
             last_modified,
         };
-        fsutil::write_atomic(
-            &meta_path,
+        self.write(
+            Some(CACHE),
+            &meta_name,
             &serde_json::to_vec_pretty(&entry).expect("serialises"),
         )
     }
@@ -130,7 +157,7 @@ mod tests {
     #[test]
     fn release_dates_only_move_forward() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::new(dir.path());
+        let state = StateDir::new(&SystemRoot::new(dir.path()));
         assert_eq!(state.last_release_date("p").unwrap(), None);
         state.record_release_date("p", 200).unwrap();
         state.record_release_date("p", 100).unwrap();
@@ -143,8 +170,10 @@ mod tests {
     #[test]
     fn corrupt_state_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(RELEASE_DATES), b"{not json").unwrap();
-        let err = StateDir::new(dir.path())
+        let state_dir = SystemRoot::new(dir.path()).state_dir();
+        std::fs::create_dir_all(&state_dir).unwrap();
+        std::fs::write(state_dir.join(RELEASE_DATES), b"{not json").unwrap();
+        let err = StateDir::new(&SystemRoot::new(dir.path()))
             .last_release_date("p")
             .unwrap_err();
         assert!(err.to_string().contains(RELEASE_DATES), "{err}");
@@ -153,7 +182,7 @@ mod tests {
     #[test]
     fn cache_round_trips_per_uri() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::new(dir.path());
+        let state = StateDir::new(&SystemRoot::new(dir.path()));
         state
             .store_cached("http://a/m", b"body", Some("Mon".into()))
             .unwrap();

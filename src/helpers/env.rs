@@ -12,7 +12,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::fsutil;
 use crate::helpers::{Manifest, Store};
 use crate::layout;
 use crate::version::Version;
@@ -62,10 +61,9 @@ pub fn render_apt_conf(prefix: &Path) -> String {
 
 /// Writes the apt configuration for the installed helpers.
 pub fn write_apt_conf(store: &Store) -> Result<(), Error> {
-    fsutil::write_atomic(
-        &apt_conf_path(store),
-        render_apt_conf(&store.prefix).as_bytes(),
-    )
+    store
+        .state_tree()?
+        .write_atomic(APT_CONF, render_apt_conf(&store.prefix).as_bytes())
 }
 
 pub fn remove_apt_conf(store: &Store) -> Result<(), Error> {

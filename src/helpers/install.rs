@@ -212,7 +212,7 @@ pub fn install(
     progress: &dyn Progress,
     cancel: &Arc<AtomicBool>,
 ) -> Result<InstallOutcome, Error> {
-    let _lock = StateLock::acquire(&store.state)?;
+    let _lock = StateLock::acquire(store)?;
     recover(store)?;
     let installed = store.installed()?;
     if same_set(&installed, &plan.packages) && store.prefix.is_dir() {
@@ -228,7 +228,7 @@ pub fn install(
         new_device: None,
         pid: std::process::id(),
     };
-    journal.save(&store.state)?;
+    journal.save(store)?;
     crashpoint::reached("journal staging");
 
     progress.step(&format!(
@@ -256,7 +256,7 @@ pub fn install(
     swap_into_place(store)?;
     crashpoint::reached("swapped");
     journal.phase = Phase::Swapped;
-    journal.save(&store.state)?;
+    journal.save(store)?;
     crashpoint::reached("journal swapped");
     finish(store)?;
     Ok(InstallOutcome::Installed {
@@ -343,6 +343,8 @@ fn stage(
     let staging_dir = store.staging();
     let new_manifests = store.new_manifests_dir();
 
+    // Made here, from the root, so the downloads never go through a symlink.
+    store.state_tree()?.create_dir_all(&name(DOWNLOADS))?;
     let dir = store.download_dir();
     let debs: Vec<PathBuf> = plan
         .packages
@@ -466,7 +468,8 @@ fn stage(
             files: manifest_entries(&package.name, &extracted.entries)?,
         });
     }
-    to_sync.extend(manifest::store_all(&new_manifests, &manifests)?);
+    let new_dir = store.state_tree()?.create_dir_all(&name(NEW_MANIFESTS))?;
+    to_sync.extend(manifest::store_all(&new_dir, &manifests)?);
     to_sync.push(new_manifests);
     crashpoint::reached("new manifests written");
     // Only what this install wrote, not the whole filesystem (syncfs would also wait for
@@ -479,7 +482,7 @@ fn stage(
     let new_tree = identity(&staging_dir);
     journal.new_inode = new_tree.map(|(_, ino)| ino);
     journal.new_device = new_tree.map(|(dev, _)| dev);
-    journal.save(&store.state)?;
+    journal.save(store)?;
     crashpoint::reached("journal staged");
     Ok(manifests)
 }

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::fsutil;
 use crate::helpers::{Store, name};
 
 /// What the transaction does.
@@ -116,9 +115,9 @@ impl Journal {
     }
 
     /// Writes the journal durably (temp file, fsync, rename, fsync dir).
-    pub fn save(&self, state: &Path) -> Result<(), Error> {
+    pub fn save(&self, store: &Store) -> Result<(), Error> {
         let json = serde_json::to_vec_pretty(self).expect("journal serialises");
-        fsutil::write_atomic(&path(state), &json)
+        store.state_tree()?.write_atomic("journal.json", &json)
     }
 
     /// Ends the transaction.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::confine::RelPath;
+use crate::confine::{RelPath, Tree};
 use crate::digest::Sha256;
 use crate::error::Error;
 
@@ -194,17 +194,14 @@ pub fn load_all(dir: &Path) -> Result<Vec<Manifest>, Error> {
     Ok(manifests)
 }
 
-/// Writes `manifests` into `dir` (created), one file each, and returns the files. They
-/// are not synced: the install syncs them, with its staging tree, before its journal says
-/// they are complete.
-pub fn store_all(dir: &Path, manifests: &[Manifest]) -> Result<Vec<PathBuf>, Error> {
-    fs_err::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+/// Writes `manifests` into the directory `dir`, one file each, and returns the files.
+pub fn store_all(dir: &Tree, manifests: &[Manifest]) -> Result<Vec<PathBuf>, Error> {
     let mut written = Vec::new();
     for manifest in manifests {
-        let path = dir.join(format!("{}.json", manifest.package));
+        let name = format!("{}.json", manifest.package);
         let json = serde_json::to_vec_pretty(manifest).expect("manifests serialise");
-        fs_err::write(&path, &json).map_err(|e| Error::io(&path, e))?;
-        written.push(path);
+        dir.write_atomic(&name, &json)?;
+        written.push(dir.path().join(name));
     }
     Ok(written)
 }

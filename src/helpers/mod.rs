@@ -128,7 +128,7 @@ impl Store {
     }
 
     /// The state directory, opened from the root (and created when missing).
-    fn state_tree(&self) -> Result<Tree, Error> {
+    pub(crate) fn state_tree(&self) -> Result<Tree, Error> {
         self.root.create_dir(STATE_DIR)
     }
 

@@ -32,7 +32,7 @@ pub struct RemoveReport {
 /// Removes every installed helper. With `purge_state`, also forgets the pocket dates
 /// seen and the meta-release cache, leaving the state directory empty.
 pub fn remove_all(store: &Store, purge_state: bool) -> Result<RemoveReport, Error> {
-    let _lock = StateLock::acquire(&store.state)?;
+    let _lock = StateLock::acquire(store)?;
     install::recover(store)?;
     let manifests = store.installed()?;
     // Look before touching anything, so the report is about what was installed.
@@ -52,7 +52,7 @@ pub fn remove_all(store: &Store, purge_state: bool) -> Result<RemoveReport, Erro
         new_device: None,
         pid: std::process::id(),
     };
-    journal.save(&store.state)?;
+    journal.save(store)?;
     crashpoint::reached("journal removing");
     let mut report = finish(store)?;
     report.changed = changed;

@@ -14,7 +14,6 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::fsutil;
 use crate::helpers::env as helper_env;
 use crate::layout;
 use crate::root::SystemRoot;
@@ -32,12 +31,13 @@ pub struct Apt {
 }
 
 impl Apt {
-    /// apt for the system at `root`, configured through `config_file`.
-    pub fn new(root: &SystemRoot, helpers: Option<PathBuf>, config_file: PathBuf) -> Self {
+    /// apt for the system at `root`, configured through the file `config_name` in its
+    /// state directory.
+    pub fn new(root: &SystemRoot, helpers: Option<PathBuf>, config_name: &str) -> Self {
         Apt {
             root: root.clone(),
             helpers,
-            config_file,
+            config_file: root.state_dir().join(config_name),
             env: Vec::new(),
         }
     }
@@ -74,7 +74,10 @@ impl Apt {
 
     /// Writes the configuration file.
     pub fn write_config(&self) -> Result<(), Error> {
-        fsutil::write_atomic(&self.config_file, self.render_config().as_bytes())
+        let name = self.config_file.file_name().expect("a file name");
+        self.root
+            .create_dir(crate::root::STATE_DIR)?
+            .write_atomic(&name.to_string_lossy(), self.render_config().as_bytes())
     }
 
     /// A command for `program` (`apt-get`, `apt-cache`, `apt-mark`).
@@ -385,7 +388,7 @@ mod tests {
         let apt = Apt::new(
             &SystemRoot::new("/srv/chroot"),
             Some(PathBuf::from("/srv/chroot/usr/lib/release-upgrader")),
-            PathBuf::from("/tmp/apt.conf"),
+            "apt.conf",
         );
         let conf = apt.render_config();
         assert!(conf.contains("Dir \"/srv/chroot/\";"), "{conf}");
@@ -394,7 +397,7 @@ mod tests {
         assert!(conf.contains("\"--admindir=/srv/chroot/var/lib/dpkg\";"));
         assert!(conf.contains("\"--log=/srv/chroot/var/log/dpkg.log\";"));
         assert!(conf.contains("Dir::Bin::dpkg \"/srv/chroot/usr/lib/release-upgrader/bin/dpkg\";"));
-        let host = Apt::new(&SystemRoot::new("/"), None, PathBuf::from("/tmp/apt.conf"));
+        let host = Apt::new(&SystemRoot::new("/"), None, "apt.conf");
         assert!(!host.render_config().contains("Dir \""));
         let cmd = apt.command("apt-get");
         assert_eq!(

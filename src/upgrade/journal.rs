@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::confine::RelPath;
 use crate::error::Error;
-use crate::fsutil;
-use crate::root::SystemRoot;
+use crate::root::{STATE_DIR, SystemRoot};
 use crate::upgrade::sources;
 
 /// The sources file added for an upgrade from media, relative to the root.
@@ -70,8 +69,11 @@ pub struct UpgradeJournal {
     pub started: String,
 }
 
+/// The journal's name in the state directory.
+const FILE: &str = "upgrade.json";
+
 pub fn path(state: &Path) -> PathBuf {
-    state.join("upgrade.json")
+    state.join(FILE)
 }
 
 impl UpgradeJournal {
@@ -155,23 +157,30 @@ impl UpgradeJournal {
         Ok(())
     }
 
-    pub fn save(&self, state: &Path) -> Result<(), Error> {
-        fsutil::write_atomic(
-            &path(state),
+    /// Writes the journal durably into `root`'s state directory (never through a
+    /// symlink that could lead out of the root).
+    pub fn save(&self, root: &SystemRoot) -> Result<(), Error> {
+        root.create_dir(STATE_DIR)?.write_atomic(
+            FILE,
             &serde_json::to_vec_pretty(self).expect("journal serialises"),
         )
     }
 
     /// Moves to `phase` and records it durably.
-    pub fn advance(&mut self, state: &Path, phase: Phase) -> Result<(), Error> {
+    pub fn advance(&mut self, root: &SystemRoot, phase: Phase) -> Result<(), Error> {
         self.phase = phase;
-        self.save(state)?;
+        self.save(root)?;
         crate::crashpoint::reached("upgrade phase");
         Ok(())
     }
 
-    pub fn clear(state: &Path) -> Result<(), Error> {
-        crate::helpers::remove_tree(&path(state))
+    pub fn clear(root: &SystemRoot) -> Result<(), Error> {
+        if let Some(state) = root.open_dir(STATE_DIR)?
+            && state.remove_file(&RelPath::new(FILE).expect("a plain name"))?
+        {
+            state.sync()?;
+        }
+        Ok(())
     }
 }
 

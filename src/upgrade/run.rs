@@ -202,7 +202,6 @@ impl<'a> Upgrader<'a> {
             codename: &self.session.codename,
             arch: &self.session.arch,
             os_id: &self.session.os.id,
-            state: self.state(),
             allow_pending: self.options.allow_pending,
             media: self.options.cdrom.is_some(),
         };
@@ -268,7 +267,7 @@ impl<'a> Upgrader<'a> {
             autoremove: false,
             started: chrono::Utc::now().to_rfc3339(),
         };
-        journal.save(self.state()).map_err(plain)?;
+        journal.save(&self.session.root).map_err(plain)?;
         logs.main("helpers installed; re-executing with them");
         Ok(Prepared::ReExecute)
     }
@@ -458,7 +457,7 @@ impl<'a> Upgrader<'a> {
         if let Some(media) = &journal.media_source {
             sources::remove_added(&self.session.root, media)?;
         }
-        UpgradeJournal::clear(self.state())
+        UpgradeJournal::clear(&self.session.root)
     }
 
     /// What [`Self::undo`] would do, for `--dry-run`.
@@ -520,7 +519,7 @@ impl<'a> Upgrader<'a> {
         let mut apt = Apt::new(
             &self.session.root,
             Some(self.store.prefix.clone()),
-            self.state().join("upgrade-apt.conf"),
+            "upgrade-apt.conf",
         );
         if self.options.frontend == Frontend::Noninteractive || !self.io.watching() {
             apt.env
@@ -539,7 +538,6 @@ impl<'a> Upgrader<'a> {
         apt: &Apt,
         logs: &Logs,
     ) -> anyhow::Result<()> {
-        let state = self.store.state.clone();
         if journal.phase < Phase::SourcesRewritten {
             self.io
                 .say(&format!("Pointing the package sources at {}", journal.to));
@@ -557,7 +555,7 @@ impl<'a> Upgrader<'a> {
             if let Some(media) = &journal.cdrom {
                 journal.media_source = Some(self.media_source(media, &journal.to)?);
             }
-            journal.advance(&state, Phase::SourcesRewritten)?;
+            journal.advance(&self.session.root, Phase::SourcesRewritten)?;
             for plan in &plans {
                 for change in &plan.changes {
                     logs.main(&format!(
@@ -579,7 +577,7 @@ impl<'a> Upgrader<'a> {
                     }
                 }
             }
-            sources::apply(&plans)?;
+            sources::apply(&self.session.root, &plans)?;
         }
         self.io.say("Reading the package lists of the new release");
         let (ok, out) = apt_quiet(apt, "apt-get", &["update"], logs)?;
@@ -676,7 +674,7 @@ impl<'a> Upgrader<'a> {
                 anyhow::bail!(Error::Cancelled);
             }
             // Records what the install run takes too, for a resumed run.
-            journal.advance(&state, Phase::Planned)?;
+            journal.advance(&self.session.root, Phase::Planned)?;
         }
         self.io.say("Downloading the packages");
         let archives = prefetch::parse(&out);
@@ -719,7 +717,7 @@ impl<'a> Upgrader<'a> {
                 });
             }
         }
-        journal.advance(&state, Phase::Downloaded)?;
+        journal.advance(&self.session.root, Phase::Downloaded)?;
         Ok(())
     }
 
@@ -901,11 +899,7 @@ impl<'a> Upgrader<'a> {
             let _ = sources::remove_added(&self.session.root, media);
         }
         // The new release's lists replaced the old ones; get the old ones back.
-        let system = Apt::new(
-            &self.session.root,
-            None,
-            self.state().join("system-apt.conf"),
-        );
+        let system = Apt::new(&self.session.root, None, "system-apt.conf");
         if system.write_config().is_ok()
             && let Ok((false, _)) = apt_quiet(&system, "apt-get", &["update"], logs)
         {
@@ -914,7 +908,7 @@ impl<'a> Upgrader<'a> {
         if let Err(e) = helpers::remove_all(&self.store, false) {
             problems.push(format!("removing the helpers: {e}"));
         }
-        let _ = UpgradeJournal::clear(self.state());
+        let _ = UpgradeJournal::clear(&self.session.root);
         logs.main("rolled back");
         let mut error = error.context(format!(
             "the upgrade to {} was {} and everything was put back as it was",
@@ -941,7 +935,6 @@ impl<'a> Upgrader<'a> {
         apt: &Apt,
         logs: &Logs,
     ) -> Result<(), UpgradeFailure> {
-        let state = self.store.state.clone();
         let resuming = journal.phase == Phase::Installing;
         let recovery = format!("release-upgrader{} upgrade -y", self.root_args());
         let to = journal.to.clone();
@@ -954,7 +947,7 @@ impl<'a> Upgrader<'a> {
         }
         };
         journal
-            .advance(&state, Phase::Installing)
+            .advance(&self.session.root, Phase::Installing)
             .map_err(|e| partly(e.into()))?;
         if resuming {
             self.io.say("Finishing the interrupted installation");
@@ -1034,7 +1027,9 @@ impl<'a> Upgrader<'a> {
             // Back to "downloaded" first: killed during the rollback, the next run
             // undoes the rest instead of resuming an install that never began.
             journal.phase = Phase::Downloaded;
-            journal.save(&state).map_err(|e| partly(e.into()))?;
+            journal
+                .save(&self.session.root)
+                .map_err(|e| partly(e.into()))?;
             return Err(self.roll_back(
                 journal,
                 error.context("dpkg stopped before it changed any package"),
@@ -1070,7 +1065,7 @@ impl<'a> Upgrader<'a> {
             )));
         }
         journal
-            .advance(&state, Phase::Installed)
+            .advance(&self.session.root, Phase::Installed)
             .map_err(|e| partly(e.into()))?;
         logs.main("packages installed");
         Ok(())
@@ -1158,7 +1153,7 @@ impl<'a> Upgrader<'a> {
         for name in ["upgrade-apt.conf", "system-apt.conf", "follow-up.txt"] {
             let _ = helpers::remove_tree(&self.state().join(name));
         }
-        UpgradeJournal::clear(self.state()).map_err(|e| partly(e.into()))?;
+        UpgradeJournal::clear(&self.session.root).map_err(|e| partly(e.into()))?;
         logs.main(&format!(
             "upgrade to {} ({}) complete",
             journal.to, journal.to_version
@@ -1421,7 +1416,6 @@ impl<'a> Upgrader<'a> {
     /// Adds upgrade media as a package source for the upgrade.
     fn media_source(&self, media: &Path, codename: &str) -> Result<RelPath, Error> {
         let file = RelPath::new(crate::upgrade::journal::MEDIA_LIST).expect("a relative path");
-        let path = self.session.root.dir().join(file.as_path());
         let keyrings: Vec<String> = self
             .session
             .keyring()?
@@ -1435,7 +1429,9 @@ impl<'a> Upgrader<'a> {
             keyrings.join(","),
             media.display()
         );
-        crate::fsutil::write_atomic(&path, line.as_bytes())?;
+        self.session
+            .root
+            .write_file(Path::new("/").join(file.as_path()), line.as_bytes())?;
         Ok(file)
     }
 }
@@ -1461,8 +1457,6 @@ struct RunningCheck<'a> {
     codename: &'a str,
     arch: &'a str,
     os_id: &'a str,
-    /// The state directory, for apt's configuration file.
-    state: &'a Path,
     allow_pending: bool,
     /// Upgrade media stand in for the archive when it cannot be reached.
     media: bool,
@@ -1475,11 +1469,10 @@ fn check_running_release(check: &RunningCheck<'_>, logs: &Logs) -> anyhow::Resul
         codename,
         arch,
         os_id,
-        state,
         allow_pending,
         media,
     } = *check;
-    let apt = Apt::new(root, None, state.join("system-apt.conf"));
+    let apt = Apt::new(root, None, "system-apt.conf");
     apt.write_config()?;
     let mut offline = false;
     if freshness::indices_are_current(root, fetcher) {

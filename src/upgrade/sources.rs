@@ -405,14 +405,14 @@ mod tests {
         .unwrap();
         let plans = plan(&root, &rules(&debian_only)).unwrap();
         assert_eq!(plans.len(), 2);
-        apply(&plans).unwrap();
+        apply(&root, &plans).unwrap();
         assert!(
             std::fs::read_to_string(root.path("/etc/apt/sources.list"))
                 .unwrap()
                 .contains("trixie")
         );
         // Applying again (an interrupted run resumed) keeps the original backup.
-        apply(&plan(&root, &rules(&debian_only)).unwrap()).unwrap();
+        apply(&root, &plan(&root, &rules(&debian_only)).unwrap()).unwrap();
         let files: Vec<_> = plans.iter().map(|p| p.file.clone()).collect();
         assert_eq!(
             files.iter().map(RelPath::as_str).collect::<Vec<_>>(),
@@ -576,14 +576,22 @@ pub fn plan(
 
 /// Writes the rewritten files, each after a durable backup of its original (an existing
 /// backup, from an interrupted earlier attempt, is kept: it holds the true original).
-pub fn apply(plans: &[FilePlan]) -> Result<(), crate::Error> {
+/// Each is written through its directory opened from the root, never through a symlink.
+pub fn apply(root: &crate::root::SystemRoot, plans: &[FilePlan]) -> Result<(), crate::Error> {
     for plan in plans {
-        let backup = backup_path(&plan.path);
-        if !backup.exists() {
-            crate::fsutil::write_atomic(&backup, plan.original.as_bytes())?;
+        let (dir, name) = sources_dir(root, &plan.file)?.ok_or_else(|| crate::Error::Refused {
+            path: plan.path.clone(),
+            reason: "its directory is gone".into(),
+        })?;
+        let backup = format!("{name}{BACKUP_SUFFIX}");
+        if dir
+            .kind(&RelPath::new(backup.as_str()).expect("a plain name"))?
+            .is_none()
+        {
+            dir.write_atomic(&backup, plan.original.as_bytes())?;
         }
         crate::crashpoint::reached("sources backed up");
-        crate::fsutil::write_atomic(&plan.path, plan.rewritten.as_bytes())?;
+        dir.write_atomic(name.as_str(), plan.rewritten.as_bytes())?;
         crate::crashpoint::reached("sources rewritten");
     }
     Ok(())

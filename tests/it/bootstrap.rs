@@ -669,7 +669,7 @@ fn run_killed_at(f: &Fixture, args: &[&str], n: u64) {
 fn recover(f: &Fixture) -> Option<String> {
     let store = Store::new(&SystemRoot::new(&f.root));
     {
-        let _lock = helpers::lock::StateLock::acquire(&store.state).unwrap();
+        let _lock = helpers::lock::StateLock::acquire(&store).unwrap();
         helpers::install::recover(&store).unwrap();
     }
     assert_clean_state(f);

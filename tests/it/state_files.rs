@@ -179,7 +179,7 @@ fn a_copy_recovers_to_old_or_new_from_every_step_of_a_replace() {
         copy_tree(&f.root, &copy);
         let store = Store::new(&SystemRoot::new(&copy));
         {
-            let _lock = helpers::lock::StateLock::acquire(&store.state).unwrap();
+            let _lock = helpers::lock::StateLock::acquire(&store).unwrap();
             helpers::install::recover(&store).unwrap();
         }
         assert_eq!(snapshot(&f.root), original, "{at}: the original changed");
@@ -395,4 +395,39 @@ fn a_manifest_naming_paths_outside_the_prefix_is_refused_before_anything_is_remo
     // The untampered manifests still clean up.
     f.run(&["cleanup"]).expect(0);
     assert!(!f.prefix().exists());
+}
+
+// --- base directories: written through handles opened from the root ---
+
+/// A root whose state directory, log directory and sources directory are symlinks to the
+/// host's (as a hostile or careless chroot may hold): nothing is written, renamed or
+/// removed there; the upgrade refuses at the first such directory with exit 2.
+#[test]
+fn symlinked_base_directories_of_another_root_never_lead_writes_to_the_host() {
+    let w = crate::upgrade::World::new();
+    let host = fake_host(w.root.parent().unwrap());
+    std::fs::create_dir_all(host.join("var/lib/release-upgrader")).unwrap();
+    std::fs::create_dir_all(host.join("var/log/dist-upgrade")).unwrap();
+    for (inside, outside) in [
+        ("var/lib/release-upgrader", "var/lib/release-upgrader"),
+        ("var/log/dist-upgrade", "var/log/dist-upgrade"),
+    ] {
+        let at = w.root.join(inside);
+        if at.is_dir() {
+            std::fs::remove_dir_all(&at).unwrap();
+        }
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(host.join(outside), &at).unwrap();
+    }
+    let before = snapshot(&host);
+    for args in [
+        &["upgrade", "-y", "-f", "noninteractive"][..],
+        &["bootstrap", "--no-reexec"][..],
+        &["cleanup"][..],
+    ] {
+        let run = w.run(args);
+        assert_eq!(snapshot(&host), before, "{args:?} wrote to the host");
+        run.expect(2).mentions(&["symlink"]);
+    }
+    assert!(w.read("/etc/os-release").contains("alpha"));
 }

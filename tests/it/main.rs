@@ -9,6 +9,7 @@ mod demo;
 mod fetcher;
 mod helper_build;
 mod image_client;
+mod image_safety;
 mod image_server;
 mod openpgp;
 mod publish;

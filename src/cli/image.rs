@@ -43,13 +43,14 @@ pub enum ImageCommand {
     Apply {
         #[command(flatten)]
         server: ServerArgs,
-        /// One slot of an A/B pair (with --slot-b): apply into the inactive one
+        /// One slot of an A/B pair (with --slot-b): apply into the inactive one. Slots
+        /// and the link are paths on the device, under --root
         #[arg(long, value_name = "DIR", requires = "slot_b")]
         slot_a: Option<PathBuf>,
         /// The other slot of an A/B pair
         #[arg(long, value_name = "DIR", requires = "slot_a")]
         slot_b: Option<PathBuf>,
-        /// The symlink naming the active slot [default: <root>/var/lib/release-upgrader/image/active]
+        /// The symlink naming the active slot [default: /var/lib/release-upgrader/image/active]
         #[arg(long, value_name = "PATH")]
         active: Option<PathBuf>,
         /// Write system-image's ubuntu_command into <root>/cache/recovery for the

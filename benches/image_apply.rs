@@ -20,9 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use release_upgrader::confine::{RelPath, Tree};
 use release_upgrader::digest::Sha256;
+use release_upgrader::image::commit;
 use release_upgrader::image::extract::Compression;
-use release_upgrader::image::overlay::{self, Overlay};
+use release_upgrader::image::overlay::Overlay;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -59,7 +61,11 @@ fn ours(tree: &Path, staging: &Path, build: u64, tarball: &Path) {
         .unwrap();
     overlay.verify(build, "bench").unwrap();
     overlay.sync().unwrap();
-    overlay::commit(tree, staging, &overlay.paths).unwrap();
+    let dest = Tree::open(tree).unwrap();
+    let staged = commit::Staging::open(&Tree::open(staging).unwrap()).unwrap();
+    let finals = commit::finals_of(&overlay.paths, "bench").unwrap();
+    let last = RelPath::new("etc/system-image/channel.ini").unwrap();
+    commit::commit(&dest, &staged, finals, Some(&last)).unwrap();
     std::fs::remove_dir_all(staging).unwrap();
 }
 

@@ -129,8 +129,11 @@ impl SystemRoot {
                 reason: "it is not a file name".into(),
             });
         };
-        self.create_dir(dir)?
-            .write_atomic(&name.to_string_lossy(), data)
+        let name = RelPath::new(name.to_string_lossy()).map_err(|e| Error::Refused {
+            path: self.path(absolute),
+            reason: e.to_string(),
+        })?;
+        self.create_dir(dir)?.write_atomic(&name, data)
     }
 
     pub fn state_dir(&self) -> PathBuf {

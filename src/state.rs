@@ -56,13 +56,13 @@ impl StateDir {
     /// `cache/…`), through the directory opened from the root: never through a symlink
     /// that could lead out of another root.
     fn write(&self, dir: Option<&str>, name: &str, data: &[u8]) -> Result<(), Error> {
-        let tree = self.root.create_dir(STATE_DIR)?;
-        match dir {
-            None => tree.write_atomic(name, data),
-            Some(dir) => tree
-                .create_dir_all(&RelPath::new(dir).expect("a plain name"))?
-                .write_atomic(name, data),
-        }
+        let rel = match dir {
+            None => name.to_owned(),
+            Some(dir) => format!("{dir}/{name}"),
+        };
+        self.root
+            .create_dir(STATE_DIR)?
+            .write_atomic(&RelPath::new(rel).expect("our own names"), data)
     }
 
     pub fn dir(&self) -> &Path {

@@ -43,13 +43,14 @@ pub enum ImageCommand {
     Apply {
         #[command(flatten)]
         server: ServerArgs,
-        /// One slot of an A/B pair (with --slot-b): apply into the inactive one
+        /// One slot of an A/B pair (with --slot-b): apply into the inactive one. Slots
+        /// and the link are paths on the device, under --root
         #[arg(long, value_name = "DIR", requires = "slot_b")]
         slot_a: Option<PathBuf>,
         /// The other slot of an A/B pair
         #[arg(long, value_name = "DIR", requires = "slot_a")]
         slot_b: Option<PathBuf>,
-        /// The symlink naming the active slot [default: <root>/var/lib/release-upgrader/image/active]
+        /// The symlink naming the active slot [default: /var/lib/release-upgrader/image/active]
         #[arg(long, value_name = "PATH")]
         active: Option<PathBuf>,
         /// Write system-image's ubuntu_command into <root>/cache/recovery for the
@@ -150,21 +151,21 @@ pub fn run(
             active,
             recovery,
         } => {
+            // Slots and the link are paths on the device, resolved under the root.
             let target = match (slot_a, slot_b) {
-                (Some(a), Some(b)) => Target::Slots {
-                    a: a.clone(),
-                    b: b.clone(),
-                    active: active
-                        .clone()
-                        .unwrap_or_else(|| Layout::new(&root).dir().join("active")),
-                },
-                _ => Target::Tree(root.dir().to_owned()),
+                (Some(a), Some(b)) => {
+                    Target::Slots(apply::Slots::new(&root, a, b, active.as_deref())?)
+                }
+                _ => Target::Root,
             };
             apply_command(&root, fetcher, server, target, *recovery, ui)
         }
         ImageCommand::Recover => {
             let layout = Layout::new(&root);
-            let outcome = apply::recover(&layout)?;
+            let outcome = match apply::recover(&layout) {
+                Ok(outcome) => outcome,
+                Err(failed) => return Ok(failed_with_code(failed, "recovering", ui)),
+            };
             let opt = optout::recover(&root)?;
             let text = match outcome {
                 Recovered::Nothing => "nothing to recover".to_owned(),
@@ -191,6 +192,8 @@ pub fn run(
                 path: root.path("/etc/os-release"),
                 reason: "no VERSION_CODENAME, so the apt sources cannot name the release".into(),
             })?;
+            // A path on the device: resolved under the root, `..` refused.
+            let writable_flag = optout::device_path(&root, writable_flag, "--writable-flag")?;
             let record = optout::OptOut {
                 build: config.as_ref().map_or(0, |c| c.build_number),
                 channel: config
@@ -198,7 +201,7 @@ pub fn run(
                     .map(|c| c.channel.clone())
                     .unwrap_or_default(),
                 device: config.as_ref().and_then(|c| c.device.clone()),
-                writable_flag: writable_flag.clone(),
+                writable_flag,
                 sources: optout::SOURCES.into(),
                 codename,
                 mirror: mirror.clone(),
@@ -354,17 +357,21 @@ fn apply_command(
     ui: &Ui,
 ) -> anyhow::Result<ExitCode> {
     let layout = Layout::new(root);
-    match apply::recover(&layout)? {
-        Recovered::Nothing => {}
-        Recovered::RolledBack => ui.note("An interrupted apply was undone; starting again."),
-        Recovered::RolledForward(b) => {
+    match apply::recover(&layout) {
+        Ok(Recovered::Nothing) => {}
+        Ok(Recovered::RolledBack) => ui.note("An interrupted apply was undone; starting again."),
+        Ok(Recovered::RolledForward(b)) => {
             ui.note(&format!("An interrupted apply to build {b} was finished."))
         }
+        Err(failed) => return Ok(failed_with_code(failed, "recovering", ui)),
     }
     // In an A/B pair the build and config are those of the active slot.
     let config_root = match &target {
-        Target::Slots { active, .. } => SystemRoot::new(active),
-        Target::Tree(_) => root.clone(),
+        Target::Slots(slots) => {
+            let (current, _) = slots.current(root, &root.tree()?)?;
+            SystemRoot::new(root.dir().join(current.as_path()))
+        }
+        Target::Root => root.clone(),
     };
     let mut client = Client::new(&config_root, fetcher, server.options())?;
     client.layout = layout.clone();
@@ -386,6 +393,11 @@ fn apply_command(
             .iter()
             .map(|f| (f.path.clone(), f.signature.clone()))
             .collect();
+        // Made confined first: a symlink or mount point at /cache is refused, not
+        // written through.
+        root.tree()?.create_dir_all(
+            &crate::confine::RelPath::new("cache/recovery").expect("a plain relative path"),
+        )?;
         let written = apply::write_recovery(
             &root.path("/cache/recovery"),
             &layout.keyrings(),
@@ -411,18 +423,39 @@ fn apply_command(
             name: crate::image::file_name(&f.server_path, "index.json").unwrap_or_default(),
         })
         .collect();
-    let partitions = apply::apply(&layout, &target, &steps, target_build)
-        .with_context(|| format!("applying build {target_build}"))?;
-    for p in &partitions {
+    let applied = match apply::apply(&layout, &target, &steps, target_build) {
+        Ok(applied) => applied,
+        Err(failed) => {
+            return Ok(failed_with_code(
+                failed,
+                &format!("applying build {target_build}"),
+                ui,
+            ));
+        }
+    };
+    for p in &applied.partitions {
         ui.note(&format!(
             "note: skipped partition image {p} (not flashed by this client)"
         ));
     }
     ui.data(
         &format!("Applied build {target_build}."),
-        json!({"event": "applied", "build": target_build, "skipped_partitions": partitions}),
+        json!({"event": "applied", "build": target_build,
+               "skipped_partitions": applied.partitions, "operations": applied.operations}),
     );
     Ok(ExitCode::Success)
+}
+
+/// Reports a failed apply or recovery with its own exit code (5: rolled back, 6: left
+/// for `image recover`, else the error's).
+fn failed_with_code(failed: apply::Failed, doing: &str, ui: &Ui) -> ExitCode {
+    let code = failed.exit_code();
+    let err = match failed {
+        apply::Failed::Error(e) => anyhow::Error::new(e),
+        other => anyhow::Error::new(other),
+    };
+    ui.fail(&err.context(doing.to_owned()));
+    code
 }
 
 /// `release-upgrader upgrade` on an image device: apply the next image (with
@@ -448,12 +481,5 @@ pub fn upgrade(
         let client = Client::new(&root, fetcher, server.options())?;
         return Ok(report_check(&client.check()?, ui));
     }
-    apply_command(
-        &root,
-        fetcher,
-        &server,
-        Target::Tree(root.dir().to_owned()),
-        false,
-        ui,
-    )
+    apply_command(&root, fetcher, &server, Target::Root, false, ui)
 }

@@ -61,9 +61,10 @@ pub fn render_apt_conf(prefix: &Path) -> String {
 
 /// Writes the apt configuration for the installed helpers.
 pub fn write_apt_conf(store: &Store) -> Result<(), Error> {
-    store
-        .state_tree()?
-        .write_atomic(APT_CONF, render_apt_conf(&store.prefix).as_bytes())
+    store.state_tree()?.write_atomic(
+        &super::name(APT_CONF),
+        render_apt_conf(&store.prefix).as_bytes(),
+    )
 }
 
 pub fn remove_apt_conf(store: &Store) -> Result<(), Error> {

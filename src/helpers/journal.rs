@@ -117,7 +117,9 @@ impl Journal {
     /// Writes the journal durably (temp file, fsync, rename, fsync dir).
     pub fn save(&self, store: &Store) -> Result<(), Error> {
         let json = serde_json::to_vec_pretty(self).expect("journal serialises");
-        store.state_tree()?.write_atomic("journal.json", &json)
+        store
+            .state_tree()?
+            .write_atomic(&super::name("journal.json"), &json)
     }
 
     /// Ends the transaction.

@@ -200,7 +200,11 @@ pub fn store_all(dir: &Tree, manifests: &[Manifest]) -> Result<Vec<PathBuf>, Err
     for manifest in manifests {
         let name = format!("{}.json", manifest.package);
         let json = serde_json::to_vec_pretty(manifest).expect("manifests serialise");
-        dir.write_atomic(&name, &json)?;
+        let rel = RelPath::new(name.as_str()).map_err(|e| Error::Refused {
+            path: dir.path().join(&name),
+            reason: e.to_string(),
+        })?;
+        dir.write_atomic(&rel, &json)?;
         written.push(dir.path().join(name));
     }
     Ok(written)

@@ -179,7 +179,7 @@ impl<'a> Client<'a> {
     /// The keyring chain, from the pre-installed archive master down.
     pub fn keyrings(&self, device: &str) -> Result<Keyrings, Error> {
         let checks = self.checks(device);
-        let anchor_path = self.config.archive_master_path(&self.root);
+        let anchor_path = self.config.archive_master_path(&self.root)?;
         let anchor = fs_err::read(&anchor_path).map_err(|e| Error::Config {
             path: anchor_path.clone(),
             reason: format!("the archive master keyring is not installed ({e})"),

@@ -175,9 +175,21 @@ impl Config {
         })
     }
 
-    /// The archive master keyring on the system at `root`.
-    pub fn archive_master_path(&self, root: &SystemRoot) -> PathBuf {
-        root.path(Path::new(&self.archive_master))
+    /// The archive master keyring on the system at `root` (`[gpg] archive_master` is a
+    /// path on the device: resolved under the root, `..` refused).
+    pub fn archive_master_path(&self, root: &SystemRoot) -> Result<PathBuf, Error> {
+        root.resolve(Path::new(&self.archive_master))
+            .map_err(|e| Error::Config {
+                path: root.path(CONFIG_D),
+                reason: format!(
+                    "[gpg] archive_master {:?}: {}",
+                    self.archive_master,
+                    match e {
+                        Error::Refused { reason, .. } => reason,
+                        other => other.to_string(),
+                    }
+                ),
+            })
     }
 }
 
@@ -301,6 +313,29 @@ mod tests {
             (c.base.as_str(), c.build_number, c.device.as_deref()),
             ("a", 7, Some("x"))
         );
+    }
+
+    #[test]
+    fn the_archive_master_path_stays_inside_the_root() {
+        let with = |path: &str| {
+            Config::from_texts(&[(
+                "00.ini".into(),
+                format!("[service]\nbase: a\nchannel: s\nbuild_number: 1\n[gpg]\narchive_master: {path}\n"),
+            )])
+            .unwrap()
+        };
+        let root = SystemRoot::new("/r");
+        assert_eq!(
+            with("/usr/share/system-image/archive-master.tar.xz")
+                .archive_master_path(&root)
+                .unwrap(),
+            Path::new("/r/usr/share/system-image/archive-master.tar.xz")
+        );
+        let err = with("/usr/../../etc/keyring.tar.xz")
+            .archive_master_path(&root)
+            .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        assert!(err.to_string().contains("archive_master"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod client;
+pub mod commit;
 pub mod config;
 pub mod extract;
 pub mod gztokens;
@@ -23,24 +24,41 @@ pub mod regzip;
 
 use std::path::{Path, PathBuf};
 
+use crate::confine::RelPath;
 use crate::error::Error;
 use crate::root::SystemRoot;
 
-/// Where image mode keeps its state: `<root>/var/lib/release-upgrader/image/`.
+/// Where image mode keeps its state, relative to the root.
+pub const STATE_DIR: &str = "var/lib/release-upgrader/image";
+
+/// Where image mode keeps its state: `<root>/var/lib/release-upgrader/image/`. The
+/// paths its state files name are relative to the root (or to this directory), so the
+/// files mean the same inside a chroot and from outside it with `--root`.
 #[derive(Clone, Debug)]
 pub struct Layout {
+    root: SystemRoot,
     dir: PathBuf,
 }
 
 impl Layout {
     pub fn new(root: &SystemRoot) -> Layout {
         Layout {
-            dir: root.state_dir().join("image"),
+            root: root.clone(),
+            dir: root.dir().join(STATE_DIR),
         }
+    }
+
+    pub fn root(&self) -> &SystemRoot {
+        &self.root
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// [`Self::dir`] relative to the root.
+    pub fn rel(&self) -> RelPath {
+        RelPath::new(STATE_DIR).expect("a plain relative path")
     }
 
     /// Downloaded image files and their signatures.
@@ -56,6 +74,11 @@ impl Layout {
     /// The overlay being built for the system tree.
     pub fn staging(&self) -> PathBuf {
         self.dir.join("staging")
+    }
+
+    /// [`Self::staging`] relative to the root.
+    pub fn staging_rel(&self) -> RelPath {
+        self.rel().join("staging").expect("a plain name")
     }
 
     pub fn journal(&self) -> PathBuf {

@@ -1,14 +1,16 @@
-//! The changes a chain of images makes to a system tree, staged beside it and then
-//! committed with renames.
+//! The changes a chain of images makes to a system tree, staged beside it; the commit
+//! ([`crate::image::commit`]) then puts them in place with renames.
 //!
 //! Applying never writes into the live tree. Each member becomes a staged object
 //! (`staging/objects/N`: a file, symlink or node with its final metadata) and the
 //! overlay records the final state of every path it touches: absent, a directory, a
-//! staged object, or a hard link to an unchanged file. Because the overlay holds final
-//! states, committing it is idempotent: removals are "remove if present", staged
-//! objects are renamed only while they are still staged, directories are "make or
-//! fix". A commit cut short (power cut, `kill -9`) is finished by running it again,
-//! which is what recovery does; until the commit starts the live tree is untouched.
+//! staged object, or a hard link to an unchanged file. Until the commit starts the live
+//! tree is untouched.
+//!
+//! Preserved paths ([`PRESERVED`]: the client's state, user data, mount points) are
+//! never touched, and neither are their ancestors (`var`, `var/lib`): an image that
+//! removes or lacks one empties it of everything else instead, and one that would make
+//! it a file or a symlink is refused.
 //!
 //! A zdelta patch applies to the file at its base path as it was before its tarball
 //! changed anything (the base may be a path that the same tarball removes or replaces,
@@ -18,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,10 +42,20 @@ pub const PRESERVED: &[&str] = &[
     "lost+found",
 ];
 
-fn preserved(path: &str) -> bool {
+/// Whether `path` is a preserved path or below one: images never touch it.
+pub fn preserved(path: &str) -> bool {
     PRESERVED
         .iter()
         .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+}
+
+/// Whether `path` is an ancestor of a preserved path (`var`, `var/lib`): it stays a
+/// directory whatever an image says, and removing it empties it of everything but the
+/// preserved paths instead (removing it would remove them with it).
+pub fn protects(path: &str) -> bool {
+    PRESERVED
+        .iter()
+        .any(|p| p.strip_prefix(path).is_some_and(|r| r.starts_with('/')))
 }
 
 /// The kind of a staged object.
@@ -120,11 +132,10 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 impl Overlay {
     /// Starts an empty overlay over `base`, staging under `staging` (created empty; it
-    /// must be on the filesystem of `base`).
+    /// must be on the filesystem of `base`, and derived from the root by the caller:
+    /// what was there is removed without following symlinks or crossing mounts).
     pub fn new(base: &Path, staging: &Path) -> Result<Overlay, Error> {
-        if staging.exists() {
-            fs_err::remove_dir_all(staging).map_err(io_err(staging))?;
-        }
+        crate::confine::remove_all(staging)?;
         let objects = staging.join("objects");
         fs_err::create_dir_all(&objects).map_err(io_err(&objects))?;
         Ok(Overlay {
@@ -169,7 +180,8 @@ impl Overlay {
         self.before.entry(path).or_insert(prior);
     }
 
-    /// Marks `path` and everything below it (in the overlay and in the base) absent.
+    /// Marks `path` and everything below it (in the overlay and in the base) absent;
+    /// preserved paths stay, and so do their ancestors, emptied of everything else.
     pub fn remove(&mut self, path: &str) -> Result<(), Error> {
         if preserved(path) {
             return Ok(());
@@ -179,6 +191,7 @@ impl Overlay {
             .paths
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !preserved(k) && !protects(k))
             .map(|(k, _)| k.clone())
             .collect();
         for k in below {
@@ -187,7 +200,9 @@ impl Overlay {
         if matches!(self.lookup(path), Lookup::Base) {
             self.hide_base_below(path)?;
         }
-        self.set(path.to_owned(), Final::Absent);
+        if !protects(path) {
+            self.set(path.to_owned(), Final::Absent);
+        }
         Ok(())
     }
 
@@ -218,7 +233,11 @@ impl Overlay {
                 if ft.is_dir() {
                     stack.push((entry.path(), child.clone()));
                 }
-                self.set(child, Final::Absent);
+                // An ancestor of a preserved path stays, emptied (a symlink or file in
+                // its place is refused by the commit's plan).
+                if !protects(&child) {
+                    self.set(child, Final::Absent);
+                }
             }
         }
         Ok(())
@@ -252,7 +271,7 @@ impl Overlay {
             match self.lookup(&a) {
                 Lookup::Overlay(Final::Dir { .. }) => {}
                 Lookup::Overlay(_) | Lookup::Hidden => {
-                    self.replace_with(&a, default_dir)?;
+                    self.replace_with(&a, default_dir, what)?;
                 }
                 Lookup::Base if self.base_dirs.is_real(&self.base, &a) => {}
                 Lookup::Base => match std::fs::symlink_metadata(self.base.join(&a)) {
@@ -265,7 +284,7 @@ impl Overlay {
                             ),
                         });
                     }
-                    Ok(_) => self.replace_with(&a, default_dir)?,
+                    Ok(_) => self.replace_with(&a, default_dir, what)?,
                     Err(_) => {
                         self.set(a, default_dir);
                     }
@@ -276,8 +295,23 @@ impl Overlay {
     }
 
     /// Sets the final state of `path`, hiding what was below it unless it stays a
-    /// directory.
-    fn replace_with(&mut self, path: &str, state: Final) -> Result<(), Error> {
+    /// directory. An ancestor of a preserved path can only stay a directory.
+    fn replace_with(&mut self, path: &str, state: Final, what: &str) -> Result<(), Error> {
+        if protects(path) && !matches!(state, Final::Dir { .. }) {
+            return Err(Error::Malformed {
+                what: what.to_owned(),
+                reason: format!(
+                    "{path}: the image makes it something other than a directory, but it \
+                     holds paths images never touch ({})",
+                    PRESERVED
+                        .iter()
+                        .filter(|p| p.starts_with(&format!("{path}/")))
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
         let was_dir = match self.lookup(path) {
             Lookup::Overlay(Final::Dir { .. }) => true,
             Lookup::Base => {
@@ -547,7 +581,7 @@ impl Overlay {
             }
             What::Removed | What::Partition(_) => unreachable!("handled by the caller"),
         };
-        self.replace_with(&path, state)
+        self.replace_with(&path, state, what)
     }
 
     /// Writes `data` (at most `cap` bytes) to a new object: the object, open, and its size.
@@ -664,113 +698,10 @@ fn lookup_in<'a>(get: impl Fn(&str) -> Option<&'a Final>, path: &str) -> Lookup<
     Lookup::Base
 }
 
-/// Commits `paths` (staged under `staging`) into `dest`. Idempotent: running it again
-/// after an interruption finishes the job.
-pub fn commit(dest: &Path, staging: &Path, paths: &BTreeMap<String, Final>) -> Result<(), Error> {
-    let as_root = nix::unistd::geteuid().is_root();
-    let object = |id: u64| staging.join("objects").join(id.to_string());
-    // 1. Removals, deepest first.
-    let real = RealDirs::default();
-    for (path, state) in paths.iter().rev() {
-        if *state == Final::Absent {
-            // Under a symlink the path is not in this tree (the link itself is
-            // handled as its own path).
-            if real.ancestors_real(dest, path) {
-                remove_any(&dest.join(path))?;
-                real.forget(path);
-            }
-            crashpoint::reached("image-apply");
-        }
-    }
-    // 2. Directories, objects and links, parents first. Whatever is put at a path is
-    // forgotten as a known directory there: only what is seen again counts.
-    let real = RealDirs::default();
-    for (path, state) in paths {
-        let at = dest.join(path);
-        if *state != Final::Absent && !real.ancestors_real(dest, path) {
-            return Err(Error::Malformed {
-                what: dest.display().to_string(),
-                reason: format!(
-                    "{path}: a parent directory is a symlink; refusing to write through it"
-                ),
-            });
-        }
-        match state {
-            Final::Absent => {}
-            Final::Dir { meta } => {
-                match std::fs::symlink_metadata(&at) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        real.forget(path);
-                        remove_any(&at)?;
-                        fs_err::create_dir(&at).map_err(io_err(&at))?;
-                    }
-                    Err(_) => fs_err::create_dir(&at).map_err(io_err(&at))?,
-                }
-                if as_root {
-                    std::os::unix::fs::lchown(&at, Some(meta.uid), Some(meta.gid))
-                        .map_err(io_err(&at))?;
-                }
-                fs_err::set_permissions(&at, std::fs::Permissions::from_mode(meta.mode))
-                    .map_err(io_err(&at))?;
-            }
-            Final::Staged { id, .. } => {
-                let from = object(*id);
-                real.forget(path);
-                // Renamed first, asked after: the object is nearly always there, and
-                // the path seldom a directory.
-                match std::fs::rename(&from, &at) {
-                    Ok(()) => {}
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::NotFound
-                            && std::fs::symlink_metadata(&from).is_err() =>
-                    {
-                        continue; // committed before an interruption
-                    }
-                    Err(_) if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) => {
-                        remove_any(&at)?;
-                        fs_err::rename(&from, &at).map_err(io_err(&at))?;
-                    }
-                    Err(e) => return Err(Error::io(&at, e)),
-                }
-            }
-            Final::BaseLink { target } => {
-                let target = dest.join(target);
-                let same = match (
-                    std::fs::symlink_metadata(&at),
-                    std::fs::symlink_metadata(&target),
-                ) {
-                    (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-                    _ => false,
-                };
-                if !same {
-                    let tmp = crate::fsutil::temp_name(&at);
-                    let _ = std::fs::remove_file(&tmp);
-                    fs_err::hard_link(&target, &tmp).map_err(io_err(&tmp))?;
-                    if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
-                        remove_any(&at)?;
-                    }
-                    real.forget(path);
-                    fs_err::rename(&tmp, &at).map_err(io_err(&at))?;
-                }
-            }
-        }
-        crashpoint::reached("image-apply");
-    }
-    // 3. Directory times, children first (adding entries changed them).
-    for (path, state) in paths.iter().rev() {
-        if let Final::Dir { meta } = state {
-            set_mtime(&dest.join(path), meta.mtime)?;
-        }
-    }
-    sync_fs(dest)
-}
-
-/// Directories below a tree seen to be real (no symlink on the way to them). Operating
-/// on `dir/path` stays inside `dir` only when every ancestor is one, and asking the
+/// Directories below the base tree seen to be real (no symlink on the way to them).
+/// Reading `dir/path` stays inside `dir` only when every ancestor is one, and asking the
 /// file system for each ancestor of each path cost 14 `statx` calls a member (72,000 on
-/// Debian 12 → 13). Only what was seen is remembered; whoever changes a path of the tree
-/// forgets it.
+/// Debian 12 → 13). The base does not change while the overlay is built.
 #[derive(Debug, Default)]
 struct RealDirs {
     known: std::cell::RefCell<std::collections::HashSet<String>>,
@@ -794,18 +725,6 @@ impl RealDirs {
     fn ancestors_real(&self, dir: &Path, path: &str) -> bool {
         path.match_indices('/')
             .all(|(i, _)| self.is_real(dir, &path[..i]))
-    }
-
-    fn forget(&self, path: &str) {
-        self.known.borrow_mut().remove(path);
-    }
-}
-
-fn remove_any(path: &Path) -> Result<(), Error> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs_err::remove_dir_all(path).map_err(io_err(path)),
-        Ok(_) => fs_err::remove_file(path).map_err(io_err(path)),
-        Err(_) => Ok(()),
     }
 }
 
@@ -861,4 +780,98 @@ fn set_mtime(path: &Path, mtime: i64) -> Result<(), Error> {
 pub fn sync_fs(path: &Path) -> Result<(), Error> {
     let dir = fs_err::File::open(path).map_err(io_err(path))?;
     nix::unistd::syncfs(&dir).map_err(|e| Error::io(path, e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for (path, data) in [
+            ("var/lib/dpkg/status", "dpkg"),
+            ("var/lib/release-upgrader/image/cache/x", "cache"),
+            ("var/cache/junk", "junk"),
+            ("userdata/photo", "photo"),
+            ("usr/bin/tool", "tool"),
+        ] {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+        (dir, root)
+    }
+
+    fn absent(o: &Overlay) -> Vec<&str> {
+        o.paths
+            .iter()
+            .filter(|(_, f)| **f == Final::Absent)
+            .map(|(p, _)| p.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn ancestors_of_preserved_paths_are_known() {
+        assert!(protects("var") && protects("var/lib"));
+        assert!(!protects("var/lib/release-upgrader") && !protects("var/cache"));
+        assert!(!protects("va") && !protects("var/li") && !protects("usr"));
+        assert!(preserved("var/lib/release-upgrader/image/journal"));
+        assert!(preserved("userdata") && !preserved("userdata2"));
+    }
+
+    #[test]
+    fn a_full_image_empties_the_ancestors_of_preserved_paths_instead_of_removing_them() {
+        let (dir, root) = base();
+        let mut o = Overlay::new(&root, &dir.path().join("staging")).unwrap();
+        o.reset_for_full_image().unwrap();
+        assert_eq!(
+            absent(&o),
+            [
+                "usr",
+                "usr/bin",
+                "usr/bin/tool",
+                "var/cache",
+                "var/cache/junk",
+                "var/lib/dpkg",
+                "var/lib/dpkg/status"
+            ]
+        );
+    }
+
+    #[test]
+    fn removing_an_ancestor_of_a_preserved_path_empties_it() {
+        let (dir, root) = base();
+        let mut o = Overlay::new(&root, &dir.path().join("staging")).unwrap();
+        o.remove("var").unwrap();
+        o.remove("userdata").unwrap();
+        assert_eq!(
+            absent(&o),
+            [
+                "var/cache",
+                "var/cache/junk",
+                "var/lib/dpkg",
+                "var/lib/dpkg/status"
+            ]
+        );
+        // Nor may an image make one a file.
+        let err = o.replace_with("var/lib", Final::Absent, "img").unwrap_err();
+        assert!(
+            err.to_string().contains("var/lib/release-upgrader"),
+            "{err}"
+        );
+        o.replace_with(
+            "var/lib",
+            Final::Dir {
+                meta: Meta {
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                },
+            },
+            "img",
+        )
+        .unwrap();
+    }
 }

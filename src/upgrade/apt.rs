@@ -75,9 +75,10 @@ impl Apt {
     /// Writes the configuration file.
     pub fn write_config(&self) -> Result<(), Error> {
         let name = self.config_file.file_name().expect("a file name");
-        self.root
-            .create_dir(crate::root::STATE_DIR)?
-            .write_atomic(&name.to_string_lossy(), self.render_config().as_bytes())
+        self.root.create_dir(crate::root::STATE_DIR)?.write_atomic(
+            &crate::confine::RelPath::new(name.to_string_lossy()).expect("our own names"),
+            self.render_config().as_bytes(),
+        )
     }
 
     /// A command for `program` (`apt-get`, `apt-cache`, `apt-mark`).

@@ -161,7 +161,7 @@ impl UpgradeJournal {
     /// symlink that could lead out of the root).
     pub fn save(&self, root: &SystemRoot) -> Result<(), Error> {
         root.create_dir(STATE_DIR)?.write_atomic(
-            FILE,
+            &RelPath::new(FILE).expect("a plain name"),
             &serde_json::to_vec_pretty(self).expect("journal serialises"),
         )
     }

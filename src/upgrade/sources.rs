@@ -583,15 +583,12 @@ pub fn apply(root: &crate::root::SystemRoot, plans: &[FilePlan]) -> Result<(), c
             path: plan.path.clone(),
             reason: "its directory is gone".into(),
         })?;
-        let backup = format!("{name}{BACKUP_SUFFIX}");
-        if dir
-            .kind(&RelPath::new(backup.as_str()).expect("a plain name"))?
-            .is_none()
-        {
+        let backup = RelPath::new(format!("{name}{BACKUP_SUFFIX}")).expect("a plain name");
+        if dir.kind(&backup)?.is_none() {
             dir.write_atomic(&backup, plan.original.as_bytes())?;
         }
         crate::crashpoint::reached("sources backed up");
-        dir.write_atomic(name.as_str(), plan.rewritten.as_bytes())?;
+        dir.write_atomic(&name, plan.rewritten.as_bytes())?;
         crate::crashpoint::reached("sources rewritten");
     }
     Ok(())

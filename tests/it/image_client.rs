@@ -18,12 +18,12 @@ use serde_json::{Value, json};
 
 use crate::support::{BIN, Run};
 
-const DEVICE: &str = "testdev";
-const CHANNEL: &str = "stable";
+pub(crate) const DEVICE: &str = "testdev";
+pub(crate) const CHANNEL: &str = "stable";
 
 /// One node of a test tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Node {
+pub(crate) enum Node {
     Dir(u32),
     File(Vec<u8>, u32),
     Link(String),
@@ -36,13 +36,13 @@ enum Node {
     Fifo,
 }
 
-fn as_root() -> bool {
+pub(crate) fn as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-type Tree = BTreeMap<String, Node>;
+pub(crate) type Tree = BTreeMap<String, Node>;
 
-fn big(seed: u8, len: usize) -> Vec<u8> {
+pub(crate) fn big(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[0] ^ seed)
         .collect()
@@ -71,7 +71,7 @@ fn changelog_gz(build: u64) -> Vec<u8> {
 }
 
 /// The system tree of `build` (config and keyring included, as a real image has).
-fn tree(build: u64, port: u16) -> Tree {
+pub(crate) fn tree(build: u64, port: u16) -> Tree {
     let mut t = Tree::new();
     for d in [
         "etc",
@@ -183,14 +183,14 @@ fn tree(build: u64, port: u16) -> Tree {
     t
 }
 
-fn channel_ini(build: u64) -> Node {
+pub(crate) fn channel_ini(build: u64) -> Node {
     Node::File(
         format!("[service]\nbuild_number: {build}\nchannel: {CHANNEL}\n").into_bytes(),
         0o644,
     )
 }
 
-fn materialize(tree: &Tree, dir: &Path) {
+pub(crate) fn materialize(tree: &Tree, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     for (path, node) in tree {
         let p = dir.join(path);
@@ -225,7 +225,7 @@ fn materialize(tree: &Tree, dir: &Path) {
 }
 
 /// What a directory holds: path → kind, mode, owner, content digest or link target.
-fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![(dir.to_path_buf(), String::new())];
     while let Some((d, rel)) = stack.pop() {
@@ -272,7 +272,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn keys() -> &'static Keys {
+pub(crate) fn keys() -> &'static Keys {
     static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| Keys {
         archive: SigningKey::generate("archive master <a@invalid>", None).unwrap(),
@@ -283,22 +283,22 @@ fn keys() -> &'static Keys {
     })
 }
 
-struct Keys {
-    archive: SigningKey,
-    master: SigningKey,
-    signing: SigningKey,
-    device: SigningKey,
-    evil: SigningKey,
+pub(crate) struct Keys {
+    pub(crate) archive: SigningKey,
+    pub(crate) master: SigningKey,
+    pub(crate) signing: SigningKey,
+    pub(crate) device: SigningKey,
+    pub(crate) evil: SigningKey,
 }
 
-fn xz(data: &[u8]) -> Vec<u8> {
+pub(crate) fn xz(data: &[u8]) -> Vec<u8> {
     let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
 
 /// A keyring tarball holding `keys` and `json`.
-fn keyring_tar(keys: &[&SigningKey], json: Value) -> Vec<u8> {
+pub(crate) fn keyring_tar(keys: &[&SigningKey], json: Value) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let gpg: Vec<u8> = keys.iter().flat_map(|k| k.public_keyring()).collect();
     for (name, data) in [
@@ -314,7 +314,7 @@ fn keyring_tar(keys: &[&SigningKey], json: Value) -> Vec<u8> {
     xz(&b.into_inner().unwrap())
 }
 
-fn archive_master() -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn archive_master() -> (Vec<u8>, Vec<u8>) {
     static AM: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
     AM.get_or_init(|| {
         let k = &keys().archive;
@@ -329,13 +329,17 @@ fn archive_master() -> (Vec<u8>, Vec<u8>) {
 /// given. Changed files of `patch_from` become zstd patches (zdelta), and so do new
 /// files with a file of `patch_from` at the same path up to digits (patched across
 /// paths, with a base-path record).
-fn image_tar(entries: &Tree, removed: Option<&[String]>, patch_from: Option<&Tree>) -> Vec<u8> {
+pub(crate) fn image_tar(
+    entries: &Tree,
+    removed: Option<&[String]>,
+    patch_from: Option<&Tree>,
+) -> Vec<u8> {
     image_tar_with_base(entries, removed, patch_from, None)
 }
 
 /// [`image_tar`], with `base_path` written as the base path of every patch made across
 /// paths (a hostile server's).
-fn image_tar_with_base(
+pub(crate) fn image_tar_with_base(
     entries: &Tree,
     removed: Option<&[String]>,
     patch_from: Option<&Tree>,
@@ -488,7 +492,7 @@ fn image_tar_with_base(
 }
 
 /// What changed from `old` to `new`: removed paths and added/changed entries.
-fn diff(old: &Tree, new: &Tree) -> (Vec<String>, Tree) {
+pub(crate) fn diff(old: &Tree, new: &Tree) -> (Vec<String>, Tree) {
     let mut removed = Vec::new();
     for (path, node) in old {
         let gone = match (node, new.get(path)) {
@@ -518,24 +522,24 @@ fn diff(old: &Tree, new: &Tree) -> (Vec<String>, Tree) {
 }
 
 /// A signed system-image server tree served on 127.0.0.1 and a device root at build 1.
-struct ImageFixture {
-    dir: tempfile::TempDir,
-    srv: PathBuf,
-    root: PathBuf,
-    server: Server,
-    port: u16,
+pub(crate) struct ImageFixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) srv: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) server: Server,
+    pub(crate) port: u16,
     /// Faults for the next request whose path ends with the suffix (used once).
-    faults: std::sync::Arc<std::sync::Mutex<Vec<(String, Fault)>>>,
+    pub(crate) faults: std::sync::Arc<std::sync::Mutex<Vec<(String, Fault)>>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum DeltaKind {
+pub(crate) enum DeltaKind {
     Delta,
     Zdelta,
 }
 
 impl ImageFixture {
-    fn new(kind: DeltaKind) -> Self {
+    pub(crate) fn new(kind: DeltaKind) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let srv = dir.path().join("srv");
         std::fs::create_dir_all(&srv).unwrap();
@@ -568,7 +572,7 @@ impl ImageFixture {
         f
     }
 
-    fn sign_file(&self, rel: &str, key: &SigningKey) {
+    pub(crate) fn sign_file(&self, rel: &str, key: &SigningKey) {
         let data = std::fs::read(self.srv.join(rel)).unwrap();
         std::fs::write(
             self.srv.join(format!("{rel}.asc")),
@@ -577,7 +581,7 @@ impl ImageFixture {
         .unwrap();
     }
 
-    fn put(&self, rel: &str, data: &[u8], key: &SigningKey) {
+    pub(crate) fn put(&self, rel: &str, data: &[u8], key: &SigningKey) {
         let p = self.srv.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, data).unwrap();
@@ -615,7 +619,7 @@ impl ImageFixture {
         );
     }
 
-    fn entry(&self, rel: &str, order: u32) -> Value {
+    pub(crate) fn entry(&self, rel: &str, order: u32) -> Value {
         let data = std::fs::read(self.srv.join(rel)).unwrap();
         json!({"path": format!("/{rel}"), "signature": format!("/{rel}.asc"),
                "checksum": Sha256::of(&data).to_hex(), "size": data.len(), "order": order})
@@ -623,7 +627,7 @@ impl ImageFixture {
 
     /// Full image of build 2, a delta (or zdelta) 2 → 3, version tarballs, index and
     /// channels. `age_days` ages generated_at.
-    fn publish(&self, kind: DeltaKind, age_days: Option<i64>) {
+    pub(crate) fn publish(&self, kind: DeltaKind, age_days: Option<i64>) {
         let k = keys();
         let t2 = tree(2, self.port);
         let t3 = tree(3, self.port);
@@ -690,13 +694,16 @@ impl ImageFixture {
         self.put("channels.json", channels.to_string().as_bytes(), &k.signing);
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.run_env(args, &[])
     }
 
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(BIN);
-        cmd.arg("--root")
+        // In the fixture's own directory: a relative path the tool should never have
+        // used lands there, not in the source tree.
+        cmd.current_dir(self.dir.path())
+            .arg("--root")
             .arg(&self.root)
             .args(args)
             .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10");
@@ -709,7 +716,7 @@ impl ImageFixture {
         Run(cmd.output().unwrap())
     }
 
-    fn tamper(&self, rel: &str) {
+    pub(crate) fn tamper(&self, rel: &str) {
         let p = self.srv.join(rel);
         let mut bytes = std::fs::read(&p).unwrap();
         let at = bytes.len() / 2;
@@ -718,7 +725,7 @@ impl ImageFixture {
     }
 }
 
-fn expect_tree(root: &Path, build: u64, port: u16) {
+pub(crate) fn expect_tree(root: &Path, build: u64, port: u16) {
     let dir = tempfile::tempdir().unwrap();
     materialize(&tree(build, port), dir.path());
     let want = snapshot(dir.path());
@@ -956,29 +963,26 @@ fn upgrade_uses_images_on_an_image_device() {
     expect_tree(&f.root, 3, f.port);
 }
 
+/// The slots and the active link are paths on the device (resolved under `--root`);
+/// the link is switched to name the new slot as the device sees it.
 #[test]
 fn ab_slots_switch_atomically() {
     let f = ImageFixture::new(DeltaKind::Zdelta);
-    let a = f.dir.path().join("slot-a");
-    let b = f.dir.path().join("slot-b");
+    let a = f.root.join("slots/a");
+    let b = f.root.join("slots/b");
     materialize(&tree(1, f.port), &a);
     std::fs::create_dir_all(&b).unwrap();
-    let active = f.dir.path().join("active");
-    std::os::unix::fs::symlink(&a, &active).unwrap();
+    let active = f.root.join("var/lib/release-upgrader/image/active");
+    std::fs::create_dir_all(active.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/slots/a", &active).unwrap();
     f.run(&[
-        "image",
-        "apply",
-        "--slot-a",
-        a.to_str().unwrap(),
-        "--slot-b",
-        b.to_str().unwrap(),
-        "--active",
-        active.to_str().unwrap(),
+        "image", "apply", "--slot-a", "/slots/a", "--slot-b", "/slots/b",
     ])
     .expect(0);
-    assert_eq!(std::fs::read_link(&active).unwrap(), b);
+    assert_eq!(std::fs::read_link(&active).unwrap(), Path::new("/slots/b"));
     expect_tree(&b, 3, f.port);
     expect_tree(&a, 1, f.port);
+    assert!(!f.root.join("slots/.b.staging").exists());
 }
 
 #[test]
@@ -1148,7 +1152,7 @@ fn hostile_members_are_refused() {
 
 impl ImageFixture {
     /// Rewrites index.json for the files now in pool/ (after replacing one).
-    fn publish_index_keeping_files(&self) {
+    pub(crate) fn publish_index_keeping_files(&self) {
         let rel = format!("{CHANNEL}/{DEVICE}/index.json");
         let mut index: Value =
             serde_json::from_slice(&std::fs::read(self.srv.join(&rel)).unwrap()).unwrap();
@@ -1167,9 +1171,9 @@ impl ImageFixture {
     }
 }
 
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -1177,7 +1181,7 @@ impl Rng {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to);
     let status = Command::new("cp")
         .arg("-a")
@@ -1225,7 +1229,7 @@ fn sigkill_at_seeded_points_leaves_old_or_new_never_mixed() {
             copy_tree(&pristine, &f.root);
             let run = f.run_env(
                 &["image", "apply"],
-                &[("RELEASE_UPGRADER_CRASH_AT", &format!("image-apply:{n}"))],
+                &[("RELEASE_UPGRADER_CRASH_AT", &n.to_string())],
             );
             assert_eq!(
                 run.0.status.signal(),
@@ -1515,8 +1519,9 @@ fn deltas_never_act_through_a_symlink_leaving_the_tree() {
 #[test]
 fn sigkill_during_an_ab_apply_leaves_a_complete_active_slot() {
     let f = ImageFixture::new(DeltaKind::Zdelta);
-    let (a, b) = (f.dir.path().join("slot-a"), f.dir.path().join("slot-b"));
-    let active = f.dir.path().join("active");
+    let (a, b) = (f.root.join("slots/a"), f.root.join("slots/b"));
+    // A relative link, beside the slots.
+    let active = f.root.join("slots/active");
     let reset = || {
         for s in [&a, &b] {
             let _ = std::fs::remove_dir_all(s);
@@ -1524,17 +1529,17 @@ fn sigkill_during_an_ab_apply_leaves_a_complete_active_slot() {
         materialize(&tree(1, f.port), &a);
         std::fs::create_dir_all(&b).unwrap();
         let _ = std::fs::remove_file(&active);
-        std::os::unix::fs::symlink(&a, &active).unwrap();
+        std::os::unix::fs::symlink("a", &active).unwrap();
     };
     let args = [
         "image",
         "apply",
         "--slot-a",
-        a.to_str().unwrap(),
+        "/slots/a",
         "--slot-b",
-        b.to_str().unwrap(),
+        "/slots/b",
         "--active",
-        active.to_str().unwrap(),
+        "/slots/active",
     ];
     reset();
     let counter = f.dir.path().join("count");
@@ -1556,10 +1561,7 @@ fn sigkill_during_an_ab_apply_leaves_a_complete_active_slot() {
     let (mut old, mut new) = (0, 0);
     for n in points {
         reset();
-        let run = f.run_env(
-            &args,
-            &[("RELEASE_UPGRADER_CRASH_AT", &format!("image-apply:{n}"))],
-        );
+        let run = f.run_env(&args, &[("RELEASE_UPGRADER_CRASH_AT", &n.to_string())]);
         assert_eq!(
             run.0.status.signal(),
             Some(9),
@@ -1568,11 +1570,11 @@ fn sigkill_during_an_ab_apply_leaves_a_complete_active_slot() {
         );
         f.run(&["image", "recover"]).expect(0);
         let now = std::fs::read_link(&active).unwrap();
-        if now == a {
+        if now == Path::new("a") {
             expect_tree(&a, 1, f.port);
             old += 1;
         } else {
-            assert_eq!(now, b, "point {n}");
+            assert_eq!(now, Path::new("/slots/b"), "point {n}");
             expect_tree(&b, 3, f.port);
             new += 1;
         }

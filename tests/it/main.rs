@@ -10,6 +10,7 @@ mod faults;
 mod fetcher;
 mod helper_build;
 mod image_client;
+mod image_safety;
 mod image_server;
 mod openpgp;
 mod publish;

@@ -1176,6 +1176,60 @@ impl AsFd for Tree {
     }
 }
 
+/// The mount points strictly below the directory `dir`, relative to it, from
+/// `/proc/self/mountinfo` (so, as this process sees them), sorted.
+pub fn mount_points_below(dir: &Path) -> Result<Vec<String>, Error> {
+    let dir = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    let table = match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(table) => table,
+        // No /proc (a minimal container): nothing can be told apart, nothing is listed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("/proc/self/mountinfo", e)),
+    };
+    Ok(mount_points_in(&table, &dir))
+}
+
+/// [`mount_points_below`] on the text of a `mountinfo` table.
+fn mount_points_in(table: &str, dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = table
+        .lines()
+        // Field 5 is the mount point, with space, tab, newline and backslash escaped
+        // in octal.
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter_map(|point| {
+            let rest = Path::new(&point)
+                .strip_prefix(dir)
+                .ok()?
+                .to_str()?
+                .to_owned();
+            (!rest.is_empty()).then_some(rest)
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(octal) = field.get(i + 1..i + 4)
+            && let Ok(value) = u8::from_str_radix(octal, 8)
+        {
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Removes `path` and everything below it without following a symlink or crossing a
 /// mount anywhere below `path`'s parent, which is taken as given. For callers that hold
 /// a path they derived from the root themselves.
@@ -1665,6 +1719,23 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary left");
+    }
+
+    #[test]
+    fn mount_points_below_a_directory_are_read_from_mountinfo() {
+        let table = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+23 22 0:21 / /proc rw shared:2 - proc proc rw
+40 22 0:30 / /srv/root/tmp rw - tmpfs tmpfs rw
+41 22 8:1 /data/home /srv/root/home/my\\040files rw - ext4 /dev/vda rw
+42 22 8:1 / /srv/root rw - ext4 /dev/vda rw
+43 22 8:1 / /srv/rootless rw - ext4 /dev/vda rw
+";
+        assert_eq!(
+            mount_points_in(table, Path::new("/srv/root")),
+            ["home/my files", "tmp"]
+        );
+        assert!(mount_points_in(table, Path::new("/nowhere")).is_empty());
     }
 
     /// Mounting needs root and a mount namespace of our own; the test makes one with

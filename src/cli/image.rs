@@ -438,10 +438,17 @@ fn apply_command(
             "note: skipped partition image {p} (not flashed by this client)"
         ));
     }
+    for m in &applied.mounts_left_alone {
+        ui.note(&format!(
+            "note: left /{m} alone: it is a mount point, not part of the image"
+        ));
+    }
     ui.data(
         &format!("Applied build {target_build}."),
         json!({"event": "applied", "build": target_build,
-               "skipped_partitions": applied.partitions, "operations": applied.operations}),
+               "skipped_partitions": applied.partitions,
+               "mounts_left_alone": applied.mounts_left_alone,
+               "operations": applied.operations}),
     );
     Ok(ExitCode::Success)
 }

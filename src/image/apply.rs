@@ -295,6 +295,8 @@ impl Failed {
 pub struct Applied {
     /// Partition images skipped.
     pub partitions: Vec<String>,
+    /// Mount points in the tree, left alone as preserved paths are (relative to it).
+    pub mounts_left_alone: Vec<String>,
     /// Operations of the commit.
     pub operations: usize,
 }
@@ -698,7 +700,13 @@ pub fn apply(
     store.write_journal(&journal)?;
     crashpoint::reached("image-apply");
     let staged = stage(&store, &journal, switch.as_ref(), steps, target_build);
-    let (dest, staging_dir, plan, partitions) = match staged {
+    let Staged {
+        dest,
+        staging_dir,
+        plan,
+        partitions,
+        mounts: mounts_left_alone,
+    } = match staged {
         Ok(staged) => staged,
         Err(e) => {
             // Nothing was changed: the staging area goes now (or on the next run).
@@ -716,11 +724,21 @@ pub fn apply(
     store.finish(&mut journal)?;
     Ok(Applied {
         partitions,
+        mounts_left_alone,
         operations: plan.ops.len(),
     })
 }
 
-type Staged = (Tree, Tree, Plan, Vec<String>);
+/// What [`stage`] made ready for the commit.
+struct Staged {
+    dest: Tree,
+    staging_dir: Tree,
+    plan: Plan,
+    /// Partition images skipped.
+    partitions: Vec<String>,
+    /// Mount points left alone.
+    mounts: Vec<String>,
+}
 
 /// Everything before the commit: the inactive slot copied, the overlay staged and
 /// verified, the commit planned and checked. The destination is not changed.
@@ -771,7 +789,13 @@ fn stage(
     // The staged objects (and the links just made) are on disk before the journal
     // says the commit started.
     overlay.sync()?;
-    Ok((dest, staging_dir, plan, partitions))
+    Ok(Staged {
+        dest,
+        staging_dir,
+        plan,
+        partitions,
+        mounts: overlay.mounts_left_alone().to_vec(),
+    })
 }
 
 /// Points the symlink `link` at the slot `to` (as a path on the device), atomically.

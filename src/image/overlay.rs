@@ -58,6 +58,54 @@ pub fn protects(path: &str) -> bool {
         .any(|p| p.strip_prefix(path).is_some_and(|r| r.starts_with('/')))
 }
 
+/// What an overlay leaves alone: the [`PRESERVED`] paths, and the mount points below its
+/// base. A mount point holds another file system (a device's tmpfs `/tmp`, user data
+/// bind-mounted over a system path): it is not the image's to replace, and nothing in it
+/// is the image's to remove. Like a preserved path, it stays as it is, members below it
+/// are skipped, and its ancestors stay directories.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Mount points below the base, relative to it.
+    mounts: Vec<String>,
+}
+
+impl Kept {
+    fn below(base: &Path) -> Result<Kept, Error> {
+        Ok(Kept {
+            mounts: crate::confine::mount_points_below(base)?,
+        })
+    }
+
+    /// Whether the image leaves `path` alone (it is kept, or below something kept).
+    fn keeps(&self, path: &str) -> bool {
+        preserved(path) || self.mounts.iter().any(|m| is_at_or_below(path, m))
+    }
+
+    /// Whether `path` is an ancestor of something kept.
+    fn holds(&self, path: &str) -> bool {
+        protects(path)
+            || self
+                .mounts
+                .iter()
+                .any(|m| is_at_or_below(m, path) && m != path)
+    }
+
+    /// What `path` holds that is kept, for messages.
+    fn held_by(&self, path: &str) -> Vec<&str> {
+        PRESERVED
+            .iter()
+            .copied()
+            .chain(self.mounts.iter().map(String::as_str))
+            .filter(|p| is_at_or_below(p, path) && *p != path)
+            .collect()
+    }
+}
+
+/// Whether `path` is `dir` or below it.
+fn is_at_or_below(path: &str, dir: &str) -> bool {
+    path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
+
 /// The kind of a staged object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +163,9 @@ pub struct Overlay {
     /// the overlay is built, and every member asks for its parents again).
     #[serde(skip)]
     base_dirs: RealDirs,
+    /// What is left alone: preserved paths and mount points.
+    #[serde(skip)]
+    kept: Kept,
 }
 
 /// What a path currently resolves to through the overlay.
@@ -147,7 +198,13 @@ impl Overlay {
             before: BTreeMap::new(),
             rebuilds: None,
             base_dirs: RealDirs::default(),
+            kept: Kept::below(base)?,
         })
+    }
+
+    /// The mount points below the base, which the overlay leaves alone.
+    pub fn mounts_left_alone(&self) -> &[String] {
+        &self.kept.mounts
     }
 
     fn object(&self, id: u64) -> PathBuf {
@@ -183,7 +240,7 @@ impl Overlay {
     /// Marks `path` and everything below it (in the overlay and in the base) absent;
     /// preserved paths stay, and so do their ancestors, emptied of everything else.
     pub fn remove(&mut self, path: &str) -> Result<(), Error> {
-        if preserved(path) {
+        if self.kept.keeps(path) {
             return Ok(());
         }
         let prefix = format!("{path}/");
@@ -191,7 +248,7 @@ impl Overlay {
             .paths
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, _)| !preserved(k) && !protects(k))
+            .filter(|(k, _)| !self.kept.keeps(k) && !self.kept.holds(k))
             .map(|(k, _)| k.clone())
             .collect();
         for k in below {
@@ -200,7 +257,7 @@ impl Overlay {
         if matches!(self.lookup(path), Lookup::Base) {
             self.hide_base_below(path)?;
         }
-        if !protects(path) {
+        if !self.kept.holds(path) {
             self.set(path.to_owned(), Final::Absent);
         }
         Ok(())
@@ -226,7 +283,7 @@ impl Overlay {
                 } else {
                     format!("{rel}/{name}")
                 };
-                if preserved(&child) || self.paths.contains_key(&child) {
+                if self.kept.keeps(&child) || self.paths.contains_key(&child) {
                     continue;
                 }
                 let ft = entry.file_type().map_err(io_err(&entry.path()))?;
@@ -235,7 +292,7 @@ impl Overlay {
                 }
                 // An ancestor of a preserved path stays, emptied (a symlink or file in
                 // its place is refused by the commit's plan).
-                if !protects(&child) {
+                if !self.kept.holds(&child) {
                     self.set(child, Final::Absent);
                 }
             }
@@ -297,18 +354,13 @@ impl Overlay {
     /// Sets the final state of `path`, hiding what was below it unless it stays a
     /// directory. An ancestor of a preserved path can only stay a directory.
     fn replace_with(&mut self, path: &str, state: Final, what: &str) -> Result<(), Error> {
-        if protects(path) && !matches!(state, Final::Dir { .. }) {
+        if self.kept.holds(path) && !matches!(state, Final::Dir { .. }) {
             return Err(Error::Malformed {
                 what: what.to_owned(),
                 reason: format!(
                     "{path}: the image makes it something other than a directory, but it \
                      holds paths images never touch ({})",
-                    PRESERVED
-                        .iter()
-                        .filter(|p| p.starts_with(&format!("{path}/")))
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    self.kept.held_by(path).join(", ")
                 ),
             });
         }
@@ -387,7 +439,7 @@ impl Overlay {
                 partitions.push(name.clone());
                 continue;
             }
-            if member.path.is_empty() || preserved(&member.path) {
+            if member.path.is_empty() || self.kept.keeps(&member.path) {
                 continue;
             }
             self.add(member, &mut entry, what)?;
@@ -442,7 +494,7 @@ impl Overlay {
                         self.base.join(target)
                     }
                     Lookup::Base
-                        if !preserved(base_path)
+                        if !self.kept.keeps(base_path)
                             && self.base_dirs.ancestors_real(&self.base, base_path) =>
                     {
                         self.base.join(base_path)

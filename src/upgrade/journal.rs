@@ -57,15 +57,12 @@ pub struct UpgradeJournal {
     /// only read, and named in the media's sources line.
     pub cdrom: Option<PathBuf>,
     /// Installed packages that came from the distribution before the upgrade: the ones
-    /// that may be purged as obsolete afterwards.
+    /// that may be removed as obsolete afterwards.
     pub from_distribution: Vec<String>,
-    /// Obsolete packages that leave with the upgrade's own apt run (their configuration
-    /// is purged after); kept so that a resumed run does the same.
+    /// Obsolete packages that leave with the upgrade's own apt run (removed, never
+    /// purged); kept so that a resumed run does the same.
     #[serde(default)]
     pub obsolete: Vec<String>,
-    /// The upgrade's apt run also removes what nothing needs any more (`--autoremove`).
-    #[serde(default)]
-    pub autoremove: bool,
     pub started: String,
 }
 

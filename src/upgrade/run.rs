@@ -264,7 +264,6 @@ impl<'a> Upgrader<'a> {
             cdrom: self.options.cdrom.clone(),
             from_distribution,
             obsolete: Vec::new(),
-            autoremove: false,
             started: chrono::Utc::now().to_rfc3339(),
         };
         journal.save(&self.session.root).map_err(plain)?;
@@ -1209,7 +1208,6 @@ impl<'a> Upgrader<'a> {
     ) -> anyhow::Result<()> {
         journal.obsolete.clear();
         // Journals of earlier versions may say true; it is not read any more.
-        journal.autoremove = false;
         let decision = self.obsolete(journal, apt, logs)?;
         self.record_follow_ups(&decision, logs);
         if !decision.keep.is_empty() {

@@ -314,6 +314,26 @@ pub fn program_of(cmd: &Command) -> OsString {
     cmd.get_program().to_owned()
 }
 
+/// What `cmd` runs, as one would type it (the guard in front left out), for logs.
+pub fn command_line(cmd: &Command) -> String {
+    let mut words: Vec<&OsStr> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .collect();
+    if cmd.get_program() == GUARD_EXE && words.len() > 2 {
+        words.drain(..2); // the guard and the pid of its parent
+    }
+    let quoted = |word: &OsStr| {
+        let word = word.to_string_lossy();
+        let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+        if !word.is_empty() && word.chars().all(plain) {
+            word.into_owned()
+        } else {
+            format!("'{}'", word.replace('\'', "'\\''"))
+        }
+    };
+    words.into_iter().map(quoted).collect::<Vec<_>>().join(" ")
+}
+
 /// `cmd` made a guarded one (see [`command`]): the same program, arguments, environment
 /// changes and working directory. A guarded command is returned as it is.
 pub fn guard(cmd: Command) -> Command {
@@ -466,6 +486,22 @@ fn mirror(status: ExitStatus, blocked: &SigSet) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_line_is_logged_without_the_guard_in_front() {
+        let mut plain = Command::new("/usr/lib/release-upgrader/bin/apt-get");
+        plain.args(["-o", "APT::Status-Fd=3", "install", "a b", "it's"]);
+        let expected =
+            "/usr/lib/release-upgrader/bin/apt-get -o APT::Status-Fd=3 install 'a b' 'it'\\''s'";
+        assert_eq!(command_line(&plain), expected);
+        let mut guarded = Command::new(GUARD_EXE);
+        guarded
+            .arg0(GUARD_ARG0)
+            .arg("42")
+            .arg("/usr/lib/release-upgrader/bin/apt-get")
+            .args(["-o", "APT::Status-Fd=3", "install", "a b", "it's"]);
+        assert_eq!(command_line(&guarded), expected);
+    }
 
     const OURS: RunId = RunId {
         pid_ns: 4026531836,

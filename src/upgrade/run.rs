@@ -1087,7 +1087,10 @@ impl<'a> Upgrader<'a> {
     fn run_apt(&self, cmd: Command, logs: &Logs, label: &str) -> Result<term::Finished, Error> {
         let log = logs.append(logs::APT_TERM)?;
         let started = std::time::Instant::now();
-        logs.main(&format!("{label}: running {cmd:?}"));
+        logs.main(&format!(
+            "{label}: running {}",
+            crate::upgrade::children::command_line(&cmd)
+        ));
         let progress = self.io.progress();
         let id = progress::next_task_id();
         progress.begin(id, label, Some(1000));

@@ -42,6 +42,8 @@
 #   lost       a planted user data file missing or changed, after either run
 # and one line per flow and fault is printed:
 #   <flow> <kind>: tried N recovered R mixed M lost L
+# with, for the faults that do not kill the client, how many of those trials the faulted
+# run itself (which failed or succeeded on its own) left neither old nor new.
 # then the totals. A log (/tmp/release-upgrader-faults-SEED.log, or --log FILE) gets
 # one line per trial: its parameters, both exit codes, the state after the faulted run
 # (post) and after the second run (end). A trial whose fault never happened (the run
@@ -517,6 +519,7 @@ in_ns() { # SECONDS CMD...
   timeout -s KILL "$s" unshare --pid --fork --kill-child --mount-proc -- "$@"
 }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+declare -A warned=()
 for flow in $flows; do
   for v in $(variants "$flow"); do
     r=$recon/$flow-$v
@@ -534,12 +537,13 @@ for flow in $flows; do
         # Traced, for the paths the flow writes (the fault targets).
         in_ns 300 strace -f -qq -e signal=none -y -o "$r/strace.log" \
           -e trace=openat,open,creat,write,pwrite64,writev,fsync,fdatasync,ftruncate,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,rmdir,linkat,symlinkat,fchmodat,fchownat \
-          -- "${cmd[@]}" >"$r/run$i.log" 2>&1 || { echo "faults.sh: traced clean run of $flow ($v) failed:" >&2; tail "$r/run$i.log" >&2; }
+          -- "${cmd[@]}" >"$r/run$i.log" 2>&1 || true
         state targets "$r/strace.log" "$r/root" | sed "s|$r/root/||; s| $r/root\$| .|" >"$r/targets.$i"
         rm -f -- "${r:?}/strace.log"
       else
         t0=$(now_ms)
-        in_ns 300 "${cmd[@]}" >"$r/run$i.log" 2>&1 || { echo "faults.sh: clean run of $flow ($v) failed:" >&2; tail "$r/run$i.log" >&2; }
+        in_ns 300 "${cmd[@]}" >"$r/run$i.log" 2>&1 ||
+          [ -n "${warned[$flow-$v]:-}" ] || { echo "faults.sh: clean run of $flow ($v) failed:" >&2; tail -n 3 "$r/run$i.log" >&2; }
         t1=$(now_ms)
         [ $((t1 - t0)) -gt "$dur" ] && dur=$((t1 - t0))
         awk '{ print $2 }' "$work/server.log" | sort -u >"$r/paths.$i"
@@ -552,7 +556,10 @@ for flow in $flows; do
         cp -a "$r/root" "$r/new-root"
       fi
       got=$(state classify "$(classifier "$flow")" "$r/root" "$refs")
-      [ "${got%% *}" = new ] || echo "faults.sh: WARNING: a clean run of $flow ($v) ends $got" >&2
+      if [ "${got%% *}" != new ] && [ -z "${warned[$flow-$v]:-}" ]; then
+        echo "faults.sh: WARNING: a clean run of $flow ($v) ends $got" >&2
+        warned[$flow-$v]=1
+      fi
     done
     echo "$dur" >"$r/duration_ms"
     # Stable targets only (names that are the same in every run), as "call count path".
@@ -583,7 +590,7 @@ stage "reconnaissance done"
 # --- the trials -----------------------------------------------------------------------
 : >"$log"
 echo "# faults.sh seed $seed $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || true)" >>"$log"
-declare -A tried recovered mixed lost
+declare -A tried recovered mixed lost left_mixed
 params() { # FLOW VARIANT KIND -> the trial's parameters on stdout (empty: not applicable)
   local r=$recon/$1-$2 line
   case $3 in
@@ -622,7 +629,7 @@ for flow in $flows; do
     count=$trials
     case $kind in sigkill-*) count=$kill_trials ;; esac
     key="$flow $kind"
-    tried[$key]=0 recovered[$key]=0 mixed[$key]=0 lost[$key]=0
+    tried[$key]=0 recovered[$key]=0 mixed[$key]=0 lost[$key]=0 left_mixed[$key]=0
     vs=($(variants "$flow"))
     i=0
     # Trials in which the fault did not happen are not counted: up to 3 tries a trial.
@@ -656,6 +663,11 @@ for flow in $flows; do
       mixed) mixed[$key]=$((mixed[$key] + 1)) ;;
       lost) lost[$key]=$((lost[$key] + 1)) ;;
       esac
+      # A run that failed without being killed had the chance to leave old or new itself.
+      case $kind:$result in
+      sigkill-*) ;;
+      *"post=[mixed"*) left_mixed[$key]=$((left_mixed[$key] + 1)) ;;
+      esac
       echo "$flow $kind #$i ($v) $p: $result" >>"$log"
       if [ "$class" != recovered ] && [ "$keep" = 1 ]; then
         : # kept with the work directory, for a look
@@ -663,8 +675,10 @@ for flow in $flows; do
         safe_rm_tree "${dir:?}"
       fi
     done
-    printf '%s %s: tried %d recovered %d mixed %d lost %d\n' "$flow" "$kind" \
-      "${tried[$key]}" "${recovered[$key]}" "${mixed[$key]}" "${lost[$key]}"
+    extra=""
+    case $kind in sigkill-*) ;; *) extra=" (left mixed by the faulted run itself: ${left_mixed[$key]})" ;; esac
+    printf '%s %s: tried %d recovered %d mixed %d lost %d%s\n' "$flow" "$kind" \
+      "${tried[$key]}" "${recovered[$key]}" "${mixed[$key]}" "${lost[$key]}" "$extra"
   done
 done
 T=0 R=0 M=0 L=0

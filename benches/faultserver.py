@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A static file server on 127.0.0.1 that misbehaves on request, for benches/faults.sh.
 
-    faultserver.py DIR --port-file FILE --faults FILE --log FILE
+    faultserver.py DIR --port-file FILE --faults FILE --log FILE [--port N]
 
 Serves DIR (GET and HEAD, If-Modified-Since; no Range: a full 200 answers a ranged
 request, which HTTP allows). Before each request it reads the faults file (JSON, a list,
@@ -17,8 +17,10 @@ whose "match" is a substring of the request path and that has "times" left (-1: 
         status:         answer "code" (default 500) with a short body
         redirect-loop:  answer 302 to the same path with ?loop=N+1, forever
 
-Each request is logged as one line "METHOD PATH STATUS FAULT" in the log file. Listens on
-127.0.0.1 only, on a free port written to the port file once it listens.
+Each request is logged as one line "METHOD PATH STATUS FAULT" in the log file, and a
+request that gets a fault also as "METHOD PATH taken FAULT" when it starts. Listens on
+127.0.0.1 only, on a free port (or --port: to serve a kept run's fixtures again) written
+to the port file once it listens.
 """
 
 import argparse
@@ -89,6 +91,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = urllib.parse.unquote(url.path)
         fault = self.server.state.take(path)
         kind = fault["kind"] if fault else "-"
+        if fault:
+            # Logged at once too: a stalled answer ends (and is logged) much later.
+            self.server.state.log(f"{self.command} {path} taken {kind}")
         try:
             status = self.serve(path, url.query, fault, head)
         except (BrokenPipeError, ConnectionResetError):
@@ -189,8 +194,9 @@ def main():
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--faults", required=True)
     ap.add_argument("--log", required=True)
+    ap.add_argument("--port", type=int, default=0, help="(default: a free one)")
     args = ap.parse_args()
-    server = Server(("127.0.0.1", 0), Handler)
+    server = Server(("127.0.0.1", args.port), Handler)
     server.directory = os.path.abspath(args.directory)
     server.state = State(args.faults, args.log)
     tmp = args.port_file + ".tmp"

@@ -14,6 +14,7 @@
 # ours/peer, and our peak RSS. Usage: benches/bootstrap.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 runs=${1:-7}
 
 mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) |
@@ -25,7 +26,7 @@ cargo build --release --bins -q
 bin=$PWD/target/release
 work=$(mktemp -d)
 srv_pid=
-cleanup() { [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null; rm -rf "$work"; }
+cleanup() { [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null; safe_rm_tree "${work:?}"; }
 trap cleanup EXIT
 
 pub() { "$bin/release-upgrader-publish" -q "$@" >/dev/null; }
@@ -53,7 +54,7 @@ printf 'ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nPRETTY_NAME="Debi
 
 # Each side starts from nothing; removing the previous run's output is not timed (it cost
 # 20-70 ms on either side, and more for ours, whose files are on disk, not in page cache).
-reset_ours() { rm -rf "$root/usr/lib/release-upgrader" "$root/var"; }
+reset_ours() { safe_rm_tree "${root:?}/usr/lib/release-upgrader" "${root:?}/var"; }
 ours() {
   /usr/bin/time -f '%M' -o "$work/rss" "$bin/release-upgrader" -q --root "$root" \
     --keyring "$work/key/keyring.gpg" --meta-release-uri "$url/meta-release" --arch amd64 \
@@ -70,7 +71,7 @@ apt_opts=(-q=2 "-oDir::Etc::SourceList=$apt_dir/etc/sources.list" "-oDir::Etc::S
   "-oDir::State::status=$apt_dir/status" "-oDir::Cache=$apt_dir/cache" -oAPT::Architecture=amd64
   -oDebug::NoLocking=1 -oAPT::Sandbox::User=root)
 reset_peer() {
-  rm -rf "$apt_dir/lists" "$work/dl" "$work/x"
+  safe_rm_tree "${apt_dir:?}/lists" "${work:?}/dl" "${work:?}/x"
   mkdir -p "$apt_dir/lists/partial" "$work/dl" "$work/x"
 }
 peer() {

@@ -12,6 +12,7 @@
 # /usr/bin/time's maximum resident set size of our process. Not part of `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 runs=${RUNS:-5}
 cache="${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}/debs"
@@ -29,7 +30,7 @@ if [ -z "$base" ]; then
   if [ -d /dev/shm ] && [ -w /dev/shm ]; then base=/dev/shm; else base=${TMPDIR:-/tmp}; fi
 fi
 work=$(mktemp -d "$base/release-upgrader-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+trap 'safe_rm_tree "${work:?}"' EXIT
 
 # Prints the wall-clock seconds of one run of "$@".
 seconds() {
@@ -63,7 +64,7 @@ largest=$(ls -S "$cache"/*.deb | head -n1)
   ar rc "$work/$name+gz.deb" debian-binary "$control" data.tar.gz
   ar rc "$work/$name+zst.deb" debian-binary "$control" data.tar.zst
 )
-rm -rf "$work/repack"
+safe_rm_tree "${work:?}/repack"
 repacked=()
 for deb in "$work"/*+gz.deb "$work"/*+zst.deb; do
   if [ -e "$deb" ]; then repacked+=("$deb"); fi
@@ -78,14 +79,14 @@ for deb in "$cache"/*.deb "${repacked[@]}"; do
   ours_times=()
   dpkg_times=()
   for _ in $(seq "$runs"); do
-    rm -rf "$work/out"
+    safe_rm_tree "${work:?}/out"
     ours_times+=("$(seconds "$ours" deb extract "$deb" "$work/out")")
-    rm -rf "$work/out"
+    safe_rm_tree "${work:?}/out"
     dpkg_times+=("$(seconds dpkg-deb -x "$deb" "$work/out")")
   done
-  rm -rf "$work/out"
+  safe_rm_tree "${work:?}/out"
   rss=$( { /usr/bin/time -f '%M' "$ours" deb extract "$deb" "$work/out" >/dev/null; } 2>&1 | tail -n1)
-  rm -rf "$work/out"
+  safe_rm_tree "${work:?}/out"
   o=$(printf '%s\n' "${ours_times[@]}" | median)
   d=$(printf '%s\n' "${dpkg_times[@]}" | median)
   total_ours=$(awk -v a="$total_ours" -v b="$o" 'BEGIN { print a + b }')

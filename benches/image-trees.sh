@@ -11,6 +11,9 @@
 # The mirror is RELEASE_UPGRADER_DEBIAN_MIRROR or the first …/debian URI of this machine's
 # apt sources. Needs root, debootstrap, apt-get and dpkg-deb.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+# debootstrap mounts /proc and /sys in the roots it makes: in a namespace of our own.
+in_private_mount_ns "$@"
 
 cache="${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}"
 mkdir -p "$cache"
@@ -32,7 +35,7 @@ minbase() {
     { tail -20 "$work/log" >&2; exit 1; }
   tar -C "$work/root" --numeric-owner -cf "$tarball.partial" .
   mv "$tarball.partial" "$tarball"
-  rm -rf "$work"
+  safe_rm_tree "${work:?}"
 }
 
 # A copy of the bookworm tree with debs unpacked over it.
@@ -47,7 +50,7 @@ overlay() {
   for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$work/root"; done
   tar -C "$work/root" --numeric-owner -cf "$out.partial" .
   mv "$out.partial" "$out"
-  rm -rf "$work"
+  safe_rm_tree "${work:?}"
 }
 
 minbase bookworm &
@@ -66,7 +69,7 @@ if [ ! -f "$cache/bookworm-minbase-updated.tar" ]; then
       newer+=("$pkg=$cand")
     fi
   done < <(awk '/^Package:/ { p = $2 } /^Version:/ { print p, $2 }' "$status")
-  rm -f "$status"
+  rm -f -- "${status:?}"
   echo "updated packages: ${newer[*]:-none}" >&2
   [ ${#newer[@]} -gt 0 ] || { echo "image-trees.sh: no package of the 12 tree has an update" >&2; exit 1; }
   overlay "$cache/bookworm-minbase-updated.tar" "${newer[@]}"

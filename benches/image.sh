@@ -26,6 +26,7 @@
 # Not part of `cargo test`. Needs root (owners, devices), GNU tar, xz, zstd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 cache="${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}"
 benches/image-trees.sh >/dev/null
@@ -43,7 +44,7 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 # recently deleted inodes (60 s and more), which weighs on whichever side creates more.
 work=$(mktemp -d "${BENCH_DIR:-/dev/shm}/release-upgrader-image-bench.XXXXXX")
 # KEEP=1 keeps the trees and deltas (named on stderr) for a closer look.
-trap '[ "${KEEP:-0}" = 1 ] && echo "kept $work" >&2 || rm -rf "$work"' EXIT
+trap '[ "${KEEP:-0}" = 1 ] && echo "kept $work" >&2 || safe_rm_tree "${work:?}"' EXIT
 declare -A base target
 base[add-only]=$cache/debootstrap-bookworm-minbase.tar
 target[add-only]=$cache/bookworm-minbase-plus.tar
@@ -107,8 +108,10 @@ apply_device() { # DELTA|ZDELTA DEST: the device's own apply (benches/image_appl
   /usr/bin/time -f %M -o "$work/apply.rss" "$client" --apply "$2/system" "$2/.staging" 2 "$1"
 }
 fresh() { # TREE DEST: DEST/system is a copy of TREE
-  rm -rf "$2"; mkdir -p "$2"
+  safe_rm_tree "${2:?}"; mkdir -p "$2"
   cp -a "$1" "$2/system"
+  # The anchor's apply deletes the delta's `removed` paths below it with a plain rm.
+  assert_no_mounts_below "$2"
 }
 tree_digest() { # DIR: content, modes, owners, links, mtimes of every path below it (not
   # the size of directories: the file system's, it stays large after entries are deleted;
@@ -160,7 +163,7 @@ for pair in $pairs; do
       rss=$(tail -n1 "$work/apply.rss")
       [ "$rss" -gt "$rss_apply" ] && rss_apply=$rss
       touch -r "$etc" "$work/etc.mtime"
-      rm -r "$etc/system-image"
+      rm -r -- "${etc:?}/system-image"
       touch -r "$work/etc.mtime" "$etc"
     done
   done
@@ -172,7 +175,7 @@ for pair in $pairs; do
   [ "$(tree_digest "$work/apply-d/system")" = "$want" ] || ok="DELTA TREE DIFFERS"
   [ "$(tree_digest "$work/apply-z/system")" = "$want" ] || ok="$ok; ZDELTA TREE DIFFERS"
   [ "$(tree_digest "$work/apply-c/system")" = "$want" ] || ok="$ok; DEVICE DELTA TREE DIFFERS"
-  [ "${KEEP:-0}" = 1 ] || rm -rf "$work/apply-d" "$work/apply-z" "$work/apply-c" "$work/full-$pair"
+  [ "${KEEP:-0}" = 1 ] || safe_rm_tree "${work:?}/apply-d" "${work:?}/apply-z" "${work:?}/apply-c" "${work:?}/full-$pair"
 
   printf '%-9s %10d %10d %10d %7.3f %7.3f | %7.2f %7.2f %8.0f %8.0f | %7.2f %7.2f %6.3f %7.2f %6.3f %7.0f  %s\n' \
     "$pair" "$full" "$ds" "$zs" "$(echo "if ($full > 0) $ds / $full else 0" | bc -l)" "$(echo "$zs / $ds" | bc -l)" \

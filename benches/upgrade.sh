@@ -10,13 +10,18 @@
 # RELEASE_UPGRADER_DEBIAN_MIRROR), after one unmeasured warm-up run, in alternating order,
 # RUNS times each (default 3); prints the medians and the ratio ours/peer. Needs root
 # (chroot, mounts). The bookworm minbase tarball is the end-to-end tests' cache
-# (debootstrapped once if missing). With RELEASE_UPGRADER_BENCH_LOGS=DIR, each of our
-# runs leaves its /var/log/dist-upgrade there (main.log has the time of every step).
+# (debootstrapped once if missing). The whole script runs in a private mount namespace
+# (the chroots' /proc, /sys and /dev never show on the host and go with it), and a root
+# is deleted only once nothing is mounted below it. With RELEASE_UPGRADER_BENCH_LOGS=DIR,
+# each of our runs leaves its /var/log/dist-upgrade there (main.log has the time of every
+# step).
 # Usage: benches/upgrade.sh [RUNS]
 set -euo pipefail
+[ "$(id -u)" -eq 0 ] || { echo "benches/upgrade.sh needs root" >&2; exit 2; }
+. "$(dirname "$0")/lib.sh"
+in_private_mount_ns "$@"
 cd "$(dirname "$0")/.."
 runs=${1:-3}
-[ "$(id -u)" -eq 0 ] || { echo "benches/upgrade.sh needs root" >&2; exit 2; }
 
 mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) |
   grep -oE 'https?://[^ ]*/debian/?( |$)' | head -1 | tr -d ' ' || true)}
@@ -28,7 +33,7 @@ if [ ! -f "$tarball" ]; then
   tmp=$(mktemp -d -p "$cache")
   debootstrap --variant=minbase bookworm "$tmp/root" "$mirror" >/dev/null
   tar -C "$tmp/root" --numeric-owner -cf "$tarball.partial" . && mv "$tarball.partial" "$tarball"
-  rm -rf "$tmp"
+  safe_rm_tree "${tmp:?}"
 fi
 
 cargo build --release --bins -q
@@ -36,10 +41,18 @@ bin=$PWD/target/release
 work=$(mktemp -d)
 srv_pid=
 mounted=()
+# Unmounts, innermost first, what was mounted below DIR (a busy mount is detached with -l).
+unmount_below() {
+  local i
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
+    case ${mounted[i]} in "${1:?}"/*) umount "${mounted[i]}" || umount -l "${mounted[i]}"; unset 'mounted[i]' ;; esac
+  done
+  mounted=("${mounted[@]}")
+}
 cleanup() {
-  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2>/dev/null || true; done
+  unmount_below "${work:?}" || true
   [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null
-  rm -rf "$work"
+  safe_rm_tree "${work:?}"
 }
 trap cleanup EXIT
 
@@ -61,17 +74,15 @@ fresh() { # DIR: a bookworm root with /proc, /sys, /dev mounted
   tar -C "$1" --numeric-owner -xpf "$tarball"
   printf '#!/bin/sh\nexit 101\n' >"$1/usr/sbin/policy-rc.d"
   chmod 755 "$1/usr/sbin/policy-rc.d"
-  mount -t proc proc "$1/proc" && mounted+=("$1/proc")
-  mount -t sysfs sysfs "$1/sys" && mounted+=("$1/sys")
-  mount --bind /dev "$1/dev" && mounted+=("$1/dev")
-  mount --bind /dev/pts "$1/dev/pts" && mounted+=("$1/dev/pts")
+  # A mount that fails stops the script (set -e); the trap unmounts the ones before it.
+  mount -t proc proc "$1/proc"; mounted+=("$1/proc")
+  mount -t sysfs sysfs "$1/sys"; mounted+=("$1/sys")
+  mount --bind /dev "$1/dev"; mounted+=("$1/dev")
+  mount --bind /dev/pts "$1/dev/pts"; mounted+=("$1/dev/pts")
 }
-release() { # DIR: unmount and remove
-  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
-    case ${mounted[i]} in "$1"/*) umount -l "${mounted[i]}"; unset 'mounted[i]' ;; esac
-  done
-  mounted=("${mounted[@]}")
-  rm -rf "$1"
+release() { # DIR: unmount and remove (refused while anything is still mounted below it)
+  unmount_below "${1:?}"
+  safe_rm_tree "${1:?}"
 }
 check() { # DIR LABEL
   grep -q '^13\.' "$1/etc/debian_version" || { echo "$2: not upgraded: $(cat "$1/etc/debian_version")" >&2; exit 1; }

@@ -1,9 +1,13 @@
 //! A real Debian 12 root for the end-to-end tests: debootstrapped once (minbase, from the
 //! mirror this machine's apt uses) into a cached tarball, unpacked fresh for each test,
-//! with /proc, /sys and /dev mounted while maintainer scripts need them.
+//! with /proc, /sys and /dev mounted while maintainer scripts need them — only ever in a
+//! private mount namespace of the command that needs them ([`with_mounts`]), and test
+//! directories are deleted only when nothing is mounted below them ([`TestDir`]).
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -64,9 +68,12 @@ pub fn minbase_tarball(suite: &str, mirror: &str) -> PathBuf {
     if tarball.exists() {
         return tarball;
     }
-    let work = tempfile::tempdir_in(cache_dir()).unwrap();
+    let work = TestDir::new_in(&cache_dir());
     let root = work.path().join("root");
-    let out = Command::new("debootstrap")
+    // debootstrap mounts /proc and /sys in the root it makes: in a namespace of its own,
+    // those go with it, also when it fails part way.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "debootstrap"])
         .args(["--variant=minbase", suite])
         .arg(&root)
         .arg(mirror)
@@ -110,46 +117,169 @@ pub fn unpack(tarball: &Path, dir: &Path) {
     std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// /proc, /sys and /dev (bind) mounted in a root; unmounted on drop.
-pub struct Mounts {
-    points: Vec<PathBuf>,
+/// What one mount below a chroot is: a file system of a type, or a bind mount.
+#[derive(Clone, Debug)]
+pub enum MountKind {
+    /// `mount -t TYPE SOURCE TARGET`
+    Fs(&'static str),
+    /// `mount --bind SOURCE TARGET`
+    Bind,
 }
 
-impl Mounts {
-    pub fn new(root: &Path) -> Mounts {
-        let mut points = Vec::new();
-        for (kind, source, target) in [
-            (Some("proc"), "proc", "proc"),
-            (Some("sysfs"), "sysfs", "sys"),
-            (None, "/dev", "dev"),
-            (None, "/dev/pts", "dev/pts"),
-        ] {
-            let path = root.join(target);
-            std::fs::create_dir_all(&path).unwrap();
-            let mut cmd = Command::new("mount");
-            match kind {
-                Some(kind) => cmd.args(["-t", kind, source]),
-                None => cmd.args(["--bind", source]),
-            };
-            let status = cmd.arg(&path).status().unwrap();
-            assert!(status.success(), "mounting {} failed", path.display());
-            points.push(path);
-        }
-        Mounts { points }
+/// One mount below a chroot: `target` is relative to the root.
+#[derive(Clone, Debug)]
+pub struct Mount {
+    pub kind: MountKind,
+    pub source: String,
+    pub target: String,
+}
+
+/// What maintainer scripts need in a chroot: /proc, /sys, /dev and /dev/pts.
+pub fn chroot_mounts() -> Vec<Mount> {
+    let m = |kind, source: &str, target: &str| Mount {
+        kind,
+        source: source.into(),
+        target: target.into(),
+    };
+    vec![
+        m(MountKind::Fs("proc"), "proc", "proc"),
+        m(MountKind::Fs("sysfs"), "sysfs", "sys"),
+        m(MountKind::Bind, "/dev", "dev"),
+        m(MountKind::Bind, "/dev/pts", "dev/pts"),
+    ]
+}
+
+/// Mounts `mounts` below `root`, in order, then runs the program that follows; run by
+/// `sh -eu` inside a mount namespace of its own, so the first mount that fails ends it.
+const MOUNT_THEN_EXEC: &str = r#"
+root=$1 n=$2
+shift 2
+while [ "$n" -gt 0 ]; do
+  kind=$1 source=$2 target=$3
+  shift 3
+  n=$((n - 1))
+  mkdir -p "$root/$target"
+  if [ "$kind" = bind ]; then
+    mount --bind "$source" "$root/$target"
+  else
+    mount -t "$kind" "$source" "$root/$target"
+  fi
+done
+exec "$@"
+"#;
+
+/// A command that runs `program` (arguments are added to the returned command) with
+/// `mounts` mounted below `root` — in a private mount namespace of its own
+/// (`unshare --mount --propagation private`): the mounts exist only while the program
+/// (or anything it left running) lives, are never seen by this process, and vanish
+/// with the namespace, also when one of them fails part way. So no delete of the test's
+/// directory can run through them (a bind of the host's /dev, say).
+pub fn with_mounts(root: &Path, mounts: &[Mount], program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-euc"])
+        .arg(MOUNT_THEN_EXEC)
+        .arg("sh")
+        .arg(root)
+        .arg(mounts.len().to_string());
+    for mount in mounts {
+        match mount.kind {
+            MountKind::Fs(kind) => cmd.arg(kind),
+            MountKind::Bind => cmd.arg("bind"),
+        };
+        cmd.arg(&mount.source).arg(&mount.target);
+    }
+    cmd.arg(program);
+    cmd
+}
+
+/// [`with_mounts`] with the [`chroot_mounts`].
+pub fn with_chroot_mounts(root: &Path, program: impl AsRef<OsStr>) -> Command {
+    with_mounts(root, &chroot_mounts(), program)
+}
+
+/// Mount points at or below `dir` in this process's mount namespace
+/// (`/proc/self/mountinfo`).
+pub fn mounted_below(dir: &Path) -> Vec<PathBuf> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").expect("/proc/self/mountinfo is readable");
+    mount_points(&mountinfo)
+        .into_iter()
+        .filter(|point| point.starts_with(&dir))
+        .collect()
+}
+
+/// The mount points of a mountinfo text (the fifth field, octal escapes undone).
+pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| {
+            let bytes = field.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                let octal = bytes
+                    .get(i + 1..i + 4)
+                    .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match octal {
+                    Some(d) => {
+                        out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                        i += 4;
+                    }
+                    None => {
+                        out.push(bytes[i]);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(std::ffi::OsString::from_vec(out))
+        })
+        .collect()
+}
+
+/// A temporary directory for tests that build roots: removed on drop only when nothing
+/// is mounted at or below it (checked in `/proc/self/mountinfo` first); otherwise it is
+/// left in place, named on stderr, and never deleted through the mount.
+pub struct TestDir(Option<tempfile::TempDir>);
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir(Some(tempfile::tempdir().unwrap()))
+    }
+
+    pub fn new_in(parent: &Path) -> TestDir {
+        TestDir(Some(tempfile::tempdir_in(parent).unwrap()))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0
+            .as_ref()
+            .expect("a TestDir is live until dropped")
+            .path()
     }
 }
 
-impl Drop for Mounts {
+impl Drop for TestDir {
     fn drop(&mut self) {
-        for point in self.points.iter().rev() {
-            let _ = Command::new("umount").arg("-l").arg(point).status();
+        let Some(dir) = self.0.take() else { return };
+        let mounted = mounted_below(dir.path());
+        if mounted.is_empty() {
+            let _ = dir.close();
+        } else {
+            let kept = dir.keep();
+            eprintln!(
+                "NOT deleting {}: mounted below it: {mounted:?}; unmount them, then remove it",
+                kept.display()
+            );
         }
     }
 }
 
-/// Runs a command inside `root` (chroot) and returns its stdout.
+/// Runs a command inside `root` (chroot, with the [`chroot_mounts`] in a namespace of its
+/// own) and returns its stdout and stderr.
 pub fn in_root(root: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("chroot")
+    let out = with_chroot_mounts(root, "chroot")
         .arg(root)
         .args(args)
         .env("LC_ALL", "C.UTF-8")
@@ -164,4 +294,149 @@ pub fn in_root(root: &Path, args: &[&str]) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// Whether this process may make mounts in a namespace of its own (root, `unshare`).
+fn can_mount() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root for mounts");
+        return false;
+    }
+    let ok = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: unshare --mount is not allowed here");
+    }
+    ok
+}
+
+/// This process's mount points, except those of other tests' temporary directories
+/// (tests running in parallel mount tmpfs and binds below theirs).
+fn mount_table_outside_temp() -> Vec<PathBuf> {
+    let temp = std::env::temp_dir()
+        .canonicalize()
+        .unwrap_or_else(|_| std::env::temp_dir());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mount_points(&mountinfo)
+        .into_iter()
+        .filter(|p| !p.starts_with(&temp))
+        .collect()
+}
+
+/// A directory standing in for a host directory a chroot binds (as it binds `/dev`): a
+/// file in it shows whether a delete ran through the bind.
+fn stand_in_host_dir() -> (tempfile::TempDir, PathBuf) {
+    let host = tempfile::tempdir().unwrap();
+    let marker = host.path().join("precious");
+    std::fs::write(&marker, "the host's\n").unwrap();
+    (host, marker)
+}
+
+#[test]
+fn a_chroot_whose_second_mount_fails_leaves_nothing_mounted_and_the_host_dir_intact() {
+    if !can_mount() {
+        return;
+    }
+    let (host, marker) = stand_in_host_dir();
+    let before = mount_table_outside_temp();
+    let dir = TestDir::new();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let bind = |source: &Path, target: &str| Mount {
+        kind: MountKind::Bind,
+        source: source.to_str().unwrap().into(),
+        target: target.into(),
+    };
+    // The first mount works (the stand-in for the host's /dev), the second cannot.
+    let mounts = [
+        bind(host.path(), "dev"),
+        bind(&dir.path().join("no such source"), "dev/pts"),
+    ];
+    let out = with_mounts(&root, &mounts, "true").output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a chroot command ran although a mount failed"
+    );
+    assert_eq!(mounted_below(dir.path()), Vec::<PathBuf>::new());
+    assert_eq!(
+        mount_table_outside_temp(),
+        before,
+        "the mount table changed"
+    );
+    let dir_path = dir.path().to_path_buf();
+    drop(dir);
+    assert!(!dir_path.exists(), "the test directory was not removed");
+    assert!(
+        marker.exists(),
+        "deleting the test root deleted the host's file"
+    );
+
+    // And with every mount working, the program sees them; this process never does.
+    let dir = TestDir::new();
+    let root = dir.path().join("root");
+    let out = with_mounts(&root, &[bind(host.path(), "dev")], "cat")
+        .arg(root.join("dev/precious"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "the host's\n");
+    assert_eq!(mounted_below(dir.path()), Vec::<PathBuf>::new());
+    drop(dir);
+    assert!(marker.exists());
+}
+
+#[test]
+fn a_test_directory_with_a_mount_below_it_is_not_deleted() {
+    if !can_mount() {
+        return;
+    }
+    let (host, marker) = stand_in_host_dir();
+    let dir = TestDir::new();
+    let point = dir.path().join("root/dev");
+    std::fs::create_dir_all(&point).unwrap();
+    // A real bind in this process's namespace (of a directory of this test's own).
+    let status = Command::new("mount")
+        .arg("--bind")
+        .arg(host.path())
+        .arg(&point)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let unmount = Unmount(point.clone());
+    assert_eq!(
+        mounted_below(dir.path()),
+        [point.canonicalize().unwrap()],
+        "mountinfo shows the bind"
+    );
+    let dir_path = dir.path().to_path_buf();
+    drop(dir);
+    assert!(marker.exists(), "the delete ran through the bind mount");
+    assert!(
+        dir_path.exists(),
+        "the directory was deleted with a mount below it"
+    );
+    drop(unmount);
+    assert_eq!(mounted_below(&dir_path), Vec::<PathBuf>::new());
+    std::fs::remove_dir_all(&dir_path).unwrap();
+    assert!(marker.exists());
+}
+
+#[test]
+fn mount_points_undo_mountinfo_escapes() {
+    let text = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
+                37 35 98:0 / /back\\134slash rw - ext4 /dev/vda rw\n";
+    assert_eq!(
+        mount_points(text),
+        [
+            PathBuf::from("/mnt/with space"),
+            PathBuf::from("/back\\slash")
+        ]
+    );
 }

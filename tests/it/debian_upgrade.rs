@@ -14,7 +14,9 @@ use std::sync::OnceLock;
 
 use release_upgrader::serve::Server;
 
-use crate::debian_root::{Mounts, cache_dir, in_root, minbase_tarball, mirror, unpack};
+use crate::debian_root::{
+    TestDir, cache_dir, in_root, minbase_tarball, mirror, unpack, with_chroot_mounts,
+};
 use crate::support::{BIN, PUBLISH_BIN};
 
 /// Publisher output shared by the tests of one run: the key, the trixie helpers.
@@ -170,11 +172,11 @@ fn transcript(out: &std::process::Output) -> String {
 #[test]
 #[ignore = "heavy: a real Debian 12 → 13 upgrade from the mirror; CI runs it with --ignored"]
 fn debian_12_root_upgrades_to_13_with_the_root_flag() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let root = fresh_root(dir.path());
     let upgrade = serve(&dir.path().join("srv"));
-    let _mounts = Mounts::new(&root);
-    let out = Command::new(BIN)
+    // /proc, /sys and /dev in the root while dpkg runs maintainer scripts there.
+    let out = with_chroot_mounts(&root, BIN)
         .arg("--root")
         .arg(&root)
         .arg("--keyring")
@@ -194,15 +196,14 @@ fn debian_12_root_upgrades_to_13_with_the_root_flag() {
 #[test]
 #[ignore = "heavy: a real Debian 12 → 13 upgrade from the mirror; CI runs it with --ignored"]
 fn debian_12_upgrades_to_13_from_inside_the_chroot() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let root = fresh_root(dir.path());
     let upgrade = serve(&dir.path().join("srv"));
-    let _mounts = Mounts::new(&root);
     std::fs::copy(BIN, root.join("usr/local/bin/release-upgrader")).unwrap();
     let trusted = root.join("etc/release-upgrader/trusted.gpg.d");
     std::fs::create_dir_all(&trusted).unwrap();
     std::fs::copy(&published().keyring, trusted.join("test-publisher.gpg")).unwrap();
-    let out = Command::new("chroot")
+    let out = with_chroot_mounts(&root, "chroot")
         .arg(&root)
         .args([
             "/usr/local/bin/release-upgrader",

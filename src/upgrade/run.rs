@@ -953,7 +953,10 @@ impl<'a> Upgrader<'a> {
             self.wait_for_locks(logs).map_err(|e| partly(e.into()))?;
             let dpkg = self.store.prefix.join(crate::layout::BIN).join("dpkg");
             let mut cmd = children::command(&dpkg);
+            // Answered as the upgrade's own apt run answers them: a resumed run stops at
+            // no conffile prompt with nobody to answer it.
             cmd.args(dpkg_root_args(&self.session.root))
+                .args(self.dpkg_answers())
                 .args(["--configure", "-a"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .env(
@@ -964,8 +967,16 @@ impl<'a> Upgrader<'a> {
                     ),
                 );
             let log = logs.append(logs::APT_TERM).map_err(|e| partly(e.into()))?;
-            let finished = term::run(cmd, log, self.io.watching(), false, &mut |_| {})
-                .map_err(|e| partly(e.into()))?;
+            // Without answers given, someone is there to answer: dpkg gets the terminal.
+            let interactive = self.dpkg_answers().is_empty();
+            let finished = term::run(
+                cmd,
+                log,
+                self.io.watching() && !interactive,
+                interactive,
+                &mut |_| {},
+            )
+            .map_err(|e| partly(e.into()))?;
             if !finished.success {
                 return Err(partly(anyhow::anyhow!(
                     "dpkg --configure -a failed:\n{}",
@@ -1070,17 +1081,22 @@ impl<'a> Upgrader<'a> {
         Ok(())
     }
 
-    fn dpkg_options(&self, cmd: &mut Command) {
+    /// dpkg's answers to its configuration file questions when nobody answers them: keep
+    /// the user's version (the default where dpkg has one, else the old one).
+    fn dpkg_answers(&self) -> &'static [&'static str] {
         if self.options.frontend == Frontend::Noninteractive
             || self.options.assume_yes
             || !self.io.watching()
         {
-            cmd.args([
-                "-o",
-                "Dpkg::Options::=--force-confdef",
-                "-o",
-                "Dpkg::Options::=--force-confold",
-            ]);
+            &["--force-confdef", "--force-confold"]
+        } else {
+            &[]
+        }
+    }
+
+    fn dpkg_options(&self, cmd: &mut Command) {
+        for option in self.dpkg_answers() {
+            cmd.arg("-o").arg(format!("Dpkg::Options::={option}"));
         }
     }
 

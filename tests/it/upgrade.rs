@@ -580,6 +580,18 @@ fn removing_a_denylisted_package_is_refused_and_rolled_back() {
 
 #[test]
 fn an_upgrade_killed_during_dpkg_is_resumed_by_the_next_run() {
+    resume_after_kill(false);
+}
+
+/// The kill leaves demo-conf unpacked but not configured, with the user's edit of its
+/// configuration file: the resume's `dpkg --configure -a` meets the conffile question
+/// with nobody to answer it, and keeps the user's version as the upgrade's own run does.
+#[test]
+fn a_resume_keeps_the_users_configuration_file_without_asking() {
+    resume_after_kill(true);
+}
+
+fn resume_after_kill(edited_conffile: bool) {
     let w = World::with_beta(|packages| {
         let hello = packages
             .iter_mut()
@@ -590,7 +602,13 @@ fn an_upgrade_killed_during_dpkg_is_resumed_by_the_next_run() {
             "#!/bin/sh\nif [ ! -e /tmp/reached ]; then : > /tmp/reached; read x < /tmp/wait; fi\n"
                 .into(),
         );
+        // Configured after demo-hello: still unconfigured when the kill comes.
+        let conf = packages.iter_mut().find(|p| p.name == "demo-conf").unwrap();
+        conf.depends = "demo-hello".into();
     });
+    if edited_conffile {
+        std::fs::write(w.root.join("etc/demo.conf"), "colour = red # mine\n").unwrap();
+    }
     nix::unistd::mkfifo(
         &w.root.join("tmp/wait"),
         nix::sys::stat::Mode::from_bits_truncate(0o600),
@@ -641,6 +659,14 @@ fn an_upgrade_killed_during_dpkg_is_resumed_by_the_next_run() {
     assert!(w.read("/etc/os-release").contains("beta"));
     audit_clean(&w.root);
     assert!(!w.root.join("usr/lib/release-upgrader").exists());
+    if edited_conffile {
+        assert_eq!(w.read("/etc/demo.conf"), "colour = red # mine\n");
+        assert!(
+            w.installed().contains("demo-conf 2.0-1 ii"),
+            "{}",
+            w.installed()
+        );
+    }
 }
 
 #[test]

@@ -380,9 +380,40 @@ fn parse_size(text: &str) -> Option<u64> {
     Some((number * unit) as u64)
 }
 
+/// The lines of `apt-get update`'s messages that say an index was not fetched (apt goes
+/// on without it, exiting 0 unless told `APT::Update::Error-Mode=any`).
+pub fn update_failures(messages: &str) -> Vec<&str> {
+    messages
+        .lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            (line.starts_with("W: ") || line.starts_with("E: "))
+                && (line.contains("Failed to fetch")
+                    || line.contains("failed to download")
+                    || line.contains("Unable to fetch"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn update_warnings_about_unfetched_indices_are_failures() {
+        let messages = "\
+W: Failed to fetch http://127.0.0.1:8080/archive/dists/beta/InRelease  500  Internal Server Error [IP: 127.0.0.1 8080]
+W: Some index files failed to download. They have been ignored, or old ones used instead.
+";
+        assert_eq!(update_failures(messages).len(), 2);
+        let fine = "W: http://x/dists/beta/InRelease: Key is stored in legacy trusted.gpg keyring\n\
+                    N: Skipping acquire of configured file 'main/binary-i386/Packages'\n";
+        assert!(update_failures(fine).is_empty());
+        assert_eq!(
+            update_failures("E: Failed to fetch http://x/y  404  Not Found\n").len(),
+            1
+        );
+    }
 
     #[test]
     fn root_mode_points_apt_and_dpkg_at_the_root() {

@@ -579,7 +579,7 @@ impl<'a> Upgrader<'a> {
             sources::apply(&self.session.root, &plans)?;
         }
         self.io.say("Reading the package lists of the new release");
-        let (ok, out) = apt_quiet(apt, "apt-get", &["update"], logs)?;
+        let (ok, out) = apt_update(apt, &[], logs)?;
         if !ok {
             let media_only = journal.cdrom.is_some();
             if !media_only {
@@ -1410,6 +1410,23 @@ impl<'a> Upgrader<'a> {
         args.extend(candidates.iter().copied());
         let (_, policy) = apt_quiet(apt, "apt-cache", &args, logs)?;
         let policy = apt::policy(&policy);
+        // No installed package of the distribution offered by any source: the new
+        // release's lists are not there (whatever apt said), and judged from nothing,
+        // everything would be obsolete.
+        if candidates
+            .iter()
+            .all(|p| policy.get(*p).is_none_or(|o| o.sources.is_empty()))
+        {
+            anyhow::bail!(Error::Network {
+                uri: "apt-get update".into(),
+                reason: format!(
+                    "the package lists of {} offer none of the {} installed packages of the \
+                     distribution: they were not downloaded, so no package is judged obsolete",
+                    journal.to,
+                    candidates.len()
+                ),
+            });
+        }
         // The guards as the target apt reads them: the root's apt.conf.d (01autoremove,
         // postgresql-common's 02autoremove-postgresql, …).
         let (dumped, dump) = apt_quiet(apt, "apt-config", &["dump"], logs)?;
@@ -1497,12 +1514,7 @@ fn check_running_release(check: &RunningCheck<'_>, logs: &Logs) -> anyhow::Resul
     } else {
         // Only the package indices matter here: no description translations (megabytes,
         // and the new release's update replaces them anyway).
-        let update = apt_quiet(
-            &apt,
-            "apt-get",
-            &["-o", "Acquire::Languages=none", "update"],
-            logs,
-        )?;
+        let update = apt_update(&apt, &["-o", "Acquire::Languages=none"], logs)?;
         offline = !update.0;
         if offline && !media {
             anyhow::bail!(Error::Network {
@@ -1620,6 +1632,32 @@ fn apt_quiet(
     args: &[&str],
     logs: &Logs,
 ) -> anyhow::Result<(bool, String)> {
+    let (ok, out, err) = apt_captured(apt, program, args, logs)?;
+    Ok((ok, if ok { out } else { format!("{out}{err}") }))
+}
+
+/// `apt-get update`, failed unless every index was fetched: apt only warns about an
+/// index it could not fetch (a 500, a dropped connection) and goes on with what it had,
+/// or with nothing, and judged from no package list of the new release every installed
+/// package would look obsolete. Returns success and what apt printed.
+fn apt_update(apt: &Apt, extra: &[&str], logs: &Logs) -> anyhow::Result<(bool, String)> {
+    // apt ≥ 2.1.16 fails on its own with this; older ones ignore it, and their warnings
+    // are read instead.
+    let mut args = vec!["-o", "APT::Update::Error-Mode=any"];
+    args.extend_from_slice(extra);
+    args.push("update");
+    let (ok, out, err) = apt_captured(apt, "apt-get", &args, logs)?;
+    let failures = apt::update_failures(&err);
+    Ok((ok && failures.is_empty(), format!("{out}{err}")))
+}
+
+/// Runs apt quietly, logging to `apt.log`; returns success, stdout and stderr.
+fn apt_captured(
+    apt: &Apt,
+    program: &str,
+    args: &[&str],
+    logs: &Logs,
+) -> anyhow::Result<(bool, String, String)> {
     let mut cmd = apt.command(program);
     cmd.args(args).stdin(std::process::Stdio::null());
     logs.main(&format!(
@@ -1641,14 +1679,7 @@ fn apt_quiet(
         use std::io::Write;
         let _ = writeln!(log, "$ {program} {}\n{err}", args.join(" "));
     }
-    Ok((
-        out.status.success(),
-        if out.status.success() {
-            text
-        } else {
-            format!("{text}{err}")
-        },
-    ))
+    Ok((out.status.success(), text, err))
 }
 
 fn plain_any(error: anyhow::Error, logs: &Logs) -> UpgradeFailure {

@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 use release_upgrader::serve::Server;
 
 use crate::debian_root::{
-    TestDir, cache_dir, in_root, minbase_tarball, mirror, unpack, with_chroot_mounts,
+    Mount, MountKind, TestDir, cache_dir, chroot_mounts, in_root, minbase_tarball, mirror, unpack,
+    with_chroot_mounts, with_mounts,
 };
 use crate::support::{BIN, PUBLISH_BIN};
 
@@ -276,20 +277,24 @@ fn real_trixie_helpers_bootstrap_and_report_apt_3_and_dpkg_1_22() {
 
 // ------------------------------------------------------------ a standard Debian 12 server
 
-/// Runs `script` with `sh -eu` in a private mount namespace with the root `$R` given
-/// /proc, /dev (with its own /dev/shm) and /dev/pts: nothing mounted here is seen outside,
-/// and it all goes when the last process of the namespace exits.
+/// Runs `script` with `sh -eu` in a private mount namespace with the root `$R` given the
+/// chroot's mounts ([`with_mounts`]) and a /dev/shm of its own, and `in_root` to run a
+/// command inside it: nothing mounted here is seen outside, and it all goes when the last
+/// process of the namespace exits.
 fn in_private_mounts(root: &Path, script: &str, args: &[&str]) -> std::process::Output {
-    let setup = r#"R="$1"; shift
-mount -t proc proc "$R/proc"
-mount --bind /dev "$R/dev"
-mount -t tmpfs tmpfs "$R/dev/shm"
-mount --bind /dev/pts "$R/dev/pts"
+    // PostgreSQL wants a /dev/shm of its own.
+    let mut mounts = chroot_mounts();
+    mounts.push(Mount {
+        kind: MountKind::Fs("tmpfs"),
+        source: "tmpfs".into(),
+        target: "dev/shm".into(),
+    });
+    let prelude = r#"R="$1"; shift
 in_root() { chroot "$R" env -i LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 "#;
-    Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-euc"])
-        .arg(format!("{setup}{script}"))
+    with_mounts(root, &mounts, "sh")
+        .arg("-euc")
+        .arg(format!("{prelude}{script}"))
         .arg("sh")
         .arg(root)
         .args(args)

@@ -86,6 +86,8 @@ pub struct World {
     pub keyring: PathBuf,
     pub server: Option<Server>,
     pub url: String,
+    /// Requests whose path contains the first string are answered with the status.
+    pub failing: std::sync::Arc<std::sync::Mutex<Vec<(String, u16)>>>,
 }
 
 impl World {
@@ -100,7 +102,19 @@ impl World {
         let srv = dir.path().join("srv");
         let work = dir.path().join("work");
         std::fs::create_dir_all(&srv).unwrap();
-        let server = Server::start(&srv).unwrap();
+        let failing: std::sync::Arc<std::sync::Mutex<Vec<(String, u16)>>> = Default::default();
+        let rules = failing.clone();
+        let server = Server::start_with(&srv, move |request| {
+            let rules = rules.lock().unwrap();
+            match rules
+                .iter()
+                .find(|(part, _)| request.path.contains(part.as_str()))
+            {
+                Some((_, status)) => release_upgrader::serve::Fault::Status(*status),
+                None => release_upgrader::serve::Fault::None,
+            }
+        })
+        .unwrap();
         let url = server.url();
         let keyring = dir.path().join("keyring.gpg");
         std::fs::write(&keyring, test_key().public_keyring()).unwrap();
@@ -112,6 +126,7 @@ impl World {
             keyring,
             server: Some(server),
             url,
+            failing,
         };
         let alpha = w.publish(tiny::OLD.0, tiny::OLD.1, |_| {});
         w.publish(tiny::NEW.0, tiny::NEW.1, adjust);
@@ -440,7 +455,7 @@ fn a_failing_maintainer_script_exits_6_and_the_printed_recovery_works() {
 #[test]
 fn current_indices_of_the_running_release_are_not_fetched_again() {
     let mut w = World::new();
-    let refreshed = "running apt-get -o Acquire::Languages=none update";
+    let refreshed = "-o Acquire::Languages=none update";
     let kept = "not refreshing them";
     // The first run brings the root's lists up to date.
     w.run(&["upgrade", "--dry-run"]).expect(0);
@@ -863,5 +878,56 @@ fn keep_helpers_leaves_them_and_json_reports_steps() {
     assert!(w.root.join("usr/lib/release-upgrader/bin/apt-get").exists());
     // The kept helpers are still listed and removable.
     w.run(&["cleanup"]).expect(0);
+    assert!(!w.root.join("usr/lib/release-upgrader").exists());
+}
+
+/// The new release's `InRelease` cannot be fetched (the server answers 500 every time):
+/// `apt-get update` only warns and keeps going, with no package list of the new release.
+/// Judged from no lists, every installed package would look obsolete; the upgrade must
+/// stop instead, and put everything back.
+#[test]
+fn an_unreachable_new_release_stops_the_upgrade_and_removes_nothing() {
+    let w = World::new();
+    let before = w.sources();
+    let installed = w.installed();
+    w.failing
+        .lock()
+        .unwrap()
+        .push(("dists/beta/InRelease".into(), 500));
+    let run = w.run(&["upgrade", "-y", "-f", "noninteractive", "--retries", "0"]);
+    run.expect(5).mentions(&["put back as it was"]);
+    assert_eq!(w.installed(), installed, "packages changed");
+    assert_eq!(w.sources(), before, "sources not restored byte for byte");
+    assert!(!w.root.join("usr/lib/release-upgrader").exists());
+    assert!(w.read("/etc/os-release").contains("alpha"));
+}
+
+/// The running release's `InRelease` cannot be fetched: the distribution's own source
+/// cannot be told from a third-party one, so nothing is judged and nothing changes.
+#[test]
+fn an_unreachable_running_release_stops_before_anything_changes() {
+    let w = World::new();
+    // The lists of an earlier update are gone, as on a fresh system.
+    let lists = w.root.join("var/lib/apt/lists");
+    if lists.exists() {
+        std::fs::remove_dir_all(&lists).unwrap();
+        std::fs::create_dir_all(lists.join("partial")).unwrap();
+    }
+    let before = w.sources();
+    let installed = w.installed();
+    w.failing
+        .lock()
+        .unwrap()
+        .push(("dists/alpha/InRelease".into(), 500));
+    let run = w.run(&["upgrade", "-y", "-f", "noninteractive", "--retries", "0"]);
+    assert!(
+        matches!(run.code(), 4 | 5),
+        "exit {} instead of 4 or 5:\n{}{}",
+        run.code(),
+        run.stdout(),
+        run.stderr()
+    );
+    assert_eq!(w.installed(), installed, "packages changed");
+    assert_eq!(w.sources(), before, "sources changed");
     assert!(!w.root.join("usr/lib/release-upgrader").exists());
 }

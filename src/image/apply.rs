@@ -824,7 +824,7 @@ fn copy_tree(root: &SystemRoot, tree: &Tree, from: &RelPath, to: &RelPath) -> Re
         root.dir().join(from.as_path()),
         root.dir().join(to.as_path()),
     );
-    let status = std::process::Command::new("cp")
+    let status = crate::upgrade::children::command("cp")
         .arg("-a")
         .arg("--reflink=auto")
         .arg(format!("{}/.", from.display()))

@@ -92,6 +92,13 @@ pub fn fetch_all(fetcher: &Fetcher, archives: &[Archive], dir: &Path) -> Result<
     result
 }
 
+/// Whether apt may fetch what [`fetch_all`] could not, failing with `err`: only when the
+/// mirror could not be reached at all (a proxy or route only apt's configuration knows).
+/// When it answered, and wrongly, apt would be answered the same way.
+pub fn apt_may_reach(err: &Error) -> bool {
+    matches!(err, Error::Network { reason, .. } if reason.starts_with("cannot connect"))
+}
+
 /// Reports many transfers as one task: how far each got, summed.
 struct OneTask {
     inner: Arc<dyn Progress>,

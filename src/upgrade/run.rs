@@ -693,8 +693,16 @@ impl<'a> Upgrader<'a> {
                 "fetching the archives directly failed ({e}); apt downloads them"
             )),
         }
-        if let Err(Error::Cancelled) = fetched {
-            anyhow::bail!(Error::Cancelled);
+        match fetched {
+            Err(Error::Cancelled) => anyhow::bail!(Error::Cancelled),
+            // The mirror answered, and wrongly (errors, bad bytes, endless redirects):
+            // apt would get the same answers, and some of them (redirects to ever new
+            // URLs) keep it going forever.
+            Err(e) if !prefetch::apt_may_reach(&e) => anyhow::bail!(Error::Network {
+                uri: "the new release's packages".into(),
+                reason: format!("downloading them failed: {e}"),
+            }),
+            _ => {}
         }
         // apt fetches whatever is still missing (all of it after a failure above, or the
         // archives only apt's own methods, proxies or credentials can reach).

@@ -86,7 +86,8 @@ pub struct World {
     pub keyring: PathBuf,
     pub server: Option<Server>,
     pub url: String,
-    /// Requests whose path contains the first string are answered with the status.
+    /// Requests whose path contains the first string are answered with the status; 302
+    /// redirects to the same path with a new query every time, forever.
     pub failing: std::sync::Arc<std::sync::Mutex<Vec<(String, u16)>>>,
 }
 
@@ -110,6 +111,10 @@ impl World {
                 .iter()
                 .find(|(part, _)| request.path.contains(part.as_str()))
             {
+                Some((_, 302)) => release_upgrader::serve::Fault::Redirect(format!(
+                    "/{}?loop={}",
+                    request.path, request.count
+                )),
                 Some((_, status)) => release_upgrader::serve::Fault::Status(*status),
                 None => release_upgrader::serve::Fault::None,
             }
@@ -929,5 +934,27 @@ fn an_unreachable_running_release_stops_before_anything_changes() {
     );
     assert_eq!(w.installed(), installed, "packages changed");
     assert_eq!(w.sources(), before, "sources changed");
+    assert!(!w.root.join("usr/lib/release-upgrader").exists());
+}
+
+/// A package's mirror redirects to a new address every time, forever: the upgrade stops
+/// after a bounded number of redirects and puts everything back, instead of handing the
+/// download to apt, which would follow them for ever.
+#[test]
+fn endless_redirects_of_a_package_stop_the_upgrade_and_put_everything_back() {
+    let w = World::new();
+    let before = w.sources();
+    let installed = w.installed();
+    w.failing
+        .lock()
+        .unwrap()
+        .push(("demo-hello_2.0-1".into(), 302));
+    let started = std::time::Instant::now();
+    let run = w.run(&["upgrade", "-y", "-f", "noninteractive", "--retries", "0"]);
+    run.expect(5)
+        .mentions(&["too many redirects", "put back as it was"]);
+    assert!(started.elapsed().as_secs() < 120, "{:?}", started.elapsed());
+    assert_eq!(w.installed(), installed, "packages changed");
+    assert_eq!(w.sources(), before, "sources not restored byte for byte");
     assert!(!w.root.join("usr/lib/release-upgrader").exists());
 }

@@ -181,7 +181,8 @@ impl Config {
     }
 }
 
-/// `10s`, `2m`, `1h`, `1d`, `1w` or plain seconds, as system-image's `as_timedelta`.
+/// `10s`, `2m`, `1h`, `1d`, `1w` or plain seconds, as system-image's `as_timedelta`;
+/// `None` when unreadable or beyond 2^64 seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let mut total = 0u64;
@@ -193,7 +194,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         }
         let n: u64 = number.parse().ok()?;
         number.clear();
-        total += n * match c {
+        let unit = match c {
             's' => 1,
             'm' => 60,
             'h' => 3600,
@@ -201,9 +202,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             'w' => 604_800,
             _ => return None,
         };
+        total = total.checked_add(n.checked_mul(unit)?)?;
     }
     if !number.is_empty() {
-        total += number.parse::<u64>().ok()?;
+        total = total.checked_add(number.parse::<u64>().ok()?)?;
     }
     Some(Duration::from_secs(total))
 }
@@ -307,5 +309,21 @@ mod tests {
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("x"), None);
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/ini.rs`): a timeout whose seconds do not fit
+    /// in 64 bits overflowed (a panic, or a wrapped timeout in release builds). It is a
+    /// bad value now, as any other unreadable timeout.
+    #[test]
+    fn a_timeout_beyond_64_bits_of_seconds_is_refused() {
+        assert_eq!(parse_duration("307445734561825861m"), None);
+        assert_eq!(parse_duration("18446744073709551615s1"), None);
+        assert_eq!(
+            parse_duration("18446744073709551615"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let channel_ini = "[service]\nbase: a\n[system]\ntimeout: 307445734561825861m\n";
+        let err = Config::from_texts(&[("channel.ini".into(), channel_ini.into())]).unwrap_err();
+        assert!(err.to_string().contains("timeout"), "{err}");
     }
 }

@@ -9,6 +9,7 @@
 #   benches/fuzz.sh 120 ini deb       # only these targets
 #   benches/fuzz.sh --smoke           # each target ~10 s from its seeds; exit 1 on a crash
 #   RUNS=50000000 benches/fuzz.sh 3600 zdelta
+#   FUZZ_LOGS=/tmp/logs benches/fuzz.sh   # keep each target's libFuzzer log
 #
 # Corpora: each run starts from fuzz/seeds/<target> (committed, made by fuzz/seed.sh) and
 # fuzz/corpus/<target> (grown by earlier runs, never committed; --smoke uses a temporary
@@ -95,6 +96,7 @@ for t in "${targets[@]}"; do
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\).*/\1/p' <<<"$last")
+  [ -n "${FUZZ_LOGS:-}" ] && mkdir -p "$FUZZ_LOGS" && cp "$log" "$FUZZ_LOGS/$t.log"
   after=$(find "fuzz/artifacts/$t" -type f | wc -l)
   crashes=$((after - before))
   if [ "$status" != 0 ] && [ "$crashes" = 0 ]; then crashes=1; fi

@@ -78,12 +78,19 @@ impl Location {
                 if !base.path().ends_with('/') {
                     base.set_path(&format!("{}/", base.path()));
                 }
-                base.join(relative)
-                    .map(Location::Url)
-                    .map_err(|e| Error::BadLocation {
+                let joined = base.join(relative).map_err(|e| Error::BadLocation {
+                    location: relative.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                // The URL parser reads a scheme (`file:`, `https:host/`) or percent-encoded
+                // dot segments (`%2e%2e/`) into a name `check_relative` lets through.
+                if joined.origin() != base.origin() || !joined.path().starts_with(base.path()) {
+                    return Err(Error::BadLocation {
                         location: relative.to_owned(),
-                        reason: e.to_string(),
-                    })
+                        reason: format!("leaves {base} (as a URL: {joined})"),
+                    });
+                }
+                Ok(Location::Url(joined))
             }
             Location::Path(dir) => Ok(Location::Path(dir.join(relative))),
         }
@@ -1026,6 +1033,37 @@ mod tests {
             assert!(Location::parse("/srv").unwrap().join(bad).is_err(), "{bad}");
         }
         assert!(check_relative("./pool/main/a.deb").is_ok());
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/packages.rs`): a `Filename` that the URL
+    /// parser reads as a scheme (`file:`, `https:host/`) or as dot segments (`%2e%2e`)
+    /// passed `check_relative` and joined to a URL outside the pocket: another scheme,
+    /// another host, or the pocket's parent. Such names are refused; names with a `%`,
+    /// `:` or `?` that stay inside are not.
+    #[test]
+    fn names_the_url_parser_would_take_out_of_their_directory_are_refused() {
+        let pocket = Location::parse("http://127.0.0.1:8080/dists/trixie/pocket/").unwrap();
+        for bad in [
+            "file:./pool/main/r/release-upgrader-apt_3.0.3_amd64.deb",
+            "https:evil.example/x.deb",
+            "http:/x.deb",
+            "%2e%2e/%2e%2e/x.deb",
+            "pool/%2e%2E/.%2e/x.deb",
+        ] {
+            assert!(pocket.join(bad).is_err(), "{bad}: {:?}", pocket.join(bad));
+        }
+        for good in [
+            "pool/a%2Bb_1:2.deb",
+            "pool/%2e%2e/x.deb",
+            "x.deb?v=1",
+            "http:x.deb",
+        ] {
+            let joined = pocket.join(good).unwrap().to_string();
+            assert!(
+                joined.starts_with("http://127.0.0.1:8080/dists/trixie/pocket/"),
+                "{good}: {joined}"
+            );
+        }
     }
 
     #[test]

@@ -321,7 +321,7 @@ fn state_key(location: &Location) -> String {
 }
 
 /// Largest `Packages` index accepted after decompression.
-const PACKAGES_CAP: u64 = 256 * 1024 * 1024;
+pub const PACKAGES_CAP: u64 = 256 * 1024 * 1024;
 
 /// Fetches and verifies a pocket's `Release` and `Packages`.
 pub fn open(
@@ -452,7 +452,9 @@ fn fetch_release(
 }
 
 /// Decompresses an index by its file name, refusing output beyond [`PACKAGES_CAP`].
-fn decompress(name: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+/// Public for the fuzz targets (`fuzz/`), not for use.
+#[doc(hidden)]
+pub fn decompress(name: &str, data: &[u8]) -> Result<Vec<u8>, String> {
     let reader: Box<dyn Read + '_> = if name.ends_with(".xz") {
         Box::new(liblzma::read::XzDecoder::new(data))
     } else if name.ends_with(".gz") {

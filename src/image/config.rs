@@ -348,4 +348,20 @@ mod tests {
         assert_eq!(parse_duration("5124095576030432h"), None);
         assert_eq!(parse_duration("18446744073709551615s1s"), None);
     }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/ini.rs`): a timeout whose seconds do not fit
+    /// in 64 bits overflowed (a panic, or a wrapped timeout in release builds). It is a
+    /// bad value now, as any other unreadable timeout.
+    #[test]
+    fn a_timeout_beyond_64_bits_of_seconds_is_refused() {
+        assert_eq!(parse_duration("307445734561825861m"), None);
+        assert_eq!(parse_duration("18446744073709551615s1"), None);
+        assert_eq!(
+            parse_duration("18446744073709551615"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let channel_ini = "[service]\nbase: a\n[system]\ntimeout: 307445734561825861m\n";
+        let err = Config::from_texts(&[("channel.ini".into(), channel_ini.into())]).unwrap_err();
+        assert!(err.to_string().contains("timeout"), "{err}");
+    }
 }

@@ -367,10 +367,18 @@ fn patch_info<R: Read>(
     let mut size = None;
     let mut base_path = None;
     let mut gzip_records: Vec<(String, String)> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     for ext in extensions {
         let ext = ext.map_err(|e| bad(e.to_string()))?;
         let key = ext.key().map_err(|e| bad(e.to_string()))?;
         let value = ext.value().map_err(|e| bad(e.to_string()))?.to_owned();
+        // Ours only once: the publisher's reader would take another value than this one.
+        if key.starts_with("RELEASE_UPGRADER.") {
+            if seen.iter().any(|k| k == key) {
+                return Err(bad(format!("the pax record {key} is given twice")));
+            }
+            seen.push(key.to_owned());
+        }
         match key {
             "RELEASE_UPGRADER.patch" => kind = Some(value),
             "RELEASE_UPGRADER.base-sha256" => base = Some(value),
@@ -476,6 +484,46 @@ mod tests {
         assert!(check_symlink("usr/bin/x", "../../../y", "t").is_err());
         assert!(check_symlink("x", "/etc/passwd", "t").is_ok());
         assert!(check_symlink("x", "..", "t").is_err());
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/zdelta.rs`): a patch member whose pax
+    /// records give one of ours twice (`size=40`, then `size=405`) was read with the last
+    /// value here and the first by the publisher's `image expand`. Refused now.
+    #[test]
+    fn a_patch_member_with_a_record_given_twice_is_refused() {
+        let digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let member = |extra: &[(&str, &str)]| {
+            let mut records = vec![
+                ("RELEASE_UPGRADER.patch", "zstd-patch-from"),
+                ("RELEASE_UPGRADER.base-sha256", digest),
+                ("RELEASE_UPGRADER.sha256", digest),
+                ("RELEASE_UPGRADER.size", "40"),
+            ];
+            records.extend_from_slice(extra);
+            let mut builder = tar::Builder::new(Vec::new());
+            builder
+                .append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes())))
+                .unwrap();
+            let mut header = tar::Header::new_ustar();
+            header.set_size(3);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(&mut header, "system/usr/bin/x", &b"zst"[..])
+                .unwrap();
+            let tarball = builder.into_inner().unwrap();
+            let mut archive = tar::Archive::new(tarball.as_slice());
+            let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+            check_entry(&mut entry, false, "t")
+        };
+        let once = member(&[]).unwrap();
+        assert!(matches!(once.what, What::Patch(PatchInfo { size: 40, .. })));
+        let err = member(&[("RELEASE_UPGRADER.size", "405")]).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+        assert!(member(&[("RELEASE_UPGRADER.patch", "zstd-patch-from")]).is_err());
     }
 
     #[test]

@@ -147,9 +147,11 @@ impl Image {
             .unwrap_or("")
     }
 
-    /// Total download size of the image's files.
+    /// Total download size of the image's files (saturating: sizes are the server's word).
     pub fn size(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files
+            .iter()
+            .fold(0, |sum, f| sum.saturating_add(f.size))
     }
 
     /// Checks the numbers against [`FILE_SIZE_MAX`], [`IMAGE_SIZE_MAX`] and [`BUILD_MAX`].
@@ -418,5 +420,19 @@ mod tests {
         assert!(channel.hidden);
         assert!(resolve_channel(&c, "loop").is_err());
         assert!(resolve_channel(&c, "missing").is_err());
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/index.rs`): file sizes whose sum does not fit
+    /// in 64 bits overflowed (a panic, or a small wrapped size in release builds that
+    /// could make the image look cheapest). The sum saturates.
+    #[test]
+    fn an_image_whose_file_sizes_overflow_is_as_large_as_can_be() {
+        let index = Index::parse(
+            br#"{"global": {"generated_at": "1"}, "images": [{"type": "delta", "base": 1,
+                "version": 2, "files": [{"size": 200}, {"size": 18446744073709551615}]}]}"#,
+            "index.json",
+        )
+        .unwrap();
+        assert_eq!(index.images[0].size(), u64::MAX);
     }
 }

@@ -94,7 +94,7 @@ pub fn scores(paths: &[Path<'_>]) -> Vec<u64> {
         .iter()
         .map(|path| {
             let target = path.last().map_or(0, |i| i.version);
-            let size = path.iter().map(|i| i.size()).sum::<u64>();
+            let size = path_size(path);
             let reboots = path.iter().filter(|i| i.bootme).count() as u64;
             (target, size, reboots)
         })
@@ -104,9 +104,17 @@ pub fn scores(paths: &[Path<'_>]) -> Vec<u64> {
     data.iter()
         .map(|&(target, size, reboots)| {
             let distance = max_target - target;
-            100 * reboots + (size - min_size) / MIB + 9000 * distance + distance
+            // Saturating: sizes and versions are the server's word.
+            (100 * reboots)
+                .saturating_add((size - min_size) / MIB)
+                .saturating_add(distance.saturating_mul(9001))
         })
         .collect()
+}
+
+/// The bytes to download for `path` (saturating).
+fn path_size(path: &[&Image]) -> u64 {
+    path.iter().fold(0, |sum, i| sum.saturating_add(i.size()))
 }
 
 /// The highest target among the paths (the phase percentage's seed).
@@ -122,10 +130,7 @@ pub fn max_target(paths: &[Path<'_>]) -> Option<u64> {
 /// `None` when no path is phased in.
 pub fn choose<'a>(paths: &[Path<'a>], device_percentage: i64) -> Option<Path<'a>> {
     let scores = scores(paths);
-    let bytes: Vec<u64> = paths
-        .iter()
-        .map(|p| p.iter().map(|i| i.size()).sum())
-        .collect();
+    let bytes: Vec<u64> = paths.iter().map(|p| path_size(p)).collect();
     let mut order: Vec<usize> = (0..paths.len()).collect();
     // Equal scores (system-image counts whole MiB) go to the smaller download in bytes,
     // then keep the candidates' order, as system-image's stable sort does.
@@ -368,5 +373,31 @@ mod tests {
         assert_eq!(winner[0].kind, "zdelta");
         let winner = choose(&candidates(&i, 1, Types { zdelta: false }), 0).unwrap();
         assert_eq!(winner[0].kind, "delta");
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/index.rs`): a path whose sizes add up beyond
+    /// 64 bits, or a target so far beyond another that 9001 per build overflows, panicked
+    /// (or wrapped to a small, winning score in release builds). Scores saturate: such a
+    /// path scores worst, and the sane path still wins.
+    #[test]
+    fn scores_of_huge_sizes_and_distances_saturate() {
+        let i: Index = serde_json::from_str(
+            r#"{"global": {"generated_at": "1"}, "images": [
+              {"type": "delta", "base": 1, "version": 2, "files": [{"size": 100}]},
+              {"type": "delta", "base": 1, "version": 3, "files": [{"size": 18446744073709551615}]},
+              {"type": "delta", "base": 3, "version": 4, "files": [{"size": 18446744073709551615}]},
+              {"type": "delta", "base": 1, "version": 18446744073709551615, "files": [{"size": 1}],
+               "phased-percentage": 0}]}"#,
+        )
+        .unwrap();
+        let c = candidates(&i, 1, ALL);
+        assert_eq!(versions(&c[0]), [2]);
+        assert_eq!(versions(&c[1]), [3, 4]);
+        let s = scores(&c);
+        assert_eq!(s[0], u64::MAX, "2 is far below the highest target");
+        assert_eq!(s[1], u64::MAX, "3 → 4 is far below it too, and huge");
+        assert_eq!(s[2], 0);
+        // The highest target is not phased in; of the rest, the smaller download wins.
+        assert_eq!(versions(&choose(&c, 50).unwrap()), [2]);
     }
 }

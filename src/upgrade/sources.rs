@@ -186,6 +186,17 @@ fn parse_line(line: &str) -> Option<ParsedLine> {
 
 /// Rewrites a deb822 `.sources` file.
 pub fn rewrite_sources(text: &str, rules: &Rules<'_>) -> Result<(String, Vec<Change>), String> {
+    let original = text;
+    // deb822-lossless appends a new field right after the last value: without a final
+    // newline `Enabled: no` would be glued to the last line (`Suites: bookwormEnabled:
+    // no`). Edit as if there were one; give the text back as it was if nothing changes.
+    let with_newline;
+    let text = if text.is_empty() || text.ends_with('\n') {
+        text
+    } else {
+        with_newline = format!("{text}\n");
+        &with_newline
+    };
     let parsed = deb822_lossless::Deb822::parse(text);
     if !parsed.errors().is_empty() {
         return Err(parsed.errors().join("; "));
@@ -244,6 +255,9 @@ pub fn rewrite_sources(text: &str, rules: &Rules<'_>) -> Result<(String, Vec<Cha
             uris: entry.uris,
             suites: entry.suites,
         });
+    }
+    if changes.is_empty() {
+        return Ok((original.to_owned(), changes));
     }
     Ok((doc.to_string(), changes))
 }
@@ -440,6 +454,27 @@ mod tests {
         let (out, changes) = rewrite_sources(text, &rules(&debian_only)).unwrap();
         assert_eq!(out, text);
         assert!(changes.is_empty());
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/sources_deb822.rs`): in a file without a
+    /// final newline, the `Enabled: no` that disables the last stanza was glued to its
+    /// last line (`Suites: bookwormEnabled: no`), so the repository stayed enabled, with a
+    /// mangled suite. A file without a final newline is rewritten as if it had one, and
+    /// given back as it was when nothing changes.
+    #[test]
+    fn the_last_stanza_of_a_file_without_a_final_newline_is_disabled_too() {
+        let text = "Types: deb\nURIs: https://vendor.example/repo\nSuites: bookworm";
+        let (out, changes) = rewrite_sources(text, &rules(&debian_only)).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].action, Action::Disable);
+        assert!(out.contains("\nSuites: bookworm\nEnabled: no\n"), "{out}");
+        let (again, more) = rewrite_sources(&out, &rules(&debian_only)).unwrap();
+        assert!(more.is_empty(), "still enabled: {more:?}");
+        assert_eq!(again, out);
+        let untouched = "Types: deb\nURIs: http://mirror/debian\nSuites: sid";
+        let (out, changes) = rewrite_sources(untouched, &rules(&debian_only)).unwrap();
+        assert!(changes.is_empty());
+        assert_eq!(out, untouched);
     }
 }
 

@@ -83,6 +83,12 @@ impl PatchInfo {
             what: what.to_owned(),
             reason,
         };
+        // Ours only once: the device's reader would take another value than `get`.
+        for (i, (key, _)) in records.iter().enumerate() {
+            if key.starts_with("RELEASE_UPGRADER.") && records[..i].iter().any(|(k, _)| k == key) {
+                return Err(bad(format!("the pax record {key} is given twice")));
+            }
+        }
         let gzip = match method {
             PATCH_METHOD => None,
             _ => match GzipPatch::from_records(method, get) {
@@ -580,6 +586,27 @@ mod tests {
             "system/usr/lib/libfoo.so.1.2.3".to_owned()
         )));
         assert_eq!(PatchInfo::from_pax(&records, "t").unwrap(), Some(elsewhere));
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/zdelta.rs`): with a record given twice
+    /// (`size=40`, then `size=405`) this reader took the first and the device's the
+    /// last, so `image expand` and the device made different files of one member. Both
+    /// refuse such a member now.
+    #[test]
+    fn a_patch_record_given_twice_is_refused() {
+        let (base, target) = sample();
+        let records = info(&base, &target).pax_records();
+        for key in [PATCH_KEY, SIZE_KEY, SHA256_KEY, BASE_SHA256_KEY] {
+            let mut twice = records.clone();
+            let value = records.iter().find(|(k, _)| k == key).unwrap().1.clone();
+            twice.push((key.to_owned(), value));
+            let err = PatchInfo::from_pax(&twice, "t").unwrap_err();
+            assert!(err.to_string().contains("twice"), "{key}: {err}");
+        }
+        let mut other = records.clone();
+        other.push(("comment".into(), "z".into()));
+        other.push(("comment".into(), "z".into()));
+        assert!(PatchInfo::from_pax(&other, "t").unwrap().is_some());
     }
 
     #[test]

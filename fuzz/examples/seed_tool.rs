@@ -1,0 +1,74 @@
+//! Makes the seeds `fuzz/seed.sh` cannot make with command-line tools, with the crate's
+//! own writers (a plain build: `cargo run --example seed_tool`, never instrumented):
+//!
+//! - `tokens FILE.gz`: `header SEP tokens` of a gzip file (`image::gztokens::split`);
+//! - `zdelta plain|content|tokens BASE TARGET [BASE_PATH]`: `records SEP base SEP frame`
+//!   of a zdelta patch member (`publish::image::zdelta`), as the zdelta target reads it.
+//!
+//! Output goes to stdout.
+
+use std::io::Write;
+
+use release_upgrader::digest::Sha256;
+use release_upgrader::image::gztokens;
+use release_upgrader::publish::image::zdelta::{self, PatchInfo};
+use release_upgrader_fuzz::SEP;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let read = |p: &str| std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let mut out = Vec::new();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["tokens", gz] => {
+            let split = gztokens::split(&read(gz)).expect("a gzip file tokens can rebuild");
+            out.extend_from_slice(&split.header);
+            out.extend_from_slice(SEP);
+            out.extend_from_slice(&split.tokens);
+        }
+        ["zdelta", kind, base, target, rest @ ..] => {
+            let (base, target) = (read(base), read(target));
+            let (frame, gzip) = match *kind {
+                "plain" => (zdelta::make_patch(&base, &target, 3).expect("patch"), None),
+                "content" => {
+                    let (frame, gzip) = zdelta::make_gzip_patch(&base, &target, 3)
+                        .expect("patch")
+                        .expect("both files rebuild from their content");
+                    (frame, Some(gzip))
+                }
+                "tokens" => {
+                    let (frame, gzip) = zdelta::make_tokens_patch(&base, &target, 3)
+                        .expect("patch")
+                        .expect("both files rebuild from their tokens");
+                    (frame, Some(gzip))
+                }
+                other => panic!("unknown patch kind {other}"),
+            };
+            let info = PatchInfo {
+                base_sha256: Sha256::of(&base),
+                sha256: Sha256::of(&target),
+                size: target.len() as u64,
+                base_path: rest.first().map(|p| p.to_string()),
+                gzip,
+            };
+            for (k, v) in info.pax_records() {
+                out.extend_from_slice(format!("{k}={v}\n").as_bytes());
+            }
+            out.extend_from_slice(SEP);
+            out.extend_from_slice(&base);
+            out.extend_from_slice(SEP);
+            out.extend_from_slice(&frame);
+        }
+        _ => {
+            eprintln!(
+                "usage: seed_tool tokens FILE.gz | seed_tool zdelta plain|content|tokens BASE TARGET [BASE_PATH]"
+            );
+            std::process::exit(2);
+        }
+    }
+    std::io::stdout().write_all(&out).expect("stdout");
+}

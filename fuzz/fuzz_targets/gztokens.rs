@@ -1,0 +1,48 @@
+//! `.gz` files as token streams (`image::gztokens`), both ways, as the device uses them:
+//! a base file's tokens (`tokens`), and a patched token stream made a file again
+//! (`join`, whose input comes out of a patch frame).
+//!
+//! Mode (first byte) even: the rest is a gzip file. `tokens` of it, joined with its
+//! header, must be accepted and tokenise back to the same stream; `split` may refuse,
+//! but what it accepts joins back to the exact file.
+//! Mode odd: the rest is `header SEP tokens`; when the header is one the device accepts
+//! (as `regzip::GzipPatch::from_records` checks it) and `join` succeeds, the file it
+//! made tokenises back to the same stream.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use release_upgrader::image::{gztokens, regzip};
+use release_upgrader_fuzz as f;
+
+fuzz_target!(init: f::init(), |data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        let gz = rest;
+        if let Ok(tokens) = gztokens::tokens(gz) {
+            let header = &gz[..regzip::header_len(gz).expect("tokens read a header")];
+            let file = gztokens::join(header, &tokens)
+                .unwrap_or_else(|e| panic!("the tokens of a file do not join: {e}"));
+            let again = gztokens::tokens(&file).expect("a joined file tokenises");
+            assert!(again == tokens, "tokens → join → tokens differs");
+        }
+        f::trace(&format!("tokens: {:?}, split: {:?}", gztokens::tokens(gz).map(|t| t.len()), gztokens::split(gz).map(|s| s.tokens.len())));
+        if let Ok(split) = gztokens::split(gz) {
+            let file = gztokens::join(&split.header, &split.tokens).expect("split joins");
+            assert!(file == gz, "split → join is not the file");
+        }
+        return;
+    }
+    let parts = f::split_parts(rest, 2);
+    let (header, tokens) = (parts[0], parts[1]);
+    if regzip::header_len(&[header, &[0u8; 8]].concat()) != Some(header.len()) {
+        return;
+    }
+    f::trace(&format!("join: {:?}", gztokens::join(header, tokens).map(|f| f.len())));
+    if let Ok(file) = gztokens::join(header, tokens) {
+        let again = gztokens::tokens(&file)
+            .unwrap_or_else(|e| panic!("a joined file does not tokenise: {e}"));
+        assert!(again == tokens, "join → tokens differs from the stream joined");
+    }
+});

@@ -1,0 +1,129 @@
+//! A zdelta patch member as the device applies it: the member's `RELEASE_UPGRADER.*` pax
+//! records read by `image::extract::check_entry`, then the patch frame decoded against
+//! the base file by `image::rebuilds::run` (frames in memory: one-shot decode, or gzip
+//! rebuild from content or tokens) or `run_reading` (frames streamed from the tarball).
+//!
+//! Input: `mode records SEP base SEP frame`; `records` is `key=value` lines. Mode bit 0
+//! picks `run_reading`; bit 1 replaces the base-sha256 record with the base's real digest
+//! (the device's own file is the base, so the interesting input is the frame and records).
+//!
+//! Invariants: whatever the publisher's reader (`PatchInfo::from_pax`) accepts, the device
+//! reads the same way; its writer (`pax_records`) round-trips; a patch that applies
+//! produced exactly the size and SHA256 its records promise.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use release_upgrader::digest::Sha256;
+use release_upgrader::image::extract::{self, What};
+use release_upgrader::image::rebuilds;
+use release_upgrader::publish::image::zdelta::PatchInfo;
+use release_upgrader_fuzz as f;
+
+const MEMBER: &str = "system/usr/share/doc/fuzz/changelog.gz";
+
+fuzz_target!(init: f::init(), |data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let parts = f::split_parts(rest, 3);
+    let (records_text, base, frame) = (parts[0], parts[1], parts[2]);
+    let Ok(records_text) = std::str::from_utf8(records_text) else {
+        return;
+    };
+    let mut records: Vec<(String, String)> = records_text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    if mode & 2 != 0 {
+        let digest = Sha256::of(base).to_hex();
+        for (k, v) in &mut records {
+            if k == "RELEASE_UPGRADER.base-sha256" {
+                *v = digest.clone();
+            }
+        }
+    }
+
+    // The member as a tarball carries it.
+    let mut builder = tar::Builder::new(Vec::new());
+    if builder
+        .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
+        .is_err()
+    {
+        return;
+    }
+    let mut header = tar::Header::new_ustar();
+    header.set_size(frame.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(&mut header, MEMBER, frame)
+        .expect("tar in memory");
+    let tarball = builder.into_inner().expect("tar in memory");
+
+    let mut archive = tar::Archive::new(tarball.as_slice());
+    let mut entries = archive.entries().expect("tar in memory");
+    let mut entry = entries.next().expect("one member").expect("tar in memory");
+    let device = extract::check_entry(&mut entry, false, "fuzz");
+
+    // The publisher's reader and writer of the same records.
+    if let Ok(Some(publisher)) = PatchInfo::from_pax(&records, "fuzz") {
+        let again = PatchInfo::from_pax(&publisher.pax_records(), "fuzz")
+            .expect("the publisher reads its own records")
+            .expect("still a patch");
+        assert_eq!(again, publisher, "pax_records does not round-trip");
+        let Ok(extract::Member {
+            what: What::Patch(info),
+            ..
+        }) = &device
+        else {
+            panic!("the publisher reads a patch, the device {device:?}");
+        };
+        assert_eq!(info.base_sha256, publisher.base_sha256);
+        assert_eq!(info.sha256, publisher.sha256);
+        assert_eq!(info.size, publisher.size);
+        assert_eq!(info.gzip, publisher.gzip);
+        assert_eq!(
+            info.base_path.as_deref().map(|p| format!("system/{p}")),
+            publisher.base_path
+        );
+    }
+
+    let Ok(extract::Member {
+        what: What::Patch(info),
+        ..
+    }) = device
+    else {
+        return;
+    };
+    let base_path = f::scratch_file("base", base);
+    let object = f::scratch_file("object", b"");
+    let job = rebuilds::Job {
+        object: object.clone(),
+        base: base_path,
+        base_sha256: info.base_sha256,
+        frame: frame.to_vec(),
+        gzip: info.gzip.clone(),
+        sha256: info.sha256,
+        size: info.size,
+        finish: Box::new(|_, _| Ok(())),
+        what: "fuzz: patched".into(),
+        base_what: "fuzz: base".into(),
+    };
+    let result = if mode & 1 != 0 {
+        let mut reader = frame;
+        rebuilds::run_reading(job, &mut reader)
+    } else {
+        rebuilds::run(job)
+    };
+    f::trace(&format!("patch applied: {:?}", result.as_ref().map_err(|e| e.to_string())));
+    if result.is_ok() {
+        let written = std::fs::read(&object).expect("object");
+        assert_eq!(written.len() as u64, info.size);
+        assert_eq!(Sha256::of(&written), info.sha256);
+    }
+});

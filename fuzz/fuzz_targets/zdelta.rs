@@ -76,11 +76,17 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
             .expect("the publisher reads its own records")
             .expect("still a patch");
         assert_eq!(again, publisher, "pax_records does not round-trip");
+        // The publisher reads only the patch records; the device also checks the
+        // member itself, whose name a `path` record can change.
+        let renamed = records.iter().any(|(k, _)| k == "path" || k == "linkpath");
         let Ok(extract::Member {
             what: What::Patch(info),
             ..
         }) = &device
         else {
+            if renamed && device.is_err() {
+                return;
+            }
             panic!("the publisher reads a patch, the device {device:?}");
         };
         assert_eq!(info.base_sha256, publisher.base_sha256);

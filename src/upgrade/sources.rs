@@ -246,6 +246,11 @@ pub fn rewrite_sources(text: &str, rules: &Rules<'_>) -> Result<(String, Vec<Cha
             }
             Action::Disable => {
                 paragraph.insert_comment_before(&rules.disabled_note());
+                // deb822-lossless keeps an existing field's spacing: an empty `Enabled:`
+                // would become `Enabled: ` and a line `no`. Written whole instead.
+                if paragraph.get("Enabled").is_some() {
+                    paragraph.remove("Enabled");
+                }
                 paragraph.set("Enabled", "no");
             }
         }
@@ -475,6 +480,47 @@ mod tests {
         let (out, changes) = rewrite_sources(untouched, &rules(&debian_only)).unwrap();
         assert!(changes.is_empty());
         assert_eq!(out, untouched);
+    }
+
+    /// Found by fuzzing: a stanza with an empty `Enabled:` (apt reads it as enabled) was
+    /// disabled as `Enabled: ` followed by a line `no`, which no parser reads (apt
+    /// refuses the file). The field is written whole.
+    #[test]
+    fn an_empty_enabled_field_is_replaced_by_enabled_no() {
+        let text = "Types: deb\nURIs: https://vendor.example/repo\nSuites: bookworm\nEnabled: \n\n";
+        let (out, changes) = rewrite_sources(text, &rules(&debian_only)).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert!(out.contains("\nEnabled: no\n"), "{out}");
+        assert!(!out.lines().any(|l| l.trim() == "no"), "{out}");
+        let (again, more) = rewrite_sources(&out, &rules(&debian_only)).unwrap();
+        assert!(more.is_empty(), "still enabled: {more:?}");
+        assert_eq!(again, out);
+    }
+
+    /// A value that starts on a continuation line is replaced as one value.
+    #[test]
+    fn suites_written_on_continuation_lines_are_upgraded_in_place() {
+        let text = "Types: deb\nURIs: http://mirror/debian\nSuites:\n bookworm\n bookworm-updates\nComponents: main\n";
+        let (out, changes) = rewrite_sources(text, &rules(&debian_only)).unwrap();
+        assert_eq!(changes.len(), 1, "{out}");
+        let parsed = deb822_lossless::Deb822::parse(&out);
+        assert!(parsed.errors().is_empty(), "{out}");
+        let p = parsed.tree().paragraphs().next().unwrap();
+        let suites: Vec<String> = p
+            .get("Suites")
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(suites, ["trixie", "trixie-updates"], "{out}");
+        assert_eq!(
+            p.get("Components").as_deref().map(str::trim),
+            Some("main"),
+            "{out}"
+        );
+        let (again, more) = rewrite_sources(&out, &rules(&debian_only)).unwrap();
+        assert!(more.is_empty());
+        assert_eq!(again, out);
     }
 }
 

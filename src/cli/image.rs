@@ -443,11 +443,29 @@ fn apply_command(
             "note: left /{m} alone: it is a mount point, not part of the image"
         ));
     }
+    if !applied.state_kept.is_empty() {
+        const SHOWN: usize = 5;
+        let mut shown: Vec<String> = applied
+            .state_kept
+            .iter()
+            .take(SHOWN)
+            .map(|p| format!("/{p}"))
+            .collect();
+        if applied.state_kept.len() > SHOWN {
+            shown.push(format!("and {} more", applied.state_kept.len() - SHOWN));
+        }
+        ui.note(&format!(
+            "note: kept {}: the full image does not have it, and a full image never \
+             removes the device's state or its users' files",
+            shown.join(", ")
+        ));
+    }
     ui.data(
         &format!("Applied build {target_build}."),
         json!({"event": "applied", "build": target_build,
                "skipped_partitions": applied.partitions,
                "mounts_left_alone": applied.mounts_left_alone,
+               "state_kept": applied.state_kept,
                "operations": applied.operations}),
     );
     Ok(ExitCode::Success)

@@ -297,6 +297,9 @@ pub struct Applied {
     pub partitions: Vec<String>,
     /// Mount points in the tree, left alone as preserved paths are (relative to it).
     pub mounts_left_alone: Vec<String>,
+    /// The device's state a full image kept because the image does not have it
+    /// (top-most paths, relative to the tree; see [`crate::image::overlay::STATE_DIRS`]).
+    pub state_kept: Vec<String>,
     /// Operations of the commit.
     pub operations: usize,
 }
@@ -706,6 +709,7 @@ pub fn apply(
         plan,
         partitions,
         mounts: mounts_left_alone,
+        state_kept,
     } = match staged {
         Ok(staged) => staged,
         Err(e) => {
@@ -725,6 +729,7 @@ pub fn apply(
     Ok(Applied {
         partitions,
         mounts_left_alone,
+        state_kept,
         operations: plan.ops.len(),
     })
 }
@@ -738,6 +743,8 @@ struct Staged {
     partitions: Vec<String>,
     /// Mount points left alone.
     mounts: Vec<String>,
+    /// State a full image kept.
+    state_kept: Vec<String>,
 }
 
 /// Everything before the commit: the inactive slot copied, the overlay staged and
@@ -795,6 +802,7 @@ fn stage(
         plan,
         partitions,
         mounts: overlay.mounts_left_alone().to_vec(),
+        state_kept: overlay.state_kept(),
     })
 }
 

@@ -49,6 +49,18 @@ pub fn preserved(path: &str) -> bool {
         .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
 }
 
+/// Where a system keeps its state and its users' files. A full image replaces the
+/// system, not its data: what the device has here and the image does not is kept (and
+/// reported), where a delta's explicit removals and the image's own members still apply.
+/// (On a stock device these are bind mounts from the user data partition, left alone as
+/// every mount point is; on a tree without them, the data is in the tree itself.)
+pub const STATE_DIRS: &[&str] = &["var/lib", "home", "root", "srv"];
+
+/// Whether `path` is a state directory of [`STATE_DIRS`] or below one.
+pub fn is_state(path: &str) -> bool {
+    STATE_DIRS.iter().any(|d| is_at_or_below(path, d))
+}
+
 /// Whether `path` is an ancestor of a preserved path (`var`, `var/lib`): it stays a
 /// directory whatever an image says, and removing it empties it of everything but the
 /// preserved paths instead (removing it would remove them with it).
@@ -166,6 +178,10 @@ pub struct Overlay {
     /// What is left alone: preserved paths and mount points.
     #[serde(skip)]
     kept: Kept,
+    /// The device's state a full image kept because the image does not have it: the
+    /// top-most such paths (see [`STATE_DIRS`]).
+    #[serde(skip)]
+    kept_state: std::collections::BTreeSet<String>,
 }
 
 /// What a path currently resolves to through the overlay.
@@ -199,12 +215,24 @@ impl Overlay {
             rebuilds: None,
             base_dirs: RealDirs::default(),
             kept: Kept::below(base)?,
+            kept_state: Default::default(),
         })
     }
 
     /// The mount points below the base, which the overlay leaves alone.
     pub fn mounts_left_alone(&self) -> &[String] {
         &self.kept.mounts
+    }
+
+    /// The device's state (files and directories under [`STATE_DIRS`]) that a full image
+    /// kept because the image does not have it; only the top-most paths, and only those
+    /// the images applied since left as the device had them.
+    pub fn state_kept(&self) -> Vec<String> {
+        self.kept_state
+            .iter()
+            .filter(|p| !self.paths.contains_key(p.as_str()))
+            .cloned()
+            .collect()
     }
 
     fn object(&self, id: u64) -> PathBuf {
@@ -255,7 +283,7 @@ impl Overlay {
             self.set(k, Final::Absent);
         }
         if matches!(self.lookup(path), Lookup::Base) {
-            self.hide_base_below(path)?;
+            self.hide_base_below(path, false)?;
         }
         if !self.kept.holds(path) {
             self.set(path.to_owned(), Final::Absent);
@@ -264,8 +292,8 @@ impl Overlay {
     }
 
     /// Marks what the base tree has below `path` absent (when `path` is a real
-    /// directory there).
-    fn hide_base_below(&mut self, path: &str) -> Result<(), Error> {
+    /// directory there). With `keep_state`, what is under [`STATE_DIRS`] stays.
+    fn hide_base_below(&mut self, path: &str, keep_state: bool) -> Result<(), Error> {
         let dir = self.base.join(path);
         let is_dir = (path.is_empty() || self.base_dirs.ancestors_real(&self.base, path))
             && std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
@@ -287,6 +315,15 @@ impl Overlay {
                     continue;
                 }
                 let ft = entry.file_type().map_err(io_err(&entry.path()))?;
+                if keep_state && is_state(&child) {
+                    // A state directory stays as it is; what it holds is reported.
+                    if STATE_DIRS.contains(&child.as_str()) && ft.is_dir() {
+                        stack.push((entry.path(), child));
+                    } else {
+                        self.kept_state.insert(child);
+                    }
+                    continue;
+                }
                 if ft.is_dir() {
                     stack.push((entry.path(), child.clone()));
                 }
@@ -300,12 +337,13 @@ impl Overlay {
         Ok(())
     }
 
-    /// A full image replaces the whole tree: everything the base has becomes absent,
-    /// earlier changes are dropped.
+    /// A full image replaces the whole system: everything the base has becomes absent
+    /// but its state ([`STATE_DIRS`]), earlier changes are dropped.
     pub fn reset_for_full_image(&mut self) -> Result<(), Error> {
         self.paths.clear();
         self.before.clear();
-        self.hide_base_below("")
+        self.kept_state.clear();
+        self.hide_base_below("", true)
     }
 
     /// Makes sure every ancestor of `path` is a directory in the result.
@@ -873,8 +911,14 @@ mod tests {
     }
 
     #[test]
-    fn a_full_image_empties_the_ancestors_of_preserved_paths_instead_of_removing_them() {
+    fn a_full_image_removes_the_old_system_but_keeps_the_state_and_the_preserved_paths() {
         let (dir, root) = base();
+        for (path, data) in [("home/user/notes", "mine"), ("srv/www/index.html", "site")] {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+        std::os::unix::fs::symlink("/userdata/root", root.join("root")).unwrap();
         let mut o = Overlay::new(&root, &dir.path().join("staging")).unwrap();
         o.reset_for_full_image().unwrap();
         assert_eq!(
@@ -884,11 +928,31 @@ mod tests {
                 "usr/bin",
                 "usr/bin/tool",
                 "var/cache",
-                "var/cache/junk",
-                "var/lib/dpkg",
-                "var/lib/dpkg/status"
+                "var/cache/junk"
             ]
         );
+        assert_eq!(
+            o.state_kept(),
+            ["home/user", "root", "srv/www", "var/lib/dpkg"]
+        );
+        // What the image has in a state directory is the image's: no longer reported.
+        o.set(
+            "var/lib/dpkg".into(),
+            Final::Dir {
+                meta: Meta {
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                },
+            },
+        );
+        assert_eq!(o.state_kept(), ["home/user", "root", "srv/www"]);
+        // A delta's explicit removal still removes.
+        o.remove("home/user").unwrap();
+        assert!(absent(&o).contains(&"home/user/notes"));
+        assert!(is_state("var/lib/x") && is_state("home") && !is_state("var/libx"));
+        assert!(!is_state("var") && !is_state("usr/lib"));
     }
 
     #[test]

@@ -140,40 +140,83 @@ fn write(path: &Path, data: &str) {
     std::fs::write(path, data).unwrap();
 }
 
-/// Finding 2: a full image without `var/lib` empties `/var/lib` but for the client's
-/// state, keeps `/userdata`, and the apply finishes.
+/// Finding 2: a full image without `var/lib` keeps the device's state there (the
+/// client's and everyone else's: a full image replaces the system, not its data),
+/// keeps `/userdata` and `/home`, removes the rest of the old system, and says what it
+/// kept.
 #[test]
-fn a_full_image_without_var_lib_keeps_the_preserved_paths_and_empties_the_rest() {
+fn a_full_image_without_var_lib_keeps_the_devices_state_and_replaces_the_system() {
     let f = ImageFixture::new(DeltaKind::Delta);
     let mut t2 = tree(2, f.port);
     t2.retain(|p, _| p != "var" && !p.starts_with("var/"));
     publish_full(&f, "full-2-novar.tar.xz", &t2);
     offer_only_full_2(&f, "full-2-novar.tar.xz");
     write(&f.root.join("var/lib/dpkg/status"), "Package: old\n");
+    write(
+        &f.root.join("var/lib/demo-data/notes.txt"),
+        "rows the user cares about",
+    );
+    write(&f.root.join("home/phablet/Pictures/cat.jpg"), "a cat");
     write(&f.root.join("var/cache/junk"), "junk");
+    write(&f.root.join("usr/share/old-only"), "the old system's");
     write(
         &f.root.join("var/lib/release-upgrader/mine"),
         "the client's own",
     );
     write(&f.root.join("userdata/photo.jpg"), "user data");
-    f.run(&["image", "apply"])
-        .expect(0)
-        .mentions(&["Applied build 2"]);
+    let run = f.run(&["--json", "image", "apply"]);
+    run.expect(0);
+    let applied = run
+        .json_lines()
+        .into_iter()
+        .find(|l| l["event"] == "applied")
+        .expect("an applied event");
     assert_eq!(
-        std::fs::read_to_string(f.root.join("var/lib/release-upgrader/mine")).unwrap(),
-        "the client's own"
+        applied["state_kept"],
+        serde_json::json!(["home/phablet", "var/lib/demo-data", "var/lib/dpkg"])
     );
-    assert_eq!(
-        std::fs::read_to_string(f.root.join("userdata/photo.jpg")).unwrap(),
-        "user data"
-    );
-    // var and var/lib stay (they hold the state), emptied of everything else: build 2
-    // has exactly those two directories under var.
-    expect_tree(&f.root, 2, f.port);
+    for (path, data) in [
+        ("var/lib/release-upgrader/mine", "the client's own"),
+        ("userdata/photo.jpg", "user data"),
+        ("var/lib/dpkg/status", "Package: old\n"),
+        ("var/lib/demo-data/notes.txt", "rows the user cares about"),
+        ("home/phablet/Pictures/cat.jpg", "a cat"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(f.root.join(path)).unwrap(),
+            data,
+            "{path}"
+        );
+    }
+    // The old system's files the image does not have are gone, and the rest of the
+    // tree is build 2's.
+    assert!(!f.root.join("var/cache/junk").exists());
+    assert!(!f.root.join("usr/share/old-only").exists());
+    let outside_state = |p: &String| {
+        !["var", "var/lib", "home", "userdata"].contains(&p.as_str())
+            && !p.starts_with("var/lib/")
+            && !p.starts_with("home/")
+            && !p.starts_with("userdata/")
+    };
+    let mut got = device(&f);
+    got.retain(|p, _| outside_state(p));
+    let built = tempfile::tempdir().unwrap();
+    materialize(&t2, built.path());
+    let want = listing(built.path(), &[]);
+    assert_same(&want, &got, "build 2 outside the state");
+    assert!(build_number(&f.root).contains("build_number: 2"));
     assert!(!state(&f).join("staging").exists());
     recover_finds_nothing(&f);
-    // A second full image over it changes nothing more.
-    f.run(&["image", "apply"]).expect(1);
+    // In text, the user reads what was kept.
+    let f2 = ImageFixture::new(DeltaKind::Delta);
+    publish_full(&f2, "full-2-novar.tar.xz", &t2);
+    offer_only_full_2(&f2, "full-2-novar.tar.xz");
+    write(&f2.root.join("var/lib/demo-data/notes.txt"), "rows");
+    f2.run(&["image", "apply"]).expect(0).mentions(&[
+        "Applied build 2",
+        "kept /var/lib/demo-data",
+        "never removes",
+    ]);
 }
 
 /// The same kind of image that would replace `var/lib` (which holds the state) with a

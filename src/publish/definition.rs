@@ -42,6 +42,9 @@ pub struct PocketSettings {
     pub debs: Vec<PathBuf>,
 }
 
+/// The longest validity a pocket may be signed for.
+const MAX_VALID_DAYS: u64 = 36_500;
+
 /// Days a pocket stays valid when neither the definition nor the command line says.
 pub const DEFAULT_VALID_DAYS: u64 = 14;
 
@@ -88,6 +91,15 @@ impl PocketDefinition {
                 reason: "valid-days must be at least 1: clients refuse a network pocket \
                          without Valid-Until"
                     .into(),
+            });
+        }
+        if valid_days > MAX_VALID_DAYS {
+            return Err(Error::Config {
+                path: PathBuf::from(origin_of),
+                reason: format!(
+                    "valid-days {valid_days} is more than {MAX_VALID_DAYS} (100 years): a \
+                     pocket is re-signed well before it expires"
+                ),
             });
         }
         let spec = PocketSpec {
@@ -299,6 +311,13 @@ mod tests {
         let def: PocketDefinition =
             toml::from_str("codename = \"trixie\"\narch = \"amd64\"\nvalid-days = 0\n").unwrap();
         assert!(def.settle("t", 0).is_err());
+        // A validity of 2^63 days overflowed the date (a panic, or a wrapped Valid-Until).
+        let def: PocketDefinition = toml::from_str(
+            "codename = \"trixie\"\narch = \"amd64\"\nvalid-days = 9223372036854775807\n",
+        )
+        .unwrap();
+        let err = def.settle("t", 0).unwrap_err().to_string();
+        assert!(err.contains("100 years"), "{err}");
         let def: PocketDefinition =
             toml::from_str("codename = \"../x\"\narch = \"amd64\"\n").unwrap();
         assert!(def.settle("t", 0).is_err());

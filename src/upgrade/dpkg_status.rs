@@ -16,6 +16,9 @@ pub struct Installed {
     /// The three words of `Status:` (want, flag, status).
     pub want: String,
     pub status: String,
+    /// The flag is `reinstreq`: dpkg failed half-way and neither configures nor removes
+    /// the package until it is unpacked again.
+    pub reinstall_required: bool,
     pub essential: bool,
     pub protected: bool,
     pub installed_size_kib: u64,
@@ -62,7 +65,7 @@ impl Status {
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect();
-            let [want, _flag, state] = words.as_slice() else {
+            let [want, flag, state] = words.as_slice() else {
                 return Err(format!("package {name} has a malformed Status line"));
             };
             let architecture = get("Architecture");
@@ -73,6 +76,7 @@ impl Status {
                     version: get("Version"),
                     want: want.clone(),
                     status: state.clone(),
+                    reinstall_required: flag == "reinstreq",
                     essential: get("Essential") == "yes",
                     protected: get("Protected") == "yes",
                     installed_size_kib: get("Installed-Size").parse().unwrap_or(0),
@@ -108,6 +112,19 @@ impl Status {
                         | "triggers-awaited"
                         | "triggers-pending"
                 )
+            })
+            .collect()
+    }
+
+    /// The packages dpkg wants unpacked again before it configures them, as apt names
+    /// them (`name:arch`, or `name` for `Architecture: all`).
+    pub fn reinstall_required(&self) -> Vec<String> {
+        self.packages
+            .values()
+            .filter(|p| p.reinstall_required && p.is_present())
+            .map(|p| match p.architecture.as_str() {
+                "all" | "" => p.name.clone(),
+                arch => format!("{}:{arch}", p.name),
             })
             .collect()
     }
@@ -185,12 +202,14 @@ mod tests {
         Architecture: amd64\nVersion: 1.21.22\nInstalled-Size: 6000\n\n\
         Package: vim\nStatus: hold ok installed\nArchitecture: amd64\nVersion: 2:9.0\n\n\
         Package: half\nStatus: install reinstreq half-configured\nArchitecture: all\nVersion: 1\n\n\
-        Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n";
+        Package: libx\nStatus: install reinstreq unpacked\nArchitecture: i386\nVersion: 2\n\n\
+        Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n\n\
+        Package: purged\nStatus: purge reinstreq not-installed\nArchitecture: amd64\n";
 
     #[test]
     fn status_is_read_with_holds_essentials_and_breakage() {
         let s = Status::parse(STATUS).unwrap();
-        assert_eq!(s.packages.len(), 4);
+        assert_eq!(s.packages.len(), 6);
         assert!(s.is_essential("dpkg"));
         assert!(!s.is_essential("vim"));
         assert_eq!(
@@ -202,9 +221,11 @@ mod tests {
                 .iter()
                 .map(|p| p.name.as_str())
                 .collect::<Vec<_>>(),
-            ["half"]
+            ["half", "libx"]
         );
         assert_eq!(s.installed().count(), 2);
+        // What is gone needs no reinstalling; a foreign architecture is named.
+        assert_eq!(s.reinstall_required(), ["half", "libx:i386"]);
     }
 
     #[test]

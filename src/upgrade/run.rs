@@ -959,51 +959,7 @@ impl<'a> Upgrader<'a> {
         if resuming {
             self.io.say("Finishing the interrupted installation");
             self.wait_for_locks(logs).map_err(|e| partly(e.into()))?;
-            let dpkg = self.store.prefix.join(crate::layout::BIN).join("dpkg");
-            let mut cmd = children::command(&dpkg);
-            // Answered as the upgrade's own apt run answers them: a resumed run stops at
-            // no conffile prompt with nobody to answer it.
-            cmd.args(dpkg_root_args(&self.session.root))
-                .args(self.dpkg_answers())
-                .args(["--configure", "-a"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .env(
-                    "PATH",
-                    format!(
-                        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-                        self.store.prefix.join(crate::layout::DPKG_PATH).display()
-                    ),
-                );
-            let log = logs.append(logs::APT_TERM).map_err(|e| partly(e.into()))?;
-            // Without answers given, someone is there to answer: dpkg gets the terminal.
-            let interactive = self.dpkg_answers().is_empty();
-            let finished = term::run(
-                cmd,
-                log,
-                self.io.watching() && !interactive,
-                interactive,
-                &mut |_| {},
-            )
-            .map_err(|e| partly(e.into()))?;
-            if !finished.success {
-                return Err(partly(anyhow::anyhow!(
-                    "dpkg --configure -a failed:\n{}",
-                    finished.tail.join("\n")
-                )));
-            }
-            let mut fix = apt.command("apt-get");
-            fix.args(term::status_option())
-                .args(["-y", "-f", "install"]);
-            self.dpkg_options(&mut fix);
-            let finished = self
-                .run_apt(fix, logs, "Repairing")
-                .map_err(|e| partly(e.into()))?;
-            if !finished.success {
-                return Err(partly(anyhow::anyhow!(
-                    "apt-get -f install failed:\n{}",
-                    finished.tail.join("\n")
-                )));
-            }
+            self.repair(apt, logs).map_err(partly)?;
         }
         self.io.say("Installing the new release");
         let mut cmd = apt.command("apt-get");
@@ -1087,6 +1043,94 @@ impl<'a> Upgrader<'a> {
             .map_err(|e| partly(e.into()))?;
         logs.main("packages installed");
         Ok(())
+    }
+
+    /// Finishes what an interrupted or failed dpkg run left: `dpkg --configure -a`
+    /// configures what was unpacked; `apt-get -f install` brings in what the unpacked
+    /// packages depend on (a failed unpack is undone, leaving its dependants
+    /// unconfigurable) and, told to (`--reinstall`), unpacks again what dpkg marked
+    /// reinst-required (which apt alone only tries to configure, and dpkg refuses), from
+    /// the archive cache or the new release's mirror. A failing `dpkg --configure -a`
+    /// does not stop the repair, since what it trips over is what apt mends; it runs
+    /// again once apt has.
+    fn repair(&self, apt: &Apt, logs: &Logs) -> anyhow::Result<()> {
+        let configured = self.configure_pending(logs)?;
+        if !configured.success {
+            logs.main(&format!(
+                "dpkg --configure -a failed; repairing with apt-get -f install:\n{}",
+                configured.tail.join("\n")
+            ));
+        }
+        let reinstall = Status::read(&self.session.root)?.reinstall_required();
+        let mut fix = apt.command("apt-get");
+        fix.args(term::status_option())
+            .args(["-y", "-f", "install"]);
+        if !reinstall.is_empty() {
+            // apt keeps their automatic/manual marks: --reinstall never marks manual.
+            fix.arg("--reinstall").args(&reinstall);
+        }
+        self.dpkg_options(&mut fix);
+        let repaired = self.run_apt(fix, logs, "Repairing")?;
+        if !repaired.success {
+            let mut detail = String::new();
+            if !configured.success {
+                detail.push_str(&format!(
+                    "dpkg --configure -a failed:\n{}\n",
+                    configured.tail.join("\n")
+                ));
+            }
+            detail.push_str(&format!(
+                "apt-get -f install failed:\n{}",
+                repaired.tail.join("\n")
+            ));
+            for (package, message) in &repaired.errors {
+                detail.push_str(&format!("\n{package}: {message}"));
+            }
+            anyhow::bail!("{detail}");
+        }
+        if !configured.success {
+            let again = self.configure_pending(logs)?;
+            if !again.success {
+                anyhow::bail!(
+                    "dpkg --configure -a failed, again after apt-get -f install:\n{}",
+                    again.tail.join("\n")
+                );
+            }
+        }
+        logs.main("interrupted installation repaired");
+        Ok(())
+    }
+
+    /// `dpkg --configure -a`, answered as the upgrade's own apt run answers: a resumed
+    /// run stops at no conffile prompt with nobody to answer it.
+    fn configure_pending(&self, logs: &Logs) -> Result<term::Finished, Error> {
+        let dpkg = self.store.prefix.join(crate::layout::BIN).join("dpkg");
+        let mut cmd = children::command(&dpkg);
+        cmd.args(dpkg_root_args(&self.session.root))
+            .args(self.dpkg_answers())
+            .args(["--configure", "-a"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.store.prefix.join(crate::layout::DPKG_PATH).display()
+                ),
+            );
+        logs.main(&format!(
+            "Configuring: running {}",
+            crate::upgrade::children::command_line(&cmd)
+        ));
+        let log = logs.append(logs::APT_TERM)?;
+        // Without answers given, someone is there to answer: dpkg gets the terminal.
+        let interactive = self.dpkg_answers().is_empty();
+        term::run(
+            cmd,
+            log,
+            self.io.watching() && !interactive,
+            interactive,
+            &mut |_| {},
+        )
     }
 
     /// dpkg's answers to its configuration file questions when nobody answers them: keep

@@ -958,3 +958,202 @@ fn endless_redirects_of_a_package_stop_the_upgrade_and_put_everything_back() {
     assert_eq!(w.sources(), before, "sources not restored byte for byte");
     assert!(!w.root.join("usr/lib/release-upgrader").exists());
 }
+
+/// An inode flag set as `chattr` sets it, cleared again when dropped (before the
+/// temporary directory is, which could not delete an immutable file).
+struct InodeFlag {
+    path: PathBuf,
+    flag: rustix::fs::IFlags,
+}
+
+impl InodeFlag {
+    fn open(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+        use rustix::fs::{Mode, OFlags};
+        Ok(rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?)
+    }
+
+    /// `None` when the file system of `path` has no such flags.
+    fn set(path: &Path, flag: rustix::fs::IFlags) -> Option<InodeFlag> {
+        let fd = Self::open(path).unwrap();
+        let flags = match rustix::fs::ioctl_getflags(&fd) {
+            Ok(flags) => flags,
+            Err(e) => {
+                eprintln!("{}: no inode flags here ({e})", path.display());
+                return None;
+            }
+        };
+        if let Err(e) = rustix::fs::ioctl_setflags(&fd, flags | flag) {
+            eprintln!("{}: cannot set inode flags ({e})", path.display());
+            return None;
+        }
+        Some(InodeFlag {
+            path: path.to_owned(),
+            flag,
+        })
+    }
+}
+
+impl Drop for InodeFlag {
+    fn drop(&mut self) {
+        let fd = Self::open(&self.path).unwrap();
+        let flags = rustix::fs::ioctl_getflags(&fd).unwrap();
+        rustix::fs::ioctl_setflags(&fd, flags - self.flag).unwrap();
+    }
+}
+
+/// dpkg fails on a file it cannot change (immutable: the real EPERM) while apt unpacks
+/// the new `demo-sh`, and goes on unpacking the rest: `demo-base` 2 is left unpacked, its
+/// `Depends: demo-sh (>= 2)` unmet, and `demo-sh` either still at 1 (the unpack undone)
+/// or half-installed and reinst-required (its old `md5sums` could not go). Once the flag
+/// is lifted, `dpkg --configure -a` alone still fails on that dependency; the resume must
+/// repair with `apt-get -f install` (which reinstalls `demo-sh` from the archive cache)
+/// and finish the upgrade. (Found by benches/faults.sh: `immutable` and `eperm` trials
+/// whose resume exited 6 again.)
+#[test]
+fn a_resume_after_a_lifted_dpkg_failure_reinstalls_what_dpkg_left_broken_and_finishes() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (CAP_LINUX_IMMUTABLE) to set inode flags");
+        return;
+    }
+    for (immutable, left, cache_cleaned) in [
+        // dpkg cannot remove the old info file: demo-sh half-installed, reinst-required.
+        ("var/lib/dpkg/info/demo-sh.md5sums", "demo-sh 1 iHR", false),
+        // dpkg cannot back up the old /bin/sh: the unpack is undone, demo-sh still 1. The
+        // archives are gone from apt's cache (`apt-get clean`): apt fetches demo-sh again.
+        ("bin/sh", "demo-sh 1 ii", true),
+    ] {
+        let w = World::new();
+        std::fs::write(w.root.join("etc/demo.conf"), "colour = red # mine\n").unwrap();
+        let path = w.root.join(immutable);
+        let path = match std::fs::read_link(&path) {
+            Ok(target) => path.parent().unwrap().join(target),
+            Err(_) => path,
+        };
+        let Some(guard) = InodeFlag::set(&path, rustix::fs::IFlags::IMMUTABLE) else {
+            eprintln!("skipped: the temporary directory has no inode flags");
+            return;
+        };
+        let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
+        run.expect(6).mentions(&["Operation not permitted"]);
+        let installed = w.installed();
+        assert!(installed.contains(left), "{immutable}: {installed}");
+        assert!(
+            installed.contains("demo-base 2 iU"),
+            "{immutable}: {installed}"
+        );
+        // Resumed with the fault still there: the repair fails too, and says why (both
+        // failures) and what to run once the cause is gone.
+        let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
+        run.expect(6).mentions(&[
+            "dpkg --configure -a failed",
+            "demo-base depends on demo-sh (>= 2)",
+            "apt-get -f install failed",
+            "Operation not permitted",
+            "to finish it, run: release-upgrader --root",
+        ]);
+        drop(guard);
+        if cache_cleaned {
+            let debs: Vec<PathBuf> = walk(&w.root.join("var/cache/apt/archives"))
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+                .collect();
+            assert!(!debs.is_empty(), "no archives in apt's cache");
+            for deb in debs {
+                std::fs::remove_file(deb).unwrap();
+            }
+        }
+        let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
+        run.expect(0)
+            .mentions(&["interrupted while packages were being installed; resuming"]);
+        let installed = w.installed();
+        let mut lines: Vec<&str> = installed.lines().map(str::trim_end).collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "demo-base 2 ii",
+                "demo-conf 2.0-1 ii",
+                "demo-hello 2.0-1 ii",
+                "demo-newtool 1.0 ii",
+                "demo-sh 2 ii",
+            ],
+            "{immutable}: not all on beta"
+        );
+        audit_clean(&w.root);
+        assert!(w.read("/etc/os-release").contains("VERSION_CODENAME=beta"));
+        assert_eq!(w.read("/etc/demo.conf"), "colour = red # mine\n");
+        assert!(
+            !w.root
+                .join("var/lib/release-upgrader/upgrade.json")
+                .exists()
+        );
+        assert!(!w.root.join("usr/lib/release-upgrader").exists());
+    }
+}
+
+/// dpkg fails after it unpacked the new `demo-conf` (removing its backup files: an EPERM
+/// injected into the second `rmdir` of `/etc.dpkg-tmp`, as benches/faults.sh did), which
+/// leaves it unpacked at the new version and reinst-required: `dpkg --configure -a`
+/// refuses to configure it and a plain `apt-get -f install` only tries to configure it
+/// again. The resume must unpack it again (`--reinstall`) and finish the upgrade.
+#[test]
+fn a_resume_unpacks_again_what_dpkg_left_reinst_required_and_finishes() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: no strace");
+        return;
+    }
+    let w = World::new();
+    std::fs::write(w.root.join("etc/demo.conf"), "colour = red # mine\n").unwrap();
+    std::fs::create_dir_all(&w.work).unwrap();
+    let fault = w.work.join("inject-eperm");
+    std::fs::write(&fault, "").unwrap();
+    let wrapper = format!(
+        "#!/bin/sh\nif [ -e {fault} ]; then exec strace -qq -f -o /dev/null -P {tmp} \
+         -e trace=rmdir -e inject=rmdir:error=EPERM:when=2 /usr/bin/dpkg \"$@\"; fi\n\
+         exec /usr/bin/dpkg \"$@\"\n",
+        fault = fault.display(),
+        tmp = w.root.join("etc.dpkg-tmp").display()
+    );
+    w.republish_helpers(|helpers| {
+        let dpkg = helpers
+            .iter_mut()
+            .find(|h| h.name == "release-upgrader-dpkg")
+            .unwrap();
+        for item in &mut dpkg.items {
+            if let Item::File(path, content, _) = item
+                && path == "bin/dpkg"
+            {
+                *content = wrapper.clone();
+            }
+        }
+    });
+    let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
+    run.expect(6).mentions(&["Operation not permitted"]);
+    let installed = w.installed();
+    assert!(installed.contains("demo-conf 2.0-1 iUR"), "{installed}");
+    std::fs::remove_file(&fault).unwrap();
+    let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
+    run.expect(0)
+        .mentions(&["interrupted while packages were being installed; resuming"]);
+    let installed = w.installed();
+    let mut lines: Vec<&str> = installed.lines().map(str::trim_end).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "demo-base 2 ii",
+            "demo-conf 2.0-1 ii",
+            "demo-hello 2.0-1 ii",
+            "demo-newtool 1.0 ii",
+            "demo-sh 2 ii",
+        ],
+        "not all on beta"
+    );
+    audit_clean(&w.root);
+    assert_eq!(w.read("/etc/demo.conf"), "colour = red # mine\n");
+    assert!(w.read("/etc/os-release").contains("VERSION_CODENAME=beta"));
+}

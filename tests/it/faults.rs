@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 
-use crate::support::{BIN, Item};
+use crate::support::BIN;
 use crate::upgrade::{World, audit_clean, kill_everything_touching};
 
 /// The interface these tests pin (`release_upgrader::upgrade::children`), spelled out
@@ -297,23 +297,12 @@ fn a_dpkg_that_stops_before_changing_anything_rolls_the_upgrade_back() {
     let w = World::new();
     // The helpers' dpkg refuses every package operation at once, as bookworm's does on
     // a statoverride group this machine lacks; everything else reaches the real dpkg.
-    w.republish_helpers(|helpers| {
-        let dpkg = helpers
-            .iter_mut()
-            .find(|h| h.name == "release-upgrader-dpkg")
-            .unwrap();
-        for item in &mut dpkg.items {
-            if let Item::File(path, content, _) = item
-                && path == "bin/dpkg"
-            {
-                *content = "#!/bin/sh\nfor a in \"$@\"; do case $a in \
-                    --unpack|--install|--configure|--remove|--purge|--triggers-only)\n\
-                    echo \"dpkg: unrecoverable fatal error, aborting: refusing on purpose\" >&2; exit 2;;\n\
-                    esac; done\nexec /usr/bin/dpkg \"$@\"\n"
-                    .into();
-            }
-        }
-    });
+    w.republish_with_dpkg(
+        "#!/bin/sh\nfor a in \"$@\"; do case $a in \
+         --unpack|--install|--configure|--remove|--purge|--triggers-only)\n\
+         echo \"dpkg: unrecoverable fatal error, aborting: refusing on purpose\" >&2; exit 2;;\n\
+         esac; done\nexec /usr/bin/dpkg \"$@\"\n",
+    );
     let before = w.sources();
     let status_before = std::fs::read(w.root.join("var/lib/dpkg/status")).unwrap();
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);

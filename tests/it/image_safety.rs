@@ -19,6 +19,7 @@ use crate::image_client::{
     CHANNEL, DEVICE, DeltaKind, ImageFixture, Node, Tree, copy_tree, diff, expect_tree, image_tar,
     keys, materialize, tree, xz,
 };
+use crate::support::InodeFlag;
 
 /// Every path below `dir` (but `skip`) with its type, mode, owner, content digest or
 /// link target, and link count: two listings are equal when the trees are the same
@@ -403,51 +404,6 @@ fn a_name_too_long_for_the_filesystem_fails_before_anything_changes() {
     assert_same(&before, &device(&f), "long name");
     assert!(build_number(&f.root).contains("build_number: 1"));
     recover_finds_nothing(&f);
-}
-
-/// Sets (or clears, on drop) an inode flag, as `chattr` does.
-struct InodeFlag {
-    path: PathBuf,
-    flag: rustix::fs::IFlags,
-}
-
-impl InodeFlag {
-    fn open(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
-        use rustix::fs::{Mode, OFlags};
-        Ok(rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-            Mode::empty(),
-        )?)
-    }
-
-    /// `None` when the file system of `path` has no such flags.
-    fn set(path: &Path, flag: rustix::fs::IFlags) -> Option<InodeFlag> {
-        let fd = Self::open(path).unwrap();
-        let flags = match rustix::fs::ioctl_getflags(&fd) {
-            Ok(flags) => flags,
-            Err(e) => {
-                eprintln!("{}: no inode flags here ({e})", path.display());
-                return None;
-            }
-        };
-        if let Err(e) = rustix::fs::ioctl_setflags(&fd, flags | flag) {
-            eprintln!("{}: cannot set inode flags ({e})", path.display());
-            return None;
-        }
-        Some(InodeFlag {
-            path: path.to_owned(),
-            flag,
-        })
-    }
-}
-
-impl Drop for InodeFlag {
-    fn drop(&mut self) {
-        let fd = Self::open(&self.path).unwrap();
-        let flags = rustix::fs::ioctl_getflags(&fd).unwrap();
-        rustix::fs::ioctl_setflags(&fd, flags - self.flag).unwrap();
-    }
 }
 
 /// Finding 7: an immutable or append-only file the update replaces or removes, or an

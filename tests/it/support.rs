@@ -621,3 +621,49 @@ pub fn copy_tree(from: &Path, to: &Path) {
         .unwrap();
     assert!(status.success(), "cp -a failed");
 }
+
+/// An inode flag set as `chattr` sets it, cleared again when dropped (before the
+/// temporary directory is, which could not delete an immutable file).
+pub struct InodeFlag {
+    path: PathBuf,
+    flag: rustix::fs::IFlags,
+}
+
+impl InodeFlag {
+    fn open(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+        use rustix::fs::{Mode, OFlags};
+        Ok(rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?)
+    }
+
+    /// `None` when the file system of `path` has no such flags.
+    pub fn set(path: &Path, flag: rustix::fs::IFlags) -> Option<InodeFlag> {
+        let fd = Self::open(path).unwrap();
+        let flags = match rustix::fs::ioctl_getflags(&fd) {
+            Ok(flags) => flags,
+            Err(e) => {
+                eprintln!("{}: no inode flags here ({e})", path.display());
+                return None;
+            }
+        };
+        if let Err(e) = rustix::fs::ioctl_setflags(&fd, flags | flag) {
+            eprintln!("{}: cannot set inode flags ({e})", path.display());
+            return None;
+        }
+        Some(InodeFlag {
+            path: path.to_owned(),
+            flag,
+        })
+    }
+}
+
+impl Drop for InodeFlag {
+    fn drop(&mut self) {
+        let fd = Self::open(&self.path).unwrap();
+        let flags = rustix::fs::ioctl_getflags(&fd).unwrap();
+        rustix::fs::ioctl_setflags(&fd, flags - self.flag).unwrap();
+    }
+}

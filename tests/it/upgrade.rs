@@ -12,7 +12,7 @@ use release_upgrader::publish::metarelease::{self, Stanza};
 use release_upgrader::publish::pocket::{self, PocketEntry};
 use release_upgrader::serve::Server;
 
-use crate::support::{BIN, Item, Run, TestHelper, build_deb, test_key};
+use crate::support::{BIN, InodeFlag, Item, Run, TestHelper, build_deb, test_key};
 
 /// Test helpers whose entry points run *this machine's* apt and dpkg: enough to drive
 /// the upgrade flow on a tiny root. (The demo and the real Debian test use helpers
@@ -224,6 +224,43 @@ impl World {
             true,
             &helpers,
         );
+    }
+
+    /// Publishes the helper pocket again with the helpers' `bin/dpkg` replaced by
+    /// `script` (a wrapper that misbehaves, then hands over to the real dpkg).
+    pub fn republish_with_dpkg(&self, script: &str) {
+        self.republish_helpers(|helpers| {
+            let dpkg = helpers
+                .iter_mut()
+                .find(|h| h.name == "release-upgrader-dpkg")
+                .unwrap();
+            for item in &mut dpkg.items {
+                if let Item::File(path, content, _) = item
+                    && path == "bin/dpkg"
+                {
+                    *content = script.to_owned();
+                }
+            }
+        });
+    }
+
+    /// Every demo package installed at its beta version, and dpkg's audit clean.
+    pub fn assert_all_on_beta(&self, what: &str) {
+        let installed = self.installed();
+        let mut lines: Vec<&str> = installed.lines().map(str::trim_end).collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "demo-base 2 ii",
+                "demo-conf 2.0-1 ii",
+                "demo-hello 2.0-1 ii",
+                "demo-newtool 1.0 ii",
+                "demo-sh 2 ii",
+            ],
+            "{what}: not all on beta"
+        );
+        audit_clean(&self.root);
     }
 
     fn publish_helper_list(&self, dir: &Path, valid_until: bool, helpers: &[TestHelper]) {
@@ -959,52 +996,6 @@ fn endless_redirects_of_a_package_stop_the_upgrade_and_put_everything_back() {
     assert!(!w.root.join("usr/lib/release-upgrader").exists());
 }
 
-/// An inode flag set as `chattr` sets it, cleared again when dropped (before the
-/// temporary directory is, which could not delete an immutable file).
-struct InodeFlag {
-    path: PathBuf,
-    flag: rustix::fs::IFlags,
-}
-
-impl InodeFlag {
-    fn open(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
-        use rustix::fs::{Mode, OFlags};
-        Ok(rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-            Mode::empty(),
-        )?)
-    }
-
-    /// `None` when the file system of `path` has no such flags.
-    fn set(path: &Path, flag: rustix::fs::IFlags) -> Option<InodeFlag> {
-        let fd = Self::open(path).unwrap();
-        let flags = match rustix::fs::ioctl_getflags(&fd) {
-            Ok(flags) => flags,
-            Err(e) => {
-                eprintln!("{}: no inode flags here ({e})", path.display());
-                return None;
-            }
-        };
-        if let Err(e) = rustix::fs::ioctl_setflags(&fd, flags | flag) {
-            eprintln!("{}: cannot set inode flags ({e})", path.display());
-            return None;
-        }
-        Some(InodeFlag {
-            path: path.to_owned(),
-            flag,
-        })
-    }
-}
-
-impl Drop for InodeFlag {
-    fn drop(&mut self) {
-        let fd = Self::open(&self.path).unwrap();
-        let flags = rustix::fs::ioctl_getflags(&fd).unwrap();
-        rustix::fs::ioctl_setflags(&fd, flags - self.flag).unwrap();
-    }
-}
-
 /// dpkg fails on a file it cannot change (immutable: the real EPERM) while apt unpacks
 /// the new `demo-sh`, and goes on unpacking the rest: `demo-base` 2 is left unpacked, its
 /// `Depends: demo-sh (>= 2)` unmet, and `demo-sh` either still at 1 (the unpack undone)
@@ -1069,21 +1060,7 @@ fn a_resume_after_a_lifted_dpkg_failure_reinstalls_what_dpkg_left_broken_and_fin
         let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
         run.expect(0)
             .mentions(&["interrupted while packages were being installed; resuming"]);
-        let installed = w.installed();
-        let mut lines: Vec<&str> = installed.lines().map(str::trim_end).collect();
-        lines.sort();
-        assert_eq!(
-            lines,
-            [
-                "demo-base 2 ii",
-                "demo-conf 2.0-1 ii",
-                "demo-hello 2.0-1 ii",
-                "demo-newtool 1.0 ii",
-                "demo-sh 2 ii",
-            ],
-            "{immutable}: not all on beta"
-        );
-        audit_clean(&w.root);
+        w.assert_all_on_beta(immutable);
         assert!(w.read("/etc/os-release").contains("VERSION_CODENAME=beta"));
         assert_eq!(w.read("/etc/demo.conf"), "colour = red # mine\n");
         assert!(
@@ -1118,19 +1095,7 @@ fn a_resume_unpacks_again_what_dpkg_left_reinst_required_and_finishes() {
         fault = fault.display(),
         tmp = w.root.join("etc.dpkg-tmp").display()
     );
-    w.republish_helpers(|helpers| {
-        let dpkg = helpers
-            .iter_mut()
-            .find(|h| h.name == "release-upgrader-dpkg")
-            .unwrap();
-        for item in &mut dpkg.items {
-            if let Item::File(path, content, _) = item
-                && path == "bin/dpkg"
-            {
-                *content = wrapper.clone();
-            }
-        }
-    });
+    w.republish_with_dpkg(&wrapper);
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
     run.expect(6).mentions(&["Operation not permitted"]);
     let installed = w.installed();
@@ -1139,21 +1104,7 @@ fn a_resume_unpacks_again_what_dpkg_left_reinst_required_and_finishes() {
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
     run.expect(0)
         .mentions(&["interrupted while packages were being installed; resuming"]);
-    let installed = w.installed();
-    let mut lines: Vec<&str> = installed.lines().map(str::trim_end).collect();
-    lines.sort();
-    assert_eq!(
-        lines,
-        [
-            "demo-base 2 ii",
-            "demo-conf 2.0-1 ii",
-            "demo-hello 2.0-1 ii",
-            "demo-newtool 1.0 ii",
-            "demo-sh 2 ii",
-        ],
-        "not all on beta"
-    );
-    audit_clean(&w.root);
+    w.assert_all_on_beta("after the resume");
     assert_eq!(w.read("/etc/demo.conf"), "colour = red # mine\n");
     assert!(w.read("/etc/os-release").contains("VERSION_CODENAME=beta"));
 }

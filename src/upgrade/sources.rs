@@ -247,8 +247,12 @@ pub fn rewrite_sources(text: &str, rules: &Rules<'_>) -> Result<(String, Vec<Cha
             Action::Disable => {
                 paragraph.insert_comment_before(&rules.disabled_note());
                 // deb822-lossless keeps an existing field's spacing: an empty `Enabled:`
-                // would become `Enabled: ` and a line `no`. Written whole instead.
-                if paragraph.get("Enabled").is_some() {
+                // would become `Enabled: ` and a line `no`. Written whole instead, once:
+                // every `Enabled` goes first (`remove` takes one of several at a time).
+                for _ in 0..text.len() {
+                    if paragraph.get("Enabled").is_none() {
+                        break;
+                    }
                     paragraph.remove("Enabled");
                 }
                 paragraph.set("Enabled", "no");
@@ -494,6 +498,26 @@ mod tests {
         assert!(!out.lines().any(|l| l.trim() == "no"), "{out}");
         let (again, more) = rewrite_sources(&out, &rules(&debian_only)).unwrap();
         assert!(more.is_empty(), "still enabled: {more:?}");
+        assert_eq!(again, out);
+    }
+
+    /// Found by fuzzing: with `Enabled` given twice, the second (empty) one was kept and
+    /// rewritten as `Enabled: ` and a line `no`. A disabled stanza has one `Enabled: no`.
+    #[test]
+    fn a_stanza_with_several_enabled_fields_ends_with_one_enabled_no() {
+        let text = "Types: deb\nURIs: https://vendor.example/repo\nSuites: bookworm\nEnabled:yes\nEnabled: \nenabled: yes\n";
+        let (out, changes) = rewrite_sources(text, &rules(&debian_only)).unwrap();
+        assert_eq!(changes.len(), 1);
+        let parsed = deb822_lossless::Deb822::parse(&out);
+        assert!(parsed.errors().is_empty(), "{out}");
+        assert_eq!(
+            out.to_ascii_lowercase().matches("enabled").count(),
+            1,
+            "{out}"
+        );
+        assert!(out.ends_with("\nEnabled: no\n"), "{out}");
+        let (again, more) = rewrite_sources(&out, &rules(&debian_only)).unwrap();
+        assert!(more.is_empty());
         assert_eq!(again, out);
     }
 

@@ -3,7 +3,7 @@
 # own samples (tests/conformance, tests/fixtures) and small generated ones: what a run
 # starts from (the corpora grown by runs go to fuzz/corpus/, never committed).
 #
-#   fuzz/seed.sh            rebuild every seed directory
+#   fuzz/seed.sh            rebuild every seed directory (found-* inputs are kept)
 #
 # Needs: python3, gzip, xz, zstd, bzip2, tar, dpkg-deb, gpg, and cargo for the crate's own
 # writers (fuzz/examples/seed_tool.rs: gzip token streams, zdelta patch members).
@@ -30,7 +30,9 @@ seed() { mkdir -p "$seeds/$1"; cat >"$seeds/$1/$2"; }
 # with_mode BYTE FILE...: the byte (octal escape, e.g. \\001) then the files
 with_mode() { printf "$1"; shift; cat "$@"; }
 
-rm -rf "${seeds:?}"
+# Inputs that once crashed a target (seeds/<target>/found-*, committed with their fix)
+# stay: every run, and CI's smoke, replays them.
+find "${seeds:?}" -mindepth 2 -type f ! -name 'found-*' -delete 2>/dev/null || true
 mkdir -p "$seeds"
 
 # --- Text parsers -------------------------------------------------------------------

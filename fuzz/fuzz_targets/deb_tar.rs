@@ -8,13 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {
-    let Some((&mode, tar)) = data.split_first() else {
+    let Some((mode, tar)) = f::tar_input(data) else {
         return;
     };
-    let mut tar = tar.to_vec();
-    if mode & 1 == 0 {
-        f::fix_tar_checksums(&mut tar);
-    }
     if mode & 4 != 0 {
         let deb = f::deb(&[("control.tar", &tar), ("data.tar", f::helper_control_tar())]);
         let path = f::scratch_file("input.deb", &deb);

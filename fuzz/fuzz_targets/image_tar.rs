@@ -13,13 +13,9 @@ use release_upgrader::image::extract::{self, What};
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {
-    let Some((&mode, tar)) = data.split_first() else {
+    let Some((mode, tar)) = f::tar_input(data) else {
         return;
     };
-    let mut tar = tar.to_vec();
-    if mode & 1 == 0 {
-        f::fix_tar_checksums(&mut tar);
-    }
     let as_root = mode & 2 != 0;
     let mut archive = tar::Archive::new(tar.as_slice());
     let Ok(entries) = archive.entries() else {

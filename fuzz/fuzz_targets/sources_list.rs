@@ -8,21 +8,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::upgrade::sources::{Rules, SourceEntry, rewrite_list};
+use release_upgrader::upgrade::sources::{Rules, rewrite_list};
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {
-    let Some((&mode, text)) = data.split_first() else {
+    let Some((mode, text)) = f::mode_and_text(data) else {
         return;
     };
-    let Ok(text) = std::str::from_utf8(text) else {
-        return;
-    };
-    let is_distribution = |e: &SourceEntry| match mode & 6 {
-        0 => true,
-        2 => false,
-        _ => e.uris.iter().any(|u| u.contains("debian")),
-    };
+    let is_distribution = f::distribution_rule(mode);
     let rules = Rules {
         from: "bookworm",
         to: "trixie",

@@ -53,13 +53,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
     {
         return;
     }
-    let mut header = tar::Header::new_ustar();
-    header.set_size(frame.len() as u64);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(1_700_000_000);
-    header.set_entry_type(tar::EntryType::Regular);
+    let mut header = f::regular_header(tar::Header::new_ustar(), frame.len());
     builder
         .append_data(&mut header, MEMBER, frame)
         .expect("tar in memory");

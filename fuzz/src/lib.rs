@@ -13,17 +13,18 @@ use std::sync::OnceLock;
 pub const SEP: &[u8] = b"\n--8<--\n";
 
 /// Once per process: panics abort (libFuzzer reports them as crashes), except those
-/// raised inside `preflate-rs`, which `image::regzip` runs under `catch_unwind` on
-/// purpose (a bug there is an error of one file, not an abort of the apply): they unwind
-/// to that guard, as they do in the client, and are counted on stderr.
+/// raised inside `preflate-rs` or `cabac` (its entropy coder, used by nothing else),
+/// which `image::regzip` runs under `catch_unwind` on purpose (a bug there is an error
+/// of one file, not an abort of the apply): they unwind to that guard, as they do in
+/// the client, and are counted on stderr.
 pub fn init() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let aborting = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let in_preflate = info
-                .location()
-                .is_some_and(|l| l.file().contains("preflate-rs"));
+            let in_preflate = info.location().is_some_and(|l| {
+                l.file().contains("/preflate-rs-") || l.file().contains("/cabac-")
+            });
             if in_preflate {
                 eprintln!("contained panic in preflate-rs (caught by regzip::guarded): {info}");
                 return;
@@ -208,22 +209,56 @@ pub fn helper_control_tar() -> &'static [u8] {
     })
 }
 
+/// The header of a regular file of `size` bytes, root-owned, mode 0644.
+pub fn regular_header(mut header: tar::Header, size: usize) -> tar::Header {
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header.set_entry_type(tar::EntryType::Regular);
+    header
+}
+
 /// An uncompressed tar of regular files (name, data), root-owned, mode 0644.
 pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_700_000_000);
-        header.set_entry_type(tar::EntryType::Regular);
+        let mut header = regular_header(tar::Header::new_gnu(), data.len());
         builder
             .append_data(&mut header, name, *data)
             .expect("tar in memory");
     }
     builder.into_inner().expect("tar in memory")
+}
+
+/// The input of the tar targets: a mode byte, then a tar whose header checksums are
+/// fixed up unless mode bit 0 says not to (so mutations reach past the checksum).
+pub fn tar_input(data: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let (&mode, tar) = data.split_first()?;
+    let mut tar = tar.to_vec();
+    if mode & 1 == 0 {
+        fix_tar_checksums(&mut tar);
+    }
+    Some((mode, tar))
+}
+
+/// The input of the apt sources targets: a mode byte, then UTF-8 text.
+pub fn mode_and_text(data: &[u8]) -> Option<(u8, &str)> {
+    let (&mode, text) = data.split_first()?;
+    Some((mode, std::str::from_utf8(text).ok()?))
+}
+
+/// Which sources entries count as the distribution's, by mode bits 1-2: all, none, or
+/// those whose URI names debian.
+pub fn distribution_rule(
+    mode: u8,
+) -> impl Fn(&release_upgrader::upgrade::sources::SourceEntry) -> bool {
+    move |e| match mode & 6 {
+        0 => true,
+        2 => false,
+        _ => e.uris.iter().any(|u| u.contains("debian")),
+    }
 }
 
 /// A .deb of the given members after `debian-binary`.

@@ -424,15 +424,21 @@ mod tests {
 
     /// Found by fuzzing (`fuzz/fuzz_targets/index.rs`): file sizes whose sum does not fit
     /// in 64 bits overflowed (a panic, or a small wrapped size in release builds that
-    /// could make the image look cheapest). The sum saturates.
+    /// could make the image look cheapest). Such a size is refused when the index is
+    /// read now (no file may claim more than `FILE_SIZE_MAX`); the sum saturates anyway.
     #[test]
-    fn an_image_whose_file_sizes_overflow_is_as_large_as_can_be() {
-        let index = Index::parse(
-            br#"{"global": {"generated_at": "1"}, "images": [{"type": "delta", "base": 1,
-                "version": 2, "files": [{"size": 200}, {"size": 18446744073709551615}]}]}"#,
-            "index.json",
-        )
-        .unwrap();
+    fn an_image_whose_file_sizes_overflow_is_refused_and_its_size_saturates() {
+        let text = |size: u64| {
+            format!(
+                r#"{{"global": {{"generated_at": "1"}}, "images": [{{"type": "delta", "base": 1,
+                "version": 2, "files": [{{"size": 200}}, {{"size": {size}}}]}}]}}"#
+            )
+        };
+        let err = Index::parse(text(u64::MAX).as_bytes(), "index.json").unwrap_err();
+        assert!(err.to_string().contains("18446744073709551615"), "{err}");
+        let mut index = Index::parse(text(300).as_bytes(), "index.json").unwrap();
+        assert_eq!(index.images[0].size(), 500);
+        index.images[0].files[1].size = u64::MAX;
         assert_eq!(index.images[0].size(), u64::MAX);
     }
 }

@@ -289,12 +289,45 @@ pub fn split(gz: &[u8]) -> Option<Split> {
 /// CRC32 and size trailer. An error when the corrections do not fit the content (the
 /// caller's SHA256 check catches a rebuild that fits but differs).
 pub fn rebuild(header: &[u8], content: &[u8], corrections: &[u8]) -> Result<Vec<u8>, String> {
+    rebuild_within(rebuild_budget(content.len()), header, content, corrections)
+}
+
+/// How long the rebuild of `len` bytes of content may take before it is given up: a
+/// minute (or what [`set_rebuild_budget`] says), and a second more per MiB. preflate-rs
+/// rebuilds several MB a second; corrections that do not fit their content can make it
+/// spin forever (found by fuzzing), and a device must not hang on one file.
+fn rebuild_budget(len: usize) -> std::time::Duration {
+    use std::sync::atomic::Ordering;
+    let base = match REBUILD_BUDGET_MS.load(Ordering::Relaxed) {
+        0 => 60_000,
+        ms => ms,
+    };
+    std::time::Duration::from_millis(base.saturating_add((len as u64 >> 20).saturating_mul(1000)))
+}
+
+static REBUILD_BUDGET_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the base of the rebuild's time budget (the fuzz targets make it short).
+#[doc(hidden)]
+pub fn set_rebuild_budget(base: std::time::Duration) {
+    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
+    REBUILD_BUDGET_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn rebuild_within(
+    budget: std::time::Duration,
+    header: &[u8],
+    content: &[u8],
+    corrections: &[u8],
+) -> Result<Vec<u8>, String> {
     if header_len(&[header, &[0u8; 8]].concat()) != Some(header.len()) {
         return Err("not a gzip header".into());
     }
-    let body = guarded(|| preflate_rs::recreate_whole_deflate_stream(content, corrections))
-        .ok_or("the deflate rebuild failed")?
-        .map_err(|e| format!("the deflate rebuild failed: {e:?}"))?;
+    let (content_owned, corrections) = (content.to_vec(), corrections.to_vec());
+    let body = guarded_within(budget, move || {
+        preflate_rs::recreate_whole_deflate_stream(&content_owned, &corrections)
+    })?
+    .map_err(|e| format!("the deflate rebuild failed: {e:?}"))?;
     let mut crc = flate2::Crc::new();
     crc.update(content);
     let mut out = Vec::with_capacity(header.len() + body.len() + 8);
@@ -366,9 +399,78 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
+/// [`guarded`] on a thread of its own, given up after `budget`. A thread cannot be
+/// stopped from outside: one that overruns is left to spin until the process ends,
+/// which the error this returns soon makes it do (the apply fails and rolls back).
+fn guarded_within<T: Send + 'static>(
+    budget: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("deflate-rebuild".into())
+        .spawn(move || {
+            let _ = tx.send(guarded(f));
+        })
+        .map_err(|e| format!("starting the deflate rebuild: {e}"))?;
+    match rx.recv_timeout(budget) {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err("the deflate rebuild failed".into())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "the deflate rebuild did not finish in {} s: its corrections do not fit the content",
+            budget.as_secs_f32()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/zdelta.rs`): in optimised builds, preflate-rs
+    /// 0.7.6 spins forever on these corrections of this 5 KB content (stopped after 5
+    /// minutes; unoptimised, it fails at once). The rebuild gives up after its budget, and
+    /// the file is an error either way.
+    #[test]
+    fn corrections_that_never_finish_are_given_up_after_the_budget() {
+        let fixture = |name: &str| {
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/preflate")
+                    .join(name),
+            )
+            .unwrap()
+        };
+        let (header, content, corrections) = (
+            fixture("spin-header"),
+            fixture("spin-content"),
+            fixture("spin-corrections"),
+        );
+        let budget = std::time::Duration::from_millis(300);
+        assert!(rebuild_within(budget, &header, &content, &corrections).is_err());
+        assert_eq!(rebuild_budget(0), std::time::Duration::from_secs(60));
+        assert_eq!(rebuild_budget(10 << 20), std::time::Duration::from_secs(70));
+    }
+
+    /// The guard itself: a result in time is returned, a panic is an error, and work that
+    /// never ends is given up after the budget.
+    #[test]
+    fn guarded_work_that_never_ends_is_given_up_after_its_budget() {
+        let ample = std::time::Duration::from_secs(60);
+        assert_eq!(guarded_within(ample, || 7), Ok(7));
+        let panicked = guarded_within(ample, || -> u8 { panic!("inside the guard") });
+        assert_eq!(panicked, Err("the deflate rebuild failed".to_owned()));
+        let budget = std::time::Duration::from_millis(200);
+        let spinning = guarded_within(budget, || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        let err: Result<(), String> = spinning;
+        assert!(err.unwrap_err().contains("did not finish in 0.2 s"));
+    }
     use std::io::Write;
 
     fn text() -> Vec<u8> {

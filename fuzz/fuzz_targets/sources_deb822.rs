@@ -16,12 +16,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         return;
     };
     let is_distribution = f::distribution_rule(mode);
-    let rules = Rules {
-        from: "bookworm",
-        to: "trixie",
-        allow_third_party: mode & 1 != 0,
-        is_distribution: &is_distribution,
-    };
+    let rules = f::upgrade_rules(mode, &is_distribution);
     // No suite matches a space: suites are whitespace-separated words.
     let nothing = Rules { from: " ", ..rules };
     let Ok((same, changes)) = rewrite_sources(text, &nothing) else {

@@ -265,6 +265,20 @@ pub fn distribution_rule(
     }
 }
 
+/// The sources targets' rules: bookworm → trixie, third-party sources allowed by mode
+/// bit 0.
+pub fn upgrade_rules<'a>(
+    mode: u8,
+    is_distribution: &'a dyn Fn(&release_upgrader::upgrade::sources::SourceEntry) -> bool,
+) -> release_upgrader::upgrade::sources::Rules<'a> {
+    release_upgrader::upgrade::sources::Rules {
+        from: "bookworm",
+        to: "trixie",
+        allow_third_party: mode & 1 != 0,
+        is_distribution,
+    }
+}
+
 /// A .deb of the given members after `debian-binary`.
 pub fn deb(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut all: Vec<(&str, &[u8])> = vec![("debian-binary", b"2.0\n")];

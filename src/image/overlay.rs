@@ -893,6 +893,17 @@ mod tests {
         (dir, root)
     }
 
+    fn test_dir() -> Final {
+        Final::Dir {
+            meta: Meta {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            },
+        }
+    }
+
     fn absent(o: &Overlay) -> Vec<&str> {
         o.paths
             .iter()
@@ -936,17 +947,7 @@ mod tests {
             ["home/user", "root", "srv/www", "var/lib/dpkg"]
         );
         // What the image has in a state directory is the image's: no longer reported.
-        o.set(
-            "var/lib/dpkg".into(),
-            Final::Dir {
-                meta: Meta {
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: 0,
-                },
-            },
-        );
+        o.set("var/lib/dpkg".into(), test_dir());
         assert_eq!(o.state_kept(), ["home/user", "root", "srv/www"]);
         // A delta's explicit removal still removes.
         o.remove("home/user").unwrap();
@@ -976,18 +977,6 @@ mod tests {
             err.to_string().contains("var/lib/release-upgrader"),
             "{err}"
         );
-        o.replace_with(
-            "var/lib",
-            Final::Dir {
-                meta: Meta {
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: 0,
-                },
-            },
-            "img",
-        )
-        .unwrap();
+        o.replace_with("var/lib", test_dir(), "img").unwrap();
     }
 }

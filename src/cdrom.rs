@@ -38,33 +38,8 @@ pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
     mountinfo
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_octal(field)))
+        .map(|field| PathBuf::from(crate::confine::unescape_mountinfo(field)))
         .collect()
-}
-
-/// `\040` → space, as the kernel escapes mount paths.
-pub fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        if let Some(digits) = octal {
-            let value = digits
-                .iter()
-                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Places media usually appear: mount points, then `/media/*`, `/media/*/*`,
@@ -141,7 +116,7 @@ mod tests {
                 PathBuf::from("/media/cdrom")
             ]
         );
-        assert_eq!(unescape_octal("a\\011b\\134"), "a\tb\\");
+        assert_eq!(crate::confine::unescape_mountinfo("a\\011b\\134"), "a\tb\\");
     }
 
     /// The layout of Ubuntu's upgrade-CD test fixture (conformance sample).

@@ -1211,7 +1211,9 @@ fn mount_points_in(table: &str, dir: &Path) -> Vec<String> {
     found
 }
 
-fn unescape_mountinfo(field: &str) -> String {
+/// A field of `/proc/self/mountinfo` as the path it names: the kernel escapes space,
+/// tab, newline and backslash in octal (`\040` is a space).
+pub fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

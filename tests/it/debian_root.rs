@@ -7,7 +7,6 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -211,31 +210,7 @@ pub fn mounted_below(dir: &Path) -> Vec<PathBuf> {
 
 /// The mount points of a mountinfo text (the fifth field, octal escapes undone).
 pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| {
-            let bytes = field.as_bytes();
-            let mut out = Vec::with_capacity(bytes.len());
-            let mut i = 0;
-            while i < bytes.len() {
-                let octal = bytes
-                    .get(i + 1..i + 4)
-                    .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-                match octal {
-                    Some(d) => {
-                        out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                        i += 4;
-                    }
-                    None => {
-                        out.push(bytes[i]);
-                        i += 1;
-                    }
-                }
-            }
-            PathBuf::from(std::ffi::OsString::from_vec(out))
-        })
-        .collect()
+    release_upgrader::cdrom::mount_points(mountinfo)
 }
 
 /// A temporary directory for tests that build roots: removed on drop only when nothing

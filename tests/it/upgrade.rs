@@ -226,6 +226,12 @@ impl World {
         );
     }
 
+    /// From now on, requests whose path ends with `suffix` are answered `status` (302:
+    /// redirected to a new address every time).
+    pub fn fail(&self, suffix: &str, status: u16) {
+        self.failing.lock().unwrap().push((suffix.into(), status));
+    }
+
     /// Publishes the helper pocket again with the helpers' `bin/dpkg` replaced by
     /// `script` (a wrapper that misbehaves, then hands over to the real dpkg).
     pub fn republish_with_dpkg(&self, script: &str) {
@@ -932,10 +938,7 @@ fn an_unreachable_new_release_stops_the_upgrade_and_removes_nothing() {
     let w = World::new();
     let before = w.sources();
     let installed = w.installed();
-    w.failing
-        .lock()
-        .unwrap()
-        .push(("dists/beta/InRelease".into(), 500));
+    w.fail("dists/beta/InRelease", 500);
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive", "--retries", "0"]);
     run.expect(5).mentions(&["put back as it was"]);
     assert_eq!(w.installed(), installed, "packages changed");
@@ -957,10 +960,7 @@ fn an_unreachable_running_release_stops_before_anything_changes() {
     }
     let before = w.sources();
     let installed = w.installed();
-    w.failing
-        .lock()
-        .unwrap()
-        .push(("dists/alpha/InRelease".into(), 500));
+    w.fail("dists/alpha/InRelease", 500);
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive", "--retries", "0"]);
     assert!(
         matches!(run.code(), 4 | 5),
@@ -982,10 +982,7 @@ fn endless_redirects_of_a_package_stop_the_upgrade_and_put_everything_back() {
     let w = World::new();
     let before = w.sources();
     let installed = w.installed();
-    w.failing
-        .lock()
-        .unwrap()
-        .push(("demo-hello_2.0-1".into(), 302));
+    w.fail("demo-hello_2.0-1", 302);
     let started = std::time::Instant::now();
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive", "--retries", "0"]);
     run.expect(5)

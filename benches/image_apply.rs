@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use release_upgrader::confine::{RelPath, Tree};
-use release_upgrader::digest::Sha256;
-use release_upgrader::image::commit;
-use release_upgrader::image::extract::Compression;
-use release_upgrader::image::overlay::Overlay;
+use ru_client::confine::{RelPath, Tree};
+use ru_client::image::commit;
+use ru_client::image::overlay::Overlay;
+use ru_format::digest::Sha256;
+use ru_format::image::extract::Compression;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -9,9 +9,9 @@
 
 use std::io::Write;
 
-use release_upgrader::digest::Sha256;
-use release_upgrader::image::gztokens;
-use release_upgrader::publish::image::zdelta::{self, PatchInfo};
+use ru_format::digest::Sha256;
+use ru_format::image::gztokens;
+use ru_publish::image::zdelta::{self, PatchInfo};
 use release_upgrader_fuzz::SEP;
 
 fn main() {

@@ -12,7 +12,7 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::image::extract::{self, Compression};
+use ru_format::image::extract::{self, Compression};
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {
@@ -25,7 +25,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
             let name = ["control.tar.gz", "control.tar.xz", "control.tar.zst"][m as usize];
             let deb = f::deb(&[(name, payload), ("data.tar", f::helper_control_tar())]);
             let path = f::scratch_file("input.deb", &deb);
-            let _ = release_upgrader::deb::read_control(&path);
+            let _ = ru_format::deb::read_control(&path);
         }
         m @ 3..=6 => {
             let name = ["data.tar.gz", "data.tar.xz", "data.tar.zst", "data.tar.bz2"]
@@ -43,8 +43,8 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         }
         m => {
             let name = if m == 9 { "Packages.xz" } else { "Packages.gz" };
-            if let Ok(out) = release_upgrader::pocket::decompress(name, payload) {
-                assert!(out.len() as u64 <= release_upgrader::pocket::PACKAGES_CAP);
+            if let Ok(out) = ru_client::pocket::decompress(name, payload) {
+                assert!(out.len() as u64 <= ru_client::pocket::PACKAGES_CAP);
             }
         }
     }

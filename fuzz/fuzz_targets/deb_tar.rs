@@ -14,9 +14,9 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
     if mode & 4 != 0 {
         let deb = f::deb(&[("control.tar", &tar), ("data.tar", f::helper_control_tar())]);
         let path = f::scratch_file("input.deb", &deb);
-        if let Ok(control) = release_upgrader::deb::read_control(&path) {
+        if let Ok(control) = ru_format::deb::read_control(&path) {
             for script in &control.maintainer_scripts {
-                assert!(release_upgrader::deb::MAINTAINER_SCRIPTS.contains(&script.as_str()));
+                assert!(ru_format::deb::MAINTAINER_SCRIPTS.contains(&script.as_str()));
             }
         }
         return;

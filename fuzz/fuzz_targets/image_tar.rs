@@ -9,7 +9,7 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::image::extract::{self, What};
+use ru_format::image::extract::{self, What};
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {

@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::image::index::Index;
-use release_upgrader::image::plan;
+use ru_client::image::index::Index;
+use ru_client::image::plan;
 use release_upgrader_fuzz as f;
 use serde_json::Value;
 

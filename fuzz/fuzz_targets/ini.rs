@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::image::config::{self, Config};
-use release_upgrader::ini::Ini;
+use ru_client::image::config::{self, Config};
+use ru_format::ini::Ini;
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {

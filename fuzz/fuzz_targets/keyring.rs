@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::image::keyring::{Checks, VerifiedKeyring};
+use ru_client::image::keyring::{Checks, VerifiedKeyring};
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {

@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::metarelease::{MetaRelease, ReleaseEntry, Selection};
-use release_upgrader::publish::metarelease::{Stanza, render};
+use ru_client::metarelease::{MetaRelease, ReleaseEntry, Selection};
+use ru_publish::metarelease::{Stanza, render};
 use release_upgrader_fuzz as f;
 
 fn stanza(r: &ReleaseEntry) -> Stanza {

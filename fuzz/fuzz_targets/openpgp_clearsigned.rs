@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::openpgp;
+use ru_trust::openpgp;
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {
@@ -26,7 +26,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         assert!(trusted.contains(&signer.fingerprint), "signed by an untrusted key");
     }
     if let Ok(text) = std::str::from_utf8(verified.value()) {
-        let _ = release_upgrader::pocket::ReleaseFile::parse(text);
-        let _ = release_upgrader::metarelease::MetaRelease::parse(text);
+        let _ = ru_client::pocket::ReleaseFile::parse(text);
+        let _ = ru_client::metarelease::MetaRelease::parse(text);
     }
 });

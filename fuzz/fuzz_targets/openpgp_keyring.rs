@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::openpgp::{self, Keyring};
+use ru_trust::openpgp::{self, Keyring};
 use release_upgrader_fuzz as f;
 
 const RELEASE: &[u8] = include_bytes!(

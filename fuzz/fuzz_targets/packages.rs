@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::fetch::Location;
-use release_upgrader::pocket::parse_packages;
+use ru_trust::fetch::Location;
+use ru_client::pocket::parse_packages;
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {

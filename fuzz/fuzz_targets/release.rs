@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::fetch::Location;
-use release_upgrader::pocket::{PocketRequest, ReleaseFile, check_release};
+use ru_trust::fetch::Location;
+use ru_client::pocket::{PocketRequest, ReleaseFile, check_release};
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::upgrade::sources::{Rules, rewrite_sources};
+use ru_client::upgrade::sources::{Rules, rewrite_sources};
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {

@@ -13,10 +13,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use release_upgrader::digest::Sha256;
-use release_upgrader::image::extract::{self, What};
-use release_upgrader::image::rebuilds;
-use release_upgrader::publish::image::zdelta::PatchInfo;
+use ru_format::digest::Sha256;
+use ru_format::image::extract::{self, What};
+use ru_format::image::rebuilds;
+use ru_publish::image::zdelta::PatchInfo;
 use release_upgrader_fuzz as f;
 
 const MEMBER: &str = "system/usr/share/doc/fuzz/changelog.gz";

@@ -23,7 +23,7 @@ pub fn init() {
         // A deflate rebuild that spins is given up after its budget (an error of the
         // file, found by fuzzing); a short one keeps such inputs under libFuzzer's
         // timeout, which would otherwise report them.
-        release_upgrader::image::regzip::set_rebuild_budget(std::time::Duration::from_secs(2));
+        ru_format::image::regzip::set_rebuild_budget(std::time::Duration::from_secs(2));
         let aborting = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let in_preflate = info.location().is_some_and(|l| {
@@ -257,7 +257,7 @@ pub fn mode_and_text(data: &[u8]) -> Option<(u8, &str)> {
 /// those whose URI names debian.
 pub fn distribution_rule(
     mode: u8,
-) -> impl Fn(&release_upgrader::upgrade::sources::SourceEntry) -> bool {
+) -> impl Fn(&ru_client::upgrade::sources::SourceEntry) -> bool {
     move |e| match mode & 6 {
         0 => true,
         2 => false,
@@ -269,9 +269,9 @@ pub fn distribution_rule(
 /// bit 0.
 pub fn upgrade_rules<'a>(
     mode: u8,
-    is_distribution: &'a dyn Fn(&release_upgrader::upgrade::sources::SourceEntry) -> bool,
-) -> release_upgrader::upgrade::sources::Rules<'a> {
-    release_upgrader::upgrade::sources::Rules {
+    is_distribution: &'a dyn Fn(&ru_client::upgrade::sources::SourceEntry) -> bool,
+) -> ru_client::upgrade::sources::Rules<'a> {
+    ru_client::upgrade::sources::Rules {
         from: "bookworm",
         to: "trixie",
         allow_third_party: mode & 1 != 0,
@@ -344,14 +344,14 @@ pub fn xz_stored(data: &[u8]) -> Vec<u8> {
 
 /// The trusted keyring of the test fixture (`tests/fixtures/check/keyring.gpg`), which
 /// signed the fixture's `InRelease`, `Release.gpg` and `meta-release.gpg` (the seeds).
-pub fn fixture_keyring() -> &'static release_upgrader::openpgp::Keyring {
-    static KEYRING: OnceLock<release_upgrader::openpgp::Keyring> = OnceLock::new();
+pub fn fixture_keyring() -> &'static ru_trust::openpgp::Keyring {
+    static KEYRING: OnceLock<ru_trust::openpgp::Keyring> = OnceLock::new();
     KEYRING.get_or_init(|| {
         let path = scratch_file(
             "fixture-keyring.gpg",
             include_bytes!("../../tests/fixtures/check/keyring.gpg"),
         );
-        release_upgrader::openpgp::Keyring::load(&[path]).expect("the fixture keyring loads")
+        ru_trust::openpgp::Keyring::load(&[path]).expect("the fixture keyring loads")
     })
 }
 
@@ -407,8 +407,8 @@ pub fn note_once(key: &'static str, message: &str) {
 }
 
 /// Extracts the .deb `deb_bytes` the way the client installs a helper (`helper`:
-/// [`Policy::helper`](release_upgrader::deb::Policy::helper)) or the publisher takes an
-/// upstream package apart ([`Policy::upstream`](release_upgrader::deb::Policy::upstream)),
+/// [`Policy::helper`](ru_format::deb::Policy::helper)) or the publisher takes an
+/// upstream package apart ([`Policy::upstream`](ru_format::deb::Policy::upstream)),
 /// into a fresh directory, and checks what the crate promises of it:
 ///
 /// - nothing is ever written outside the destination (a sibling directory stays empty,
@@ -418,7 +418,7 @@ pub fn note_once(key: &'static str, message: &str) {
 ///   before them, and for helpers no setuid/setgid bit is set and every symlink resolves
 ///   lexically under the helper prefix.
 pub fn extract_and_check(deb_bytes: &[u8], helper: bool) {
-    use release_upgrader::deb::{self, EntryKind, Policy};
+    use ru_format::deb::{self, EntryKind, Policy};
     let deb_path = scratch_file("input.deb", deb_bytes);
     let outside = fresh_dir("outside");
     let dest = fresh_dir("dest");
@@ -451,7 +451,7 @@ pub fn extract_and_check(deb_bytes: &[u8], helper: bool) {
     trace(&format!("extracted {} entries", extracted.entries.len()));
     let control = control.expect("extract succeeded where read_control failed");
     assert_eq!(control.package, extracted.control.package);
-    let prefix = release_upgrader::layout::PREFIX_IN_DEB;
+    let prefix = ru_format::layout::PREFIX_IN_DEB;
     let mut listed: std::collections::HashMap<&str, &EntryKind> = Default::default();
     for entry in &extracted.entries {
         assert_clean_relative(&entry.path, "extracted entry");

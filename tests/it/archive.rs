@@ -2,8 +2,8 @@
 //! `verify` against a signed meta-release and pocket served from 127.0.0.1, and a
 //! tampered twin for every check.
 
-use release_upgrader::publish::metarelease::Stanza;
-use release_upgrader::serve::Fault;
+use ru_publish::metarelease::Stanza;
+use ru_testing::serve::Fault;
 
 use crate::support::{DAY, Fixture, other_key};
 
@@ -87,13 +87,8 @@ fn unsupported_releases_need_devel() {
     f.publish_meta_release(&stanzas);
     f.run(&["check"]).expect(1);
     // -d reads <uri>-development.
-    let text = release_upgrader::publish::metarelease::render(&stanzas);
-    release_upgrader::publish::metarelease::write(
-        &f.srv.join("meta-release-development"),
-        &text,
-        &f.key,
-    )
-    .unwrap();
+    let text = ru_publish::metarelease::render(&stanzas);
+    ru_publish::metarelease::write(&f.srv.join("meta-release-development"), &text, &f.key).unwrap();
     let run = f.run(&["-d", "check"]);
     run.expect(0);
     assert!(run.stdout().contains("(forky)"), "{}", run.stdout());
@@ -378,7 +373,7 @@ fn a_packages_index_promised_bigger_than_the_cap_is_not_fetched() {
 #[test]
 fn unsigned_meta_release_needs_an_explicit_flag() {
     let f = Fixture::new();
-    let text = release_upgrader::publish::metarelease::render(&f.default_stanzas());
+    let text = ru_publish::metarelease::render(&f.default_stanzas());
     std::fs::write(f.srv.join("meta-release"), text).unwrap();
     std::fs::remove_file(f.srv.join("meta-release.gpg")).unwrap();
     f.run(&["check"])
@@ -391,7 +386,7 @@ fn unsigned_meta_release_needs_an_explicit_flag() {
 fn detached_meta_release_signature_is_checked() {
     let f = Fixture::new();
     // A plain meta-release with a detached .gpg over it.
-    let text = release_upgrader::publish::metarelease::render(&f.default_stanzas());
+    let text = ru_publish::metarelease::render(&f.default_stanzas());
     std::fs::write(f.srv.join("meta-release"), &text).unwrap();
     std::fs::write(
         f.srv.join("meta-release.gpg"),

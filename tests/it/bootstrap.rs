@@ -7,9 +7,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
-use release_upgrader::helpers::{self, Store};
-use release_upgrader::root::SystemRoot;
-use release_upgrader::serve::Fault;
+use ru_client::helpers::{self, Store};
+use ru_client::root::SystemRoot;
+use ru_testing::serve::Fault;
 
 use crate::support::{BIN, Fixture, Item, program, test_helpers};
 
@@ -66,7 +66,7 @@ fn assert_installed(f: &Fixture, apt_version: &str) {
     for m in &manifests {
         for e in &m.files {
             assert!(
-                release_upgrader::helpers::manifest::check_entry(&prefix, e).is_none(),
+                ru_client::helpers::manifest::check_entry(&prefix, e).is_none(),
                 "{} differs from its manifest",
                 e.path
             );
@@ -404,7 +404,7 @@ fn deb_other_than_the_index_promised_is_refused() {
     std::fs::rename(&tmp, &dpkg).unwrap();
     let packages = std::fs::read_to_string(dir.join("Packages")).unwrap();
     // Re-publish the index over the swapped files.
-    let entries: Vec<release_upgrader::publish::pocket::PocketEntry> = packages
+    let entries: Vec<ru_publish::pocket::PocketEntry> = packages
         .split("\n\n")
         .filter(|s| !s.trim().is_empty())
         .map(|stanza| {
@@ -419,11 +419,10 @@ fn deb_other_than_the_index_promised_is_refused() {
             let file = dir.join(format!("{name}_{version}_amd64.deb"));
             let copy = f.dir.path().join(format!("{name}.deb"));
             std::fs::copy(&file, &copy).unwrap();
-            release_upgrader::publish::pocket::PocketEntry { fields, file: copy }
+            ru_publish::pocket::PocketEntry { fields, file: copy }
         })
         .collect();
-    release_upgrader::publish::pocket::write(&dir, &Fixture::default_spec(), &entries, &f.key)
-        .unwrap();
+    ru_publish::pocket::write(&dir, &Fixture::default_spec(), &entries, &f.key).unwrap();
     f.run(&["bootstrap", "--no-reexec"])
         .expect(3)
         .mentions(&["promised"]);

@@ -11,11 +11,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use release_upgrader::deb::{
-    self, Control, EntryHeader, EntryKind, ExtractHooks, PathOwners, Policy,
-};
-use release_upgrader::digest::Sha256;
-use release_upgrader::error::{Error, ExitCode};
+use ru_format::deb::{self, Control, EntryHeader, EntryKind, ExtractHooks, PathOwners, Policy};
+use ru_format::digest::Sha256;
+use ru_format::error::{Error, ExitCode};
 
 use crate::support::{PUBLISH_BIN, Run};
 
@@ -2098,7 +2096,7 @@ fn deb_check_refuses_a_helper_whose_files_outgrow_its_installed_size() {
 
 #[test]
 fn bootstrap_refuses_a_helper_whose_files_outgrow_its_installed_size_before_writing_them() {
-    use release_upgrader::publish::pocket::{self, PocketEntry};
+    use ru_publish::pocket::{self, PocketEntry};
     let f = crate::support::Fixture::new();
     let work = f.dir.path().join("build");
     std::fs::create_dir_all(&work).unwrap();

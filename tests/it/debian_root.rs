@@ -210,7 +210,7 @@ pub fn mounted_below(dir: &Path) -> Vec<PathBuf> {
 
 /// The mount points of a mountinfo text (the fifth field, octal escapes undone).
 pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    release_upgrader::cdrom::mount_points(mountinfo)
+    ru_client::cdrom::mount_points(mountinfo)
 }
 
 /// A temporary directory for tests that build roots: removed on drop only when nothing

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use release_upgrader::serve::Server;
+use ru_testing::serve::Server;
 
 use crate::debian_root::{
     Mount, MountKind, TestDir, cache_dir, chroot_mounts, in_root, minbase_tarball, mirror, unpack,

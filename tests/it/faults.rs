@@ -11,7 +11,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use crate::support::BIN;
 use crate::upgrade::{World, audit_clean, kill_everything_touching};
 
-/// The interface these tests pin (`release_upgrader::upgrade::children`), spelled out
+/// The interface these tests pin (`ru_client::upgrade::children`), spelled out
 /// so that the tests also build against a tree without it and show what it lacked.
 const RUN_ENV: &str = "RELEASE_UPGRADER_RUN";
 const GUARD_ARG0: &str = "release-upgrader-guard";

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use release_upgrader::digest::Sha256;
-use release_upgrader::error::{Error, ExitCode};
-use release_upgrader::fetch::{FetchConfig, Fetcher, Location, partial_path};
-use release_upgrader::serve::{Fault, RequestInfo, Server};
+use ru_format::digest::Sha256;
+use ru_format::error::{Error, ExitCode};
+use ru_testing::serve::{Fault, RequestInfo, Server};
+use ru_trust::fetch::{FetchConfig, Fetcher, Location, partial_path};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -254,18 +254,13 @@ fn if_modified_since_gets_not_modified() {
     let f = fetcher(0);
     let first = f.fetch_if_modified(&s.location(), 1 << 20, None).unwrap();
     let stamp = match first {
-        release_upgrader::fetch::Conditional::Modified { last_modified, .. } => {
-            last_modified.unwrap()
-        }
+        ru_trust::fetch::Conditional::Modified { last_modified, .. } => last_modified.unwrap(),
         other => panic!("{other:?}"),
     };
     let second = f
         .fetch_if_modified(&s.location(), 1 << 20, Some(&stamp))
         .unwrap();
-    assert!(matches!(
-        second,
-        release_upgrader::fetch::Conditional::NotModified
-    ));
+    assert!(matches!(second, ru_trust::fetch::Conditional::NotModified));
 }
 
 #[test]

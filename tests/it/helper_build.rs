@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use release_upgrader::date;
-use release_upgrader::publish::archive::{self, ArchiveRelease};
+use ru_format::date;
+use ru_publish::archive::{self, ArchiveRelease};
 
 use crate::debian_root;
 use crate::support::{PUBLISH_BIN, Run, other_key, test_key};
@@ -45,15 +45,11 @@ fn local_archive() -> &'static LocalArchive {
     static ARCHIVE: OnceLock<LocalArchive> = OnceLock::new();
     ARCHIVE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
-        let names =
-            release_upgrader::demo::repack::closure(&["apt", "dpkg", "gpgv", "tar", "libc6"])
-                .unwrap();
+        let names = ru_demo::repack::closure(&["apt", "dpkg", "gpgv", "tar", "libc6"]).unwrap();
         let work = dir.join("work");
         let debs: Vec<PathBuf> = names
             .iter()
-            .map(|name| {
-                release_upgrader::demo::repack::repack(name, &work, &dir.join("debs")).unwrap()
-            })
+            .map(|name| ru_demo::repack::repack(name, &work, &dir.join("debs")).unwrap())
             .collect();
         let root = dir.join("archive");
         let spec = archive::spec("Local", "bookworm", &host_arch(), date::now(), 30);

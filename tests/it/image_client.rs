@@ -11,9 +11,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use release_upgrader::digest::Sha256;
-use release_upgrader::publish::SigningKey;
-use release_upgrader::serve::{Fault, Server};
+use ru_format::digest::Sha256;
+use ru_publish::SigningKey;
+use ru_testing::serve::{Fault, Server};
 use serde_json::{Value, json};
 
 use crate::support::{BIN, Run};
@@ -345,7 +345,7 @@ pub(crate) fn image_tar_with_base(
     patch_from: Option<&Tree>,
     base_path: Option<&str>,
 ) -> Vec<u8> {
-    use release_upgrader::publish::image::bases::digits_folded;
+    use ru_publish::image::bases::digits_folded;
     let mut b = tar::Builder::new(Vec::new());
     if let Some(removed) = removed {
         let text: String = removed.iter().map(|p| format!("system/{p}\n")).collect();
@@ -430,7 +430,7 @@ pub(crate) fn image_tar_with_base(
                 });
                 h.set_mode(*mode);
                 h.set_entry_type(tar::EntryType::Regular);
-                use release_upgrader::publish::image::zdelta;
+                use ru_publish::image::zdelta;
                 let gzip = base.as_ref().and_then(|(old, _)| {
                     match path.ends_with("NEWS.gz") {
                         true => zdelta::make_tokens_patch(old, data, 19),
@@ -600,7 +600,8 @@ impl ImageFixture {
             &keyring_tar(&[&k.master], m),
             &k.archive,
         );
-        let mut s = json!({"type": "image-signing", "expiry": release_upgrader::date::now() + 86_400 * 365});
+        let mut s =
+            json!({"type": "image-signing", "expiry": ru_format::date::now() + 86_400 * 365});
         s.as_object_mut()
             .unwrap()
             .extend(signing_extra.as_object().unwrap().clone());
@@ -671,7 +672,7 @@ impl ImageFixture {
             ),
         };
         self.put(name, &data, &k.signing);
-        let generated = release_upgrader::date::now() - age_days.unwrap_or(0) * 86_400;
+        let generated = ru_format::date::now() - age_days.unwrap_or(0) * 86_400;
         let index = json!({
             "global": {"generated_at": generated.to_string()},
             "images": [
@@ -1051,10 +1052,7 @@ fn every_tamper_is_refused_and_the_device_is_untouched() {
             "an expired signing keyring",
             "image-signing keyring expired",
             Box::new(|f| {
-                f.publish_keyrings(
-                    json!({}),
-                    json!({"expiry": release_upgrader::date::now() - 60}),
-                )
+                f.publish_keyrings(json!({}), json!({"expiry": ru_format::date::now() - 60}))
             }),
         ),
         (

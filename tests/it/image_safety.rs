@@ -12,7 +12,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use release_upgrader::digest::Sha256;
+use ru_format::digest::Sha256;
 use serde_json::{Value, json};
 
 use crate::image_client::{
@@ -123,7 +123,7 @@ fn publish_full(f: &ImageFixture, name: &str, t: &Tree) {
 /// index.json offering only the full image `pool/<name>` of build 2.
 fn offer_only_full_2(f: &ImageFixture, name: &str) {
     let index = json!({
-        "global": {"generated_at": release_upgrader::date::now().to_string()},
+        "global": {"generated_at": ru_format::date::now().to_string()},
         "images": [
             {"type": "full", "version": 2, "description": "Full 2",
              "files": [f.entry(&format!("pool/{name}"), 1), f.entry("pool/version-2.tar.xz", 2)]}

@@ -8,9 +8,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use release_upgrader::openpgp::{Keyring, verify_detached};
-use release_upgrader::publish::SigningKey;
-use release_upgrader::publish::image::zdelta;
+use ru_publish::SigningKey;
+use ru_publish::image::zdelta;
+use ru_trust::openpgp::{Keyring, verify_detached};
 
 use crate::support::{PUBLISH_BIN, Run};
 
@@ -371,7 +371,7 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
             format!(
                 "file {} {}{group}",
                 data.len(),
-                release_upgrader::digest::Sha256::of(&data)
+                ru_format::digest::Sha256::of(&data)
             )
         } else if ft.is_dir() {
             "dir".to_owned()
@@ -1049,7 +1049,7 @@ fn published_tree_is_signed_chains_and_expires() {
             assert_eq!(file["size"].as_u64().unwrap(), data.len() as u64);
             assert_eq!(
                 file["checksum"].as_str().unwrap(),
-                release_upgrader::digest::Sha256::of(&data).to_hex()
+                ru_format::digest::Sha256::of(&data).to_hex()
             );
         }
     }
@@ -1471,7 +1471,7 @@ fn zdelta_patches_gzip_files_in_their_content_or_tokens() {
 
 /// The zdelta `zd` with the base path of its patch for `member` replaced by `base_path`.
 fn with_base_path(zd: &Path, member: &str, base_path: &str, out: &Path) {
-    use release_upgrader::publish::image::tar::{Reader, Writer};
+    use ru_publish::image::tar::{Reader, Writer};
     let raw = zstd::decode_all(std::fs::File::open(zd).unwrap()).unwrap();
     let mut reader = Reader::new(&raw[..]);
     let mut writer = Writer::new(Vec::new());

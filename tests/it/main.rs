@@ -13,6 +13,7 @@ mod image_client;
 mod image_safety;
 mod image_server;
 mod openpgp;
+mod prefetch;
 mod publish;
 mod readme_fixture;
 mod real_data;

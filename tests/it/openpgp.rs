@@ -7,9 +7,9 @@ use openpgp::cert::prelude::*;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::stream::{Armorer, Message, Signer};
 use openpgp::types::{HashAlgorithm, ReasonForRevocation};
-use release_upgrader::error::Error;
-use release_upgrader::openpgp::{Keyring, verify_clearsigned, verify_detached};
-use release_upgrader::publish::SigningKey;
+use ru_format::error::Error;
+use ru_publish::SigningKey;
+use ru_trust::openpgp::{Keyring, verify_clearsigned, verify_detached};
 use sequoia_openpgp as openpgp;
 
 use crate::support::{other_key, test_key};

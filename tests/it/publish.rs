@@ -538,7 +538,7 @@ fn key_generate_creates_the_secret_0600_from_the_start_even_under_umask_0() {
 
 #[test]
 fn an_existing_secret_key_is_never_overwritten_unless_asked() {
-    use release_upgrader::publish::SigningKey;
+    use ru_publish::SigningKey;
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let (secret, _) = generate_key(tmp.path());

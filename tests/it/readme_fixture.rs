@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use release_upgrader::date;
-use release_upgrader::publish::SigningKey;
-use release_upgrader::publish::metarelease::{self, Stanza};
-use release_upgrader::publish::pocket::{self, PocketEntry, PocketSpec};
+use ru_format::date;
+use ru_publish::SigningKey;
+use ru_publish::metarelease::{self, Stanza};
+use ru_publish::pocket::{self, PocketEntry, PocketSpec};
 
 const FIXTURE: &str = "tests/fixtures/check";
 

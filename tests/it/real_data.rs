@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use release_upgrader::openpgp::{Keyring, verify_clearsigned};
-use release_upgrader::pocket::ReleaseFile;
-use release_upgrader::version::Version;
+use ru_client::pocket::ReleaseFile;
+use ru_format::version::Version;
+use ru_trust::openpgp::{Keyring, verify_clearsigned};
 
 const LISTS: &str = "/var/lib/apt/lists";
 const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";

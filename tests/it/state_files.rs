@@ -133,12 +133,11 @@ fn a_copy_of_a_crashed_root_recovers_itself_and_leaves_the_original_alone() {
         std::fs::read_to_string(prefix.join("root/usr/share/doc/apt/version")).unwrap(),
         "3.0.4\n"
     );
-    let store =
-        release_upgrader::helpers::Store::new(&release_upgrader::root::SystemRoot::new(&copy));
+    let store = ru_client::helpers::Store::new(&ru_client::root::SystemRoot::new(&copy));
     for manifest in store.installed().unwrap() {
         for entry in &manifest.files {
             assert!(
-                release_upgrader::helpers::manifest::check_entry(&prefix, entry).is_none(),
+                ru_client::helpers::manifest::check_entry(&prefix, entry).is_none(),
                 "{} differs from its manifest",
                 entry.path
             );
@@ -156,8 +155,8 @@ fn a_copy_of_a_crashed_root_recovers_itself_and_leaves_the_original_alone() {
 /// one of the two (its files and its manifests agree), and the original is not touched.
 #[test]
 fn a_copy_recovers_to_old_or_new_from_every_step_of_a_replace() {
-    use release_upgrader::helpers::{self, Store};
-    use release_upgrader::root::SystemRoot;
+    use ru_client::helpers::{self, Store};
+    use ru_client::root::SystemRoot;
     for at in [
         "staging created:1",
         "deb extracted:2",

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use release_upgrader::date;
-use release_upgrader::publish::SigningKey;
-use release_upgrader::publish::metarelease::{self, Stanza};
-use release_upgrader::publish::pocket::{self, PocketEntry, PocketSpec};
-use release_upgrader::serve::{Fault, RequestInfo, Server};
+use ru_format::date;
+use ru_publish::SigningKey;
+use ru_publish::metarelease::{self, Stanza};
+use ru_publish::pocket::{self, PocketEntry, PocketSpec};
+use ru_testing::serve::{Fault, RequestInfo, Server};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_release-upgrader");
 pub const PUBLISH_BIN: &str = env!("CARGO_BIN_EXE_release-upgrader-publish");
@@ -507,7 +507,7 @@ impl Fixture {
                 let file = build_deb(&work, h);
                 // The index carries the deb's own control fields, as dpkg-scanpackages
                 // writes them; `index_fields` override them (to make an index lie).
-                let control = release_upgrader::deb::read_control(&file).unwrap();
+                let control = ru_format::deb::read_control(&file).unwrap();
                 let mut fields = control.fields.clone();
                 for (k, v) in &h.index_fields {
                     match fields.iter_mut().find(|(name, _)| name == k) {
@@ -581,7 +581,7 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, String> {
             } else if meta.file_type().is_symlink() {
                 format!("-> {}", std::fs::read_link(&p).unwrap().display())
             } else {
-                let digest = release_upgrader::digest::Sha256::of(&std::fs::read(&p).unwrap());
+                let digest = ru_format::digest::Sha256::of(&std::fs::read(&p).unwrap());
                 format!("file {mode:o} {digest}")
             };
             out.insert(rel, what);

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use release_upgrader::date;
-use release_upgrader::demo::tiny;
-use release_upgrader::publish::archive::{self, ArchiveRelease};
-use release_upgrader::publish::metarelease::{self, Stanza};
-use release_upgrader::publish::pocket::{self, PocketEntry};
-use release_upgrader::serve::Server;
+use ru_demo::tiny;
+use ru_format::date;
+use ru_publish::archive::{self, ArchiveRelease};
+use ru_publish::metarelease::{self, Stanza};
+use ru_publish::pocket::{self, PocketEntry};
+use ru_testing::serve::Server;
 
 use crate::support::{BIN, InodeFlag, Item, Run, TestHelper, build_deb, test_key};
 
@@ -111,12 +111,12 @@ impl World {
                 .iter()
                 .find(|(part, _)| request.path.contains(part.as_str()))
             {
-                Some((_, 302)) => release_upgrader::serve::Fault::Redirect(format!(
+                Some((_, 302)) => ru_testing::serve::Fault::Redirect(format!(
                     "/{}?loop={}",
                     request.path, request.count
                 )),
-                Some((_, status)) => release_upgrader::serve::Fault::Status(*status),
-                None => release_upgrader::serve::Fault::None,
+                Some((_, status)) => ru_testing::serve::Fault::Status(*status),
+                None => ru_testing::serve::Fault::None,
             }
         })
         .unwrap();
@@ -274,7 +274,7 @@ impl World {
             .iter()
             .map(|h| {
                 let file = build_deb(&self.work, h);
-                let control = release_upgrader::deb::read_control(&file).unwrap();
+                let control = ru_format::deb::read_control(&file).unwrap();
                 PocketEntry {
                     fields: control.fields,
                     file,

@@ -1,0 +1,354 @@
+//! The client's session: one system root, its keyrings, a fetcher and its state, and the
+//! steps every command shares: find the target release, open its helper pocket, and
+//! resolve the helper set. Commands in the binary only parse arguments and render.
+
+use std::path::PathBuf;
+
+use crate::date;
+use crate::error::Error;
+use crate::fetch::{FetchConfig, Fetcher, Location};
+use crate::metarelease::{self, Channel, FetchedMetaRelease, Prompt, ReleaseEntry, Selection};
+use crate::openpgp::{self, Keyring};
+use crate::os_release::OsRelease;
+use crate::pocket::{self, PackageEntry, Pocket, PocketRequest};
+use crate::resolve;
+use crate::root::SystemRoot;
+use crate::state::StateDir;
+
+/// Options that shape a session (the global command-line flags).
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// Keyrings given with `--keyring`; empty means the defaults.
+    pub keyrings: Vec<PathBuf>,
+    pub meta_release_uri: Option<String>,
+    pub channel: Channel,
+    pub allow_unsigned_meta_release: bool,
+    /// Architecture override; `None` means this machine's.
+    pub arch: Option<String>,
+}
+
+/// One run of the client against one system.
+#[derive(Debug)]
+pub struct Session {
+    pub root: SystemRoot,
+    pub os: OsRelease,
+    pub codename: String,
+    pub arch: String,
+    pub fetcher: Fetcher,
+    pub state: StateDir,
+    options: SessionOptions,
+    keyring: std::sync::OnceLock<Keyring>,
+}
+
+/// The user agent: `release-upgrader/<version> (<os id> <codename>; <arch>)`.
+pub fn user_agent(os: &OsRelease, arch: &str) -> String {
+    format!(
+        "release-upgrader/{} ({} {}; {arch})",
+        env!("CARGO_PKG_VERSION"),
+        os.id,
+        os.codename.as_deref().unwrap_or("unknown")
+    )
+}
+
+/// The release to upgrade to and how we learnt about it.
+#[derive(Clone, Debug)]
+pub struct UpgradeTarget {
+    pub meta_release: FetchedMetaRelease,
+    pub current: ReleaseEntry,
+    pub target: ReleaseEntry,
+}
+
+/// The helpers to install for an upgrade, from a verified pocket.
+#[derive(Clone, Debug)]
+pub struct HelperPlan {
+    pub pocket: Pocket,
+    pub packages: Vec<PackageEntry>,
+}
+
+impl HelperPlan {
+    pub fn download_size(&self) -> u64 {
+        self.packages.iter().map(|p| p.size).sum()
+    }
+}
+
+impl Session {
+    /// Opens a session on `root`, configuring the fetcher from `config` (whose user agent
+    /// is replaced by the one describing this system).
+    pub fn new(
+        root: SystemRoot,
+        options: SessionOptions,
+        mut config: FetchConfig,
+    ) -> Result<Self, Error> {
+        let (os, codename) = root.codename()?;
+        let arch = options
+            .arch
+            .clone()
+            .unwrap_or_else(crate::root::host_architecture);
+        config.user_agent = user_agent(&os, &arch);
+        let state = StateDir::new(&root);
+        Ok(Session {
+            root,
+            os,
+            codename,
+            arch,
+            fetcher: Fetcher::new(config),
+            state,
+            options,
+            keyring: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Replaces the fetcher (to attach progress reporting).
+    pub fn with_fetcher(mut self, fetcher: Fetcher) -> Self {
+        self.fetcher = fetcher;
+        self
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
+    }
+
+    /// The trusted keyring: `--keyring` files, or the defaults of this root.
+    pub fn keyring(&self) -> Result<&Keyring, Error> {
+        if let Some(keyring) = self.keyring.get() {
+            return Ok(keyring);
+        }
+        let keyring = self.load_keyring()?;
+        Ok(self.keyring.get_or_init(|| keyring))
+    }
+
+    fn load_keyring(&self) -> Result<Keyring, Error> {
+        let explicit = !self.options.keyrings.is_empty();
+        let paths = if explicit {
+            self.options.keyrings.clone()
+        } else {
+            openpgp::default_keyring_paths(
+                &self.root.config_dir(),
+                &self.root.path("/usr/share/keyrings"),
+            )
+        };
+        if explicit && let Some(missing) = paths.iter().find(|p| !p.exists()) {
+            return Err(Error::Keyring {
+                path: missing.clone(),
+                reason: "no such file or directory".into(),
+            });
+        }
+        let keyring = Keyring::load(&paths)?;
+        if keyring.is_empty() {
+            let searched = paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::NoTrustedKeys { searched });
+        }
+        log::debug!(
+            "trusting {} certificates from {:?}",
+            keyring.certs().len(),
+            keyring.sources()
+        );
+        Ok(keyring)
+    }
+
+    /// The meta-release URI this session reads, or `None` when `Prompt=never`.
+    pub fn meta_release_location(&self) -> Result<Option<Location>, Error> {
+        let prompt = metarelease::read_prompt(&self.root)?;
+        let uris = metarelease::read_uris(&self.root)?;
+        let uri = metarelease::choose_uri(
+            &uris,
+            prompt,
+            self.os.is_lts(),
+            self.options.channel,
+            self.options.meta_release_uri.as_deref(),
+        )?;
+        if prompt == Prompt::Lts && !self.os.is_lts() {
+            log::info!("Prompt=lts on a release that is not LTS: looking for any new release");
+        }
+        uri.map(|u| Location::parse(&u)).transpose()
+    }
+
+    /// Finds the release to upgrade to. Errors with exit code 1 when there is none.
+    /// A target the distribution marked `UpgradeBroken` is returned; callers decide.
+    pub fn find_target(&self, remember: bool) -> Result<UpgradeTarget, Error> {
+        let location = self
+            .meta_release_location()?
+            .ok_or_else(|| Error::UpgradesDisabled {
+                path: self.root.path(metarelease::RELEASE_UPGRADES),
+            })?;
+        let state = remember.then_some(&self.state);
+        let meta_release = metarelease::fetch(
+            &self.fetcher,
+            self.keyring()?,
+            &location,
+            state,
+            self.options.allow_unsigned_meta_release,
+        )?;
+        let uri = meta_release.uri.clone();
+        let (current, target) = match meta_release
+            .document
+            .select(&self.codename, self.options.channel.devel)
+        {
+            Selection::NotListed => {
+                return Err(Error::ReleaseNotListed {
+                    codename: self.codename.clone(),
+                    uri,
+                });
+            }
+            Selection::UpToDate { .. } => {
+                return Err(Error::NoNewerRelease {
+                    codename: self.codename.clone(),
+                    uri,
+                });
+            }
+            Selection::Available { current, target } => (current.clone(), target.clone()),
+        };
+        if !current.supported {
+            log::warn!(
+                "the running release {} is no longer supported",
+                current.dist
+            );
+        }
+        Ok(UpgradeTarget {
+            meta_release,
+            current,
+            target,
+        })
+    }
+
+    /// Where the helper pocket of `target` lives on the network.
+    pub fn network_pocket(&self, target: &UpgradeTarget) -> Result<PocketRequest, Error> {
+        let base = target
+            .target
+            .upgrade_tool_base_uri
+            .as_deref()
+            .ok_or_else(|| Error::NoHelperPocket {
+                uri: target.meta_release.uri.clone(),
+                dist: target.target.dist.clone(),
+            })?;
+        let location =
+            Location::parse(base)?.join(&format!("dist-upgrader-{}/current/", self.arch))?;
+        Ok(PocketRequest {
+            location,
+            codename: target.target.dist.clone(),
+            arch: self.arch.clone(),
+            require_valid_until: true,
+            now: date::now(),
+        })
+    }
+
+    /// The release on upgrade media at `path` and its helper pocket. The media's own
+    /// `Release` (signed) names the release; no meta-release or network is needed.
+    pub fn media_target(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(UpgradeTarget, PocketRequest), Error> {
+        let not_media = |reason: &str| Error::Config {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let media = crate::cdrom::inspect(path, &self.arch)
+            .ok_or_else(|| not_media("not upgrade media (no .disk/info)"))?;
+        let pocket_dir = media.helper_pocket.clone().ok_or_else(|| {
+            not_media(&format!(
+                "the media carry no helpers for {} (dists/stable/main/dist-upgrader/binary-{})",
+                self.arch, self.arch
+            ))
+        })?;
+        let release = crate::pocket::verified_release(
+            &self.fetcher,
+            self.keyring()?,
+            &Location::Path(path.join("dists/stable")),
+        )?;
+        let signers = release.signers().to_vec();
+        let codename = release.codename.clone();
+        if codename == self.codename {
+            return Err(Error::NoNewerRelease {
+                codename: self.codename.clone(),
+                uri: path.display().to_string(),
+            });
+        }
+        let entry = |dist: &str, version: String, date: String, timestamp| ReleaseEntry {
+            dist: dist.to_owned(),
+            name: None,
+            version,
+            date,
+            timestamp,
+            supported: true,
+            description: Some(media.info.clone()),
+            release_file: None,
+            release_notes: None,
+            release_notes_html: None,
+            upgrade_tool: None,
+            upgrade_tool_signature: None,
+            upgrade_broken: None,
+            upgrade_tool_base_uri: None,
+            upgrade_tool_packages: metarelease::DEFAULT_UPGRADE_TOOL_PACKAGES
+                .map(str::to_owned)
+                .to_vec(),
+        };
+        let current = entry(
+            &self.codename,
+            self.os.version_id.clone().unwrap_or_default(),
+            String::new(),
+            0,
+        );
+        let target = entry(
+            &codename,
+            release.version.clone().unwrap_or_else(|| codename.clone()),
+            release.date_text.clone(),
+            release.date,
+        );
+        let meta_release = FetchedMetaRelease {
+            uri: path.display().to_string(),
+            document: metarelease::MetaRelease {
+                releases: vec![current.clone(), target.clone()],
+                skipped: Vec::new(),
+            },
+            authenticity: metarelease::Authenticity::Signed(signers),
+        };
+        let request = PocketRequest {
+            location: Location::Path(pocket_dir),
+            codename,
+            arch: self.arch.clone(),
+            // Media are old by nature: no Valid-Until.
+            require_valid_until: false,
+            now: date::now(),
+        };
+        Ok((
+            UpgradeTarget {
+                meta_release,
+                current,
+                target,
+            },
+            request,
+        ))
+    }
+
+    /// Opens and verifies a pocket; with `remember`, its `Date` becomes the new floor.
+    pub fn open_pocket(&self, request: &PocketRequest, remember: bool) -> Result<Pocket, Error> {
+        let pocket = pocket::open(&self.fetcher, self.keyring()?, Some(&self.state), request)?;
+        if remember && let Err(e) = pocket.record_date(&self.state) {
+            // Rollback protection needs a writable state directory; say so once.
+            log::warn!("cannot remember the pocket's Date: {e}");
+        }
+        Ok(pocket)
+    }
+
+    /// Resolves the helper set of `target` inside `pocket` (pure).
+    pub fn plan_helpers(
+        &self,
+        target: &UpgradeTarget,
+        pocket: Pocket,
+    ) -> Result<HelperPlan, Error> {
+        let packages = resolve::resolve(
+            &pocket.packages,
+            &target.target.upgrade_tool_packages,
+            &self.arch,
+            &pocket.location.to_string(),
+        )?
+        .into_iter()
+        .cloned()
+        .collect();
+        Ok(HelperPlan { pocket, packages })
+    }
+}

@@ -1,0 +1,11 @@
+//! `release-upgrader demo`: a complete, offline upgrade of a throwaway root between two
+//! tiny releases published on the spot, in a temporary directory.
+
+pub mod repack;
+pub mod run;
+pub mod tiny;
+
+// The crates below, reachable as `crate::…` inside this one.
+use ru_client::{root, upgrade};
+use ru_format::{date, deb, error, fsutil, layout};
+use ru_trust::{fetch, openpgp};

@@ -1,0 +1,8 @@
+//! The formats of image-delta mode (docs/protocol.md §5) that both sides share: the tar
+//! members of an image and their checks ([`extract`]), and the patch formats a zdelta
+//! carries for gzip members ([`regzip`], [`gztokens`]) with their rebuilds ([`rebuilds`]).
+
+pub mod extract;
+pub mod gztokens;
+pub mod rebuilds;
+pub mod regzip;

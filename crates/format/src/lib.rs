@@ -1,0 +1,25 @@
+//! The formats release-upgrader reads and writes, as pure code: no network, no system
+//! state, nothing that needs root. Every reader here takes hostile input (a .deb, a tar
+//! member, a patch, a date) and either returns a checked value or an [`Error`] that names
+//! what was wrong; the writers produce exactly what the readers accept.
+//!
+//! - values: [`version`] (dpkg's order), [`date`], [`digest`], [`ini`], [`os_release`];
+//! - packages: [`deb`] (ar, control, the one tar reader and writer, compression, paths,
+//!   the writer of .debs) and [`layout`], the helper prefix both sides agree on;
+//! - image updates: [`image`] (tar members, decompression, the zdelta, gzip-token and
+//!   regzip patch formats, their rebuilds);
+//! - [`fsutil`]: the one crash-safe file replacement every crate writes through;
+//! - [`error`]: what a user reads when something fails, and its exit code.
+
+pub mod date;
+pub mod deb;
+pub mod digest;
+pub mod error;
+pub mod fsutil;
+pub mod image;
+pub mod ini;
+pub mod layout;
+pub mod os_release;
+pub mod version;
+
+pub use error::{Error, ExitCode};

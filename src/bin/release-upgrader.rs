@@ -1,3 +1,0 @@
-fn main() -> std::process::ExitCode {
-    release_upgrader::cli::client_main()
-}

@@ -1,0 +1,292 @@
+//! The command line of the client (docs/protocol.md §8). The doc comments here are the
+//! `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Upgrade this Debian or Ubuntu system to the next release with that release's own apt
+/// and dpkg, fetched as signed helper packages into /usr/lib/release-upgrader.
+#[derive(Debug, Parser)]
+#[command(
+    name = "release-upgrader",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
+pub struct ClientCli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: ClientCommand,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Operate on the system rooted at DIR: its os-release, apt state, dpkg database,
+    /// helper prefix and logs
+    #[arg(long, value_name = "DIR", default_value = "/", global = true)]
+    pub root: PathBuf,
+
+    /// Trusted OpenPGP keyring (binary or armored file, or a directory of them);
+    /// repeatable. Default: /etc/release-upgrader/trusted.gpg.d/* and
+    /// /usr/share/keyrings/*-archive-keyring.gpg of the root
+    #[arg(long, value_name = "FILE", global = true)]
+    pub keyring: Vec<PathBuf>,
+
+    /// Read the meta-release from URI (http, https, file:// or a path) instead of the
+    /// one in /etc/update-manager/meta-release
+    #[arg(long, value_name = "URI", global = true)]
+    pub meta_release_uri: Option<String>,
+
+    /// Upgrade to the development release (reads <uri>-development; unsupported
+    /// releases qualify)
+    #[arg(short = 'd', long, global = true, conflicts_with = "proposed")]
+    pub devel: bool,
+
+    /// Use the proposed release list (reads <uri>-proposed)
+    #[arg(short = 'p', long, global = true)]
+    pub proposed: bool,
+
+    /// Accept a meta-release without a signature (only over a transport you trust)
+    #[arg(long, global = true)]
+    pub allow_unsigned_meta_release: bool,
+
+    /// Print machine-readable JSON lines on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only errors
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Print more detail (twice for debugging output)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Debian architecture of the system being upgraded [default: dpkg --print-architecture]
+    #[arg(long, value_name = "ARCH", global = true)]
+    pub arch: Option<String>,
+
+    /// Further attempts after a failed download (connection errors, timeouts, 5xx)
+    #[arg(long, value_name = "N", default_value_t = 3, global = true)]
+    pub retries: u32,
+
+    /// Seconds to wait for a connection, or for data on one, before retrying
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, global = true)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Look for a newer release; exit 0 if one is available, 1 if not
+    Check,
+
+    /// Verify a clearsigned FILE, or FILE against a detached SIGFILE, with the trusted
+    /// keyrings; exit 0 if good, 3 if not
+    Verify {
+        /// The signed file
+        file: PathBuf,
+        /// A detached signature over FILE
+        sigfile: Option<PathBuf>,
+    },
+
+    /// Fetch, verify and install the helpers for the next release into
+    /// /usr/lib/release-upgrader, then re-execute with them and show what they report
+    Bootstrap {
+        /// Print the resolved helper set (name, version, size) and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Install only; do not re-execute with the helpers afterwards
+        #[arg(long)]
+        no_reexec: bool,
+    },
+
+    /// List the installed helpers and the versions their apt-get and dpkg report
+    Helpers,
+
+    /// Upgrade the system to the next release: check it, install the helpers, point the
+    /// sources at the new release, and upgrade with the new release's apt and dpkg
+    Upgrade(UpgradeArgs),
+
+    /// Find upgrade media (mounted, or at the given paths)
+    #[command(subcommand)]
+    Cdrom(CdromCommand),
+
+    /// Image-delta mode for read-only devices (system-image compatible)
+    #[command(subcommand)]
+    Image(crate::image::ImageCommand),
+
+    /// Remove every installed helper (exactly what their manifests list)
+    Cleanup {
+        /// Also forget the pocket dates seen and the meta-release cache
+        #[arg(long)]
+        purge_state: bool,
+    },
+
+    /// The embedded demo: offline, in a temporary directory, publish two tiny releases
+    /// and helpers relocated from this machine's own apt and dpkg, install the old release
+    /// into a throwaway root with dpkg, and upgrade it with the real flow. Needs root
+    /// (dpkg installs into the throwaway root); touches nothing outside the directory
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// The demo's own flags (`release-upgrader demo --help` lists them)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CdromCommand {
+    /// Print what the upgrade media offer; exit 0 if any were found, 1 if not
+    Detect {
+        /// Where to look (default: mounted filesystems, /media, /run/media)
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// How questions are asked during the upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FrontendArg {
+    /// Ask on the terminal (also do-release-upgrade's DistUpgradeViewText, …Gtk3, …KDE)
+    #[value(
+        alias = "DistUpgradeViewText",
+        alias = "DistUpgradeViewGtk3",
+        alias = "DistUpgradeViewKDE"
+    )]
+    Text,
+    /// Ask nothing; keep the old configuration files (also DistUpgradeViewNonInteractive)
+    #[value(alias = "DistUpgradeViewNonInteractive")]
+    Noninteractive,
+}
+
+/// do-release-upgrade's modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Desktop,
+    Server,
+    /// Unattended: implies `-f noninteractive` unless a frontend is given
+    Cloud,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpgradeArgs {
+    /// How to ask questions: text (default) or noninteractive
+    #[arg(short = 'f', long = "frontend", value_enum, value_name = "FRONTEND")]
+    pub frontend: Option<FrontendArg>,
+    /// Answer yes to every question (confirmation, removing obsolete packages)
+    #[arg(short = 'y', long = "yes")]
+    pub yes: bool,
+    /// Keep third-party sources that use the old release's codename (moved to the new one)
+    #[arg(long)]
+    pub allow_third_party: bool,
+    /// Check, and show what would be done, without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Upgrade from media at PATH (helpers and, if present, packages; works offline)
+    #[arg(long, value_name = "PATH")]
+    pub cdrom: Option<PathBuf>,
+    /// Leave the helpers installed afterwards
+    #[arg(long)]
+    pub keep_helpers: bool,
+    /// Only check whether a new release is available (do-release-upgrade -c)
+    #[arg(short = 'c', long = "check-dist-upgrade-only")]
+    pub check_only: bool,
+    /// do-release-upgrade's mode: desktop, server or cloud
+    #[arg(short = 'm', long = "mode", value_enum, value_name = "MODE")]
+    pub mode: Option<ModeArg>,
+    /// Upgrade even though updates of the running release are not installed
+    #[arg(long)]
+    pub allow_pending: bool,
+    /// Seconds to wait for another package manager to finish
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub lock_timeout: u64,
+}
+
+impl UpgradeArgs {
+    /// The flags as given, for re-executing with the same settings.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["upgrade".into()];
+        if let Some(frontend) = self.frontend {
+            args.push("--frontend".into());
+            args.push(match frontend {
+                FrontendArg::Text => "text".into(),
+                FrontendArg::Noninteractive => "noninteractive".into(),
+            });
+        }
+        if let Some(mode) = self.mode {
+            args.push("--mode".into());
+            args.push(match mode {
+                ModeArg::Desktop => "desktop".into(),
+                ModeArg::Server => "server".into(),
+                ModeArg::Cloud => "cloud".into(),
+            });
+        }
+        for (on, flag) in [
+            (self.yes, "--yes"),
+            (self.allow_third_party, "--allow-third-party"),
+            (self.dry_run, "--dry-run"),
+            (self.keep_helpers, "--keep-helpers"),
+            (self.allow_pending, "--allow-pending"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        if let Some(cdrom) = &self.cdrom {
+            args.push("--cdrom".into());
+            args.push(cdrom.clone().into());
+        }
+        args.push("--lock-timeout".into());
+        args.push(self.lock_timeout.to_string().into());
+        args
+    }
+}
+
+impl GlobalArgs {
+    /// The flags as given, for re-executing with the same settings.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["--root".into(), self.root.clone().into()];
+        for keyring in &self.keyring {
+            args.push("--keyring".into());
+            args.push(keyring.clone().into());
+        }
+        if let Some(uri) = &self.meta_release_uri {
+            args.push("--meta-release-uri".into());
+            args.push(uri.into());
+        }
+        if let Some(arch) = &self.arch {
+            args.push("--arch".into());
+            args.push(arch.into());
+        }
+        for (on, flag) in [
+            (self.devel, "--devel"),
+            (self.proposed, "--proposed"),
+            (
+                self.allow_unsigned_meta_release,
+                "--allow-unsigned-meta-release",
+            ),
+            (self.json, "--json"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        for _ in 0..self.quiet {
+            args.push("-q".into());
+        }
+        for _ in 0..self.verbose {
+            args.push("-v".into());
+        }
+        args.push("--retries".into());
+        args.push(self.retries.to_string().into());
+        args.push("--timeout".into());
+        args.push(self.timeout.to_string().into());
+        args
+    }
+}

@@ -1,0 +1,510 @@
+//! `release-upgrader image …`: image-delta mode on the command line (PROTOCOL §5, §6,
+//! §8). Thin: arguments in, library calls, results out as text or JSON lines.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::args::GlobalArgs;
+use ru_client::image::apply::{self, Recovered, Step, Target};
+use ru_client::image::client::{Checked, Client, Options};
+use ru_client::image::{Layout, mode, optout};
+use ru_client::root::SystemRoot;
+use ru_client::ui::Ui;
+use ru_format::error::{Error, ExitCode};
+use ru_trust::fetch::Fetcher;
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Show the device's image configuration, build, channel and update mode
+    Info,
+    /// List the server's channels (hidden ones with --all)
+    Channels {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Also list hidden channels
+        #[arg(long)]
+        all: bool,
+    },
+    /// Look for a newer image; exit 0 if there is one, 1 if not
+    Check {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Download and verify the files of the chosen update path
+    Download {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Check, download, verify and apply the update, then switch to it atomically
+    Apply {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// One slot of an A/B pair (with --slot-b): apply into the inactive one. Slots
+        /// and the link are paths on the device, under --root
+        #[arg(long, value_name = "DIR", requires = "slot_b")]
+        slot_a: Option<PathBuf>,
+        /// The other slot of an A/B pair
+        #[arg(long, value_name = "DIR", requires = "slot_a")]
+        slot_b: Option<PathBuf>,
+        /// The symlink naming the active slot [default: /var/lib/release-upgrader/image/active]
+        #[arg(long, value_name = "PATH")]
+        active: Option<PathBuf>,
+        /// Write system-image's ubuntu_command into <root>/cache/recovery for the
+        /// recovery to apply, instead of applying
+        #[arg(long)]
+        recovery: bool,
+    },
+    /// Finish or undo an interrupted apply, opt-out or opt-in, and say which
+    Recover,
+    /// Switch this device from image updates to apt (writable root, apt sources)
+    OptOut {
+        /// Archive for the apt sources list [default: RELEASE_UPGRADER_MIRROR]
+        #[arg(long, value_name = "URI", env = "RELEASE_UPGRADER_MIRROR")]
+        mirror: String,
+        /// The flag file the initramfs reads to mount the root read-write
+        #[arg(long, value_name = "PATH", default_value = optout::WRITABLE_FLAG)]
+        writable_flag: String,
+    },
+    /// Switch this device back to image updates (undo opt-out)
+    OptIn,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Image server base URL (default: from [service] of the system-image config)
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Channel to follow instead of the configured one
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Device name instead of the configured one
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Current build number instead of the configured one
+    #[arg(long, value_name = "N")]
+    pub build: Option<u64>,
+    /// Refuse an index.json generated more than DAYS ago
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub max_age: u64,
+    /// Ignore zdelta (zstd binary delta) images
+    #[arg(long)]
+    pub no_zdelta: bool,
+    /// Use this phased-update percentage instead of the device's own (0-100)
+    #[arg(long, value_name = "N")]
+    pub phased_percentage: Option<i64>,
+}
+
+impl ServerArgs {
+    fn options(&self) -> Options {
+        Options {
+            server: self.server.clone(),
+            channel: self.channel.clone(),
+            device: self.device.clone(),
+            build: self.build,
+            max_age: Some(Duration::from_secs(self.max_age * 86_400)),
+            no_zdelta: self.no_zdelta,
+            phased_percentage: self.phased_percentage,
+        }
+    }
+}
+
+/// Runs an `image` command.
+pub fn run(
+    command: &ImageCommand,
+    global: &GlobalArgs,
+    fetcher: &Fetcher,
+    ui: &Ui,
+) -> anyhow::Result<ExitCode> {
+    let root = SystemRoot::new(&global.root);
+    match command {
+        ImageCommand::Info => info(&root, ui),
+        ImageCommand::Channels { server, all } => channels(&root, fetcher, server, *all, ui),
+        ImageCommand::Check { server } => {
+            let client = Client::new(&root, fetcher, server.options())?;
+            let checked = client.check()?;
+            Ok(report_check(&checked, ui))
+        }
+        ImageCommand::Download { server } => {
+            let client = Client::new(&root, fetcher, server.options())?;
+            let checked = client.check()?;
+            if report_check(&checked, ui) != ExitCode::Success {
+                return Ok(ExitCode::NoUpgrade);
+            }
+            let files = client.download(&checked)?;
+            for f in &files {
+                ui.data(
+                    &format!("{} ({} bytes, verified)", f.path.display(), f.size),
+                    json!({"event": "downloaded", "path": f.path, "size": f.size,
+                           "sha256": f.sha256.to_hex()}),
+                );
+            }
+            Ok(ExitCode::Success)
+        }
+        ImageCommand::Apply {
+            server,
+            slot_a,
+            slot_b,
+            active,
+            recovery,
+        } => {
+            // Slots and the link are paths on the device, resolved under the root.
+            let target = match (slot_a, slot_b) {
+                (Some(a), Some(b)) => {
+                    Target::Slots(apply::Slots::new(&root, a, b, active.as_deref())?)
+                }
+                _ => Target::Root,
+            };
+            apply_command(&root, fetcher, server, target, *recovery, ui)
+        }
+        ImageCommand::Recover => {
+            let layout = Layout::new(&root);
+            let outcome = match apply::recover(&layout) {
+                Ok(outcome) => outcome,
+                Err(failed) => return Ok(failed_with_code(failed, "recovering", ui)),
+            };
+            let opt = optout::recover(&root)?;
+            let text = match outcome {
+                Recovered::Nothing => "nothing to recover".to_owned(),
+                Recovered::RolledBack => {
+                    "an interrupted apply was undone; the old system is intact".into()
+                }
+                Recovered::RolledForward(b) => {
+                    format!("an interrupted apply was finished: build {b}")
+                }
+            };
+            ui.data(
+                &text,
+                json!({"event": "recover", "apply": format!("{outcome:?}"), "opt": opt}),
+            );
+            Ok(ExitCode::Success)
+        }
+        ImageCommand::OptOut {
+            mirror,
+            writable_flag,
+        } => {
+            let config = ru_client::image::config::Config::load(&root).ok();
+            let os = root.os_release()?;
+            let codename = os.codename.clone().ok_or_else(|| Error::Config {
+                path: root.path("/etc/os-release"),
+                reason: "no VERSION_CODENAME, so the apt sources cannot name the release".into(),
+            })?;
+            // A path on the device: resolved under the root, `..` refused.
+            let writable_flag = optout::device_path(&root, writable_flag, "--writable-flag")?;
+            let record = optout::OptOut {
+                build: config.as_ref().map_or(0, |c| c.build_number),
+                channel: config
+                    .as_ref()
+                    .map(|c| c.channel.clone())
+                    .unwrap_or_default(),
+                device: config.as_ref().and_then(|c| c.device.clone()),
+                writable_flag,
+                sources: optout::SOURCES.into(),
+                codename,
+                mirror: mirror.clone(),
+            };
+            let done = optout::opt_out(&root, record)?;
+            ui.data(
+                &format!(
+                    "opted out of image updates at build {} (channel {}); apt sources in {}",
+                    done.build, done.channel, done.sources
+                ),
+                json!({"event": "opt-out", "record": done}),
+            );
+            Ok(ExitCode::Success)
+        }
+        ImageCommand::OptIn => {
+            let undone = optout::opt_in(&root)?;
+            ui.data(
+                if undone.is_some() {
+                    "opted back in to image updates"
+                } else {
+                    "not opted out; nothing to do"
+                },
+                json!({"event": "opt-in", "was": undone}),
+            );
+            Ok(ExitCode::Success)
+        }
+    }
+}
+
+fn info(root: &SystemRoot, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let facts = mode::facts(root)?;
+    let chosen = mode::decide(&facts);
+    let config = ru_client::image::config::Config::load(root);
+    let opted = optout::record(root)?;
+    match &config {
+        Ok(c) => ui.data(
+            &format!(
+                "build {}\nchannel {}\ndevice {}\nserver {}\nmode {:?} (read-only root: {}, system-image config: {}, opted out: {})",
+                c.build_number,
+                c.channel,
+                c.device.as_deref().unwrap_or("(unset)"),
+                c.metadata_base().unwrap_or_else(|e| e.to_string()),
+                chosen,
+                facts.read_only,
+                facts.system_image_config,
+                facts.opted_out
+            ),
+            json!({"event": "info", "build": c.build_number, "channel": c.channel,
+                   "device": c.device, "mode": chosen, "facts": facts, "opt_out": opted,
+                   "config_files": c.sources}),
+        ),
+        Err(e) => ui.data(
+            &format!("no system-image configuration ({e})\nmode {chosen:?}"),
+            json!({"event": "info", "mode": chosen, "facts": facts, "opt_out": opted,
+                   "config_error": e.to_string()}),
+        ),
+    }
+    Ok(ExitCode::Success)
+}
+
+fn channels(
+    root: &SystemRoot,
+    fetcher: &Fetcher,
+    server: &ServerArgs,
+    all: bool,
+    ui: &Ui,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(root, fetcher, server.options())?;
+    let device = client.device()?;
+    let keyrings = client.keyrings(&device)?;
+    let channels = client.channels(&keyrings)?;
+    for (name, channel) in &channels {
+        if channel.hidden && !all {
+            continue;
+        }
+        let mut text = name.clone();
+        if let Some(alias) = &channel.alias {
+            text.push_str(&format!(" (alias of {alias})"));
+        }
+        if let Some(to) = &channel.redirect {
+            text.push_str(&format!(" -> {to}"));
+        }
+        if channel.hidden {
+            text.push_str(" [hidden]");
+        }
+        let devices: Vec<&String> = channel.devices.keys().collect();
+        ui.data(
+            &text,
+            json!({"event": "channel", "name": name, "alias": channel.alias,
+                   "redirect": channel.redirect, "hidden": channel.hidden,
+                   "devices": devices}),
+        );
+    }
+    Ok(ExitCode::Success)
+}
+
+fn report_check(checked: &Checked, ui: &Ui) -> ExitCode {
+    let Some(target) = checked.target() else {
+        ui.data(
+            &format!(
+                "No update: build {} is current on {} ({} candidate paths)",
+                checked.build, checked.channel, checked.candidates
+            ),
+            json!({"event": "check", "available": false, "build": checked.build,
+                   "channel": checked.channel, "candidates": checked.candidates}),
+        );
+        return ExitCode::NoUpgrade;
+    };
+    let path: Vec<serde_json::Value> = checked
+        .winner
+        .iter()
+        .map(|&i| {
+            let img = checked.image(i);
+            json!({"type": img.kind, "version": img.version, "base": img.base,
+                   "bootme": img.bootme, "size": img.size(),
+                   "description": img.description()})
+        })
+        .collect();
+    let steps: Vec<String> = checked
+        .winner
+        .iter()
+        .map(|&i| {
+            let img = checked.image(i);
+            format!("{} {}", img.kind, img.version)
+        })
+        .collect();
+    let size: u64 = checked
+        .this_round
+        .iter()
+        .map(|&i| checked.image(i).size())
+        .sum();
+    ui.data(
+        &format!(
+            "Update available: build {} -> {target} on {} via {} ({} bytes)",
+            checked.build,
+            checked.channel,
+            steps.join(", "),
+            size
+        ),
+        json!({"event": "check", "available": true, "build": checked.build, "target": target,
+               "channel": checked.channel, "device": checked.device, "path": path,
+               "download_size": size, "device_percentage": checked.device_percentage}),
+    );
+    ExitCode::Success
+}
+
+fn apply_command(
+    root: &SystemRoot,
+    fetcher: &Fetcher,
+    server: &ServerArgs,
+    target: Target,
+    recovery: bool,
+    ui: &Ui,
+) -> anyhow::Result<ExitCode> {
+    let layout = Layout::new(root);
+    match apply::recover(&layout) {
+        Ok(Recovered::Nothing) => {}
+        Ok(Recovered::RolledBack) => ui.note("An interrupted apply was undone; starting again."),
+        Ok(Recovered::RolledForward(b)) => {
+            ui.note(&format!("An interrupted apply to build {b} was finished."))
+        }
+        Err(failed) => return Ok(failed_with_code(failed, "recovering", ui)),
+    }
+    // In an A/B pair the build and config are those of the active slot.
+    let config_root = match &target {
+        Target::Slots(slots) => {
+            let (current, _) = slots.current(root, &root.tree()?)?;
+            SystemRoot::new(root.dir().join(current.as_path()))
+        }
+        Target::Root => root.clone(),
+    };
+    let mut client = Client::new(&config_root, fetcher, server.options())?;
+    client.layout = layout.clone();
+    let checked = client.check()?;
+    if report_check(&checked, ui) != ExitCode::Success {
+        return Ok(ExitCode::NoUpgrade);
+    }
+    let files = client
+        .download(&checked)
+        .context("downloading the update")?;
+    let target_build = checked.target().expect("an update");
+    if recovery {
+        let images: Vec<_> = checked
+            .this_round
+            .iter()
+            .map(|&i| checked.image(i))
+            .collect();
+        let pairs: Vec<_> = files
+            .iter()
+            .map(|f| (f.path.clone(), f.signature.clone()))
+            .collect();
+        // Made confined first: a symlink or mount point at /cache is refused, not
+        // written through.
+        root.tree()?.create_dir_all(
+            &ru_client::confine::RelPath::new("cache/recovery").expect("a plain relative path"),
+        )?;
+        let written = apply::write_recovery(
+            &root.path("/cache/recovery"),
+            &layout.keyrings(),
+            &images,
+            &pairs,
+        )?;
+        ui.data(
+            &format!(
+                "wrote {} for the recovery to apply build {target_build}",
+                written.display()
+            ),
+            json!({"event": "recovery", "command_file": written, "target": target_build}),
+        );
+        return Ok(ExitCode::Success);
+    }
+    let steps: Vec<Step<'_>> = files
+        .iter()
+        .map(|f| Step {
+            image: checked.image(f.image),
+            path: f.path.clone(),
+            size: f.size,
+            sha256: f.sha256,
+            name: ru_client::image::file_name(&f.server_path, "index.json").unwrap_or_default(),
+        })
+        .collect();
+    let applied = match apply::apply(&layout, &target, &steps, target_build) {
+        Ok(applied) => applied,
+        Err(failed) => {
+            return Ok(failed_with_code(
+                failed,
+                &format!("applying build {target_build}"),
+                ui,
+            ));
+        }
+    };
+    for p in &applied.partitions {
+        ui.note(&format!(
+            "note: skipped partition image {p} (not flashed by this client)"
+        ));
+    }
+    for m in &applied.mounts_left_alone {
+        ui.note(&format!(
+            "note: left /{m} alone: it is a mount point, not part of the image"
+        ));
+    }
+    if !applied.state_kept.is_empty() {
+        const SHOWN: usize = 5;
+        let mut shown: Vec<String> = applied
+            .state_kept
+            .iter()
+            .take(SHOWN)
+            .map(|p| format!("/{p}"))
+            .collect();
+        if applied.state_kept.len() > SHOWN {
+            shown.push(format!("and {} more", applied.state_kept.len() - SHOWN));
+        }
+        ui.note(&format!(
+            "note: kept {}: the full image does not have it, and a full image never \
+             removes the device's state or its users' files",
+            shown.join(", ")
+        ));
+    }
+    ui.data(
+        &format!("Applied build {target_build}."),
+        json!({"event": "applied", "build": target_build,
+               "skipped_partitions": applied.partitions,
+               "mounts_left_alone": applied.mounts_left_alone,
+               "state_kept": applied.state_kept,
+               "operations": applied.operations}),
+    );
+    Ok(ExitCode::Success)
+}
+
+/// Reports a failed apply or recovery with its own exit code (5: rolled back, 6: left
+/// for `image recover`, else the error's).
+fn failed_with_code(failed: apply::Failed, doing: &str, ui: &Ui) -> ExitCode {
+    let code = failed.exit_code();
+    let err = match failed {
+        apply::Failed::Error(e) => anyhow::Error::new(e),
+        other => anyhow::Error::new(other),
+    };
+    ui.fail(&err.context(doing.to_owned()));
+    code
+}
+
+/// `release-upgrader upgrade` on an image device: apply the next image (with
+/// `--dry-run`, only say which).
+pub fn upgrade(
+    global: &GlobalArgs,
+    dry_run: bool,
+    fetcher: &Fetcher,
+    ui: &Ui,
+) -> anyhow::Result<ExitCode> {
+    let root = SystemRoot::new(&global.root);
+    ui.note("This system updates with images (system-image); applying the next image.");
+    let server = ServerArgs {
+        server: std::env::var("RELEASE_UPGRADER_IMAGE_SERVER").ok(),
+        channel: None,
+        device: None,
+        build: None,
+        max_age: 30,
+        no_zdelta: false,
+        phased_percentage: None,
+    };
+    if dry_run {
+        let client = Client::new(&root, fetcher, server.options())?;
+        return Ok(report_check(&client.check()?, ui));
+    }
+    apply_command(&root, fetcher, &server, Target::Root, false, ui)
+}

@@ -348,3 +348,23 @@ fn gpgv_accepts_what_the_publisher_signs() {
     .unwrap();
     assert!(!gpgv(&["Release.gpg", "Release"]).status.success());
 }
+
+#[test]
+fn a_file_that_cannot_be_read_is_named_once_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir/InRelease");
+    let keyring = dir.path().join("keyring.gpg");
+    std::fs::write(&keyring, test_key().public_keyring()).unwrap();
+    let out = std::process::Command::new(crate::support::BIN)
+        .arg("--keyring")
+        .arg(&keyring)
+        .arg("verify")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let shown = missing.display().to_string();
+    assert_eq!(stderr.matches(&shown).count(), 1, "{stderr}");
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+}

@@ -106,7 +106,11 @@ struct StderrLogger {
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= self.level && metadata.target().starts_with("release_upgrader")
+        // Our crates' messages only (`ru_client::…`, the binaries' `release_upgrader…`), not
+        // those of the libraries beneath them.
+        let target = metadata.target();
+        metadata.level() <= self.level
+            && (target.starts_with("ru_") || target.starts_with("release_upgrader"))
     }
 
     fn log(&self, record: &log::Record<'_>) {

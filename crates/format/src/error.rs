@@ -90,7 +90,9 @@ pub enum Error {
     #[error("{file}: {reason}")]
     BadState { file: PathBuf, reason: String },
 
-    #[error("{path}: {source}")]
+    /// An I/O failure on `path`. Shown as `path: what failed: why`, the path once even
+    /// when the source (an `fs_err` error) names it too.
+    #[error("{}: {}", path.display(), io_reason(path, source))]
     Io {
         path: PathBuf,
         #[source]
@@ -326,6 +328,19 @@ impl Error {
     }
 }
 
+/// The reason of an I/O error without its path: `fs_err` writes
+/// "failed to open file `PATH`: No such file or directory"; [`Error::Io`] prints the path
+/// in front already.
+fn io_reason(path: &std::path::Path, source: &std::io::Error) -> String {
+    let text = source.to_string();
+    let quoted = format!(" `{}`", path.display());
+    if text.contains(&quoted) {
+        text.replacen(&quoted, "", 1)
+    } else {
+        text
+    }
+}
+
 /// Finds the first [`Error`] in an `anyhow` chain.
 pub fn find(err: &anyhow::Error) -> Option<&Error> {
     err.chain().find_map(|cause| cause.downcast_ref::<Error>())
@@ -344,16 +359,20 @@ pub struct Report<'a>(pub &'a anyhow::Error);
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut chain = self.0.chain();
+        // An `Error::Io` has already said its source's reason, without the path again.
+        let mut after_io = false;
         if let Some(top) = chain.next() {
             write!(f, "error: {top}")?;
+            after_io = matches!(top.downcast_ref::<Error>(), Some(Error::Io { .. }));
         }
         let mut previous = self.0.to_string();
         for cause in chain {
             let text = cause.to_string();
             // Wrapped library errors often repeat their cause in their own message.
-            if !previous.contains(&text) {
+            if !previous.contains(&text) && !after_io {
                 write!(f, "\n  caused by: {text}")?;
             }
+            after_io = matches!(cause.downcast_ref::<Error>(), Some(Error::Io { .. }));
             previous = text;
         }
         if let Some(hint) = find(self.0).and_then(Error::hint) {
@@ -388,6 +407,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hint: "), "{text}");
+    }
+
+    #[test]
+    fn an_io_error_prints_its_path_once() {
+        let path = std::path::Path::new("/nonexistent-release-upgrader-test/keyring.gpg");
+        let source = fs_err::read(path).unwrap_err();
+        assert!(
+            source
+                .to_string()
+                .contains("/nonexistent-release-upgrader-test")
+        );
+        let err = anyhow::Error::new(Error::io(path, source)).context("loading the keyrings");
+        let text = Report(&err).to_string();
+        assert_eq!(
+            text.matches("/nonexistent-release-upgrader-test").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("failed to open file"), "{text}");
+        assert!(text.contains("No such file or directory"), "{text}");
+        // A plain std::io::Error (no path of its own) reads the same way.
+        let plain = std::fs::read(path).unwrap_err();
+        let err = anyhow::Error::new(Error::io(path, plain));
+        let text = Report(&err).to_string();
+        assert_eq!(
+            text.matches("/nonexistent-release-upgrader-test").count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
     mountinfo
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(crate::confine::unescape_mountinfo(field)))
+        .map(crate::confine::unescape_mountinfo)
         .collect()
 }
 
@@ -116,7 +116,10 @@ mod tests {
                 PathBuf::from("/media/cdrom")
             ]
         );
-        assert_eq!(crate::confine::unescape_mountinfo("a\\011b\\134"), "a\tb\\");
+        assert_eq!(
+            crate::confine::unescape_mountinfo("a\\011b\\134"),
+            Path::new("a\tb\\")
+        );
     }
 
     /// The layout of Ubuntu's upgrade-CD test fixture (conformance sample).

@@ -1198,11 +1198,7 @@ fn mount_points_in(table: &str, dir: &Path) -> Vec<String> {
         .filter_map(|line| line.split(' ').nth(4))
         .map(unescape_mountinfo)
         .filter_map(|point| {
-            let rest = Path::new(&point)
-                .strip_prefix(dir)
-                .ok()?
-                .to_str()?
-                .to_owned();
+            let rest = point.strip_prefix(dir).ok()?.to_str()?.to_owned();
             (!rest.is_empty()).then_some(rest)
         })
         .collect();
@@ -1213,7 +1209,7 @@ fn mount_points_in(table: &str, dir: &Path) -> Vec<String> {
 
 /// A field of `/proc/self/mountinfo` as the path it names: the kernel escapes space,
 /// tab, newline and backslash in octal (`\040` is a space).
-pub fn unescape_mountinfo(field: &str) -> String {
+pub fn unescape_mountinfo(field: &str) -> PathBuf {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -1229,7 +1225,8 @@ pub fn unescape_mountinfo(field: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // The kernel's bytes, not a lossy copy: a mount point may have any name.
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
 
 /// Removes `path` and everything below it without following a symlink or crossing a

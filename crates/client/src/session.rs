@@ -118,36 +118,7 @@ impl Session {
     }
 
     fn load_keyring(&self) -> Result<Keyring, Error> {
-        let explicit = !self.options.keyrings.is_empty();
-        let paths = if explicit {
-            self.options.keyrings.clone()
-        } else {
-            openpgp::default_keyring_paths(
-                &self.root.config_dir(),
-                &self.root.path("/usr/share/keyrings"),
-            )
-        };
-        if explicit && let Some(missing) = paths.iter().find(|p| !p.exists()) {
-            return Err(Error::Keyring {
-                path: missing.clone(),
-                reason: "no such file or directory".into(),
-            });
-        }
-        let keyring = Keyring::load(&paths)?;
-        if keyring.is_empty() {
-            let searched = paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(Error::NoTrustedKeys { searched });
-        }
-        log::debug!(
-            "trusting {} certificates from {:?}",
-            keyring.certs().len(),
-            keyring.sources()
-        );
-        Ok(keyring)
+        trusted_keyring(&self.root, &self.options.keyrings)
     }
 
     /// The meta-release URI this session reads, or `None` when `Prompt=never`.
@@ -351,4 +322,83 @@ impl Session {
         .collect();
         Ok(HelperPlan { pocket, packages })
     }
+
+    /// The helpers for `target` from the pocket `request` names: a target the
+    /// distribution marked `UpgradeBroken` is refused first, then the pocket is opened
+    /// (with `remember`, its `Date` becomes the floor) and the helper set resolved.
+    pub fn helpers_for(
+        &self,
+        target: &UpgradeTarget,
+        request: &PocketRequest,
+        remember: bool,
+    ) -> anyhow::Result<HelperPlan> {
+        use anyhow::Context as _;
+        let dist = &target.target.dist;
+        if let Some(reason) = &target.target.upgrade_broken {
+            return Err(Error::UpgradeBroken {
+                dist: dist.clone(),
+                reason: reason.clone(),
+            }
+            .into());
+        }
+        let pocket = self
+            .open_pocket(request, remember)
+            .with_context(|| format!("reading the helper pocket for {dist}"))?;
+        self.plan_helpers(target, pocket)
+            .with_context(|| format!("resolving the helpers for {dist}"))
+    }
+
+    /// What every command that needs helpers starts with: the target release (from the
+    /// meta-release, or from upgrade media at `cdrom`) and its helper set.
+    pub fn target_and_helpers(
+        &self,
+        cdrom: Option<&std::path::Path>,
+        remember: bool,
+    ) -> anyhow::Result<(UpgradeTarget, HelperPlan)> {
+        use anyhow::Context as _;
+        let (target, request) = match cdrom {
+            Some(path) => self.media_target(path)?,
+            None => {
+                let target = self
+                    .find_target(remember)
+                    .context("looking for a new release")?;
+                let request = self.network_pocket(&target)?;
+                (target, request)
+            }
+        };
+        let plan = self.helpers_for(&target, &request, remember)?;
+        Ok((target, plan))
+    }
+}
+
+/// The trusted keyring of `root`: the `explicit` files (`--keyring`; each must exist), or
+/// when none are given, the tool's own `trusted.gpg.d/` and the distributions' archive
+/// keyrings. No key at all is an error: nothing could be verified.
+pub fn trusted_keyring(root: &SystemRoot, explicit: &[PathBuf]) -> Result<Keyring, Error> {
+    let paths = if explicit.is_empty() {
+        openpgp::default_keyring_paths(&root.config_dir(), &root.path("/usr/share/keyrings"))
+    } else {
+        if let Some(missing) = explicit.iter().find(|p| !p.exists()) {
+            return Err(Error::Keyring {
+                path: missing.clone(),
+                reason: "no such file or directory".into(),
+            });
+        }
+        explicit.to_vec()
+    };
+    let keyring = Keyring::load(&paths)?;
+    if keyring.is_empty() {
+        let searched = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Error::NoTrustedKeys { searched });
+    }
+    log::debug!(
+        "trusting {} certificates from {:?}",
+        keyring.certs().len(),
+        keyring.sources()
+    );
+    Ok(keyring)
 }

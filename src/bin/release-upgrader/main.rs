@@ -24,7 +24,7 @@ use ru_client::session::{HelperPlan, Session, SessionOptions, UpgradeTarget};
 use ru_client::ui::{self, Ui};
 use ru_format::error::{Error, ExitCode};
 use ru_trust::fetch::{FetchConfig, Fetcher};
-use ru_trust::openpgp::{self, Keyring};
+use ru_trust::openpgp;
 use ru_trust::progress::human_size;
 
 /// Entry point of the `release-upgrader` binary.
@@ -178,16 +178,7 @@ fn check(session: &Session, ui: &Ui) -> anyhow::Result<ExitCode> {
     ));
     // The helper pocket is checked too: "available" means the helpers can be had.
     let plan = match session.network_pocket(&target) {
-        Ok(request) => {
-            let pocket = session
-                .open_pocket(&request, true)
-                .with_context(|| format!("checking the helper pocket for {dist}"))?;
-            Some(
-                session
-                    .plan_helpers(&target, pocket)
-                    .with_context(|| format!("resolving the helpers for {dist}"))?,
-            )
-        }
+        Ok(request) => Some(session.helpers_for(&target, &request, true)?),
         Err(err @ Error::NoHelperPocket { .. }) => {
             ui.note(&format!("note: {err}"));
             None
@@ -227,24 +218,8 @@ fn plan_json(plan: &HelperPlan) -> serde_json::Value {
 }
 
 fn bootstrap_dry_run(session: &Session, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let target = session
-        .find_target(false)
-        .context("looking for a new release")?;
+    let (target, plan) = session.target_and_helpers(None, false)?;
     let dist = &target.target.dist;
-    if let Some(reason) = &target.target.upgrade_broken {
-        return Err(Error::UpgradeBroken {
-            dist: dist.clone(),
-            reason: reason.clone(),
-        }
-        .into());
-    }
-    let request = session.network_pocket(&target)?;
-    let pocket = session
-        .open_pocket(&request, false)
-        .with_context(|| format!("reading the helper pocket for {dist}"))?;
-    let plan = session
-        .plan_helpers(&target, pocket)
-        .with_context(|| format!("resolving the helpers for {dist}"))?;
     let mut text = format!(
         "Helpers for the upgrade to {} ({dist}) from {}:\n",
         target.target.version, plan.pocket.location
@@ -284,29 +259,7 @@ fn verify(
 ) -> anyhow::Result<ExitCode> {
     // `verify` needs no running release: only the root's keyrings.
     let root = SystemRoot::new(&global.root);
-    let paths = if global.keyring.is_empty() {
-        openpgp::default_keyring_paths(&root.config_dir(), &root.path("/usr/share/keyrings"))
-    } else {
-        if let Some(missing) = global.keyring.iter().find(|p| !p.exists()) {
-            return Err(Error::Keyring {
-                path: missing.clone(),
-                reason: "no such file or directory".into(),
-            }
-            .into());
-        }
-        global.keyring.clone()
-    };
-    let keyring = Keyring::load(&paths)?;
-    if keyring.is_empty() {
-        return Err(Error::NoTrustedKeys {
-            searched: paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
-        .into());
-    }
+    let keyring = ru_client::session::trusted_keyring(&root, &global.keyring)?;
     let data = fs_err::read(file).map_err(|e| Error::io(file, e))?;
     let what = file.display().to_string();
     let verified = match sigfile {
@@ -335,24 +288,8 @@ fn bootstrap(
     no_reexec: bool,
     cancel: &Arc<AtomicBool>,
 ) -> anyhow::Result<ExitCode> {
-    let target = session
-        .find_target(true)
-        .context("looking for a new release")?;
+    let (target, plan) = session.target_and_helpers(None, true)?;
     let dist = &target.target.dist;
-    if let Some(reason) = &target.target.upgrade_broken {
-        return Err(Error::UpgradeBroken {
-            dist: dist.clone(),
-            reason: reason.clone(),
-        }
-        .into());
-    }
-    let request = session.network_pocket(&target)?;
-    let pocket = session
-        .open_pocket(&request, true)
-        .with_context(|| format!("reading the helper pocket for {dist}"))?;
-    let plan = session
-        .plan_helpers(&target, pocket)
-        .with_context(|| format!("resolving the helpers for {dist}"))?;
     let store = Store::new(&session.root);
     let progress = session.fetcher.progress();
     let outcome = helpers::install(
@@ -563,9 +500,9 @@ fn image_fetcher(global: &GlobalArgs, ui: &Ui) -> Fetcher {
 
 fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     // PROTOCOL §5: read-only or system-image devices upgrade with images, not apt.
-    if let Ok(ru_client::image::mode::Mode::Image) =
-        ru_client::image::mode::choose(&SystemRoot::new(&global.root))
-    {
+    let mode = ru_client::image::mode::choose(&SystemRoot::new(&global.root))
+        .context("deciding between image updates and apt")?;
+    if mode == ru_client::image::mode::Mode::Image {
         return crate::image::upgrade(global, args.dry_run, &image_fetcher(global, ui), ui);
     }
     use ru_client::upgrade::run::{Frontend, Prepared, UpgradeOptions, Upgrader};

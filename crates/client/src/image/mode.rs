@@ -7,7 +7,7 @@
 //! holds the root (a read-only bind mount shows there, and statvfs agrees only for
 //! the whole filesystem), with statvfs as a second opinion.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::Error;
 use crate::root::SystemRoot;
@@ -76,30 +76,6 @@ fn has_service_section(root: &SystemRoot) -> bool {
         })
 }
 
-/// Unescapes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let n = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(n);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    let os: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(out);
-    PathBuf::from(os)
-}
-
 /// Whether the mount holding `dir` (canonical) is read-only, from mountinfo text:
 /// the last-mounted entry whose mount point is the longest prefix of `dir`; its
 /// per-mount options (field 6) or superblock options decide.
@@ -110,7 +86,7 @@ pub fn mount_is_read_only(mountinfo: &str, dir: &Path) -> Option<bool> {
         if fields.len() < 10 {
             continue;
         }
-        let mount_point = unescape(fields[4]);
+        let mount_point = crate::confine::unescape_mountinfo(fields[4]);
         if !dir.starts_with(&mount_point) {
             continue;
         }

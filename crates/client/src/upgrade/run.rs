@@ -370,24 +370,8 @@ impl<'a> Upgrader<'a> {
 
     /// The target release and its helper plan, from the meta-release or the media.
     fn target_and_helpers(&self) -> anyhow::Result<(UpgradeTarget, HelperPlan)> {
-        let session = self.session;
-        let (target, request) = match &self.options.cdrom {
-            Some(path) => session.media_target(path)?,
-            None => {
-                let target = session.find_target(true)?;
-                let request = session.network_pocket(&target)?;
-                (target, request)
-            }
-        };
-        if let Some(reason) = &target.target.upgrade_broken {
-            anyhow::bail!(Error::UpgradeBroken {
-                dist: target.target.dist.clone(),
-                reason: reason.clone(),
-            });
-        }
-        let pocket = session.open_pocket(&request, !self.options.dry_run)?;
-        let plan = session.plan_helpers(&target, pocket)?;
-        Ok((target, plan))
+        self.session
+            .target_and_helpers(self.options.cdrom.as_deref(), !self.options.dry_run)
     }
 
     fn say_offline(&self, release: &RunningRelease) {

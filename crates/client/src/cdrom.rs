@@ -141,9 +141,10 @@ mod tests {
     #[test]
     fn upgrade_cd_layout_is_recognised() {
         let dir = tempfile::tempdir().unwrap();
-        let layout = std::fs::read_to_string(
-            "tests/conformance/ubuntu-release-upgrader/cdrom-fixture-layout.txt",
-        )
+        let layout = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/conformance/ubuntu-release-upgrader/cdrom-fixture-layout.txt"
+        ))
         .unwrap();
         assert!(layout.contains("dists/intrepid/main/dist-upgrader/binary-amd64/.keep"));
         fixture_media(dir.path());

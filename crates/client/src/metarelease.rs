@@ -609,7 +609,10 @@ mod tests {
         let root = SystemRoot::new(dir.path());
         std::fs::create_dir_all(root.path("/etc/update-manager")).unwrap();
         std::fs::copy(
-            "tests/conformance/ubuntu-release-upgrader/etc-update-manager-meta-release",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tests/conformance/ubuntu-release-upgrader/etc-update-manager-meta-release"
+            ),
             root.path(META_RELEASE_CONFIG),
         )
         .unwrap();
@@ -669,7 +672,10 @@ mod tests {
         assert_eq!(read_prompt(&root).unwrap(), Prompt::Normal);
         std::fs::create_dir_all(root.path("/etc/update-manager")).unwrap();
         std::fs::copy(
-            "tests/conformance/ubuntu-release-upgrader/etc-update-manager-release-upgrades",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tests/conformance/ubuntu-release-upgrader/etc-update-manager-release-upgrades"
+            ),
             root.path(RELEASE_UPGRADES),
         )
         .unwrap();

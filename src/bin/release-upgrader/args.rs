@@ -290,3 +290,83 @@ impl GlobalArgs {
         args
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(argv: &[&str]) -> ClientCli {
+        ClientCli::try_parse_from(std::iter::once("release-upgrader").chain(argv.iter().copied()))
+            .unwrap()
+    }
+
+    /// The re-exec runs the helpers' upgrader with `to_args()`; whatever the user gave must
+    /// come back the same, flag for flag.
+    #[test]
+    fn the_reexec_arguments_parse_back_to_what_the_user_gave() {
+        let cases: &[&[&str]] = &[
+            &["upgrade"],
+            &[
+                "--root",
+                "/srv/chroot",
+                "--keyring",
+                "/a.gpg",
+                "--keyring",
+                "/b gpg",
+                "--meta-release-uri",
+                "file:///m",
+                "-d",
+                "--allow-unsigned-meta-release",
+                "--json",
+                "-qq",
+                "--arch",
+                "arm64",
+                "--retries",
+                "0",
+                "--timeout",
+                "7",
+                "upgrade",
+                "-f",
+                "noninteractive",
+                "-y",
+                "--allow-third-party",
+                "--dry-run",
+                "--cdrom",
+                "/media/cd",
+                "--keep-helpers",
+                "-m",
+                "server",
+                "--allow-pending",
+                "--lock-timeout",
+                "9",
+            ],
+            &[
+                "-p",
+                "-vv",
+                "upgrade",
+                "--frontend",
+                "DistUpgradeViewText",
+                "--mode",
+                "cloud",
+            ],
+            &["upgrade", "-m", "desktop"],
+        ];
+        for argv in cases {
+            let given = parse(argv);
+            let ClientCommand::Upgrade(upgrade) = &given.command else {
+                panic!("not an upgrade: {argv:?}");
+            };
+            let mut again: Vec<std::ffi::OsString> = vec!["release-upgrader".into()];
+            again.extend(given.global.to_args());
+            again.extend(upgrade.to_args());
+            let back = ClientCli::try_parse_from(&again).unwrap();
+            assert_eq!(
+                format!("{given:?}"),
+                format!("{back:?}"),
+                "{argv:?} → {again:?}"
+            );
+        }
+    }
+}

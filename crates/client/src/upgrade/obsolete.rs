@@ -688,7 +688,7 @@ Depends: libbz2-1.0, libc6 (>= 2.34), libgcrypt20 (>= 1.10.0), liblz4-1 (>= 0.0~
             text.push_str(&format!("{}:\n  Installed: {}\n", p.name, p.version));
             match offered.get(p.name.as_str()) {
                 Some(new) => text.push_str(&format!(
-                    "  Candidate: {new}\n  Version table:\n     {new} 500\n        500 http://deb.debian.org/debian trixie/main amd64 Packages\n"
+                    "  Candidate: {new}\n  Version table:\n     {new} 500\n        500 http://deb.debian.example/debian trixie/main amd64 Packages\n"
                 )),
                 None => text.push_str(&format!("  Candidate: {}\n  Version table:\n", p.version)),
             }

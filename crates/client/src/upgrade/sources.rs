@@ -381,7 +381,10 @@ mod tests {
                 .replace("{default_source_uri}", "http://archive.invalid/ubuntu")
                 .replace("{security_source_uri}", "http://security.invalid/ubuntu")
         };
-        let base = "tests/conformance/ubuntu-release-upgrader/deb822-test_sources_rewrite";
+        let base = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/conformance/ubuntu-release-upgrader/deb822-test_sources_rewrite"
+        );
         let input = std::fs::read_to_string(format!("{base}/in/ubuntu.sources")).unwrap();
         let expect = std::fs::read_to_string(format!("{base}/expect/ubuntu.sources")).unwrap();
         let all = |_: &SourceEntry| true;

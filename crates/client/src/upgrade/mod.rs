@@ -10,6 +10,7 @@ pub mod locks;
 pub mod logs;
 pub mod obsolete;
 pub mod pending;
+pub mod plan;
 pub mod prefetch;
 pub mod run;
 pub mod sources;

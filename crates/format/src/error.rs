@@ -90,6 +90,16 @@ pub enum Error {
     #[error("{file}: {reason}")]
     BadState { file: PathBuf, reason: String },
 
+    /// A program the tool ran and waited for failed: its command line, how it ended and
+    /// the end of what it wrote to stderr.
+    #[error("`{command}` failed ({status}){}", stderr_suffix(.stderr_tail))]
+    Program {
+        program: String,
+        command: String,
+        status: std::process::ExitStatus,
+        stderr_tail: String,
+    },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -218,6 +228,7 @@ impl Error {
             | Locked { .. }
             | Refused { .. }
             | BadState { .. }
+            | Program { .. }
             | Io { .. } => ExitCode::Usage,
             UpgradesDisabled { .. }
             | ReleaseNotListed { .. }
@@ -323,6 +334,14 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn stderr_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", tail.trim())
     }
 }
 

@@ -290,12 +290,11 @@ impl<'a> Upgrader<'a> {
                 });
             }
             logs.main(&format!("running {fix}"));
-            let status = children::command("dpkg")
+            let status = crate::task::Task::new("dpkg")
                 .args(dpkg_root_args(root))
                 .args(["--configure", "-a"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .map_err(|e| Error::io("dpkg", e))?;
+                .status()?;
             if !status.success() {
                 anyhow::bail!("`{fix}` failed; fix what it reports, then try again");
             }
@@ -1710,16 +1709,14 @@ fn apt_captured(
     args: &[&str],
     logs: &Logs,
 ) -> anyhow::Result<(bool, String, String)> {
-    let mut cmd = apt.command(program);
-    cmd.args(args).stdin(std::process::Stdio::null());
+    let mut task = crate::task::Task::from_command(apt.command(program));
+    task.args(args);
     logs.main(&format!(
         "running {program} {}",
         args.iter().take(6).copied().collect::<Vec<_>>().join(" ")
     ));
     let started = std::time::Instant::now();
-    let out = cmd
-        .output()
-        .map_err(|e| Error::io(children::program_of(&cmd), e))?;
+    let out = task.output_unchecked()?;
     logs.main(&format!(
         "{program} {} finished in {:.1} s",
         if out.status.success() { "ok" } else { "failed" },

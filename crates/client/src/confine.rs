@@ -993,7 +993,7 @@ impl Tree {
             None => self.walk(std::iter::empty())?.expect("the tree itself"),
         };
         // Unique to this process, thread and call: two writers never share it.
-        let tmp = crate::fsutil::temp_file_name(&name);
+        let tmp = crate::fsutil::temp_file_name(name);
         let result = (|| -> std::io::Result<()> {
             let fd = rustix::fs::openat(
                 &dir.fd,

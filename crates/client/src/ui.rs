@@ -106,7 +106,11 @@ struct StderrLogger {
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= self.level && metadata.target().starts_with("release_upgrader")
+        // Our own crates only (the binaries and the workspace's `ru_*` libraries), not
+        // the libraries they use.
+        let target = metadata.target();
+        metadata.level() <= self.level
+            && (target.starts_with("release_upgrader") || target.starts_with("ru_"))
     }
 
     fn log(&self, record: &log::Record<'_>) {

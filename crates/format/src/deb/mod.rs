@@ -99,12 +99,12 @@
 //!
 //! ```no_run
 //! use std::path::Path;
-//! use release_upgrader::deb::{self, PathOwners, Policy};
+//! use ru_format::deb::{self, PathOwners, Policy};
 //!
-//! # fn main() -> Result<(), release_upgrader::Error> {
+//! # fn main() -> Result<(), ru_format::Error> {
 //! let mut owners = PathOwners::new();
 //! for (deb, dest) in [("apt.deb", "stage/apt"), ("dpkg.deb", "stage/dpkg")] {
-//!     std::fs::create_dir_all(dest).map_err(|e| release_upgrader::Error::io(dest, e))?;
+//!     std::fs::create_dir_all(dest).map_err(|e| ru_format::Error::io(dest, e))?;
 //!     let extracted = deb::extract(Path::new(deb), Path::new(dest), &Policy::helper("amd64"), &mut owners)?;
 //!     println!("{} {}: {} entries", extracted.control.package, extracted.control.version, extracted.entries.len());
 //! }

@@ -252,7 +252,7 @@ impl Index {
 /// resolver reads them; architecture qualifiers (`:any`) and version constraints are
 /// not part of a name.
 fn relation_names(text: &str) -> Result<Vec<Vec<String>>, String> {
-    let relations: Relations = text.parse().map_err(|e| format!("{e}"))?;
+    let relations = text.parse::<Relations>().map_err(|e| e.to_string())?;
     Ok(relations
         .iter()
         .map(|group| group.iter().map(|r| r.name.clone()).collect())

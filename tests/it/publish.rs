@@ -567,3 +567,28 @@ fn an_existing_secret_key_is_never_overwritten_unless_asked() {
     let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
     assert_eq!(mode & 0o7777, 0o600);
 }
+
+/// `image build` used to ignore a `SOURCE_DATE_EPOCH` that is not a number and build an
+/// image stamped with the current time; every publisher command now refuses it.
+#[test]
+fn a_source_date_epoch_that_is_not_a_number_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "device\n").unwrap();
+    let out = dir.path().join("out");
+    let build = |epoch: &str| {
+        Run(Command::new(PUBLISH_BIN)
+            .args(["image", "build", "--root", s(&root), "--out", s(&out)])
+            .args(["--name", "image"])
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .output()
+            .unwrap())
+    };
+    build("yesterday")
+        .expect(2)
+        .mentions(&["SOURCE_DATE_EPOCH", "yesterday"]);
+    assert!(!out.join("image.tar.xz").exists());
+    build("1700000000").expect(0);
+    assert!(out.join("image.tar.xz").exists());
+}

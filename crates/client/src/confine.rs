@@ -929,10 +929,8 @@ impl Tree {
         let (dir, name) = self
             .parent(rel)?
             .ok_or_else(|| self.refused(rel.as_str(), "its directory does not exist"))?;
-        // Unique to this process and call: two threads never share it.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = format!(".{name}.tmp-{}-{n}", std::process::id());
+        // Unique to this process, thread and call: two writers never share it.
+        let tmp = crate::fsutil::temp_file_name(&name);
         rustix::fs::symlinkat(target, &dir.fd, tmp.as_str())
             .map_err(|e| Error::io(self.display(rel), e.into()))?;
         dir.rename_at(&tmp, &dir, &name, false)?;
@@ -962,10 +960,29 @@ impl Tree {
         Ok(Some(data))
     }
 
+    /// The JSON state file `rel`, a `what` (see [`crate::json_state`]); `None` if it
+    /// does not exist.
+    pub fn load_json<T: serde::de::DeserializeOwned>(
+        &self,
+        rel: &RelPath,
+        what: &str,
+    ) -> Result<Option<T>, Error> {
+        self.read(rel)?
+            .map(|bytes| crate::json_state::decode(&self.display(rel), what, &bytes))
+            .transpose()
+    }
+
+    /// Replaces the JSON state file `rel` with `value` (see [`crate::json_state`]).
+    pub fn save_json<T: Serialize + ?Sized>(&self, rel: &RelPath, value: &T) -> Result<(), Error> {
+        self.write_atomic(rel, &crate::json_state::encode(value))
+    }
+
     /// Replaces the file `rel` with `data` (mode 0644) atomically and durably: written to
     /// a temporary name in its directory, fsynced, renamed over, the directory fsynced.
     /// Missing parents are created; a symlink or mount point on the way is refused, and
     /// a symlink at `rel` itself is replaced, not written through.
+    /// This is the root-confined variant of `fsutil::write_atomic` (the same steps
+    /// through `openat`), for every write below a system root; it stays separate.
     pub fn write_atomic(&self, rel: &RelPath, data: &[u8]) -> Result<(), Error> {
         let (dir_part, name) = rel.split_last();
         let dir = match dir_part {
@@ -975,10 +992,8 @@ impl Tree {
             })?)?,
             None => self.walk(std::iter::empty())?.expect("the tree itself"),
         };
-        // Unique to this process and call: two threads never share it.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = format!(".{name}.tmp-{}-{n}", std::process::id());
+        // Unique to this process, thread and call: two writers never share it.
+        let tmp = crate::fsutil::temp_file_name(name);
         let result = (|| -> std::io::Result<()> {
             let fd = rustix::fs::openat(
                 &dir.fd,

@@ -31,10 +31,11 @@ pub mod confine;
 pub mod crashpoint;
 pub mod root;
 pub mod state;
+pub mod task;
 pub mod ui;
 
 // The crates below, reachable as `crate::…` inside this one.
-use ru_format::{date, deb, digest, error, fsutil, ini, layout, os_release, version};
+use ru_format::{date, deb, digest, error, fsutil, ini, json_state, layout, os_release, version};
 use ru_trust::{fetch, openpgp, progress};
 
 pub use ru_format::{Error, ExitCode};

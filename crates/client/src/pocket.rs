@@ -147,40 +147,104 @@ pub(crate) fn repeated_field(stanza: &deb822_fast::Paragraph) -> Option<&str> {
         .map(|(_, name)| *name)
 }
 
+/// One stanza of a `Packages` index, read with deb822-fast: the fields every reader of
+/// an index checks the same way (the client's helper pockets here, the publisher's
+/// upstream archive in `ru_publish::helper::source`), each error naming the package.
+pub struct PackagesStanza<'a> {
+    stanza: &'a deb822_fast::Paragraph,
+    name: String,
+}
+
+impl<'a> PackagesStanza<'a> {
+    /// The stanzas of the `Packages` index `text`.
+    pub fn parse_all(text: &str) -> Result<deb822_fast::Deb822, String> {
+        text.parse().map_err(|e| format!("not deb822: {e}"))
+    }
+
+    pub fn new(stanza: &'a deb822_fast::Paragraph) -> Self {
+        let name = stanza
+            .get("Package")
+            .map(str::trim)
+            .unwrap_or("")
+            .to_owned();
+        PackagesStanza { stanza, name }
+    }
+
+    /// `Package` (empty if absent).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The first field given more than once, if any.
+    pub fn repeated_field(&self) -> Option<&'a str> {
+        repeated_field(self.stanza)
+    }
+
+    /// A field, trimmed; empty if absent.
+    pub fn field(&self, field_name: &str) -> String {
+        self.stanza
+            .get(field_name)
+            .map(str::trim)
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// A field that must be there and not be empty.
+    pub fn required(&self, field_name: &str) -> Result<String, String> {
+        let value = self.field(field_name);
+        if value.is_empty() {
+            Err(format!("package {:?} has no {field_name} field", self.name))
+        } else {
+            Ok(value)
+        }
+    }
+
+    pub fn version(&self) -> Result<Version, String> {
+        let text = self.required("Version")?;
+        text.parse()
+            .map_err(|e| format!("package {}: bad Version {text:?}: {e}", self.name))
+    }
+
+    /// `Filename`, a relative path that stays below the archive.
+    pub fn filename(&self) -> Result<String, String> {
+        let filename = self.required("Filename")?;
+        fetch::check_relative(&filename)
+            .map_err(|reason| format!("package {}: Filename {filename:?} {reason}", self.name))?;
+        Ok(filename)
+    }
+
+    pub fn size(&self) -> Result<u64, String> {
+        self.required("Size")?
+            .parse()
+            .map_err(|_| format!("package {}: bad Size", self.name))
+    }
+
+    pub fn sha256(&self) -> Result<Sha256, String> {
+        self.required("SHA256")?
+            .parse()
+            .map_err(|e| format!("package {}: {e}", self.name))
+    }
+}
+
 /// Parses a `Packages` index of a helper pocket.
 pub fn parse_packages(text: &str) -> Result<Vec<PackageEntry>, String> {
-    let doc: deb822_fast::Deb822 = text.parse().map_err(|e| format!("not deb822: {e}"))?;
+    let doc = PackagesStanza::parse_all(text)?;
     let packages = doc
         .iter()
         .map(|stanza| {
-            let field = |name: &str| stanza.get(name).map(str::trim).unwrap_or("").to_owned();
-            let name = field("Package");
-            if let Some(repeated) = repeated_field(stanza) {
+            let stanza = PackagesStanza::new(stanza);
+            let name = stanza.name().to_owned();
+            if let Some(repeated) = stanza.repeated_field() {
                 return Err(format!(
                     "package {name:?}: the field {repeated} is given more than once"
                 ));
             }
-            let required = |field_name: &str| {
-                let value = field(field_name);
-                if value.is_empty() {
-                    Err(format!("package {name:?} has no {field_name} field"))
-                } else {
-                    Ok(value)
-                }
-            };
             if name.is_empty() {
                 return Err("a stanza has no Package field".to_owned());
             }
-            let version_text = required("Version")?;
-            let version = version_text
-                .parse()
-                .map_err(|e| format!("package {name}: bad Version {version_text:?}: {e}"))?;
-            let filename = required("Filename")?;
-            fetch::check_relative(&filename)
-                .map_err(|reason| format!("package {name}: Filename {filename:?} {reason}"))?;
-            let size: u64 = required("Size")?
-                .parse()
-                .map_err(|_| format!("package {name}: bad Size"))?;
+            let version = stanza.version()?;
+            let filename = stanza.filename()?;
+            let size = stanza.size()?;
             let limit = crate::deb::HELPER_SET_MAX;
             if size > limit {
                 return Err(format!(
@@ -188,7 +252,7 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageEntry>, String> {
                      helper set may take"
                 ));
             }
-            let installed_size_kib = match field("Installed-Size") {
+            let installed_size_kib = match stanza.field("Installed-Size") {
                 text if text.is_empty() => None,
                 text => {
                     let kib: u64 = text
@@ -203,14 +267,12 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageEntry>, String> {
                     Some(kib)
                 }
             };
-            let sha256 = required("SHA256")?
-                .parse()
-                .map_err(|e| format!("package {name}: {e}"))?;
+            let sha256 = stanza.sha256()?;
             Ok(PackageEntry {
-                architecture: required("Architecture")?,
+                architecture: stanza.required("Architecture")?,
                 installed_size_kib,
-                depends: field("Depends"),
-                pre_depends: field("Pre-Depends"),
+                depends: stanza.field("Depends"),
+                pre_depends: stanza.field("Pre-Depends"),
                 name,
                 version,
                 filename,

@@ -11,16 +11,9 @@ use debian_control::lossy::{Relation, Relations};
 use debian_control::relations::VersionConstraint;
 
 use crate::error::Error;
+use crate::layout::is_helper_name;
 use crate::pocket::PackageEntry;
 use crate::version::Version;
-
-/// The prefix every helper package name carries.
-pub const HELPER_PREFIX: &str = "release-upgrader-";
-
-/// Whether `name` is a helper package name.
-pub fn is_helper_name(name: &str) -> bool {
-    name.len() > HELPER_PREFIX.len() && name.starts_with(HELPER_PREFIX)
-}
 
 /// Resolves `roots` and their `Depends`/`Pre-Depends` inside `packages`. Returns the
 /// chosen packages sorted by name. `pocket` names the pocket in errors.

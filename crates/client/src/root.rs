@@ -187,14 +187,12 @@ impl SystemRoot {
 /// The Debian architecture name of this machine (`dpkg --print-architecture`), falling
 /// back to the name that matches the architecture this program was built for.
 pub fn host_architecture() -> String {
-    if let Ok(out) = crate::upgrade::children::command("dpkg")
+    if let Ok(out) = crate::task::Task::new("dpkg")
         .arg("--print-architecture")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .output()
     {
-        let arch = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if out.status.success() && !arch.is_empty() {
+        let arch = String::from_utf8_lossy(&out).trim().to_owned();
+        if !arch.is_empty() {
             return arch;
         }
     }

@@ -11,6 +11,7 @@ use crate::confine::RelPath;
 use crate::date::{self, Timestamp};
 use crate::digest::Sha256;
 use crate::error::Error;
+use crate::json_state;
 use crate::root::{STATE_DIR, SystemRoot};
 
 const RELEASE_DATES: &str = "release-dates.json";
@@ -71,14 +72,7 @@ impl StateDir {
 
     fn read_dates(&self) -> Result<ReleaseDates, Error> {
         let path = self.dir.join(RELEASE_DATES);
-        match fs_err::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Config {
-                path,
-                reason: format!("unreadable state ({e}); remove the file to start afresh"),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ReleaseDates::default()),
-            Err(e) => Err(Error::io(path, e)),
-        }
+        Ok(json_state::load(&path, "record of release dates")?.unwrap_or_default())
     }
 
     /// The newest `Date` accepted from `pocket` so far.
@@ -104,8 +98,7 @@ impl StateDir {
             timestamp,
             date: date::format(timestamp),
         };
-        let json = serde_json::to_vec_pretty(&dates).expect("state serialises");
-        self.write(None, RELEASE_DATES, &json)
+        self.write(None, RELEASE_DATES, &json_state::encode(&dates))
     }
 
     /// The cache files of `uri` in `cache/`: its body and its entry.
@@ -142,11 +135,7 @@ impl StateDir {
             uri: uri.to_owned(),
             last_modified,
         };
-        self.write(
-            Some(CACHE),
-            &meta_name,
-            &serde_json::to_vec_pretty(&entry).expect("serialises"),
-        )
+        self.write(Some(CACHE), &meta_name, &json_state::encode(&entry))
     }
 }
 

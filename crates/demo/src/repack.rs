@@ -3,10 +3,10 @@
 //! archive) without a network: the archive it points at is made of this machine's apt,
 //! dpkg and the libraries they depend on.
 
+use ru_client::task::Task;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::error::Error;
 use crate::upgrade::dpkg_status::Status;
@@ -95,7 +95,7 @@ pub fn repack(name: &str, work: &Path, out: &Path) -> Result<PathBuf, Error> {
     let _ = std::fs::remove_dir_all(&tree);
     let debian = tree.join("DEBIAN");
     fs_err::create_dir_all(&debian).map_err(|e| Error::io(&debian, e))?;
-    let list = super::tiny::run(Command::new("dpkg-query").args(["-L", name]))?;
+    let list = super::tiny::run(Task::plain("dpkg-query").args(["-L", name]))?;
     let paths: Vec<&str> = list
         .lines()
         .map(str::trim)
@@ -145,7 +145,7 @@ pub fn repack(name: &str, work: &Path, out: &Path) -> Result<PathBuf, Error> {
         .map(|f| format!("${{{f}}}\\t"))
         .collect::<String>()
         + "${binary:Summary}";
-    let values = super::tiny::run(Command::new("dpkg-query").args(["-W", "-f", &format, name]))?;
+    let values = super::tiny::run(Task::plain("dpkg-query").args(["-W", "-f", &format, name]))?;
     let values: Vec<&str> = values.split('\t').collect();
     let mut control = String::new();
     for (field, value) in FIELDS.iter().zip(&values) {
@@ -168,12 +168,11 @@ pub fn repack(name: &str, work: &Path, out: &Path) -> Result<PathBuf, Error> {
         .split_once(':')
         .map_or(installed.version.as_str(), |(_, v)| v);
     let deb = out.join(format!("{name}_{version}_{}.deb", installed.architecture));
-    super::tiny::run(
-        Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Znone", "--build"])
-            .arg(&tree)
-            .arg(&deb),
-    )?;
+    Task::plain("dpkg-deb")
+        .args(["--root-owner-group", "-Znone", "--build"])
+        .arg(&tree)
+        .arg(&deb)
+        .output()?;
     let _ = std::fs::remove_dir_all(&tree);
     Ok(deb)
 }

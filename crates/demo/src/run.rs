@@ -6,8 +6,8 @@
 //! 127.0.0.1; the old release is installed into a throwaway root with dpkg; then
 //! `release-upgrader --root ROOT upgrade` runs the real flow against it.
 
+use ru_client::task::Task;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use crate::date;
@@ -273,7 +273,7 @@ pub fn run(options: &DemoOptions, steps: &mut dyn Steps) -> Result<DemoOutcome, 
         TOTAL,
         "release-upgrader upgrade: bootstrap → re-exec → sources → update → install → cleanup",
     );
-    let mut upgrade = Command::new(&options.client);
+    let mut upgrade = Task::plain(&options.client);
     upgrade
         .arg("--root")
         .arg(&root)
@@ -287,9 +287,7 @@ pub fn run(options: &DemoOptions, steps: &mut dyn Steps) -> Result<DemoOutcome, 
     if options.noninteractive {
         upgrade.args(["-y", "-f", "noninteractive"]);
     }
-    let status = upgrade
-        .status()
-        .map_err(|e| Error::io(&options.client, e))?;
+    let status = upgrade.status()?;
     drop(server);
 
     steps.step(8, TOTAL, "checking the result");

@@ -7,9 +7,9 @@
 //! (obsolete afterwards) and one that only the new release has (pulled in by a
 //! dependency).
 
+use ru_client::task::Task;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::error::Error;
 
@@ -56,10 +56,7 @@ impl TinyPackage {
 /// The host programs and libraries a minimal shell needs (its ELF closure, by `ldd`).
 fn shell_files() -> Result<Vec<(String, Vec<u8>, u32)>, Error> {
     let shell = std::fs::canonicalize("/bin/sh").map_err(|e| Error::io("/bin/sh", e))?;
-    let out = Command::new("ldd")
-        .arg(&shell)
-        .output()
-        .map_err(|e| Error::io("ldd", e))?;
+    let out = Task::plain("ldd").arg(&shell).output_unchecked()?;
     let mut paths: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| {
@@ -198,28 +195,17 @@ pub fn build(package: &TinyPackage, work: &Path, out: &Path) -> Result<PathBuf, 
     }
     let deb = out.join(format!("{}_{}_all.deb", package.name, package.version));
     fs_err::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    run(Command::new("dpkg-deb")
+    Task::plain("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])
         .arg(&tree)
-        .arg(&deb))?;
+        .arg(&deb)
+        .output()?;
     Ok(deb)
 }
 
-/// Runs a command, failing with its output.
-pub(crate) fn run(cmd: &mut Command) -> Result<String, Error> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd.output().map_err(|e| Error::io(&program, e))?;
-    if !out.status.success() {
-        return Err(Error::io(
-            &program,
-            std::io::Error::other(format!(
-                "failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// Runs a program, failing with its stderr; returns its stdout.
+pub(crate) fn run(task: &mut Task) -> Result<String, Error> {
+    Ok(String::from_utf8_lossy(&task.output()?).into_owned())
 }
 
 /// Installs `debs` into an empty root with dpkg, as an installer would: the shell first
@@ -246,7 +232,7 @@ pub fn install_root(root: &Path, debs: &[PathBuf]) -> Result<(), Error> {
         }
     }
     let dpkg = |args: &[&Path]| {
-        run(Command::new("dpkg")
+        run(Task::plain("dpkg")
             .arg(format!("--root={}", root.display()))
             .arg(format!("--log={}", root.join("var/log/dpkg.log").display()))
             .args(["--force-depends", "-i"])

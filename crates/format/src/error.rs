@@ -90,6 +90,16 @@ pub enum Error {
     #[error("{file}: {reason}")]
     BadState { file: PathBuf, reason: String },
 
+    /// A program the tool ran and waited for failed: its command line, how it ended and
+    /// the end of what it wrote to stderr.
+    #[error("`{command}` failed ({status}){}", stderr_suffix(.stderr_tail))]
+    Program {
+        program: String,
+        command: String,
+        status: std::process::ExitStatus,
+        stderr_tail: String,
+    },
+
     /// An I/O failure on `path`. Shown as `path: what failed: why`, the path once even
     /// when the source (an `fs_err` error) names it too.
     #[error("{}: {}", path.display(), io_reason(path, source))]
@@ -220,6 +230,7 @@ impl Error {
             | Locked { .. }
             | Refused { .. }
             | BadState { .. }
+            | Program { .. }
             | Io { .. } => ExitCode::Usage,
             UpgradesDisabled { .. }
             | ReleaseNotListed { .. }
@@ -338,6 +349,14 @@ fn io_reason(path: &std::path::Path, source: &std::io::Error) -> String {
         text.replacen(&quoted, "", 1)
     } else {
         text
+    }
+}
+
+fn stderr_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", tail.trim())
     }
 }
 

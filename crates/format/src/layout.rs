@@ -27,3 +27,40 @@ pub const DPKG_PATH: &str = "dpkg-path";
 pub const DPKG_PATH_PROGRAMS: [&str; 3] = ["dpkg-deb", "dpkg-split", "tar"];
 /// The helper that may carry a newer `release-upgrader` (`bin/release-upgrader`).
 pub const CORE_PACKAGE: &str = "release-upgrader-core";
+
+/// The prefix every helper package name carries.
+pub const HELPER_PREFIX: &str = "release-upgrader-";
+
+/// Whether `name` is a helper package name: [`HELPER_PREFIX`] followed by at least one
+/// more character. The one rule the publisher (recipes, meta-release), the package
+/// policy and the client's resolver apply.
+pub fn is_helper_name(name: &str) -> bool {
+    name.strip_prefix(HELPER_PREFIX)
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helper_names_carry_the_prefix_and_something_after_it() {
+        assert!(is_helper_name("release-upgrader-core"));
+        assert!(is_helper_name(CORE_PACKAGE));
+        assert!(is_helper_name("release-upgrader-x"));
+    }
+
+    #[test]
+    fn the_bare_prefix_and_other_names_are_not_helper_names() {
+        for name in [
+            "release-upgrader-",
+            "release-upgrader",
+            "apt",
+            "",
+            "xrelease-upgrader-core",
+            "Release-Upgrader-core",
+        ] {
+            assert!(!is_helper_name(name), "{name:?}");
+        }
+    }
+}

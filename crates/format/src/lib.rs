@@ -18,6 +18,7 @@ pub mod error;
 pub mod fsutil;
 pub mod image;
 pub mod ini;
+pub mod json_state;
 pub mod layout;
 pub mod os_release;
 pub mod version;

@@ -253,7 +253,7 @@ impl MetaReleaseDefinition {
                 if let Some(bad_name) = release
                     .upgrade_tool_packages
                     .iter()
-                    .find(|p| !p.starts_with("release-upgrader-"))
+                    .find(|p| !ru_format::layout::is_helper_name(p))
                 {
                     return Err(bad(format!(
                         "release {}: upgrade-tool-packages may only name release-upgrader-* \

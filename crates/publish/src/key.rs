@@ -110,34 +110,25 @@ impl SigningKey {
     /// when `replace`, else linked to that name, which fails if anything (a key, a
     /// symlink) is there, checked and done in one step.
     fn write_secret(&self, dir: &Path, replace: bool) -> Result<(), Error> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        fs_err::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        use std::os::unix::fs::PermissionsExt;
         let secret = dir.join("secret.asc");
-        let tmp = fsutil::temp_name(&secret);
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            // The umask may have taken bits away; it cannot have added any.
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            file.write_all(&self.secret_armored())?;
-            file.sync_all()?;
-            if replace {
-                std::fs::rename(&tmp, &secret)
-            } else {
-                std::fs::hard_link(&tmp, &secret)?;
-                std::fs::remove_file(&tmp)
-            }
+        let mut file = fsutil::AtomicFile::create_with_mode(&secret, 0o600)?;
+        // The umask may have taken bits away; it cannot have added any.
+        file.file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(&secret, e))?;
+        file.write_all(&self.secret_armored())
+            .map_err(|e| Error::io(&secret, e))?;
+        let written = if replace {
+            file.commit()
+        } else {
+            file.commit_new()
         };
-        let written = write();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
         match written {
-            Ok(()) => fsutil::sync_dir(dir).map_err(|e| Error::io(dir, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !replace => {
+            Ok(_) => Ok(()),
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists && !replace =>
+            {
                 Err(Error::Config {
                     path: secret,
                     reason: "a key is already there; it is not replaced unless asked to \
@@ -145,7 +136,7 @@ impl SigningKey {
                         .into(),
                 })
             }
-            Err(e) => Err(Error::io(&secret, e)),
+            Err(e) => Err(e),
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod definition;
+pub mod epoch;
 pub mod helper;
 pub mod image;
 pub mod key;
@@ -19,5 +20,5 @@ pub use key::SigningKey;
 
 // The crates below, reachable as `crate::…` inside this one.
 use ru_client::{metarelease as client_metarelease, pocket as client_pocket};
-use ru_format::{date, deb, digest, error, fsutil, layout, version};
+use ru_format::{date, deb, digest, error, fsutil, json_state, layout, version};
 use ru_trust::{fetch, openpgp};

@@ -90,15 +90,7 @@ pub fn run(command: &HelperCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                 .into());
             }
             let keyring = Keyring::load(&keyrings)?;
-            let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(text) if !text.trim().is_empty() => {
-                    Some(text.trim().parse::<i64>().map_err(|_| Error::Config {
-                        path: "SOURCE_DATE_EPOCH".into(),
-                        reason: format!("{text:?} is not a number of seconds"),
-                    })?)
-                }
-                _ => None,
-            };
+            let source_date_epoch = ru_publish::epoch::from_env()?;
             let location = Location::parse(archive)?;
             let cache = cache.clone().unwrap_or_else(helper::default_cache);
             let fetcher = Fetcher::new(FetchConfig::new(concat!(

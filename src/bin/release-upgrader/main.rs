@@ -362,15 +362,14 @@ fn manifests_json(manifests: &[helpers::Manifest]) -> serde_json::Value {
 /// The first line a helper program prints for `--version`, if it runs.
 fn helper_version(store: &Store, program: &str) -> Option<String> {
     let path = store.prefix.join(ru_format::layout::BIN).join(program);
-    let out = ru_client::upgrade::children::command(&path)
+    let out = ru_client::task::Task::new(&path)
         .arg("--version")
         .env("LC_ALL", "C.UTF-8")
-        .stdin(std::process::Stdio::null())
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out);
     let first = text.lines().next()?.trim().to_owned();
-    (out.status.success() && !first.is_empty()).then_some(first)
+    (!first.is_empty()).then_some(first)
 }
 
 fn helpers(root: &SystemRoot, ui: &Ui) -> anyhow::Result<ExitCode> {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::helpers::{Store, name};
+use crate::json_state;
 
 /// What the transaction does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +60,9 @@ pub struct Journal {
     pub pid: u32,
 }
 
+/// What the journal is, in errors.
+const WHAT: &str = "transaction journal";
+
 /// Path of the journal in a state dir.
 pub fn path(state: &Path) -> PathBuf {
     state.join("journal.json")
@@ -79,10 +83,8 @@ impl Journal {
     /// refused.
     pub fn load(store: &Store) -> Result<Option<Journal>, Error> {
         let path = path(&store.state);
-        let bytes = match fs_err::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(path, e)),
+        let Some(bytes) = json_state::read(&path)? else {
+            return Ok(None);
         };
         Journal::parse(store, &bytes)
             .map(Some)
@@ -90,10 +92,10 @@ impl Journal {
     }
 
     fn parse(store: &Store, bytes: &[u8]) -> Result<Journal, String> {
-        let unreadable = |e: serde_json::Error| format!("unreadable transaction journal: {e}");
+        let unreadable = |e: serde_json::Error| json_state::unreadable_reason(WHAT, e);
         let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(unreadable)?;
         let Some(fields) = value.as_object_mut() else {
-            return Err("unreadable transaction journal: not a JSON object".into());
+            return Err(json_state::unreadable_reason(WHAT, "not a JSON object"));
         };
         for (key, derived) in legacy_paths(store) {
             let Some(stored) = fields.remove(key) else {
@@ -116,10 +118,9 @@ impl Journal {
 
     /// Writes the journal durably (temp file, fsync, rename, fsync dir).
     pub fn save(&self, store: &Store) -> Result<(), Error> {
-        let json = serde_json::to_vec_pretty(self).expect("journal serialises");
         store
             .state_tree()?
-            .write_atomic(&super::name("journal.json"), &json)
+            .save_json(&super::name("journal.json"), self)
     }
 
     /// Ends the transaction.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::confine::{RelPath, Tree};
 use crate::digest::Sha256;
 use crate::error::Error;
+use crate::json_state;
 
 /// The kind of one installed path, with what identifies its content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,18 +178,15 @@ pub fn load_all(dir: &Path) -> Result<Vec<Manifest>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(dir, e)),
     };
-    let mut manifests = Vec::new();
+    let mut manifests: Vec<Manifest> = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
+        // Listed a moment ago: gone now is a change under our feet, not "no manifest".
         let bytes = fs_err::read(&path).map_err(|e| Error::io(&path, e))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::BadState {
-            file: path.clone(),
-            reason: format!("not a helper manifest that can be acted on: {e}"),
-        })?;
-        manifests.push(manifest);
+        manifests.push(json_state::decode(&path, "helper manifest", &bytes)?);
     }
     manifests.sort_by(|a, b| a.package.cmp(&b.package));
     Ok(manifests)
@@ -199,12 +197,11 @@ pub fn store_all(dir: &Tree, manifests: &[Manifest]) -> Result<Vec<PathBuf>, Err
     let mut written = Vec::new();
     for manifest in manifests {
         let name = format!("{}.json", manifest.package);
-        let json = serde_json::to_vec_pretty(manifest).expect("manifests serialise");
         let rel = RelPath::new(name.as_str()).map_err(|e| Error::Refused {
             path: dir.path().join(&name),
             reason: e.to_string(),
         })?;
-        dir.write_atomic(&rel, &json)?;
+        dir.save_json(&rel, manifest)?;
         written.push(dir.path().join(name));
     }
     Ok(written)

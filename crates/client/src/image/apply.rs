@@ -338,13 +338,17 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// The error for a journal file this version cannot parse.
+    fn unreadable(&self, rel: &str, e: serde_json::Error) -> Error {
+        crate::json_state::unreadable(&self.file(rel), "image-update journal", e)
+    }
+
     fn write_journal(&self, journal: &Journal) -> Result<(), Error> {
-        let data = serde_json::to_vec_pretty(journal).expect("journal serialises");
-        self.state.write_atomic(&rel(STATE_JSON), &data)
+        self.state.save_json(&rel(STATE_JSON), journal)
     }
 
     fn write_plan(&self, plan: &Plan) -> Result<(), Error> {
-        let data = serde_json::to_vec(plan).expect("plan serialises");
+        let data = crate::json_state::encode_compact(plan);
         self.state.write_atomic(&rel(PLAN_JSON), &data)
     }
 
@@ -364,10 +368,10 @@ impl<'a> Store<'a> {
             return Ok(None);
         };
         let bad = |reason: String| self.bad(STATE_JSON, reason);
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let unreadable = |e: serde_json::Error| self.unreadable(STATE_JSON, e);
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(unreadable)?;
         let (journal, legacy) = if value.get("version").is_some() {
-            let journal: Journal = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+            let journal: Journal = serde_json::from_value(value).map_err(unreadable)?;
             if journal.version != JOURNAL_VERSION {
                 return Err(bad(format!(
                     "journal version {} is not {JOURNAL_VERSION}",
@@ -376,8 +380,7 @@ impl<'a> Store<'a> {
             }
             (journal, false)
         } else {
-            let old: LegacyJournal =
-                serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+            let old: LegacyJournal = serde_json::from_value(value).map_err(unreadable)?;
             (self.convert(old).map_err(bad)?, true)
         };
         self.check(&journal).map_err(bad)?;
@@ -455,7 +458,7 @@ impl<'a> Store<'a> {
             return Ok(None);
         };
         let plan: Plan =
-            serde_json::from_slice(&bytes).map_err(|e| self.bad(PLAN_JSON, e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| self.unreadable(PLAN_JSON, e))?;
         plan.validate().map_err(|e| self.bad(PLAN_JSON, e))?;
         Ok(Some(plan))
     }
@@ -473,7 +476,7 @@ impl<'a> Store<'a> {
             .read(&rel(OVERLAY_JSON))?
             .ok_or_else(|| self.bad(OVERLAY_JSON, "missing"))?;
         let finals: std::collections::BTreeMap<RelPath, Final> =
-            serde_json::from_slice(&bytes).map_err(|e| self.bad(OVERLAY_JSON, e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| self.unreadable(OVERLAY_JSON, e))?;
         for (path, fin) in &finals {
             if let Final::BaseLink { target } = fin {
                 RelPath::new(target.as_str())
@@ -832,20 +835,12 @@ fn copy_tree(root: &SystemRoot, tree: &Tree, from: &RelPath, to: &RelPath) -> Re
         root.dir().join(from.as_path()),
         root.dir().join(to.as_path()),
     );
-    let status = crate::upgrade::children::command("cp")
+    crate::task::Task::new("cp")
         .arg("-a")
         .arg("--reflink=auto")
         .arg(format!("{}/.", from.display()))
         .arg(&to)
-        .status()
-        .map_err(|e| Error::io(&to, e))?;
-    if !status.success() {
-        return Err(Error::io(
-            &to,
-            std::io::Error::other(format!("cp -a failed: {status}")),
-        ));
-    }
-    Ok(())
+        .run()
 }
 
 /// Writes system-image's `ubuntu_command` for a recovery that applies the update, with
@@ -900,9 +895,7 @@ pub fn write_recovery(
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<(), Error> {
-    let tmp = crate::fsutil::temp_name(to);
-    fs_err::copy(from, &tmp).map_err(|e| Error::io(from, e))?;
-    fs_err::rename(&tmp, to).map_err(|e| Error::io(to, e))
+    crate::fsutil::copy_atomic(from, to).map(drop)
 }
 
 #[cfg(test)]

@@ -109,15 +109,7 @@ fn read_state<T: serde::de::DeserializeOwned>(
     let Some(tree) = Tree::open_existing(root.dir())? else {
         return Ok(None);
     };
-    let Some(bytes) = tree.read(&state_rel(&layout, name))? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::BadState {
-            file: layout.dir().join(name),
-            reason: e.to_string(),
-        })
+    tree.load_json(&state_rel(&layout, name), "opt-out record")
 }
 
 /// The opt-out record, its paths checked against this root.
@@ -187,8 +179,7 @@ fn opt_out_steps(root: &SystemRoot, record: &OptOut) -> Result<(), Error> {
         sources_list(&record.mirror, &record.codename).as_bytes(),
     )?;
     crashpoint::reached("image-opt");
-    let data = serde_json::to_vec_pretty(record).expect("record serialises");
-    tree.write_atomic(&state_rel(&layout, "opt-out.json"), &data)?;
+    tree.save_json(&state_rel(&layout, "opt-out.json"), record)?;
     crashpoint::reached("image-opt");
     remove_if_present(&tree, &state_rel(&layout, JOURNAL))
 }
@@ -207,9 +198,8 @@ fn opt_in_steps(root: &SystemRoot, record: &OptOut) -> Result<(), Error> {
 }
 
 fn write_journal(root: &SystemRoot, pending: &Pending) -> Result<(), Error> {
-    let data = serde_json::to_vec_pretty(pending).expect("serialises");
     root.tree()?
-        .write_atomic(&state_rel(&Layout::new(root), JOURNAL), &data)
+        .save_json(&state_rel(&Layout::new(root), JOURNAL), pending)
 }
 
 /// Switches the device to apt. Idempotent: opting out again changes nothing.

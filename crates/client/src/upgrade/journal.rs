@@ -78,10 +78,8 @@ impl UpgradeJournal {
     /// a file the upgrade does not change, or one outside the root, is refused.
     pub fn load(root: &SystemRoot) -> Result<Option<Self>, Error> {
         let path = path(&root.state_dir());
-        let bytes = match fs_err::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(path, e)),
+        let Some(bytes) = crate::json_state::read(&path)? else {
+            return Ok(None);
         };
         Self::parse(root, &bytes)
             .map(Some)
@@ -89,7 +87,8 @@ impl UpgradeJournal {
     }
 
     fn parse(root: &SystemRoot, bytes: &[u8]) -> Result<Self, String> {
-        let unreadable = |e: serde_json::Error| format!("unreadable upgrade journal: {e}");
+        let unreadable =
+            |e: serde_json::Error| crate::json_state::unreadable_reason("upgrade journal", e);
         let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(unreadable)?;
         // Earlier versions: absolute paths, accepted below this root only.
         let below_root = |v: &mut serde_json::Value| -> Result<(), String> {
@@ -157,10 +156,8 @@ impl UpgradeJournal {
     /// Writes the journal durably into `root`'s state directory (never through a
     /// symlink that could lead out of the root).
     pub fn save(&self, root: &SystemRoot) -> Result<(), Error> {
-        root.create_dir(STATE_DIR)?.write_atomic(
-            &RelPath::new(FILE).expect("a plain name"),
-            &serde_json::to_vec_pretty(self).expect("journal serialises"),
-        )
+        root.create_dir(STATE_DIR)?
+            .save_json(&RelPath::new(FILE).expect("a plain name"), self)
     }
 
     /// Moves to `phase` and records it durably.

@@ -26,7 +26,6 @@ use crate::helpers::{self, Store};
 use crate::progress::{self, Progress};
 use crate::session::{HelperPlan, Session, UpgradeTarget};
 use crate::upgrade::apt::{self, Apt};
-use crate::upgrade::children;
 use crate::upgrade::journal::{Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
 use crate::upgrade::sources::{self, DistributionCheck, Rules};
@@ -454,16 +453,14 @@ fn apt_captured(
     args: &[&str],
     logs: &Logs,
 ) -> anyhow::Result<(bool, String, String)> {
-    let mut cmd = apt.command(program);
-    cmd.args(args).stdin(std::process::Stdio::null());
+    let mut task = crate::task::Task::from_command(apt.command(program));
+    task.args(args);
     logs.main(&format!(
         "running {program} {}",
         args.iter().take(6).copied().collect::<Vec<_>>().join(" ")
     ));
     let started = std::time::Instant::now();
-    let out = cmd
-        .output()
-        .map_err(|e| Error::io(children::program_of(&cmd), e))?;
+    let out = task.output_unchecked()?;
     logs.main(&format!(
         "{program} {} finished in {:.1} s",
         if out.status.success() { "ok" } else { "failed" },

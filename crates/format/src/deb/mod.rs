@@ -167,8 +167,8 @@ pub struct Policy {
     pub confine_links: bool,
     /// Setuid and setgid bits are accepted.
     pub allow_setid: bool,
-    /// The package name must start with this.
-    pub name_prefix: Option<String>,
+    /// The package name must be a helper name ([`layout::is_helper_name`]).
+    pub helper_names_only: bool,
     /// The package's `Architecture` must be one of these.
     pub architectures: Option<Vec<String>>,
     /// Maintainer scripts are refused unless the package declares them reversible
@@ -242,7 +242,7 @@ impl Policy {
             within: Some(layout::PREFIX_IN_DEB.to_owned()),
             confine_links: true,
             allow_setid: false,
-            name_prefix: Some("release-upgrader-".to_owned()),
+            helper_names_only: true,
             architectures: Some(vec![arch.to_owned(), "all".to_owned()]),
             refuse_maintainer_scripts: true,
             limits: Limits {
@@ -261,7 +261,7 @@ impl Policy {
             within: None,
             confine_links: false,
             allow_setid: true,
-            name_prefix: None,
+            helper_names_only: false,
             architectures: None,
             refuse_maintainer_scripts: false,
             limits: Limits::default(),
@@ -274,11 +274,11 @@ impl Policy {
             deb: deb.display().to_string(),
             reason,
         };
-        let prefix = self.name_prefix.as_deref().unwrap_or("");
-        if !control.package.starts_with(prefix) {
+        if self.helper_names_only && !layout::is_helper_name(&control.package) {
             return Err(bad(format!(
-                "package {:?} is not named {prefix}*",
-                control.package
+                "package {:?} is not named {}*",
+                control.package,
+                layout::HELPER_PREFIX
             )));
         }
         if let Some(archs) = &self.architectures

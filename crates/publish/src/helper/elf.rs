@@ -288,11 +288,11 @@ mod tests {
 
     #[test]
     fn the_hosts_apt_get_needs_libapt_pkg_libc_and_the_loader() {
-        let arch = std::process::Command::new("dpkg")
+        let arch = ru_client::task::Task::plain("dpkg")
             .arg("--print-architecture")
             .output()
             .unwrap();
-        let arch = String::from_utf8(arch.stdout).unwrap().trim().to_owned();
+        let arch = String::from_utf8(arch).unwrap().trim().to_owned();
         let root = Path::new("/");
         let closure = closure(
             root,

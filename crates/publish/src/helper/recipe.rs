@@ -104,7 +104,7 @@ impl Recipe {
         }
         for (i, helper) in self.helpers.iter().enumerate() {
             let name = &helper.name;
-            if !name.starts_with("release-upgrader-") {
+            if !ru_format::layout::is_helper_name(name) {
                 return Err(format!("helper {name:?} is not named release-upgrader-*"));
             }
             if names[..i].contains(&name.as_str()) {

@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::client_pocket::{self as pocket, ReleaseFile};
+use debian_control::lossy::Relations;
+
+use crate::client_pocket::{self as pocket, PackagesStanza, ReleaseFile};
 use crate::date;
 use crate::digest::Sha256;
 use crate::error::Error;
-use crate::fetch::{self, Fetcher, Location};
+use crate::fetch::{Fetcher, Location};
 use crate::openpgp::{Keyring, Verified};
 use crate::version::Version;
 
@@ -197,40 +199,64 @@ impl Index {
                 continue;
             }
             seen.insert(&package.name, package);
-            for group in [&package.pre_depends, &package.depends]
-                .into_iter()
-                .flat_map(|field| field.split(','))
-                .map(str::trim)
-                .filter(|group| !group.is_empty())
-            {
-                let names: Vec<&str> = group
-                    .split('|')
-                    .filter_map(|alt| alt.split(['(', ' ', '[', '<']).find(|w| !w.is_empty()))
-                    .map(|word| word.split(':').next().unwrap_or(word))
-                    .collect();
-                if names.iter().any(|n| not_needed.contains(*n)) {
-                    continue;
-                }
-                let chosen = names.iter().find_map(|n| self.lookup(n));
-                match chosen {
-                    Some(dep) if !not_needed.contains(&dep.name) => {
-                        queue.push_back((dep, package.name.clone()));
-                    }
-                    Some(_) => {}
-                    None => {
-                        return Err(Error::Config {
-                            path: PathBuf::from(&self.source),
-                            reason: format!(
-                                "{} depends on {group}, which the archive does not have",
-                                package.name
-                            ),
-                        });
-                    }
-                }
+            for (field, text) in [
+                ("Pre-Depends", &package.pre_depends),
+                ("Depends", &package.depends),
+            ] {
+                let groups = relation_names(text).map_err(|e| Error::Config {
+                    path: PathBuf::from(&self.source),
+                    reason: format!("{}: unreadable {field} {text:?}: {e}", package.name),
+                })?;
+                self.follow(package, &groups, not_needed, &mut queue)?;
             }
         }
         Ok(seen.into_values().collect())
     }
+
+    /// Queues what satisfies each relation group (alternatives) of `package`.
+    fn follow<'a>(
+        &'a self,
+        package: &ArchivePackage,
+        groups: &[Vec<String>],
+        not_needed: &BTreeSet<String>,
+        queue: &mut VecDeque<(&'a ArchivePackage, String)>,
+    ) -> Result<(), Error> {
+        for names in groups {
+            if names.iter().any(|n| not_needed.contains(n)) {
+                continue;
+            }
+            let chosen = names.iter().find_map(|n| self.lookup(n));
+            match chosen {
+                Some(dep) if !not_needed.contains(&dep.name) => {
+                    queue.push_back((dep, package.name.clone()));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(Error::Config {
+                        path: PathBuf::from(&self.source),
+                        reason: format!(
+                            "{} depends on {}, which the archive does not have",
+                            package.name,
+                            names.join(" | ")
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The package names of a relation field (`Depends`, `Provides`, …), one list of
+/// alternatives per comma-separated group, read with debian-control as the client's
+/// resolver reads them; architecture qualifiers (`:any`) and version constraints are
+/// not part of a name.
+fn relation_names(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let relations = text.parse::<Relations>().map_err(|e| e.to_string())?;
+    Ok(relations
+        .iter()
+        .map(|group| group.iter().map(|r| r.name.clone()).collect())
+        .collect())
 }
 
 fn decompress(name: &str, bytes: &[u8]) -> Result<String, String> {
@@ -258,70 +284,33 @@ type Parsed = (
 );
 
 /// Parses a `Packages` index (only the fields a closure and a download need), keeping
-/// the newest version of each package built for `arch` or `all`.
+/// the newest version of each package built for `arch` or `all`. Read as the client
+/// reads a helper pocket's index ([`PackagesStanza`]); `Provides` with debian-control.
 pub fn parse_index(text: &str, arch: &str) -> Result<Parsed, String> {
     let mut packages: BTreeMap<String, ArchivePackage> = BTreeMap::new();
-    for stanza in text.split("\n\n") {
-        let mut fields: BTreeMap<&str, String> = BTreeMap::new();
-        let mut last: Option<&str> = None;
-        for line in stanza.lines() {
-            if line.starts_with([' ', '\t']) {
-                if let Some(name) = last
-                    && let Some(value) = fields.get_mut(name)
-                {
-                    value.push(' ');
-                    value.push_str(line.trim());
-                }
-                continue;
-            }
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            last = match name {
-                "Package" | "Version" | "Architecture" | "Filename" | "Size" | "SHA256"
-                | "Depends" | "Pre-Depends" | "Provides" => {
-                    fields.insert(name, value.trim().to_owned());
-                    Some(name)
-                }
-                _ => None,
-            };
-        }
-        let Some(name) = fields.get("Package").cloned() else {
+    for stanza in PackagesStanza::parse_all(text)?.iter() {
+        let stanza = PackagesStanza::new(stanza);
+        let name = stanza.name().to_owned();
+        if name.is_empty() {
             continue;
-        };
-        let field = |f: &str| fields.get(f).cloned().unwrap_or_default();
-        let required = |f: &str| {
-            fields
-                .get(f)
-                .filter(|v| !v.is_empty())
-                .cloned()
-                .ok_or_else(|| format!("package {name:?} has no {f} field"))
-        };
-        let architecture = required("Architecture")?;
+        }
+        let architecture = stanza.required("Architecture")?;
         if architecture != arch && architecture != "all" {
             continue;
         }
-        let version_text = required("Version")?;
-        let version: Version = version_text
-            .parse()
-            .map_err(|e| format!("package {name}: bad Version {version_text:?}: {e}"))?;
-        let filename = required("Filename")?;
-        fetch::check_relative(&filename)
-            .map_err(|reason| format!("package {name}: Filename {filename:?} {reason}"))?;
+        let version = stanza.version()?;
+        let filename = stanza.filename()?;
+        let provides = relation_names(&stanza.field("Provides"))
+            .map_err(|e| format!("package {name}: unreadable Provides: {e}"))?
+            .into_iter()
+            .flatten()
+            .collect();
         let package = ArchivePackage {
-            size: required("Size")?
-                .parse()
-                .map_err(|_| format!("package {name}: bad Size"))?,
-            sha256: required("SHA256")?
-                .parse()
-                .map_err(|e| format!("package {name}: {e}"))?,
-            depends: field("Depends"),
-            pre_depends: field("Pre-Depends"),
-            provides: field("Provides")
-                .split(',')
-                .filter_map(|p| p.split(['(', ' ']).find(|w| !w.is_empty()))
-                .map(str::to_owned)
-                .collect(),
+            size: stanza.size()?,
+            sha256: stanza.sha256()?,
+            depends: stanza.field("Depends"),
+            pre_depends: stanza.field("Pre-Depends"),
+            provides,
             name: name.clone(),
             version,
             architecture,

@@ -28,27 +28,12 @@ pub struct Built {
     pub size: u64,
 }
 
-/// SOURCE_DATE_EPOCH, when set to a number.
-pub fn source_date_epoch() -> Option<i64> {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// The time stamp of members the publisher generates: SOURCE_DATE_EPOCH, else now.
-pub fn generated_mtime() -> i64 {
-    source_date_epoch().unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    })
-}
+pub use crate::epoch::generated_mtime;
 
 /// Writes the full image of `input` to `out` (xz at `level`), every path under
 /// `system/`, in image order, mtimes clamped to SOURCE_DATE_EPOCH when it is set.
 pub fn write_image(input: &Input, out: &Path, level: u32) -> Result<Built, Error> {
-    let clamp = source_date_epoch();
+    let clamp = crate::epoch::from_env()?;
     let file = AtomicFile::create(out)?;
     let mut writer = Writer::new(
         Compression::Xz(level)
@@ -306,7 +291,7 @@ impl ChannelIni {
 /// Writes `version-N.tar.xz`: `system/etc/ubuntu-build` (the build number) and
 /// `system/etc/system-image/channel.ini`, as system-image's version tarballs hold.
 pub fn write_version_tarball(ini: &ChannelIni, out: &Path) -> Result<u64, Error> {
-    let mtime = generated_mtime();
+    let mtime = generated_mtime()?;
     let file = AtomicFile::create(out)?;
     let mut writer = Writer::new(
         Compression::Xz(9)

@@ -490,7 +490,7 @@ impl Merge<'_> {
         let mut writer = Writer::new(compression.writer(file).map_err(io)?);
         let mut entry = Entry::new("removed".into(), Kind::File);
         entry.size = removed_len;
-        entry.mtime = generated_mtime();
+        entry.mtime = generated_mtime()?;
         writer.append_root_owned(&entry).map_err(io)?;
         writer.copy_data(&mut removed).map_err(io)?;
         writer.copy_raw(&mut io::BufReader::new(body)).map_err(io)?;

@@ -120,7 +120,7 @@ pub fn write_keyring(
         model: model.map(str::to_owned),
         kind: kind.as_str().to_owned(),
     });
-    let mtime = generated_mtime();
+    let mtime = generated_mtime()?;
     let io = |e: std::io::Error| Error::io(out, e);
     let file = AtomicFile::create(out)?;
     let mut writer = Writer::new(Compression::Xz(9).writer(file).map_err(io)?);

@@ -28,7 +28,7 @@ use super::keyring::{asc_path, sign_file, to_json_text};
 use crate::SigningKey;
 use crate::digest::Sha256;
 use crate::error::Error;
-use crate::fsutil;
+use crate::{fsutil, json_state};
 
 /// `index.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -155,25 +155,12 @@ pub struct Published {
 }
 
 /// The `generated_at` stamp: SOURCE_DATE_EPOCH or now, as system-image formats it.
-pub fn generated_at() -> String {
-    let secs = build::generated_mtime();
-    chrono::DateTime::from_timestamp(secs, 0)
+pub fn generated_at() -> Result<String, Error> {
+    let secs = build::generated_mtime()?;
+    Ok(chrono::DateTime::from_timestamp(secs, 0)
         .unwrap_or_default()
         .format("%a %b %d %H:%M:%S UTC %Y")
-        .to_string()
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Error> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Config {
-                path: path.to_owned(),
-                reason: format!("not valid JSON of the expected shape: {e}"),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
-    }
+        .to_string())
 }
 
 fn file_digest(path: &Path) -> Result<(Sha256, u64), Error> {
@@ -224,7 +211,7 @@ pub fn publish(
     let out = &spec.out;
     let device_dir = out.join(&spec.channel).join(&spec.device);
     let index_path = device_dir.join("index.json");
-    let mut index: Index = read_json(&index_path)?.unwrap_or(Index {
+    let mut index: Index = json_state::load(&index_path, "system-image index")?.unwrap_or(Index {
         global: Global {
             generated_at: String::new(),
             extra: BTreeMap::new(),
@@ -259,10 +246,7 @@ pub fn publish(
     let image_name = format!("{}-{}", spec.name, digest.to_hex());
     let pooled = pool.join(format!("{image_name}.tar.xz"));
     if !pooled.exists() {
-        fs_err::create_dir_all(&pool).map_err(|e| Error::io(&pool, e))?;
-        let tmp = fsutil::temp_name(&pooled);
-        fs_err::copy(&spec.image, &tmp).map_err(|e| Error::io(&tmp, e))?;
-        fs_err::rename(&tmp, &pooled).map_err(|e| Error::io(&pooled, e))?;
+        fsutil::copy_atomic(&spec.image, &pooled)?;
     }
 
     // The version tarball.
@@ -407,7 +391,7 @@ pub fn publish(
     index.images.sort_by(|a, b| {
         (a.version, type_rank(&a.kind), a.base).cmp(&(b.version, type_rank(&b.kind), b.base))
     });
-    index.global.generated_at = generated_at();
+    index.global.generated_at = generated_at()?;
     fsutil::write_atomic(&index_path, &to_json_text(&index))?;
     sign_file(index_key.unwrap_or(key), &index_path)?;
 
@@ -435,7 +419,8 @@ pub fn publish(
         }
     }
     let channels_path = out.join("channels.json");
-    let mut channels: Channels = read_json(&channels_path)?.unwrap_or_default();
+    let mut channels: Channels =
+        json_state::load(&channels_path, "channels file")?.unwrap_or_default();
     let channel = channels.entry(spec.channel.clone()).or_default();
     if spec.hidden {
         channel.hidden = true;
@@ -483,7 +468,7 @@ fn collect_garbage(out: &Path, channels: &Channels) -> Result<Vec<String>, Error
             if let Some(parent) = index_path.parent() {
                 device_dirs.push(parent.to_owned());
             }
-            if let Some(index) = read_json::<Index>(&index_path)? {
+            if let Some(index) = json_state::load::<Index>(&index_path, "system-image index")? {
                 for image in &index.images {
                     for file in &image.files {
                         referenced.insert(local(out, &file.path));

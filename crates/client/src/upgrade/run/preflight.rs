@@ -10,7 +10,7 @@ use crate::upgrade::dpkg_status::{self, Status};
 use crate::upgrade::logs::Logs;
 use crate::upgrade::plan;
 use crate::upgrade::sources::{self, DistributionCheck};
-use crate::upgrade::{children, freshness, locks, pending, statoverride};
+use crate::upgrade::{freshness, locks, pending, statoverride};
 
 use super::{Upgrader, apt_quiet, apt_update, dpkg_root_args, dpkg_root_option};
 
@@ -34,12 +34,11 @@ impl Upgrader<'_> {
                 });
             }
             logs.main(&format!("running {fix}"));
-            let status = children::command("dpkg")
+            let status = crate::task::Task::new("dpkg")
                 .args(dpkg_root_args(root))
                 .args(["--configure", "-a"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .map_err(|e| Error::io("dpkg", e))?;
+                .status()?;
             if !status.success() {
                 anyhow::bail!("`{fix}` failed; fix what it reports, then try again");
             }

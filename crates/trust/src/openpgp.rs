@@ -253,16 +253,8 @@ pub fn verify_clearsigned(
     input: &[u8],
     what: &str,
 ) -> Result<Verified<Vec<u8>>, Error> {
-    let policy = StandardPolicy::new();
-    let now = SystemTime::now();
-    let fail = |reason: String| Error::BadSignature {
-        what: what.to_owned(),
-        reason,
-    };
-    if keyring.is_empty() {
-        return Err(fail("the trusted keyring is empty".into()));
-    }
-    let helper = Helper::new(keyring, &policy, now);
+    let (policy, now, fail) = (StandardPolicy::new(), SystemTime::now(), bad_signature(what));
+    let helper = Helper::checking(keyring, &policy, now, what)?;
     let mut verifier = VerifierBuilder::from_bytes(input)
         .and_then(|b| b.with_policy(&policy, now, helper))
         .map_err(|e| fail(format!("not a signed OpenPGP document ({e})")))?;
@@ -314,16 +306,8 @@ fn check_detached(
         &mut openpgp::parse::stream::DetachedVerifier<'_, Helper<'_>>,
     ) -> openpgp::Result<()>,
 ) -> Result<Verified<Vec<u8>>, Error> {
-    let policy = StandardPolicy::new();
-    let now = SystemTime::now();
-    let fail = |reason: String| Error::BadSignature {
-        what: what.to_owned(),
-        reason,
-    };
-    if keyring.is_empty() {
-        return Err(fail("the trusted keyring is empty".into()));
-    }
-    let helper = Helper::new(keyring, &policy, now);
+    let (policy, now, fail) = (StandardPolicy::new(), SystemTime::now(), bad_signature(what));
+    let helper = Helper::checking(keyring, &policy, now, what)?;
     let mut verifier = DetachedVerifierBuilder::from_bytes(signature)
         .and_then(|b| b.with_policy(&policy, now, helper))
         .map_err(|e| fail(format!("not an OpenPGP signature ({e})")))?;
@@ -344,7 +328,28 @@ struct Helper<'a> {
     problems: Vec<String>,
 }
 
+/// The error of a signature check on `what`, for a reason.
+fn bad_signature(what: &str) -> impl Fn(String) -> Error + '_ {
+    move |reason| Error::BadSignature {
+        what: what.to_owned(),
+        reason,
+    }
+}
+
 impl<'a> Helper<'a> {
+    /// A helper for checking signatures on `what` with `keyring`, which must hold a key.
+    fn checking(
+        keyring: &'a Keyring,
+        policy: &'a StandardPolicy<'a>,
+        now: SystemTime,
+        what: &str,
+    ) -> Result<Self, Error> {
+        if keyring.is_empty() {
+            return Err(bad_signature(what)("the trusted keyring is empty".into()));
+        }
+        Ok(Helper::new(keyring, policy, now))
+    }
+
     fn new(keyring: &'a Keyring, policy: &'a StandardPolicy<'a>, now: SystemTime) -> Self {
         Helper {
             keyring,

@@ -16,7 +16,8 @@
 //! member is ever held in memory (only the `control` file, capped at 1 MiB), compressed
 //! data members are decompressed in a thread of their own feeding the tar reader through
 //! a few recycled buffers, and memory is bounded whatever the size of the package (xz's
-//! parallel decoder holds whole blocks, up to a fixed limit: see `compress.rs`).
+//! parallel decoder holds whole blocks, up to a fixed limit: see [`crate::compress`]).
+//! The tar reader is the crate's one ([`crate::tarfile`]), shared with the image code.
 //!
 //! # The order of checks
 //!

@@ -233,13 +233,13 @@ fn check_name(name: &str) -> Result<(), &'static str> {
         return Err("file name longer than 4095 bytes");
     }
     if name.starts_with('/') {
-        return Err("absolute file name");
+        return Err("absolute file name (an absolute path leaves the destination)");
     }
     if name.contains('\0') {
         return Err("NUL in file name");
     }
     if name.split('/').any(|part| part == "..") {
-        return Err("`..` in file name");
+        return Err("`..` in path");
     }
     Ok(())
 }

@@ -23,8 +23,8 @@ use std::time::Instant;
 use ru_client::confine::{RelPath, Tree};
 use ru_client::image::commit;
 use ru_client::image::overlay::Overlay;
+use ru_format::compress::Compression;
 use ru_format::digest::Sha256;
-use ru_format::image::extract::Compression;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -54,7 +54,7 @@ fn ours(tree: &Path, staging: &Path, build: u64, tarball: &Path) {
     overlay
         .apply_tarball(
             tarball,
-            Compression::of(name).unwrap(),
+            Compression::of_image(name).unwrap(),
             name,
             &mut partitions,
         )

@@ -3,8 +3,8 @@
 //!
 //! - 0-2: a .deb's `control.tar.{gz,xz,zst}` (`deb::read_control`);
 //! - 3-6: a .deb's `data.tar.{gz,xz,zst,bz2}` (`deb::extract`, upstream policy);
-//! - 7-8: an image tarball's `.tar.xz` / `.tar.zst` stream (`image::extract::open`),
-//!   read up to 64 MiB;
+//! - 7-8: an image tarball's `.tar.xz` / `.tar.zst` stream (`compress::open` with the
+//!   image limits, as the device's overlay opens it), read up to 64 MiB;
 //! - 9-10: a pocket's `Packages.xz` / `Packages.gz` (`pocket::decompress`), which must
 //!   refuse output beyond its cap.
 #![no_main]
@@ -12,7 +12,7 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use ru_format::image::extract::{self, Compression};
+use ru_format::compress::{self, Compression, Limits};
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {
@@ -36,7 +36,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         m @ 7..=8 => {
             let compression = if m == 7 { Compression::Xz } else { Compression::Zstd };
             let path = f::scratch_file("input.tar.c", payload);
-            if let Ok(reader) = extract::open(&path, compression) {
+            if let Ok(reader) = compress::open(&path, compression, Limits::IMAGE) {
                 let mut sink = Vec::new();
                 let _ = reader.take(64 << 20).read_to_end(&mut sink);
             }

@@ -1,5 +1,5 @@
-//! An image tarball's members as the device reads them (`image::overlay` over the `tar`
-//! crate): each entry through `image::extract::check_entry`, the `removed` list through
+//! An image tarball's members as the device reads them (`image::overlay` over
+//! `ru_format::tarfile::Reader`): each entry through `image::extract::check_entry`, the `removed` list through
 //! `image::extract::parse_removed`. The fuzzed bytes are the uncompressed tar (header
 //! checksums fixed up unless the first byte says not to; bit 1 picks `as_root`).
 //! Every path, hard-link target and patch base that comes out must be relative and
@@ -10,6 +10,7 @@ use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
 use ru_format::image::extract::{self, What};
+use ru_format::tarfile;
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {
@@ -17,15 +18,9 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         return;
     };
     let as_root = mode & 2 != 0;
-    let mut archive = tar::Archive::new(tar.as_slice());
-    let Ok(entries) = archive.entries() else {
-        return;
-    };
-    for entry in entries {
-        let Ok(mut entry) = entry else {
-            return;
-        };
-        let member = extract::check_entry(&mut entry, as_root, "fuzz");
+    let mut archive = tarfile::Reader::new(tar.as_slice());
+    while let Ok(Some(entry)) = archive.next_entry() {
+        let member = extract::check_entry(&entry, as_root, "fuzz");
         f::trace(&format!("member: {:?}", member.as_ref().map(|m| (&m.path, &m.what)).map_err(|e| e.to_string())));
         let Ok(member) = member else {
             return;
@@ -33,7 +28,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         match &member.what {
             What::Removed => {
                 let mut text = Vec::new();
-                if (&mut entry).take(64 << 20).read_to_end(&mut text).is_err() {
+                if (&mut archive).take(64 << 20).read_to_end(&mut text).is_err() {
                     return;
                 }
                 if let Ok(paths) = extract::parse_removed(&text, "fuzz") {
@@ -64,7 +59,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         f::assert_clean_relative(&member.path, "member path");
         assert!(member.meta.mode <= 0o7777);
         let mut sink = Vec::new();
-        if (&mut entry).take(1 << 20).read_to_end(&mut sink).is_err() {
+        if (&mut archive).take(1 << 20).read_to_end(&mut sink).is_err() {
             return;
         }
     }

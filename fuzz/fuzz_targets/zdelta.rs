@@ -16,6 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use ru_format::digest::Sha256;
 use ru_format::image::extract::{self, What};
 use ru_format::image::rebuilds;
+use ru_format::tarfile::{self, Entry, Kind};
 use ru_publish::image::zdelta::PatchInfo;
 use release_upgrader_fuzz as f;
 
@@ -45,24 +46,24 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         }
     }
 
-    // The member as a tarball carries it.
-    let mut builder = tar::Builder::new(Vec::new());
-    if builder
-        .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
-        .is_err()
-    {
-        return;
-    }
-    let mut header = f::regular_header(tar::Header::new_ustar(), frame.len());
-    builder
-        .append_data(&mut header, MEMBER, frame)
-        .expect("tar in memory");
-    let tarball = builder.into_inner().expect("tar in memory");
-
-    let mut archive = tar::Archive::new(tarball.as_slice());
-    let mut entries = archive.entries().expect("tar in memory");
-    let mut entry = entries.next().expect("one member").expect("tar in memory");
-    let device = extract::check_entry(&mut entry, false, "fuzz");
+    // The member as a tarball carries it, read back as the device reads it.
+    let mut member = Entry::new(MEMBER.to_owned(), Kind::File);
+    member.size = frame.len() as u64;
+    member.pax = records.clone();
+    let mut writer = tarfile::Writer::new(Vec::new());
+    writer.append(&member).expect("tar in memory");
+    writer.write_data(frame).expect("tar in memory");
+    let tarball = writer.finish().expect("tar in memory");
+    let mut reader = tarfile::Reader::new(tarball.as_slice());
+    let device = match reader.next_entry() {
+        Ok(Some(entry)) => extract::check_entry(&entry, false, "fuzz"),
+        // Records the reader refuses (a bad `size`, `path` or `mtime`, a sparse
+        // marker): the device never gets to the patch.
+        Ok(None) | Err(_) => Err(ru_format::Error::Malformed {
+            what: "fuzz".into(),
+            reason: "refused by the tar reader".into(),
+        }),
+    };
 
     // The publisher's reader and writer of the same records.
     if let Ok(Some(publisher)) = PatchInfo::from_pax(&records, "fuzz") {
@@ -71,8 +72,12 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
             .expect("still a patch");
         assert_eq!(again, publisher, "pax_records does not round-trip");
         // The publisher reads only the patch records; the device also checks the
-        // member itself, whose name a `path` record can change.
-        let renamed = records.iter().any(|(k, _)| k == "path" || k == "linkpath");
+        // member itself, whose name, size, owners and date the tar layer's own records
+        // change (and refuses when they do not parse).
+        let renamed = records.iter().any(|(k, _)| {
+            matches!(k.as_str(), "path" | "linkpath" | "size" | "uid" | "gid" | "mtime")
+                || k.starts_with("GNU.sparse.")
+        });
         let Ok(extract::Member {
             what: What::Patch(info),
             ..

@@ -1471,7 +1471,7 @@ fn zdelta_patches_gzip_files_in_their_content_or_tokens() {
 
 /// The zdelta `zd` with the base path of its patch for `member` replaced by `base_path`.
 fn with_base_path(zd: &Path, member: &str, base_path: &str, out: &Path) {
-    use ru_publish::image::tar::{Reader, Writer};
+    use ru_format::tarfile::{Reader, Writer};
     let raw = zstd::decode_all(std::fs::File::open(zd).unwrap()).unwrap();
     let mut reader = Reader::new(&raw[..]);
     let mut writer = Writer::new(Vec::new());

@@ -4,13 +4,16 @@
 //! what was wrong; the writers produce exactly what the readers accept.
 //!
 //! - values: [`version`] (dpkg's order), [`date`], [`digest`], [`ini`], [`os_release`];
-//! - packages: [`deb`] (ar, control, the one tar reader and writer, compression, paths,
-//!   the writer of .debs) and [`layout`], the helper prefix both sides agree on;
-//! - image updates: [`image`] (tar members, decompression, the zdelta, gzip-token and
+//! - archives: [`tarfile`] (the one tar reader and the one tar writer) and [`compress`]
+//!   (the one decompression layer), under both the .debs and the images;
+//! - packages: [`deb`] (ar, control, paths, extraction, the writer of .debs) and
+//!   [`layout`], the helper prefix both sides agree on;
+//! - image updates: [`image`] (the checks of tar members, the zdelta, gzip-token and
 //!   regzip patch formats, their rebuilds);
 //! - [`fsutil`]: the one crash-safe file replacement every crate writes through;
 //! - [`error`]: what a user reads when something fails, and its exit code.
 
+pub mod compress;
 pub mod date;
 pub mod deb;
 pub mod digest;
@@ -21,6 +24,7 @@ pub mod ini;
 pub mod json_state;
 pub mod layout;
 pub mod os_release;
+pub mod tarfile;
 pub mod version;
 
 pub use error::{Error, ExitCode};

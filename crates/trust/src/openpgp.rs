@@ -253,7 +253,11 @@ pub fn verify_clearsigned(
     input: &[u8],
     what: &str,
 ) -> Result<Verified<Vec<u8>>, Error> {
-    let (policy, now, fail) = (StandardPolicy::new(), SystemTime::now(), bad_signature(what));
+    let (policy, now, fail) = (
+        StandardPolicy::new(),
+        SystemTime::now(),
+        bad_signature(what),
+    );
     let helper = Helper::checking(keyring, &policy, now, what)?;
     let mut verifier = VerifierBuilder::from_bytes(input)
         .and_then(|b| b.with_policy(&policy, now, helper))
@@ -306,7 +310,11 @@ fn check_detached(
         &mut openpgp::parse::stream::DetachedVerifier<'_, Helper<'_>>,
     ) -> openpgp::Result<()>,
 ) -> Result<Verified<Vec<u8>>, Error> {
-    let (policy, now, fail) = (StandardPolicy::new(), SystemTime::now(), bad_signature(what));
+    let (policy, now, fail) = (
+        StandardPolicy::new(),
+        SystemTime::now(),
+        bad_signature(what),
+    );
     let helper = Helper::checking(keyring, &policy, now, what)?;
     let mut verifier = DetachedVerifierBuilder::from_bytes(signature)
         .and_then(|b| b.with_policy(&policy, now, helper))

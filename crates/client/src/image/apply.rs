@@ -32,10 +32,10 @@ use crate::digest::Sha256;
 use crate::error::{Error, ExitCode};
 use crate::image::Layout;
 use crate::image::commit::{self, Plan, Staging};
-use crate::image::extract::Compression;
 use crate::image::index::{Image, Kind};
 use crate::image::overlay::{Final, Overlay, PRESERVED};
 use crate::root::SystemRoot;
+use ru_format::compress::Compression;
 
 /// One file to apply, in order.
 #[derive(Clone, Debug)]
@@ -784,7 +784,7 @@ fn stage(
             overlay.reset_for_full_image()?;
         }
         last_image = Some(step.image as *const Image);
-        let compression = Compression::of(&step.name).ok_or_else(|| Error::Malformed {
+        let compression = Compression::of_image(&step.name).ok_or_else(|| Error::Malformed {
             what: step.name.clone(),
             reason: "not a .tar.xz or .tar.zst image file".into(),
         })?;

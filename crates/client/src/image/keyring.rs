@@ -15,6 +15,9 @@ use openpgp::parse::Parse;
 use sequoia_openpgp as openpgp;
 use serde::Deserialize;
 
+use ru_format::compress::{Compression, Limits};
+use ru_format::tarfile::{self, Kind};
+
 use crate::error::Error;
 use crate::openpgp::{Keyring, verify_detached};
 
@@ -219,23 +222,28 @@ fn unpack(tarball: &[u8], what: &str) -> Result<Unpacked, Error> {
         what: what.to_owned(),
         reason,
     };
-    let decoder = liblzma::read::XzDecoder::new(tarball).take(KEYRING_CAP);
-    let mut archive = tar::Archive::new(decoder);
+    let limits = Limits {
+        max_output: Some(KEYRING_CAP),
+        ..Limits::IMAGE
+    };
+    let decoder = Compression::Xz
+        .decoder(tarball, limits)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut archive = tarfile::Reader::new(std::io::BufReader::new(decoder));
     let mut gpg = None;
     let mut json = None;
-    for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
-        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    while let Some(entry) = archive.next_entry().map_err(|e| bad(e.to_string()))? {
+        let path = entry.path;
         let name = path.strip_prefix("./").unwrap_or(&path).to_owned();
-        let kind = entry.header().entry_type();
-        if kind.is_dir() && (name.is_empty() || name == ".") {
+        let kind = entry.kind;
+        if kind == Kind::Directory && (name.is_empty() || name == "." || name == "./") {
             continue;
         }
-        if !kind.is_file() {
+        if kind != Kind::File {
             return Err(bad(format!("unexpected member {path:?} ({kind:?})")));
         }
         let mut data = Vec::new();
-        entry
+        archive
             .read_to_end(&mut data)
             .map_err(|e| bad(e.to_string()))?;
         match name.as_str() {
@@ -244,6 +252,7 @@ fn unpack(tarball: &[u8], what: &str) -> Result<Unpacked, Error> {
             _ => return Err(bad(format!("unexpected member {path:?}"))),
         }
     }
+    archive.drain().map_err(|e| bad(e.to_string()))?;
     let gpg = gpg.ok_or_else(|| bad("no keyring.gpg in it".into()))?;
     let json = json.ok_or_else(|| bad("no keyring.json in it".into()))?;
     let json: KeyringJson =

@@ -29,6 +29,8 @@ use crate::crashpoint;
 use crate::error::Error;
 use crate::image::extract::{self, Member, Meta, What};
 use crate::image::rebuilds::{self, Rebuilds};
+use ru_format::compress::{self, Compression, Limits};
+use ru_format::tarfile;
 
 /// Paths of the system tree that images never touch (state, mounts, user data).
 pub const PRESERVED: &[&str] = &[
@@ -425,7 +427,7 @@ impl Overlay {
     pub fn apply_tarball(
         &mut self,
         tarball: &Path,
-        compression: extract::Compression,
+        compression: Compression,
         what: &str,
         partitions: &mut Vec<String>,
     ) -> Result<(), Error> {
@@ -440,20 +442,19 @@ impl Overlay {
     fn apply_members(
         &mut self,
         tarball: &Path,
-        compression: extract::Compression,
+        compression: Compression,
         what: &str,
         partitions: &mut Vec<String>,
     ) -> Result<(), Error> {
-        let reader = extract::open(tarball, compression)?;
-        let mut archive = tar::Archive::new(reader);
-        let bad = |e: std::io::Error| Error::Malformed {
+        let reader = compress::open(tarball, compression, Limits::IMAGE)?;
+        let mut archive = tarfile::Reader::new(reader);
+        let bad = |e: tarfile::Error| Error::Malformed {
             what: what.to_owned(),
             reason: e.to_string(),
         };
         let mut first = true;
-        for entry in archive.entries().map_err(bad)? {
-            let mut entry = entry.map_err(bad)?;
-            let member = extract::check_entry(&mut entry, self.as_root, what)?;
+        while let Some(entry) = archive.next_entry().map_err(bad)? {
+            let member = extract::check_entry(&entry, self.as_root, what)?;
             if member.what == What::Removed {
                 if !first {
                     return Err(Error::Malformed {
@@ -462,10 +463,10 @@ impl Overlay {
                     });
                 }
                 let mut text = Vec::new();
-                (&mut entry)
+                (&mut archive)
                     .take(64 * 1024 * 1024)
                     .read_to_end(&mut text)
-                    .map_err(bad)?;
+                    .map_err(|e| bad(tarfile::Error::Read(e)))?;
                 for path in extract::parse_removed(&text, what)? {
                     self.remove(&path)?;
                 }
@@ -480,10 +481,10 @@ impl Overlay {
             if member.path.is_empty() || self.kept.keeps(&member.path) {
                 continue;
             }
-            self.add(member, &mut entry, what)?;
+            self.add(member, &mut archive, what)?;
             crashpoint::reached("image-apply");
         }
-        Ok(())
+        archive.drain().map_err(bad)
     }
 
     fn add(&mut self, member: Member, data: &mut impl Read, what: &str) -> Result<(), Error> {

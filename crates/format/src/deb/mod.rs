@@ -16,7 +16,8 @@
 //! member is ever held in memory (only the `control` file, capped at 1 MiB), compressed
 //! data members are decompressed in a thread of their own feeding the tar reader through
 //! a few recycled buffers, and memory is bounded whatever the size of the package (xz's
-//! parallel decoder holds whole blocks, up to a fixed limit: see `compress.rs`).
+//! parallel decoder holds whole blocks, up to a fixed limit: see [`crate::compress`]).
+//! The tar reader is the crate's one ([`crate::tarfile`]), shared with the image code.
 //!
 //! # The order of checks
 //!
@@ -113,10 +114,8 @@
 //! ```
 
 mod ar;
-mod compress;
 mod control;
 mod path;
-mod tar;
 mod write;
 
 use std::collections::HashMap;
@@ -132,7 +131,8 @@ use crate::digest::{Sha256, Sha256Hasher};
 use crate::error::Error;
 use crate::layout;
 
-use compress::Compression;
+use crate::compress::{self, Compression};
+use crate::tarfile as tar;
 pub use control::{Control, MAINTAINER_SCRIPTS};
 use path::Placement;
 use write::{Meta, Tree};
@@ -583,7 +583,7 @@ fn extract_with(
     let (member, compression) = package.data_member()?;
     let raw = package.ar.reader(&member);
     let stream = compression
-        .reader(raw)
+        .reader(raw, compress::Limits::DEB)
         .map_err(|e| package.fail(&member.name, Failure::Bad(e.to_string())))?;
     let mut extraction = Extraction {
         package: &package,
@@ -642,6 +642,23 @@ enum Failure {
     Bad(String),
     /// The .deb file could not be read.
     Io(io::Error),
+}
+
+impl From<tar::Error> for Failure {
+    /// A malformed archive, or a truncated or corrupt compressed stream under it, is a
+    /// bad package; a read error of the .deb file itself stays an I/O error.
+    fn from(e: tar::Error) -> Failure {
+        match e {
+            tar::Error::Malformed(reason) => Failure::Bad(reason),
+            tar::Error::Read(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Failure::Bad(format!("truncated: {e}"))
+            }
+            tar::Error::Read(e) if e.get_ref().is_some_and(|inner| inner.is::<ar::FileError>()) => {
+                Failure::Io(e)
+            }
+            tar::Error::Read(e) => Failure::Bad(e.to_string()),
+        }
+    }
 }
 
 /// An open .deb, walked member by member.
@@ -732,13 +749,13 @@ impl Package {
         };
         let fail = |f: Failure| fail(&self.deb, &member.name, f);
         let decoder = compression
-            .decoder(self.ar.reader(&member))
+            .decoder(self.ar.reader(&member), compress::Limits::DEB)
             .map_err(|e| fail(Failure::Bad(e.to_string())))?;
         let mut tar = tar::Reader::new(io::BufReader::new(decoder));
         let mut text: Option<String> = None;
         let mut scripts = Vec::new();
         let (mut count, mut bytes) = (0u64, 0u64);
-        while let Some(header) = tar.next_header().map_err(fail)? {
+        while let Some(header) = tar.next_entry().map_err(|e| fail(e.into()))? {
             count += 1;
             bytes = bytes.saturating_add(header.size);
             if count > CONTROL_ENTRIES_MAX {
@@ -749,18 +766,18 @@ impl Package {
             if bytes > CONTROL_MEMBER_MAX {
                 return Err(fail(Failure::Bad(format!(
                     "{}: its entries hold more than the {CONTROL_MEMBER_MAX} bytes accepted",
-                    header.name
+                    header.path
                 ))));
             }
-            let name = path::normalize(&header.name)
-                .map_err(|reason| fail(Failure::Bad(format!("{}: {reason}", header.name))))?;
+            let name = path::normalize(&header.path)
+                .map_err(|reason| fail(Failure::Bad(format!("{}: {reason}", header.path))))?;
             if MAINTAINER_SCRIPTS.contains(&name.as_str()) {
                 scripts.push(name);
             } else if name == "control" {
                 if header.kind != tar::Kind::File {
                     return Err(fail(Failure::Bad(format!(
                         "{}: control is a {}, not a regular file",
-                        header.name,
+                        header.path,
                         header.kind.describe()
                     ))));
                 }
@@ -775,7 +792,7 @@ impl Package {
                 }
                 let mut bytes = Vec::with_capacity(header.size as usize);
                 loop {
-                    let data = tar.data().map_err(fail)?;
+                    let data = tar.data().map_err(|e| fail(e.into()))?;
                     if data.is_empty() {
                         break;
                     }
@@ -789,7 +806,7 @@ impl Package {
                 );
             }
         }
-        tar.drain().map_err(fail)?;
+        tar.drain().map_err(|e| fail(e.into()))?;
         let text = text.ok_or_else(|| fail(Failure::Bad("no control file".into())))?;
         Control::parse(&text, scripts).map_err(|reason| self.bad(reason))
     }
@@ -931,18 +948,18 @@ impl Extraction<'_> {
     }
 
     fn run<R: io::BufRead>(&mut self, mut tar: tar::Reader<R>) -> Result<(), Error> {
-        while let Some(header) = tar.next_header().map_err(|f| self.fail(f))? {
+        while let Some(header) = tar.next_entry().map_err(|e| self.fail(e.into()))? {
             self.entry(&header, &mut tar)?;
         }
-        tar.drain().map_err(|f| self.fail(f))
+        tar.drain().map_err(|e| self.fail(e.into()))
     }
 
     fn entry<R: io::BufRead>(
         &mut self,
-        header: &tar::Header,
+        header: &tar::Entry,
         tar: &mut tar::Reader<R>,
     ) -> Result<(), Error> {
-        let name = header.name.as_str();
+        let name = header.path.as_str();
         self.count(name)?;
         let archive_path = path::normalize(name).map_err(|reason| self.bad(name, reason))?;
         let rel = match path::place(&archive_path, self.within) {
@@ -1052,7 +1069,9 @@ impl Extraction<'_> {
                 let mut file = self.tree.create_file(&rel)?;
                 let mut hasher = Sha256Hasher::new();
                 loop {
-                    let data = tar.data().map_err(|f| self.fail(with_name(name, f)))?;
+                    let data = tar
+                        .data()
+                        .map_err(|e| self.fail(with_name(name, e.into())))?;
                     if data.is_empty() {
                         break;
                     }

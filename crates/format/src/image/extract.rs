@@ -1,127 +1,14 @@
-//! Reading image tarballs as hostile input: every member's header is checked here
-//! before anything is written (the `tar` crate would silently skip `..` and flatten
-//! devices), and members are turned into [`Member`]s that the overlay stages.
+//! Reading image tarballs as hostile input: every member's header, as
+//! [`crate::tarfile::Reader`] read it, is checked here before anything is written, and
+//! members are turned into [`Member`]s that the overlay stages.
 //!
 //! Image members live under `system/` (mapped to the root of the system tree); the
 //! first member of a delta is `removed`; `partitions/` members (boot images) are
 //! reported and skipped, as this client flashes no partitions. Anything else is refused.
 
-use std::io::{self, Read};
-use std::path::Path;
-
 use crate::error::Error;
 use crate::image::{gztokens, regzip};
-
-/// How a tarball is compressed, from its name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Xz,
-    Zstd,
-}
-
-impl Compression {
-    pub fn of(path: &str) -> Option<Compression> {
-        if path.ends_with(".tar.xz") {
-            Some(Compression::Xz)
-        } else if path.ends_with(".tar.zst") {
-            Some(Compression::Zstd)
-        } else {
-            None
-        }
-    }
-}
-
-/// The memory an xz stream may ask for (xz -9 needs 65 MiB).
-const XZ_MEMLIMIT: u64 = 256 * 1024 * 1024;
-/// The largest zstd window accepted (the zdelta contract allows `--long` up to 31).
-pub const ZSTD_WINDOW_LOG_MAX: u32 = 31;
-const CHUNK: usize = 1024 * 1024;
-
-/// A decompressing reader of `path`, decoding in a thread of its own so that
-/// decompression overlaps writing.
-pub fn open(path: &Path, compression: Compression) -> Result<Box<dyn Read + Send>, Error> {
-    let file = fs_err::File::open(path).map_err(|e| Error::io(path, e))?;
-    let raw = io::BufReader::with_capacity(CHUNK, file);
-    let decoder: Box<dyn Read + Send> = match compression {
-        Compression::Xz => {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            let stream = liblzma::stream::MtStreamBuilder::new()
-                .threads(threads.clamp(1, 8))
-                .memlimit_threading(XZ_MEMLIMIT)
-                .memlimit_stop(XZ_MEMLIMIT)
-                .decoder()
-                .map_err(|e| Error::io(path, io::Error::other(e)))?;
-            Box::new(liblzma::bufread::XzDecoder::new_stream(raw, stream))
-        }
-        Compression::Zstd => {
-            let mut d =
-                zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| Error::io(path, e))?;
-            d.window_log_max(ZSTD_WINDOW_LOG_MAX)
-                .map_err(|e| Error::io(path, e))?;
-            Box::new(d)
-        }
-    };
-    Ok(Box::new(Pipe::spawn(decoder)))
-}
-
-/// Moves a reader's bytes through a bounded channel from a thread of its own.
-struct Pipe {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl Pipe {
-    fn spawn(mut inner: Box<dyn Read + Send>) -> Pipe {
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
-        std::thread::spawn(move || {
-            loop {
-                let mut buf = vec![0; CHUNK];
-                let mut filled = 0;
-                while filled < CHUNK {
-                    match inner.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-                buf.truncate(filled);
-                let done = filled == 0;
-                if tx.send(Ok(buf)).is_err() || done {
-                    return;
-                }
-            }
-        });
-        Pipe {
-            rx,
-            current: Vec::new(),
-            at: 0,
-        }
-    }
-}
-
-impl Read for Pipe {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.current.len() {
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => {
-                    self.current = chunk;
-                    self.at = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.current.len() - self.at);
-        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
+use crate::tarfile::{Entry, Kind};
 
 /// Metadata of a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -237,28 +124,24 @@ pub fn check_symlink(link: &str, target: &str, what: &str) -> Result<(), Error> 
 
 /// Checks one tar entry's header and maps it to a [`Member`]. Device nodes are
 /// accepted only when `as_root`.
-pub fn check_entry<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    as_root: bool,
-    what: &str,
-) -> Result<Member, Error> {
+pub fn check_entry(entry: &Entry, as_root: bool, what: &str) -> Result<Member, Error> {
     let bad = |reason: String| Error::Malformed {
         what: what.to_owned(),
         reason,
     };
-    let raw = entry.path_bytes().into_owned();
-    let full = clean_path(&raw, what)?;
-    let header = entry.header();
-    let kind = header.entry_type();
-    let size = entry.size();
+    let full = clean_path(entry.path.as_bytes(), what)?;
+    let kind = entry.kind;
+    let size = entry.size;
+    let id =
+        |id: u64| u32::try_from(id).map_err(|_| bad(format!("{full}: owner id {id} out of range")));
     let meta = Meta {
-        mode: header.mode().map_err(|e| bad(e.to_string()))? & 0o7777,
-        uid: header.uid().map_err(|e| bad(e.to_string()))? as u32,
-        gid: header.gid().map_err(|e| bad(e.to_string()))? as u32,
-        mtime: header.mtime().map_err(|e| bad(e.to_string()))? as i64,
+        mode: entry.mode & 0o7777,
+        uid: id(entry.uid)?,
+        gid: id(entry.gid)?,
+        mtime: entry.mtime,
     };
     if full == "removed" {
-        if !kind.is_file() {
+        if kind != Kind::File {
             return Err(bad("`removed` is not a regular file".into()));
         }
         return Ok(Member {
@@ -268,7 +151,7 @@ pub fn check_entry<R: Read>(
             size,
         });
     }
-    if full == "system" && kind.is_dir() {
+    if full == "system" && kind == Kind::Directory {
         return Ok(Member {
             path: String::new(),
             what: What::Dir,
@@ -288,50 +171,28 @@ pub fn check_entry<R: Read>(
         return Err(bad(format!("member {full:?} is outside system/")));
     };
     let path = path.to_owned();
-    let link = || -> Result<String, Error> {
-        let bytes = entry
-            .link_name_bytes()
-            .ok_or_else(|| bad(format!("{path}: link without a target")))?;
-        String::from_utf8(bytes.into_owned())
-            .map_err(|_| bad(format!("{path}: link target is not UTF-8")))
-    };
-    let what_is = if kind.is_dir() {
-        What::Dir
-    } else if kind.is_file() || kind == tar::EntryType::Continuous {
-        What::File
-    } else if kind.is_symlink() {
-        let target = link()?;
-        check_symlink(&path, &target, what)?;
-        What::Symlink(target)
-    } else if kind.is_hard_link() {
-        let target = clean_path(link()?.as_bytes(), what)?;
-        let Some(target) = target.strip_prefix("system/") else {
-            return Err(bad(format!("hard link {path} -> {target} leaves system/")));
-        };
-        What::HardLink(target.to_owned())
-    } else if kind.is_character_special() || kind.is_block_special() {
-        if !as_root {
+    let what_is = match kind {
+        Kind::Directory => What::Dir,
+        Kind::File => What::File,
+        Kind::Symlink => {
+            check_symlink(&path, &entry.link, what)?;
+            What::Symlink(entry.link.clone())
+        }
+        Kind::HardLink => {
+            let target = clean_path(entry.link.as_bytes(), what)?;
+            let Some(target) = target.strip_prefix("system/") else {
+                return Err(bad(format!("hard link {path} -> {target} leaves system/")));
+            };
+            What::HardLink(target.to_owned())
+        }
+        Kind::CharDevice | Kind::BlockDevice if !as_root => {
             return Err(bad(format!(
                 "device node {path} can only be created by root"
             )));
         }
-        let major = header
-            .device_major()
-            .map_err(|e| bad(e.to_string()))?
-            .unwrap_or(0);
-        let minor = header
-            .device_minor()
-            .map_err(|e| bad(e.to_string()))?
-            .unwrap_or(0);
-        if kind.is_character_special() {
-            What::Char(major, minor)
-        } else {
-            What::Block(major, minor)
-        }
-    } else if kind.is_fifo() {
-        What::Fifo
-    } else {
-        return Err(bad(format!("{path}: unsupported entry type {kind:?}")));
+        Kind::CharDevice => What::Char(entry.dev_major, entry.dev_minor),
+        Kind::BlockDevice => What::Block(entry.dev_major, entry.dev_minor),
+        Kind::Fifo => What::Fifo,
     };
     if !matches!(what_is, What::File) && size != 0 {
         return Err(bad(format!("{path}: data on an entry that has none")));
@@ -349,17 +210,10 @@ pub fn check_entry<R: Read>(
     })
 }
 
-fn patch_info<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    path: &str,
-    what: &str,
-) -> Result<Option<PatchInfo>, Error> {
+fn patch_info(entry: &Entry, path: &str, what: &str) -> Result<Option<PatchInfo>, Error> {
     let bad = |reason: String| Error::Malformed {
         what: what.to_owned(),
         reason: format!("{path}: {reason}"),
-    };
-    let Some(extensions) = entry.pax_extensions().map_err(|e| bad(e.to_string()))? else {
-        return Ok(None);
     };
     let mut kind = None;
     let mut base = None;
@@ -367,17 +221,16 @@ fn patch_info<R: Read>(
     let mut size = None;
     let mut base_path = None;
     let mut gzip_records: Vec<(String, String)> = Vec::new();
-    let mut seen: Vec<String> = Vec::new();
-    for ext in extensions {
-        let ext = ext.map_err(|e| bad(e.to_string()))?;
-        let key = ext.key().map_err(|e| bad(e.to_string()))?;
-        let value = ext.value().map_err(|e| bad(e.to_string()))?.to_owned();
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in &entry.pax {
+        let key = key.as_str();
+        let value = value.clone();
         // Ours only once: the publisher's reader would take another value than this one.
         if key.starts_with("RELEASE_UPGRADER.") {
-            if seen.iter().any(|k| k == key) {
+            if seen.contains(&key) {
                 return Err(bad(format!("the pax record {key} is given twice")));
             }
-            seen.push(key.to_owned());
+            seen.push(key);
         }
         match key {
             "RELEASE_UPGRADER.patch" => kind = Some(value),
@@ -486,6 +339,48 @@ mod tests {
         assert!(check_symlink("x", "..", "t").is_err());
     }
 
+    /// `entry` with `data` as the tar layer writes and reads it back, then checked.
+    fn member_of(entry: &Entry, data: &[u8], as_root: bool) -> Result<Member, Error> {
+        let mut writer = crate::tarfile::Writer::new(Vec::new());
+        writer.append(entry).unwrap();
+        if entry.kind == Kind::File {
+            writer.write_data(data).unwrap();
+        }
+        let tarball = writer.finish().unwrap();
+        let mut reader = crate::tarfile::Reader::new(tarball.as_slice());
+        let entry = reader.next_entry().unwrap().unwrap();
+        check_entry(&entry, as_root, "t")
+    }
+
+    #[test]
+    fn a_symlink_member_that_climbs_out_of_the_system_tree_is_refused() {
+        let mut link = Entry::new("system/usr/bin/x".into(), Kind::Symlink);
+        link.link = "../../y".into();
+        let member = member_of(&link, b"", false).unwrap();
+        assert_eq!(member.what, What::Symlink("../../y".into()));
+        link.link = "../../../etc/shadow".into();
+        let err = member_of(&link, b"", false).unwrap_err();
+        assert!(err.to_string().contains("outside the system tree"), "{err}");
+    }
+
+    #[test]
+    fn device_members_need_root_and_keep_their_numbers() {
+        let mut dev = Entry::new("system/dev/sda".into(), Kind::BlockDevice);
+        (dev.dev_major, dev.dev_minor) = (8, 1);
+        let err = member_of(&dev, b"", false).unwrap_err();
+        assert!(err.to_string().contains("only be created by root"), "{err}");
+        assert_eq!(member_of(&dev, b"", true).unwrap().what, What::Block(8, 1));
+    }
+
+    #[test]
+    fn an_owner_id_beyond_32_bits_is_refused() {
+        let mut file = Entry::new("system/etc/x".into(), Kind::File);
+        file.size = 1;
+        file.uid = 1 << 32;
+        let err = member_of(&file, b"x", false).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+    }
+
     /// Found by fuzzing (`fuzz/fuzz_targets/zdelta.rs`): a patch member whose pax
     /// records give one of ours twice (`size=40`, then `size=405`) was read with the last
     /// value here and the first by the publisher's `image expand`. Refused now.
@@ -500,24 +395,13 @@ mod tests {
                 ("RELEASE_UPGRADER.size", "40"),
             ];
             records.extend_from_slice(extra);
-            let mut builder = tar::Builder::new(Vec::new());
-            builder
-                .append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes())))
-                .unwrap();
-            let mut header = tar::Header::new_ustar();
-            header.set_size(3);
-            header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mtime(0);
-            header.set_entry_type(tar::EntryType::Regular);
-            builder
-                .append_data(&mut header, "system/usr/bin/x", &b"zst"[..])
-                .unwrap();
-            let tarball = builder.into_inner().unwrap();
-            let mut archive = tar::Archive::new(tarball.as_slice());
-            let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
-            check_entry(&mut entry, false, "t")
+            let mut entry = Entry::new("system/usr/bin/x".into(), Kind::File);
+            entry.size = 3;
+            entry.pax = records
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            member_of(&entry, b"zst", false)
         };
         let once = member(&[]).unwrap();
         assert!(matches!(once.what, What::Patch(PatchInfo { size: 40, .. })));

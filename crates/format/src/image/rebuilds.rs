@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 
 use crate::digest::{Sha256, Sha256Hasher};
 use crate::error::Error;
-use crate::image::{extract, regzip};
+use crate::image::regzip;
 
 /// What gives a written object (open, and its path) its metadata.
 pub type Finish = Box<dyn FnOnce(&std::fs::File, &std::path::Path) -> Result<(), Error> + Send>;
@@ -236,9 +236,11 @@ fn decode_one_shot(job: &Job, base: &[u8], frame: &[u8]) -> Result<Vec<u8>, Erro
         Err(code) => return Err(bad(format!("zstd: {}", zstd_error(code)))),
     }
     let mut dctx = DCtx::create();
-    dctx.set_parameter(DParameter::WindowLogMax(extract::ZSTD_WINDOW_LOG_MAX))
-        .and_then(|_| dctx.ref_prefix(base))
-        .map_err(|code| bad(format!("zstd: {}", zstd_error(code))))?;
+    dctx.set_parameter(DParameter::WindowLogMax(
+        crate::compress::ZSTD_WINDOW_LOG_MAX,
+    ))
+    .and_then(|_| dctx.ref_prefix(base))
+    .map_err(|code| bad(format!("zstd: {}", zstd_error(code))))?;
     // Room for exactly the promised size: a frame decoding to more is refused by zstd.
     let mut file = Vec::with_capacity(job.size as usize);
     dctx.decompress(&mut file, frame)
@@ -281,7 +283,7 @@ pub fn decode_checked(
             .map_err(|e| bad(format!("zstd: {e}")))?
             .single_frame();
     decoder
-        .window_log_max(extract::ZSTD_WINDOW_LOG_MAX)
+        .window_log_max(crate::compress::ZSTD_WINDOW_LOG_MAX)
         .map_err(|e| bad(format!("zstd: {e}")))?;
     let mut hasher = Sha256Hasher::new();
     let mut written = 0u64;

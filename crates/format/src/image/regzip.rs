@@ -368,7 +368,7 @@ pub fn decode_content(
             .map_err(|e| malformed(format!("zstd: {e}")))?
             .single_frame();
     decoder
-        .window_log_max(crate::image::extract::ZSTD_WINDOW_LOG_MAX)
+        .window_log_max(crate::compress::ZSTD_WINDOW_LOG_MAX)
         .map_err(|e| malformed(format!("zstd: {e}")))?;
     let mut content = Vec::with_capacity(size.min(gztokens::TOKENS_MAX as u64) as usize);
     (&mut decoder)

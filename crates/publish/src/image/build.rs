@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::output::{AtomicFile, Compression};
 use super::source::{self, Data, DirSource, Source};
-use super::tar::{self, Entry, Kind, Writer};
 use crate::error::Error;
+use ru_format::tarfile::{self as tar, Entry, Kind, Writer};
 
 /// What a full image is built from.
 #[derive(Clone, Debug)]
@@ -234,7 +234,7 @@ impl<R: io::BufRead> TarSourceOver<R> {
         let Some(mut entry) = self
             .reader
             .next_entry()
-            .map_err(|e| Error::io(&self.path, e))?
+            .map_err(|e| Error::io(&self.path, e.into()))?
         else {
             return Ok(None);
         };

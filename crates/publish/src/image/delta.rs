@@ -30,11 +30,11 @@ use super::bases::{BaseIndex, FileRef};
 use super::build::generated_mtime;
 use super::output::{AtomicFile, Compression};
 use super::source::{self, Data, Source};
-use super::tar::{self, Entry, Kind, Writer};
 use super::zdelta::{self, PatchInfo};
 use crate::digest::Sha256;
 use crate::error::Error;
 use ru_format::image::regzip::{self, GzipPatch, Recompress};
+use ru_format::tarfile::{self as tar, Entry, Kind, Writer};
 
 /// Which delta type to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

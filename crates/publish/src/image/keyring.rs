@@ -15,10 +15,10 @@ use serde::Serialize;
 
 use super::build::generated_mtime;
 use super::output::{AtomicFile, Compression};
-use super::tar::{Entry, Kind, Writer};
 use crate::SigningKey;
 use crate::error::Error;
 use crate::fsutil;
+use ru_format::tarfile::{Entry, Kind, Writer};
 
 /// The keyring types of the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

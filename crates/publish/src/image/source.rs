@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::tar::{self, Entry, Kind};
 use crate::error::Error;
+use ru_format::compress::{self, Limits};
+use ru_format::tarfile::{self as tar, Entry, Kind};
 
 /// A stream of entries in image order, each regular file's data readable once before
 /// the next entry is asked for.
@@ -43,26 +44,9 @@ pub fn open(path: &Path) -> Result<Box<dyn Source>, Error> {
 }
 
 /// A decompressing reader for `path`, chosen by the file's magic bytes (xz, zstd, gzip,
-/// or plain tar).
+/// bzip2, or plain tar).
 pub fn decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
-    let mut file = BufReader::with_capacity(
-        256 * 1024,
-        fs_err::File::open(path).map_err(|e| Error::io(path, e))?,
-    );
-    let magic = file.fill_buf().map_err(|e| Error::io(path, e))?.to_vec();
-    let reader: Box<dyn Read + Send> = if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(file))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let mut decoder =
-            zstd::stream::read::Decoder::with_buffer(file).map_err(|e| Error::io(path, e))?;
-        decoder.window_log_max(31).map_err(|e| Error::io(path, e))?;
-        Box::new(decoder)
-    } else if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    Ok(Box::new(BufReader::with_capacity(256 * 1024, reader)))
+    compress::open_sniffed(path, Limits::IMAGE)
 }
 
 /// Entries of a tarball, names normalised (and prefixed with `prefix/` when one is
@@ -115,9 +99,11 @@ impl Source for TarSource {
             let Some(mut entry) = self
                 .reader
                 .next_entry()
-                .map_err(|e| Error::io(&self.path, e))?
+                .map_err(|e| Error::io(&self.path, e.into()))?
             else {
-                self.reader.drain().map_err(|e| Error::io(&self.path, e))?;
+                self.reader
+                    .drain()
+                    .map_err(|e| Error::io(&self.path, e.into()))?;
                 return Ok(None);
             };
             let name = tar::normalise(&entry.path).map_err(|r| self.bad(r))?;
@@ -150,7 +136,7 @@ impl Source for TarSource {
     }
 
     fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read_data(buf)
+        self.reader.read(buf)
     }
 
     fn origin(&self) -> &Path {

@@ -18,11 +18,11 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use super::source;
-use super::tar::{self, Kind};
 use crate::digest::Sha256;
 use crate::error::Error;
 use ru_format::image::gztokens;
 use ru_format::image::regzip::{self, GzipPatch, Recompress};
+use ru_format::tarfile::{self as tar, Kind};
 
 pub const PATCH_KEY: &str = "RELEASE_UPGRADER.patch";
 pub const PATCH_METHOD: &str = "zstd-patch-from";
@@ -259,7 +259,7 @@ pub fn expand(input: &Path, base_root: &Path, out: &mut dyn Write) -> Result<Exp
     let mut stats = ExpandStats::default();
     let io_err = |e: io::Error| Error::io(input, e);
     let mut first = true;
-    while let Some(mut entry) = reader.next_entry().map_err(io_err)? {
+    while let Some(mut entry) = reader.next_entry().map_err(|e| io_err(e.into()))? {
         let name = tar::normalise(&entry.path).map_err(|reason| Error::Malformed {
             what: input.display().to_string(),
             reason,
@@ -306,7 +306,7 @@ pub fn expand(input: &Path, base_root: &Path, out: &mut dyn Write) -> Result<Exp
         }
         stats.entries += 1;
     }
-    reader.drain().map_err(io_err)?;
+    reader.drain().map_err(|e| io_err(e.into()))?;
     writer.finish().map_err(io_err)?;
     Ok(stats)
 }

@@ -21,7 +21,7 @@ import stat
 import subprocess
 import sys
 
-# Paths an image never touches on a device (PROTOCOL.md, src/image/overlay.rs PRESERVED)
+# Paths an image never touches on a device (docs/protocol.md, src/image/overlay.rs PRESERVED)
 # and the version files the version tarball writes: not part of "the tree of build N".
 IMAGE_SKIP = {
     "proc", "sys", "dev", "run", "userdata", "cache", "lost+found", "var/lib",

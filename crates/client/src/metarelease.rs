@@ -1,4 +1,4 @@
-//! The meta-release list (PROTOCOL.md §1): which releases exist, which one runs here,
+//! The meta-release list (docs/protocol.md §1): which releases exist, which one runs here,
 //! and which one to upgrade to.
 //!
 //! Selection follows Ubuntu's `MetaRelease.py` so that the same file gives the same

@@ -1,4 +1,4 @@
-//! The helper pocket (PROTOCOL.md §2): a signed flat apt repository holding the
+//! The helper pocket (docs/protocol.md §2): a signed flat apt repository holding the
 //! `release-upgrader-*` helper debs of the target release.
 //!
 //! Order of trust: the `Release` is verified (InRelease, or Release + Release.gpg) before

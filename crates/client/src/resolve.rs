@@ -1,5 +1,5 @@
 //! Which helper debs to install: the packages an upgrade asks for (`UpgradeToolPackages`)
-//! and everything they depend on, all from the one pocket (PROTOCOL.md §3).
+//! and everything they depend on, all from the one pocket (docs/protocol.md §3).
 //!
 //! Pure: it sees only the verified `Packages` index. Every name on the way must be a
 //! `release-upgrader-*` helper of the pocket; anything else is an error naming it, because

@@ -9,9 +9,9 @@ use crate::error::Error;
 use crate::os_release::OsRelease;
 use std::path::{Component, Path, PathBuf};
 
-/// Where release-upgrader keeps its state on the system (PROTOCOL.md §7).
+/// Where release-upgrader keeps its state on the system (docs/protocol.md §7).
 pub const STATE_DIR: &str = "/var/lib/release-upgrader";
-/// The helper prefix (PROTOCOL.md §3).
+/// The helper prefix (docs/protocol.md §3).
 pub const PREFIX: &str = "/usr/lib/release-upgrader";
 /// Logs of each run.
 pub const LOG_DIR: &str = "/var/log/dist-upgrade";

@@ -3,12 +3,12 @@
 //! Every failure a user can act on is a variant here, carrying the value that was wrong
 //! (a URI, a file, a package) and, through [`Error::hint`], what to do about it. Callers
 //! add breadcrumbs with `anyhow::Context`; the binaries find the `Error` in the chain to
-//! choose the exit code of PROTOCOL.md §7, so a wrapped failure never loses its code.
+//! choose the exit code of docs/protocol.md §7, so a wrapped failure never loses its code.
 
 use std::fmt;
 use std::path::PathBuf;
 
-/// Process exit codes (PROTOCOL.md §7).
+/// Process exit codes (docs/protocol.md §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitCode {
     /// Success; for `check`, an upgrade is available.
@@ -315,7 +315,7 @@ impl Error {
                  /var/lib/release-upgrader/release-dates.json"
                 .into(),
             BadPackage { .. } => "the package breaks the rules for release-upgrader helpers \
-                 (PROTOCOL.md §3); report this to the distribution"
+                 (docs/protocol.md §3); report this to the distribution"
                 .into(),
             NotAHelper { .. } | MissingPackage { .. } | UnsatisfiableVersion { .. } => {
                 "the helper pocket is inconsistent; report this to the distribution".into()

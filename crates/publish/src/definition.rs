@@ -159,7 +159,7 @@ pub struct MetaReleaseDefinition {
     pub releases: Vec<ReleaseDefinition>,
 }
 
-/// One release stanza (PROTOCOL.md §1).
+/// One release stanza (docs/protocol.md §1).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReleaseDefinition {

@@ -1,4 +1,4 @@
-//! Writing a signed meta-release (PROTOCOL.md §1): `FILE` clearsigned, `FILE.gpg` a
+//! Writing a signed meta-release (docs/protocol.md §1): `FILE` clearsigned, `FILE.gpg` a
 //! detached signature over `FILE` as published.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Writing a signed flat pocket (PROTOCOL.md §2): the `.deb` files, `Packages`,
+//! Writing a signed flat pocket (docs/protocol.md §2): the `.deb` files, `Packages`,
 //! `Packages.xz`, `Release`, `InRelease` and `Release.gpg`.
 
 use std::io::Write;

@@ -36,11 +36,11 @@ pub enum PublishCommand {
     #[command(subcommand)]
     Deb(DebCommand),
 
-    /// Publish signed helper pockets (flat apt repositories, PROTOCOL.md §2)
+    /// Publish signed helper pockets (flat apt repositories, docs/protocol.md §2)
     #[command(subcommand)]
     Pocket(PocketCommand),
 
-    /// Publish signed meta-release files (PROTOCOL.md §1)
+    /// Publish signed meta-release files (docs/protocol.md §1)
     #[command(subcommand, name = "meta-release")]
     MetaRelease(MetaReleaseCommand),
 
@@ -48,7 +48,7 @@ pub enum PublishCommand {
     #[command(subcommand)]
     Helper(crate::helper::HelperCommand),
 
-    /// Build, diff, sign and publish system-image compatible images (PROTOCOL.md §5)
+    /// Build, diff, sign and publish system-image compatible images (docs/protocol.md §5)
     #[command(subcommand)]
     Image(Box<crate::image::ImageCommand>),
 }
@@ -140,7 +140,7 @@ pub enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DebCommand {
-    /// Check helper packages against the helper rules (PROTOCOL.md §3) by extracting
+    /// Check helper packages against the helper rules (docs/protocol.md §3) by extracting
     /// each into a temporary directory: prints `ok <name> <version>` or the error for
     /// each; exit 0 if all pass, 3 if one does not
     Check {

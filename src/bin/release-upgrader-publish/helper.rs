@@ -1,5 +1,5 @@
 //! `release-upgrader-publish helper build`: relocatable helper debs from the target
-//! release's real packages (PROTOCOL.md §3 and §8).
+//! release's real packages (docs/protocol.md §3 and §8).
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! `release-upgrader-publish image …`: build full images, keyrings and deltas, and publish
-//! a signed system-image server tree (PROTOCOL.md §5, §8).
+//! a signed system-image server tree (docs/protocol.md §5, §8).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! `release-upgrader image …`: image-delta mode on the command line (PROTOCOL §5, §6,
+//! `release-upgrader image …`: image-delta mode on the command line (docs/protocol.md §5, §6,
 //! §8). Thin: arguments in, library calls, results out as text or JSON lines.
 
 use std::path::PathBuf;

@@ -498,7 +498,7 @@ fn image_fetcher(global: &GlobalArgs, ui: &Ui) -> Fetcher {
 }
 
 fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    // PROTOCOL §5: read-only or system-image devices upgrade with images, not apt.
+    // docs/protocol.md §5: read-only or system-image devices upgrade with images, not apt.
     let mode = ru_client::image::mode::choose(&SystemRoot::new(&global.root))
         .context("deciding between image updates and apt")?;
     if mode == ru_client::image::mode::Mode::Image {

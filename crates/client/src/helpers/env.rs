@@ -1,6 +1,6 @@
 //! Running with the helpers: the environment and apt configuration that make the target
 //! release's apt use the target release's dpkg, methods and signature verifier, and the
-//! re-exec of this program into that environment (PROTOCOL.md §4).
+//! re-exec of this program into that environment (docs/protocol.md §4).
 //!
 //! `LD_LIBRARY_PATH` is never set: every system program started under it (maintainer
 //! scripts, `/bin/sh`) would load the helpers' libc and die on `GLIBC_PRIVATE` symbols once

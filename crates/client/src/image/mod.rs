@@ -1,4 +1,4 @@
-//! Image-delta mode (PROTOCOL §5, §6): system-image compatible updates for read-only
+//! Image-delta mode (docs/protocol.md §5, §6): system-image compatible updates for read-only
 //! devices, and the switch between image updates and apt.
 //!
 //! [`config`] reads the device's system-image configuration, [`keyring`] the signed

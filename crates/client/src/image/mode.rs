@@ -1,4 +1,4 @@
-//! Whether `release-upgrader upgrade` upgrades with apt or with images (PROTOCOL §5):
+//! Whether `release-upgrader upgrade` upgrades with apt or with images (docs/protocol.md §5):
 //! images when the root is mounted read-only, or when system-image is configured
 //! (`/etc/system-image/config.d` with a `[service]` section), unless the device has
 //! opted out (§6).

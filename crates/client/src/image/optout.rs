@@ -1,4 +1,4 @@
-//! `image opt-out` / `image opt-in` (PROTOCOL §6): moving a device from image updates
+//! `image opt-out` / `image opt-in` (docs/protocol.md §6): moving a device from image updates
 //! to apt and back.
 //!
 //! Opt-out records the build and channel, creates the `.writable_image` flag that

@@ -1,4 +1,4 @@
-//! The release upgrade itself (PROTOCOL.md §1–4): preflight, sources, the run with the
+//! The release upgrade itself (docs/protocol.md §1–4): preflight, sources, the run with the
 //! target release's apt and dpkg, logs and recovery.
 
 pub mod apt;

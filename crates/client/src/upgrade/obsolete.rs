@@ -1,5 +1,5 @@
 //! Which packages of the old release leave with the upgrade, and which stay: the data
-//! rule of PROTOCOL.md §4 (issue 11, finding 1).
+//! rule of docs/protocol.md §4 (issue 11, finding 1).
 //!
 //! An upgrade that removed `postgresql-15` because Debian 13 no longer ships it, and then
 //! purged it, dropped the user's database cluster. Stock `apt full-upgrade` keeps such a

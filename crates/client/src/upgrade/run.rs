@@ -1,4 +1,4 @@
-//! The upgrade, step by step (PROTOCOL.md §1–4, issue: "The upgrade").
+//! The upgrade, step by step (docs/protocol.md §1–4, issue: "The upgrade").
 //!
 //! Two processes share the work. The first checks the system (preflight), finds the
 //! target, installs the target release's helpers and records the journal; then it

@@ -83,7 +83,7 @@
 //! Always refused, whatever the policy: absolute names, `..`, device nodes, fifos and
 //! other special types, writing through a symlink, a non-directory path shipped twice,
 //! a hard link to anything but a regular file extracted earlier from the same archive.
-//! [`Policy::helper`] adds the rules of PROTOCOL.md §3 for `release-upgrader-*` helpers;
+//! [`Policy::helper`] adds the rules of docs/protocol.md §3 for `release-upgrader-*` helpers;
 //! [`Policy::upstream`] only these basics, for real upstream packages.
 //!
 //! # Use
@@ -235,7 +235,7 @@ impl SetBudget {
 }
 
 impl Policy {
-    /// The rules for `release-upgrader-*` helpers on an `arch` system (PROTOCOL.md §3):
+    /// The rules for `release-upgrader-*` helpers on an `arch` system (docs/protocol.md §3):
     /// everything under `usr/lib/release-upgrader/`, which maps onto `dest`.
     pub fn helper(arch: &str) -> Self {
         Policy {

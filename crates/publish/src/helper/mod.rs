@@ -1,5 +1,5 @@
 //! `release-upgrader-publish helper build`: relocatable `release-upgrader-*` helper
-//! packages made from the target release's real packages (PROTOCOL.md §3).
+//! packages made from the target release's real packages (docs/protocol.md §3).
 //!
 //! The pipeline: verify the archive's `InRelease` and fetch its `Packages`
 //! ([`source`]); resolve the recipe's packages and their dependencies inside it; download
@@ -749,7 +749,7 @@ fn write_helper(
     control.push_str(&format!(
         "Section: admin\nPriority: optional\nX-Release-Upgrader-Upstream: {}\n\
          Description: {}\n {release}'s packages, relocated under /{prefix}/ so that they run on the\n \
-         release being upgraded (release-upgrader's helper layout, PROTOCOL.md section 3).\n",
+         release being upgraded (release-upgrader's helper layout, docs/protocol.md section 3).\n",
         bundled.join(", "),
         helper.description
     ));

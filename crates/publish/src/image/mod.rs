@@ -1,4 +1,4 @@
-//! The server side of image-delta mode (PROTOCOL.md §5): system-image compatible full
+//! The server side of image-delta mode (docs/protocol.md §5): system-image compatible full
 //! images, version tarballs, keyrings, deltas, our `zdelta` type, and the signed server
 //! tree that the system-image client and `release-upgrader image` read.
 //!

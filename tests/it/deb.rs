@@ -964,6 +964,13 @@ impl Arena {
 /// and mentioning every one of `needles`, and that nothing outside the destination
 /// changed.
 #[track_caller]
+/// `deb` extracts under `policy` into a fresh destination.
+fn assert_extracts(arena: &Arena, deb: &[u8], policy: &Policy) {
+    arena.reset_dest();
+    std::fs::write(arena.deb(), deb).unwrap();
+    deb::extract(&arena.deb(), &arena.dest(), policy, &mut ()).unwrap();
+}
+
 fn assert_refused(arena: &Arena, deb: &[u8], policy: &Policy, needles: &[&str]) -> String {
     arena.reset_dest();
     std::fs::write(arena.deb(), deb).unwrap();
@@ -1403,15 +1410,7 @@ fn the_package_name_and_architecture_are_checked() {
         &["\"arm64\"", "amd64 or all"],
     );
     let deb = build_deb(&control_text("release-upgrader-x", "all"), &[], data);
-    arena.reset_dest();
-    std::fs::write(arena.deb(), deb).unwrap();
-    deb::extract(
-        &arena.deb(),
-        &arena.dest(),
-        &Policy::helper("amd64"),
-        &mut (),
-    )
-    .unwrap();
+    assert_extracts(&arena, &deb, &Policy::helper("amd64"));
 }
 
 #[test]
@@ -1509,9 +1508,7 @@ fn debian_binary_must_say_format_2() {
         ("control.tar", &control),
         ("data.tar", &data),
     ]);
-    arena.reset_dest();
-    std::fs::write(arena.deb(), deb).unwrap();
-    deb::extract(&arena.deb(), &arena.dest(), &Policy::upstream(), &mut ()).unwrap();
+    assert_extracts(&arena, &deb, &Policy::upstream());
 }
 
 #[test]
@@ -1565,9 +1562,7 @@ fn unknown_members_are_refused_and_underscore_members_skipped() {
         ("data.tar", &data),
         ("_trailer", b"ok"),
     ]);
-    arena.reset_dest();
-    std::fs::write(arena.deb(), deb).unwrap();
-    deb::extract(&arena.deb(), &arena.dest(), &Policy::upstream(), &mut ()).unwrap();
+    assert_extracts(&arena, &deb, &Policy::upstream());
 }
 
 #[test]
@@ -1630,15 +1625,7 @@ fn truncated_packages_are_refused() {
         ("control.tar", &control),
         ("data.tar.xz", &compressed),
     ]);
-    arena.reset_dest();
-    std::fs::write(arena.deb(), deb).unwrap();
-    deb::extract(
-        &arena.deb(),
-        &arena.dest(),
-        &Policy::helper("amd64"),
-        &mut (),
-    )
-    .unwrap();
+    assert_extracts(&arena, &deb, &Policy::helper("amd64"));
 }
 
 #[test]

@@ -84,18 +84,24 @@ pub fn minbase_tarball(suite: &str, mirror: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    pack(&root, &tarball);
+    tarball
+}
+
+/// Packs the tree at `root` into `tarball`, which appears whole or not at all (a cache
+/// other test runs read).
+pub fn pack(root: &Path, tarball: &Path) {
     let partial = tarball.with_extension("tar.partial");
     let status = Command::new("tar")
         .arg("-C")
-        .arg(&root)
+        .arg(root)
         .args(["--numeric-owner", "-cf"])
         .arg(&partial)
         .arg(".")
         .status()
         .unwrap();
     assert!(status.success());
-    std::fs::rename(&partial, &tarball).unwrap();
-    tarball
+    std::fs::rename(&partial, tarball).unwrap();
 }
 
 /// Unpacks a fresh root from `tarball` into `dir`.

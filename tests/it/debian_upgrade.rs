@@ -348,17 +348,7 @@ in_root apt-get clean
     );
     // Only the policy file of this harness is ours; the tarball is the server as installed.
     std::fs::remove_file(root.join("usr/sbin/policy-rc.d")).unwrap();
-    let partial = tarball.with_extension("tar.partial");
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .args(["--numeric-owner", "-cf"])
-        .arg(&partial)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::rename(&partial, &tarball).unwrap();
+    crate::debian_root::pack(&root, &tarball);
     tarball
 }
 

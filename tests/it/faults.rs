@@ -303,33 +303,14 @@ fn a_dpkg_that_stops_before_changing_anything_rolls_the_upgrade_back() {
          echo \"dpkg: unrecoverable fatal error, aborting: refusing on purpose\" >&2; exit 2;;\n\
          esac; done\nexec /usr/bin/dpkg \"$@\"\n",
     );
-    let before = w.sources();
-    let status_before = std::fs::read(w.root.join("var/lib/dpkg/status")).unwrap();
+    let before = w.before();
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
     run.expect(5).mentions(&[
         "dpkg stopped before it changed any package",
         "put back as it was",
         "refusing on purpose",
     ]);
-    assert_eq!(w.sources(), before, "sources not restored byte for byte");
-    assert!(
-        !w.root
-            .join("etc/apt/sources.list.d/demo.sources.distUpgrade")
-            .exists()
-    );
-    assert!(
-        !w.root.join("usr/lib/release-upgrader").exists(),
-        "helpers left behind"
-    );
-    assert!(
-        !w.root
-            .join("var/lib/release-upgrader/upgrade.json")
-            .exists()
-    );
-    assert_eq!(
-        std::fs::read(w.root.join("var/lib/dpkg/status")).unwrap(),
-        status_before
-    );
+    w.assert_put_back(&before);
     assert!(w.installed().contains("demo-hello 1.0-1 ii"));
     audit_clean(&w.root);
 }
@@ -347,33 +328,14 @@ fn statoverride_owners_this_machine_lacks_are_refused_before_anything_changes() 
         format!("root {group} 2755 /usr/bin/demo-hello\n"),
     )
     .unwrap();
-    let before = w.sources();
-    let status_before = std::fs::read(w.root.join("var/lib/dpkg/status")).unwrap();
+    let before = w.before();
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
     run.expect(2).mentions(&[
         &format!("group '{group}' (owner of /usr/bin/demo-hello) does not exist on this machine"),
         "chroot",
         "Nothing was changed",
     ]);
-    assert_eq!(w.sources(), before, "sources changed");
-    assert!(
-        !w.root
-            .join("etc/apt/sources.list.d/demo.sources.distUpgrade")
-            .exists()
-    );
-    assert!(
-        !w.root.join("usr/lib/release-upgrader").exists(),
-        "helpers left behind"
-    );
-    assert!(
-        !w.root
-            .join("var/lib/release-upgrader/upgrade.json")
-            .exists()
-    );
-    assert_eq!(
-        std::fs::read(w.root.join("var/lib/dpkg/status")).unwrap(),
-        status_before
-    );
+    w.assert_put_back(&before);
 }
 
 /// This test binary's copy of the guard, started by the thread that calls this.

@@ -405,6 +405,41 @@ fn assert_same_tree(got: &Path, want: &Path) {
 }
 
 /// Builds the image of a tree: `dir/<name>.tar.xz`.
+/// Two images and both deltas between them, in `d`.
+struct Deltas {
+    image1: PathBuf,
+    image2: PathBuf,
+    /// `image delta`'s output.
+    delta: PathBuf,
+    /// `image delta --zdelta`'s output, and what that run printed.
+    zd: PathBuf,
+    zdelta_run: Run,
+}
+
+fn deltas(one: &Path, two: &Path, d: &Path) -> Deltas {
+    let image1 = build_image(one, d, "one");
+    let image2 = build_image(two, d, "two");
+    let (delta, zd) = (d.join("d.tar.xz"), d.join("d.tar.zst"));
+    publish(&["image", "delta", p(&image1), p(&image2), "--out", p(&delta)]).expect(0);
+    let zdelta_run = publish(&[
+        "image",
+        "delta",
+        "--zdelta",
+        p(&image1),
+        p(&image2),
+        "--out",
+        p(&zd),
+    ]);
+    zdelta_run.expect(0);
+    Deltas {
+        image1,
+        image2,
+        delta,
+        zd,
+        zdelta_run,
+    }
+}
+
 fn build_image(root: &Path, out: &Path, name: &str) -> PathBuf {
     publish(&[
         "image",
@@ -1302,22 +1337,14 @@ fn zdelta_patches_renamed_files_against_their_old_paths() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (one, two) = renamed_trees(d);
-    let image1 = build_image(&one, d, "one");
-    let image2 = build_image(&two, d, "two");
-    let delta = d.join("d.tar.xz");
-    let zd = d.join("d.tar.zst");
-    publish(&["image", "delta", p(&image1), p(&image2), "--out", p(&delta)]).expect(0);
-    publish(&[
-        "image",
-        "delta",
-        "--zdelta",
-        p(&image1),
-        p(&image2),
-        "--out",
-        p(&zd),
-    ])
-    .expect(0)
-    .mentions(&["2 patched, 2 against another path"]);
+    let Deltas {
+        image1,
+        image2,
+        delta,
+        zd,
+        zdelta_run,
+    } = deltas(&one, &two, d);
+    zdelta_run.mentions(&["2 patched, 2 against another path"]);
     let raw = zstd::decode_all(std::fs::File::open(&zd).unwrap()).unwrap();
     for record in [
         &b"RELEASE_UPGRADER.base-path=system/usr/lib/libfoo.so.1.2.3\n"[..],
@@ -1423,21 +1450,14 @@ fn zdelta_patches_gzip_files_in_their_content_or_tokens() {
     for root in [&one, &two] {
         stamp(root, &BTreeMap::new());
     }
-    let image1 = build_image(&one, d, "one");
-    let image2 = build_image(&two, d, "two");
-    let (delta, zd) = (d.join("d.tar.xz"), d.join("d.tar.zst"));
-    publish(&["image", "delta", p(&image1), p(&image2), "--out", p(&delta)]).expect(0);
-    publish(&[
-        "image",
-        "delta",
-        "--zdelta",
-        p(&image1),
-        p(&image2),
-        "--out",
-        p(&zd),
-    ])
-    .expect(0)
-    .mentions(&[
+    let Deltas {
+        image1,
+        image2,
+        delta,
+        zd,
+        zdelta_run,
+    } = deltas(&one, &two, d);
+    zdelta_run.mentions(&[
         "3 patched, 1 against another path, 1 gzip files in their content, 2 in their tokens",
     ]);
     // The files compressed are ~90 KB of a delta; their patches are a few KB.
@@ -1554,21 +1574,14 @@ fn zdelta_sends_a_file_whose_only_change_is_its_mtime_as_a_patch() {
         &two,
         &BTreeMap::from([("usr/share/locale/fr/bash.mo", 3600)]),
     );
-    let image1 = build_image(&one, d, "one");
-    let image2 = build_image(&two, d, "two");
-    let (delta, zd) = (d.join("d.tar.xz"), d.join("d.tar.zst"));
-    publish(&["image", "delta", p(&image1), p(&image2), "--out", p(&delta)]).expect(0);
-    publish(&[
-        "image",
-        "delta",
-        "--zdelta",
-        p(&image1),
-        p(&image2),
-        "--out",
-        p(&zd),
-    ])
-    .expect(0)
-    .mentions(&["1 patched, 0 against another path"]);
+    let Deltas {
+        image1,
+        image2,
+        delta,
+        zd,
+        zdelta_run,
+    } = deltas(&one, &two, d);
+    zdelta_run.mentions(&["1 patched, 0 against another path"]);
     let (zsize, dsize) = (
         std::fs::metadata(&zd).unwrap().len(),
         std::fs::metadata(&delta).unwrap().len(),

@@ -64,21 +64,7 @@ fn regenerate_check_fixture() {
     )
     .unwrap();
     let base = format!("{FIXTURE}/dists/trixie/main/");
-    let stanzas = [
-        Stanza::default()
-            .field("Dist", "bookworm")
-            .field("Name", "Bookworm")
-            .field("Version", "12")
-            .field("Date", "Sat, 10 Jun 2023 07:00:00 UTC")
-            .field("Supported", "1"),
-        Stanza::default()
-            .field("Dist", "trixie")
-            .field("Name", "Trixie")
-            .field("Version", "13")
-            .field("Date", "Sat, 09 Aug 2025 07:00:00 UTC")
-            .field("Supported", "1")
-            .field("UpgradeToolBaseURI", &base),
-    ];
+    let stanzas = crate::support::bookworm_and_trixie(&base, None);
     metarelease::write(
         &dir.join("meta-release"),
         &metarelease::render(&stanzas),

@@ -105,31 +105,19 @@ impl Fixture {
     }
 
     pub fn default_stanzas(&self) -> Vec<Stanza> {
-        vec![
-            Stanza::default()
-                .field("Dist", "bookworm")
-                .field("Name", "Bookworm")
-                .field("Version", "12")
-                .field("Date", "Sat, 10 Jun 2023 07:00:00 UTC")
-                .field("Supported", "1"),
-            Stanza::default()
-                .field("Dist", "trixie")
-                .field("Name", "Trixie")
-                .field("Version", "13")
-                .field("Date", "Sat, 09 Aug 2025 07:00:00 UTC")
-                .field("Supported", "1")
-                .field(
-                    "ReleaseNotes",
-                    "https://www.debian.org/releases/trixie/releasenotes",
-                )
-                .field("UpgradeToolBaseURI", self.base_uri()),
+        let mut stanzas = bookworm_and_trixie(
+            &self.base_uri(),
+            Some("https://www.debian.org/releases/trixie/releasenotes"),
+        );
+        stanzas.push(
             Stanza::default()
                 .field("Dist", "forky")
                 .field("Name", "Forky")
                 .field("Version", "14")
                 .field("Date", "Sat, 01 May 2027 07:00:00 UTC")
                 .field("Supported", "0"),
-        ]
+        );
+        stanzas
     }
 
     /// Publishes `stanzas` as the signed meta-release.
@@ -211,25 +199,7 @@ impl Fixture {
     }
 
     pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--root")
-            .arg(&self.root)
-            .arg("--keyring")
-            .arg(&self.keyring)
-            .arg("--meta-release-uri")
-            .arg(self.meta_release_uri())
-            .arg("--arch")
-            .arg("amd64")
-            .args(args)
-            .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Run(cmd.output().unwrap())
+        self.run_at(&self.root, args, env)
     }
 
     /// Changes one byte of a served file (at `offset` from the start, or the middle).
@@ -666,4 +636,26 @@ impl Drop for InodeFlag {
         let flags = rustix::fs::ioctl_getflags(&fd).unwrap();
         rustix::fs::ioctl_setflags(&fd, flags - self.flag).unwrap();
     }
+}
+
+/// The meta-release stanzas of Debian 12 and 13, the target's helper pocket under `base`.
+pub fn bookworm_and_trixie(base: &str, release_notes: Option<&str>) -> Vec<Stanza> {
+    let mut trixie = Stanza::default()
+        .field("Dist", "trixie")
+        .field("Name", "Trixie")
+        .field("Version", "13")
+        .field("Date", "Sat, 09 Aug 2025 07:00:00 UTC")
+        .field("Supported", "1");
+    if let Some(notes) = release_notes {
+        trixie = trixie.field("ReleaseNotes", notes);
+    }
+    vec![
+        Stanza::default()
+            .field("Dist", "bookworm")
+            .field("Name", "Bookworm")
+            .field("Version", "12")
+            .field("Date", "Sat, 10 Jun 2023 07:00:00 UTC")
+            .field("Supported", "1"),
+        trixie.field("UpgradeToolBaseURI", base),
+    ]
 }

@@ -327,6 +327,41 @@ impl World {
     pub fn sources(&self) -> Vec<u8> {
         std::fs::read(self.root.join("etc/apt/sources.list.d/demo.sources")).unwrap()
     }
+
+    /// What an upgrade that stops must leave exactly as it found: the sources and dpkg's
+    /// status.
+    pub fn before(&self) -> Before {
+        Before {
+            sources: self.sources(),
+            status: std::fs::read(self.root.join("var/lib/dpkg/status")).unwrap(),
+        }
+    }
+
+    /// The upgrade stopped and put everything back: the sources byte for byte, no backup
+    /// of them, no helpers, no upgrade journal, dpkg's status as it was.
+    pub fn assert_put_back(&self, before: &Before) {
+        assert_eq!(
+            self.sources(),
+            before.sources,
+            "sources not restored byte for byte"
+        );
+        let gone = [
+            "etc/apt/sources.list.d/demo.sources.distUpgrade",
+            "usr/lib/release-upgrader",
+            "var/lib/release-upgrader/upgrade.json",
+        ];
+        for path in gone {
+            assert!(!self.root.join(path).exists(), "{path} left behind");
+        }
+        let status = std::fs::read(self.root.join("var/lib/dpkg/status")).unwrap();
+        assert!(status == before.status, "dpkg's status changed");
+    }
+}
+
+/// See [`World::before`].
+pub struct Before {
+    sources: Vec<u8>,
+    status: Vec<u8>,
 }
 
 pub fn audit_clean(root: &Path) {
@@ -412,26 +447,12 @@ fn upgrade_takes_a_root_from_alpha_to_beta() {
 #[test]
 fn a_package_that_fails_to_download_rolls_everything_back() {
     let w = World::new();
-    let before = w.sources();
+    let before = w.before();
     w.server_fault_on_hello();
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive", "--retries", "0"]);
     run.expect(5).mentions(&["put back as it was"]);
-    assert_eq!(w.sources(), before, "sources not restored byte for byte");
-    assert!(
-        !w.root
-            .join("etc/apt/sources.list.d/demo.sources.distUpgrade")
-            .exists()
-    );
-    assert!(
-        !w.root.join("usr/lib/release-upgrader").exists(),
-        "helpers left behind"
-    );
+    w.assert_put_back(&before);
     assert!(w.installed().contains("demo-hello 1.0-1 ii"));
-    assert!(
-        !w.root
-            .join("var/lib/release-upgrader/upgrade.json")
-            .exists()
-    );
 }
 
 impl World {

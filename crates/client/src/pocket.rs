@@ -524,22 +524,7 @@ fn fetch_release(
 /// Public for the fuzz targets (`fuzz/`), not for use.
 #[doc(hidden)]
 pub fn decompress(name: &str, data: &[u8]) -> Result<Vec<u8>, String> {
-    let reader: Box<dyn Read + '_> = if name.ends_with(".xz") {
-        Box::new(liblzma::read::XzDecoder::new(data))
-    } else if name.ends_with(".gz") {
-        Box::new(flate2::read::GzDecoder::new(data))
-    } else {
-        return Ok(data.to_vec());
-    };
-    let mut out = Vec::new();
-    reader
-        .take(PACKAGES_CAP + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("cannot decompress: {e}"))?;
-    if out.len() as u64 > PACKAGES_CAP {
-        return Err(format!("decompresses to more than {PACKAGES_CAP} bytes"));
-    }
-    Ok(out)
+    ru_format::compress::index(name, data, PACKAGES_CAP)
 }
 
 #[cfg(test)]

@@ -198,6 +198,29 @@ impl Compression {
     }
 }
 
+/// Decompresses a whole index file in memory (`Packages[.xz|.gz|.zst|.bz2]`, chosen by
+/// `name`'s suffix), refusing more than `cap` bytes of output: the apt indices of pockets
+/// and archives, on both sides.
+pub fn index(name: &str, data: &[u8], cap: u64) -> Result<Vec<u8>, String> {
+    let compression = match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("xz") => Compression::Xz,
+        Some("gz") => Compression::Gzip,
+        Some("zst") => Compression::Zstd,
+        Some("bz2") => Compression::Bzip2,
+        _ => Compression::None,
+    };
+    let limits = Limits {
+        max_output: Some(cap),
+        ..Limits::DEB
+    };
+    let mut out = Vec::new();
+    compression
+        .decoder(data, limits)
+        .and_then(|mut reader| reader.read_to_end(&mut out))
+        .map_err(|e| format!("cannot decompress: {e}"))?;
+    Ok(out)
+}
+
 /// The decompressed stream of the file at `path`, as [`Compression::reader`] gives it.
 pub fn open(
     path: &Path,

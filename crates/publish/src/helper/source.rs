@@ -260,21 +260,7 @@ fn relation_names(text: &str) -> Result<Vec<Vec<String>>, String> {
 }
 
 fn decompress(name: &str, bytes: &[u8]) -> Result<String, String> {
-    let mut out = Vec::new();
-    let reader: Box<dyn Read + '_> = if name.ends_with(".xz") {
-        Box::new(liblzma::read::XzDecoder::new(bytes))
-    } else if name.ends_with(".gz") {
-        Box::new(flate2::read::GzDecoder::new(bytes))
-    } else {
-        Box::new(bytes)
-    };
-    reader
-        .take(PACKAGES_CAP + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("cannot decompress: {e}"))?;
-    if out.len() as u64 > PACKAGES_CAP {
-        return Err(format!("larger than {PACKAGES_CAP} bytes uncompressed"));
-    }
+    let out = ru_format::compress::index(name, bytes, PACKAGES_CAP)?;
     String::from_utf8(out).map_err(|_| "not UTF-8 text".to_owned())
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use ru_format::date;
 use ru_publish::SigningKey;
-use ru_publish::metarelease::{self, Stanza};
+use ru_publish::metarelease;
 use ru_publish::pocket::{self, PocketEntry, PocketSpec};
 
 const FIXTURE: &str = "tests/fixtures/check";

@@ -13,8 +13,6 @@
 //! free-space check) are refused as malformed (exit 3) before anything is fetched on
 //! their word.
 
-use std::io::Read;
-
 use serde::Serialize;
 
 use crate::date::{self, Timestamp};

@@ -4,7 +4,6 @@
 //! `Release` promised, each `.deb` only after its SHA256 in that index.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use debian_control::lossy::Relations;

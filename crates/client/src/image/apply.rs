@@ -1007,7 +1007,10 @@ mod tests {
 
     fn refused(layout: &Layout, file: &str) -> String {
         match recover(layout) {
-            Err(Failed::Error(Error::BadState { file: f, reason })) => {
+            Err(Failed::Error(
+                Error::BadState { file: f, reason }
+                | Error::Format(ru_format::Error::BadState { file: f, reason }),
+            )) => {
                 assert!(f.ends_with(file), "{}: {reason}", f.display());
                 reason
             }

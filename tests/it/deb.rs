@@ -13,7 +13,7 @@ use std::process::Command;
 
 use ru_format::deb::{self, Control, EntryHeader, EntryKind, ExtractHooks, PathOwners, Policy};
 use ru_format::digest::Sha256;
-use ru_format::error::{Error, ExitCode};
+use ru_format::{Error, ExitCode};
 
 use crate::support::{PUBLISH_BIN, Run};
 

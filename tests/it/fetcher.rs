@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use ru_format::ExitCode;
 use ru_format::digest::Sha256;
-use ru_format::error::{Error, ExitCode};
 use ru_testing::serve::{Fault, RequestInfo, Server};
+use ru_trust::Error;
 use ru_trust::fetch::{FetchConfig, Fetcher, Location, partial_path};
 
 struct Setup {

@@ -7,8 +7,8 @@ use openpgp::cert::prelude::*;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::stream::{Armorer, Message, Signer};
 use openpgp::types::{HashAlgorithm, ReasonForRevocation};
-use ru_format::error::Error;
 use ru_publish::SigningKey;
+use ru_trust::Error;
 use ru_trust::openpgp::{Keyring, verify_clearsigned, verify_detached};
 use sequoia_openpgp as openpgp;
 

@@ -1,9 +1,9 @@
 //! The upgrade's download of the archives apt would fetch (`upgrade::prefetch`), against
 //! the fixture server: every archive lands under apt's name only with the right digest.
 
+use ru_client::Error;
 use ru_client::upgrade::prefetch::{Archive, fetch_all};
 use ru_format::digest::Sha256;
-use ru_format::error::Error;
 use ru_testing::serve::Server;
 use ru_trust::fetch::{FetchConfig, Fetcher};
 
@@ -61,7 +61,10 @@ fn a_tampered_archive_never_gets_its_apt_name() {
     let archives = vec![archive(&server, "a_1_amd64.deb", &good)];
     let dir = tempfile::tempdir().unwrap();
     let err = fetch_all(&fetcher(), &archives, dir.path()).unwrap_err();
-    assert!(matches!(err, Error::HashMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Trust(ru_trust::Error::HashMismatch { .. })),
+        "{err:?}"
+    );
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -253,7 +253,9 @@ impl Tree {
     pub fn open_existing(path: &Path) -> Result<Option<Tree>, Error> {
         match Tree::open(path) {
             Ok(tree) => Ok(Some(tree)),
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Format(ru_format::Error::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -968,7 +970,9 @@ impl Tree {
         what: &str,
     ) -> Result<Option<T>, Error> {
         self.read(rel)?
-            .map(|bytes| crate::json_state::decode(&self.display(rel), what, &bytes))
+            .map(|bytes| {
+                crate::json_state::decode(&self.display(rel), what, &bytes).map_err(Error::from)
+            })
             .transpose()
     }
 
@@ -1428,7 +1432,7 @@ mod tests {
         // No replace: an existing name is an error, and nothing moved.
         let err = tree.rename_at("f", &d, "g", true).unwrap_err();
         assert!(
-            matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+            matches!(&err, Error::Format(ru_format::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists),
             "{err:?}"
         );
         tree.rename_at("f", &d, "f2", true).unwrap();

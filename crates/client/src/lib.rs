@@ -34,8 +34,10 @@ pub mod state;
 pub mod task;
 pub mod ui;
 
+pub mod error;
+
 // The crates below, reachable as `crate::…` inside this one.
-use ru_format::{date, deb, digest, error, fsutil, ini, json_state, layout, os_release, version};
+use ru_format::{date, deb, digest, fsutil, ini, json_state, layout, os_release, version};
 use ru_trust::{fetch, openpgp, progress};
 
-pub use ru_format::{Error, ExitCode};
+pub use error::{Error, ExitCode};

@@ -382,14 +382,14 @@ pub fn fetch(
                 let signers = verified.signers().to_vec();
                 (verified.into_value(), Authenticity::Signed(signers))
             }
-            Err(Error::NotFound { .. }) if allow_unsigned => {
+            Err(e) if e.is_not_found() && allow_unsigned => {
                 log::warn!(
                     "{uri} is not signed; accepted because of --allow-unsigned-meta-release"
                 );
                 (body.clone(), Authenticity::UnsignedAllowed)
             }
-            Err(Error::NotFound { .. }) => return Err(Error::Unsigned { what }),
-            Err(other) => return Err(other),
+            Err(e) if e.is_not_found() => return Err(Error::Unsigned { what }),
+            Err(other) => return Err(other.into()),
         }
     };
 

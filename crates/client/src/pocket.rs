@@ -465,7 +465,7 @@ impl Pocket {
 
     /// The location of a package's `.deb`.
     pub fn deb_location(&self, package: &PackageEntry) -> Result<Location, Error> {
-        self.location.join(&package.filename)
+        Ok(self.location.join(&package.filename)?)
     }
 }
 
@@ -496,26 +496,35 @@ fn fetch_release(
     let inrelease = location.join("InRelease")?;
     match fetcher.fetch_bytes(&inrelease, METADATA_CAP) {
         Ok(bytes) => {
-            return openpgp::verify_clearsigned(keyring, &bytes, &inrelease.to_string());
+            return Ok(openpgp::verify_clearsigned(
+                keyring,
+                &bytes,
+                &inrelease.to_string(),
+            )?);
         }
-        Err(Error::NotFound { .. }) => {
+        Err(e) if e.is_not_found() => {
             log::debug!("{inrelease} not found; trying Release and Release.gpg");
         }
-        Err(other) => return Err(other),
+        Err(other) => return Err(other.into()),
     }
     let release_location = location.join("Release")?;
     let release = fetcher.fetch_bytes(&release_location, METADATA_CAP)?;
     let signature_location = location.join("Release.gpg")?;
     let signature = match fetcher.fetch_bytes(&signature_location, METADATA_CAP) {
         Ok(signature) => signature,
-        Err(Error::NotFound { .. }) => {
+        Err(e) if e.is_not_found() => {
             return Err(Error::Unsigned {
                 what: format!("{release_location} (no InRelease, no Release.gpg)"),
             });
         }
-        Err(other) => return Err(other),
+        Err(other) => return Err(other.into()),
     };
-    openpgp::verify_detached(keyring, release, &signature, &release_location.to_string())
+    Ok(openpgp::verify_detached(
+        keyring,
+        release,
+        &signature,
+        &release_location.to_string(),
+    )?)
 }
 
 /// Decompresses an index by its file name, refusing output beyond [`PACKAGES_CAP`].

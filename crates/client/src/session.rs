@@ -135,7 +135,9 @@ impl Session {
         if prompt == Prompt::Lts && !self.os.is_lts() {
             log::info!("Prompt=lts on a release that is not LTS: looking for any new release");
         }
-        uri.map(|u| Location::parse(&u)).transpose()
+        uri.map(|u| Location::parse(&u))
+            .transpose()
+            .map_err(Error::from)
     }
 
     /// Finds the release to upgrade to. Errors with exit code 1 when there is none.

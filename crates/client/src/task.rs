@@ -214,7 +214,10 @@ mod tests {
     #[test]
     fn a_program_that_cannot_start_is_an_io_error_naming_it() {
         let err = Task::plain("/nonexistent/program").output().unwrap_err();
-        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(
+            matches!(err, Error::Format(ru_format::Error::Io { .. })),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("/nonexistent/program"), "{err}");
     }
 

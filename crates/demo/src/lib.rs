@@ -6,6 +6,6 @@ pub mod run;
 pub mod tiny;
 
 // The crates below, reachable as `crate::…` inside this one.
-use ru_client::{root, upgrade};
-use ru_format::{date, deb, error, fsutil, layout};
+use ru_client::{error, root, upgrade};
+use ru_format::{date, deb, fsutil, layout};
 use ru_trust::{fetch, openpgp};

@@ -11,7 +11,8 @@
 //! - image updates: [`image`] (the checks of tar members, the zdelta, gzip-token and
 //!   regzip patch formats, their rebuilds);
 //! - [`fsutil`]: the one crash-safe file replacement every crate writes through;
-//! - [`error`]: what a user reads when something fails, and its exit code.
+//! - [`error`]: the exit codes, the trait every crate's error enum implements, and the
+//!   formats' own errors.
 
 pub mod compress;
 pub mod date;
@@ -27,4 +28,4 @@ pub mod os_release;
 pub mod tarfile;
 pub mod version;
 
-pub use error::{Error, ExitCode};
+pub use error::{Error, ExitCode, UserError};

@@ -94,14 +94,14 @@ impl SigningKey {
     /// `DIR/secret.asc` exists (see [`SigningKey::replace_in`]).
     pub fn write_to(&self, dir: &Path) -> Result<(), Error> {
         self.write_secret(dir, false)?;
-        fsutil::write_atomic(&dir.join("keyring.gpg"), &self.public_keyring())
+        fsutil::write_atomic(&dir.join("keyring.gpg"), &self.public_keyring()).map_err(Error::from)
     }
 
     /// Like [`SigningKey::write_to`], replacing a key already in `DIR`: the old secret
     /// stays in place until the new one replaces it in one rename.
     pub fn replace_in(&self, dir: &Path) -> Result<(), Error> {
         self.write_secret(dir, true)?;
-        fsutil::write_atomic(&dir.join("keyring.gpg"), &self.public_keyring())
+        fsutil::write_atomic(&dir.join("keyring.gpg"), &self.public_keyring()).map_err(Error::from)
     }
 
     /// Writes the secret to a temporary file that is created `0600` (never, not even
@@ -126,7 +126,7 @@ impl SigningKey {
         };
         match written {
             Ok(_) => Ok(()),
-            Err(Error::Io { source, .. })
+            Err(ru_format::Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::AlreadyExists && !replace =>
             {
                 Err(Error::Config {
@@ -136,7 +136,7 @@ impl SigningKey {
                         .into(),
                 })
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

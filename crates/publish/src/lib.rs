@@ -19,6 +19,6 @@ pub mod pocket;
 pub use key::SigningKey;
 
 // The crates below, reachable as `crate::…` inside this one.
-use ru_client::{metarelease as client_metarelease, pocket as client_pocket};
-use ru_format::{date, deb, digest, error, fsutil, json_state, layout, version};
+use ru_client::{error, metarelease as client_metarelease, pocket as client_pocket};
+use ru_format::{date, deb, digest, fsutil, json_state, layout, version};
 use ru_trust::{fetch, openpgp};

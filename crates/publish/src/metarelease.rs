@@ -41,5 +41,5 @@ pub fn write(out: &Path, text: &str, key: &SigningKey) -> Result<(), Error> {
     fsutil::write_atomic(out, &signed)?;
     let mut gpg = out.as_os_str().to_owned();
     gpg.push(".gpg");
-    fsutil::write_atomic(Path::new(&gpg), &detached)
+    fsutil::write_atomic(Path::new(&gpg), &detached).map_err(Error::from)
 }

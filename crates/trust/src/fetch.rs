@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::{Client, Response};
 use reqwest::header;
 
+use crate::Error;
 use crate::digest::{Sha256, Sha256Hasher};
-use crate::error::Error;
 use crate::fsutil;
 use crate::progress::{self, Progress, Silent};
 
@@ -606,7 +606,7 @@ impl Fetcher {
             Err(err) => {
                 // Keep a partial file only if it may be resumed: a transfer that was
                 // refused for its content is gone for good.
-                if err.exit_code() != crate::error::ExitCode::Network {
+                if err.exit_code() != ru_format::ExitCode::Network {
                     let _ = std::fs::remove_file(&partial);
                 }
                 Err(err)

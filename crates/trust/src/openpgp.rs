@@ -24,8 +24,8 @@ use openpgp::types::RevocationStatus;
 use openpgp::{Cert, KeyHandle};
 use sequoia_openpgp as openpgp;
 
+use crate::Error;
 use crate::digest::Sha256;
-use crate::error::Error;
 
 /// The first line of a clearsigned document.
 const CLEARSIGN_HEADER: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";

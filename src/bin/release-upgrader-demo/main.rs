@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser};
 use serde_json::json;
 
+use ru_client::error::{Error, ExitCode};
 use ru_client::ui::Ui;
 use ru_demo::run::{DemoOptions, Steps};
-use ru_format::error::{Error, ExitCode};
 
 /// The embedded demo: offline, in a temporary directory, publish two tiny releases and
 /// helpers relocated from this machine's own apt and dpkg, install the old release into a

@@ -7,9 +7,9 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::args::DebCommand;
+use ru_client::error::{Error, ExitCode};
 use ru_client::ui::Ui;
 use ru_format::deb::{self, Extracted, Policy};
-use ru_format::error::{Error, ExitCode};
 
 pub fn run(command: &DebCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
     match command {

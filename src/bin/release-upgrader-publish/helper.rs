@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::json;
 
+use ru_client::error::{Error, ExitCode};
 use ru_client::ui::Ui;
-use ru_format::error::{Error, ExitCode};
 use ru_publish::helper::{self, BuildRequest, DebCompression, recipe::Recipe};
 use ru_trust::fetch::{FetchConfig, Fetcher, Location};
 use ru_trust::openpgp::Keyring;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::json;
 
+use ru_client::error::{Error, ExitCode};
 use ru_client::ui::Ui;
-use ru_format::error::{Error, ExitCode};
 use ru_publish::SigningKey;
 use ru_publish::image::build::{self, ChannelIni, Input};
 use ru_publish::image::delta::{self, DeltaKind, DeltaOptions};

@@ -13,8 +13,8 @@ use clap::Parser;
 use serde_json::json;
 
 use crate::args::{KeyCommand, PublishCli, PublishCommand};
+use ru_client::error::{Error, ExitCode};
 use ru_client::ui::{self, Ui};
-use ru_format::error::{Error, ExitCode};
 use ru_publish::SigningKey;
 
 /// Entry point of the `release-upgrader-publish` binary.

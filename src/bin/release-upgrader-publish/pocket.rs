@@ -8,10 +8,10 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::args::{MetaReleaseCommand, PocketCommand};
+use ru_client::error::{Error, ExitCode};
 use ru_client::ui::Ui;
 use ru_format::date;
 use ru_format::deb::{self, PathOwners, Policy};
-use ru_format::error::{Error, ExitCode};
 use ru_publish::SigningKey;
 use ru_publish::definition::{self, MetaReleaseDefinition, PocketDefinition};
 use ru_publish::metarelease;

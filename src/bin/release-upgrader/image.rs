@@ -9,12 +9,12 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::args::GlobalArgs;
+use ru_client::error::{Error, ExitCode};
 use ru_client::image::apply::{self, Recovered, Step, Target};
 use ru_client::image::client::{Checked, Client, Options};
 use ru_client::image::{Layout, mode, optout};
 use ru_client::root::SystemRoot;
 use ru_client::ui::Ui;
-use ru_format::error::{Error, ExitCode};
 use ru_trust::fetch::Fetcher;
 
 #[derive(Debug, Subcommand)]

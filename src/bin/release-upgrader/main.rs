@@ -17,12 +17,12 @@ use serde_json::json;
 use crate::args::{
     CdromCommand, ClientCli, ClientCommand, FrontendArg, GlobalArgs, ModeArg, UpgradeArgs,
 };
+use ru_client::error::{Error, ExitCode};
 use ru_client::helpers::{self, InstallOutcome, Store, env as helper_env};
 use ru_client::metarelease::{Authenticity, Channel};
 use ru_client::root::SystemRoot;
 use ru_client::session::{HelperPlan, Session, SessionOptions, UpgradeTarget};
 use ru_client::ui::{self, Ui};
-use ru_format::error::{Error, ExitCode};
 use ru_trust::fetch::{FetchConfig, Fetcher};
 use ru_trust::openpgp;
 use ru_trust::progress::human_size;
@@ -301,7 +301,7 @@ fn bootstrap(
         cancel,
     );
     let outcome = match outcome {
-        Err(Error::Cancelled) => {
+        Err(e) if e.is_cancelled() => {
             ui.note("Cancelled; the helper prefix was left as it was.");
             return Ok(ExitCode::Cancelled);
         }

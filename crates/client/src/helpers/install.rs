@@ -422,7 +422,7 @@ fn stage(
                             extracted.lock().expect("extracted")[i] = Some(result);
                             crashpoint::reached("deb extracted");
                         }
-                        Err(e) => run.fail(e),
+                        Err(e) => run.fail(e.into()),
                     }
                 }
             });
@@ -544,7 +544,7 @@ impl Run<'_> {
     /// mostly threads stopping because of it, and are kept only if they are Ctrl-C.
     fn fail(&self, err: Error) {
         let first = !self.failed.swap(true, Ordering::SeqCst);
-        if first || matches!(err, Error::Cancelled) {
+        if first || err.is_cancelled() {
             self.failures.lock().expect("failures").push(err);
         } else {
             log::debug!("after an earlier failure: {err}");
@@ -553,7 +553,7 @@ impl Run<'_> {
 
     fn into_error(self) -> Option<Error> {
         let mut failures = self.failures.into_inner().expect("failures");
-        if let Some(i) = failures.iter().position(|e| matches!(e, Error::Cancelled)) {
+        if let Some(i) = failures.iter().position(Error::is_cancelled) {
             return Some(failures.swap_remove(i));
         }
         if failures.is_empty() && self.cancel.load(Ordering::SeqCst) {
@@ -581,6 +581,7 @@ fn download_one(
     fetcher
         .fetch_file_unsynced(&location, dest, package.size, package.sha256, &label)
         .map(|_| ())
+        .map_err(Error::from)
 }
 
 /// The manifest entries of a package's extracted entries. The prefix itself (the data
@@ -632,7 +633,23 @@ struct Guard<'a> {
 }
 
 impl ExtractHooks for Guard<'_> {
-    fn before_data(&mut self, deb: &Path, control: &deb::Control) -> Result<(), Error> {
+    fn before_data(&mut self, deb: &Path, control: &deb::Control) -> Result<(), ru_format::Error> {
+        Ok(self.guard_before_data(deb, control)?)
+    }
+
+    fn before_entry(&mut self, entry: &deb::EntryHeader<'_>) -> Result<(), ru_format::Error> {
+        Ok(self.guard_before_entry(entry)?)
+    }
+
+    fn after_file(&mut self, path: &str, file: &std::fs::File) -> Result<(), ru_format::Error> {
+        Ok(self.guard_after_file(path, file)?)
+    }
+}
+
+/// The checks behind the hooks, in the client's own error type (a cancellation, a path
+/// another helper owns), which the formats pass back unchanged.
+impl Guard<'_> {
+    fn guard_before_data(&mut self, deb: &Path, control: &deb::Control) -> Result<(), Error> {
         let expected = self.expected;
         if control.package != expected.name || control.version != expected.version {
             return Err(Error::BadPackage {
@@ -646,7 +663,7 @@ impl ExtractHooks for Guard<'_> {
         Ok(())
     }
 
-    fn before_entry(&mut self, entry: &deb::EntryHeader<'_>) -> Result<(), Error> {
+    fn guard_before_entry(&mut self, entry: &deb::EntryHeader<'_>) -> Result<(), Error> {
         if self.run.cancel.load(Ordering::SeqCst) {
             return Err(Error::Cancelled);
         }
@@ -666,7 +683,7 @@ impl ExtractHooks for Guard<'_> {
         Ok(())
     }
 
-    fn after_file(&mut self, path: &str, file: &std::fs::File) -> Result<(), Error> {
+    fn guard_after_file(&mut self, path: &str, file: &std::fs::File) -> Result<(), Error> {
         let path = self.staging.join(path);
         let file = file.try_clone().map_err(|e| Error::io(&path, e))?;
         // The syncing threads outlive the extractions; a send cannot fail.

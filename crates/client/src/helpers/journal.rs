@@ -228,12 +228,12 @@ mod tests {
         )
         .unwrap();
         let err = Journal::load(&store).unwrap_err();
-        assert!(matches!(err, Error::BadState { .. }), "{err:?}");
+        assert!(err.is_bad_state(), "{err:?}");
         assert_eq!(err.exit_code(), crate::error::ExitCode::Usage);
         assert!(err.to_string().contains("journal.json"), "{err}");
         std::fs::write(path(&store.state), b"{not json").unwrap();
         let err = Journal::load(&store).unwrap_err();
-        assert!(matches!(err, Error::BadState { .. }), "{err:?}");
+        assert!(err.is_bad_state(), "{err:?}");
         std::fs::remove_file(path(&store.state)).unwrap();
         assert_eq!(Journal::load(&store).unwrap(), None);
     }

@@ -281,7 +281,7 @@ mod tests {
         )
         .unwrap();
         let err = load_all(dir.path()).unwrap_err();
-        assert!(matches!(err, Error::BadState { .. }), "{err:?}");
+        assert!(err.is_bad_state(), "{err:?}");
         assert!(err.to_string().contains("bad.json"), "{err}");
     }
 }

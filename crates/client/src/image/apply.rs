@@ -340,7 +340,7 @@ impl<'a> Store<'a> {
 
     /// The error for a journal file this version cannot parse.
     fn unreadable(&self, rel: &str, e: serde_json::Error) -> Error {
-        crate::json_state::unreadable(&self.file(rel), "image-update journal", e)
+        crate::json_state::unreadable(&self.file(rel), "image-update journal", e).into()
     }
 
     fn write_journal(&self, journal: &Journal) -> Result<(), Error> {
@@ -895,7 +895,7 @@ pub fn write_recovery(
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<(), Error> {
-    crate::fsutil::copy_atomic(from, to).map(drop)
+    Ok(crate::fsutil::copy_atomic(from, to).map(drop)?)
 }
 
 #[cfg(test)]
@@ -1007,7 +1007,10 @@ mod tests {
 
     fn refused(layout: &Layout, file: &str) -> String {
         match recover(layout) {
-            Err(Failed::Error(Error::BadState { file: f, reason })) => {
+            Err(Failed::Error(
+                Error::BadState { file: f, reason }
+                | Error::Format(ru_format::Error::BadState { file: f, reason }),
+            )) => {
                 assert!(f.ends_with(file), "{}: {reason}", f.display());
                 reason
             }

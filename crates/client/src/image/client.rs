@@ -173,7 +173,10 @@ impl<'a> Client<'a> {
     fn keep(&self, name: &str, data: &[u8], sig: &[u8]) -> Result<(), Error> {
         let dir = self.layout.keyrings();
         crate::fsutil::write_atomic(&dir.join(name), data)?;
-        crate::fsutil::write_atomic(&dir.join(format!("{name}.asc")), sig)
+        Ok(crate::fsutil::write_atomic(
+            &dir.join(format!("{name}.asc")),
+            sig,
+        )?)
     }
 
     /// The keyring chain, from the pre-installed archive master down.
@@ -203,8 +206,8 @@ impl<'a> Client<'a> {
             .fetch_bytes(&self.metadata_url("gpg/blacklist.tar.xz")?, METADATA_CAP)
         {
             Ok(data) => Some(data),
-            Err(Error::NotFound { .. }) => None,
-            Err(e) => return Err(e),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
         };
         let blacklist = match blacklist_data {
             Some(data) => {
@@ -399,7 +402,7 @@ impl<'a> Client<'a> {
                 }
                 if let Err(e) = openpgp::verify_detached_file(&keyring, &dest, &sig, &file.path) {
                     let _ = std::fs::remove_file(&dest);
-                    return Err(e);
+                    return Err(e.into());
                 }
                 out.push(Downloaded {
                     image: i,
@@ -421,7 +424,10 @@ fn join(base: &str, rel: &str) -> Result<Location, Error> {
         what: format!("server path {rel:?}"),
         reason,
     })?;
-    Location::parse(&format!("{}/{rel}", base.trim_end_matches('/')))
+    Ok(Location::parse(&format!(
+        "{}/{rel}",
+        base.trim_end_matches('/')
+    ))?)
 }
 
 /// Whether `path` already holds the promised file.

@@ -1479,7 +1479,10 @@ mod tests {
             rustix::fs::ioctl_setflags(&fd, flags).unwrap();
             let text = err.to_string();
             assert!(text.contains(path) && text.contains(why), "{path}: {text}");
-            assert!(matches!(err, Error::Io { .. }), "{err:?}");
+            assert!(
+                matches!(err, Error::Format(ru_format::Error::Io { .. })),
+                "{err:?}"
+            );
             assert_eq!(listing(&s.dest), before, "{path}");
         }
     }

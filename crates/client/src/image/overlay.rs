@@ -434,7 +434,11 @@ impl Overlay {
         self.before.clear();
         self.rebuilds = Some(Rebuilds::start());
         let result = self.apply_members(tarball, compression, what, partitions);
-        let rebuilt = self.rebuilds.take().map_or(Ok(()), Rebuilds::finish);
+        let rebuilt = self
+            .rebuilds
+            .take()
+            .map_or(Ok(()), Rebuilds::finish)
+            .map_err(Error::from);
         self.before.clear();
         result.and(rebuilt)
     }
@@ -566,7 +570,7 @@ impl Overlay {
                     sha256: info.sha256,
                     size: info.size,
                     finish: Box::new(move |file: &std::fs::File, object: &Path| {
-                        set_file_meta(file, object, meta, as_root)
+                        set_file_meta(file, object, meta, as_root).map_err(Into::into)
                     }),
                     what: format!("{what}: patched {path}"),
                     base_what: match &info.base_path {

@@ -302,7 +302,7 @@ mod tests {
         )
         .unwrap();
         let err = UpgradeJournal::load(&root).unwrap_err();
-        assert!(matches!(err, Error::BadState { .. }), "{err:?}");
+        assert!(err.is_bad_state(), "{err:?}");
         assert!(err.to_string().contains("upgrade.json"), "{err}");
     }
 }

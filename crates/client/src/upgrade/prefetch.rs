@@ -96,7 +96,7 @@ pub fn fetch_all(fetcher: &Fetcher, archives: &[Archive], dir: &Path) -> Result<
 /// mirror could not be reached at all (a proxy or route only apt's configuration knows).
 /// When it answered, and wrongly, apt would be answered the same way.
 pub fn apt_may_reach(err: &Error) -> bool {
-    matches!(err, Error::Network { reason, .. } if reason.starts_with("cannot connect"))
+    matches!(err, Error::Trust(ru_trust::Error::Network { reason, .. }) if reason.starts_with("cannot connect"))
 }
 
 /// Reports many transfers as one task: how far each got, summed.
@@ -163,7 +163,7 @@ fn fetch_each(fetcher: &Fetcher, archives: &[Archive], dir: &Path) -> Result<u64
     for archive in archives {
         let _ = std::fs::remove_file(crate::fetch::partial_path(&dir.join(&archive.file)));
     }
-    if let Some(i) = errors.iter().position(|e| matches!(e, Error::Cancelled)) {
+    if let Some(i) = errors.iter().position(Error::is_cancelled) {
         return Err(errors.swap_remove(i));
     }
     Err(errors.swap_remove(0))

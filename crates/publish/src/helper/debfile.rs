@@ -256,7 +256,7 @@ pub fn write_deb(
         ],
         mtime,
     );
-    fsutil::write_atomic(path, &bytes)
+    fsutil::write_atomic(path, &bytes).map_err(Error::from)
 }
 
 #[cfg(test)]

@@ -319,7 +319,7 @@ pub fn write_version_tarball(ini: &ChannelIni, out: &Path) -> Result<u64, Error>
     }
     let encoder = writer.finish().map_err(|e| Error::io(out, e))?;
     let file = encoder.finish().map_err(|e| Error::io(out, e))?;
-    file.commit()
+    file.commit().map_err(Error::from)
 }
 
 /// Opens an image (tarball or root directory) for reading in image order.

@@ -141,7 +141,7 @@ pub fn write_keyring(
 pub fn sign_file(signer: &SigningKey, path: &Path) -> Result<(), Error> {
     let data = fs_err::read(path).map_err(|e| Error::io(path, e))?;
     let signature = signer.detached_signature(&data)?;
-    fsutil::write_atomic(&asc_path(path), &signature)
+    fsutil::write_atomic(&asc_path(path), &signature).map_err(Error::from)
 }
 
 /// `path` with `.asc` appended.

@@ -46,7 +46,7 @@ pub fn open(path: &Path) -> Result<Box<dyn Source>, Error> {
 /// A decompressing reader for `path`, chosen by the file's magic bytes (xz, zstd, gzip,
 /// bzip2, or plain tar).
 pub fn decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
-    compress::open_sniffed(path, Limits::IMAGE)
+    compress::open_sniffed(path, Limits::IMAGE).map_err(Error::from)
 }
 
 /// Entries of a tarball, names normalised (and prefixed with `prefix/` when one is

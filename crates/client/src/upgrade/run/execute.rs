@@ -25,7 +25,7 @@ impl Upgrader<'_> {
         error: anyhow::Error,
         logs: &Logs,
     ) -> UpgradeFailure {
-        let cancelled = crate::error::find(&error).is_some_and(|e| matches!(e, Error::Cancelled));
+        let cancelled = crate::error::exit_code_of(&error) == ExitCode::Cancelled;
         logs.main(&format!("rolling back: {error:#}"));
         let mut problems = Vec::new();
         if let Err(e) = sources::restore(&self.session.root, &journal.sources) {

@@ -189,7 +189,7 @@ impl Upgrader<'_> {
             )),
         }
         match fetched {
-            Err(Error::Cancelled) => anyhow::bail!(Error::Cancelled),
+            Err(e) if e.is_cancelled() => anyhow::bail!(Error::Cancelled),
             // The mirror answered, and wrongly (errors, bad bytes, endless redirects):
             // apt would get the same answers, and some of them (redirects to ever new
             // URLs) keep it going forever.
@@ -457,7 +457,7 @@ impl Upgrader<'_> {
             }
         } else {
             logs.main(&format!("after the upgrade: {}", text.replace('\n', " | ")));
-            crate::fsutil::write_atomic(&file, text.as_bytes())
+            crate::fsutil::write_atomic(&file, text.as_bytes()).map_err(Error::from)
         };
         if let Err(e) = written {
             logs.main(&format!("recording the follow-ups: {e}"));

@@ -12,6 +12,7 @@ mod helper_build;
 mod image_client;
 mod image_safety;
 mod image_server;
+mod interactive;
 mod openpgp;
 mod prefetch;
 mod publish;

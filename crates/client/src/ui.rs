@@ -179,6 +179,15 @@ impl Progress for BarProgress {
     fn step(&self, text: &str) {
         let _ = self.multi.println(text);
     }
+
+    fn hold(&self, held: bool) {
+        if held {
+            let _ = self.multi.clear();
+            self.multi.set_draw_target(ProgressDrawTarget::hidden());
+        } else {
+            self.multi.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    }
 }
 
 /// Progress as JSON lines on stdout, at most every 200 ms per task.

@@ -16,6 +16,9 @@ pub trait Progress: Send + Sync {
     fn finish(&self, _id: u64, _ok: bool) {}
     /// A step of the overall operation, such as "Verifying the helper pocket".
     fn step(&self, _text: &str) {}
+    /// `true`: something else needs the screen (a question from dpkg is on it), so
+    /// nothing is drawn until `false`.
+    fn hold(&self, _held: bool) {}
 }
 
 /// Reports nothing.

@@ -263,6 +263,12 @@ pub fn terminate(orphan: &Orphan, grace: Duration) -> Result<Ended, Error> {
     Ok(Ended::Killed)
 }
 
+/// Set on a guarded command whose stdin is a pty of the tool's ([`super::pty`]): the
+/// guard starts a session of its own with that pty as its controlling terminal, so that
+/// what runs there has a terminal as a terminal program expects (Ctrl-C at a dpkg
+/// prompt interrupts dpkg, a pager opens `/dev/tty`). Not passed on to the program.
+pub const SESSION_ENV: &str = "RELEASE_UPGRADER_GUARD_SESSION";
+
 /// `argv[0]` of this binary started as a guard: `GUARD_ARG0 PARENT_PID PROGRAM ARGS…`.
 pub const GUARD_ARG0: &str = "release-upgrader-guard";
 
@@ -410,7 +416,13 @@ pub fn guard_main(args: Vec<OsString>) -> std::process::ExitCode {
     if nix::unistd::getppid().as_raw() != parent {
         return ExitCode::from(GUARD_PARENT_GONE);
     }
-    let mut child = match Command::new(program).args(rest).spawn() {
+    let mut command = Command::new(program);
+    command.args(rest);
+    if std::env::var_os(SESSION_ENV).is_some() {
+        command.env_remove(SESSION_ENV);
+        take_terminal();
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             eprintln!(
@@ -450,6 +462,18 @@ pub fn guard_main(args: Vec<OsString>) -> std::process::ExitCode {
                 return ExitCode::from(GUARD_CANNOT_RUN);
             }
         }
+    }
+}
+
+/// Makes the terminal on stdin the controlling terminal of a new session led by the
+/// guard. Opening a terminal without `O_NOCTTY` (std never passes it) in a session that
+/// has none makes it the session's. Best effort: a program without one still runs.
+fn take_terminal() {
+    if nix::unistd::setsid().is_ok() {
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/proc/self/fd/0");
     }
 }
 

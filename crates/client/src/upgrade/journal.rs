@@ -63,7 +63,35 @@ pub struct UpgradeJournal {
     /// purged); kept so that a resumed run does the same.
     #[serde(default)]
     pub obsolete: Vec<String>,
+    /// How the run that started dpkg answered its questions; a resume answers the same
+    /// way, or with the defaults when nobody is there to answer. Journals written before
+    /// this was recorded answer as the resuming run can.
+    #[serde(default)]
+    pub answers: Option<Answers>,
     pub started: String,
+}
+
+/// How dpkg's configuration file questions and debconf's questions are answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Answers {
+    /// Nobody answers: dpkg keeps the user's configuration files
+    /// (`--force-confdef --force-confold`), debconf takes its defaults (noninteractive).
+    Defaults,
+    /// The user answers them on the terminal.
+    Terminal,
+}
+
+impl Answers {
+    /// How a run answers that can (`Terminal`) or cannot ask, continuing a run that
+    /// answered as `recorded` (`None`: no run started dpkg yet). A run recorded as
+    /// unattended stays so: the user chose not to be asked.
+    pub fn resumed(recorded: Option<Answers>, now: Answers) -> Answers {
+        match recorded {
+            Some(Answers::Defaults) => Answers::Defaults,
+            Some(Answers::Terminal) | None => now,
+        }
+    }
 }
 
 /// The journal's name in the state directory.

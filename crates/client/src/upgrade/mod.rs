@@ -12,6 +12,7 @@ pub mod obsolete;
 pub mod pending;
 pub mod plan;
 pub mod prefetch;
+pub mod pty;
 pub mod run;
 pub mod sources;
 pub mod statoverride;

@@ -258,6 +258,7 @@ impl<'a> Upgrader<'a> {
             cdrom: self.options.cdrom.clone(),
             from_distribution,
             obsolete: Vec::new(),
+            answers: None,
             started: chrono::Utc::now().to_rfc3339(),
         };
         journal.save(&self.session.root).map_err(plain)?;
@@ -368,7 +369,7 @@ impl<'a> Upgrader<'a> {
             }));
         };
         let logs = Logs::open(&self.session.root, true).map_err(plain)?;
-        let apt = self.helper_apt().map_err(plain)?;
+        let apt = self.helper_apt(self.answers(&journal)).map_err(plain)?;
         if journal.phase < Phase::Installing
             && let Err(error) = self.prepare_packages(&mut journal, &apt, &logs)
         {
@@ -381,13 +382,15 @@ impl<'a> Upgrader<'a> {
         Ok(ExitCode::Success)
     }
 
-    fn helper_apt(&self) -> Result<Apt, Error> {
+    /// The target release's apt from the helpers; debconf asks nothing unless the user
+    /// answers on the terminal.
+    fn helper_apt(&self, answers: crate::upgrade::journal::Answers) -> Result<Apt, Error> {
         let mut apt = Apt::new(
             &self.session.root,
             Some(self.store.prefix.clone()),
             "upgrade-apt.conf",
         );
-        if self.options.frontend == Frontend::Noninteractive || !self.io.watching() {
+        if answers == crate::upgrade::journal::Answers::Defaults {
             apt.env
                 .push(("DEBIAN_FRONTEND".into(), "noninteractive".into()));
         }

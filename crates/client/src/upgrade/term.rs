@@ -1,6 +1,7 @@
 //! Running apt with its output kept: everything it (and dpkg, and the maintainer scripts)
-//! prints goes to `apt-term.log` and, when someone is watching, to the terminal as it
-//! comes; its machine-readable status (`APT::Status-Fd`, on fd 3) drives our progress.
+//! prints goes to `apt-term.log`; its machine-readable status (`APT::Status-Fd`, or
+//! dpkg's `--status-fd`, on fd 3) drives our progress. When the user answers questions,
+//! apt runs on a pty of ours and its questions reach the user's terminal ([`pty`]).
 //!
 //! The status pipe is created close-on-exec and only its write end is handed to apt, as
 //! fd 3: apt never holds the read end, so once the tool is gone its writes fail instead
@@ -9,13 +10,16 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 
 use crate::error::Error;
+use crate::upgrade::pty;
 
 /// A line apt writes to its status descriptor.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,11 +36,18 @@ pub enum Status {
     Error { package: String, message: String },
     /// A conffile question (answered by dpkg's --force-conf* options or the user).
     Conffile { path: String },
+    /// dpkg's own status descriptor (`dpkg --status-fd`, used when dpkg runs without
+    /// apt): a package reached a state (`unpacked`, `half-configured`, `installed`…).
+    Dpkg { package: String, state: String },
 }
 
 impl Status {
-    /// Parses `dlstatus:…`, `pmstatus:…`, `pmerror:…`, `pmconffile:…` lines.
+    /// Parses apt's `dlstatus:…`, `pmstatus:…`, `pmerror:…`, `pmconffile:…` lines and
+    /// dpkg's `status: …` lines.
     pub fn parse(line: &str) -> Option<Status> {
+        if let Some(rest) = line.strip_prefix("status: ") {
+            return Self::parse_dpkg(rest.trim_end());
+        }
         let mut parts = line.splitn(4, ':');
         let kind = parts.next()?;
         let a = parts.next()?.to_owned();
@@ -58,6 +69,32 @@ impl Status {
             },
             "pmconffile" => Status::Conffile { path: a },
             _ => return None,
+        })
+    }
+
+    /// dpkg's `status: PACKAGE: STATE`, `status: PACKAGE : error : MESSAGE` and
+    /// `status: CONFFILE : conffile-prompt : 'OLD' 'NEW' USEREDITED DISTEDITED` (dpkg(1),
+    /// `--status-fd`); a file name may hold colons, so the last two are found by their
+    /// keyword.
+    fn parse_dpkg(rest: &str) -> Option<Status> {
+        if let Some((path, _)) = rest.split_once(" : conffile-prompt : ") {
+            return Some(Status::Conffile {
+                path: path.to_owned(),
+            });
+        }
+        if let Some((package, message)) = rest.split_once(" : error : ") {
+            return Some(Status::Error {
+                package: package.to_owned(),
+                message: message.to_owned(),
+            });
+        }
+        let (package, state) = rest.split_once(": ")?;
+        if package.is_empty() || state.is_empty() || state.contains(' ') {
+            return None;
+        }
+        Some(Status::Dpkg {
+            package: package.to_owned(),
+            state: state.to_owned(),
         })
     }
 }
@@ -84,70 +121,114 @@ impl Status {
         match self {
             Status::Download { .. } => false,
             Status::Install { package, .. } => package != "dpkg-exec",
-            Status::Error { .. } | Status::Conffile { .. } => true,
+            Status::Error { .. } | Status::Conffile { .. } | Status::Dpkg { .. } => true,
         }
     }
 }
 
-/// Runs `cmd` with `-o APT::Status-Fd=3` already in its arguments (see [`status_option`]).
-/// Output is appended to `log`, echoed to our stderr when `echo`, status lines are handed
-/// to `on_status`. `interactive` keeps our stdin for dpkg's questions.
+/// Where a run's output goes besides the log.
+#[derive(Clone, Copy)]
+pub enum Output<'a> {
+    /// Only to the log; nobody answers (stdin is `/dev/null`) and the progress is what
+    /// the user sees.
+    Logged,
+    /// On a pty of its own, questions shown on the user's terminal and answered there
+    /// ([`pty`]); `screen` puts the progress away while one is open.
+    Terminal(&'a dyn Screen),
+}
+
+/// What the text frontend does when a question opens and closes.
+pub trait Screen: Sync {
+    /// `Some`: a question is about to be shown (hide the progress); `None`: it was
+    /// answered (draw the progress again).
+    fn asking(&self, asked: Option<&pty::Asked>);
+}
+
+/// Runs `cmd` with `-o APT::Status-Fd=3` (or dpkg's `--status-fd 3`) already in its
+/// arguments (see [`status_option`]). Output is appended to `log` and goes where `output`
+/// says; status lines are handed to `on_status`.
 pub fn run(
     cmd: Command,
     log: File,
-    echo: bool,
-    interactive: bool,
+    output: Output<'_>,
     on_status: &mut dyn FnMut(&Status),
 ) -> Result<Finished, Error> {
     let mut cmd = super::children::guard(cmd);
     let program = super::children::program_of(&cmd)
         .to_string_lossy()
         .into_owned();
+    let io_error = |e: std::io::Error| Error::io(&program, e);
     // Both ends close-on-exec: the child gets the write end as fd 3 (the mapping clears
     // the flag on that copy only) and no other child gets either end.
-    let (status_read, status_write) = std::io::pipe().map_err(|e| Error::io(&program, e))?;
+    let (status_read, status_write) = std::io::pipe().map_err(io_error)?;
     cmd.fd_mappings(vec![FdMapping {
         parent_fd: OwnedFd::from(status_write),
         child_fd: 3,
     }])
-    .map_err(|e| Error::io(&program, std::io::Error::other(e.to_string())))?;
-    cmd.stdin(if interactive {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| Error::io(&program, e))?;
-    // The parent's copy of the write end went into the command; drop ours so reading
-    // ends when apt exits.
-    drop(cmd);
-    let log = Arc::new(Mutex::new(log));
-    let tail: Arc<Mutex<Vec<String>>> = Arc::default();
-    let pump = |source: Box<dyn Read + Send>| {
-        let log = log.clone();
-        let tail = tail.clone();
-        std::thread::spawn(move || forward(source, &log, &tail, echo))
-    };
-    let out = pump(Box::new(child.stdout.take().expect("piped")));
-    let err = pump(Box::new(child.stderr.take().expect("piped")));
+    .map_err(|e| io_error(std::io::Error::other(e.to_string())))?;
+    let log = Mutex::new(log);
+    let tail: Mutex<Vec<String>> = Mutex::default();
     let mut errors = Vec::new();
     let mut package_lines = 0;
-    for line in BufReader::new(status_read).lines().map_while(Result::ok) {
-        if let Some(status) = Status::parse(&line) {
-            if let Status::Error { package, message } = &status {
-                errors.push((package.clone(), message.clone()));
+    let mut read_status = |on_line: &mut dyn FnMut(&Status)| {
+        for line in BufReader::new(&status_read).lines().map_while(Result::ok) {
+            if let Some(status) = Status::parse(&line) {
+                if let Status::Error { package, message } = &status {
+                    errors.push((package.clone(), message.clone()));
+                }
+                if status.names_a_package() {
+                    package_lines += 1;
+                }
+                on_line(&status);
+                on_status(&status);
             }
-            if status.names_a_package() {
-                package_lines += 1;
-            }
-            on_status(&status);
         }
-    }
-    let _ = out.join();
-    let _ = err.join();
-    let status = child.wait().map_err(|e| Error::io(&program, e))?;
-    let tail = tail.lock().expect("tail").clone();
+    };
+    let status = match output {
+        Output::Logged => {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().map_err(io_error)?;
+            // The parent's copy of the write end went into the command; drop ours so
+            // reading ends when apt exits.
+            drop(cmd);
+            let out = child.stdout.take().expect("piped");
+            let err = child.stderr.take().expect("piped");
+            std::thread::scope(|scope| {
+                let (log, tail) = (&log, &tail);
+                scope.spawn(move || forward(out, log, tail));
+                scope.spawn(move || forward(err, log, tail));
+                read_status(&mut |_| {});
+                child.wait().map_err(io_error)
+            })?
+        }
+        Output::Terminal(screen) => {
+            let pty = pty::open(Some(std::io::stderr())).map_err(io_error)?;
+            let slave = |pty: &pty::Pty| pty.slave.try_clone().map(Stdio::from);
+            cmd.stdin(slave(&pty).map_err(io_error)?)
+                .stdout(slave(&pty).map_err(io_error)?)
+                .stderr(slave(&pty).map_err(io_error)?)
+                .env(super::children::SESSION_ENV, "1");
+            let mut child = cmd.spawn().map_err(io_error)?;
+            drop(cmd);
+            // Only the program holds the slave now: reading the master ends when it and
+            // whatever it started are gone.
+            let pty::Pty { master, slave } = pty;
+            drop(slave);
+            let relay = Relay::new(screen, master);
+            std::thread::scope(|scope| {
+                let (relay, log, tail) = (&relay, &log, &tail);
+                scope.spawn(move || relay.pump(log, tail));
+                scope.spawn(move || relay.keys());
+                read_status(&mut |status| relay.status(status));
+                let status = child.wait().map_err(io_error);
+                relay.ended();
+                status
+            })?
+        }
+    };
+    let tail = tail.into_inner().expect("tail");
     Ok(Finished {
         success: status.success(),
         code: status.code(),
@@ -157,20 +238,155 @@ pub fn run(
     })
 }
 
+/// The pty between the program and the user's terminal ([`pty`] says why).
+struct Relay<'a> {
+    screen: &'a dyn Screen,
+    master: OwnedFd,
+    watch: Mutex<pty::Watch>,
+    raw: Mutex<pty::RawInput>,
+    /// A question is open: keys go to the pty.
+    asking: AtomicBool,
+    /// The program ended: drain what is left, then stop.
+    over: AtomicBool,
+}
+
+/// How long the pty stays silent before an open line is taken for a prompt.
+const PROMPT_QUIET: Duration = Duration::from_millis(800);
+/// How often the relay threads look at their flags.
+const TICK: Duration = Duration::from_millis(100);
+
+impl<'a> Relay<'a> {
+    fn new(screen: &'a dyn Screen, master: OwnedFd) -> Self {
+        Relay {
+            screen,
+            master,
+            watch: Mutex::default(),
+            raw: Mutex::default(),
+            asking: AtomicBool::new(false),
+            over: AtomicBool::new(false),
+        }
+    }
+
+    fn perform(&self, steps: Vec<pty::Step>) {
+        for step in steps {
+            match step {
+                pty::Step::Ask(asked) => {
+                    self.screen.asking(Some(&asked));
+                    self.raw.lock().expect("raw").enable(std::io::stdin());
+                    self.asking.store(true, Ordering::SeqCst);
+                }
+                pty::Step::Show(bytes) => {
+                    let mut stderr = std::io::stderr().lock();
+                    let _ = stderr.write_all(&bytes);
+                    let _ = stderr.flush();
+                }
+                pty::Step::Answered => {
+                    self.asking.store(false, Ordering::SeqCst);
+                    self.raw.lock().expect("raw").restore(std::io::stdin());
+                    self.screen.asking(None);
+                }
+            }
+        }
+    }
+
+    fn status(&self, status: &Status) {
+        let steps = self.watch.lock().expect("watch").status(status);
+        self.perform(steps);
+    }
+
+    fn ended(&self) {
+        self.over.store(true, Ordering::SeqCst);
+    }
+
+    /// Reads the pty: everything to the log and the tail, and to the screen while a
+    /// question is open.
+    fn pump(&self, log: &Mutex<File>, tail: &Mutex<Vec<String>>) {
+        let mut lines = Lines::default();
+        let mut buf = [0u8; 8192];
+        let mut quiet_since = Instant::now();
+        let mut looked = true;
+        loop {
+            if !readable(&self.master, TICK) {
+                if self.over.load(Ordering::SeqCst) {
+                    break;
+                }
+                if !looked && quiet_since.elapsed() >= PROMPT_QUIET {
+                    looked = true;
+                    let steps = self.watch.lock().expect("watch").idle();
+                    self.perform(steps);
+                }
+                continue;
+            }
+            // EIO: every holder of the slave side is gone.
+            let n = match rustix::io::read(&self.master, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            if let Ok(mut log) = log.lock() {
+                let _ = log.write_all(chunk);
+            }
+            lines.push(chunk, tail);
+            let steps = self.watch.lock().expect("watch").output(chunk);
+            self.perform(steps);
+            quiet_since = Instant::now();
+            looked = false;
+        }
+        lines.finish(tail);
+        let steps = self.watch.lock().expect("watch").end();
+        self.perform(steps);
+    }
+
+    /// Passes the user's keys to the pty while a question is open.
+    fn keys(&self) {
+        let stdin = std::io::stdin();
+        let mut buf = [0u8; 1024];
+        while !self.over.load(Ordering::SeqCst) {
+            if !self.asking.load(Ordering::SeqCst) {
+                std::thread::sleep(TICK / 2);
+                continue;
+            }
+            if !readable(&stdin, TICK) {
+                continue;
+            }
+            match rustix::io::read(&stdin, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut rest = &buf[..n];
+                    while !rest.is_empty() {
+                        match rustix::io::write(&self.master, rest) {
+                            Ok(written) => rest = &rest[written..],
+                            Err(_) => return,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `fd` has something to read (or hung up) within `timeout`.
+fn readable(fd: impl AsFd, timeout: Duration) -> bool {
+    let timeout = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: timeout.subsec_nanos() as i64,
+    };
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+}
+
 /// The option that sends apt's status to the descriptor [`run`] reads.
 pub fn status_option() -> [&'static str; 2] {
     ["-o", "APT::Status-Fd=3"]
 }
 
-/// Copies a stream to the log (and stderr) as it comes, keeping the last lines.
-fn forward(
-    mut source: Box<dyn Read + Send>,
-    log: &Mutex<File>,
-    tail: &Mutex<Vec<String>>,
-    echo: bool,
-) {
+/// Copies a stream to the log as it comes, keeping the last lines.
+fn forward(mut source: impl Read, log: &Mutex<File>, tail: &Mutex<Vec<String>>) {
+    let mut lines = Lines::default();
     let mut buf = [0u8; 8192];
-    let mut partial = String::new();
     loop {
         let n = match source.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -180,25 +396,42 @@ fn forward(
         if let Ok(mut log) = log.lock() {
             let _ = log.write_all(chunk);
         }
-        if echo {
-            let mut stderr = std::io::stderr().lock();
-            let _ = stderr.write_all(chunk);
-            let _ = stderr.flush();
-        }
-        partial.push_str(&String::from_utf8_lossy(chunk));
-        while let Some(i) = partial.find('\n') {
-            let line: String = partial.drain(..=i).collect();
-            let mut tail = tail.lock().expect("tail");
-            tail.push(line.trim_end().to_owned());
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
+        lines.push(chunk, tail);
+    }
+    lines.finish(tail);
+}
+
+/// The last lines of a stream, for error messages (a terminal's `\r` taken out).
+#[derive(Default)]
+struct Lines {
+    partial: String,
+}
+
+/// How many lines an error message quotes.
+const TAIL_LINES: usize = 20;
+
+impl Lines {
+    fn push(&mut self, chunk: &[u8], tail: &Mutex<Vec<String>>) {
+        self.partial.push_str(&String::from_utf8_lossy(chunk));
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            Self::keep(line.trim_end().replace('\r', ""), tail);
         }
     }
-    if !partial.trim().is_empty() {
-        tail.lock()
-            .expect("tail")
-            .push(partial.trim_end().to_owned());
+
+    fn finish(&mut self, tail: &Mutex<Vec<String>>) {
+        if !self.partial.trim().is_empty() {
+            Self::keep(self.partial.trim_end().replace('\r', ""), tail);
+        }
+        self.partial.clear();
+    }
+
+    fn keep(line: String, tail: &Mutex<Vec<String>>) {
+        let mut tail = tail.lock().expect("tail");
+        tail.push(line);
+        if tail.len() > TAIL_LINES {
+            tail.remove(0);
+        }
     }
 }
 
@@ -231,6 +464,35 @@ mod tests {
     }
 
     #[test]
+    fn dpkgs_own_status_lines_parse() {
+        assert_eq!(
+            Status::parse(
+                "status: /etc/demo.conf : conffile-prompt : '/etc/demo.conf' '/etc/demo.conf.dpkg-new' 1 1"
+            ),
+            Some(Status::Conffile {
+                path: "/etc/demo.conf".into()
+            })
+        );
+        assert_eq!(
+            Status::parse("status: demo-conf:amd64: half-configured"),
+            Some(Status::Dpkg {
+                package: "demo-conf:amd64".into(),
+                state: "half-configured".into()
+            })
+        );
+        assert_eq!(
+            Status::parse("status: demo-conf : error : subprocess returned 1"),
+            Some(Status::Error {
+                package: "demo-conf".into(),
+                message: "subprocess returned 1".into()
+            })
+        );
+        for odd in ["status: ", "status: x", "status: : y", "status: a: b c"] {
+            assert_eq!(Status::parse(odd), None, "{odd}");
+        }
+    }
+
+    #[test]
     fn output_is_logged_and_status_comes_through_fd_3() {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("term.log");
@@ -238,7 +500,7 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo out; echo err >&2; echo 'pmstatus:p:50:Half' >&3; echo 'pmerror:p:60:boom' >&3; exit 3"]);
         let mut seen = Vec::new();
-        let finished = run(cmd, log, false, false, &mut |s| seen.push(s.clone())).unwrap();
+        let finished = run(cmd, log, Output::Logged, &mut |s| seen.push(s.clone())).unwrap();
         assert!(!finished.success);
         assert_eq!(finished.code, Some(3));
         assert_eq!(finished.errors, [("p".to_owned(), "boom".to_owned())]);
@@ -261,7 +523,7 @@ echo "pmstatus:p:1:$n" >&3"#;
         let mut cmd = Command::new("sh");
         cmd.args(["-c", script]);
         let mut seen = Vec::new();
-        let finished = run(cmd, log, false, false, &mut |s| seen.push(s.clone())).unwrap();
+        let finished = run(cmd, log, Output::Logged, &mut |s| seen.push(s.clone())).unwrap();
         assert!(finished.success, "{:?}", finished.tail);
         assert_eq!(
             seen,

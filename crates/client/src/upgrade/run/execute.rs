@@ -10,7 +10,7 @@ use crate::helpers;
 use crate::progress;
 use crate::upgrade::apt::{Apt, Simulation};
 use crate::upgrade::dpkg_status::{self, Status};
-use crate::upgrade::journal::{Phase, UpgradeJournal};
+use crate::upgrade::journal::{Answers, Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
 use crate::upgrade::obsolete;
 use crate::upgrade::{children, sources, term};
@@ -82,26 +82,39 @@ impl Upgrader<'_> {
             )),
         }
         };
+        // The answers of the run that starts dpkg are recorded with the phase: a resume
+        // answers as it did (see `Answers::resumed`).
+        if journal.answers.is_none() {
+            journal.answers = Some(self.answers_now());
+        }
+        let answers = self.answers(journal);
+        logs.main(&format!(
+            "questions: {}",
+            match answers {
+                Answers::Terminal => "asked on the terminal",
+                Answers::Defaults => "answered with the defaults (configuration files kept)",
+            }
+        ));
         journal
             .advance(&self.session.root, Phase::Installing)
             .map_err(|e| partly(e.into()))?;
         if resuming {
             self.io.say("Finishing the interrupted installation");
             self.wait_for_locks(logs).map_err(|e| partly(e.into()))?;
-            self.repair(apt, logs).map_err(partly)?;
+            self.repair(apt, logs, answers).map_err(partly)?;
         }
         self.io.say("Installing the new release");
         let mut cmd = apt.command("apt-get");
         cmd.args(term::status_option())
             .args(["-y", "dist-upgrade"])
             .args(self.upgrade_args(journal));
-        self.dpkg_options(&mut cmd);
+        dpkg_options(&mut cmd, answers);
         // What dpkg's database was before its first run: if that run fails having
         // changed nothing, the upgrade is rolled back (exit 5), not left half-done.
         let before = (!resuming)
             .then(|| dpkg_status::DbSnapshot::take(&self.session.root).ok())
             .flatten();
-        let finished = self.run_apt(cmd, logs, "Installing");
+        let finished = self.run_apt(cmd, logs, "Installing", answers);
         let failure = match &finished {
             Ok(f) if f.success => None,
             Ok(f) => {
@@ -182,8 +195,8 @@ impl Upgrader<'_> {
     /// the archive cache or the new release's mirror. A failing `dpkg --configure -a`
     /// does not stop the repair, since what it trips over is what apt mends; it runs
     /// again once apt has.
-    pub(super) fn repair(&self, apt: &Apt, logs: &Logs) -> anyhow::Result<()> {
-        let configured = self.configure_pending(logs)?;
+    pub(super) fn repair(&self, apt: &Apt, logs: &Logs, answers: Answers) -> anyhow::Result<()> {
+        let configured = self.configure_pending(logs, answers)?;
         if !configured.success {
             logs.main(&format!(
                 "dpkg --configure -a failed; repairing with apt-get -f install:\n{}",
@@ -198,8 +211,8 @@ impl Upgrader<'_> {
             // apt keeps their automatic/manual marks: --reinstall never marks manual.
             fix.arg("--reinstall").args(&reinstall);
         }
-        self.dpkg_options(&mut fix);
-        let repaired = self.run_apt(fix, logs, "Repairing")?;
+        dpkg_options(&mut fix, answers);
+        let repaired = self.run_apt(fix, logs, "Repairing", answers)?;
         if !repaired.success {
             let mut detail = String::new();
             if !configured.success {
@@ -218,7 +231,7 @@ impl Upgrader<'_> {
             anyhow::bail!("{detail}");
         }
         if !configured.success {
-            let again = self.configure_pending(logs)?;
+            let again = self.configure_pending(logs, answers)?;
             if !again.success {
                 anyhow::bail!(
                     "dpkg --configure -a failed, again after apt-get -f install:\n{}",
@@ -230,15 +243,19 @@ impl Upgrader<'_> {
         Ok(())
     }
 
-    /// `dpkg --configure -a`, answered as the upgrade's own apt run answers: a resumed
-    /// run stops at no conffile prompt with nobody to answer it.
-    pub(super) fn configure_pending(&self, logs: &Logs) -> Result<term::Finished, Error> {
+    /// `dpkg --configure -a`, answered as the upgrade's own apt run answers: with the
+    /// defaults, or on the terminal (dpkg's own status descriptor tells of its
+    /// questions, as apt's does in the apt runs).
+    pub(super) fn configure_pending(
+        &self,
+        logs: &Logs,
+        answers: Answers,
+    ) -> Result<term::Finished, Error> {
         let dpkg = self.store.prefix.join(crate::layout::BIN).join("dpkg");
         let mut cmd = children::command(&dpkg);
         cmd.args(dpkg_root_args(&self.session.root))
-            .args(self.dpkg_answers())
-            .args(["--configure", "-a"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(dpkg_answers(answers))
+            .args(["--status-fd", "3", "--configure", "-a"])
             .env(
                 "PATH",
                 format!(
@@ -246,49 +263,49 @@ impl Upgrader<'_> {
                     self.store.prefix.join(crate::layout::DPKG_PATH).display()
                 ),
             );
-        logs.main(&format!(
-            "Configuring: running {}",
-            crate::upgrade::children::command_line(&cmd)
-        ));
-        let log = logs.append(logs::APT_TERM)?;
-        // Without answers given, someone is there to answer: dpkg gets the terminal.
-        let interactive = self.dpkg_answers().is_empty();
-        term::run(
-            cmd,
-            log,
-            self.io.watching() && !interactive,
-            interactive,
-            &mut |_| {},
-        )
+        if answers == Answers::Defaults {
+            cmd.env("DEBIAN_FRONTEND", "noninteractive");
+        }
+        self.run_apt(cmd, logs, "Configuring", answers)
     }
 
-    /// dpkg's answers to its configuration file questions when nobody answers them: keep
-    /// the user's version (the default where dpkg has one, else the old one).
-    pub(super) fn dpkg_answers(&self) -> &'static [&'static str] {
-        if self.options.frontend == Frontend::Noninteractive
-            || self.options.assume_yes
-            || !self.io.watching()
-        {
-            &["--force-confdef", "--force-confold"]
+    /// How this run can answer questions: on the terminal when the text frontend runs
+    /// there without `-y` (someone watches stderr and types on stdin), else with the
+    /// defaults.
+    pub(super) fn answers_now(&self) -> Answers {
+        use std::io::IsTerminal;
+        let asks = self.options.frontend == Frontend::Text
+            && !self.options.assume_yes
+            && self.io.watching()
+            && std::io::stdin().is_terminal();
+        if asks {
+            Answers::Terminal
         } else {
-            &[]
+            Answers::Defaults
         }
     }
 
-    pub(super) fn dpkg_options(&self, cmd: &mut Command) {
-        for option in self.dpkg_answers() {
-            cmd.arg("-o").arg(format!("Dpkg::Options::={option}"));
-        }
+    /// How this run answers, continuing the one the journal recorded.
+    pub(super) fn answers(&self, journal: &UpgradeJournal) -> Answers {
+        Answers::resumed(journal.answers, self.answers_now())
     }
 
+    /// Runs apt (or dpkg) with its status on fd 3 into the progress and `apt-term.log`;
+    /// on a pty of its own with questions shown when the user answers them.
     pub(super) fn run_apt(
         &self,
         cmd: Command,
         logs: &Logs,
         label: &str,
+        answers: Answers,
     ) -> Result<term::Finished, Error> {
         let log = logs.append(logs::APT_TERM)?;
         let started = std::time::Instant::now();
+        let program = std::path::PathBuf::from(children::program_of(&cmd));
+        let program = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         logs.main(&format!(
             "{label}: running {}",
             crate::upgrade::children::command_line(&cmd)
@@ -297,30 +314,31 @@ impl Upgrader<'_> {
         let id = progress::next_task_id();
         progress.begin(id, label, Some(1000));
         let mut done = 0u64;
-        let interactive = self.io.watching()
-            && self.options.frontend == Frontend::Text
-            && !self.options.assume_yes;
-        let finished = term::run(
-            cmd,
-            log,
-            self.io.watching() && !interactive,
-            interactive,
-            &mut |status| {
-                let percent = match status {
-                    term::Status::Download { percent, .. }
-                    | term::Status::Install { percent, .. } => *percent,
-                    _ => return,
-                };
-                let now = (percent * 10.0).clamp(0.0, 1000.0) as u64;
-                if now > done {
-                    progress.advance(id, now - done);
-                    done = now;
+        let screen = QuestionScreen {
+            progress: &*progress,
+            logs,
+        };
+        let output = match answers {
+            Answers::Terminal => term::Output::Terminal(&screen),
+            Answers::Defaults => term::Output::Logged,
+        };
+        let finished = term::run(cmd, log, output, &mut |status| {
+            let percent = match status {
+                term::Status::Download { percent, .. } | term::Status::Install { percent, .. } => {
+                    *percent
                 }
-            },
-        );
+                _ => return,
+            };
+            let now = (percent * 10.0).clamp(0.0, 1000.0) as u64;
+            if now > done {
+                progress.advance(id, now - done);
+                done = now;
+            }
+        });
         progress.finish(id, finished.as_ref().is_ok_and(|f| f.success));
         logs.main(&format!(
-            "{label}: apt {} in {:.1} s",
+            "{label}: {} {} in {:.1} s",
+            program,
             if finished.as_ref().is_ok_and(|f| f.success) {
                 "finished"
             } else {
@@ -410,6 +428,45 @@ impl Upgrader<'_> {
         if let Some(text) = listing.message(&dpkg) {
             logs.main(&text.replace('\n', " | "));
             self.io.say(&text);
+        }
+    }
+}
+
+/// dpkg's answers to its configuration file questions when nobody answers them: keep
+/// the user's version (the default where dpkg has one, else the old one).
+fn dpkg_answers(answers: Answers) -> &'static [&'static str] {
+    match answers {
+        Answers::Defaults => &["--force-confdef", "--force-confold"],
+        Answers::Terminal => &[],
+    }
+}
+
+/// [`dpkg_answers`] as apt options.
+fn dpkg_options(cmd: &mut Command, answers: Answers) {
+    for option in dpkg_answers(answers) {
+        cmd.arg("-o").arg(format!("Dpkg::Options::={option}"));
+    }
+}
+
+/// The text frontend's side of a question: the progress put away while it is open, and
+/// the question in the log.
+struct QuestionScreen<'a> {
+    progress: &'a dyn progress::Progress,
+    logs: &'a Logs,
+}
+
+impl term::Screen for QuestionScreen<'_> {
+    fn asking(&self, asked: Option<&crate::upgrade::pty::Asked>) {
+        match asked {
+            Some(asked) => {
+                self.logs
+                    .main(&format!("question on the terminal: {}", asked.describe()));
+                self.progress.hold(true);
+            }
+            None => {
+                self.logs.main("question answered");
+                self.progress.hold(false);
+            }
         }
     }
 }

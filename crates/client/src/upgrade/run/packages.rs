@@ -207,7 +207,13 @@ impl Upgrader<'_> {
             cmd.args(term::status_option())
                 .args(["-y", "--download-only", "dist-upgrade"])
                 .args(self.upgrade_args(journal));
-            let finished = self.run_apt(cmd, logs, "Downloading")?;
+            // Downloads ask nothing.
+            let finished = self.run_apt(
+                cmd,
+                logs,
+                "Downloading",
+                crate::upgrade::journal::Answers::Defaults,
+            )?;
             if !finished.success {
                 anyhow::bail!(Error::Network {
                     uri: "apt-get --download-only dist-upgrade".into(),

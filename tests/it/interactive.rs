@@ -1,0 +1,327 @@
+//! The interactive upgrade on a real terminal: `release-upgrader upgrade` runs on a pty
+//! this test drives as a user would (reads the screen, types answers), over a throwaway
+//! root whose `/etc/demo.conf` the user edited, so dpkg asks about it.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::pty::OpenptFlags;
+use rustix::termios;
+
+use crate::support::BIN;
+use crate::upgrade::{World, audit_clean, kill_everything_touching};
+
+/// The user's edit of the configuration file.
+const MINE: &str = "colour = red # mine\n";
+/// What beta ships (`ru_demo::tiny`).
+const SHIPPED: &str = "# demo.conf as shipped in beta\ncolour = green\n";
+/// dpkg's conffile prompt.
+const PROMPT: &str = "(Y/I/N/O/D/Z)";
+
+/// A program on a terminal of this test: the screen as text, keys typed.
+struct Terminal {
+    master: Arc<OwnedFd>,
+    screen: Arc<Mutex<Vec<u8>>>,
+    child: Child,
+    /// How much of the screen earlier expectations consumed.
+    seen: usize,
+}
+
+impl Terminal {
+    /// Starts `cmd` as the leader of a new session whose controlling terminal is a new
+    /// 40×120 pty (util-linux `setsid --ctty`), as a login shell would.
+    fn start(cmd: &Command) -> Terminal {
+        let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+        let master = rustix::pty::openpt(flags).unwrap();
+        rustix::pty::grantpt(&master).unwrap();
+        rustix::pty::unlockpt(&master).unwrap();
+        let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags).unwrap();
+        termios::tcsetwinsize(
+            &slave,
+            termios::Winsize {
+                ws_row: 40,
+                ws_col: 120,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .unwrap();
+        let mut wrapped = Command::new("setsid");
+        wrapped
+            .args(["--ctty", "--wait"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env("TERM", "xterm")
+            // dpkg's "D" shows the difference through $PAGER; cat needs no keys to end.
+            .env("PAGER", "cat")
+            .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10")
+            .env_remove("http_proxy")
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        let child = wrapped.spawn().unwrap();
+        drop(wrapped);
+        let master = Arc::new(master);
+        let screen: Arc<Mutex<Vec<u8>>> = Arc::default();
+        {
+            let (master, screen) = (master.clone(), screen.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // Ends with EIO once every holder of the slave side is gone.
+                while let Ok(n) = rustix::io::read(&*master, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    screen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        Terminal {
+            master,
+            screen,
+            child,
+            seen: 0,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until `needle` appears on the screen after what was already seen.
+    #[track_caller]
+    fn expect(&mut self, needle: &str, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let text = self.text();
+            if let Some(at) = text.get(self.seen..).and_then(|t| t.find(needle)) {
+                self.seen += at + needle.len();
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "{needle:?} did not appear within {within:?}; the screen:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `keys` (a user's Enter is `\r`).
+    fn type_keys(&self, keys: &str) {
+        let mut rest = keys.as_bytes();
+        while !rest.is_empty() {
+            let n = rustix::io::write(&*self.master, rest).unwrap();
+            rest = &rest[n..];
+        }
+    }
+
+    /// Waits for the program to end; its exit code.
+    #[track_caller]
+    fn wait(&mut self, within: Duration) -> i32 {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // What was still in flight on the pty.
+                std::thread::sleep(Duration::from_millis(200));
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                started.elapsed() < within,
+                "still running after {within:?}; the screen:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The client command for `w` (as `World::run` builds it).
+fn client(w: &World, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--root")
+        .arg(&w.root)
+        .arg("--keyring")
+        .arg(&w.keyring)
+        .arg("--meta-release-uri")
+        .arg(format!("{}meta-release", w.url))
+        .args(["--arch", "amd64"])
+        .args(args);
+    cmd
+}
+
+fn edited_world() -> World {
+    let w = World::new();
+    std::fs::write(w.root.join("etc/demo.conf"), MINE).unwrap();
+    w
+}
+
+/// Starts an interactive upgrade, says yes to its questions and waits for dpkg's question.
+fn upgrade_until_the_question(w: &World) -> Terminal {
+    let mut term = Terminal::start(&client(w, &["upgrade"]));
+    // alpha's demo-legacy is gone from beta.
+    term.expect("Remove them with the upgrade", Duration::from_secs(60));
+    term.type_keys("y\r");
+    term.expect("Do you want to start the upgrade?", Duration::from_secs(60));
+    term.type_keys("y\r");
+    term.expect(
+        "Configuration file '/etc/demo.conf'",
+        Duration::from_secs(120),
+    );
+    term.expect(PROMPT, Duration::from_secs(30));
+    term
+}
+
+fn term_log(root: &Path) -> String {
+    std::fs::read_to_string(root.join("var/log/dist-upgrade/apt-term.log")).unwrap_or_default()
+}
+
+#[test]
+fn the_conffile_question_is_on_screen_d_shows_the_difference_and_n_keeps_the_users_file() {
+    let w = edited_world();
+    let mut term = upgrade_until_the_question(&w);
+    // "D": the difference between the user's file and the maintainer's, then the
+    // question again.
+    term.type_keys("D\r");
+    term.expect("-colour = red # mine", Duration::from_secs(30));
+    term.expect("+colour = green", Duration::from_secs(5));
+    term.expect(PROMPT, Duration::from_secs(30));
+    term.type_keys("N\r");
+    let code = term.wait(Duration::from_secs(180));
+    assert_eq!(code, 0, "the screen:\n{}", term.text());
+    assert!(
+        term.text().contains("The system is now 2 (beta)"),
+        "{}",
+        term.text()
+    );
+    assert_eq!(
+        w.read("/etc/demo.conf"),
+        MINE,
+        "the user's file was replaced"
+    );
+    assert_eq!(w.read("/etc/demo.conf.dpkg-dist"), SHIPPED);
+    w.assert_all_on_beta("after answering N");
+    // The log has the question and the answers, as the screen had them.
+    let log = term_log(&w.root);
+    assert!(
+        log.contains(PROMPT) && log.contains("-colour = red # mine"),
+        "{log}"
+    );
+    let main = std::fs::read_to_string(w.root.join("var/log/dist-upgrade/main.log")).unwrap();
+    assert!(
+        main.contains("question on the terminal: what to do with the changed /etc/demo.conf"),
+        "{main}"
+    );
+}
+
+#[test]
+fn answering_y_installs_the_maintainers_configuration_file() {
+    let w = edited_world();
+    let mut term = upgrade_until_the_question(&w);
+    term.type_keys("Y\r");
+    let code = term.wait(Duration::from_secs(180));
+    assert_eq!(code, 0, "the screen:\n{}", term.text());
+    assert_eq!(w.read("/etc/demo.conf"), SHIPPED);
+    assert_eq!(w.read("/etc/demo.conf.dpkg-old"), MINE);
+    w.assert_all_on_beta("after answering Y");
+}
+
+/// A question a maintainer script asks on its own (as debconf's readline frontend does):
+/// a line left waiting for input is taken for a prompt and put on the screen.
+#[test]
+fn a_maintainer_scripts_own_question_is_shown_and_answered_on_the_terminal() {
+    let w = World::with_beta(|packages| {
+        let hello = packages
+            .iter_mut()
+            .find(|p| p.name == "demo-hello")
+            .unwrap();
+        hello.postinst = Some(
+            "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n\
+             printf 'Which colour should hello greet in? [blue]: '\n\
+             read answer\necho \"$answer\" > /etc/demo-colour\nfi\n"
+                .into(),
+        );
+    });
+    let mut term = Terminal::start(&client(&w, &["upgrade"]));
+    term.expect("Remove them with the upgrade", Duration::from_secs(60));
+    term.type_keys("y\r");
+    term.expect("Do you want to start the upgrade?", Duration::from_secs(60));
+    term.type_keys("y\r");
+    term.expect(
+        "Which colour should hello greet in? [blue]: ",
+        Duration::from_secs(120),
+    );
+    term.type_keys("purple\r");
+    let code = term.wait(Duration::from_secs(180));
+    assert_eq!(code, 0, "the screen:\n{}", term.text());
+    assert_eq!(w.read("/etc/demo-colour"), "purple\n");
+    w.assert_all_on_beta("after the script's question");
+    let main = std::fs::read_to_string(w.root.join("var/log/dist-upgrade/main.log")).unwrap();
+    assert!(
+        main.contains("question on the terminal: \"Which colour should hello greet in? [blue]:\""),
+        "{main}"
+    );
+}
+
+/// Killed at the question (the power goes, or the user closes the terminal): the
+/// upgrade's state is dpkg's half-configured package behind the prompt.
+fn killed_at_the_question() -> World {
+    let w = edited_world();
+    let mut term = upgrade_until_the_question(&w);
+    // The whole session: the client, its guard and apt (dpkg has a session of apt's).
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(term.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    kill_everything_touching(&w.root);
+    term.wait(Duration::from_secs(30));
+    assert!(
+        w.root
+            .join("var/lib/release-upgrader/upgrade.json")
+            .exists(),
+        "the journal is gone"
+    );
+    let journal =
+        std::fs::read_to_string(w.root.join("var/lib/release-upgrader/upgrade.json")).unwrap();
+    assert!(journal.contains(r#""answers": "terminal""#), "{journal}");
+    w
+}
+
+#[test]
+fn killed_at_the_question_an_unattended_resume_keeps_the_users_file_and_finishes() {
+    let w = killed_at_the_question();
+    let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
+    run.expect(0)
+        .mentions(&["interrupted while packages were being installed; resuming"]);
+    assert_eq!(w.read("/etc/demo.conf"), MINE);
+    w.assert_all_on_beta("after the unattended resume");
+    assert!(!w.root.join("usr/lib/release-upgrader").exists());
+    audit_clean(&w.root);
+}
+
+#[test]
+fn killed_at_the_question_an_interactive_resume_asks_again_on_screen_and_finishes() {
+    let w = killed_at_the_question();
+    let mut term = Terminal::start(&client(&w, &["upgrade"]));
+    term.expect("resuming it", Duration::from_secs(60));
+    term.expect(PROMPT, Duration::from_secs(120));
+    term.type_keys("Y\r");
+    let code = term.wait(Duration::from_secs(180));
+    assert_eq!(code, 0, "the screen:\n{}", term.text());
+    assert_eq!(w.read("/etc/demo.conf"), SHIPPED);
+    w.assert_all_on_beta("after the interactive resume");
+    audit_clean(&w.root);
+}
+
+#[test]
+fn with_yes_on_a_terminal_nothing_is_asked_and_the_users_file_is_kept() {
+    let w = edited_world();
+    let mut term = Terminal::start(&client(&w, &["upgrade", "-y"]));
+    let code = term.wait(Duration::from_secs(180));
+    assert_eq!(code, 0, "the screen:\n{}", term.text());
+    assert!(!term.text().contains(PROMPT), "{}", term.text());
+    assert_eq!(w.read("/etc/demo.conf"), MINE);
+    w.assert_all_on_beta("after -y");
+}

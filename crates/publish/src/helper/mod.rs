@@ -148,8 +148,9 @@ pub fn build(fetcher: &Fetcher, request: &BuildRequest<'_>) -> Result<Vec<BuiltD
         &recipe.component,
         request.arch,
     )?;
+    // The core's "upstream" is the binary given, not a package of the archive.
     let mut roots: Vec<String> = Vec::new();
-    for helper in &recipe.helpers {
+    for helper in &request.recipe.helpers {
         for name in helper.upstream.iter().chain([&helper.version_from]) {
             if !roots.contains(name) {
                 roots.push(name.clone());

@@ -43,6 +43,21 @@ fn demo_upgrades_a_throwaway_root_with_relocated_helpers_and_leaves_it_clean() {
         conf.contains("the user's choice"),
         "the edit is kept: {conf}"
     );
+    // Demo Linux 2's own upgrader (the client beside the demo, published as a newer
+    // release-upgrader-core) took over from the running one.
+    let core = ru_demo::run::core_version();
+    assert!(
+        run.stderr().contains(&format!(
+            "Running release-upgrader {core} from the beta pocket"
+        )),
+        "no takeover: {}",
+        run.stderr()
+    );
+    let main_log = std::fs::read_to_string(root.join("var/log/dist-upgrade/main.log")).unwrap();
+    assert!(
+        main_log.contains(&format!("release-upgrader-core {core} runs this upgrade")),
+        "{main_log}"
+    );
     for log in ["main.log", "apt.log", "apt-term.log"] {
         assert!(
             root.join("var/log/dist-upgrade").join(log).is_file(),

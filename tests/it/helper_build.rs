@@ -2,7 +2,9 @@
 //! local archive of this machine's repacked packages (offline, fast) and from the real
 //! trixie archive (the mirror comes from the host's apt sources), checked with stock
 //! dpkg-deb, run from a prefix in a temporary root, and used for a real `apt-get
-//! update`; reproducibility; and refusals of tampered or incomplete inputs.
+//! update`; reproducibility; and refusals of tampered or incomplete inputs. With `--core`,
+//! the client binary itself becomes `release-upgrader-core`, run by the same bundled
+//! loader (tests/it/core_helper.rs upgrades with it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,12 +14,12 @@ use ru_format::date;
 use ru_publish::archive::{self, ArchiveRelease};
 
 use crate::debian_root;
-use crate::support::{PUBLISH_BIN, Run, other_key, test_key};
+use crate::support::{BIN, PUBLISH_BIN, Run, other_key, test_key};
 
 const RECIPE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/helpers/debian.toml");
 const PREFIX: &str = "usr/lib/release-upgrader";
 
-fn host_arch() -> String {
+pub fn host_arch() -> String {
     let out = Command::new("dpkg")
         .arg("--print-architecture")
         .output()
@@ -87,6 +89,21 @@ fn helper_build(
     cache: &Path,
     env: &[(&str, &str)],
 ) -> Run {
+    helper_build_with(recipe, release, archive, keyring, out, cache, env, &[])
+}
+
+/// [`helper_build`] with more arguments (`--core …`, `--compression …`).
+#[allow(clippy::too_many_arguments)]
+fn helper_build_with(
+    recipe: &Path,
+    release: &str,
+    archive: &str,
+    keyring: &Path,
+    out: &Path,
+    cache: &Path,
+    env: &[(&str, &str)],
+    args: &[&std::ffi::OsStr],
+) -> Run {
     let mut command = Command::new(PUBLISH_BIN);
     command
         .args(["helper", "build"])
@@ -106,11 +123,50 @@ fn helper_build(
         .arg("--cache")
         .arg(cache)
         .arg("--json")
+        .args(args)
         .env_remove("SOURCE_DATE_EPOCH");
     for (k, v) in env {
         command.env(k, v);
     }
     Run(command.output().unwrap())
+}
+
+/// The version of the core helper [`core_build`] makes: newer than the client under test.
+pub fn newer_core_version() -> String {
+    format!("{}+core1", env!("CARGO_PKG_VERSION"))
+}
+
+/// The helpers of the Debian recipe built from the local archive with `--core` (the client
+/// under test, as a core newer than itself), fast compression; made once per test process.
+/// Returns the debs by package name.
+pub fn core_build() -> &'static [(String, PathBuf)] {
+    static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let local = local_archive();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let version = newer_core_version();
+        let run = helper_build_with(
+            Path::new(RECIPE),
+            "bookworm",
+            &uri(&local.root),
+            &local.keyring,
+            &dir.join("out"),
+            &dir.join("cache"),
+            &[],
+            &[
+                "--core".as_ref(),
+                BIN.as_ref(),
+                "--core-version".as_ref(),
+                version.as_ref(),
+                "--compression".as_ref(),
+                "zstd".as_ref(),
+                "--level".as_ref(),
+                "1".as_ref(),
+            ],
+        );
+        run.expect(0);
+        built(&run)
+    })
 }
 
 /// The debs a successful build printed, by package name.
@@ -131,14 +187,17 @@ fn built(run: &Run) -> Vec<(String, PathBuf)> {
 /// client reader accepts each under the helper policy.
 fn check_debs(debs: &[(String, PathBuf)]) {
     let names: Vec<&str> = debs.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "release-upgrader-runtime",
-            "release-upgrader-dpkg",
-            "release-upgrader-apt"
-        ]
-    );
+    let recipe = [
+        "release-upgrader-runtime",
+        "release-upgrader-dpkg",
+        "release-upgrader-apt",
+    ];
+    if names.len() == 4 {
+        assert_eq!(names[..3], recipe);
+        assert_eq!(names[3], "release-upgrader-core");
+    } else {
+        assert_eq!(names, recipe);
+    }
     for (name, deb) in debs {
         let info = Command::new("dpkg-deb")
             .arg("--info")
@@ -707,4 +766,160 @@ fn helpers_built_from_real_trixie_run_on_this_machine() {
         assert_resolved_inside(&prefix, entry, program);
     }
     assert_apt_update_works(&prefix, true);
+}
+
+/// `dpkg-deb --field DEB FIELD`.
+fn field(deb: &Path, name: &str) -> String {
+    let out = Command::new("dpkg-deb")
+        .arg("--field")
+        .arg(deb)
+        .arg(name)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn the_client_packaged_as_the_core_helper_passes_the_helper_checks_and_runs_from_the_prefix() {
+    let debs = core_build();
+    check_debs(debs);
+    let (name, core) = &debs[3];
+    assert_eq!(name, "release-upgrader-core");
+    assert_eq!(field(core, "Version"), newer_core_version());
+    let runtime_version = field(&debs[0].1, "Version");
+    assert_eq!(
+        field(core, "Depends"),
+        format!("release-upgrader-runtime (= {runtime_version})")
+    );
+    assert_eq!(
+        field(core, "X-Release-Upgrader-Upstream"),
+        format!("release-upgrader {}", newer_core_version())
+    );
+    // Only the program and its entry point: the loader and the C library are the runtime's.
+    let contents = Command::new("dpkg-deb")
+        .args(["--fsys-tarfile"])
+        .arg(core)
+        .output()
+        .unwrap();
+    let listing = Command::new("tar")
+        .args(["-t", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut tar| {
+            use std::io::Write as _;
+            tar.stdin.take().unwrap().write_all(&contents.stdout)?;
+            tar.wait_with_output()
+        })
+        .unwrap();
+    let files: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter(|l| !l.ends_with('/'))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "./usr/lib/release-upgrader/bin/release-upgrader",
+            "./usr/lib/release-upgrader/root/usr/bin/release-upgrader"
+        ]
+    );
+    let (_root, prefix) = install(debs);
+    let version = run_ok(&prefix.join("bin/release-upgrader"), &["--version"]);
+    assert_eq!(
+        version.trim(),
+        format!("release-upgrader {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_resolved_inside(&prefix, "bin/release-upgrader", "usr/bin/release-upgrader");
+}
+
+#[test]
+fn the_core_helper_takes_its_version_from_the_binary_and_is_reproducible() {
+    let local = local_archive();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut cores = Vec::new();
+    for out in ["one", "two"] {
+        let run = helper_build_with(
+            Path::new(RECIPE),
+            "bookworm",
+            &uri(&local.root),
+            &local.keyring,
+            &dir.path().join(out),
+            &cache,
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+            &[
+                "--core".as_ref(),
+                BIN.as_ref(),
+                "--compression".as_ref(),
+                "zstd".as_ref(),
+                "--level".as_ref(),
+                "1".as_ref(),
+            ],
+        );
+        run.expect(0);
+        let debs = built(&run);
+        let core = debs
+            .into_iter()
+            .find(|(name, _)| name == "release-upgrader-core")
+            .unwrap()
+            .1;
+        cores.push(core);
+    }
+    assert_eq!(field(&cores[0], "Version"), env!("CARGO_PKG_VERSION"));
+    assert!(
+        std::fs::read(&cores[0]).unwrap() == std::fs::read(&cores[1]).unwrap(),
+        "the core helper differs between two builds"
+    );
+}
+
+#[test]
+fn a_core_that_is_not_the_client_or_has_no_valid_version_is_refused() {
+    let local = local_archive();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("release-upgrader");
+    std::fs::write(&text, "#!/bin/sh\necho release-upgrader 9.9\n").unwrap();
+    let cases: [(&[&std::ffi::OsStr], &[&str]); 3] = [
+        (
+            &["--core".as_ref(), text.as_os_str()],
+            &["not an ELF program"],
+        ),
+        // Another program: asked its version, it does not answer as the client does.
+        (
+            &["--core".as_ref(), "/usr/bin/true".as_ref()],
+            &["/usr/bin/true", "is it release-upgrader?"],
+        ),
+        (
+            &[
+                "--core".as_ref(),
+                BIN.as_ref(),
+                "--core-version".as_ref(),
+                "not a version".as_ref(),
+            ],
+            &["release-upgrader-core", "not a version"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let out = dir.path().join("out");
+        let run = helper_build_with(
+            Path::new(RECIPE),
+            "bookworm",
+            &uri(&local.root),
+            &local.keyring,
+            &out,
+            &dir.path().join("cache"),
+            &[],
+            args,
+        );
+        run.expect(2).mentions(needles);
+        let written: Vec<_> = std::fs::read_dir(&out)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "deb"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(written.is_empty(), "{args:?}: debs written: {written:?}");
+    }
 }

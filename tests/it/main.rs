@@ -2,6 +2,7 @@
 
 mod archive;
 mod bootstrap;
+mod core_helper;
 mod deb;
 mod debian_root;
 mod debian_upgrade;

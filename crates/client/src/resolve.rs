@@ -11,9 +11,28 @@ use debian_control::lossy::{Relation, Relations};
 use debian_control::relations::VersionConstraint;
 
 use crate::error::Error;
-use crate::layout::is_helper_name;
+use crate::layout::{CORE_PACKAGE, is_helper_name};
 use crate::pocket::PackageEntry;
 use crate::version::Version;
+
+/// The packages an upgrade asks for: the meta-release's `UpgradeToolPackages`, and the
+/// core helper (the target release's upgrader) whenever the pocket carries one for
+/// `arch`, listed or not: whether it runs is the client's decision, by version
+/// (docs/protocol.md §4), but it is verified and installed like every helper.
+pub fn requested(
+    upgrade_tool_packages: &[String],
+    packages: &[PackageEntry],
+    arch: &str,
+) -> Vec<String> {
+    let mut roots = upgrade_tool_packages.to_vec();
+    let carried = packages
+        .iter()
+        .any(|p| p.name == CORE_PACKAGE && (p.architecture == arch || p.architecture == "all"));
+    if carried && !roots.iter().any(|r| r == CORE_PACKAGE) {
+        roots.push(CORE_PACKAGE.to_owned());
+    }
+    roots
+}
 
 /// Resolves `roots` and their `Depends`/`Pre-Depends` inside `packages`. Returns the
 /// chosen packages sorted by name. `pocket` names the pocket in errors.
@@ -222,6 +241,29 @@ mod tests {
 
     fn roots(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_core_helper_in_the_pocket_is_asked_for_even_when_the_meta_release_omits_it() {
+        let tools = roots(&["release-upgrader-apt"]);
+        let core = pkg(
+            CORE_PACKAGE,
+            "1.0",
+            "amd64",
+            "release-upgrader-runtime (= 2)",
+        );
+        let apt = pkg("release-upgrader-apt", "1.0", "amd64", "");
+        let asked = requested(&tools, &[apt.clone(), core.clone()], "amd64");
+        assert_eq!(asked, roots(&["release-upgrader-apt", CORE_PACKAGE]));
+        // Listed already: once.
+        let listed = roots(&["release-upgrader-apt", CORE_PACKAGE]);
+        assert_eq!(
+            requested(&listed, &[apt.clone(), core.clone()], "amd64"),
+            listed
+        );
+        // Another architecture's core, or none: nothing added.
+        assert_eq!(requested(&tools, &[apt.clone(), core], "arm64"), tools);
+        assert_eq!(requested(&tools, &[apt], "amd64"), tools);
     }
 
     #[test]

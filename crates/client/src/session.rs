@@ -313,9 +313,14 @@ impl Session {
         target: &UpgradeTarget,
         pocket: Pocket,
     ) -> Result<HelperPlan, Error> {
+        let roots = resolve::requested(
+            &target.target.upgrade_tool_packages,
+            &pocket.packages,
+            &self.arch,
+        );
         let packages = resolve::resolve(
             &pocket.packages,
-            &target.target.upgrade_tool_packages,
+            &roots,
             &self.arch,
             &pocket.location.to_string(),
         )?

@@ -33,6 +33,12 @@ const USER_EDIT: &str = "colour = red # the user's choice\n";
 /// The codename under which the demo publishes this machine's repacked packages.
 const HOST_RELEASE: &str = "host";
 
+/// The version of the core helper the demo publishes for Demo Linux 2: the running
+/// client's own, plus a suffix that Debian orders after it, so the client hands over.
+pub fn core_version() -> String {
+    format!("{}+demo2", env!("CARGO_PKG_VERSION"))
+}
+
 /// What the demo is told to do.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
@@ -175,7 +181,8 @@ pub fn run(options: &DemoOptions, steps: &mut dyn Steps) -> Result<DemoOutcome, 
     steps.step(
         4,
         TOTAL,
-        "building relocated helper packages with `helper build` (ELF closure, loader wrappers)",
+        "building relocated helper packages with `helper build` (ELF closure, loader wrappers) \
+         and Demo Linux 2's own upgrader (release-upgrader-core)",
     );
     let helper_out = dir.join("helpers");
     let keyring = Keyring::load(std::slice::from_ref(&keyring_path))?;
@@ -197,6 +204,12 @@ pub fn run(options: &DemoOptions, steps: &mut dyn Steps) -> Result<DemoOutcome, 
             source_date_epoch: None,
             // Seconds matter more than bytes here: the pocket is read from 127.0.0.1.
             compression: DebCompression::Zstd(3),
+            // The upgrader of Demo Linux 2 is newer than the one running the upgrade, so it
+            // takes over after the bootstrap.
+            core: Some(helper::CoreRequest {
+                binary: &options.client,
+                version: Some(&core_version()),
+            }),
         },
     )?;
     for deb in &built {
@@ -351,4 +364,17 @@ fn os_release(root: &Path) -> String {
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
         .map(|v| v.trim_matches('"').to_owned())
         .unwrap_or_else(|| "(no os-release)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ru_format::version::Version;
+
+    #[test]
+    fn the_demos_core_is_newer_than_the_client_running_the_demo() {
+        let core: Version = core_version().parse().unwrap();
+        let client: Version = env!("CARGO_PKG_VERSION").parse().unwrap();
+        assert!(core > client, "{core} is not newer than {client}");
+    }
 }

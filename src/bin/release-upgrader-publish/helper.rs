@@ -21,8 +21,11 @@ pub enum HelperCommand {
     /// CODENAME in the apt archive at URI: verify its InRelease with the keyring, resolve
     /// and download the packages (SHA256-checked, cached), compute the library closure
     /// from the ELF files, lay out usr/lib/release-upgrader/ with loader wrappers, and
-    /// write reproducible debs into DIR (SOURCE_DATE_EPOCH is honoured). Prints each deb
-    /// written; exit 3 when a signature or hash does not verify
+    /// write reproducible debs into DIR (SOURCE_DATE_EPOCH is honoured). With --core, also
+    /// packages that release-upgrader binary (built for the target release) as
+    /// release-upgrader-core, run by the same loader wrapper, so that clients upgrading to
+    /// the release run its upgrader. Prints each deb written; exit 3 when a signature or
+    /// hash does not verify
     Build {
         /// The recipe (TOML)
         recipe: PathBuf,
@@ -54,6 +57,16 @@ pub enum HelperCommand {
         /// Compression level [default: zstd 19, xz 6, gzip 9]
         #[arg(long, value_name = "N")]
         level: Option<i32>,
+        /// Also build release-upgrader-core from this release-upgrader binary (built for
+        /// the target release); it depends on the recipe's runtime helper for its loader
+        /// and C library
+        #[arg(long, value_name = "FILE")]
+        core: Option<PathBuf>,
+        /// The core helper's package version [default: what the binary prints for
+        /// --version, run through the target's loader]; clients use the core only when
+        /// it is newer than themselves
+        #[arg(long, value_name = "VERSION", requires = "core")]
+        core_version: Option<String>,
         /// Machine-readable JSON lines on stdout
         #[arg(long)]
         json: bool,
@@ -72,6 +85,8 @@ pub fn run(command: &HelperCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             cache,
             compression,
             level,
+            core,
+            core_version,
             json,
         } => {
             let compression = DebCompression::parse(compression, *level)?;
@@ -111,6 +126,10 @@ pub fn run(command: &HelperCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                     cache: &cache,
                     source_date_epoch,
                     compression,
+                    core: core.as_deref().map(|binary| helper::CoreRequest {
+                        binary,
+                        version: core_version.as_deref(),
+                    }),
                 },
             )?;
             for deb in &built {

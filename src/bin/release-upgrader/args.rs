@@ -233,6 +233,7 @@ impl UpgradeArgs {
             (self.dry_run, "--dry-run"),
             (self.keep_helpers, "--keep-helpers"),
             (self.allow_pending, "--allow-pending"),
+            (self.check_only, "--check-dist-upgrade-only"),
         ] {
             if on {
                 args.push(flag.into());
@@ -355,6 +356,124 @@ mod tests {
         ];
         for argv in cases {
             let given = parse(argv);
+            let ClientCommand::Upgrade(upgrade) = &given.command else {
+                panic!("not an upgrade: {argv:?}");
+            };
+            let mut again: Vec<std::ffi::OsString> = vec!["release-upgrader".into()];
+            again.extend(given.global.to_args());
+            again.extend(upgrade.to_args());
+            let back = ClientCli::try_parse_from(&again).unwrap();
+            assert_eq!(
+                format!("{given:?}"),
+                format!("{back:?}"),
+                "{argv:?} → {again:?}"
+            );
+        }
+    }
+
+    /// Command lines that together set every flag of `upgrade` and every global flag,
+    /// each to a value other than its default, read from the parser itself: a flag added
+    /// later is in them without anyone adding it here. Flags that conflict go to
+    /// separate command lines.
+    fn command_lines_setting_every_flag() -> Vec<Vec<String>> {
+        use clap::{Arg, ArgAction, CommandFactory};
+        let mut cli = ClientCli::command();
+        cli.build();
+        let upgrade = cli
+            .find_subcommand("upgrade")
+            .expect("an upgrade command")
+            .clone();
+        let words = |arg: &Arg| -> Vec<String> {
+            let name = match (arg.get_long(), arg.get_short()) {
+                (Some(long), _) => format!("--{long}"),
+                (None, Some(short)) => format!("-{short}"),
+                (None, None) => panic!("{}: a positional argument of upgrade", arg.get_id()),
+            };
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let value = arg
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_owned())
+                .rfind(|v| !default.contains(v))
+                .unwrap_or_else(|| "7".to_owned());
+            assert!(
+                !default.contains(&value),
+                "{}: {value} is its default",
+                arg.get_id()
+            );
+            match arg.get_action() {
+                ArgAction::SetTrue => vec![name],
+                ArgAction::Count => vec![name.clone(), name],
+                ArgAction::Set => vec![name, value],
+                ArgAction::Append => vec![name.clone(), value.clone(), name, format!("{value} b")],
+                other => panic!(
+                    "{}: action {other:?}; teach this test to set such a flag",
+                    arg.get_id()
+                ),
+            }
+        };
+        let conflict = |a: &Arg, b: &Arg| {
+            upgrade
+                .get_arg_conflicts_with(a)
+                .iter()
+                .chain(upgrade.get_arg_conflicts_with(b).iter())
+                .any(|c| c.get_id() == a.get_id() || c.get_id() == b.get_id())
+        };
+        let mut lines: Vec<Vec<&Arg>> = vec![Vec::new()];
+        for arg in upgrade.get_arguments().filter(|arg| {
+            !matches!(
+                arg.get_action(),
+                ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+            )
+        }) {
+            match lines
+                .iter()
+                .position(|line| line.iter().all(|other| !conflict(arg, other)))
+            {
+                Some(i) => lines[i].push(arg),
+                None => lines.push(vec![arg]),
+            }
+        }
+        lines
+            .iter()
+            .map(|line| {
+                let (global, own): (Vec<&&Arg>, Vec<&&Arg>) =
+                    line.iter().partition(|arg| arg.is_global_set());
+                let mut argv: Vec<String> = global.iter().flat_map(|arg| words(arg)).collect();
+                argv.push("upgrade".into());
+                argv.extend(own.iter().flat_map(|arg| words(arg)));
+                argv
+            })
+            .collect()
+    }
+
+    /// Every flag the user can give `upgrade` (its own and the global ones) reaches the
+    /// re-executed upgrader, the core helper's included: parse → `to_args` → parse gives
+    /// the same settings. Fails when `to_args` drops a flag, also one added later.
+    #[test]
+    fn every_upgrade_and_global_flag_survives_the_reexec_round_trip() {
+        let lines = command_lines_setting_every_flag();
+        assert!(lines.len() >= 2, "-d and -p conflict: {lines:?}");
+        let all = lines.concat();
+        for flag in [
+            "--root",
+            "--keyring",
+            "--lock-timeout",
+            "--keep-helpers",
+            "--quiet",
+        ] {
+            assert!(all.iter().any(|w| w == flag), "{flag} not set: {lines:?}");
+        }
+        for line in &lines {
+            let argv: Vec<&str> = line.iter().map(String::as_str).collect();
+            let given = ClientCli::try_parse_from(
+                std::iter::once("release-upgrader").chain(argv.iter().copied()),
+            )
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
             let ClientCommand::Upgrade(upgrade) = &given.command else {
                 panic!("not an upgrade: {argv:?}");
             };

@@ -504,7 +504,7 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
     if mode == ru_client::image::mode::Mode::Image {
         return crate::image::upgrade(global, args.dry_run, &image_fetcher(global, ui), ui);
     }
-    use ru_client::upgrade::run::{Frontend, Prepared, UpgradeOptions, Upgrader};
+    use ru_client::upgrade::run::{Frontend, Interaction as _, Prepared, UpgradeOptions, Upgrader};
     let frontend = match (args.frontend, args.mode) {
         (Some(FrontendArg::Noninteractive), _) | (None, Some(ModeArg::Cloud)) => {
             Frontend::Noninteractive
@@ -537,6 +537,10 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
                 let store = Store::new(&session.root);
                 let installed = store.installed()?;
                 let program = helper_env::reexec_target(&store, &installed);
+                // The target release's own upgrader takes over (docs/protocol.md §4).
+                if let Some(core) = helper_env::core_takeover(&store, &installed) {
+                    io.say(&helper_env::announce_takeover(&store, &core));
+                }
                 let mut argv: Vec<OsString> = global.to_args();
                 argv.extend(args.to_args());
                 let Err(err) = helper_env::reexec(&store, &program, &argv);

@@ -34,6 +34,11 @@
 //! (`term::run`, `Command::output`, `Command::status`): a thread that started a child
 //! outlives it.
 //!
+//! The core helper (`release-upgrader-core`, the target release's upgrader run through
+//! its loader wrapper) is started by a script, which cannot pass `argv[0]` on, and its
+//! `/proc/self/exe` is the bundled loader: it starts its guards through its entry point
+//! and marks them with [`GUARD_ENV`] (the parent's pid, as the first argument says) instead.
+//!
 //! Only the `release-upgrader` binary can be a guard: it calls [`guard_entry`] first
 //! thing and so declares itself one. Elsewhere (the library's unit tests, the publisher)
 //! children start directly, with the marker but without the guard.
@@ -278,26 +283,55 @@ pub const CHILD_GRACE: Duration = Duration::from_secs(5);
 /// Where the guard is: this process's own executable, once [`guard_entry`] declared it one.
 const GUARD_EXE: &str = "/proc/self/exe";
 
+/// Set on every guard to the pid of the tool that started it (its first argument too):
+/// how the core helper, started through a script, recognises that it is a guard.
+pub const GUARD_ENV: &str = "RELEASE_UPGRADER_GUARD";
+
+/// What starts this binary as a guard: [`GUARD_EXE`], or the core helper's entry point
+/// when this process is the core (its `/proc/self/exe` is the bundled loader).
+fn guard_program() -> &'static OsStr {
+    static PROGRAM: OnceLock<OsString> = OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        crate::helpers::env::running_core()
+            .map_or_else(|| OsString::from(GUARD_EXE), |entry| entry.into())
+    })
+}
+
+/// Whether this process was started as a guard: by `argv[0]`, or by [`GUARD_ENV`] naming
+/// the same parent as the first argument.
+fn started_as_guard(arg0: Option<&OsStr>, first: Option<&OsStr>, env: Option<&OsStr>) -> bool {
+    arg0 == Some(OsStr::new(GUARD_ARG0)) || env.is_some_and(|env| Some(env) == first)
+}
+
 static GUARD_AVAILABLE: AtomicBool = AtomicBool::new(false);
 
 /// First thing in `main` of the `release-upgrader` binary: runs the guard when started
 /// as one (returns its exit code), otherwise records that this binary can be one.
 pub fn guard_entry() -> Option<std::process::ExitCode> {
     let mut args = std::env::args_os();
-    if args.next().as_deref() != Some(OsStr::new(GUARD_ARG0)) {
+    let arg0 = args.next();
+    let rest: Vec<OsString> = args.collect();
+    let env = std::env::var_os(GUARD_ENV);
+    if !started_as_guard(
+        arg0.as_deref(),
+        rest.first().map(OsString::as_os_str),
+        env.as_deref(),
+    ) {
         GUARD_AVAILABLE.store(true, Ordering::Relaxed);
         return None;
     }
-    Some(guard_main(args.collect()))
+    Some(guard_main(rest))
 }
 
 /// A command for `program` that ends with the tool and carries the name of this run.
 /// Set stdio and the like after this (they are not carried over by [`guard`]).
 pub fn command(program: impl AsRef<OsStr>) -> Command {
     let mut cmd = if GUARD_AVAILABLE.load(Ordering::Relaxed) {
-        let mut cmd = Command::new(GUARD_EXE);
+        let pid = std::process::id().to_string();
+        let mut cmd = Command::new(guard_program());
         cmd.arg0(GUARD_ARG0)
-            .arg(std::process::id().to_string())
+            .env(GUARD_ENV, &pid)
+            .arg(pid)
             .arg(program);
         cmd
     } else {
@@ -311,7 +345,7 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
 
 /// The program `cmd` runs, through its guard if it has one: for messages.
 pub fn program_of(cmd: &Command) -> OsString {
-    if cmd.get_program() == GUARD_EXE {
+    if cmd.get_program() == guard_program() {
         // GUARD_ARG0 PARENT_PID PROGRAM …: arguments 0 and 1 are the pid and the program.
         if let Some(program) = cmd.get_args().nth(1) {
             return program.to_owned();
@@ -325,7 +359,7 @@ pub fn command_line(cmd: &Command) -> String {
     let mut words: Vec<&OsStr> = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .collect();
-    if cmd.get_program() == GUARD_EXE && words.len() > 2 {
+    if cmd.get_program() == guard_program() && words.len() > 2 {
         words.drain(..2); // the guard and the pid of its parent
     }
     let quoted = |word: &OsStr| {
@@ -347,7 +381,7 @@ pub fn guard(cmd: Command) -> Command {
         cmd.get_envs()
             .any(|(k, v)| k == RUN_ENV && v == Some(OsStr::new(&run.to_string())))
     });
-    let guarded = !GUARD_AVAILABLE.load(Ordering::Relaxed) || cmd.get_program() == GUARD_EXE;
+    let guarded = !GUARD_AVAILABLE.load(Ordering::Relaxed) || cmd.get_program() == guard_program();
     if marked && guarded {
         return cmd;
     }
@@ -417,7 +451,7 @@ pub fn guard_main(args: Vec<OsString>) -> std::process::ExitCode {
         return ExitCode::from(GUARD_PARENT_GONE);
     }
     let mut command = Command::new(program);
-    command.args(rest);
+    command.args(rest).env_remove(GUARD_ENV);
     if std::env::var_os(SESSION_ENV).is_some() {
         command.env_remove(SESSION_ENV);
         take_terminal();
@@ -525,6 +559,30 @@ mod tests {
             .arg("/usr/lib/release-upgrader/bin/apt-get")
             .args(["-o", "APT::Status-Fd=3", "install", "a b", "it's"]);
         assert_eq!(command_line(&guarded), expected);
+    }
+
+    #[test]
+    fn a_guard_is_recognised_by_its_argv0_or_by_the_marker_naming_its_parent() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        assert!(started_as_guard(os(GUARD_ARG0), os("42"), None));
+        // The core's guard, started through a script that sets argv[0] itself.
+        assert!(started_as_guard(
+            os("/usr/lib/release-upgrader/bin/release-upgrader"),
+            os("42"),
+            os("42")
+        ));
+        assert!(!started_as_guard(
+            os("release-upgrader"),
+            os("upgrade"),
+            None
+        ));
+        // A marker left in the environment does not make a user's command a guard.
+        assert!(!started_as_guard(
+            os("release-upgrader"),
+            os("upgrade"),
+            os("42")
+        ));
+        assert!(!started_as_guard(os("release-upgrader"), None, os("42")));
     }
 
     const OURS: RunId = RunId {

@@ -369,6 +369,9 @@ impl<'a> Upgrader<'a> {
             }));
         };
         let logs = Logs::open(&self.session.root, true).map_err(plain)?;
+        if let Some(banner) = crate::helpers::env::core_banner(&self.store) {
+            logs.main(&banner);
+        }
         let apt = self.helper_apt(self.answers(&journal)).map_err(plain)?;
         if journal.phase < Phase::Installing
             && let Err(error) = self.prepare_packages(&mut journal, &apt, &logs)

@@ -18,6 +18,7 @@
 //! program starts inherits it. `--argv0` keeps the name the program was called by (apt's
 //! http method is `https` when called so).
 
+pub mod core;
 pub mod debfile;
 pub mod elf;
 pub mod recipe;
@@ -37,6 +38,7 @@ use crate::layout;
 use crate::openpgp::Keyring;
 use crate::version::Version;
 
+pub use core::CoreRequest;
 pub use debfile::DebCompression;
 use debfile::{Content, TarEntry};
 use recipe::{HelperRecipe, Recipe, Ship};
@@ -59,6 +61,8 @@ pub struct BuildRequest<'a> {
     pub source_date_epoch: Option<i64>,
     /// The compression of the debs' members.
     pub compression: DebCompression,
+    /// Also package this `release-upgrader` binary as `release-upgrader-core`.
+    pub core: Option<CoreRequest<'a>>,
 }
 
 /// A helper package written.
@@ -115,9 +119,27 @@ struct Unpacked {
     versions: BTreeMap<String, String>,
 }
 
-/// Builds the helpers of `request.recipe`; returns the debs written into `request.out`.
+/// Builds the helpers of `request.recipe` (and the core helper, when asked); returns the
+/// debs written into `request.out`.
 pub fn build(fetcher: &Fetcher, request: &BuildRequest<'_>) -> Result<Vec<BuiltDeb>, Error> {
-    let recipe = request.recipe;
+    if request
+        .recipe
+        .helpers
+        .iter()
+        .any(|h| h.name == layout::CORE_PACKAGE)
+    {
+        return Err(Error::Config {
+            path: PathBuf::from(layout::CORE_PACKAGE),
+            reason: "a recipe cannot define the core helper; `helper build --core` makes it".into(),
+        });
+    }
+    // The core is one more helper of the recipe, laid out like the others.
+    let mut with_core: Option<Recipe> = request.core.as_ref().map(|_| {
+        let mut recipe = request.recipe.clone();
+        recipe.helpers.push(core::recipe());
+        recipe
+    });
+    let recipe = with_core.as_ref().unwrap_or(request.recipe);
     let archive = Archive::open(
         fetcher,
         request.keyring,
@@ -126,8 +148,9 @@ pub fn build(fetcher: &Fetcher, request: &BuildRequest<'_>) -> Result<Vec<BuiltD
         &recipe.component,
         request.arch,
     )?;
+    // The core's "upstream" is the binary given, not a package of the archive.
     let mut roots: Vec<String> = Vec::new();
-    for helper in &recipe.helpers {
+    for helper in &request.recipe.helpers {
         for name in helper.upstream.iter().chain([&helper.version_from]) {
             if !roots.contains(name) {
                 roots.push(name.clone());
@@ -178,8 +201,22 @@ pub fn build(fetcher: &Fetcher, request: &BuildRequest<'_>) -> Result<Vec<BuiltD
             .insert(package.name.clone(), package.version.to_string());
     }
     log::info!("unpacked {} packages", packages.len());
+    if let Some(core) = &request.core {
+        core::add_to_tree(&mut unpacked, core)?;
+    }
     let plan = plan(recipe, request.arch, &unpacked)?;
     log::info!("computed the library closure and entry points");
+    if let (Some(core), Some(recipe)) = (&request.core, with_core.as_mut()) {
+        let version = core::version(core, &unpacked.tree, &plan.loader, &plan.directories)?;
+        log::info!("{} {version}", layout::CORE_PACKAGE);
+        unpacked
+            .versions
+            .insert(core::NAME.to_owned(), version.clone());
+        if let Some(helper) = recipe.helpers.last_mut() {
+            helper.version = Some(version);
+        }
+    }
+    let recipe = with_core.as_ref().unwrap_or(request.recipe);
     let mut built = Vec::new();
     for (helper, items) in recipe.helpers.iter().zip(&plan.items) {
         let deb = write_helper(recipe, request, helper, items, &plan, &unpacked)?;
@@ -285,6 +322,10 @@ fn parent_dir(path: &str) -> &str {
 struct Plan {
     /// Per helper, in recipe order: path under the prefix → item.
     items: Vec<BTreeMap<String, Item>>,
+    /// The dynamic loader, relative to the tree.
+    loader: String,
+    /// The library path of the entry points, relative to the tree.
+    directories: Vec<String>,
 }
 
 fn root_path(path: &str) -> String {
@@ -513,7 +554,11 @@ fn plan(recipe: &Recipe, arch: &str, unpacked: &Unpacked) -> Result<Plan, Error>
             }
         }
     }
-    Ok(Plan { items })
+    Ok(Plan {
+        items,
+        loader,
+        directories,
+    })
 }
 
 /// Whether helper `from` depends on helper `to`, directly or through other helpers.
@@ -630,7 +675,10 @@ fn write_helper(
         })?;
         Ok(text)
     };
-    let version = version_of(&helper.version_from)?;
+    let version = match &helper.version {
+        Some(version) => version.clone(),
+        None => version_of(&helper.version_from)?,
+    };
     let epoch = request.source_date_epoch.unwrap_or_else(|| {
         plan.items
             .iter()

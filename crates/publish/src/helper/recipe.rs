@@ -76,6 +76,10 @@ pub struct HelperRecipe {
     pub depends: Vec<String>,
     /// One line.
     pub description: String,
+    /// A version given outright instead of `version-from`'s plus the recipe's suffix:
+    /// only the core helper has one (`helper build --core`), never a recipe file.
+    #[serde(skip)]
+    pub version: Option<String>,
 }
 
 impl Recipe {

@@ -271,6 +271,10 @@ impl<'a> Relay<'a> {
         for step in steps {
             match step {
                 pty::Step::Ask(asked) => {
+                    // The terminal may have been resized since the pty was made.
+                    if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stderr()) {
+                        let _ = rustix::termios::tcsetwinsize(&self.master, size);
+                    }
                     self.screen.asking(Some(&asked));
                     self.raw.lock().expect("raw").enable(std::io::stdin());
                     self.asking.store(true, Ordering::SeqCst);

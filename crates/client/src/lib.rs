@@ -32,6 +32,8 @@ pub mod crashpoint;
 pub mod root;
 pub mod state;
 pub mod task;
+pub mod events;
+pub mod release_notes;
 pub mod ui;
 
 pub mod error;

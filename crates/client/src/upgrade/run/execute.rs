@@ -90,7 +90,6 @@ impl Upgrader<'_> {
             self.wait_for_locks(logs).map_err(|e| partly(e.into()))?;
             self.repair(apt, logs).map_err(partly)?;
         }
-        self.io.say("Installing the new release");
         let mut cmd = apt.command("apt-get");
         cmd.args(term::status_option())
             .args(["-y", "dist-upgrade"])
@@ -295,8 +294,8 @@ impl Upgrader<'_> {
         ));
         let progress = self.io.progress();
         let id = progress::next_task_id();
-        progress.begin(id, label, Some(1000));
-        let mut done = 0u64;
+        progress.begin_in(id, label, None, progress::Unit::Packages);
+        let mut packages = std::collections::BTreeSet::new();
         let interactive = self.io.watching()
             && self.options.frontend == Frontend::Text
             && !self.options.assume_yes;
@@ -306,16 +305,17 @@ impl Upgrader<'_> {
             self.io.watching() && !interactive,
             interactive,
             &mut |status| {
-                let percent = match status {
-                    term::Status::Download { percent, .. }
-                    | term::Status::Install { percent, .. } => *percent,
+                let (percent, item) = match status {
+                    term::Status::Download { percent, what } => (*percent, what.as_str()),
+                    term::Status::Install {
+                        percent, package, ..
+                    } if status.names_a_package() => {
+                        packages.insert(package.clone());
+                        (*percent, package.as_str())
+                    }
                     _ => return,
                 };
-                let now = (percent * 10.0).clamp(0.0, 1000.0) as u64;
-                if now > done {
-                    progress.advance(id, now - done);
-                    done = now;
-                }
+                progress.at(id, packages.len() as u64, percent, item);
             },
         );
         progress.finish(id, finished.as_ref().is_ok_and(|f| f.success));

@@ -924,7 +924,7 @@ fn a_held_lock_is_waited_for_then_named() {
 }
 
 #[test]
-fn keep_helpers_leaves_them_and_json_reports_steps() {
+fn keep_helpers_leaves_them_and_json_reports_phases() {
     let w = World::new();
     let run = w.run(&[
         "--json",
@@ -936,13 +936,11 @@ fn keep_helpers_leaves_them_and_json_reports_steps() {
     ]);
     run.expect(0);
     let lines = run.json_lines();
-    assert!(lines.iter().any(|l| {
-        l["event"] == "step"
-            && l["text"]
-                .as_str()
-                .unwrap()
-                .contains("Installing the new release")
-    }));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "phase" && l["id"] == "install" && l["state"] == "start")
+    );
     assert!(lines.iter().any(|l| l["event"] == "progress"));
     assert!(w.root.join("usr/lib/release-upgrader/bin/apt-get").exists());
     // The kept helpers are still listed and removable.

@@ -79,10 +79,14 @@ fn looks_like_html(document: &str) -> bool {
     head.starts_with("<!doctype html") || head.starts_with("<html") || head.contains("<body")
 }
 
-/// Tags whose end (or, for `br`, whose self) ends a line.
+/// Tags that start and end a line.
 const BLOCKS: &[&str] = &[
-    "br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "dt", "dd",
-    "table", "ul", "ol", "section", "article", "header", "footer", "title",
+    "br", "div", "tr", "dt", "dd", "section", "article", "header", "footer",
+];
+
+/// Tags whose end leaves a blank line.
+const PARAGRAPHS: &[&str] = &[
+    "p", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table", "ul", "ol", "title",
 ];
 
 fn strip_html(document: &str) -> String {
@@ -117,9 +121,14 @@ fn strip_html(document: &str) -> String {
             }
             continue;
         }
-        if name == "li" && !tag.starts_with('/') {
-            out.push_str("\n  * ");
-        } else if BLOCKS.contains(&name.as_str()) {
+        let closing = tag.starts_with('/');
+        if name == "li" {
+            if !closing {
+                out.push_str("\n  * ");
+            }
+        } else if closing && PARAGRAPHS.contains(&name.as_str()) {
+            out.push_str("\n\n");
+        } else if BLOCKS.contains(&name.as_str()) || PARAGRAPHS.contains(&name.as_str()) {
             out.push('\n');
         }
     }
@@ -192,7 +201,7 @@ mod tests {
             <ul><li>one</li><li>two &#8211; &#x41;</li></ul>Tail &bogus; &amp</body></html>";
         assert_eq!(
             to_text(page),
-            "Notes\nDebian 13\nRead this & that <first>.\n  * one\n  * two – A\nTail &bogus; &amp"
+            "Notes\n\nDebian 13\n\nRead this & that <first>.\n\n  * one\n  * two – A\n\nTail &bogus; &amp"
         );
     }
 

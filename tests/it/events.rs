@@ -78,7 +78,13 @@ fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
 fn phases(events: &[Value]) -> Vec<String> {
     named(events, "phase")
         .iter()
-        .map(|e| format!("{}:{}", e["id"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["id"].as_str().unwrap(),
+                e["state"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -157,7 +163,8 @@ fn check_ends_in_one_result_with_the_next_step_and_shows_the_notes_when_asked() 
     assert_eq!(notes["text"], "Trixie\n\nRead & enjoy.");
 
     let text = f.run(&["check", "--notes"]);
-    text.expect(0).mentions(&["Release notes (", "Read & enjoy."]);
+    text.expect(0)
+        .mentions(&["Release notes (", "Read & enjoy."]);
     assert!(!text.stdout().contains("<h1>"), "{}", text.stdout());
 }
 
@@ -265,7 +272,15 @@ fn a_real_upgrade_reports_every_phase_in_order_and_one_result() {
     let notes = publish_notes(&w);
     let run = run_world(
         &w,
-        &["--json", "upgrade", "-y", "-f", "noninteractive", "-m", "desktop"],
+        &[
+            "--json",
+            "upgrade",
+            "-y",
+            "-f",
+            "noninteractive",
+            "-m",
+            "desktop",
+        ],
         &[],
     );
     run.expect(0);
@@ -306,7 +321,10 @@ fn a_real_upgrade_reports_every_phase_in_order_and_one_result() {
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0]["uri"], json!(notes));
     assert_eq!(shown[0]["text"], "Beta is out.\n\nEnjoy it.");
-    assert_eq!(named(&events, "reboot"), [&json!({"event": "reboot", "required": true})]);
+    assert_eq!(
+        named(&events, "reboot"),
+        [&json!({"event": "reboot", "required": true})]
+    );
     assert!(w.read("/etc/os-release").contains("beta"));
     // The root lacks apt's preferences.d: apt was told so, and did not warn about it.
     let apt_log = w.read("/var/log/dist-upgrade/apt.log");
@@ -319,7 +337,15 @@ fn a_failing_upgrade_ends_with_the_rollback_code_in_its_error_and_result() {
     w.fail("dists/beta/InRelease", 500);
     let run = run_world(
         &w,
-        &["--json", "upgrade", "-y", "-f", "noninteractive", "--retries", "0"],
+        &[
+            "--json",
+            "upgrade",
+            "-y",
+            "-f",
+            "noninteractive",
+            "--retries",
+            "0",
+        ],
         &[],
     );
     run.expect(5);
@@ -393,9 +419,16 @@ fn the_dry_run_says_what_each_mode_changes() {
         "Desktop mode: desktop metapackages are never removed (none installed)",
         "beta-notes.txt",
     ]);
-    server.mentions(&["warning: This upgrade runs over ssh", "offers to continue inside screen"]);
+    server.mentions(&[
+        "warning: This upgrade runs over ssh",
+        "offers to continue inside screen",
+    ]);
     screened.mentions(&["inside screen or tmux; a dropped connection"]);
-    assert!(!screened.stderr().contains("warning: This upgrade runs over ssh"));
+    assert!(
+        !screened
+            .stderr()
+            .contains("warning: This upgrade runs over ssh")
+    );
     let outputs = [&plain, &desktop, &server, &screened].map(|r| r.stderr());
     for (i, a) in outputs.iter().enumerate() {
         for b in &outputs[i + 1..] {
@@ -438,20 +471,26 @@ fn commands_that_change_the_system_need_a_root_the_user_may_write() {
     ];
     for args in commands {
         let run = run_as_nobody(&w.root, args);
-        run.expect(2)
-            .mentions(&["needs root: run it with sudo"]);
+        run.expect(2).mentions(&["needs root: run it with sudo"]);
         if args[0] == "--json" {
             assert_events(&run);
         }
     }
-    assert_eq!(snapshot(&w.root), before, "a refused command changed the root");
+    assert_eq!(
+        snapshot(&w.root),
+        before,
+        "a refused command changed the root"
+    );
     // Reading is for everyone: the dry run is refused nothing for being nobody (it may
     // fail for what nobody cannot read, but not with the root check).
     let dry = run_as_nobody(&w.root, &["upgrade", "--dry-run"]);
     assert!(!dry.stderr().contains("needs root"), "{}", dry.stderr());
 
     // A root of nobody's own: cleanup runs.
-    let own = tempfile::Builder::new().prefix("nobody-root").tempdir().unwrap();
+    let own = tempfile::Builder::new()
+        .prefix("nobody-root")
+        .tempdir()
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(own.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = own.path().join("root");

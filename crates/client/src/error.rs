@@ -23,7 +23,9 @@ pub enum Error {
     Config { path: PathBuf, reason: String },
 
     /// A command that changes the system, run by a user who cannot write its root.
-    #[error("needs root: run it with sudo ({command} changes {root}, which this user cannot write)")]
+    #[error(
+        "needs root: run it with sudo ({command} changes {root}, which this user cannot write)"
+    )]
     NeedsRoot { command: String, root: PathBuf },
 
     #[error("cannot read keyring {path}: {reason}")]

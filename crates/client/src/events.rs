@@ -181,10 +181,7 @@ mod tests {
             ok: None,
         }
         .to_line();
-        assert_eq!(
-            line,
-            r#"{"event":"phase","id":"download","state":"start"}"#
-        );
+        assert_eq!(line, r#"{"event":"phase","id":"download","state":"start"}"#);
         assert_eq!(
             Event::Result { exit_code: 5 }.to_line(),
             r#"{"event":"result","exit_code":5}"#

@@ -136,7 +136,13 @@ fn strip_html(document: &str) -> String {
     // Whitespace inside a line collapses as a browser collapses it.
     out.lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .map(|l| if l.starts_with("* ") { format!("  {l}") } else { l })
+        .map(|l| {
+            if l.starts_with("* ") {
+                format!("  {l}")
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -214,7 +220,10 @@ mod tests {
     #[test]
     fn the_text_notes_are_preferred_to_the_html_ones() {
         let text = "Dist: trixie\nVersion: 13\nDate: Sat, 09 Aug 2025 07:00:00 UTC\nSupported: 1\n";
-        let mut entry = crate::metarelease::MetaRelease::parse(text).unwrap().releases[0].clone();
+        let mut entry = crate::metarelease::MetaRelease::parse(text)
+            .unwrap()
+            .releases[0]
+            .clone();
         assert_eq!(uri(&entry), None);
         entry.release_notes_html = Some("https://h".into());
         assert_eq!(uri(&entry), Some("https://h"));

@@ -146,7 +146,8 @@ impl Ui {
         if self.json {
             Arc::new(JsonProgress::default())
         } else if self.verbosity >= 0 && std::io::stderr().is_terminal() {
-            BARS.get_or_init(|| Arc::new(BarProgress::default())).clone()
+            BARS.get_or_init(|| Arc::new(BarProgress::default()))
+                .clone()
         } else {
             Arc::new(crate::progress::Silent)
         }
@@ -349,7 +350,9 @@ impl JsonTask {
             unit: self.unit.name().to_owned(),
             done: self.done,
             total: self.total,
-            percent: self.percent.or_else(|| events::percent(self.done, self.total)),
+            percent: self
+                .percent
+                .or_else(|| events::percent(self.done, self.total)),
             item: self.item.clone(),
             finished: finished.is_some(),
             ok: finished,

@@ -104,9 +104,7 @@ impl ImageCommand {
     /// reads.
     pub fn writes(&self) -> Option<&'static str> {
         match self {
-            ImageCommand::Info | ImageCommand::Channels { .. } | ImageCommand::Check { .. } => {
-                None
-            }
+            ImageCommand::Info | ImageCommand::Channels { .. } | ImageCommand::Check { .. } => None,
             ImageCommand::Download { .. } => Some("image download"),
             ImageCommand::Apply { .. } => Some("image apply"),
             ImageCommand::Recover => Some("image recover"),

@@ -62,7 +62,12 @@ fn usage_error(err: clap::Error) -> std::process::ExitCode {
         .skip(1)
         .take_while(|a| a != "--")
         .any(|a| a == "--json");
-    if !json || matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+    if !json
+        || matches!(
+            err.kind(),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+        )
+    {
         err.exit();
     }
     let _ = err.print();
@@ -228,12 +233,7 @@ fn no_upgrade(ui: &Ui, err: &Error) -> ExitCode {
     ExitCode::NoUpgrade
 }
 
-fn check(
-    session: &Session,
-    ui: &Ui,
-    global: &GlobalArgs,
-    notes: bool,
-) -> anyhow::Result<ExitCode> {
+fn check(session: &Session, ui: &Ui, global: &GlobalArgs, notes: bool) -> anyhow::Result<ExitCode> {
     let target = match session.find_target(true) {
         Ok(target) => target,
         Err(err) if err.exit_code() == ExitCode::NoUpgrade => return Ok(no_upgrade(ui, &err)),
@@ -633,8 +633,8 @@ fn ask_terminal(question: &str, default: bool) -> Option<bool> {
 /// no terminal, no `screen`, `--json`, or a "no", the upgrade goes on here (the library
 /// warns). `RELEASE_UPGRADER_NO_SCREEN` (set for the run inside screen) stops a second offer.
 fn offer_screen(args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<()> {
-    use std::io::IsTerminal;
     use ru_client::upgrade::mode::{Seat, this_seat};
+    use std::io::IsTerminal;
     if args.mode != Some(ModeArg::Server)
         || args.dry_run
         || helper_env::reexecuted().is_some()

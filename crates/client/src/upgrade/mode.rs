@@ -119,7 +119,10 @@ mod tests {
             Seat::Multiplexed
         );
         assert_eq!(
-            seat(&env(&[("SSH_CONNECTION", "x"), ("TMUX", "/tmp/tmux-0/default")])),
+            seat(&env(&[
+                ("SSH_CONNECTION", "x"),
+                ("TMUX", "/tmp/tmux-0/default")
+            ])),
             Seat::Multiplexed
         );
         // Set but empty counts as unset (`SSH_TTY= sudo …`).
@@ -137,10 +140,16 @@ mod tests {
             Seat::Local,
         )
         .unwrap();
-        assert!(desktop.contains("installed: task-gnome-desktop"), "{desktop}");
+        assert!(
+            desktop.contains("installed: task-gnome-desktop"),
+            "{desktop}"
+        );
         assert!(desktop.contains("https://n"), "{desktop}");
         let server = describe(Some(Mode::Server), &[], None, Seat::BareSsh).unwrap();
-        assert!(server.contains("offers to continue inside screen"), "{server}");
+        assert!(
+            server.contains("offers to continue inside screen"),
+            "{server}"
+        );
         assert_ne!(
             server,
             describe(Some(Mode::Server), &[], None, Seat::Local).unwrap()

@@ -185,7 +185,9 @@ impl<'a> Upgrader<'a> {
         // The confirmation is asked only after the helpers, the sources and apt's update:
         // with nobody to give it, say so now, before anything changes (a usage error,
         // exit 2; a resumed install asks nothing).
-        let resuming = journal.as_ref().is_some_and(|j| j.phase >= Phase::Installing);
+        let resuming = journal
+            .as_ref()
+            .is_some_and(|j| j.phase >= Phase::Installing);
         if !self.options.dry_run && !resuming && self.asks_to_start() && !self.io.can_ask() {
             return Err(plain(Error::Config {
                 path: "(terminal)".into(),
@@ -254,7 +256,10 @@ impl<'a> Upgrader<'a> {
                 Ok(found)
             })
             .map_err(|e| plain_any(e, &logs))?;
-        if let Some(warning) = self.mode_is(Mode::Server).then(mode::this_seat).and_then(mode::ssh_warning)
+        if let Some(warning) = self
+            .mode_is(Mode::Server)
+            .then(mode::this_seat)
+            .and_then(mode::ssh_warning)
         {
             self.io.say(&format!("warning: {warning}"));
         }
@@ -283,7 +288,9 @@ impl<'a> Upgrader<'a> {
         if self.mode_is(Mode::Desktop) {
             self.show_release_notes(&target, &logs);
         }
-        self.phase(PhaseId::Bootstrap, || self.bootstrap(&target, &plan, &running, &logs))
+        self.phase(PhaseId::Bootstrap, || {
+            self.bootstrap(&target, &plan, &running, &logs)
+        })
     }
 
     /// Installs the helpers (checking the running release beside them) and records the
@@ -299,7 +306,6 @@ impl<'a> Upgrader<'a> {
             code: e.exit_code(),
             error: e.into(),
         };
-        let logs = logs;
         self.io.say(&format!(
             "Installing the helpers of {} ({}) and checking {} for pending updates",
             target.target.version, target.target.dist, self.session.codename
@@ -395,11 +401,9 @@ impl<'a> Upgrader<'a> {
             }
         }
         let desktop = match self.options.mode {
-            Some(Mode::Desktop) => {
-                plan::desktop_metapackages(&crate::upgrade::dpkg_status::Status::read(
-                    &self.session.root,
-                )?)
-            }
+            Some(Mode::Desktop) => plan::desktop_metapackages(
+                &crate::upgrade::dpkg_status::Status::read(&self.session.root)?,
+            ),
             _ => Vec::new(),
         };
         let notes = crate::release_notes::uri(&target.target);
@@ -436,8 +440,9 @@ impl<'a> Upgrader<'a> {
             }
             Err(e) => {
                 logs.main(&format!("release notes from {uri}: {e}"));
-                self.io
-                    .say(&format!("warning: the release notes could not be read ({e}); read them at {uri}"));
+                self.io.say(&format!(
+                    "warning: the release notes could not be read ({e}); read them at {uri}"
+                ));
             }
         }
     }
@@ -459,7 +464,8 @@ impl<'a> Upgrader<'a> {
         }
         if self.io.ask("Restart the system now to finish the upgrade?") == Some(true) {
             if let Err(e) = crate::task::Task::new("systemctl").arg("reboot").status() {
-                self.io.say(&format!("warning: systemctl reboot: {e}; restart by hand"));
+                self.io
+                    .say(&format!("warning: systemctl reboot: {e}; restart by hand"));
             }
         } else {
             self.io.say("Restart the system to finish the upgrade.");

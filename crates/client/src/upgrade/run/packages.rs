@@ -31,7 +31,9 @@ impl Upgrader<'_> {
         }
         self.phase(PhaseId::Update, || self.update(journal, apt, logs))?;
         let plan = self.phase(PhaseId::Plan, || self.plan(journal, apt, logs))?;
-        self.phase(PhaseId::Download, || self.download(journal, apt, &plan, logs))
+        self.phase(PhaseId::Download, || {
+            self.download(journal, apt, &plan, logs)
+        })
     }
 
     /// The sources moved to the target (their backups first), recorded in the journal.

@@ -153,7 +153,10 @@ impl Upgrader<'_> {
             );
             return Ok(());
         };
-        logs.main(&format!("{} pending updates in the stored indices", scan.pending.len()));
+        logs.main(&format!(
+            "{} pending updates in the stored indices",
+            scan.pending.len()
+        ));
         let pending: Vec<String> = scan.pending.into_keys().collect();
         if !self.options.allow_pending && !pending.is_empty() {
             anyhow::bail!(pending_error(root, &pending));

@@ -595,6 +595,11 @@ impl ru_client::upgrade::run::Interaction for CliInteraction<'_> {
         self.ui.message(text);
     }
 
+    /// The bars show apt's progress; its own lines (in `apt-term.log`) come with `-v`.
+    fn shows_apt_output(&self) -> bool {
+        self.watching() && self.ui.verbosity >= 1
+    }
+
     fn can_ask(&self) -> bool {
         use std::io::IsTerminal;
         !self.ui.json && std::io::stdin().is_terminal()

@@ -73,6 +73,13 @@ pub trait Interaction {
     /// Whether someone watches the terminal (apt's output is shown as it comes).
     fn watching(&self) -> bool;
     fn progress(&self) -> Arc<dyn Progress>;
+    /// Whether apt's and dpkg's own output is shown as it comes (it always goes to
+    /// `apt-term.log`). By default whenever someone watches; a front end drawing its own
+    /// progress shows it only on request, so that apt's lines do not run through the bars
+    /// (nor repeat the plan already shown).
+    fn shows_apt_output(&self) -> bool {
+        self.watching()
+    }
     /// Whether anyone can answer [`Interaction::ask`] (a terminal, no `--json`): an upgrade
     /// that needs a confirmation nobody can give is refused before it changes anything.
     fn can_ask(&self) -> bool {

@@ -255,7 +255,7 @@ impl Upgrader<'_> {
         term::run(
             cmd,
             log,
-            self.io.watching() && !interactive,
+            self.io.shows_apt_output() && !interactive,
             interactive,
             &mut |_| {},
         )
@@ -302,7 +302,7 @@ impl Upgrader<'_> {
         let finished = term::run(
             cmd,
             log,
-            self.io.watching() && !interactive,
+            self.io.shows_apt_output() && !interactive,
             interactive,
             &mut |status| {
                 let (percent, item) = match status {

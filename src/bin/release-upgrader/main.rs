@@ -810,3 +810,68 @@ fn demo(global: &GlobalArgs, args: &[OsString]) -> anyhow::Result<ExitCode> {
     }
     .into())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn command(argv: &[&str]) -> ClientCommand {
+        ClientCli::try_parse_from(std::iter::once("release-upgrader").chain(argv.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    /// docs/protocol.md §8: what changes the system needs a root the user may write;
+    /// what only reads (dry runs included) does not.
+    #[test]
+    fn only_commands_that_change_the_system_need_a_writable_root() {
+        for argv in [
+            &["upgrade"][..],
+            &["upgrade", "-y", "-m", "server"],
+            &["bootstrap"],
+            &["bootstrap", "--no-reexec"],
+            &["cleanup"],
+            &["image", "download"],
+            &["image", "apply"],
+            &["image", "recover"],
+            &["image", "opt-out", "--mirror", "http://192.0.2.1/"],
+            &["image", "opt-in"],
+        ] {
+            assert!(writes_root(&command(argv)).is_some(), "{argv:?}");
+        }
+        for argv in [
+            &["check"][..],
+            &["check", "--notes"],
+            &["upgrade", "--dry-run"],
+            &["upgrade", "-c"],
+            &["bootstrap", "--dry-run"],
+            &["helpers"],
+            &["verify", "f"],
+            &["cdrom", "detect"],
+            &["image", "info"],
+            &["image", "check"],
+            &["image", "channels"],
+        ] {
+            assert_eq!(writes_root(&command(argv)), None, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn a_root_this_user_cannot_write_needs_root_and_one_it_can_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(require_writable_root(dir.path(), "cleanup").is_ok());
+        // A root that does not exist is left to the command.
+        assert!(require_writable_root(&dir.path().join("none"), "cleanup").is_ok());
+        if nix::unistd::geteuid().is_root() {
+            // root may write anywhere the file system allows: nothing more to see here.
+            return;
+        }
+        let err = require_writable_root(std::path::Path::new("/"), "upgrade").unwrap_err();
+        assert!(
+            err.to_string().starts_with("needs root: run it with sudo"),
+            "{err}"
+        );
+    }
+}

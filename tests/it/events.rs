@@ -317,6 +317,12 @@ fn a_real_upgrade_reports_every_phase_in_order_and_one_result() {
     let last = install.last().unwrap();
     assert_eq!(last["finished"], true);
     assert_eq!(last["ok"], true);
+    // 4 upgraded, 1 new, 1 removed: all reached.
+    assert_eq!(
+        (&last["done"], &last["total"]),
+        (&json!(6), &json!(6)),
+        "{last}"
+    );
     // Desktop mode: the notes before the upgrade, a restart at the end.
     let shown = named(&events, "release-notes");
     assert_eq!(shown.len(), 1);

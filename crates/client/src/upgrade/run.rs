@@ -122,6 +122,9 @@ pub struct Upgrader<'a> {
     pub options: &'a UpgradeOptions,
     pub io: &'a dyn Interaction,
     pub store: Store,
+    /// The packages the plan acts on (upgraded, installed, removed, downgraded), for the
+    /// install's progress; 0 until planned (a resumed run does not know).
+    planned_packages: std::sync::atomic::AtomicU64,
 }
 
 impl<'a> Upgrader<'a> {
@@ -131,6 +134,7 @@ impl<'a> Upgrader<'a> {
             options,
             io,
             store: Store::new(&session.root),
+            planned_packages: Default::default(),
         }
     }
 
@@ -421,6 +425,17 @@ impl<'a> Upgrader<'a> {
         text.push_str("Nothing was changed (--dry-run).");
         self.io.say(&text);
         Ok(())
+    }
+
+    /// The total of an apt run's progress, in packages, when the plan is known.
+    fn planned_packages(&self) -> Option<u64> {
+        match self
+            .planned_packages
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            n => Some(n),
+        }
     }
 
     fn mode_is(&self, mode: Mode) -> bool {

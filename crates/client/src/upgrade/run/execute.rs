@@ -294,7 +294,7 @@ impl Upgrader<'_> {
         ));
         let progress = self.io.progress();
         let id = progress::next_task_id();
-        progress.begin_in(id, label, None, progress::Unit::Packages);
+        progress.begin_in(id, label, self.planned_packages(), progress::Unit::Packages);
         let mut packages = std::collections::BTreeSet::new();
         let interactive = self.io.watching()
             && self.options.frontend == Frontend::Text

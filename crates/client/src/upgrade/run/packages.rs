@@ -184,6 +184,13 @@ impl Upgrader<'_> {
         }
         self.check_space(&plan)?;
         self.show_plan(&plan, logs);
+        let simulation = &plan.simulation;
+        let acted_on = simulation.upgraded.len()
+            + simulation.installed.len()
+            + simulation.removed.len()
+            + simulation.downgraded.len();
+        self.planned_packages
+            .store(acted_on as u64, std::sync::atomic::Ordering::Relaxed);
         if journal.phase < Phase::Planned {
             if !self.confirm("Do you want to start the upgrade?")? {
                 anyhow::bail!(Error::Cancelled);

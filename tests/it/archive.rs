@@ -47,7 +47,9 @@ fn check_json_reports_target_signer_and_helpers() {
     let run = f.run(&["--json", "check"]);
     run.expect(0);
     let lines = run.json_lines();
-    let last = lines.last().unwrap();
+    // The check event, then the result.
+    assert_eq!(lines.last().unwrap()["event"], "result");
+    let last = &lines[lines.len() - 2];
     assert_eq!(last["event"], "check");
     assert_eq!(last["available"], true);
     assert_eq!(last["target"]["dist"], "trixie");

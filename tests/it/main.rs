@@ -7,6 +7,7 @@ mod deb;
 mod debian_root;
 mod debian_upgrade;
 mod demo;
+mod events;
 mod faults;
 mod fetcher;
 mod helper_build;

@@ -22,6 +22,12 @@ pub enum Error {
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
 
+    /// A command that changes the system, run by a user who cannot write its root.
+    #[error(
+        "needs root: run it with sudo ({command} changes {root}, which this user cannot write)"
+    )]
+    NeedsRoot { command: String, root: PathBuf },
+
     #[error("cannot read keyring {path}: {reason}")]
     Keyring { path: PathBuf, reason: String },
 
@@ -179,6 +185,7 @@ impl Error {
         use Error::*;
         match self {
             Config { .. }
+            | NeedsRoot { .. }
             | Keyring { .. }
             | NoTrustedKeys { .. }
             | NoMetaReleaseUri { .. }
@@ -217,6 +224,11 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         use Error::*;
         Some(match self {
+            NeedsRoot { root, .. } => format!(
+                "run `sudo release-upgrader …`, or with --root a directory this user may write \
+                 (not {})",
+                root.display()
+            ),
             NoTrustedKeys { .. } => "pass a keyring with --keyring FILE, or install one under \
                  /etc/release-upgrader/trusted.gpg.d/"
                 .into(),

@@ -29,6 +29,8 @@ pub mod image;
 
 pub mod confine;
 pub mod crashpoint;
+pub mod events;
+pub mod release_notes;
 pub mod root;
 pub mod state;
 pub mod task;

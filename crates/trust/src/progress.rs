@@ -4,10 +4,37 @@
 //! decides whether that becomes progress bars (a terminal), JSON lines (`--json`) or
 //! nothing (a pipe, `-q`).
 
+/// What a task counts: its `total` and positions are in this unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A transfer: bytes.
+    Bytes,
+    /// apt's or dpkg's work: packages (the worker also reports a percent).
+    Packages,
+}
+
+impl Unit {
+    /// The unit's name in `--json` progress events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+            Unit::Packages => "packages",
+        }
+    }
+}
+
 /// Receives progress of long-running work. Every method has a do-nothing default.
 pub trait Progress: Send + Sync {
     /// A transfer or task called `label` started; `total` is its size in bytes if known.
     fn begin(&self, _id: u64, _label: &str, _total: Option<u64>) {}
+    /// A task counted in `unit` started ([`Progress::begin`] is this in bytes).
+    fn begin_in(&self, id: u64, label: &str, total: Option<u64>, _unit: Unit) {
+        self.begin(id, label, total);
+    }
+    /// Task `id` is at `done` units, `percent` of the whole as the worker reports it
+    /// (apt's own percent, which weighs unpacking and configuring), on `item` (a
+    /// package name, or empty).
+    fn at(&self, _id: u64, _done: u64, _percent: f64, _item: &str) {}
     /// `bytes` more bytes of task `id` are done.
     fn advance(&self, _id: u64, _bytes: u64) {}
     /// The task restarted from `position` (a resumed or restarted download).
@@ -16,8 +43,8 @@ pub trait Progress: Send + Sync {
     fn finish(&self, _id: u64, _ok: bool) {}
     /// A step of the overall operation, such as "Verifying the helper pocket".
     fn step(&self, _text: &str) {}
-    /// `true`: something else needs the screen (a question from dpkg is on it), so
-    /// nothing is drawn until `false`.
+    /// `true` while a question is on the terminal: bars are hidden so the question and
+    /// its answer stay readable; `false` draws them again.
     fn hold(&self, _held: bool) {}
 }
 

@@ -81,7 +81,11 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Look for a newer release; exit 0 if one is available, 1 if not
-    Check,
+    Check {
+        /// Also show the new release's notes (the meta-release's ReleaseNotes)
+        #[arg(long)]
+        notes: bool,
+    },
 
     /// Verify a clearsigned FILE, or FILE against a detached SIGFILE, with the trusted
     /// keyrings; exit 0 if good, 3 if not
@@ -165,10 +169,13 @@ pub enum FrontendArg {
     Noninteractive,
 }
 
-/// do-release-upgrade's modes.
+/// do-release-upgrade's modes (docs/protocol.md §4, "Modes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
+    /// Desktop metapackages are never removed, the release notes are shown first, a
+    /// restart is offered at the end
     Desktop,
+    /// Over ssh outside screen or tmux: warn, and offer to continue inside screen
     Server,
     /// Unattended: implies `-f noninteractive` unless a frontend is given
     Cloud,

@@ -98,6 +98,22 @@ pub struct ServerArgs {
     pub phased_percentage: Option<i64>,
 }
 
+impl ImageCommand {
+    /// The command's name when it changes the system (the image cache, the tree, the
+    /// opt-out state), for the root check of docs/protocol.md §8; `None` when it only
+    /// reads.
+    pub fn writes(&self) -> Option<&'static str> {
+        match self {
+            ImageCommand::Info | ImageCommand::Channels { .. } | ImageCommand::Check { .. } => None,
+            ImageCommand::Download { .. } => Some("image download"),
+            ImageCommand::Apply { .. } => Some("image apply"),
+            ImageCommand::Recover => Some("image recover"),
+            ImageCommand::OptOut { .. } => Some("image opt-out"),
+            ImageCommand::OptIn => Some("image opt-in"),
+        }
+    }
+}
+
 impl ServerArgs {
     fn options(&self) -> Options {
         Options {

@@ -33,20 +33,101 @@ pub fn main() -> std::process::ExitCode {
     if let Some(code) = ru_client::upgrade::children::guard_entry() {
         return code;
     }
-    let cli = ClientCli::parse();
+    let cli = match ClientCli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     let ui = Ui::new(cli.global.json, cli.global.quiet, cli.global.verbose);
     ui.install_logger();
-    let code = match run(&cli, &ui) {
-        Ok(code) => code,
-        Err(err) => ui.fail(&err),
+    // Every way out of a command ends in one `result` event with the exit code (a panic,
+    // a bug, included: it has printed where it happened, and ends as exit 2).
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cli, &ui))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) => ui.fail(&err),
+        Err(_) => ui.fail_with(
+            &anyhow::anyhow!("internal error: release-upgrader panicked (a bug; see above)"),
+            ExitCode::Usage,
+        ),
     };
+    ui.result(code);
     ui::exit(code)
+}
+
+/// A command line clap refuses: its message and exit 2, and with `--json` (anywhere
+/// before `--`) also the `error` and `result` events. `--help` and `--version` print
+/// their text.
+fn usage_error(err: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if !json
+        || matches!(
+            err.kind(),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+        )
+    {
+        err.exit();
+    }
+    let _ = err.print();
+    let rendered = err.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_owned();
+    let ui = Ui::new(true, 0, 0);
+    ui.event(&ru_client::events::Event::Error {
+        exit_code: ExitCode::Usage.code(),
+        message,
+        causes: Vec::new(),
+        hint: Some("see release-upgrader --help".into()),
+    });
+    ui.result(ExitCode::Usage);
+    ui::exit(ExitCode::Usage)
+}
+
+/// The name of the command when it changes the system (docs/protocol.md §8, "Root"):
+/// those run only by a user who may write the root.
+fn writes_root(command: &ClientCommand) -> Option<&'static str> {
+    match command {
+        ClientCommand::Bootstrap { dry_run: false, .. } => Some("bootstrap"),
+        ClientCommand::Upgrade(args) if !args.dry_run && !args.check_only => Some("upgrade"),
+        ClientCommand::Cleanup { .. } => Some("cleanup"),
+        ClientCommand::Image(command) => command.writes(),
+        _ => None,
+    }
+}
+
+/// Refuses, before anything is touched, a command that changes the system when this user
+/// may not write its root: root itself for `/`, and for `--root DIR` whoever may write
+/// DIR (so a chroot of one's own needs no sudo). A root that does not exist, or is
+/// read-only (an image device), is left for the command to judge.
+fn require_writable_root(root: &std::path::Path, command: &str) -> Result<(), Error> {
+    use nix::unistd::AccessFlags;
+    match nix::unistd::faccessat(
+        nix::fcntl::AT_FDCWD,
+        root,
+        AccessFlags::W_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    ) {
+        Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => Err(Error::NeedsRoot {
+            command: command.to_owned(),
+            root: root.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
+    if let Some(command) = writes_root(&cli.command) {
+        require_writable_root(&global.root, command)?;
+    }
     match &cli.command {
-        ClientCommand::Check => check(&session(global, ui, None)?, ui),
+        ClientCommand::Check { notes } => check(&session(global, ui, None)?, ui, global, *notes),
         ClientCommand::Verify { file, sigfile } => verify(global, ui, file, sigfile.as_deref()),
         ClientCommand::Bootstrap { dry_run: true, .. } => {
             bootstrap_dry_run(&session(global, ui, None)?, ui)
@@ -60,7 +141,9 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
             bootstrap(&session, ui, global, *no_reexec, &cancel)
         }
         ClientCommand::Helpers => helpers(&SystemRoot::new(&global.root), ui),
-        ClientCommand::Upgrade(args) if args.check_only => check(&session(global, ui, None)?, ui),
+        ClientCommand::Upgrade(args) if args.check_only => {
+            check(&session(global, ui, None)?, ui, global, false)
+        }
         ClientCommand::Upgrade(args) => upgrade(global, args, ui),
         ClientCommand::Cdrom(CdromCommand::Detect { paths }) => cdrom_detect(global, paths, ui),
         ClientCommand::Image(command) => {
@@ -150,7 +233,7 @@ fn no_upgrade(ui: &Ui, err: &Error) -> ExitCode {
     ExitCode::NoUpgrade
 }
 
-fn check(session: &Session, ui: &Ui) -> anyhow::Result<ExitCode> {
+fn check(session: &Session, ui: &Ui, global: &GlobalArgs, notes: bool) -> anyhow::Result<ExitCode> {
     let target = match session.find_target(true) {
         Ok(target) => target,
         Err(err) if err.exit_code() == ExitCode::NoUpgrade => return Ok(no_upgrade(ui, &err)),
@@ -193,8 +276,42 @@ fn check(session: &Session, ui: &Ui) -> anyhow::Result<ExitCode> {
             human_size(plan.download_size())
         ));
     }
+    // The notes are for reading: notes that cannot be had are said, and `check` still
+    // answers what it was asked.
+    let release_notes = if notes {
+        match ru_client::release_notes::uri(&target.target) {
+            Some(uri) => match ru_client::release_notes::fetch(&session.fetcher, uri) {
+                Ok(notes) => Some(notes),
+                Err(err) => {
+                    log::warn!("the release notes could not be read from {uri}: {err}");
+                    None
+                }
+            },
+            None => {
+                log::warn!("the meta-release gives no release notes for {dist}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let next_step = format!(
+        "release-upgrader{} upgrade",
+        if global.root == std::path::Path::new("/") {
+            String::new()
+        } else {
+            format!(" --root {}", global.root.display())
+        }
+    );
+    let mut text = format!("New release '{version}' ({dist}) available.");
+    if let Some(notes) = &release_notes {
+        text.push_str(&format!(
+            "\n\nRelease notes ({}):\n\n{}\n",
+            notes.uri, notes.text
+        ));
+    }
     ui.data(
-        &format!("New release '{version}' ({dist}) available."),
+        &text,
         json!({
             "event": "check",
             "available": true,
@@ -202,8 +319,11 @@ fn check(session: &Session, ui: &Ui) -> anyhow::Result<ExitCode> {
             "target": release_json(&target.target),
             "meta_release": {"uri": target.meta_release.uri, "signed_by": signed_by(&target)},
             "pocket": plan.as_ref().map(plan_json),
+            "next_step": next_step,
+            "release_notes": release_notes.as_ref().map(|n| json!({"uri": n.uri, "text": n.text})),
         }),
     );
+    ui.note(&format!("Run '{next_step}' to upgrade to it."));
     Ok(ExitCode::Success)
 }
 
@@ -461,26 +581,32 @@ struct CliInteraction<'a> {
 
 impl ru_client::upgrade::run::Interaction for CliInteraction<'_> {
     fn ask(&self, question: &str) -> Option<bool> {
-        use std::io::{BufRead, IsTerminal, Write};
-        if self.ui.json || !std::io::stdin().is_terminal() {
+        if !self.can_ask() {
             return None;
         }
-        eprint!("{question} [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer).ok()?;
-        Some(matches!(
-            answer.trim().to_ascii_lowercase().as_str(),
-            "y" | "yes"
-        ))
+        // The bars step aside while the question waits.
+        self.progress.hold(true);
+        let answer = ask_terminal(question, false);
+        self.progress.hold(false);
+        answer
     }
 
     fn say(&self, text: &str) {
-        if self.ui.json {
-            self.ui.data("", json!({"event": "step", "text": text}));
-        } else {
-            self.ui.note(text);
-        }
+        self.ui.message(text);
+    }
+
+    /// The bars show apt's progress; its own lines (in `apt-term.log`) come with `-v`.
+    fn shows_apt_output(&self) -> bool {
+        self.watching() && self.ui.verbosity >= 1
+    }
+
+    fn can_ask(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.ui.json && std::io::stdin().is_terminal()
+    }
+
+    fn notify(&self, event: &ru_client::events::Event) {
+        self.ui.show(event);
     }
 
     fn watching(&self) -> bool {
@@ -491,6 +617,63 @@ impl ru_client::upgrade::run::Interaction for CliInteraction<'_> {
     fn progress(&self) -> Arc<dyn ru_trust::progress::Progress> {
         self.progress.clone()
     }
+}
+
+/// Asks `question` on the terminal; `default` is taken for an empty answer.
+fn ask_terminal(question: &str, default: bool) -> Option<bool> {
+    use std::io::{BufRead, Write};
+    eprint!("{question} {} ", if default { "[Y/n]" } else { "[y/N]" });
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).ok()?;
+    Some(match answer.trim().to_ascii_lowercase().as_str() {
+        "" => default,
+        "y" | "yes" => true,
+        _ => false,
+    })
+}
+
+/// `-m server` over ssh outside screen or tmux: offers to continue inside `screen`, as
+/// Ubuntu's upgrader does, so that a dropped connection leaves the upgrade running. With
+/// no terminal, no `screen`, `--json`, or a "no", the upgrade goes on here (the library
+/// warns). `RELEASE_UPGRADER_NO_SCREEN` (set for the run inside screen) stops a second offer.
+fn offer_screen(args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<()> {
+    use ru_client::upgrade::mode::{Seat, this_seat};
+    use std::io::IsTerminal;
+    if args.mode != Some(ModeArg::Server)
+        || args.dry_run
+        || helper_env::reexecuted().is_some()
+        || std::env::var_os("RELEASE_UPGRADER_NO_SCREEN").is_some()
+        || this_seat() != Seat::BareSsh
+        || ui.json
+        || !std::io::stdin().is_terminal()
+        || !std::io::stderr().is_terminal()
+    {
+        return Ok(());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    let Some(screen) = std::env::split_paths(&path)
+        .map(|dir| dir.join("screen"))
+        .find(|p| p.is_file())
+    else {
+        ui.note("screen is not installed, so the upgrade cannot move into it.");
+        return Ok(());
+    };
+    let question = "This upgrade runs over ssh and not inside screen or tmux; a dropped \
+                    connection would stop it part way. Continue inside screen?";
+    if ask_terminal(question, true) != Some(true) {
+        return Ok(());
+    }
+    let me = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    use std::os::unix::process::CommandExt as _;
+    // `-e ^@^@`-like: no command key, so the upgrade's own keys all reach it.
+    let err = std::process::Command::new(&screen)
+        .args(["-e", "\\0\\0", "-S", "release-upgrader"])
+        .arg(&me)
+        .args(std::env::args_os().skip(1))
+        .env("RELEASE_UPGRADER_NO_SCREEN", "1")
+        .exec();
+    Err(anyhow::Error::new(Error::io(&screen, err)).context("continuing inside screen"))
 }
 
 fn image_fetcher(global: &GlobalArgs, ui: &Ui) -> Fetcher {
@@ -504,7 +687,9 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
     if mode == ru_client::image::mode::Mode::Image {
         return crate::image::upgrade(global, args.dry_run, &image_fetcher(global, ui), ui);
     }
+    use ru_client::upgrade::mode::Mode;
     use ru_client::upgrade::run::{Frontend, Interaction as _, Prepared, UpgradeOptions, Upgrader};
+    offer_screen(args, ui)?;
     let frontend = match (args.frontend, args.mode) {
         (Some(FrontendArg::Noninteractive), _) | (None, Some(ModeArg::Cloud)) => {
             Frontend::Noninteractive
@@ -520,6 +705,11 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
         keep_helpers: args.keep_helpers,
         allow_pending: args.allow_pending,
         lock_timeout: Duration::from_secs(args.lock_timeout),
+        mode: args.mode.map(|mode| match mode {
+            ModeArg::Desktop => Mode::Desktop,
+            ModeArg::Server => Mode::Server,
+            ModeArg::Cloud => Mode::Cloud,
+        }),
     };
     let cancel = cancel_on_signals();
     let session = session(global, ui, Some(cancel))?;
@@ -551,10 +741,9 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
     };
     match result {
         Ok(code) => Ok(code),
-        Err(failure) => {
-            ui.fail(&failure.error);
-            Ok(failure.code)
-        }
+        // The error event carries the code the process exits with (a rolled-back run
+        // is 5 whatever stopped it).
+        Err(failure) => Ok(ui.fail_with(&failure.error, failure.code)),
     }
 }
 
@@ -624,4 +813,69 @@ fn demo(global: &GlobalArgs, args: &[OsString]) -> anyhow::Result<ExitCode> {
         ),
     }
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn command(argv: &[&str]) -> ClientCommand {
+        ClientCli::try_parse_from(std::iter::once("release-upgrader").chain(argv.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    /// docs/protocol.md §8: what changes the system needs a root the user may write;
+    /// what only reads (dry runs included) does not.
+    #[test]
+    fn only_commands_that_change_the_system_need_a_writable_root() {
+        for argv in [
+            &["upgrade"][..],
+            &["upgrade", "-y", "-m", "server"],
+            &["bootstrap"],
+            &["bootstrap", "--no-reexec"],
+            &["cleanup"],
+            &["image", "download"],
+            &["image", "apply"],
+            &["image", "recover"],
+            &["image", "opt-out", "--mirror", "http://192.0.2.1/"],
+            &["image", "opt-in"],
+        ] {
+            assert!(writes_root(&command(argv)).is_some(), "{argv:?}");
+        }
+        for argv in [
+            &["check"][..],
+            &["check", "--notes"],
+            &["upgrade", "--dry-run"],
+            &["upgrade", "-c"],
+            &["bootstrap", "--dry-run"],
+            &["helpers"],
+            &["verify", "f"],
+            &["cdrom", "detect"],
+            &["image", "info"],
+            &["image", "check"],
+            &["image", "channels"],
+        ] {
+            assert_eq!(writes_root(&command(argv)), None, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn a_root_this_user_cannot_write_needs_root_and_one_it_can_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(require_writable_root(dir.path(), "cleanup").is_ok());
+        // A root that does not exist is left to the command.
+        assert!(require_writable_root(&dir.path().join("none"), "cleanup").is_ok());
+        if nix::unistd::geteuid().is_root() {
+            // root may write anywhere the file system allows: nothing more to see here.
+            return;
+        }
+        let err = require_writable_root(std::path::Path::new("/"), "upgrade").unwrap_err();
+        assert!(
+            err.to_string().starts_with("needs root: run it with sudo"),
+            "{err}"
+        );
+    }
 }

@@ -64,6 +64,12 @@ impl Apt {
             }
             out.push_str("};\n");
         }
+        // apt warns about every configuration directory it cannot read ("Unable to read
+        // …/preferences.d/"), and a root without apt installed (a minimal chroot, the
+        // demo's) has none: with nothing to read there, apt is told to read nothing.
+        for (key, dir) in absent_parts(|dir| self.root.path(dir).is_dir()) {
+            out.push_str(&format!("{key} \"/dev/null\"; // no {dir} in the root\n"));
+        }
         if let Some(prefix) = &self.helpers {
             for (key, value) in helper_env::apt_options(prefix) {
                 out.push_str(&format!("{key} \"{}\";\n", quote(&value)));
@@ -103,6 +109,18 @@ impl Apt {
         }
         cmd
     }
+}
+
+/// The configuration directories apt reads under the root (`Dir::Etc::Parts`,
+/// `Dir::Etc::PreferencesParts`) that `is_dir` says the root lacks, with their keys.
+fn absent_parts(is_dir: impl Fn(&str) -> bool) -> Vec<(&'static str, &'static str)> {
+    [
+        ("Dir::Etc::Parts", "/etc/apt/apt.conf.d"),
+        ("Dir::Etc::PreferencesParts", "/etc/apt/preferences.d"),
+    ]
+    .into_iter()
+    .filter(|(_, dir)| !is_dir(dir))
+    .collect()
 }
 
 /// One action of a simulated apt run.
@@ -397,6 +415,16 @@ pub fn update_failures(messages: &str) -> Vec<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn configuration_directories_the_root_lacks_are_read_as_nothing() {
+        assert_eq!(
+            super::absent_parts(|d| d == "/etc/apt/apt.conf.d"),
+            [("Dir::Etc::PreferencesParts", "/etc/apt/preferences.d")]
+        );
+        assert!(super::absent_parts(|_| true).is_empty());
+        assert_eq!(super::absent_parts(|_| false).len(), 2);
+    }
+
     use super::*;
 
     #[test]

@@ -8,6 +8,7 @@ pub mod freshness;
 pub mod journal;
 pub mod locks;
 pub mod logs;
+pub mod mode;
 pub mod obsolete;
 pub mod pending;
 pub mod plan;

@@ -62,6 +62,31 @@ pub fn removal_denylist(site: Option<&str>, running_kernel: Option<&str>) -> Vec
     list
 }
 
+/// Desktop tasks and metapackages (Debian's `task-*-desktop`, Ubuntu's and its flavours'
+/// `*-desktop`, `*-desktop-minimal`): an upgrade in desktop mode never removes one, as
+/// Ubuntu's upgrader keeps its metapackages, since without it the desktop's pieces become
+/// "no longer needed" and the next `apt autoremove` takes the desktop away.
+pub const DESKTOP_METAPACKAGES: [&str; 6] = [
+    "task-desktop",
+    "task-*-desktop",
+    "*ubuntu-desktop",
+    "*ubuntu-desktop-minimal",
+    "ubuntu*-desktop",
+    "ubuntu*-desktop-minimal",
+];
+
+/// The installed desktop tasks and metapackages (what desktop mode keeps).
+pub fn desktop_metapackages(status: &Status) -> Vec<String> {
+    let mut names: Vec<String> = status
+        .installed()
+        .filter(|p| DESKTOP_METAPACKAGES.iter().any(|d| glob_match(d, &p.name)))
+        .map(|p| p.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The held packages (`apt-mark hold`), present on the system: they stay at their
 /// version, and apt may have to remove them.
 pub fn held_packages(status: &Status) -> Vec<String> {

@@ -74,13 +74,17 @@ pub fn plain_file_name(name: &str) -> bool {
 /// complete ones, as one progress task. Returns the bytes fetched. On error the partial
 /// files are removed and the first error is returned (cancellation over anything else).
 pub fn fetch_all(fetcher: &Fetcher, archives: &[Archive], dir: &Path) -> Result<u64, Error> {
+    // Nothing to fetch draws no "0 packages" bar.
+    if archives.is_empty() {
+        return Ok(0);
+    }
     let total = fetcher.progress();
     let id = progress::next_task_id();
-    total.begin(
-        id,
-        &format!("{} packages", archives.len()),
-        Some(archives.iter().map(|a| a.size).sum()),
-    );
+    let label = match archives.len() {
+        1 => "Downloading 1 package".to_owned(),
+        n => format!("Downloading {n} packages"),
+    };
+    total.begin(id, &label, Some(archives.iter().map(|a| a.size).sum()));
     let bar = Arc::new(OneTask {
         inner: total.clone(),
         id,

@@ -22,12 +22,15 @@ use serde::Serialize;
 
 use crate::confine::RelPath;
 use crate::error::{Error, ExitCode};
+use crate::events::{Event, PhaseId, PhaseState, Question};
 use crate::helpers::{self, Store};
 use crate::progress::{self, Progress};
 use crate::session::{HelperPlan, Session, UpgradeTarget};
 use crate::upgrade::apt::{self, Apt};
 use crate::upgrade::journal::{Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
+use crate::upgrade::mode::{self, Mode};
+use crate::upgrade::plan;
 use crate::upgrade::sources::{self, DistributionCheck, Rules};
 
 mod execute;
@@ -57,10 +60,12 @@ pub struct UpgradeOptions {
     pub keep_helpers: bool,
     pub allow_pending: bool,
     pub lock_timeout: Duration,
+    /// do-release-upgrade's mode, if one was given ([`crate::upgrade::mode`]).
+    pub mode: Option<Mode>,
 }
 
 /// What the front end provides: answers, messages, progress.
-pub trait Interaction {
+pub trait Interaction: Sync {
     /// Asks a yes/no question; `None` when nobody can answer.
     fn ask(&self, question: &str) -> Option<bool>;
     /// A message for the user (a step, a warning, a plan).
@@ -68,6 +73,31 @@ pub trait Interaction {
     /// Whether someone watches the terminal (apt's output is shown as it comes).
     fn watching(&self) -> bool;
     fn progress(&self) -> Arc<dyn Progress>;
+    /// Whether apt's and dpkg's own output is shown as it comes (it always goes to
+    /// `apt-term.log`). By default whenever someone watches; a front end drawing its own
+    /// progress shows it only on request, so that apt's lines do not run through the bars
+    /// (nor repeat the plan already shown).
+    fn shows_apt_output(&self) -> bool {
+        self.watching()
+    }
+    /// Whether anyone can answer [`Interaction::ask`] (a terminal, no `--json`): an upgrade
+    /// that needs a confirmation nobody can give is refused before it changes anything.
+    fn can_ask(&self) -> bool {
+        true
+    }
+    /// A lifecycle event for the front end (phases, release notes, restart, questions):
+    /// JSON lines with `--json`, headings on a terminal. Ignored by default.
+    fn notify(&self, _event: &Event) {}
+    /// dpkg or debconf asks `question` on the terminal. Reported (a `question` event), and
+    /// the progress bars step aside until [`Interaction::answered`].
+    fn question(&self, question: &Question) {
+        self.progress().hold(true);
+        self.notify(&Event::Question(question.clone()));
+    }
+    /// The question reported by [`Interaction::question`] was answered: bars come back.
+    fn answered(&self) {
+        self.progress().hold(false);
+    }
 }
 
 /// How the first stage ended.
@@ -92,6 +122,9 @@ pub struct Upgrader<'a> {
     pub options: &'a UpgradeOptions,
     pub io: &'a dyn Interaction,
     pub store: Store,
+    /// The packages the plan acts on (upgraded, installed, removed, downgraded), for the
+    /// install's progress; 0 until planned (a resumed run does not know).
+    planned_packages: std::sync::atomic::AtomicU64,
 }
 
 impl<'a> Upgrader<'a> {
@@ -101,6 +134,7 @@ impl<'a> Upgrader<'a> {
             options,
             io,
             store: Store::new(&session.root),
+            planned_packages: Default::default(),
         }
     }
 
@@ -116,8 +150,29 @@ impl<'a> Upgrader<'a> {
         }
     }
 
+    /// Runs `work` as phase `id`: a `phase` start, then an end saying whether it worked.
+    fn phase<T, E>(&self, id: PhaseId, work: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        self.io.notify(&Event::Phase {
+            id,
+            state: PhaseState::Start,
+            ok: None,
+        });
+        let result = work();
+        self.io.notify(&Event::Phase {
+            id,
+            state: PhaseState::End,
+            ok: Some(result.is_ok()),
+        });
+        result
+    }
+
+    /// Whether the upgrade asks before it starts (no `-y`, no noninteractive front end).
+    fn asks_to_start(&self) -> bool {
+        !(self.options.assume_yes || self.options.frontend == Frontend::Noninteractive)
+    }
+
     fn confirm(&self, question: &str) -> Result<bool, Error> {
-        if self.options.assume_yes || self.options.frontend == Frontend::Noninteractive {
+        if !self.asks_to_start() {
             return Ok(true);
         }
         self.io.ask(question).ok_or_else(|| Error::Config {
@@ -137,7 +192,23 @@ impl<'a> Upgrader<'a> {
         // The state files first: one naming what it must not is refused (exit 2) before
         // anything runs, even a dry run.
         self.store.interrupted().map_err(plain)?;
-        if let Some(journal) = UpgradeJournal::load(&self.session.root).map_err(plain)? {
+        let journal = UpgradeJournal::load(&self.session.root).map_err(plain)?;
+        // The confirmation is asked only after the helpers, the sources and apt's update:
+        // with nobody to give it, say so now, before anything changes (a usage error,
+        // exit 2; a resumed install asks nothing).
+        let resuming = journal
+            .as_ref()
+            .is_some_and(|j| j.phase >= Phase::Installing);
+        if !self.options.dry_run && !resuming && self.asks_to_start() && !self.io.can_ask() {
+            return Err(plain(Error::Config {
+                path: "(terminal)".into(),
+                reason: "the upgrade asks for a confirmation before it starts, and nobody can \
+                         answer (no terminal, or --json); pass -y to answer yes, or \
+                         -f noninteractive"
+                    .into(),
+            }));
+        }
+        if let Some(journal) = journal {
             if journal.phase >= Phase::Installing && self.options.dry_run {
                 self.io.say(&format!(
                     "An upgrade to {} was interrupted while packages were being installed; a real \
@@ -173,7 +244,12 @@ impl<'a> Upgrader<'a> {
             ));
             self.undo(&journal).map_err(plain)?;
         }
-        let logs = Logs::open(&self.session.root, false).map_err(plain)?;
+        // A dry run writes nothing, not even its logs.
+        let logs = if self.options.dry_run {
+            Logs::discard()
+        } else {
+            Logs::open(&self.session.root, false).map_err(plain)?
+        };
         logs.main(&format!(
             "release-upgrader {} upgrade of {} ({}), root {}",
             env!("CARGO_PKG_VERSION"),
@@ -181,8 +257,23 @@ impl<'a> Upgrader<'a> {
             self.session.arch,
             self.session.root.dir().display()
         ));
-        self.preflight(&logs).map_err(|e| plain_any(e, &logs))?;
-        let (target, plan) = self.target_and_helpers().map_err(|e| plain_any(e, &logs))?;
+        let (target, plan) = self
+            .phase(PhaseId::Preflight, || {
+                self.preflight(&logs)?;
+                let found = self.target_and_helpers()?;
+                if self.options.dry_run {
+                    self.check_running_release_read_only(&logs)?;
+                }
+                Ok(found)
+            })
+            .map_err(|e| plain_any(e, &logs))?;
+        if let Some(warning) = self
+            .mode_is(Mode::Server)
+            .then(mode::this_seat)
+            .and_then(mode::ssh_warning)
+        {
+            self.io.say(&format!("warning: {warning}"));
+        }
         logs.main(&format!(
             "target {} ({}), {} helpers from {}",
             target.target.dist,
@@ -201,12 +292,31 @@ impl<'a> Upgrader<'a> {
         };
         let running = |logs: &Logs| preflight::check_running_release(&check, logs);
         if self.options.dry_run {
-            let release = running(&logs).map_err(|e| plain_any(e, &logs))?;
-            self.say_offline(&release);
             self.dry_run_report(&target, &plan)
                 .map_err(|e| plain_any(e, &logs))?;
             return Ok(Prepared::DryRun);
         }
+        if self.mode_is(Mode::Desktop) {
+            self.show_release_notes(&target, &logs);
+        }
+        self.phase(PhaseId::Bootstrap, || {
+            self.bootstrap(&target, &plan, &running, &logs)
+        })
+    }
+
+    /// Installs the helpers (checking the running release beside them) and records the
+    /// journal: ready for the re-exec.
+    fn bootstrap(
+        &self,
+        target: &UpgradeTarget,
+        plan: &HelperPlan,
+        running: &(dyn Fn(&Logs) -> anyhow::Result<preflight::RunningRelease> + Sync),
+        logs: &Logs,
+    ) -> Result<Prepared, UpgradeFailure> {
+        let plain = |e: Error| UpgradeFailure {
+            code: e.exit_code(),
+            error: e.into(),
+        };
         self.io.say(&format!(
             "Installing the helpers of {} ({}) and checking {} for pending updates",
             target.target.version, target.target.dist, self.session.codename
@@ -216,11 +326,11 @@ impl<'a> Upgrader<'a> {
         // Both wait mostly on the network: the running release's indices beside the
         // helpers' download and unpacking.
         let (release, installed) = std::thread::scope(|scope| {
-            let release = scope.spawn(|| running(&logs));
+            let release = scope.spawn(|| running(logs));
             let installed = helpers::install(
                 &self.store,
                 &self.session.fetcher,
-                &plan,
+                plan,
                 &self.session.arch,
                 &*progress,
                 &cancel,
@@ -233,7 +343,7 @@ impl<'a> Upgrader<'a> {
         if let Err(e) = installed {
             return Err(plain_any(
                 anyhow::Error::new(e).context("installing the helpers"),
-                &logs,
+                logs,
             ));
         }
         let release = match release {
@@ -243,7 +353,7 @@ impl<'a> Upgrader<'a> {
                 if let Err(remove) = helpers::remove_all(&self.store, false) {
                     logs.main(&format!("removing the helpers: {remove}"));
                 }
-                return Err(plain_any(e, &logs));
+                return Err(plain_any(e, logs));
             }
         };
         self.say_offline(&release);
@@ -302,9 +412,87 @@ impl<'a> Upgrader<'a> {
                 ));
             }
         }
+        let desktop = match self.options.mode {
+            Some(Mode::Desktop) => plan::desktop_metapackages(
+                &crate::upgrade::dpkg_status::Status::read(&self.session.root)?,
+            ),
+            _ => Vec::new(),
+        };
+        let notes = crate::release_notes::uri(&target.target);
+        if let Some(line) = mode::describe(self.options.mode, &desktop, notes, mode::this_seat()) {
+            text.push_str(&line);
+            text.push('\n');
+        }
         text.push_str("Nothing was changed (--dry-run).");
         self.io.say(&text);
         Ok(())
+    }
+
+    /// The total of an apt run's progress, in packages, when the plan is known.
+    fn planned_packages(&self) -> Option<u64> {
+        match self
+            .planned_packages
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    fn mode_is(&self, mode: Mode) -> bool {
+        self.options.mode == Some(mode)
+    }
+
+    /// Desktop mode: the target's release notes, before anything changes. Notes that
+    /// cannot be had are said and the upgrade goes on (they are for reading, not needed).
+    fn show_release_notes(&self, target: &UpgradeTarget, logs: &Logs) {
+        let Some(uri) = crate::release_notes::uri(&target.target) else {
+            self.io.say(&format!(
+                "The meta-release gives no release notes for {}.",
+                target.target.dist
+            ));
+            return;
+        };
+        match crate::release_notes::fetch(&self.session.fetcher, uri) {
+            Ok(notes) => {
+                logs.main(&format!("release notes shown from {uri}"));
+                self.io.notify(&Event::ReleaseNotes {
+                    uri: notes.uri,
+                    text: notes.text,
+                });
+            }
+            Err(e) => {
+                logs.main(&format!("release notes from {uri}: {e}"));
+                self.io.say(&format!(
+                    "warning: the release notes could not be read ({e}); read them at {uri}"
+                ));
+            }
+        }
+    }
+
+    /// Desktop mode, at the end: a restart finishes the upgrade, offered when someone can
+    /// answer and the upgraded system is the running one (never for `--root`).
+    fn offer_restart(&self) {
+        self.io.notify(&Event::Reboot { required: true });
+        if !self.session.root.is_host() {
+            self.io.say(&format!(
+                "Start the system at {} again to finish the upgrade (not restarted: --root).",
+                self.session.root.dir().display()
+            ));
+            return;
+        }
+        if self.options.assume_yes || !self.io.can_ask() {
+            self.io.say("Restart the system to finish the upgrade.");
+            return;
+        }
+        if self.io.ask("Restart the system now to finish the upgrade?") == Some(true) {
+            if let Err(e) = crate::task::Task::new("systemctl").arg("reboot").status() {
+                self.io
+                    .say(&format!("warning: systemctl reboot: {e}; restart by hand"));
+            }
+        } else {
+            self.io.say("Restart the system to finish the upgrade.");
+        }
     }
 
     fn distribution_check(&self) -> anyhow::Result<Option<DistributionCheck>> {
@@ -379,9 +567,12 @@ impl<'a> Upgrader<'a> {
             return Err(self.roll_back(&journal, error, &logs));
         }
         if journal.phase < Phase::Installed {
-            self.install(&mut journal, &apt, &logs)?;
+            self.phase(PhaseId::Install, || self.install(&mut journal, &apt, &logs))?;
         }
-        self.finish(&mut journal, &logs)?;
+        self.phase(PhaseId::Cleanup, || self.finish(&mut journal, &logs))?;
+        if self.mode_is(Mode::Desktop) {
+            self.offer_restart();
+        }
         Ok(ExitCode::Success)
     }
 

@@ -132,6 +132,8 @@ pub enum Output<'a> {
     /// Only to the log; nobody answers (stdin is `/dev/null`) and the progress is what
     /// the user sees.
     Logged,
+    /// Also to our stderr as it comes (`-v`); nobody answers.
+    Shown,
     /// On a pty of its own, questions shown on the user's terminal and answered there
     /// ([`pty`]); `screen` puts the progress away while one is open.
     Terminal(&'a dyn Screen),
@@ -185,7 +187,8 @@ pub fn run(
         }
     };
     let status = match output {
-        Output::Logged => {
+        Output::Logged | Output::Shown => {
+            let echo = matches!(output, Output::Shown);
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -197,8 +200,8 @@ pub fn run(
             let err = child.stderr.take().expect("piped");
             std::thread::scope(|scope| {
                 let (log, tail) = (&log, &tail);
-                scope.spawn(move || forward(out, log, tail));
-                scope.spawn(move || forward(err, log, tail));
+                scope.spawn(move || forward(out, log, tail, echo));
+                scope.spawn(move || forward(err, log, tail, echo));
                 read_status(&mut |_| {});
                 child.wait().map_err(io_error)
             })?
@@ -387,8 +390,8 @@ pub fn status_option() -> [&'static str; 2] {
     ["-o", "APT::Status-Fd=3"]
 }
 
-/// Copies a stream to the log as it comes, keeping the last lines.
-fn forward(mut source: impl Read, log: &Mutex<File>, tail: &Mutex<Vec<String>>) {
+/// Copies a stream to the log (and stderr) as it comes, keeping the last lines.
+fn forward(mut source: impl Read, log: &Mutex<File>, tail: &Mutex<Vec<String>>, echo: bool) {
     let mut lines = Lines::default();
     let mut buf = [0u8; 8192];
     loop {
@@ -399,6 +402,11 @@ fn forward(mut source: impl Read, log: &Mutex<File>, tail: &Mutex<Vec<String>>) 
         let chunk = &buf[..n];
         if let Ok(mut log) = log.lock() {
             let _ = log.write_all(chunk);
+        }
+        if echo {
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(chunk);
+            let _ = stderr.flush();
         }
         lines.push(chunk, tail);
     }

@@ -501,3 +501,55 @@ After this operation, -5 kB disk space will be freed.
     ));
     assert_eq!(plan_of("", true, None).refusal(), None);
 }
+
+// ------------------------------------------------------------------ desktop mode
+
+#[test]
+fn desktop_mode_refuses_a_plan_that_removes_a_desktop_task() {
+    let output = with_line(
+        PRINT_URIS,
+        "The following packages will be REMOVED:",
+        "   task-gnome-desktop (3.73)",
+    );
+    let patterns = DESKTOP_METAPACKAGES.join("\n");
+    let plan = plan_of(&output, true, Some(&patterns));
+    assert_eq!(
+        plan.refusal(),
+        Some(Refusal::Removals(vec![RefusedRemoval {
+            package: "task-gnome-desktop".into(),
+            because: RefusedBecause::Denylisted("task-*-desktop".into()),
+        }]))
+    );
+    // Without desktop mode the same plan goes ahead.
+    assert_eq!(plan_of(&output, true, None).refusal(), None);
+}
+
+#[test]
+fn the_desktop_metapackages_are_told_from_other_desktop_packages() {
+    let mut text = String::new();
+    for name in [
+        "task-gnome-desktop",
+        "task-desktop",
+        "kubuntu-desktop",
+        "ubuntu-desktop-minimal",
+        "ubuntu-mate-desktop",
+        "desktop-base",
+        "task-english",
+        "gnome-desktop3-data",
+    ] {
+        text.push_str(&format!(
+            "Package: {name}\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n\n"
+        ));
+    }
+    let status = Status::parse(&text).unwrap();
+    assert_eq!(
+        desktop_metapackages(&status),
+        [
+            "kubuntu-desktop",
+            "task-desktop",
+            "task-gnome-desktop",
+            "ubuntu-desktop-minimal",
+            "ubuntu-mate-desktop"
+        ]
+    );
+}

@@ -6,6 +6,7 @@
 use std::process::Command;
 
 use crate::error::{Error, ExitCode};
+use crate::events::{Question, QuestionKind};
 use crate::helpers;
 use crate::progress;
 use crate::upgrade::apt::{Apt, Simulation};
@@ -13,6 +14,7 @@ use crate::upgrade::dpkg_status::{self, Status};
 use crate::upgrade::journal::{Answers, Phase, UpgradeJournal};
 use crate::upgrade::logs::{self, Logs};
 use crate::upgrade::obsolete;
+use crate::upgrade::pty::Asked;
 use crate::upgrade::{children, sources, term};
 
 use super::{Frontend, UpgradeFailure, Upgrader, apt_quiet, dpkg_root_args, dpkg_root_option};
@@ -103,7 +105,6 @@ impl Upgrader<'_> {
             self.wait_for_locks(logs).map_err(|e| partly(e.into()))?;
             self.repair(apt, logs, answers).map_err(partly)?;
         }
-        self.io.say("Installing the new release");
         let mut cmd = apt.command("apt-get");
         cmd.args(term::status_option())
             .args(["-y", "dist-upgrade"])
@@ -312,28 +313,26 @@ impl Upgrader<'_> {
         ));
         let progress = self.io.progress();
         let id = progress::next_task_id();
-        progress.begin(id, label, Some(1000));
-        let mut done = 0u64;
-        let screen = QuestionScreen {
-            progress: &*progress,
-            logs,
-        };
+        progress.begin_in(id, label, self.planned_packages(), progress::Unit::Packages);
+        let mut packages = std::collections::BTreeSet::new();
+        let screen = QuestionScreen { io: self.io, logs };
         let output = match answers {
             Answers::Terminal => term::Output::Terminal(&screen),
+            Answers::Defaults if self.io.shows_apt_output() => term::Output::Shown,
             Answers::Defaults => term::Output::Logged,
         };
         let finished = term::run(cmd, log, output, &mut |status| {
-            let percent = match status {
-                term::Status::Download { percent, .. } | term::Status::Install { percent, .. } => {
-                    *percent
+            let (percent, item) = match status {
+                term::Status::Download { percent, what } => (*percent, what.as_str()),
+                term::Status::Install {
+                    percent, package, ..
+                } if status.names_a_package() => {
+                    packages.insert(package.clone());
+                    (*percent, package.as_str())
                 }
                 _ => return,
             };
-            let now = (percent * 10.0).clamp(0.0, 1000.0) as u64;
-            if now > done {
-                progress.advance(id, now - done);
-                done = now;
-            }
+            progress.at(id, packages.len() as u64, percent, item);
         });
         progress.finish(id, finished.as_ref().is_ok_and(|f| f.success));
         logs.main(&format!(
@@ -448,26 +447,60 @@ fn dpkg_options(cmd: &mut Command, answers: Answers) {
     }
 }
 
-/// The text frontend's side of a question: the progress put away while it is open, and
-/// the question in the log.
+/// The front end's side of a question on the terminal: reported (the `question` event,
+/// the progress put away while it is open) and named in the log.
 struct QuestionScreen<'a> {
-    progress: &'a dyn progress::Progress,
+    io: &'a dyn super::Interaction,
     logs: &'a Logs,
 }
 
 impl term::Screen for QuestionScreen<'_> {
-    fn asking(&self, asked: Option<&crate::upgrade::pty::Asked>) {
+    fn asking(&self, asked: Option<&Asked>) {
         match asked {
             Some(asked) => {
                 self.logs
                     .main(&format!("question on the terminal: {}", asked.describe()));
-                self.progress.hold(true);
+                self.io.question(&question_event(asked));
             }
             None => {
                 self.logs.main("question answered");
-                self.progress.hold(false);
+                self.io.answered();
             }
         }
+    }
+}
+
+/// The `question` event for what the terminal shows.
+fn question_event(asked: &Asked) -> Question {
+    match asked {
+        Asked::Conffile { path } => Question {
+            kind: QuestionKind::Conffile,
+            package: None,
+            path: Some(path.clone()),
+            text: format!(
+                "Configuration file {path} was changed since installation and the package \
+                 ships a new version: install the maintainer's version (Y, I), keep yours \
+                 (N, O), show the differences (D) or examine it in a shell (Z)?"
+            ),
+            choices: ["Y", "I", "N", "O", "D", "Z"].map(String::from).to_vec(),
+            default: Some("N".into()),
+        },
+        Asked::FullScreen => Question {
+            kind: QuestionKind::Debconf,
+            package: None,
+            path: None,
+            text: "a full-screen question (debconf's dialog frontend or a pager)".into(),
+            choices: Vec::new(),
+            default: None,
+        },
+        Asked::Prompt { text } => Question {
+            kind: QuestionKind::Debconf,
+            package: None,
+            path: None,
+            text: text.clone(),
+            choices: Vec::new(),
+            default: None,
+        },
     }
 }
 

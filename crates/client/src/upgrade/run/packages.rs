@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::events::PhaseId;
 use crate::upgrade::apt::{self, Apt};
 use crate::upgrade::dpkg_status::Status;
 use crate::upgrade::journal::{Phase, UpgradeJournal};
@@ -26,8 +27,18 @@ impl Upgrader<'_> {
         logs: &Logs,
     ) -> anyhow::Result<()> {
         if journal.phase < Phase::SourcesRewritten {
-            self.io
-                .say(&format!("Pointing the package sources at {}", journal.to));
+            self.phase(PhaseId::Sources, || self.point_sources(journal, logs))?;
+        }
+        self.phase(PhaseId::Update, || self.update(journal, apt, logs))?;
+        let plan = self.phase(PhaseId::Plan, || self.plan(journal, apt, logs))?;
+        self.phase(PhaseId::Download, || {
+            self.download(journal, apt, &plan, logs)
+        })
+    }
+
+    /// The sources moved to the target (their backups first), recorded in the journal.
+    fn point_sources(&self, journal: &mut UpgradeJournal, logs: &Logs) -> anyhow::Result<()> {
+        {
             let check = self.distribution_check()?;
             let is_distribution =
                 |e: &sources::SourceEntry| check.as_ref().is_none_or(|c| c.is_distribution(e));
@@ -66,7 +77,11 @@ impl Upgrader<'_> {
             }
             sources::apply(&self.session.root, &plans)?;
         }
-        self.io.say("Reading the package lists of the new release");
+        Ok(())
+    }
+
+    /// The new release's package lists (only media may stand in for missing ones).
+    fn update(&self, journal: &UpgradeJournal, apt: &Apt, logs: &Logs) -> anyhow::Result<()> {
         let (ok, out) = apt_update(apt, &[], logs)?;
         if !ok {
             let media_only = journal.cdrom.is_some();
@@ -83,6 +98,12 @@ impl Upgrader<'_> {
                 "Some package lists could not be downloaded (offline?); continuing with the media.",
             );
         }
+        Ok(())
+    }
+
+    /// apt's resolution with the obsolete packages decided, checked (refused removals,
+    /// space), shown and confirmed.
+    fn plan(&self, journal: &mut UpgradeJournal, apt: &Apt, logs: &Logs) -> anyhow::Result<Plan> {
         // A run resumed after the plan was confirmed keeps what it decided then.
         let decision = if journal.phase < Phase::Planned {
             self.fold_obsolete(journal, apt, logs)?
@@ -163,6 +184,13 @@ impl Upgrader<'_> {
         }
         self.check_space(&plan)?;
         self.show_plan(&plan, logs);
+        let simulation = &plan.simulation;
+        let acted_on = simulation.upgraded.len()
+            + simulation.installed.len()
+            + simulation.removed.len()
+            + simulation.downgraded.len();
+        self.planned_packages
+            .store(acted_on as u64, std::sync::atomic::Ordering::Relaxed);
         if journal.phase < Phase::Planned {
             if !self.confirm("Do you want to start the upgrade?")? {
                 anyhow::bail!(Error::Cancelled);
@@ -170,7 +198,17 @@ impl Upgrader<'_> {
             // Records what the install run takes too, for a resumed run.
             journal.advance(&self.session.root, Phase::Planned)?;
         }
-        self.io.say("Downloading the packages");
+        Ok(plan)
+    }
+
+    /// The plan's archives into apt's cache (apt fetches what is left).
+    fn download(
+        &self,
+        journal: &mut UpgradeJournal,
+        apt: &Apt,
+        plan: &Plan,
+        logs: &Logs,
+    ) -> anyhow::Result<()> {
         let archives = &plan.archives;
         let started = std::time::Instant::now();
         let fetched = prefetch::fetch_all(
@@ -267,7 +305,11 @@ impl Upgrader<'_> {
         } else {
             None
         };
-        plan::removal_denylist(site.as_deref(), running_kernel.as_deref())
+        let mut list = plan::removal_denylist(site.as_deref(), running_kernel.as_deref());
+        if self.options.mode == Some(crate::upgrade::mode::Mode::Desktop) {
+            list.extend(plan::DESKTOP_METAPACKAGES.map(str::to_owned));
+        }
+        list
     }
 
     /// Measures the filesystems of the places the plan needs space at (one `statvfs`

@@ -17,10 +17,26 @@ use super::{Upgrader, apt_quiet, apt_update, dpkg_root_args, dpkg_root_option};
 impl Upgrader<'_> {
     pub(super) fn preflight(&self, logs: &Logs) -> anyhow::Result<()> {
         let root = &self.session.root;
-        self.wait_for_locks(logs)?;
+        if self.options.dry_run {
+            // A dry run takes no lock and waits for none: it says who holds one.
+            if let Some(holder) = locks::first_holder(root) {
+                self.io.say(&format!(
+                    "The package system is in use: {holder}; a real run would wait for it \
+                     (--lock-timeout {} s).",
+                    self.options.lock_timeout.as_secs()
+                ));
+            }
+        } else {
+            self.wait_for_locks(logs)?;
+        }
         // Before anything runs dpkg on the root from here.
         statoverride::check(root)?;
-        if dpkg_status::dpkg_interrupted(root) {
+        if dpkg_status::dpkg_interrupted(root) && self.options.dry_run {
+            self.io.say(&format!(
+                "dpkg was interrupted; a real run would offer `dpkg{} --configure -a` first.",
+                dpkg_root_option(root)
+            ));
+        } else if dpkg_status::dpkg_interrupted(root) {
             let fix = format!("dpkg{} --configure -a", dpkg_root_option(root));
             let run = self.options.assume_yes
                 || self
@@ -114,6 +130,38 @@ impl Upgrader<'_> {
     pub(super) fn target_and_helpers(&self) -> anyhow::Result<(UpgradeTarget, HelperPlan)> {
         self.session
             .target_and_helpers(self.options.cdrom.as_deref(), !self.options.dry_run)
+    }
+
+    /// The dry run's look at the running release: pending updates from the package lists
+    /// apt stored, neither refreshed nor asked of apt (both write under the root).
+    pub(super) fn check_running_release_read_only(&self, logs: &Logs) -> anyhow::Result<()> {
+        let root = &self.session.root;
+        let status = Status::read(root)?;
+        let distribution = DistributionCheck::new(root, &self.session.os.id).ok();
+        let is_distribution =
+            |e: &sources::SourceEntry| distribution.as_ref().is_none_or(|c| c.is_distribution(e));
+        let Some(scan) = pending::scan(
+            root,
+            &self.session.codename,
+            &self.session.arch,
+            &status,
+            &is_distribution,
+        ) else {
+            self.io.say(
+                "The stored package lists cannot tell the pending updates of the running release; \
+                 a real run refreshes them and asks apt.",
+            );
+            return Ok(());
+        };
+        logs.main(&format!(
+            "{} pending updates in the stored indices",
+            scan.pending.len()
+        ));
+        let pending: Vec<String> = scan.pending.into_keys().collect();
+        if !self.options.allow_pending && !pending.is_empty() {
+            anyhow::bail!(pending_error(root, &pending));
+        }
+        Ok(())
     }
 
     pub(super) fn say_offline(&self, release: &RunningRelease) {
@@ -210,22 +258,27 @@ pub(super) fn check_running_release(
         None => ask_apt(&apt, &status, &is_distribution, allow_pending, logs)?,
     };
     if !allow_pending && !pending.is_empty() {
-        let names: Vec<&str> = pending.iter().map(String::as_str).take(10).collect();
-        let count = pending.len();
-        anyhow::bail!(Error::Config {
-            path: root.path("/etc/apt/sources.list"),
-            reason: format!(
-                "{count} updates of the running release are not installed ({}{}); install them first \
-                 (apt-get upgrade) or pass --allow-pending",
-                names.join(", "),
-                if count > 10 { ", …" } else { "" }
-            ),
-        });
+        anyhow::bail!(pending_error(root, &pending));
     }
     Ok(RunningRelease {
         from_distribution,
         offline,
     })
+}
+
+/// The refusal of pending updates of the running release.
+fn pending_error(root: &crate::root::SystemRoot, pending: &[String]) -> Error {
+    let names: Vec<&str> = pending.iter().map(String::as_str).take(10).collect();
+    let count = pending.len();
+    Error::Config {
+        path: root.path("/etc/apt/sources.list"),
+        reason: format!(
+            "{count} updates of the running release are not installed ({}{}); install them first \
+             (apt-get upgrade) or pass --allow-pending",
+            names.join(", "),
+            if count > 10 { ", …" } else { "" }
+        ),
+    }
 }
 
 /// The pending updates (unless allowed) and the installed packages the distribution

@@ -325,3 +325,18 @@ fn with_yes_on_a_terminal_nothing_is_asked_and_the_users_file_is_kept() {
     assert_eq!(w.read("/etc/demo.conf"), MINE);
     w.assert_all_on_beta("after -y");
 }
+
+#[test]
+fn a_frontend_this_tool_lacks_says_it_falls_back_to_text() {
+    let w = World::new();
+    w.run(&["upgrade", "--dry-run", "-f", "DistUpgradeViewGtk3"])
+        .expect(0)
+        .mentions(&[
+            "no frontend \"DistUpgradeViewGtk3\"",
+            "using the text frontend instead",
+        ]);
+    // An empty name is a mistake, not a frontend.
+    w.run(&["upgrade", "--dry-run", "-f", ""])
+        .expect(2)
+        .mentions(&["an empty frontend name"]);
+}

@@ -154,19 +154,42 @@ pub enum CdromCommand {
     },
 }
 
-/// How questions are asked during the upgrade.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// How questions are asked during the upgrade (`-f`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrontendArg {
-    /// Ask on the terminal (also do-release-upgrade's DistUpgradeViewText, …Gtk3, …KDE)
-    #[value(
-        alias = "DistUpgradeViewText",
-        alias = "DistUpgradeViewGtk3",
-        alias = "DistUpgradeViewKDE"
-    )]
+    /// Ask on the terminal (also do-release-upgrade's DistUpgradeViewText).
     Text,
-    /// Ask nothing; keep the old configuration files (also DistUpgradeViewNonInteractive)
-    #[value(alias = "DistUpgradeViewNonInteractive")]
+    /// Ask nothing; keep the old configuration files (also DistUpgradeViewNonInteractive).
     Noninteractive,
+    /// A frontend this release-upgrader does not have: a graphical one
+    /// (DistUpgradeViewGtk3, …KDE) or an unknown name. As do-release-upgrade does with a
+    /// view it cannot load, the text frontend runs instead, and says so.
+    Unavailable(String),
+}
+
+impl FrontendArg {
+    /// Reads a `-f` value (names as do-release-upgrade's, case aside).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let is = |a: &str| name.eq_ignore_ascii_case(a);
+        Ok(if is("text") || is("DistUpgradeViewText") {
+            FrontendArg::Text
+        } else if is("noninteractive") || is("DistUpgradeViewNonInteractive") {
+            FrontendArg::Noninteractive
+        } else if name.trim().is_empty() {
+            return Err("an empty frontend name: use text or noninteractive".into());
+        } else {
+            FrontendArg::Unavailable(name.to_owned())
+        })
+    }
+
+    /// The name as `-f` takes it.
+    pub fn name(&self) -> &str {
+        match self {
+            FrontendArg::Text => "text",
+            FrontendArg::Noninteractive => "noninteractive",
+            FrontendArg::Unavailable(name) => name,
+        }
+    }
 }
 
 /// do-release-upgrade's modes (docs/protocol.md §4, "Modes").
@@ -183,8 +206,9 @@ pub enum ModeArg {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpgradeArgs {
-    /// How to ask questions: text (default) or noninteractive
-    #[arg(short = 'f', long = "frontend", value_enum, value_name = "FRONTEND")]
+    /// How to ask questions: text (default) or noninteractive; do-release-upgrade's
+    /// DistUpgradeView… names too (a graphical one runs the text frontend, saying so)
+    #[arg(short = 'f', long = "frontend", value_name = "FRONTEND", value_parser = FrontendArg::parse)]
     pub frontend: Option<FrontendArg>,
     /// Answer yes to every question (confirmation, removing obsolete packages)
     #[arg(short = 'y', long = "yes")]
@@ -219,12 +243,9 @@ impl UpgradeArgs {
     /// The flags as given, for re-executing with the same settings.
     pub fn to_args(&self) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec!["upgrade".into()];
-        if let Some(frontend) = self.frontend {
+        if let Some(frontend) = &self.frontend {
             args.push("--frontend".into());
-            args.push(match frontend {
-                FrontendArg::Text => "text".into(),
-                FrontendArg::Noninteractive => "noninteractive".into(),
-            });
+            args.push(frontend.name().into());
         }
         if let Some(mode) = self.mode {
             args.push("--mode".into());
@@ -376,6 +397,25 @@ mod tests {
                 "{argv:?} → {again:?}"
             );
         }
+    }
+
+    #[test]
+    fn frontend_names_are_do_release_upgrades_and_a_missing_one_falls_back_to_text() {
+        for (name, expected) in [
+            ("text", FrontendArg::Text),
+            ("DistUpgradeViewText", FrontendArg::Text),
+            ("NONINTERACTIVE", FrontendArg::Noninteractive),
+            ("DistUpgradeViewNonInteractive", FrontendArg::Noninteractive),
+            (
+                "DistUpgradeViewGtk3",
+                FrontendArg::Unavailable("DistUpgradeViewGtk3".into()),
+            ),
+            ("curses", FrontendArg::Unavailable("curses".into())),
+        ] {
+            assert_eq!(FrontendArg::parse(name), Ok(expected.clone()), "{name}");
+            assert_eq!(FrontendArg::parse(expected.name()), Ok(expected));
+        }
+        assert!(FrontendArg::parse(" ").is_err());
     }
 
     /// Command lines that together set every flag of `upgrade` and every global flag,

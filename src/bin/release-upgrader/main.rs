@@ -690,7 +690,13 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
     use ru_client::upgrade::mode::Mode;
     use ru_client::upgrade::run::{Frontend, Interaction as _, Prepared, UpgradeOptions, Upgrader};
     offer_screen(args, ui)?;
-    let frontend = match (args.frontend, args.mode) {
+    if let Some(FrontendArg::Unavailable(name)) = &args.frontend {
+        log::warn!(
+            "this release-upgrader has no frontend {name:?} (the graphical ones are not \
+             available yet); using the text frontend instead (-f text)"
+        );
+    }
+    let frontend = match (&args.frontend, args.mode) {
         (Some(FrontendArg::Noninteractive), _) | (None, Some(ModeArg::Cloud)) => {
             Frontend::Noninteractive
         }

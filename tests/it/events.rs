@@ -271,6 +271,8 @@ fn an_upgrade_nobody_can_confirm_stops_at_once_with_exit_2_everywhere() {
 fn a_real_upgrade_reports_every_phase_in_order_and_one_result() {
     let w = World::new();
     let notes = publish_notes(&w);
+    // The user's edit: dpkg keeps it without asking, and the run says so.
+    std::fs::write(w.root.join("etc/demo.conf"), "colour = red # mine\n").unwrap();
     let run = run_world(
         &w,
         &[
@@ -333,6 +335,17 @@ fn a_real_upgrade_reports_every_phase_in_order_and_one_result() {
         [&json!({"event": "reboot", "required": true})]
     );
     assert!(w.read("/etc/os-release").contains("beta"));
+    let questions = named(&events, "question");
+    assert_eq!(questions.len(), 1, "{questions:?}");
+    assert_eq!(
+        (
+            &questions[0]["kind"],
+            &questions[0]["path"],
+            &questions[0]["answer"]
+        ),
+        (&json!("conffile"), &json!("/etc/demo.conf"), &json!("N"))
+    );
+    assert_eq!(w.read("/etc/demo.conf"), "colour = red # mine\n");
     // The root lacks apt's preferences.d: apt was told so, and did not warn about it.
     let apt_log = w.read("/var/log/dist-upgrade/apt.log");
     assert!(!apt_log.contains("preferences.d"), "{apt_log}");

@@ -322,6 +322,14 @@ fn with_yes_on_a_terminal_nothing_is_asked_and_the_users_file_is_kept() {
     let code = term.wait(Duration::from_secs(180));
     assert_eq!(code, 0, "the screen:\n{}", term.text());
     assert!(!term.text().contains(PROMPT), "{}", term.text());
+    // Nobody was asked, and the user is told what dpkg decided.
+    assert!(
+        term.text().contains(
+            "Kept your version of /etc/demo.conf; the package's new one is /etc/demo.conf.dpkg-dist"
+        ),
+        "{}",
+        term.text()
+    );
     assert_eq!(w.read("/etc/demo.conf"), MINE);
     w.assert_all_on_beta("after -y");
 }

@@ -101,6 +101,10 @@ pub struct Question {
     /// What is taken when nobody answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// The answer taken by default when nobody was asked (reported after the run);
+    /// `None` for a question asked on the terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// The lifecycle events (the commands' own data events are described by the schema).
@@ -202,6 +206,7 @@ mod tests {
             text: "Configuration file '/etc/demo.conf' was modified".into(),
             choices: vec!["Y".into(), "N".into()],
             default: Some("N".into()),
+            answer: None,
         });
         let value: serde_json::Value = serde_json::from_str(&q.to_line()).unwrap();
         assert_eq!(value["event"], "question");

@@ -66,6 +66,15 @@ impl Ui {
             )),
             Event::Message { text } => self.note(text),
             Event::ReleaseNotes { uri, text } => page_notes(uri, text),
+            Event::Question(crate::events::Question {
+                answer: Some(answer),
+                path: Some(path),
+                ..
+            }) => self.note(&if answer == "N" {
+                format!("Kept your version of {path}; the package's new one is {path}.dpkg-dist")
+            } else {
+                format!("Installed the package's new version of {path}")
+            }),
             _ => {}
         }
     }

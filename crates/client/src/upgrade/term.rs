@@ -108,6 +108,8 @@ pub struct Finished {
     pub tail: Vec<String>,
     /// dpkg's per-package errors.
     pub errors: Vec<(String, String)>,
+    /// Configuration file questions dpkg answered by itself (nobody was asked).
+    pub defaulted: Vec<Defaulted>,
     /// Status lines that name a package dpkg worked on (`pmstatus` other than apt's own
     /// `dpkg-exec`, `pmerror`, `pmconffile`): none means dpkg never reached a package.
     pub package_lines: usize,
@@ -124,6 +126,16 @@ impl Status {
             Status::Error { .. } | Status::Conffile { .. } | Status::Dpkg { .. } => true,
         }
     }
+}
+
+/// A configuration file question dpkg answered itself, told by its messages
+/// (`--force-confdef`/`--force-confold`/`--force-confnew`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Defaulted {
+    /// The file as dpkg names it first (the path on the upgraded system).
+    pub path: String,
+    /// The user's file was kept (`N`), else the maintainer's was installed (`Y`).
+    pub kept: bool,
 }
 
 /// Where a run's output goes besides the log.
@@ -169,7 +181,7 @@ pub fn run(
     }])
     .map_err(|e| io_error(std::io::Error::other(e.to_string())))?;
     let log = Mutex::new(log);
-    let tail: Mutex<Vec<String>> = Mutex::default();
+    let tail = Tail::default();
     let mut errors = Vec::new();
     let mut package_lines = 0;
     let mut read_status = |on_line: &mut dyn FnMut(&Status)| {
@@ -231,11 +243,12 @@ pub fn run(
             })?
         }
     };
-    let tail = tail.into_inner().expect("tail");
+    let Tail { lines, defaulted } = tail;
     Ok(Finished {
         success: status.success(),
         code: status.code(),
-        tail,
+        tail: lines.into_inner().expect("tail"),
+        defaulted: defaulted.into_inner().expect("defaulted"),
         errors,
         package_lines,
     })
@@ -307,7 +320,7 @@ impl<'a> Relay<'a> {
 
     /// Reads the pty: everything to the log and the tail, and to the screen while a
     /// question is open.
-    fn pump(&self, log: &Mutex<File>, tail: &Mutex<Vec<String>>) {
+    fn pump(&self, log: &Mutex<File>, tail: &Tail) {
         let mut lines = Lines::default();
         let mut buf = [0u8; 8192];
         let mut quiet_since = Instant::now();
@@ -391,7 +404,7 @@ pub fn status_option() -> [&'static str; 2] {
 }
 
 /// Copies a stream to the log (and stderr) as it comes, keeping the last lines.
-fn forward(mut source: impl Read, log: &Mutex<File>, tail: &Mutex<Vec<String>>, echo: bool) {
+fn forward(mut source: impl Read, log: &Mutex<File>, tail: &Tail, echo: bool) {
     let mut lines = Lines::default();
     let mut buf = [0u8; 8192];
     loop {
@@ -413,38 +426,69 @@ fn forward(mut source: impl Read, log: &Mutex<File>, tail: &Mutex<Vec<String>>, 
     lines.finish(tail);
 }
 
-/// The last lines of a stream, for error messages (a terminal's `\r` taken out).
+/// What a run's output tells after it: its last lines (for error messages) and the
+/// configuration file questions dpkg answered itself.
+#[derive(Default)]
+struct Tail {
+    lines: Mutex<Vec<String>>,
+    defaulted: Mutex<Vec<Defaulted>>,
+}
+
+/// Splits one stream into lines (a terminal's `\r` taken out) for [`Tail`].
 #[derive(Default)]
 struct Lines {
     partial: String,
+    /// The configuration file dpkg last named.
+    conffile: Option<String>,
 }
 
 /// How many lines an error message quotes.
 const TAIL_LINES: usize = 20;
 
 impl Lines {
-    fn push(&mut self, chunk: &[u8], tail: &Mutex<Vec<String>>) {
+    fn push(&mut self, chunk: &[u8], tail: &Tail) {
         self.partial.push_str(&String::from_utf8_lossy(chunk));
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
-            Self::keep(line.trim_end().replace('\r', ""), tail);
+            self.keep(line.trim_end().replace('\r', ""), tail);
         }
     }
 
-    fn finish(&mut self, tail: &Mutex<Vec<String>>) {
+    fn finish(&mut self, tail: &Tail) {
         if !self.partial.trim().is_empty() {
-            Self::keep(self.partial.trim_end().replace('\r', ""), tail);
+            let line = self.partial.trim_end().replace('\r', "");
+            self.keep(line, tail);
         }
         self.partial.clear();
     }
 
-    fn keep(line: String, tail: &Mutex<Vec<String>>) {
-        let mut tail = tail.lock().expect("tail");
-        tail.push(line);
-        if tail.len() > TAIL_LINES {
-            tail.remove(0);
+    fn keep(&mut self, line: String, tail: &Tail) {
+        if let Some(defaulted) = conffile_answer(&mut self.conffile, &line) {
+            tail.defaulted.lock().expect("defaulted").push(defaulted);
+        }
+        let mut lines = tail.lines.lock().expect("tail");
+        lines.push(line);
+        if lines.len() > TAIL_LINES {
+            lines.remove(0);
         }
     }
+}
+
+/// Reads dpkg's (C locale) messages about a configuration file: `Configuration file
+/// 'PATH'` names it, and one of four lines says what dpkg did without asking
+/// (dpkg's `src/main/configure.c`, `promptconfaction`).
+fn conffile_answer(named: &mut Option<String>, line: &str) -> Option<Defaulted> {
+    if let Some(rest) = line.strip_prefix("Configuration file '") {
+        *named = rest.split_once('\'').map(|(path, _)| path.to_owned());
+        return None;
+    }
+    let kept = match line.trim() {
+        "==> Keeping old config file as default."
+        | "==> Using current old file as you requested." => true,
+        "==> Using new config file as default." | "==> Using new file as you requested." => false,
+        _ => return None,
+    };
+    named.take().map(|path| Defaulted { path, kept })
 }
 
 #[cfg(test)]
@@ -473,6 +517,39 @@ mod tests {
             Some(Status::Error { .. })
         ));
         assert_eq!(Status::parse("media-change:x:y"), None);
+    }
+
+    #[test]
+    fn dpkgs_answers_without_asking_are_read_from_its_messages() {
+        let mut named = None;
+        let lines = [
+            "Setting up demo-conf (2.0-1) ...",
+            "Configuration file '/etc/demo.conf' (actually '/r/etc/demo.conf')",
+            " ==> Modified (by you or by a script) since installation.",
+            " ==> Package distributor has shipped an updated version.",
+            " ==> Keeping old config file as default.",
+            "Configuration file '/etc/b.conf'",
+            " ==> Using new file as you requested.",
+            // A decision line with no file named before it is nobody's.
+            " ==> Using new config file as default.",
+        ];
+        let found: Vec<Defaulted> = lines
+            .iter()
+            .filter_map(|l| conffile_answer(&mut named, l))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                Defaulted {
+                    path: "/etc/demo.conf".into(),
+                    kept: true
+                },
+                Defaulted {
+                    path: "/etc/b.conf".into(),
+                    kept: false
+                }
+            ]
+        );
     }
 
     #[test]

@@ -335,6 +335,24 @@ impl Upgrader<'_> {
             progress.at(id, packages.len() as u64, percent, item);
         });
         progress.finish(id, finished.as_ref().is_ok_and(|f| f.success));
+        // The questions nobody was asked: reported with the answer dpkg took.
+        for defaulted in finished.iter().flat_map(|f| &f.defaulted) {
+            let answer = if defaulted.kept { "N" } else { "Y" };
+            logs.main(&format!(
+                "configuration file {}: {} (answered {answer} by default)",
+                defaulted.path,
+                if defaulted.kept {
+                    "the user's version kept"
+                } else {
+                    "the maintainer's version installed"
+                }
+            ));
+            self.io
+                .notify(&crate::events::Event::Question(conffile_question(
+                    &defaulted.path,
+                    Some(answer),
+                )));
+        }
         logs.main(&format!(
             "{label}: {} {} in {:.1} s",
             program,
@@ -472,35 +490,38 @@ impl term::Screen for QuestionScreen<'_> {
 
 /// The `question` event for what the terminal shows.
 fn question_event(asked: &Asked) -> Question {
+    let other = |text: String| Question {
+        kind: QuestionKind::Debconf,
+        package: None,
+        path: None,
+        text,
+        choices: Vec::new(),
+        default: None,
+        answer: None,
+    };
     match asked {
-        Asked::Conffile { path } => Question {
-            kind: QuestionKind::Conffile,
-            package: None,
-            path: Some(path.clone()),
-            text: format!(
-                "Configuration file {path} was changed since installation and the package \
-                 ships a new version: install the maintainer's version (Y, I), keep yours \
-                 (N, O), show the differences (D) or examine it in a shell (Z)?"
-            ),
-            choices: ["Y", "I", "N", "O", "D", "Z"].map(String::from).to_vec(),
-            default: Some("N".into()),
-        },
-        Asked::FullScreen => Question {
-            kind: QuestionKind::Debconf,
-            package: None,
-            path: None,
-            text: "a full-screen question (debconf's dialog frontend or a pager)".into(),
-            choices: Vec::new(),
-            default: None,
-        },
-        Asked::Prompt { text } => Question {
-            kind: QuestionKind::Debconf,
-            package: None,
-            path: None,
-            text: text.clone(),
-            choices: Vec::new(),
-            default: None,
-        },
+        Asked::Conffile { path } => conffile_question(path, None),
+        Asked::FullScreen => {
+            other("a full-screen question (debconf's dialog frontend or a pager)".into())
+        }
+        Asked::Prompt { text } => other(text.clone()),
+    }
+}
+
+/// dpkg's configuration file question about `path`; `answer` when dpkg took it itself.
+fn conffile_question(path: &str, answer: Option<&str>) -> Question {
+    Question {
+        kind: QuestionKind::Conffile,
+        package: None,
+        path: Some(path.to_owned()),
+        text: format!(
+            "Configuration file {path} was changed since installation and the package \
+             ships a new version: install the maintainer's version (Y, I), keep yours \
+             (N, O), show the differences (D) or examine it in a shell (Z)?"
+        ),
+        choices: ["Y", "I", "N", "O", "D", "Z"].map(String::from).to_vec(),
+        default: Some("N".into()),
+        answer: answer.map(String::from),
     }
 }
 

@@ -9,10 +9,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ru_publish::metarelease::{self, Stanza};
 use serde_json::{Value, json};
 
-use crate::support::{BIN, Fixture, Run, bookworm_and_trixie, snapshot, test_key};
+use crate::support::{BIN, Fixture, Run, bookworm_and_trixie, snapshot};
 use crate::upgrade::World;
 
 const SCHEMA: &str = include_str!("../../docs/events.schema.json");
@@ -202,18 +201,7 @@ fn failing_checks_end_in_a_result_with_their_own_exit_code() {
 
 /// `World::run` with environment variables set (and the ssh/multiplexer ones cleared).
 fn run_world(w: &World, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--root")
-        .arg(&w.root)
-        .arg("--keyring")
-        .arg(&w.keyring)
-        .arg("--meta-release-uri")
-        .arg(format!("{}meta-release", w.url))
-        .arg("--arch")
-        .arg("amd64")
-        .args(args)
-        .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10")
-        .env_remove("http_proxy");
+    let mut cmd = w.command(args);
     for var in ["SSH_CONNECTION", "SSH_TTY", "STY", "TMUX"] {
         cmd.env_remove(var);
     }
@@ -227,26 +215,7 @@ fn run_world(w: &World, args: &[&str], env: &[(&str, &str)]) -> Run {
 fn publish_notes(w: &World) -> String {
     std::fs::write(w.srv.join("beta-notes.txt"), "Beta is out.\n\nEnjoy it.\n").unwrap();
     let notes = format!("{}beta-notes.txt", w.url);
-    let stanzas = [
-        Stanza::default()
-            .field("Dist", "alpha")
-            .field("Version", "1")
-            .field("Date", "Mon, 01 Jan 2024 00:00:00 UTC")
-            .field("Supported", "1"),
-        Stanza::default()
-            .field("Dist", "beta")
-            .field("Version", "2")
-            .field("Date", "Wed, 01 Jan 2025 00:00:00 UTC")
-            .field("Supported", "1")
-            .field("ReleaseNotes", &notes)
-            .field("UpgradeToolBaseURI", format!("{}dists/beta/main/", w.url)),
-    ];
-    metarelease::write(
-        &w.srv.join("meta-release"),
-        &metarelease::render(&stanzas),
-        test_key(),
-    )
-    .unwrap();
+    w.publish_meta_release(&[("ReleaseNotes", &notes)]);
     notes
 }
 
@@ -386,20 +355,7 @@ fn a_failing_upgrade_ends_with_the_rollback_code_in_its_error_and_result() {
 #[test]
 fn a_dry_run_takes_no_lock_and_writes_nothing() {
     let w = World::new();
-    let lock = w.root.join("var/lib/dpkg/lock-frontend");
-    std::fs::write(&lock, "").unwrap();
-    let mut holder = Command::new("python3")
-        .args(["-c", "import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('ok', flush=True); time.sleep(120)"])
-        .arg(&lock)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut holder = crate::support::hold_frontend_lock(&w.root, None);
     let before = snapshot(&w.root);
     let started = Instant::now();
     let run = run_world(&w, &["upgrade", "--dry-run", "--lock-timeout", "300"], &[]);

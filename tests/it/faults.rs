@@ -2,18 +2,19 @@
 //! its own during the install, a lock held by what an earlier run left behind, and a
 //! dpkg that stops before it changes anything.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 
 use crate::support::BIN;
-use crate::upgrade::{World, audit_clean, kill_everything_touching};
+use crate::support::hold_frontend_lock;
+use crate::upgrade::{BLOCK_ONCE, World, audit_clean, kill_everything_touching};
 
 /// The interface these tests pin (`ru_client::upgrade::children`), spelled out
-/// so that the tests also build against a tree without it and show what it lacked.
-const RUN_ENV: &str = "RELEASE_UPGRADER_RUN";
+/// so that the tests also build against a tree without it and show what it lacked
+/// (also `support::RUN_ENV`).
 const GUARD_ARG0: &str = "release-upgrader-guard";
 
 /// State, parent and start time of a process, from `/proc/PID/stat`.
@@ -45,7 +46,7 @@ fn still_running(pid: i32, start: u64) -> bool {
     stat(pid).is_some_and(|s| s.start == start && s.running())
 }
 
-/// The name of a run of the tool, as its children carry it in [`RUN_ENV`]: pid
+/// The name of a run of the tool, as its children carry it in `RELEASE_UPGRADER_RUN`: pid
 /// namespace, pid and start time of the tool.
 fn run_name(pid: i32, start: u64) -> String {
     let ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
@@ -129,32 +130,12 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 fn upgrade_command(w: &World) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--root")
-        .arg(&w.root)
-        .arg("--keyring")
-        .arg(&w.keyring)
-        .arg("--meta-release-uri")
-        .arg(format!("{}meta-release", w.url))
-        .args(["--arch", "amd64", "upgrade", "-y", "-f", "noninteractive"])
-        .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10")
-        .env_remove("http_proxy");
-    cmd
+    w.command(&["upgrade", "-y", "-f", "noninteractive"])
 }
 
 #[test]
 fn killing_the_tool_alone_takes_its_apt_along_and_the_next_run_finishes() {
-    let w = World::with_beta(|packages| {
-        let hello = packages
-            .iter_mut()
-            .find(|p| p.name == "demo-hello")
-            .unwrap();
-        // The first time through, announce ourselves and block.
-        hello.postinst = Some(
-            "#!/bin/sh\nif [ ! -e /tmp/reached ]; then : > /tmp/reached; read x < /tmp/wait; fi\n"
-                .into(),
-        );
-    });
+    let w = World::with_hello_postinst(BLOCK_ONCE);
     nix::unistd::mkfifo(
         &w.root.join("tmp/wait"),
         nix::sys::stat::Mode::from_bits_truncate(0o600),
@@ -234,26 +215,6 @@ fn killing_the_tool_alone_takes_its_apt_along_and_the_next_run_finishes() {
     assert!(!w.root.join("usr/lib/release-upgrader").exists());
 }
 
-/// Holds dpkg's `lock-frontend` of `root` from a process marked as a child of `run`.
-fn hold_frontend_lock(root: &Path, run: &str) -> std::process::Child {
-    let lock = root.join("var/lib/dpkg/lock-frontend");
-    std::fs::write(&lock, "").unwrap();
-    let mut holder = Command::new("python3")
-        .args(["-c", "import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('ok', flush=True); time.sleep(120)"])
-        .arg(&lock)
-        .env(RUN_ENV, run)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    holder
-}
-
 #[test]
 fn a_lock_held_by_a_leftover_of_a_dead_run_is_cleared_and_the_upgrade_goes_on() {
     let w = World::new();
@@ -262,7 +223,7 @@ fn a_lock_held_by_a_leftover_of_a_dead_run_is_cleared_and_the_upgrade_goes_on() 
     let pid = done.id() as i32;
     let start = stat(pid).unwrap().start;
     done.wait().unwrap();
-    let mut holder = hold_frontend_lock(&w.root, &run_name(pid, start));
+    let mut holder = hold_frontend_lock(&w.root, Some(&run_name(pid, start)));
     let run = w.run(&[
         "upgrade",
         "-y",

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use rustix::pty::OpenptFlags;
 use rustix::termios;
 
-use crate::support::BIN;
 use crate::upgrade::{World, audit_clean, kill_everything_touching};
 
 /// The user's edit of the configuration file.
@@ -138,34 +137,26 @@ impl Terminal {
     }
 }
 
-/// The client command for `w` (as `World::run` builds it).
-fn client(w: &World, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--root")
-        .arg(&w.root)
-        .arg("--keyring")
-        .arg(&w.keyring)
-        .arg("--meta-release-uri")
-        .arg(format!("{}meta-release", w.url))
-        .args(["--arch", "amd64"])
-        .args(args);
-    cmd
-}
-
 fn edited_world() -> World {
     let w = World::new();
     std::fs::write(w.root.join("etc/demo.conf"), MINE).unwrap();
     w
 }
 
-/// Starts an interactive upgrade, says yes to its questions and waits for dpkg's question.
-fn upgrade_until_the_question(w: &World) -> Terminal {
-    let mut term = Terminal::start(&client(w, &["upgrade"]));
-    // alpha's demo-legacy is gone from beta.
+/// Starts an interactive upgrade and says yes to its own questions (alpha's demo-legacy
+/// is gone from beta: remove it; start the upgrade).
+fn upgrade_accepted(w: &World) -> Terminal {
+    let mut term = Terminal::start(&w.command(&["upgrade"]));
     term.expect("Remove them with the upgrade", Duration::from_secs(60));
     term.type_keys("y\r");
     term.expect("Do you want to start the upgrade?", Duration::from_secs(60));
     term.type_keys("y\r");
+    term
+}
+
+/// [`upgrade_accepted`], up to dpkg's question about the user's configuration file.
+fn upgrade_until_the_question(w: &World) -> Terminal {
+    let mut term = upgrade_accepted(w);
     term.expect(
         "Configuration file '/etc/demo.conf'",
         Duration::from_secs(120),
@@ -232,23 +223,12 @@ fn answering_y_installs_the_maintainers_configuration_file() {
 /// a line left waiting for input is taken for a prompt and put on the screen.
 #[test]
 fn a_maintainer_scripts_own_question_is_shown_and_answered_on_the_terminal() {
-    let w = World::with_beta(|packages| {
-        let hello = packages
-            .iter_mut()
-            .find(|p| p.name == "demo-hello")
-            .unwrap();
-        hello.postinst = Some(
-            "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n\
-             printf 'Which colour should hello greet in? [blue]: '\n\
-             read answer\necho \"$answer\" > /etc/demo-colour\nfi\n"
-                .into(),
-        );
-    });
-    let mut term = Terminal::start(&client(&w, &["upgrade"]));
-    term.expect("Remove them with the upgrade", Duration::from_secs(60));
-    term.type_keys("y\r");
-    term.expect("Do you want to start the upgrade?", Duration::from_secs(60));
-    term.type_keys("y\r");
+    let w = World::with_hello_postinst(
+        "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n\
+         printf 'Which colour should hello greet in? [blue]: '\n\
+         read answer\necho \"$answer\" > /etc/demo-colour\nfi\n",
+    );
+    let mut term = upgrade_accepted(&w);
     term.expect(
         "Which colour should hello greet in? [blue]: ",
         Duration::from_secs(120),
@@ -304,7 +284,7 @@ fn killed_at_the_question_an_unattended_resume_keeps_the_users_file_and_finishes
 #[test]
 fn killed_at_the_question_an_interactive_resume_asks_again_on_screen_and_finishes() {
     let w = killed_at_the_question();
-    let mut term = Terminal::start(&client(&w, &["upgrade"]));
+    let mut term = Terminal::start(&w.command(&["upgrade"]));
     term.expect("resuming it", Duration::from_secs(60));
     term.expect(PROMPT, Duration::from_secs(120));
     term.type_keys("Y\r");
@@ -318,7 +298,7 @@ fn killed_at_the_question_an_interactive_resume_asks_again_on_screen_and_finishe
 #[test]
 fn with_yes_on_a_terminal_nothing_is_asked_and_the_users_file_is_kept() {
     let w = edited_world();
-    let mut term = Terminal::start(&client(&w, &["upgrade", "-y"]));
+    let mut term = Terminal::start(&w.command(&["upgrade", "-y"]));
     let code = term.wait(Duration::from_secs(180));
     assert_eq!(code, 0, "the screen:\n{}", term.text());
     assert!(!term.text().contains(PROMPT), "{}", term.text());

@@ -659,3 +659,31 @@ pub fn bookworm_and_trixie(base: &str, release_notes: Option<&str>) -> Vec<Stanz
         trixie.field("UpgradeToolBaseURI", base),
     ]
 }
+
+/// The variable naming the run of the tool a process descends from
+/// (`ru_client::upgrade::children::RUN_ENV`, spelled out as the tests pin it).
+pub const RUN_ENV: &str = "RELEASE_UPGRADER_RUN";
+
+/// Holds dpkg's `lock-frontend` of `root` (two minutes at most, or until killed) from a
+/// process marked, when `run` is given, as a child of that run of the tool
+/// ([`RUN_ENV`]); returns once the lock is held.
+pub fn hold_frontend_lock(root: &Path, run: Option<&str>) -> std::process::Child {
+    let lock = root.join("var/lib/dpkg/lock-frontend");
+    std::fs::write(&lock, "").unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", "import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('ok', flush=True); time.sleep(120)"])
+        .arg(&lock)
+        .stdout(std::process::Stdio::piped());
+    if let Some(run) = run {
+        cmd.env(RUN_ENV, run);
+    }
+    let mut holder = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ok", "the lock holder did not take the lock");
+    holder
+}

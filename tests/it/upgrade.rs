@@ -97,6 +97,11 @@ impl World {
         Self::with_beta(|_| {})
     }
 
+    /// [`World::new`], with beta's demo-hello configured by `script`.
+    pub fn with_hello_postinst(script: &str) -> Self {
+        Self::with_beta(|packages| package(packages, "demo-hello").postinst = Some(script.into()))
+    }
+
     pub fn with_beta(adjust: impl FnOnce(&mut Vec<tiny::TinyPackage>)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
@@ -140,26 +145,38 @@ impl World {
             &w.srv.join("dists/beta/main/dist-upgrader-amd64/current"),
             true,
         );
+        w.publish_meta_release(&[]);
+        w
+    }
+
+    /// Signs and serves the meta-release listing alpha and beta, beta with `extra`
+    /// fields (e.g. `ReleaseNotes`).
+    pub fn publish_meta_release(&self, extra: &[(&str, &str)]) {
+        let mut beta = Stanza::default()
+            .field("Dist", "beta")
+            .field("Version", "2")
+            .field("Date", "Wed, 01 Jan 2025 00:00:00 UTC")
+            .field("Supported", "1");
+        for (name, value) in extra {
+            beta = beta.field(name, *value);
+        }
         let stanzas = [
             Stanza::default()
                 .field("Dist", "alpha")
                 .field("Version", "1")
                 .field("Date", "Mon, 01 Jan 2024 00:00:00 UTC")
                 .field("Supported", "1"),
-            Stanza::default()
-                .field("Dist", "beta")
-                .field("Version", "2")
-                .field("Date", "Wed, 01 Jan 2025 00:00:00 UTC")
-                .field("Supported", "1")
-                .field("UpgradeToolBaseURI", format!("{}dists/beta/main/", w.url)),
+            beta.field(
+                "UpgradeToolBaseURI",
+                format!("{}dists/beta/main/", self.url),
+            ),
         ];
         metarelease::write(
-            &w.srv.join("meta-release"),
+            &self.srv.join("meta-release"),
             &metarelease::render(&stanzas),
             test_key(),
         )
         .unwrap();
-        w
     }
 
     pub fn archive_uri(&self) -> String {
@@ -295,7 +312,8 @@ impl World {
         self.server = None;
     }
 
-    pub fn run(&self, args: &[&str]) -> Run {
+    /// The client on this world's root, meta-release and keyring, with `args`.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("--root")
             .arg(&self.root)
@@ -308,7 +326,11 @@ impl World {
             .args(args)
             .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10")
             .env_remove("http_proxy");
-        Run(cmd.output().unwrap())
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run(self.command(args).output().unwrap())
     }
 
     pub fn read(&self, path: &str) -> String {
@@ -356,6 +378,19 @@ impl World {
         let status = std::fs::read(self.root.join("var/lib/dpkg/status")).unwrap();
         assert!(status == before.status, "dpkg's status changed");
     }
+}
+
+/// A postinst that, the first time through, announces itself (`/tmp/reached`) and blocks
+/// until `/tmp/wait` (a fifo the test makes) is written or the run killed.
+pub const BLOCK_ONCE: &str =
+    "#!/bin/sh\nif [ ! -e /tmp/reached ]; then : > /tmp/reached; read x < /tmp/wait; fi\n";
+
+/// The package called `name` among a release's.
+pub fn package<'a>(packages: &'a mut [tiny::TinyPackage], name: &str) -> &'a mut tiny::TinyPackage {
+    packages
+        .iter_mut()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no {name} in the release"))
 }
 
 /// See [`World::before`].
@@ -484,17 +519,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_failing_maintainer_script_exits_6_and_the_printed_recovery_works() {
-    let w = World::with_beta(|packages| {
-        let hello = packages
-            .iter_mut()
-            .find(|p| p.name == "demo-hello")
-            .unwrap();
-        // Fails while /etc/demo-fail exists, like a script tripping over local state.
-        hello.postinst = Some(
-            "#!/bin/sh\nif [ -e /etc/demo-fail ]; then echo 'failing on purpose' >&2; exit 1; fi\n"
-                .into(),
-        );
-    });
+    // Fails while /etc/demo-fail exists, like a script tripping over local state.
+    let w = World::with_hello_postinst(
+        "#!/bin/sh\nif [ -e /etc/demo-fail ]; then echo 'failing on purpose' >&2; exit 1; fi\n",
+    );
     std::fs::write(w.root.join("etc/demo-fail"), "").unwrap();
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
     run.expect(6);
@@ -567,11 +595,7 @@ fn pending_updates_of_the_running_release_are_refused_unless_allowed() {
     let mut w = World::new();
     // An update of alpha that was never installed.
     w.publish(tiny::OLD.0, tiny::OLD.1, |packages| {
-        let hello = packages
-            .iter_mut()
-            .find(|p| p.name == "demo-hello")
-            .unwrap();
-        hello.version = "1.0-2".into();
+        package(packages, "demo-hello").version = "1.0-2".into();
     });
     let before = w.sources();
     w.run(&["upgrade", "-y", "-f", "noninteractive"])
@@ -685,17 +709,10 @@ fn a_resume_keeps_the_users_configuration_file_without_asking() {
 
 fn resume_after_kill(edited_conffile: bool) {
     let w = World::with_beta(|packages| {
-        let hello = packages
-            .iter_mut()
-            .find(|p| p.name == "demo-hello")
-            .unwrap();
         // The first time through, announce ourselves and block until killed.
-        hello.postinst = Some(
-            "#!/bin/sh\nif [ ! -e /tmp/reached ]; then : > /tmp/reached; read x < /tmp/wait; fi\n"
-                .into(),
-        );
+        package(packages, "demo-hello").postinst = Some(BLOCK_ONCE.into());
         // Configured after demo-hello: still unconfigured when the kill comes.
-        let conf = packages.iter_mut().find(|p| p.name == "demo-conf").unwrap();
+        let conf = package(packages, "demo-conf");
         conf.depends = "demo-hello".into();
     });
     if edited_conffile {
@@ -706,15 +723,8 @@ fn resume_after_kill(edited_conffile: bool) {
         nix::sys::stat::Mode::from_bits_truncate(0o600),
     )
     .unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--root")
-        .arg(&w.root)
-        .arg("--keyring")
-        .arg(&w.keyring)
-        .arg("--meta-release-uri")
-        .arg(format!("{}meta-release", w.url))
-        .args(["--arch", "amd64", "upgrade", "-y", "-f", "noninteractive"])
-        .stdout(std::process::Stdio::null())
+    let mut cmd = w.command(&["upgrade", "-y", "-f", "noninteractive"]);
+    cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().unwrap();
@@ -864,18 +874,11 @@ fn an_upgrade_killed_before_dpkg_is_undone_and_started_over() {
     for point in ["upgrade phase:1", "sources rewritten:1", "upgrade phase:3"] {
         let w = World::new();
         let before = w.sources();
-        let run = {
-            let mut cmd = Command::new(BIN);
-            cmd.arg("--root")
-                .arg(&w.root)
-                .arg("--keyring")
-                .arg(&w.keyring)
-                .arg("--meta-release-uri")
-                .arg(format!("{}meta-release", w.url))
-                .args(["--arch", "amd64", "upgrade", "-y", "-f", "noninteractive"])
-                .env("RELEASE_UPGRADER_CRASH_AT", point);
-            cmd.output().unwrap()
-        };
+        let run = w
+            .command(&["upgrade", "-y", "-f", "noninteractive"])
+            .env("RELEASE_UPGRADER_CRASH_AT", point)
+            .output()
+            .unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&run.status),
             Some(9),
@@ -910,20 +913,7 @@ fn an_upgrade_killed_before_dpkg_is_undone_and_started_over() {
 #[test]
 fn a_held_lock_is_waited_for_then_named() {
     let w = World::new();
-    let lock = w.root.join("var/lib/dpkg/lock-frontend");
-    std::fs::write(&lock, "").unwrap();
-    let mut holder = Command::new("python3")
-        .args(["-c", "import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('ok', flush=True); time.sleep(60)"])
-        .arg(&lock)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut holder = crate::support::hold_frontend_lock(&w.root, None);
     let run = w.run(&["upgrade", "-y", "--lock-timeout", "1"]);
     holder.kill().unwrap();
     holder.wait().unwrap();

@@ -326,11 +326,6 @@ mod tests {
 
     use super::*;
 
-    fn parse(argv: &[&str]) -> ClientCli {
-        ClientCli::try_parse_from(std::iter::once("release-upgrader").chain(argv.iter().copied()))
-            .unwrap()
-    }
-
     /// The re-exec runs the helpers' upgrader with `to_args()`; whatever the user gave must
     /// come back the same, flag for flag.
     #[test]
@@ -383,19 +378,7 @@ mod tests {
             &["upgrade", "-m", "desktop"],
         ];
         for argv in cases {
-            let given = parse(argv);
-            let ClientCommand::Upgrade(upgrade) = &given.command else {
-                panic!("not an upgrade: {argv:?}");
-            };
-            let mut again: Vec<std::ffi::OsString> = vec!["release-upgrader".into()];
-            again.extend(given.global.to_args());
-            again.extend(upgrade.to_args());
-            let back = ClientCli::try_parse_from(&again).unwrap();
-            assert_eq!(
-                format!("{given:?}"),
-                format!("{back:?}"),
-                "{argv:?} → {again:?}"
-            );
+            survives_the_round_trip(argv);
         }
     }
 
@@ -416,6 +399,28 @@ mod tests {
             assert_eq!(FrontendArg::parse(expected.name()), Ok(expected));
         }
         assert!(FrontendArg::parse(" ").is_err());
+    }
+
+    /// `release-upgrader ARGV` (an upgrade) parses to the same settings once written out
+    /// again for the re-exec.
+    #[track_caller]
+    fn survives_the_round_trip(argv: &[&str]) {
+        let given = ClientCli::try_parse_from(
+            std::iter::once("release-upgrader").chain(argv.iter().copied()),
+        )
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let ClientCommand::Upgrade(upgrade) = &given.command else {
+            panic!("not an upgrade: {argv:?}");
+        };
+        let mut again: Vec<std::ffi::OsString> = vec!["release-upgrader".into()];
+        again.extend(given.global.to_args());
+        again.extend(upgrade.to_args());
+        let back = ClientCli::try_parse_from(&again).unwrap();
+        assert_eq!(
+            format!("{given:?}"),
+            format!("{back:?}"),
+            "{argv:?} → {again:?}"
+        );
     }
 
     /// Command lines that together set every flag of `upgrade` and every global flag,
@@ -517,22 +522,7 @@ mod tests {
         }
         for line in &lines {
             let argv: Vec<&str> = line.iter().map(String::as_str).collect();
-            let given = ClientCli::try_parse_from(
-                std::iter::once("release-upgrader").chain(argv.iter().copied()),
-            )
-            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-            let ClientCommand::Upgrade(upgrade) = &given.command else {
-                panic!("not an upgrade: {argv:?}");
-            };
-            let mut again: Vec<std::ffi::OsString> = vec!["release-upgrader".into()];
-            again.extend(given.global.to_args());
-            again.extend(upgrade.to_args());
-            let back = ClientCli::try_parse_from(&again).unwrap();
-            assert_eq!(
-                format!("{given:?}"),
-                format!("{back:?}"),
-                "{argv:?} → {again:?}"
-            );
+            survives_the_round_trip(&argv);
         }
     }
 }

@@ -258,8 +258,10 @@ pub fn run(
 struct Relay<'a> {
     screen: &'a dyn Screen,
     master: OwnedFd,
-    watch: Mutex<pty::Watch>,
-    raw: Mutex<pty::RawInput>,
+    /// What is decided and what it did to the terminal, under one lock: the decision and
+    /// its effect happen in the order the threads took them, so the terminal always ends
+    /// as the last decision left it.
+    state: Mutex<(pty::Watch, pty::RawInput)>,
     /// A question is open: keys go to the pty.
     asking: AtomicBool,
     /// The program ended: drain what is left, then stop.
@@ -276,15 +278,17 @@ impl<'a> Relay<'a> {
         Relay {
             screen,
             master,
-            watch: Mutex::default(),
-            raw: Mutex::default(),
+            state: Mutex::default(),
             asking: AtomicBool::new(false),
             over: AtomicBool::new(false),
         }
     }
 
-    fn perform(&self, steps: Vec<pty::Step>) {
-        for step in steps {
+    /// Lets the [`pty::Watch`] decide from what happened (`decide`), then does it.
+    fn act(&self, decide: impl FnOnce(&mut pty::Watch) -> Vec<pty::Step>) {
+        let mut state = self.state.lock().expect("relay state");
+        let (watch, raw) = &mut *state;
+        for step in decide(watch) {
             match step {
                 pty::Step::Ask(asked) => {
                     // The terminal may have been resized since the pty was made.
@@ -292,7 +296,7 @@ impl<'a> Relay<'a> {
                         let _ = rustix::termios::tcsetwinsize(&self.master, size);
                     }
                     self.screen.asking(Some(&asked));
-                    self.raw.lock().expect("raw").enable(std::io::stdin());
+                    raw.enable(std::io::stdin());
                     self.asking.store(true, Ordering::SeqCst);
                 }
                 pty::Step::Show(bytes) => {
@@ -302,7 +306,7 @@ impl<'a> Relay<'a> {
                 }
                 pty::Step::Answered => {
                     self.asking.store(false, Ordering::SeqCst);
-                    self.raw.lock().expect("raw").restore(std::io::stdin());
+                    raw.restore(std::io::stdin());
                     self.screen.asking(None);
                 }
             }
@@ -310,8 +314,7 @@ impl<'a> Relay<'a> {
     }
 
     fn status(&self, status: &Status) {
-        let steps = self.watch.lock().expect("watch").status(status);
-        self.perform(steps);
+        self.act(|watch| watch.status(status));
     }
 
     fn ended(&self) {
@@ -332,8 +335,7 @@ impl<'a> Relay<'a> {
                 }
                 if !looked && quiet_since.elapsed() >= PROMPT_QUIET {
                     looked = true;
-                    let steps = self.watch.lock().expect("watch").idle();
-                    self.perform(steps);
+                    self.act(pty::Watch::idle);
                 }
                 continue;
             }
@@ -347,14 +349,12 @@ impl<'a> Relay<'a> {
                 let _ = log.write_all(chunk);
             }
             lines.push(chunk, tail);
-            let steps = self.watch.lock().expect("watch").output(chunk);
-            self.perform(steps);
+            self.act(|watch| watch.output(chunk));
             quiet_since = Instant::now();
             looked = false;
         }
         lines.finish(tail);
-        let steps = self.watch.lock().expect("watch").end();
-        self.perform(steps);
+        self.act(pty::Watch::end);
     }
 
     /// Passes the user's keys to the pty while a question is open.

@@ -210,7 +210,8 @@ pub struct UpgradeArgs {
     /// DistUpgradeView… names too (a graphical one runs the text frontend, saying so)
     #[arg(short = 'f', long = "frontend", value_name = "FRONTEND", value_parser = FrontendArg::parse)]
     pub frontend: Option<FrontendArg>,
-    /// Answer yes to every question (confirmation, removing obsolete packages)
+    /// Answer yes to the upgrade's own questions (start it, remove obsolete packages); dpkg
+    /// and debconf then ask nothing: your configuration files are kept
     #[arg(short = 'y', long = "yes")]
     pub yes: bool,
     /// Keep third-party sources that use the old release's codename (moved to the new one)

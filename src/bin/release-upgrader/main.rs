@@ -462,7 +462,7 @@ fn bootstrap(
         return Ok(ExitCode::Success);
     }
     // Continue in the helper environment: `helpers` shows what the new apt and dpkg report.
-    let program = helper_env::reexec_target(&store, &manifests);
+    let program = helper_env::reexec_target(helper_env::core_takeover(&store, &manifests).as_ref());
     let mut args: Vec<OsString> = global.to_args();
     args.push("helpers".into());
     let Err(err) = helper_env::reexec(&store, &program, &args);
@@ -732,11 +732,12 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
             Ok(Prepared::ReExecute) => {
                 let store = Store::new(&session.root);
                 let installed = store.installed()?;
-                let program = helper_env::reexec_target(&store, &installed);
                 // The target release's own upgrader takes over (docs/protocol.md §4).
-                if let Some(core) = helper_env::core_takeover(&store, &installed) {
-                    io.say(&helper_env::announce_takeover(&store, &core));
+                let core = helper_env::core_takeover(&store, &installed);
+                if let Some(core) = &core {
+                    io.say(&helper_env::announce_takeover(&store, core));
                 }
+                let program = helper_env::reexec_target(core.as_ref());
                 let mut argv: Vec<OsString> = global.to_args();
                 argv.extend(args.to_args());
                 let Err(err) = helper_env::reexec(&store, &program, &argv);

@@ -137,11 +137,13 @@ pub fn core_takeover(store: &Store, installed: &[Manifest]) -> Option<CoreTakeov
     })
 }
 
-/// The program to re-execute: the `release-upgrader` shipped in `release-upgrader-core`
-/// when that is newer than this one, otherwise this very program.
-pub fn reexec_target(store: &Store, installed: &[Manifest]) -> PathBuf {
-    core_takeover(store, installed)
-        .map_or_else(|| PathBuf::from("/proc/self/exe"), |core| core.program)
+/// The program to re-execute: the core helper's `release-upgrader` when one takes over
+/// ([`core_takeover`]), otherwise this very program.
+pub fn reexec_target(core: Option<&CoreTakeover>) -> PathBuf {
+    core.map_or_else(
+        || PathBuf::from("/proc/self/exe"),
+        |core| core.program.clone(),
+    )
 }
 
 /// What the running client says before handing the upgrade to the core helper; also

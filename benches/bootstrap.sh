@@ -11,11 +11,16 @@
 # from the Debian mirror of this machine's apt sources (or RELEASE_UPGRADER_DEBIAN_MIRROR);
 # upstream debs are cached.
 # Served by python3's http.server on 127.0.0.1. Prints medians of RUNS runs, the ratio
-# ours/peer, and our peak RSS. Usage: benches/bootstrap.sh [RUNS]
+# ours/peer, and our peak RSS. Usage: benches/bootstrap.sh [RUNS [STATIC]]
+#
+# STATIC, a release-upgrader_*.deb (scripts/package) or a binary, is the packaged static
+# (musl) client: timed too, in the same runs, against this glibc build — the cost of the
+# static build that lets one package start on Debian 11 — with both sizes, stripped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 runs=${1:-7}
+static=${2:-}
 
 mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) |
   grep -oE 'https?://[^ ]*/debian/?( |$)' | head -1 | tr -d ' ' || true)}
@@ -25,6 +30,14 @@ cache=${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}/upstre
 cargo build --release --bins -q
 bin=$PWD/target/release
 work=$(mktemp -d)
+if [ -n "$static" ]; then
+  case "$static" in
+    *.deb) dpkg-deb --fsys-tarfile "$static" | tar -xOf - ./usr/bin/release-upgrader >"$work/static-client" ;;
+    *) cp "$static" "$work/static-client" ;;
+  esac
+  chmod +x "$work/static-client"
+  file "$work/static-client" | grep -q 'static' || { echo "$static is not a static binary" >&2; exit 2; }
+fi
 srv_pid=
 cleanup() { [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null; safe_rm_tree "${work:?}"; }
 trap cleanup EXIT
@@ -56,7 +69,7 @@ printf 'ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nPRETTY_NAME="Debi
 # 20-70 ms on either side, and more for ours, whose files are on disk, not in page cache).
 reset_ours() { safe_rm_tree "${root:?}/usr/lib/release-upgrader" "${root:?}/var"; }
 ours() {
-  /usr/bin/time -f '%M' -o "$work/rss" "$bin/release-upgrader" -q --root "$root" \
+  /usr/bin/time -f '%M' -o "$work/rss" "${1:-$bin/release-upgrader}" -q --root "$root" \
     --keyring "$work/key/keyring.gpg" --meta-release-uri "$url/meta-release" --arch amd64 \
     bootstrap --no-reexec >/dev/null
 }
@@ -83,11 +96,22 @@ peer() {
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 reset_ours && ours && reset_peer && peer # warm: page cache, server
-: >"$work/ours.t"; : >"$work/peer.t"; : >"$work/rss.all"
+: >"$work/ours.t"; : >"$work/peer.t"; : >"$work/rss.all"; : >"$work/static.t"; : >"$work/static-rss.all"
 for _ in $(seq "$runs"); do
   reset_ours; sync; t0=$(now); ours; t1=$(now); echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/ours.t"; cat "$work/rss" >>"$work/rss.all"
   reset_peer; sync; t0=$(now); peer; t1=$(now); echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/peer.t"
+  if [ -n "$static" ]; then
+    reset_ours; sync; t0=$(now); ours "$work/static-client"; t1=$(now)
+    echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/static.t"; cat "$work/rss" >>"$work/static-rss.all"
+  fi
 done
 o=$(median <"$work/ours.t"); p=$(median <"$work/peer.t"); rss=$(sort -n "$work/rss.all" | tail -1)
 printf 'bootstrap (median of %d): ours %.3f s, apt-get update+download+dpkg-deb -x %.3f s, ratio %.2f; our peak RSS %d MB\n' \
   "$runs" "$o" "$p" "$(echo "$o $p" | awk '{print $1 / $2}')" "$((rss / 1024))"
+if [ -n "$static" ]; then
+  s=$(median <"$work/static.t"); srss=$(sort -n "$work/static-rss.all" | tail -1)
+  strip -o "$work/glibc-client" "$bin/release-upgrader"
+  printf 'static client (median of %d): %.3f s, ratio to this glibc build %.2f; peak RSS %d MB; stripped size %d KiB (glibc %d KiB)\n' \
+    "$runs" "$s" "$(echo "$s $o" | awk '{print $1 / $2}')" "$((srss / 1024))" \
+    "$(($(stat -c %s "$work/static-client") / 1024))" "$(($(stat -c %s "$work/glibc-client") / 1024))"
+fi

@@ -21,14 +21,14 @@ use crate::debian_root::{
 use crate::support::{BIN, PUBLISH_BIN};
 
 /// Publisher output shared by the tests of one run: the key, the trixie helpers.
-struct Published {
+pub(crate) struct Published {
     _dir: tempfile::TempDir,
     secret: PathBuf,
-    keyring: PathBuf,
+    pub(crate) keyring: PathBuf,
     helpers: PathBuf,
 }
 
-fn the_mirror() -> String {
+pub(crate) fn the_mirror() -> String {
     mirror().expect(
         "no Debian mirror: the real upgrade test needs one in /etc/apt/sources.list(.d) \
          or in RELEASE_UPGRADER_DEBIAN_MIRROR",
@@ -46,7 +46,7 @@ fn publish(args: &[&str]) {
 }
 
 /// Builds the trixie helpers once (upstream debs cached between runs).
-fn published() -> &'static Published {
+pub(crate) fn published() -> &'static Published {
     static PUBLISHED: OnceLock<Published> = OnceLock::new();
     PUBLISHED.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -82,12 +82,12 @@ fn published() -> &'static Published {
 }
 
 /// A served upgrade: the pocket and meta-release in `srv`.
-struct Upgrade {
+pub(crate) struct Upgrade {
     _server: Server,
-    url: String,
+    pub(crate) url: String,
 }
 
-fn serve(srv: &Path) -> Upgrade {
+pub(crate) fn serve(srv: &Path) -> Upgrade {
     let p = published();
     let base = srv.join("debian/dists/trixie");
     publish(&[
@@ -125,7 +125,7 @@ fn serve(srv: &Path) -> Upgrade {
     }
 }
 
-fn fresh_root(dir: &Path) -> PathBuf {
+pub(crate) fn fresh_root(dir: &Path) -> PathBuf {
     let tarball = minbase_tarball("bookworm", &the_mirror());
     let root = dir.join("root");
     unpack(&tarball, &root);
@@ -134,7 +134,7 @@ fn fresh_root(dir: &Path) -> PathBuf {
 }
 
 /// What a finished Debian 13 root must look like.
-fn assert_upgraded(root: &Path, transcript: &str) {
+pub(crate) fn assert_upgraded(root: &Path, transcript: &str) {
     let version = std::fs::read_to_string(root.join("etc/debian_version")).unwrap();
     assert!(
         version.starts_with("13."),
@@ -162,7 +162,7 @@ fn assert_upgraded(root: &Path, transcript: &str) {
     }
 }
 
-fn transcript(out: &std::process::Output) -> String {
+pub(crate) fn transcript(out: &std::process::Output) -> String {
     format!(
         "--- stdout\n{}\n--- stderr\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -204,30 +204,29 @@ fn debian_12_upgrades_to_13_from_inside_the_chroot() {
     let trusted = root.join("etc/release-upgrader/trusted.gpg.d");
     std::fs::create_dir_all(&trusted).unwrap();
     std::fs::copy(&published().keyring, trusted.join("test-publisher.gpg")).unwrap();
-    let out = with_chroot_mounts(&root, "chroot")
-        .arg(&root)
-        .args([
-            "/usr/local/bin/release-upgrader",
-            "--meta-release-uri",
-            &upgrade.url,
-            "upgrade",
-            "-y",
-            "-f",
-            "noninteractive",
-        ])
-        .env("LC_ALL", "C.UTF-8")
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .output()
-        .unwrap();
+    let out = upgrade_in_chroot(&root, "/usr/local/bin/release-upgrader", &upgrade.url);
     let text = transcript(&out);
     assert!(
         out.status.success(),
         "upgrade in the chroot failed:\n{text}"
     );
     assert_upgraded(&root, &text);
+}
+
+/// Runs `upgrade -y -f noninteractive` inside the chroot with the `client` binary there,
+/// against the meta-release at `url`.
+pub(crate) fn upgrade_in_chroot(root: &Path, client: &str, url: &str) -> std::process::Output {
+    with_chroot_mounts(root, "chroot")
+        .arg(root)
+        .args([client, "--meta-release-uri", url])
+        .args(["upgrade", "-y", "-f", "noninteractive"])
+        .env("LC_ALL", "C.UTF-8")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .output()
+        .unwrap()
 }
 
 /// Issue 3's promise with the real helpers: on a bookworm root, `bootstrap` installs

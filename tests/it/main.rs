@@ -2,8 +2,10 @@
 
 mod archive;
 mod bootstrap;
+mod cli_docs;
 mod core_helper;
 mod deb;
+mod debian_package;
 mod debian_root;
 mod debian_upgrade;
 mod demo;

@@ -417,8 +417,15 @@ fn upgrade_takes_a_root_from_alpha_to_beta() {
     let w = World::new();
     // The user edited a configuration file: it must survive (--force-confold).
     std::fs::write(w.root.join("etc/demo.conf"), "colour = red # mine\n").unwrap();
+    // The login notice of `check --motd` names the release this upgrade reaches.
+    let notice = w
+        .root
+        .join("var/lib/release-upgrader/release-upgrade-available");
+    std::fs::create_dir_all(notice.parent().unwrap()).unwrap();
+    std::fs::write(&notice, "New release '2' (beta) available.\n").unwrap();
     let run = w.run(&["upgrade", "-y", "-f", "noninteractive"]);
     run.expect(0);
+    assert!(!notice.exists(), "the login notice outlived the upgrade");
     assert!(
         w.read("/etc/os-release").contains("VERSION_CODENAME=beta"),
         "{}",

@@ -1,6 +1,7 @@
 //! What the tool remembers between runs under `<root>/var/lib/release-upgrader/`:
 //! the newest `Date` seen per helper pocket (rollback protection) and the cached
-//! meta-release (If-Modified-Since). Every write is atomic.
+//! meta-release (If-Modified-Since), and the login notice of a new release that
+//! `check --motd` keeps for `/etc/update-motd.d/91-release-upgrader`. Every write is atomic.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,9 @@ use crate::json_state;
 use crate::root::{STATE_DIR, SystemRoot};
 
 const RELEASE_DATES: &str = "release-dates.json";
+/// The login notice of a new release, below the state directory: the name and the
+/// contents Ubuntu's `/var/lib/ubuntu-release-upgrader/release-upgrade-available` has.
+pub const RELEASE_NOTICE: &str = "release-upgrade-available";
 /// Cached metadata, below the state directory.
 const CACHE: &str = "cache";
 
@@ -101,6 +105,24 @@ impl StateDir {
         self.write(None, RELEASE_DATES, &json_state::encode(&dates))
     }
 
+    /// Keeps the login notice of a new release: `Some(text)` writes it, `None` removes
+    /// it (no new release). Read by the `update-motd.d` script at every login.
+    pub fn set_release_notice(&self, text: Option<&str>) -> Result<(), Error> {
+        let name = RelPath::new(RELEASE_NOTICE).expect("our own name");
+        match text {
+            Some(text) => self.write(None, RELEASE_NOTICE, text.as_bytes()),
+            None => match self.root.open_dir(STATE_DIR)? {
+                Some(dir) => dir.remove_file(&name).map(drop),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// The login notice, if one is kept.
+    pub fn release_notice(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(RELEASE_NOTICE)).ok()
+    }
+
     /// The cache files of `uri` in `cache/`: its body and its entry.
     fn cache_names(uri: &str) -> (String, String) {
         let key = Sha256::of(uri.as_bytes()).to_hex();
@@ -179,5 +201,35 @@ mod tests {
         assert_eq!(body, b"body");
         assert_eq!(entry.last_modified.as_deref(), Some("Mon"));
         assert!(state.cached("http://b/m").is_none());
+    }
+
+    #[test]
+    fn the_release_notice_is_written_replaced_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(&SystemRoot::new(dir.path()));
+        // Removing what was never written is not an error (no state directory yet).
+        state.set_release_notice(None).unwrap();
+        state
+            .set_release_notice(Some("New release '13'\n"))
+            .unwrap();
+        state
+            .set_release_notice(Some("New release '14'\n"))
+            .unwrap();
+        assert_eq!(state.release_notice().unwrap(), "New release '14'\n");
+        state.set_release_notice(None).unwrap();
+        assert_eq!(state.release_notice(), None);
+        assert!(state.dir().is_dir(), "the state directory stays");
+    }
+
+    #[test]
+    fn the_release_notice_is_never_written_through_a_symlinked_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("var/lib")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("var/lib/release-upgrader")).unwrap();
+        let state = StateDir::new(&SystemRoot::new(&root));
+        assert!(state.set_release_notice(Some("x\n")).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 }

@@ -51,6 +51,9 @@ pub enum PublishCommand {
     /// Build, diff, sign and publish system-image compatible images (docs/protocol.md §5)
     #[command(subcommand)]
     Image(Box<crate::image::ImageCommand>),
+
+    #[command(flatten)]
+    Docs(crate::clidocs::DocsCommand),
 }
 
 #[derive(Debug, Subcommand)]

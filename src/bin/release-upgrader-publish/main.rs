@@ -2,6 +2,8 @@
 //! publisher library and renders.
 
 mod args;
+#[path = "../../clidocs.rs"]
+mod clidocs;
 mod deb;
 mod helper;
 mod image;
@@ -36,6 +38,12 @@ fn run(cli: &PublishCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         PublishCommand::MetaRelease(command) => crate::pocket::run_meta_release(command, ui),
         PublishCommand::Helper(command) => crate::helper::run(command, ui),
         PublishCommand::Image(command) => crate::image::run(command, ui),
+        PublishCommand::Docs(command) => {
+            if let Some(said) = command.run::<PublishCli>()? {
+                ui.note(&said);
+            }
+            Ok(ExitCode::Success)
+        }
         PublishCommand::Key(KeyCommand::Generate {
             out,
             uid,

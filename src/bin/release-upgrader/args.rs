@@ -85,6 +85,11 @@ pub enum ClientCommand {
         /// Also show the new release's notes (the meta-release's ReleaseNotes)
         #[arg(long)]
         notes: bool,
+        /// Also keep the login notice: write /var/lib/release-upgrader/release-upgrade-available
+        /// when a new release is available, remove it when none is (the update-motd.d
+        /// script prints it; release-upgrader-check.timer runs this daily)
+        #[arg(long)]
+        motd: bool,
     },
 
     /// Verify a clearsigned FILE, or FILE against a detached SIGFILE, with the trusted
@@ -128,6 +133,9 @@ pub enum ClientCommand {
         #[arg(long)]
         purge_state: bool,
     },
+
+    #[command(flatten)]
+    Docs(crate::clidocs::DocsCommand),
 
     /// The embedded demo: offline, in a temporary directory, publish two tiny releases
     /// and helpers relocated from this machine's own apt and dpkg, install the old release

@@ -3,6 +3,8 @@
 //! test fixtures (the demo is its own binary, `release-upgrader-demo`, run from here).
 
 mod args;
+#[path = "../../clidocs.rs"]
+mod clidocs;
 mod image;
 
 use std::ffi::OsString;
@@ -96,6 +98,7 @@ fn writes_root(command: &ClientCommand) -> Option<&'static str> {
         ClientCommand::Bootstrap { dry_run: false, .. } => Some("bootstrap"),
         ClientCommand::Upgrade(args) if !args.dry_run && !args.check_only => Some("upgrade"),
         ClientCommand::Cleanup { .. } => Some("cleanup"),
+        ClientCommand::Check { motd: true, .. } => Some("check --motd"),
         ClientCommand::Image(command) => command.writes(),
         _ => None,
     }
@@ -127,7 +130,9 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         require_writable_root(&global.root, command)?;
     }
     match &cli.command {
-        ClientCommand::Check { notes } => check(&session(global, ui, None)?, ui, global, *notes),
+        ClientCommand::Check { notes, motd } => {
+            check(&session(global, ui, None)?, ui, global, *notes, *motd)
+        }
         ClientCommand::Verify { file, sigfile } => verify(global, ui, file, sigfile.as_deref()),
         ClientCommand::Bootstrap { dry_run: true, .. } => {
             bootstrap_dry_run(&session(global, ui, None)?, ui)
@@ -142,7 +147,7 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         }
         ClientCommand::Helpers => helpers(&SystemRoot::new(&global.root), ui),
         ClientCommand::Upgrade(args) if args.check_only => {
-            check(&session(global, ui, None)?, ui, global, false)
+            check(&session(global, ui, None)?, ui, global, false, false)
         }
         ClientCommand::Upgrade(args) => upgrade(global, args, ui),
         ClientCommand::Cdrom(CdromCommand::Detect { paths }) => cdrom_detect(global, paths, ui),
@@ -150,6 +155,12 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
             crate::image::run(command, global, &image_fetcher(global, ui), ui)
         }
         ClientCommand::Demo { args } => demo(global, args),
+        ClientCommand::Docs(command) => {
+            if let Some(said) = command.run::<ClientCli>()? {
+                ui.note(&said);
+            }
+            Ok(ExitCode::Success)
+        }
         ClientCommand::Cleanup { purge_state } => {
             cleanup(&SystemRoot::new(&global.root), ui, *purge_state)
         }
@@ -233,14 +244,36 @@ fn no_upgrade(ui: &Ui, err: &Error) -> ExitCode {
     ExitCode::NoUpgrade
 }
 
-fn check(session: &Session, ui: &Ui, global: &GlobalArgs, notes: bool) -> anyhow::Result<ExitCode> {
+/// Keeps the login notice of `check --motd`: the text when a release is available, none
+/// when not. A check that failed keeps what the last one left.
+fn keep_release_notice(global: &GlobalArgs, notice: Option<&str>) -> anyhow::Result<()> {
+    ru_client::state::StateDir::new(&SystemRoot::new(&global.root))
+        .set_release_notice(notice)
+        .context("keeping the login notice (--motd)")
+}
+
+fn check(
+    session: &Session,
+    ui: &Ui,
+    global: &GlobalArgs,
+    notes: bool,
+    motd: bool,
+) -> anyhow::Result<ExitCode> {
     let target = match session.find_target(true) {
         Ok(target) => target,
-        Err(err) if err.exit_code() == ExitCode::NoUpgrade => return Ok(no_upgrade(ui, &err)),
+        Err(err) if err.exit_code() == ExitCode::NoUpgrade => {
+            if motd {
+                keep_release_notice(global, None)?;
+            }
+            return Ok(no_upgrade(ui, &err));
+        }
         Err(err) => return Err(err).context("looking for a new release"),
     };
     let (dist, version) = (&target.target.dist, &target.target.version);
     if let Some(reason) = &target.target.upgrade_broken {
+        if motd {
+            keep_release_notice(global, None)?;
+        }
         return Ok(no_upgrade(
             ui,
             &Error::UpgradeBroken {
@@ -304,6 +337,12 @@ fn check(session: &Session, ui: &Ui, global: &GlobalArgs, notes: bool) -> anyhow
         }
     );
     let mut text = format!("New release '{version}' ({dist}) available.");
+    if motd {
+        keep_release_notice(
+            global,
+            Some(&format!("{text}\nRun '{next_step}' to upgrade to it.\n")),
+        )?;
+    }
     if let Some(notes) = &release_notes {
         text.push_str(&format!(
             "\n\nRelease notes ({}):\n\n{}\n",
@@ -815,8 +854,8 @@ fn demo(global: &GlobalArgs, args: &[OsString]) -> anyhow::Result<ExitCode> {
     Err(Error::Config {
         path: demo,
         reason: format!(
-            "cannot run the demo ({err}); it is the release-upgrader-demo binary, built with \
-             `cargo build` and installed beside release-upgrader"
+            "cannot run the demo ({err}); it is the release-upgrader-demo binary, installed \
+             beside release-upgrader by the release-upgrader-publish package or by `cargo build`"
         ),
     }
     .into())
@@ -844,6 +883,7 @@ mod tests {
             &["bootstrap"],
             &["bootstrap", "--no-reexec"],
             &["cleanup"],
+            &["check", "--motd"],
             &["image", "download"],
             &["image", "apply"],
             &["image", "recover"],
@@ -864,6 +904,8 @@ mod tests {
             &["image", "info"],
             &["image", "check"],
             &["image", "channels"],
+            &["completions", "bash"],
+            &["manpages", "--out", "d"],
         ] {
             assert_eq!(writes_root(&command(argv)), None, "{argv:?}");
         }

@@ -204,11 +204,18 @@ pub fn data_server(name: &str) -> Option<DataServer> {
     None
 }
 
+/// The packages of release-upgrader itself: they never leave as obsolete during the
+/// upgrade they run (the running tool, its desktop app). A distribution release that does
+/// not carry them would otherwise remove the upgrader in the middle of its own run.
+pub const UPGRADER_PACKAGES: [&str; 2] = ["release-upgrader", "release-upgrader-gtk"];
+
 /// Why an obsolete package stays.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Keep {
     /// `Essential: yes` or `Protected: yes`.
     Essential,
+    /// A package of release-upgrader itself ([`UPGRADER_PACKAGES`]).
+    Upgrader,
     /// A version-named database server (or a package of that version).
     DataServer(DataServer),
     /// A pattern of the removal denylist matches it.
@@ -226,6 +233,7 @@ impl std::fmt::Display for Keep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Keep::Essential => write!(f, "essential"),
+            Keep::Upgrader => write!(f, "the upgrader itself; remove it afterwards if unwanted"),
             Keep::DataServer(DataServer::PostgreSql { version }) => {
                 write!(f, "PostgreSQL {version}, whose clusters hold data")
             }
@@ -357,6 +365,8 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         let name = package.name.as_str();
         let keep = if package.essential {
             Some(Keep::Essential)
+        } else if UPGRADER_PACKAGES.contains(&name) {
+            Some(Keep::Upgrader)
         } else if let Some(server) = data_server(name) {
             Some(Keep::DataServer(server))
         } else if let Some(pattern) = denylist.iter().find(|d| glob_match(d, name)) {
@@ -850,6 +860,28 @@ Depends: libbz2-1.0, libc6 (>= 2.34), libgcrypt20 (>= 1.10.0), liblz4-1 (>= 0.0~
             &Keep::NeededBy("pgserver".into())
         );
         assert!(!decision.remove.iter().any(|p| p.starts_with("libicu")));
+    }
+
+    #[test]
+    fn the_upgrader_is_never_removed_as_obsolete_by_its_own_upgrade() {
+        // The server's libatm1 (obsolete in trixie) renamed.
+        let decide_as = |name: &str| {
+            let status = BOOKWORM_SERVER.replace("Package: libatm1", &format!("Package: {name}"));
+            let system = System::parse(&status).unwrap();
+            decide(&Inputs {
+                system: &system,
+                from_distribution: &everything(&system),
+                policy: &apt::policy(&trixie_policy(&system)),
+                never_auto_remove: &[],
+                denylist: &[],
+            })
+        };
+        let decision = decide_as("release-upgrader");
+        assert_eq!(why(&decision, "release-upgrader"), &Keep::Upgrader);
+        assert!(!decision.remove.iter().any(|p| p == "release-upgrader"));
+        // The rule is the package's name, not a pattern: a lookalike still leaves.
+        let decision = decide_as("release-upgrader-x");
+        assert!(decision.remove.iter().any(|p| p == "release-upgrader-x"));
     }
 
     #[test]

@@ -397,6 +397,11 @@ impl Upgrader<'_> {
             let _ = helpers::remove_tree(&self.state().join(name));
         }
         UpgradeJournal::clear(&self.session.root).map_err(|e| partly(e.into()))?;
+        // The login notice named the release just reached; the next `check --motd`
+        // would say whether there is a newer one.
+        if let Err(e) = crate::state::StateDir::new(&self.session.root).set_release_notice(None) {
+            logs.main(&format!("the login notice could not be removed: {e}"));
+        }
         logs.main(&format!(
             "upgrade to {} ({}) complete",
             journal.to, journal.to_version

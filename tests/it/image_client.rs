@@ -76,7 +76,6 @@ pub(crate) fn tree(build: u64, port: u16) -> Tree {
     for d in [
         "etc",
         "etc/system-image",
-        "etc/system-image/config.d",
         "usr",
         "usr/bin",
         "usr/lib",
@@ -88,8 +87,19 @@ pub(crate) fn tree(build: u64, port: u16) -> Tree {
     ] {
         t.insert(d.into(), Node::Dir(0o755));
     }
+    // system-image 3.x's layout, as the real server's version tarballs make it: the
+    // image's defaults in client.ini, config.d linking to it and to channel.ini.
+    t.insert("etc/system-image/config.d".into(), Node::Dir(0o775));
     t.insert(
         "etc/system-image/config.d/00_default.ini".into(),
+        Node::Link("../client.ini".into()),
+    );
+    t.insert(
+        "etc/system-image/config.d/01_channel.ini".into(),
+        Node::Link("../channel.ini".into()),
+    );
+    t.insert(
+        "etc/system-image/client.ini".into(),
         Node::File(
             format!(
                 "[service]\nbase: 127.0.0.1\nhttp_port: {port}\nhttps_port: disabled\n\
@@ -1071,11 +1081,6 @@ fn every_tamper_is_refused_and_the_device_is_untouched() {
             Box::new(move |f| f.publish_blacklist(&[&k.master])),
         ),
         (
-            "a stale index.json",
-            "older than the allowed 30 days",
-            Box::new(|f| f.publish(DeltaKind::Delta, Some(45))),
-        ),
-        (
             "a file larger than promised",
             "the server sent more than the",
             Box::new(|f| {
@@ -1094,6 +1099,47 @@ fn every_tamper_is_refused_and_the_device_is_untouched() {
         assert!(run.stderr().contains(reason), "{what}: {}", run.stderr());
         expect_tree(&f.root, 1, f.port);
     }
+}
+
+/// Every request of the image flow names the tool's version, the device, its channel and
+/// its build: what the server's logs need to tell devices and rollouts apart.
+#[test]
+fn image_requests_introduce_the_device_channel_and_build() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    f.run(&["image", "check"]).expect(0);
+    let expected = format!(
+        "release-upgrader/{} ({DEVICE}; {CHANNEL}; build 1)",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(f.server.requests().len() >= 4);
+    crate::support::every_request_introduces_itself_as(&f.server, &expected);
+}
+
+/// Real servers rewrite index.json only when its content changes, so its age alone says
+/// nothing: it is held to a limit only when the command (`--max-age DAYS`, 0 for none)
+/// or the device (`[service] max_age`) gives one.
+#[test]
+fn index_age_is_enforced_only_when_the_command_or_the_device_asks() {
+    let f = ImageFixture::new(DeltaKind::Delta);
+    f.publish(DeltaKind::Delta, Some(45));
+    f.run(&["image", "check"]).expect(0);
+    let run = f.run(&["image", "check", "--max-age", "30"]);
+    assert_eq!(run.code(), 3, "{}", run.stderr());
+    assert!(
+        run.stderr().contains("older than the allowed 30 days"),
+        "{}",
+        run.stderr()
+    );
+    f.run(&["image", "check", "--max-age", "60"]).expect(0);
+    std::fs::write(
+        f.root.join("etc/system-image/config.d/50_age.ini"),
+        "[service]\nmax_age: 30d\n",
+    )
+    .unwrap();
+    let run = f.run(&["image", "apply"]);
+    assert_eq!(run.code(), 3, "{}", run.stderr());
+    assert!(run.stderr().contains("older than the allowed 30 days"));
+    f.run(&["image", "check", "--max-age", "0"]).expect(0);
 }
 
 /// A correctly signed image whose members try to leave the tree is refused.
@@ -1745,4 +1791,32 @@ fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas(
         let ini = std::fs::read_to_string(root.join("etc/system-image/channel.ini")).unwrap();
         assert!(ini.contains("build_number: 3"), "{ini}");
     }
+    // For the recovery, which unpacks with xzcat, the deltas (.tar.xz), never the zdeltas
+    // the device itself would take.
+    let root = d.join("device");
+    let _ = std::fs::remove_dir_all(&root);
+    materialize(&with_anchor(1), &root);
+    Run(Command::new(BIN)
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "image",
+            "apply",
+            "--recovery",
+        ])
+        .output()
+        .unwrap())
+    .expect(0);
+    let command = std::fs::read_to_string(root.join("cache/recovery/ubuntu_command")).unwrap();
+    let updates: Vec<&str> = command
+        .lines()
+        .filter_map(|l| l.strip_prefix("update "))
+        .collect();
+    assert_eq!(updates.len(), 4, "{command}");
+    assert!(
+        updates
+            .iter()
+            .all(|u| u.contains(".tar.xz ") && u.contains(".delta-") != u.contains("version-")),
+        "{command}"
+    );
 }

@@ -767,12 +767,28 @@ fn version_tarball_carries_channel_ini() {
     ])
     .expect(0);
     let version = dir.path().join("version-42.tar.xz");
+    // The real server's members, in its order: a 3.x client reads config.d.
     assert_eq!(
         members(&version),
         vec![
             "system/etc/ubuntu-build",
-            "system/etc/system-image/channel.ini"
+            "system/etc/system-image/channel.ini",
+            "system/etc/system-image/config.d",
+            "system/etc/system-image/config.d/00_default.ini",
+            "system/etc/system-image/config.d/01_channel.ini",
         ]
+    );
+    let listing = Command::new("tar")
+        .arg("-tvf")
+        .arg(&version)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert!(
+        listing.contains("config.d/00_default.ini -> ../client.ini")
+            && listing.contains("config.d/01_channel.ini -> ../channel.ini")
+            && listing.contains("drwxrwxr-x root/root"),
+        "{listing}"
     );
     let out = Command::new("tar")
         .arg("-xOf")
@@ -1051,15 +1067,29 @@ fn published_tree_is_signed_chains_and_expires() {
             )
         })
         .collect();
+    // Only the types a stock system-image client knows (candidates.py asserts full or
+    // delta): the zdelta rides on its delta's entry, with the build's version tarball.
     assert_eq!(
         kinds,
-        vec![
-            ("full".into(), 1),
-            ("full".into(), 2),
-            ("delta".into(), 2),
-            ("zdelta".into(), 2)
-        ]
+        vec![("full".into(), 1), ("full".into(), 2), ("delta".into(), 2)]
     );
+    let delta = &index2["images"][2];
+    let carried: Vec<&str> = delta["zdelta"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        carried.len() == 2
+            && carried[0].ends_with(".tar.zst")
+            && carried[1] == delta["files"][1]["path"].as_str().unwrap(),
+        "{carried:?}"
+    );
+    for file in delta["zdelta"]["files"].as_array().unwrap() {
+        let local = srv.join(file["path"].as_str().unwrap().trim_start_matches('/'));
+        assert!(verifies(&signing, &local), "{}", local.display());
+    }
     base(
         "3",
         &t.images[2],
@@ -1596,4 +1626,90 @@ fn zdelta_sends_a_file_whose_only_change_is_its_mtime_as_a_patch() {
     let expected = d.join("expected");
     untar(&image2, &expected, &[]);
     assert_same_tree(&applied, &expected);
+}
+
+/// A channel published before zdeltas rode on their deltas lists them as entries of type
+/// `zdelta`, which stop every stock client: the next `image publish` moves each onto its
+/// delta's entry.
+#[test]
+fn a_legacy_zdelta_entry_moves_onto_its_delta_at_the_next_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, secret) = key(d, "image-signing");
+    let mut images = Vec::new();
+    for (n, words) in [(1, 100_000), (2, 100_500), (3, 101_000)] {
+        let root = d.join(format!("tree{n}"));
+        write(&root, "etc/a", b"a\n");
+        write(&root, "usr/share/doc/words.txt", &text(words));
+        stamp(&root, &BTreeMap::new());
+        images.push(build_image(&root, d, &format!("tree{n}")));
+    }
+    let srv = d.join("srv");
+    let publish_build = |n: usize| {
+        publish(&[
+            "image",
+            "publish",
+            p(&images[n - 1]),
+            "--version",
+            &n.to_string(),
+            "--zdelta",
+            "--out",
+            p(&srv),
+            "--key",
+            p(&secret),
+            "--channel",
+            "devel",
+            "--device",
+            "pc",
+        ])
+        .expect(0);
+    };
+    publish_build(1);
+    publish_build(2);
+    // Rewrite build 2's zdelta as the earlier publisher wrote it: an entry of its own.
+    let index_path = srv.join("devel/pc/index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let images_json = index["images"].as_array_mut().unwrap();
+    let delta = images_json
+        .iter_mut()
+        .find(|i| i["type"] == "delta")
+        .unwrap();
+    let carried = delta
+        .as_object_mut()
+        .unwrap()
+        .remove("zdelta")
+        .expect("a zdelta 1 -> 2");
+    let mut legacy = delta.clone();
+    legacy["type"] = "zdelta".into();
+    legacy["files"] = carried["files"].clone();
+    images_json.push(legacy);
+    std::fs::write(&index_path, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+
+    publish_build(3);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entries: Vec<(String, Option<u64>, u64, bool)> = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["type"].as_str().unwrap().to_owned(),
+                i["base"].as_u64(),
+                i["version"].as_u64().unwrap(),
+                i.get("zdelta").is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("full".into(), None, 1, false),
+            ("full".into(), None, 2, false),
+            ("delta".into(), Some(1), 2, true),
+            ("full".into(), None, 3, false),
+            ("delta".into(), Some(2), 3, true),
+        ]
+    );
 }

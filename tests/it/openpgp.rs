@@ -368,3 +368,43 @@ fn a_file_that_cannot_be_read_is_named_once_with_its_reason() {
     assert_eq!(stderr.matches(&shown).count(), 1, "{stderr}");
     assert!(stderr.contains("No such file or directory"), "{stderr}");
 }
+
+/// What `key generate` makes signs with its primary key and has no subkey: stock
+/// system-image clients accept only signatures whose issuer fingerprint is a primary key
+/// of their keyring. gpgv still verifies what it signs.
+#[test]
+fn a_generated_key_signs_with_its_primary_key() {
+    use openpgp::parse::Parse;
+    let key = SigningKey::generate("primary-signer <p@example.invalid>", None).unwrap();
+    assert_eq!(key.cert().keys().subkeys().count(), 0);
+    let sig = key.detached_signature(b"data").unwrap();
+    let packet = openpgp::Packet::from_bytes(&sig).unwrap();
+    let openpgp::Packet::Signature(sig_packet) = packet else {
+        panic!("not a signature: {packet:?}");
+    };
+    let issuers = sig_packet.get_issuers();
+    assert!(!issuers.is_empty());
+    for issuer in issuers {
+        assert!(
+            issuer.aliases(openpgp::KeyHandle::from(key.cert().fingerprint())),
+            "{issuer:?} is not the primary key {}",
+            key.fingerprint()
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keyring.gpg"), key.public_keyring()).unwrap();
+    std::fs::write(dir.path().join("data"), b"data").unwrap();
+    std::fs::write(dir.path().join("data.sig"), &sig).unwrap();
+    let gpgv = std::process::Command::new("gpgv")
+        .arg("--keyring")
+        .arg(dir.path().join("keyring.gpg"))
+        .arg(dir.path().join("data.sig"))
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        gpgv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gpgv.stderr)
+    );
+}

@@ -687,3 +687,17 @@ pub fn hold_frontend_lock(root: &Path, run: Option<&str>) -> std::process::Child
     assert_eq!(line.trim(), "ok", "the lock holder did not take the lock");
     holder
 }
+
+/// Asserts that every request `server` received carried `User-Agent: expected`.
+pub fn every_request_introduces_itself_as(server: &ru_testing::serve::Server, expected: &str) {
+    let requests = server.requests();
+    assert!(!requests.is_empty(), "no request reached the server");
+    for request in requests {
+        assert_eq!(
+            request.header("User-Agent"),
+            Some(expected),
+            "{}",
+            request.path
+        );
+    }
+}

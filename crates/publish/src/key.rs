@@ -27,12 +27,18 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// Generates an Ed25519 certification key with a signing subkey. `valid_for` of
-    /// `None` means the key does not expire.
+    /// Generates an Ed25519 key whose primary key both certifies and signs, with no
+    /// subkey: stock system-image clients accept only signatures whose issuer is a
+    /// primary key of their keyring (a signing subkey's are refused), and apt, gpgv and
+    /// this client take either. `valid_for` of `None` means the key does not expire.
     pub fn generate(user_id: &str, valid_for: Option<Duration>) -> Result<Self, Error> {
         let (cert, _revocation) = CertBuilder::new()
             .add_userid(user_id)
-            .add_signing_subkey()
+            .set_primary_key_flags(
+                openpgp::types::KeyFlags::empty()
+                    .set_certification()
+                    .set_signing(),
+            )
             .set_validity_period(valid_for)
             .generate()
             .map_err(|e| Error::Config {

@@ -387,6 +387,20 @@ impl Fetcher {
         &self.config
     }
 
+    /// This fetcher (configuration, progress, cancellation) introducing itself as
+    /// `user_agent`: its connections are made anew, with that header.
+    pub fn identified_as(&self, user_agent: impl Into<String>) -> Fetcher {
+        let mut config = self.config.clone();
+        config.user_agent = user_agent.into();
+        Fetcher {
+            config,
+            client: OnceLock::new(),
+            plain: OnceLock::new(),
+            progress: self.progress.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+
     /// This fetcher (configuration, connections, cancellation) reporting to `progress`.
     pub fn reporting_to(&self, progress: Arc<dyn Progress>) -> Fetcher {
         Fetcher {

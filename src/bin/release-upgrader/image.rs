@@ -87,9 +87,11 @@ pub struct ServerArgs {
     /// Current build number instead of the configured one
     #[arg(long, value_name = "N")]
     pub build: Option<u64>,
-    /// Refuse an index.json generated more than DAYS ago
-    #[arg(long, value_name = "DAYS", default_value_t = 30)]
-    pub max_age: u64,
+    /// Refuse an index.json generated more than DAYS ago; 0: no limit. Default: the
+    /// device's [service] max_age, else no limit (real servers rewrite index.json only
+    /// when it changes, so its age alone says nothing)
+    #[arg(long, value_name = "DAYS")]
+    pub max_age: Option<u64>,
     /// Ignore zdelta (zstd binary delta) images
     #[arg(long)]
     pub no_zdelta: bool,
@@ -121,7 +123,7 @@ impl ServerArgs {
             channel: self.channel.clone(),
             device: self.device.clone(),
             build: self.build,
-            max_age: Some(Duration::from_secs(self.max_age * 86_400)),
+            max_age: self.max_age.map(|days| Duration::from_secs(days * 86_400)),
             no_zdelta: self.no_zdelta,
             phased_percentage: self.phased_percentage,
         }
@@ -389,7 +391,10 @@ fn apply_command(
         }
         Target::Root => root.clone(),
     };
-    let mut client = Client::new(&config_root, fetcher, server.options())?;
+    let mut options = server.options();
+    // The recovery unpacks what it is given with xzcat: a zdelta (.tar.zst) it cannot read.
+    options.no_zdelta |= recovery;
+    let mut client = Client::new(&config_root, fetcher, options)?;
     client.layout = layout.clone();
     let checked = client.check()?;
     if report_check(&checked, ui) != ExitCode::Success {
@@ -514,7 +519,7 @@ pub fn upgrade(
         channel: None,
         device: None,
         build: None,
-        max_age: 30,
+        max_age: None,
         no_zdelta: false,
         phased_percentage: None,
     };

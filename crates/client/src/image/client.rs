@@ -23,16 +23,14 @@ pub struct Options {
     pub channel: Option<String>,
     pub device: Option<String>,
     pub build: Option<u64>,
-    /// Refuse an `index.json` generated longer ago than this (default 30 days).
+    /// Refuse an `index.json` generated longer ago than this (zero: no limit); default
+    /// the device's `[service] max_age`, else no limit.
     pub max_age: Option<Duration>,
     /// Ignore our zstd binary deltas.
     pub no_zdelta: bool,
     /// Use this phase percentage instead of the device's own.
     pub phased_percentage: Option<i64>,
 }
-
-/// The default freshness limit of `index.json`.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
 
 /// The verified keyrings of one session.
 #[derive(Clone, Debug)]
@@ -95,23 +93,39 @@ pub struct Downloaded {
     pub server_path: String,
 }
 
-pub struct Client<'a> {
+pub struct Client {
     pub root: SystemRoot,
     pub layout: Layout,
     pub config: Config,
-    pub fetcher: &'a Fetcher,
+    /// The given fetcher, introducing this device to the server ([`image_user_agent`]).
+    pub fetcher: Fetcher,
     pub options: Options,
 }
 
-impl<'a> Client<'a> {
-    pub fn new(root: &SystemRoot, fetcher: &'a Fetcher, options: Options) -> Result<Self, Error> {
-        Ok(Client {
+/// The user agent of image requests: `release-upgrader/<version> (<device>; <channel>;
+/// build <N>)`, what an image server's logs need to tell devices and rollouts apart.
+pub fn image_user_agent(device: &str, channel: &str, build: u64) -> String {
+    format!(
+        "release-upgrader/{} ({device}; {channel}; build {build})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+impl Client {
+    pub fn new(root: &SystemRoot, fetcher: &Fetcher, options: Options) -> Result<Self, Error> {
+        let mut client = Client {
             root: root.clone(),
             layout: Layout::new(root),
             config: Config::load(root)?,
-            fetcher,
+            // Named below, once the device, channel and build are known (no connection is
+            // made before).
+            fetcher: fetcher.identified_as(fetcher.config().user_agent.clone()),
             options,
-        })
+        };
+        let device = client.device().unwrap_or_else(|_| "unknown device".into());
+        client.fetcher =
+            fetcher.identified_as(image_user_agent(&device, &client.channel(), client.build()));
+        Ok(client)
     }
 
     pub fn device(&self) -> Result<String, Error> {
@@ -314,7 +328,7 @@ impl<'a> Client<'a> {
         check_fresh(
             &index,
             &index_rel,
-            self.options.max_age.unwrap_or(DEFAULT_MAX_AGE),
+            self.options.max_age.or(self.config.max_age),
         )?;
         let types = plan::Types {
             zdelta: !self.options.no_zdelta,
@@ -444,8 +458,10 @@ fn cached(path: &Path, size: u64, sha256: crate::digest::Sha256) -> bool {
     crate::digest::Sha256::of_reader(&mut f).is_ok_and(|(d, _)| d == sha256)
 }
 
-/// Refuses an index older than `max_age` (or from the future, beyond a day of skew).
-pub fn check_fresh(index: &Index, what: &str, max_age: Duration) -> Result<(), Error> {
+/// Refuses an index from the future (beyond a day of skew), and one older than
+/// `max_age` when there is a limit (`None` or zero: none). Real servers rewrite
+/// `index.json` only when its content changes, so no age is assumed.
+pub fn check_fresh(index: &Index, what: &str, max_age: Option<Duration>) -> Result<(), Error> {
     let generated = index.generated_at().ok_or_else(|| Error::Malformed {
         what: what.to_owned(),
         reason: format!("unreadable generated_at {:?}", index.global.generated_at),
@@ -457,6 +473,9 @@ pub fn check_fresh(index: &Index, what: &str, max_age: Duration) -> Result<(), E
             date: crate::date::format(generated),
         });
     }
+    let Some(max_age) = max_age.filter(|age| !age.is_zero()) else {
+        return Ok(());
+    };
     if now - generated > max_age.as_secs() as i64 {
         return Err(Error::Expired {
             what: format!(

@@ -20,7 +20,10 @@ pub const CHANNEL_INI: &str = "/etc/system-image/channel.ini";
 /// Where system-image looks for the pre-installed archive master keyring.
 pub const ARCHIVE_MASTER: &str = "/usr/share/system-image/archive-master.tar.xz";
 
-/// A port of the image server: a number, or `disabled`.
+/// A port of the image server: a number, or `disabled` (also `disable`, as system-image
+/// reads it, and `0`, which the real server writes into the version tarball's
+/// `channel.ini` when it publishes no such port: no connection can be made to port 0, so
+/// the other scheme serves, as with `disabled`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
     Number(u32),
@@ -42,6 +45,9 @@ pub struct Config {
     pub timeout: Duration,
     /// `[gpg] archive_master`, as configured (a path on the device).
     pub archive_master: String,
+    /// `[service] max_age` (ours; system-image keeps the key unread): refuse an
+    /// `index.json` generated longer ago, for a server that rewrites it at least as often.
+    pub max_age: Option<Duration>,
 }
 
 impl Config {
@@ -69,8 +75,17 @@ impl Config {
         }
         let mut texts = Vec::new();
         for file in &files {
-            let text = fs_err::read_to_string(file).map_err(|e| Error::io(file, e))?;
+            let Some(target) = config_file_target(root, file)? else {
+                continue;
+            };
+            let text = fs_err::read_to_string(&target).map_err(|e| Error::io(&target, e))?;
             texts.push((file.clone(), text));
+        }
+        if texts.is_empty() {
+            return Err(Error::Config {
+                path: dir,
+                reason: "no system-image configuration (*.ini) found".into(),
+            });
         }
         Config::from_texts(&texts)
     }
@@ -96,11 +111,16 @@ impl Config {
         let port = |key: &str, default: u32| -> Result<Port, Error> {
             match ini.get("service", key) {
                 None => Ok(Port::Number(default)),
-                Some(v) if v.eq_ignore_ascii_case("disabled") => Ok(Port::Disabled),
-                Some(v) => v
-                    .parse::<u32>()
-                    .map(Port::Number)
-                    .map_err(|_| bad(format!("[service] {key}: not a port number: {v:?}"))),
+                Some(v)
+                    if v.eq_ignore_ascii_case("disabled") || v.eq_ignore_ascii_case("disable") =>
+                {
+                    Ok(Port::Disabled)
+                }
+                Some(v) => match v.parse::<u32>() {
+                    Ok(0) => Ok(Port::Disabled),
+                    Ok(n) => Ok(Port::Number(n)),
+                    Err(_) => Err(bad(format!("[service] {key}: not a port number: {v:?}"))),
+                },
             }
         };
         let http_port = port("http_port", 80)?;
@@ -120,7 +140,14 @@ impl Config {
             Some(v) => parse_duration(v).ok_or_else(|| bad(format!("[system] timeout: {v:?}")))?,
             None => Duration::from_secs(60),
         };
+        let max_age = match ini.get("service", "max_age") {
+            None | Some("") => None,
+            Some(v) => {
+                Some(parse_duration(v).ok_or_else(|| bad(format!("[service] max_age: {v:?}")))?)
+            }
+        };
         Ok(Config {
+            max_age,
             base: ini.get("service", "base").unwrap_or("localhost").to_owned(),
             http_port,
             https_port,
@@ -190,6 +217,57 @@ impl Config {
                     }
                 ),
             })
+    }
+}
+
+/// The file to read for the configuration file `file` (a path under `root`): itself, or
+/// where its symlink points — resolved inside the root, as the device would see it (the
+/// version tarball links `config.d/01_channel.ini -> ../channel.ini`; an absolute target
+/// is the device's path). `None` for a link to nothing: the real server's
+/// `00_default.ini -> ../client.ini` on a device without a `client.ini`. A link that
+/// leaves the root, or leads to another link, is refused.
+fn config_file_target(root: &SystemRoot, file: &Path) -> Result<Option<PathBuf>, Error> {
+    let meta = fs_err::symlink_metadata(file).map_err(|e| Error::io(file, e))?;
+    if !meta.file_type().is_symlink() {
+        return Ok(Some(file.to_owned()));
+    }
+    let refused = |reason: &str| Error::Refused {
+        path: file.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let link = fs_err::read_link(file).map_err(|e| Error::io(file, e))?;
+    // The link's own directory, as a path on the device.
+    let parent = file
+        .parent()
+        .and_then(|p| p.strip_prefix(root.dir()).ok())
+        .ok_or_else(|| refused("it is not below the root"))?;
+    let mut on_device: Vec<std::ffi::OsString> = if link.is_absolute() {
+        Vec::new()
+    } else {
+        parent.iter().map(ToOwned::to_owned).collect()
+    };
+    for part in link.components() {
+        match part {
+            std::path::Component::Normal(name) => on_device.push(name.to_owned()),
+            std::path::Component::ParentDir => {
+                on_device
+                    .pop()
+                    .ok_or_else(|| refused("its symlink leads out of the root"))?;
+            }
+            _ => {}
+        }
+    }
+    let target = root.dir().join(on_device.iter().collect::<PathBuf>());
+    match fs_err::symlink_metadata(&target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::debug!("{} links to nothing ({})", file.display(), link.display());
+            Ok(None)
+        }
+        Err(e) => Err(Error::io(&target, e)),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            Err(refused("its symlink leads to another symlink"))
+        }
+        Ok(_) => Ok(Some(target)),
     }
 }
 
@@ -266,6 +344,66 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The version tarball's links, as the real server writes them, on a device with and
+    /// without `client.ini`; links out of the root, absolute or relative, are refused.
+    #[test]
+    fn config_d_links_resolve_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path());
+        let etc = dir.path().join("etc/system-image");
+        std::fs::create_dir_all(etc.join("config.d")).unwrap();
+        std::fs::write(
+            etc.join("channel.ini"),
+            "[service]\nbase: h\nchannel: stable\nbuild_number: 7\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../client.ini", etc.join("config.d/00_default.ini")).unwrap();
+        std::os::unix::fs::symlink("../channel.ini", etc.join("config.d/01_channel.ini")).unwrap();
+        let c = Config::load(&root).unwrap();
+        assert_eq!((c.build_number, c.channel.as_str()), (7, "stable"));
+        // With client.ini, its values are the defaults channel.ini overrides.
+        std::fs::write(
+            etc.join("client.ini"),
+            "[service]\nbase: h\nhttp_port: 8080\nbuild_number: 1\n",
+        )
+        .unwrap();
+        let c = Config::load(&root).unwrap();
+        assert_eq!((c.build_number, c.http_port), (7, Port::Number(8080)));
+        // An absolute link is the device's path, under the root.
+        std::fs::remove_file(etc.join("config.d/00_default.ini")).unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/system-image/client.ini",
+            etc.join("config.d/00_default.ini"),
+        )
+        .unwrap();
+        assert_eq!(Config::load(&root).unwrap().http_port, Port::Number(8080));
+        // Out of the root: refused, whichever way.
+        std::fs::remove_file(etc.join("config.d/00_default.ini")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../../../../../etc/passwd",
+            etc.join("config.d/00_default.ini"),
+        )
+        .unwrap();
+        let err = Config::load(&root).unwrap_err();
+        assert!(err.to_string().contains("out of the root"), "{err}");
+    }
+
+    #[test]
+    fn port_0_as_the_real_server_writes_it_means_the_other_scheme_serves() {
+        let ini =
+            |text: &str| Config::from_texts(&[(PathBuf::from("channel.ini"), text.to_owned())]);
+        let c = ini("[service]\nbase: images.example.net\nhttp_port: 80\nhttps_port: 0\n").unwrap();
+        assert_eq!(c.https_port, Port::Disabled);
+        assert_eq!(c.metadata_base().unwrap(), "http://images.example.net");
+        assert_eq!(c.files_base().unwrap(), "http://images.example.net");
+        let c = ini("[service]\nbase: h\nhttp_port: disable\nhttps_port: 8443\n").unwrap();
+        assert_eq!(c.files_base().unwrap(), "https://h:8443");
+        // Both off is refused, whichever way each is said.
+        let err = ini("[service]\nbase: h\nhttp_port: 0\nhttps_port: disabled\n").unwrap_err();
+        assert!(err.to_string().contains("both disabled"), "{err}");
+        assert!(ini("[service]\nbase: h\nhttps_port: -1\n").is_err());
     }
 
     #[test]

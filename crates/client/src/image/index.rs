@@ -103,9 +103,21 @@ pub struct Image {
     pub files: Vec<FileRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_detail: Option<String>,
+    /// Our zstd binary delta of the same two builds, on a `delta` entry: where stock
+    /// system-image clients do not look (their `Image` keeps unknown keys unread, while an
+    /// entry of an unknown `type` stops their whole update), so one index serves both.
+    /// [`Index::parse`] turns it into an image of type `zdelta` of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zdelta: Option<Zdelta>,
     /// `description`, `description-en_US`, … (system-image's `descriptions`).
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// The files of a zdelta carried by its `delta` entry ([`Image::zdelta`]).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Zdelta {
+    pub files: Vec<FileRecord>,
 }
 
 fn hundred() -> u32 {
@@ -199,12 +211,27 @@ impl Image {
 }
 
 impl Index {
-    /// Parses an `index.json` and checks its numbers against the bounds above.
+    /// Parses an `index.json` and checks its numbers against the bounds above. The
+    /// zdelta a `delta` entry carries becomes an image of its own, of type `zdelta` (as
+    /// older servers of ours list them, which are read too).
     pub fn parse(bytes: &[u8], what: &str) -> Result<Index, Error> {
-        let index: Index = serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
+        let mut index: Index = serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
             what: what.to_owned(),
             reason: e.to_string(),
         })?;
+        let carried: Vec<Image> = index
+            .images
+            .iter_mut()
+            .filter_map(|image| {
+                let zdelta = image.zdelta.take()?;
+                (image.kind == "delta").then(|| Image {
+                    kind: "zdelta".into(),
+                    files: zdelta.files,
+                    ..image.clone()
+                })
+            })
+            .collect();
+        index.images.extend(carried);
         for image in &index.images {
             image.check().map_err(|reason| Error::Malformed {
                 what: what.to_owned(),
@@ -313,6 +340,38 @@ mod tests {
                 {{"checksum": "aa", "order": 0, "path": "/pool/a.tar.xz", "signature": "/pool/a.tar.xz.asc", "size": 1000}},
                 {{"checksum": "bb", "order": 1, "path": "/pool/b.tar.xz", "signature": "/pool/b.tar.xz.asc", "size": {size}}}]}}"#
         )
+    }
+
+    #[test]
+    fn a_zdelta_carried_by_its_delta_becomes_an_image_of_its_own() {
+        let delta = r#"{"type": "delta", "base": 1, "version": 2, "description": "d",
+            "files": [{"order": 0, "path": "/pool/d.tar.xz", "signature": "/pool/d.tar.xz.asc", "size": 900}],
+            "zdelta": {"files": [{"order": 0, "path": "/pool/z.tar.zst", "signature": "/pool/z.tar.zst.asc", "size": 300}]}}"#;
+        let index = Index::parse(index_with(delta).as_bytes(), "x").unwrap();
+        let kinds: Vec<(&str, u64, u64)> = index
+            .images
+            .iter()
+            .map(|i| (i.kind.as_str(), i.version, i.size()))
+            .collect();
+        assert_eq!(kinds, [("delta", 2, 900), ("zdelta", 2, 300)]);
+        assert_eq!(index.images[1].base, Some(1));
+        assert_eq!(index.images[1].description(), "d");
+        assert!(index.images.iter().all(|i| i.zdelta.is_none()));
+        // Its sizes are checked like any image's.
+        let huge = delta.replace("\"size\": 300", "\"size\": 1000000000000000");
+        assert!(Index::parse(index_with(&huge).as_bytes(), "x").is_err());
+        // On anything but a delta it means nothing.
+        let full = full_image("3", "1").replace(
+            r#""type": "full","#,
+            r#""type": "full", "zdelta": {"files": []},"#,
+        );
+        assert_eq!(
+            Index::parse(index_with(&full).as_bytes(), "x")
+                .unwrap()
+                .images
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -9,9 +9,13 @@
 //! `WeightedScorer`, lowest wins): 100 per `bootme` image, plus 1 per MiB above the
 //! smallest path, plus 9001 per build short of the highest reachable target, so a path
 //! that does not reach the highest target practically never wins. The first path by
-//! score (ties: fewer bytes) whose target is phased in for this device wins.
+//! score (ties: paths through more of our zdeltas first, then the candidates' order, as
+//! system-image's sort) whose target is phased in
+//! for this device wins; the device's phase is system-image's own number (below), so a
+//! device is in or out of a phased rollout with either client.
 
-use crate::digest::Sha256;
+use sha2::Digest as _;
+
 use crate::image::index::{Image, Index, Kind};
 
 const MIB: u64 = 1024 * 1024;
@@ -130,25 +134,59 @@ pub fn max_target(paths: &[Path<'_>]) -> Option<u64> {
 /// `None` when no path is phased in.
 pub fn choose<'a>(paths: &[Path<'a>], device_percentage: i64) -> Option<Path<'a>> {
     let scores = scores(paths);
-    let bytes: Vec<u64> = paths.iter().map(|p| path_size(p)).collect();
     let mut order: Vec<usize> = (0..paths.len()).collect();
-    // Equal scores (system-image counts whole MiB) go to the smaller download in bytes,
-    // then keep the candidates' order, as system-image's stable sort does.
-    order.sort_by_key(|&i| (scores[i], bytes[i]));
+    // Equal scores (system-image counts whole MiB) keep the candidates' order, as
+    // system-image's sort over (score, index) does: among the paths a stock client sees,
+    // the same one. Paths through our zdeltas, which stock clients never see, go first
+    // among their equals, the more zdeltas the sooner: each is the smaller download it was
+    // published to be.
+    let zdeltas = |i: usize| {
+        paths[i]
+            .iter()
+            .filter(|image| image.kind() == Some(Kind::Zdelta))
+            .count()
+    };
+    order.sort_by_key(|&i| (scores[i], std::cmp::Reverse(zdeltas(i))));
     order.into_iter().map(|i| &paths[i]).find_map(|path| {
         let image_percentage = i64::from(path.last()?.phased_percentage);
         (image_percentage > 0 && device_percentage <= image_percentage).then(|| path.clone())
     })
 }
 
-/// This device's percentage for a phased update to `target` on `channel`: a number in
-/// 0..=100 derived from the machine id, the channel and the target build, so it is
-/// stable for a device and a release, and differs between devices.
+/// This device's percentage for a phased update to `target` on `channel`, in 0..=100:
+/// system-image 3.x's `phased_percentage` (helpers.py), so both clients put a device on
+/// the same side of a rollout. It is `random.Random('<channel>.<target>.<machine-id>')
+/// .randint(0, 100)` in CPython: the string seeds MT19937 as CPython's version-2 seeding
+/// does ([`cpython_str_seed`]), and `randint` draws 7 bits until one is below 101.
 pub fn phased_percentage(machine_id: &str, channel: &str, target: u64) -> i64 {
-    let digest = Sha256::of(format!("{}.{channel}.{target}", machine_id.trim()).as_bytes());
-    let bytes = digest.as_bytes();
-    let n = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-    (n % 101) as i64
+    let seed = format!("{channel}.{target}.{}", machine_id.trim());
+    let mut mt = rand_mt::Mt::new_with_key(cpython_str_seed(&seed));
+    loop {
+        let r = mt.next_u32() >> (32 - 7);
+        if r < 101 {
+            return i64::from(r);
+        }
+    }
+}
+
+/// The key CPython's `random.seed(str)` (version 2) gives `init_by_array`: the string's
+/// UTF-8 bytes followed by their SHA-512, read as one big-endian integer, cut into 32-bit
+/// words from the least significant up (no leading zero words; one zero word for 0).
+fn cpython_str_seed(seed: &str) -> Vec<u32> {
+    let mut bytes = seed.as_bytes().to_vec();
+    bytes.extend_from_slice(&sha2::Sha512::digest(seed.as_bytes()));
+    let mut words: Vec<u32> = bytes
+        .rchunks(4)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .fold(0u32, |word, &b| (word << 8) | u32::from(b))
+        })
+        .collect();
+    while words.len() > 1 && words.last() == Some(&0) {
+        words.pop();
+    }
+    words
 }
 
 /// The images whose files are fetched and applied in one go: the path up to and
@@ -337,6 +375,32 @@ mod tests {
         }
     }
 
+    /// system-image's own numbers: 60 channel/target/machine-id vectors computed by its
+    /// `phased_percentage` (CPython's random module), in the shared conformance data.
+    #[test]
+    fn the_phase_is_system_images_own_for_every_conformance_vector() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .join("tests/conformance/system-image/phased-percentage-vectors.tsv");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut checked = 0;
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [channel, target, machine_id, expected] = fields[..] else {
+                panic!("bad line {line:?}");
+            };
+            assert_eq!(
+                phased_percentage(machine_id, channel, target.parse().unwrap()),
+                expected.parse::<i64>().unwrap(),
+                "{line}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 60);
+    }
+
     #[test]
     fn phase_is_stable_per_device_and_spread_over_devices() {
         let a = phased_percentage("0123abcd", "stable", 1304);
@@ -349,16 +413,39 @@ mod tests {
     }
 
     #[test]
-    fn equal_scores_go_to_the_smaller_download() {
+    fn equal_scores_keep_the_candidates_order_as_system_image_does() {
+        // A full image of `full_size` bytes listed before a 3000-byte delta.
+        let scored = |full_size: u64| {
+            let i: Index = serde_json::from_str(&format!(
+                r#"{{"global": {{"generated_at": "1"}}, "images": [
+                  {{"type": "full", "version": 2, "files": [{{"size": {full_size}}}]}},
+                  {{"type": "delta", "base": 1, "version": 2, "files": [{{"size": 3000}}]}}]}}"#
+            ))
+            .unwrap();
+            let c = candidates(&i, 1, ALL);
+            (scores(&c), choose(&c, 0).unwrap()[0].kind.clone())
+        };
+        // Within one MiB the scores tie: system-image keeps the first candidate (the full
+        // image), however many bytes the other saves.
+        assert_eq!(scored(900_000), (vec![0, 0], "full".to_owned()));
+        // One MiB more is a point more, and the delta wins.
+        assert_eq!(scored(2_000_000), (vec![1, 0], "delta".to_owned()));
+    }
+
+    #[test]
+    fn a_zdelta_path_goes_first_among_equals_and_stock_order_holds_without_it() {
         let i: Index = serde_json::from_str(
             r#"{"global": {"generated_at": "1"}, "images": [
               {"type": "full", "version": 2, "files": [{"size": 9000}]},
-              {"type": "delta", "base": 1, "version": 2, "files": [{"size": 3000}]}]}"#,
+              {"type": "delta", "base": 1, "version": 2, "files": [{"size": 3000}]},
+              {"type": "zdelta", "base": 1, "version": 2, "files": [{"size": 2000}]}]}"#,
         )
         .unwrap();
         let c = candidates(&i, 1, ALL);
-        assert_eq!(scores(&c), [0, 0]);
-        assert_eq!(choose(&c, 0).unwrap()[0].kind, "delta");
+        assert_eq!(scores(&c), [0, 0, 0]);
+        assert_eq!(choose(&c, 0).unwrap()[0].kind, "zdelta");
+        let c = candidates(&i, 1, Types { zdelta: false });
+        assert_eq!(choose(&c, 0).unwrap()[0].kind, "full");
     }
 
     #[test]

@@ -288,8 +288,11 @@ impl ChannelIni {
     }
 }
 
-/// Writes `version-N.tar.xz`: `system/etc/ubuntu-build` (the build number) and
-/// `system/etc/system-image/channel.ini`, as system-image's version tarballs hold.
+/// Writes `version-N.tar.xz` as the real server does (its `generate_version_tarball`):
+/// `system/etc/ubuntu-build` (the build number), `system/etc/system-image/channel.ini`,
+/// and the `config.d/` a system-image 3.x client reads, with `00_default.ini ->
+/// ../client.ini` and `01_channel.ini -> ../channel.ini` (without them a 3.x client finds
+/// no build number), in the server's order.
 pub fn write_version_tarball(ini: &ChannelIni, out: &Path) -> Result<u64, Error> {
     let mtime = generated_mtime()?;
     let file = AtomicFile::create(out)?;
@@ -315,6 +318,25 @@ pub fn write_version_tarball(ini: &ChannelIni, out: &Path) -> Result<u64, Error>
         writer
             .append_root_owned(&entry)
             .and_then(|_| writer.write_data(&data))
+            .map_err(|e| Error::io(out, e))?;
+    }
+    let config_d = "system/etc/system-image/config.d";
+    let mut dir = Entry::new(config_d.into(), Kind::Directory);
+    dir.mode = 0o775;
+    dir.mtime = mtime;
+    writer
+        .append_root_owned(&dir)
+        .map_err(|e| Error::io(out, e))?;
+    for (name, target) in [
+        ("00_default.ini", "../client.ini"),
+        ("01_channel.ini", "../channel.ini"),
+    ] {
+        let mut link = Entry::new(format!("{config_d}/{name}"), Kind::Symlink);
+        link.mode = 0o777;
+        link.link = target.into();
+        link.mtime = mtime;
+        writer
+            .append_root_owned(&link)
             .map_err(|e| Error::io(out, e))?;
     }
     let encoder = writer.finish().map_err(|e| Error::io(out, e))?;

@@ -1,8 +1,9 @@
 //! system-image keyrings: `keyring.tar.xz` holding `keyring.json` (`type`, optional
 //! `expiry` in unix seconds, optional `model`) and `keyring.gpg` (binary public keys),
 //! with a detached armored `.asc` made by the key above it in the chain
-//! (archive-master signs itself, image-master and the blacklist; image-master signs
-//! image-signing; image-signing signs device-signing).
+//! (archive-master signs itself and image-master; image-master signs image-signing and
+//! the blacklist, as the real server, client and recovery have it; image-signing signs
+//! device-signing).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

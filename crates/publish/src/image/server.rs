@@ -66,6 +66,11 @@ pub struct Image {
     pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_detail: Option<String>,
+    /// Our zdelta of the same two builds, on the `delta` entry: stock system-image
+    /// clients keep an unknown key unread, but stop at an entry of an unknown `type`
+    /// (docs/protocol.md §5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zdelta: Option<ZdeltaFiles>,
     /// Keys this tool does not write (`description-en`, ...), kept as they were.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -78,6 +83,13 @@ pub struct ImageFile {
     pub path: String,
     pub signature: String,
     pub size: u64,
+}
+
+/// The files of a zdelta, carried by its delta's entry ([`Image::zdelta`]): the zdelta
+/// and the build's version tarball, as a delta's own files are.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ZdeltaFiles {
+    pub files: Vec<ImageFile>,
 }
 
 /// `channels.json`: channel name to channel.
@@ -239,6 +251,29 @@ pub fn publish(
         index: index_path.clone(),
         ..Published::default()
     };
+    // A channel published by an earlier version of this tool lists zdeltas as entries of
+    // their own, which stop stock clients: each moves onto its delta's entry (one without
+    // a delta to carry it goes, reported as expired).
+    let (legacy, images): (Vec<Image>, Vec<Image>) = std::mem::take(&mut index.images)
+        .into_iter()
+        .partition(|i| i.kind == "zdelta");
+    index.images = images;
+    for zdelta in legacy {
+        match index
+            .images
+            .iter_mut()
+            .find(|i| i.kind == "delta" && i.base == zdelta.base && i.version == zdelta.version)
+        {
+            Some(delta) => {
+                delta.zdelta = Some(ZdeltaFiles {
+                    files: zdelta.files,
+                })
+            }
+            None => published
+                .expired
+                .push(("zdelta".into(), zdelta.base, zdelta.version)),
+        }
+    }
 
     // The full image into the pool, named by its digest.
     let (digest, _) = file_digest(&spec.image)?;
@@ -288,6 +323,7 @@ pub fn publish(
         kind: kind.to_owned(),
         version: spec.version,
         version_detail: Some(version_detail.clone()),
+        zdelta: None,
         extra: BTreeMap::new(),
     };
     index
@@ -358,11 +394,20 @@ pub fn publish(
                 }
                 _ => {}
             }
-            index.images.push(new_image(
-                label,
-                Some(base),
-                image_file(out, &path, 0, key)?,
-            ));
+            let main = image_file(out, &path, 0, key)?;
+            match kind {
+                DeltaKind::Delta => index.images.push(new_image(label, Some(base), main)),
+                DeltaKind::Zdelta => {
+                    let delta = index
+                        .images
+                        .last_mut()
+                        .filter(|i| i.kind == "delta" && i.base == Some(base))
+                        .expect("the delta of the same builds was pushed just before");
+                    delta.zdelta = Some(ZdeltaFiles {
+                        files: vec![main, version_file.clone()],
+                    });
+                }
+            }
             published
                 .added
                 .push((label.into(), Some(base), spec.version));
@@ -470,7 +515,8 @@ fn collect_garbage(out: &Path, channels: &Channels) -> Result<Vec<String>, Error
             }
             if let Some(index) = json_state::load::<Index>(&index_path, "system-image index")? {
                 for image in &index.images {
-                    for file in &image.files {
+                    let carried = image.zdelta.iter().flat_map(|z| &z.files);
+                    for file in image.files.iter().chain(carried) {
                         referenced.insert(local(out, &file.path));
                         referenced.insert(local(out, &file.signature));
                     }

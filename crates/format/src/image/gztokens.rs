@@ -753,6 +753,24 @@ mod tests {
     #[test]
     fn a_non_canonical_length_is_refused_and_garbage_is_an_error() {
         // A fixed block: literal 'a', then length 258 as code 284 + extra 31, distance 1.
+        let gz = uncommon_258(0);
+        assert!(split(&gz).unwrap_err().contains("258"));
+        assert!(tokens(&gz).is_ok());
+
+        let good = flate2_gzip(&text(2, 500), 9);
+        let toks = tokens(&good).unwrap();
+        for cut in [0, 1, 5, toks.len() / 2, toks.len() - 9] {
+            assert!(join(&[], &toks[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(tokens(&good[..good.len() / 2]).is_err());
+        let mut extra = good.clone();
+        extra.push(0);
+        assert!(tokens(&extra).is_err());
+    }
+
+    /// A file coding length 258 the uncommon way (code 284 + 31) with `pad` in its final
+    /// padding bits.
+    fn uncommon_258(pad: u32) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = BitWriter {
             out: &mut out,
@@ -767,22 +785,31 @@ mod tests {
         w.write(31, 5);
         w.write(u32::from(dc[0]), 5);
         w.write(u32::from(lc[256]), 7);
+        // 36 bits so far: four padding bits.
+        w.write(pad, 4);
         w.flush();
         let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
         gz.extend_from_slice(&out);
         gz.extend_from_slice(&[0; 8]);
-        assert!(split(&gz).unwrap_err().contains("258"));
-        assert!(tokens(&gz).is_ok());
+        gz
+    }
 
-        let good = flate2_gzip(&text(2, 500), 9);
-        let toks = tokens(&good).unwrap();
-        for cut in [0, 1, 5, toks.len() / 2, toks.len() - 9] {
-            assert!(join(&[], &toks[..cut]).is_err(), "cut at {cut}");
-        }
-        assert!(tokens(&good[..good.len() / 2]).is_err());
-        let mut extra = good.clone();
-        extra.push(0);
-        assert!(tokens(&extra).is_err());
+    /// The fuzzer's find: the tokens of such a file re-code 258 the common way, five bits
+    /// shorter, so they join to another file (which is why `split` refuses it), and
+    /// padding bits that no longer fit before the byte boundary are refused, not written.
+    /// The device only joins token streams `split` made.
+    #[test]
+    fn the_tokens_of_an_uncommonly_coded_file_join_to_another_file_or_not_at_all() {
+        let zero_pad = uncommon_258(0);
+        let toks = tokens(&zero_pad).unwrap();
+        let joined = join(&zero_pad[..10], &toks).unwrap();
+        assert_ne!(joined, zero_pad);
+        assert_eq!(tokens(&joined).unwrap(), toks);
+        let set_pad = uncommon_258(0b1111);
+        let toks = tokens(&set_pad).unwrap();
+        let err = join(&set_pad[..10], &toks).unwrap_err();
+        assert!(err.contains("padding"), "{err}");
+        assert!(split(&set_pad).unwrap_err().contains("258"));
     }
 
     #[test]

@@ -423,8 +423,13 @@ apt_fixtures() {
 make_tree() { # BUILD DIR: the system tree of an image build (no var/lib: the device's own)
   local b=$1 d=$2 i
   mkdir -p "$d"/{etc/system-image/config.d,usr/bin,usr/lib,usr/share/system-image,usr/share/doc/pkg,usr/share/many,var/cache/demo}
+  # system-image 3.x's layout, as every version tarball (ours, the real server's) writes
+  # it: the defaults in client.ini, config.d (0775) linking to it and to channel.ini.
+  chmod 775 "$d/etc/system-image/config.d"
   printf '[service]\nbase: 127.0.0.1\nhttp_port: %s\nhttps_port: disabled\nchannel: stable\ndevice: fauxdev\nbuild_number: 0\n' \
-    "$PORT" >"$d/etc/system-image/config.d/00_default.ini"
+    "$PORT" >"$d/etc/system-image/client.ini"
+  ln -s ../client.ini "$d/etc/system-image/config.d/00_default.ini"
+  ln -s ../channel.ini "$d/etc/system-image/config.d/01_channel.ini"
   printf '[service]\nbuild_number: %s\nchannel: stable\n' "$b" >"$d/etc/system-image/channel.ini"
   printf 'ID=demo\nVERSION_CODENAME=image\n' >"$d/etc/os-release"
   cp "$img/gpg/archive-master.tar.xz" "$img/gpg/archive-master.tar.xz.asc" "$d/usr/share/system-image/"

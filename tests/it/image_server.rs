@@ -715,33 +715,186 @@ fn build_from_an_unsorted_tarball_equals_build_from_the_root() {
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
 }
 
+/// A full image packed as system-image-server packs one: `partitions/` and `system/`
+/// from a staging directory, by GNU tar, in whatever order `files` gives (`None`: tar's
+/// own directory order), hard links as tar finds them.
+fn server_full_image(
+    tree: &Path,
+    boot: &[u8],
+    files: Option<&dyn Fn(&Path) -> Vec<String>>,
+) -> PathBuf {
+    let stage = tree.with_extension("stage");
+    std::fs::create_dir_all(stage.join("partitions")).unwrap();
+    std::fs::write(stage.join("partitions/boot.img"), boot).unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(tree)
+        .arg(stage.join("system"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let image = tree.with_extension("full.tar.xz");
+    let mut tar = Command::new("tar");
+    tar.arg("-cJf").arg(&image).arg("-C").arg(&stage);
+    match files {
+        None => {
+            tar.args(["partitions/", "system/"]);
+        }
+        Some(order) => {
+            let list = tree.with_extension("list");
+            std::fs::write(&list, order(&stage).join("\n") + "\n").unwrap();
+            tar.arg("--no-recursion").arg("-T").arg(&list);
+        }
+    }
+    let out = tar.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    image
+}
+
+/// Every path under `stage`, relative to it, in reverse order: children before their
+/// directories, and of each hard link pair the later name first.
+fn reversed_paths(stage: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .args(["partitions", "system"])
+        .current_dir(stage)
+        .output()
+        .unwrap();
+    let mut paths: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    paths.reverse();
+    paths
+}
+
 #[test]
-fn delta_refuses_an_image_out_of_order() {
+fn delta_takes_full_images_as_system_image_server_packs_them() {
+    let t = trees(&[1, 2]);
+    let work = t.dir.path();
+    let orders: [(&str, Option<&dyn Fn(&Path) -> Vec<String>>); 2] =
+        [("tar", None), ("reversed", Some(&reversed_paths))];
+    for (name, order) in orders {
+        let case = work.join(name);
+        let (one, two) = (case.join("one"), case.join("two"));
+        for (from, to) in [("tree1", &one), ("tree2", &two)] {
+            std::fs::create_dir_all(&case).unwrap();
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(work.join(from))
+                .arg(to)
+                .status()
+                .unwrap();
+            assert!(copied.success());
+        }
+        let full1 = server_full_image(&one, b"boot one", order);
+        let full2 = server_full_image(&two, b"boot two", order);
+        if order.is_some() {
+            let names = members(&full1);
+            assert!(
+                names.iter().position(|n| n == "system/usr/bin/b")
+                    < names.iter().position(|n| n == "system/usr/bin/a"),
+                "{names:?}"
+            );
+        }
+        let expected = case.join("expected");
+        untar(&full2, &expected, &[]);
+        for zdelta in [false, true] {
+            let out = case.join(if zdelta { "d.tar.zst" } else { "d.tar.xz" });
+            let mut args = vec!["image", "delta", p(&full1), p(&full2), "--out", p(&out)];
+            if zdelta {
+                args.insert(2, "--zdelta");
+            }
+            publish(&args).expect(0);
+            let names = members(&out);
+            assert!(
+                names.contains(&"partitions/boot.img".to_owned()),
+                "{names:?}"
+            );
+            let applied = case.join(format!("applied-{zdelta}"));
+            untar(&full1, &applied, &[]);
+            if zdelta {
+                apply_zdelta(&out, &applied, &case);
+            } else {
+                apply_delta(&out, &applied);
+            }
+            assert_same_tree(&applied, &expected);
+        }
+    }
+}
+
+#[test]
+fn delta_refuses_a_full_image_with_a_member_twice_or_a_dangling_hard_link() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("tree");
     tree(&root, 1);
-    let unsorted = dir.path().join("unsorted.tar");
-    let out = Command::new("tar")
-        .arg("-cf")
-        .arg(&unsorted)
-        .arg("-C")
-        .arg(dir.path())
-        .args(["tree/usr", "tree/etc"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
     let image = build_image(&root, dir.path(), "image");
+    let stage = dir.path().join("stage/system");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::write(stage.join("file"), b"one").unwrap();
+    let twice = dir.path().join("twice.tar");
+    for op in ["-cf", "-rf"] {
+        let out = Command::new("tar")
+            .arg(op)
+            .arg(&twice)
+            .arg("-C")
+            .arg(dir.path().join("stage"))
+            .arg("system/file")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
     publish(&[
         "image",
         "delta",
-        p(&unsorted),
+        p(&twice),
         p(&image),
         "--out",
-        p(&dir.path().join("d.tar.xz")),
+        p(&dir.path().join("d1.tar.xz")),
     ])
     .expect(2)
-    .mentions(&["not in image order"]);
-    assert!(!dir.path().join("d.tar.xz").exists());
+    .mentions(&["system/file is in the archive twice"]);
+    // GNU tar stores the second name of a hard link pair as a link to the first; taking
+    // the first out of the list leaves a link to a path the archive lacks.
+    std::fs::hard_link(stage.join("file"), stage.join("link")).unwrap();
+    let dangling = dir.path().join("dangling.tar");
+    let out = Command::new("tar")
+        .arg("-cf")
+        .arg(&dangling)
+        .arg("-C")
+        .arg(dir.path().join("stage"))
+        .args(["system/file", "system/link"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new("tar")
+        .arg("--delete")
+        .arg("-f")
+        .arg(&dangling)
+        .arg("system/file")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    publish(&[
+        "image",
+        "delta",
+        p(&image),
+        p(&dangling),
+        "--out",
+        p(&dir.path().join("d2.tar.xz")),
+    ])
+    .expect(2)
+    .mentions(&["system/link: hard link to system/file, which is not in the archive"]);
+    assert!(!dir.path().join("d1.tar.xz").exists() && !dir.path().join("d2.tar.xz").exists());
 }
 
 #[test]

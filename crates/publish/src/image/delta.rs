@@ -1,9 +1,11 @@
 //! `image delta`: the difference between two full images as system-image applies it.
 //!
-//! Both images are read as streams in image order and merged, so memory does not grow
-//! with the image's data: what is held is one directory chain, the paths of files
-//! written to the delta (for hard links to them), and at most one changed file pair (in
-//! memory up to the patch limit, otherwise spooled to a temporary file).
+//! Both images are read in image order (a tarball in any order is first unpacked to a
+//! temporary plain tar and indexed, see [`SortedTar`](super::source::SortedTar)) and
+//! merged, so memory does not grow with the image's data: what is held is the index of
+//! a tarball's members, one directory chain, the paths of files written to the delta
+//! (for hard links to them), and at most one changed file pair (in memory up to the
+//! patch limit, otherwise spooled to a temporary file).
 //!
 //! A zdelta also patches files that have no base file at their own path against a base
 //! file elsewhere ([`bases`] chooses it by name). A first pass over both images lists
@@ -29,7 +31,7 @@ use std::path::Path;
 use super::bases::{BaseIndex, FileRef};
 use super::build::generated_mtime;
 use super::output::{AtomicFile, Compression};
-use super::source::{self, Data, Source};
+use super::source::{Data, Image, Source};
 use super::zdelta::{self, PatchInfo};
 use crate::digest::Sha256;
 use crate::error::Error;
@@ -117,8 +119,8 @@ struct Merge<'a> {
     cross: Option<CrossBases>,
 }
 
-/// Writes the delta from `base` to `target` (full image tarballs in image order, or
-/// root directories) to `out`.
+/// Writes the delta from `base` to `target` (full image tarballs in any order, or root
+/// directories) to `out`.
 pub fn write_delta(
     base: &Path,
     target: &Path,
@@ -130,12 +132,14 @@ pub fn write_delta(
         _ => std::path::PathBuf::from("."),
     };
     fs_err::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let base_image = Image::open(base, &dir)?;
+    let target_image = Image::open(target, &dir)?;
     let cross = match opts.kind {
-        DeltaKind::Zdelta => Some(CrossBases::collect(base, target, opts, &dir)?),
+        DeltaKind::Zdelta => Some(CrossBases::collect(&base_image, &target_image, opts, &dir)?),
         DeltaKind::Delta => None,
     };
-    let mut base_src = source::open(base)?;
-    let mut target_src = source::open(target)?;
+    let mut base_src = base_image.entries()?;
+    let mut target_src = target_image.entries()?;
     let temp = |what: &str| {
         tempfile::tempfile_in(&dir)
             .map_err(|e| Error::io(dir.join(what), e))
@@ -515,7 +519,12 @@ struct CrossBases {
 impl CrossBases {
     /// Lists both images' regular files, chooses the bases, and copies them out of the
     /// base image into a temporary file in `dir`.
-    fn collect(base: &Path, target: &Path, opts: &DeltaOptions, dir: &Path) -> Result<Self, Error> {
+    fn collect(
+        base: &Image,
+        target: &Image,
+        opts: &DeltaOptions,
+        dir: &Path,
+    ) -> Result<Self, Error> {
         let base_files = regular_files(base)?;
         let at_own_path: HashSet<&str> = base_files.iter().map(|f| f.path.as_str()).collect();
         let mut plan = HashMap::new();
@@ -544,12 +553,12 @@ impl CrossBases {
         let mut writer = BufWriter::with_capacity(256 * 1024, spool);
         let mut stored = HashMap::new();
         let mut offset = 0u64;
-        let mut src = source::open(base)?;
+        let mut src = base.entries()?;
+        let origin = src.origin().to_owned();
         while let Some(entry) = src.next_entry()? {
             if entry.kind != Kind::File || !needed.contains(entry.path.as_str()) {
                 continue;
             }
-            let origin = src.origin().to_owned();
             let n = io::copy(&mut Data(src.as_mut()), &mut writer)
                 .map_err(|e| Error::io(&origin, e))?;
             if n != entry.size {
@@ -569,7 +578,7 @@ impl CrossBases {
             plan,
             stored,
             spool,
-            origin: base.to_owned(),
+            origin,
         })
     }
 
@@ -590,8 +599,8 @@ impl CrossBases {
 }
 
 /// The regular files of an image (paths and sizes), read without their data.
-fn regular_files(image: &Path) -> Result<Vec<FileRef>, Error> {
-    let mut src = source::open(image)?;
+fn regular_files(image: &Image) -> Result<Vec<FileRef>, Error> {
+    let mut src = image.entries()?;
     let mut files = Vec::new();
     while let Some(entry) = src.next_entry()? {
         if entry.kind == Kind::File {

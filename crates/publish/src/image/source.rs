@@ -1,5 +1,6 @@
 //! Where image entries come from: a root directory walked in image order, or a tarball
-//! (an image this module wrote, or any rootfs tarball) read as a stream.
+//! (an image this module or system-image-server wrote, or any rootfs tarball) unpacked,
+//! indexed and read back in image order.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -31,15 +32,31 @@ impl Read for Data<'_> {
     }
 }
 
-/// Opens `path` as a root directory or an image tarball. Entries of a directory are
-/// named `system/…`; a tarball's names are taken as they are (an image already has them
-/// under `system/`).
-pub fn open(path: &Path) -> Result<Box<dyn Source>, Error> {
-    let meta = fs_err::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        Ok(Box::new(DirSource::new(path, "system", None)?))
-    } else {
-        Ok(Box::new(TarSource::open(path, "", true)?))
+/// An image to read, as often as needed: a root directory (walked again each time, its
+/// entries named `system/…`) or an image tarball (unpacked and indexed once, see
+/// [`SortedTar`]; its names taken as they are).
+pub enum Image {
+    Dir(PathBuf),
+    Tar(SortedTar),
+}
+
+impl Image {
+    /// Opens `path`; a tarball's temporary plain copy goes to `scratch`.
+    pub fn open(path: &Path, scratch: &Path) -> Result<Self, Error> {
+        let meta = fs_err::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            Ok(Image::Dir(path.to_owned()))
+        } else {
+            Ok(Image::Tar(SortedTar::open(path, Names::Image, scratch)?))
+        }
+    }
+
+    /// The image's entries in image order.
+    pub fn entries(&self) -> Result<Box<dyn Source + '_>, Error> {
+        Ok(match self {
+            Image::Dir(root) => Box::new(DirSource::new(root, "system", None)?),
+            Image::Tar(tar) => Box::new(tar.entries()),
+        })
     }
 }
 
@@ -49,38 +66,229 @@ pub fn decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
     compress::open_sniffed(path, Limits::IMAGE).map_err(Error::from)
 }
 
-/// Entries of a tarball, names normalised (and prefixed with `prefix/` when one is
-/// given), in archive order.
-pub struct TarSource {
-    path: PathBuf,
-    reader: tar::Reader<Box<dyn BufRead + Send>>,
-    prefix: String,
-    /// Refuse archives not in image order (deltas merge two ordered streams).
-    check_order: bool,
-    last: Option<String>,
+/// How a tarball's member names become image paths.
+#[derive(Clone, Copy, Debug)]
+pub enum Names {
+    /// A full image: names as they are (`system/…`, `partitions/…`), pax records kept.
+    Image,
+    /// A rootfs: names go under `system/` (the archive's top becomes `system`, added
+    /// when the archive has none), pax records dropped, mtimes clamped to `clamp`.
+    Rootfs { clamp: Option<i64> },
 }
 
-impl TarSource {
-    pub fn open(path: &Path, prefix: &str, check_order: bool) -> Result<Self, Error> {
-        Ok(TarSource {
-            path: path.to_owned(),
-            reader: tar::Reader::new(decompressed(path)?),
-            prefix: prefix.to_owned(),
-            check_order,
-            last: None,
+/// A tarball in whatever order its tool wrote it, read in image order. GNU tar writes
+/// directory order, and so do system-image-server's full images (`tar -cJf … partitions/
+/// system/`), while deltas merge two streams sorted by path. The stream is unpacked once
+/// to an unnamed temporary plain tar, indexed (memory: one [`Entry`] per member, not
+/// their data), and handed out sorted. Each hard link group is re-pointed so that its
+/// first path in image order carries the data and the others link to it, which is what
+/// an image written in order has and what unpacking in that order needs.
+pub struct SortedTar {
+    plain: File,
+    origin: PathBuf,
+    /// Entries in image order, each with where its data starts in `plain`.
+    entries: Vec<(Entry, u64)>,
+}
+
+impl SortedTar {
+    pub fn open(tarball: &Path, names: Names, scratch: &Path) -> Result<Self, Error> {
+        let bad = |reason: String| Error::Config {
+            path: tarball.to_owned(),
+            reason,
+        };
+        let mut plain = tempfile::tempfile_in(scratch).map_err(|e| Error::io(scratch, e))?;
+        {
+            let mut input = decompressed(tarball)?;
+            io::copy(&mut input, &mut plain).map_err(|e| Error::io(tarball, e))?;
+        }
+        let mut index: Vec<(Entry, u64)> = Vec::new();
+        {
+            let copy = plain.try_clone().map_err(|e| Error::io(tarball, e))?;
+            let mut reader = tar::Reader::new(io::BufReader::with_capacity(
+                256 * 1024,
+                PositionedReader { file: copy, at: 0 },
+            ));
+            while let Some(mut entry) = reader
+                .next_entry()
+                .map_err(|e| Error::io(tarball, e.into()))?
+            {
+                let name = tar::normalise(&entry.path).map_err(bad)?;
+                if entry.kind == Kind::HardLink {
+                    let target = tar::normalise(&entry.link).map_err(bad)?;
+                    if target.is_empty() {
+                        return Err(bad(format!("{name}: hard link to the top")));
+                    }
+                    entry.link = match names {
+                        Names::Image => target,
+                        Names::Rootfs { .. } => format!("system/{target}"),
+                    };
+                }
+                match names {
+                    // The archive's `./`: an image has no entry above `system`.
+                    Names::Image if name.is_empty() => continue,
+                    Names::Image => entry.path = name,
+                    Names::Rootfs { clamp } => {
+                        if name.is_empty() && entry.kind != Kind::Directory {
+                            return Err(bad("the archive's top is not a directory".into()));
+                        }
+                        entry.path = prefixed("system", &name);
+                        entry.pax.clear();
+                        if let Some(clamp) = clamp {
+                            entry.mtime = entry.mtime.min(clamp);
+                        }
+                    }
+                }
+                index.push((entry, reader.position()));
+            }
+        }
+        if let Names::Rootfs { clamp } = names
+            && !index.iter().any(|(e, _)| e.path == "system")
+        {
+            let mut top = Entry::new("system".into(), Kind::Directory);
+            top.mode = 0o755;
+            top.mtime = clamp.unwrap_or(0);
+            index.push((top, 0));
+        }
+        index.sort_by(|a, b| tar::cmp_paths(&a.0.path, &b.0.path));
+        for pair in index.windows(2) {
+            if tar::cmp_paths(&pair[0].0.path, &pair[1].0.path) == std::cmp::Ordering::Equal {
+                return Err(bad(format!("{} is in the archive twice", pair[0].0.path)));
+            }
+        }
+        repoint_hard_links(&mut index).map_err(bad)?;
+        Ok(SortedTar {
+            plain,
+            origin: tarball.to_owned(),
+            entries: index,
         })
     }
 
-    /// Offset of the current entry's data in the uncompressed stream.
-    pub fn data_position(&self) -> u64 {
-        self.reader.position()
+    /// The entries in image order.
+    pub fn entries(&self) -> SortedEntries<'_> {
+        SortedEntries {
+            tar: self,
+            next: 0,
+            data: None,
+        }
+    }
+}
+
+/// Makes the first path of each hard link group (in `index`'s order) the one that
+/// carries the data, taking the data entry's metadata and offset, and points every
+/// other member of the group at it.
+fn repoint_hard_links(index: &mut [(Entry, u64)]) -> Result<(), String> {
+    let position: HashMap<&str, usize> = index
+        .iter()
+        .enumerate()
+        .map(|(i, (e, _))| (e.path.as_str(), i))
+        .collect();
+    // The data entry of each group -> the group's first position.
+    let mut first_of: HashMap<usize, usize> = HashMap::new();
+    let mut data_of_link: Vec<(usize, usize)> = Vec::new();
+    for (i, (entry, _)) in index.iter().enumerate() {
+        if entry.kind != Kind::HardLink {
+            continue;
+        }
+        let target = *position.get(entry.link.as_str()).ok_or_else(|| {
+            format!(
+                "{}: hard link to {}, which is not in the archive",
+                entry.path, entry.link
+            )
+        })?;
+        if index[target].0.kind != Kind::File {
+            return Err(format!(
+                "{}: hard link to {}, which is not a regular file",
+                entry.path, entry.link
+            ));
+        }
+        let first = first_of.entry(target).or_insert(target);
+        *first = (*first).min(i);
+        data_of_link.push((i, target));
+    }
+    let holder_path: HashMap<usize, String> = first_of
+        .iter()
+        .map(|(&data, &first)| (data, index[first].0.path.clone()))
+        .collect();
+    for (&data, &first) in &first_of {
+        if first == data {
+            continue;
+        }
+        // The first link becomes the file: the data entry's metadata and bytes.
+        let (holder, offset) = index[data].clone();
+        let path = std::mem::take(&mut index[first].0.path);
+        index[first] = (Entry { path, ..holder }, offset);
+        let entry = &mut index[data].0;
+        entry.kind = Kind::HardLink;
+        entry.link = holder_path[&data].clone();
+        entry.size = 0;
+    }
+    for (link, data) in data_of_link {
+        if first_of[&data] != link {
+            index[link].0.link = holder_path[&data].clone();
+        }
+    }
+    Ok(())
+}
+
+/// Reads a file from a position of its own (so several readers can share one file).
+struct PositionedReader {
+    file: File,
+    at: u64,
+}
+
+impl Read for PositionedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// One pass over a [`SortedTar`].
+pub struct SortedEntries<'a> {
+    tar: &'a SortedTar,
+    next: usize,
+    /// The current regular file's data: where the rest starts and how much is left.
+    data: Option<(u64, u64)>,
+}
+
+impl Source for SortedEntries<'_> {
+    fn next_entry(&mut self) -> Result<Option<Entry>, Error> {
+        self.data = None;
+        let Some((entry, offset)) = self.tar.entries.get(self.next) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        if entry.kind == Kind::File {
+            self.data = Some((*offset, entry.size));
+        }
+        Ok(Some(entry.clone()))
     }
 
-    fn bad(&self, reason: String) -> Error {
-        Error::Config {
-            path: self.path.clone(),
-            reason,
+    fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let Some((at, left)) = &mut self.data else {
+            return Ok(0);
+        };
+        let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
         }
+        let n = self.tar.plain.read_at(&mut buf[..want], *at)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the unpacked archive ends inside a member",
+            ));
+        }
+        *at += n as u64;
+        *left -= n as u64;
+        Ok(n)
+    }
+
+    fn origin(&self) -> &Path {
+        &self.tar.origin
     }
 }
 
@@ -90,57 +298,6 @@ fn prefixed(prefix: &str, name: &str) -> String {
         (true, _) => name.to_owned(),
         (false, true) => prefix.to_owned(),
         (false, false) => format!("{prefix}/{name}"),
-    }
-}
-
-impl Source for TarSource {
-    fn next_entry(&mut self) -> Result<Option<Entry>, Error> {
-        loop {
-            let Some(mut entry) = self
-                .reader
-                .next_entry()
-                .map_err(|e| Error::io(&self.path, e.into()))?
-            else {
-                self.reader
-                    .drain()
-                    .map_err(|e| Error::io(&self.path, e.into()))?;
-                return Ok(None);
-            };
-            let name = tar::normalise(&entry.path).map_err(|r| self.bad(r))?;
-            if name.is_empty() && self.prefix.is_empty() {
-                // The archive's `./`: an image has no entry above `system`.
-                continue;
-            }
-            entry.path = prefixed(&self.prefix, &name);
-            if entry.kind == Kind::HardLink {
-                let target = tar::normalise(&entry.link).map_err(|r| self.bad(r))?;
-                if target.is_empty() {
-                    return Err(self.bad(format!("{}: hard link to the top", entry.path)));
-                }
-                entry.link = prefixed(&self.prefix, &target);
-            }
-            if self.check_order {
-                if let Some(last) = &self.last
-                    && tar::cmp_paths(last, &entry.path) != std::cmp::Ordering::Less
-                {
-                    return Err(self.bad(format!(
-                        "entries are not in image order ({} after {last}); rebuild it with \
-                             `release-upgrader-publish image build --tarball`",
-                        entry.path
-                    )));
-                }
-                self.last = Some(entry.path.clone());
-            }
-            return Ok(Some(entry));
-        }
-    }
-
-    fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf)
-    }
-
-    fn origin(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -715,14 +715,13 @@ fn build_from_an_unsorted_tarball_equals_build_from_the_root() {
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
 }
 
+/// The member list of an image, in the order tar is to write it.
+type MemberOrder<'a> = Option<&'a dyn Fn(&Path) -> Vec<String>>;
+
 /// A full image packed as system-image-server packs one: `partitions/` and `system/`
 /// from a staging directory, by GNU tar, in whatever order `files` gives (`None`: tar's
 /// own directory order), hard links as tar finds them.
-fn server_full_image(
-    tree: &Path,
-    boot: &[u8],
-    files: Option<&dyn Fn(&Path) -> Vec<String>>,
-) -> PathBuf {
+fn server_full_image(tree: &Path, boot: &[u8], files: MemberOrder<'_>) -> PathBuf {
     let stage = tree.with_extension("stage");
     std::fs::create_dir_all(stage.join("partitions")).unwrap();
     std::fs::write(stage.join("partitions/boot.img"), boot).unwrap();
@@ -777,8 +776,7 @@ fn reversed_paths(stage: &Path) -> Vec<String> {
 fn delta_takes_full_images_as_system_image_server_packs_them() {
     let t = trees(&[1, 2]);
     let work = t.dir.path();
-    let orders: [(&str, Option<&dyn Fn(&Path) -> Vec<String>>); 2] =
-        [("tar", None), ("reversed", Some(&reversed_paths))];
+    let orders: [(&str, MemberOrder<'_>); 2] = [("tar", None), ("reversed", Some(&reversed_paths))];
     for (name, order) in orders {
         let case = work.join(name);
         let (one, two) = (case.join("one"), case.join("two"));

@@ -22,6 +22,7 @@ mod prefetch;
 mod publish;
 mod readme_fixture;
 mod real_data;
+mod reboot;
 mod state_files;
 mod support;
 mod upgrade;

@@ -59,6 +59,14 @@ pub enum Error {
     #[error("refusing to act on {path}: {reason}")]
     Refused { path: PathBuf, reason: String },
 
+    /// An image was applied, but the reboot into it could not be asked for.
+    #[error("{what} is applied, but the reboot into it failed")]
+    Reboot {
+        what: String,
+        #[source]
+        source: crate::reboot::RebootError,
+    },
+
     /// A state file of ours that names something it must not (outside the root, a
     /// different root than this run's), or is otherwise not what this version wrote.
     #[error("{file}: {reason}")]
@@ -193,6 +201,7 @@ impl Error {
             | NoSpace { .. }
             | Locked { .. }
             | Refused { .. }
+            | Reboot { .. }
             | BadState { .. }
             | Program { .. } => ExitCode::Usage,
             UpgradesDisabled { .. }
@@ -262,6 +271,9 @@ impl Error {
                  to be there"
                 .into(),
             BadState { file, .. } => bad_state_hint(file),
+            Reboot { what, .. } => {
+                format!("reboot by hand to start {what}; it stays applied until then")
+            }
             Locked { .. } => "wait for that program to finish (or close it), then try again".into(),
             NoSpace { path, .. } => format!(
                 "free some space on the filesystem of {} (apt-get clean, journalctl --vacuum-size) \

@@ -30,6 +30,7 @@ pub mod image;
 pub mod confine;
 pub mod crashpoint;
 pub mod events;
+pub mod reboot;
 pub mod release_notes;
 pub mod root;
 pub mod state;

@@ -13,6 +13,7 @@ use ru_client::error::{Error, ExitCode};
 use ru_client::image::apply::{self, Recovered, Step, Target};
 use ru_client::image::client::{Checked, Client, Options};
 use ru_client::image::{Layout, mode, optout};
+use ru_client::reboot;
 use ru_client::root::SystemRoot;
 use ru_client::ui::Ui;
 use ru_trust::fetch::Fetcher;
@@ -57,6 +58,8 @@ pub enum ImageCommand {
         /// recovery to apply, instead of applying
         #[arg(long)]
         recovery: bool,
+        #[command(flatten)]
+        reboot: RebootArgs,
     },
     /// Finish or undo an interrupted apply, opt-out or opt-in, and say which
     Recover,
@@ -71,6 +74,22 @@ pub enum ImageCommand {
     },
     /// Switch this device back to image updates (undo opt-out)
     OptIn,
+}
+
+/// What happens after a successful apply: the device runs the new build only after a
+/// reboot (into the recovery for `--recovery`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RebootArgs {
+    /// Stay up after applying; the new build starts at the next boot
+    #[arg(long, conflicts_with = "reboot")]
+    pub no_reboot: bool,
+    /// Reboot this machine even though --root is not / (the root applied to is the one
+    /// it boots)
+    #[arg(long)]
+    pub reboot: bool,
+    /// Reboot without asking
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +187,7 @@ pub fn run(
             slot_b,
             active,
             recovery,
+            reboot,
         } => {
             // Slots and the link are paths on the device, resolved under the root.
             let target = match (slot_a, slot_b) {
@@ -176,7 +196,7 @@ pub fn run(
                 }
                 _ => Target::Root,
             };
-            apply_command(&root, fetcher, server, target, *recovery, ui)
+            apply_command(&root, fetcher, server, target, *recovery, reboot, ui)
         }
         ImageCommand::Recover => {
             let layout = Layout::new(&root);
@@ -372,6 +392,7 @@ fn apply_command(
     server: &ServerArgs,
     target: Target,
     recovery: bool,
+    reboot: &RebootArgs,
     ui: &Ui,
 ) -> anyhow::Result<ExitCode> {
     let layout = Layout::new(root);
@@ -432,7 +453,13 @@ fn apply_command(
             ),
             json!({"event": "recovery", "command_file": written, "target": target_build}),
         );
-        return Ok(ExitCode::Success);
+        return Ok(after_apply(
+            root,
+            reboot::Into::Recovery,
+            &format!("the recovery to apply build {target_build}"),
+            reboot,
+            ui,
+        ));
     }
     let steps: Vec<Step<'_>> = files
         .iter()
@@ -489,7 +516,71 @@ fn apply_command(
                "state_kept": applied.state_kept,
                "operations": applied.operations}),
     );
-    Ok(ExitCode::Success)
+    Ok(after_apply(
+        root,
+        reboot::Into::System,
+        &format!("build {target_build}"),
+        reboot,
+        ui,
+    ))
+}
+
+/// Reboots into what was applied (`what`: "build N", or the recovery that applies it):
+/// at once with `-y`, after asking on a terminal, never with `--no-reboot`. A root other
+/// than `/` is not the running system, so this machine reboots for it only with
+/// `--reboot`. Where nothing reboots, says what to do.
+fn after_apply(
+    root: &SystemRoot,
+    into: reboot::Into,
+    what: &str,
+    args: &RebootArgs,
+    ui: &Ui,
+) -> ExitCode {
+    use std::io::IsTerminal;
+    let stay = |reason: &str, text: String| {
+        ui.data(
+            &text,
+            json!({"event": "reboot", "requested": false, "reason": reason, "into": what}),
+        );
+        ExitCode::Success
+    };
+    if args.no_reboot {
+        return stay("no-reboot", format!("Reboot to start {what}."));
+    }
+    if !root.is_host() && !args.reboot {
+        return stay(
+            "root",
+            format!(
+                "{} starts {what} at its next boot (this machine reboots for it only with \
+                 --reboot).",
+                root.dir().display()
+            ),
+        );
+    }
+    if !args.yes {
+        if ui.json || !std::io::stdin().is_terminal() {
+            return stay(
+                "not-asked",
+                format!("Reboot to start {what} (with -y, image apply reboots by itself)."),
+            );
+        }
+        if crate::ask_terminal(&format!("Reboot now to start {what}?"), true) != Some(true) {
+            return stay("declined", format!("Reboot to start {what}."));
+        }
+    }
+    match reboot::reboot(into) {
+        Ok(via) => {
+            ui.data(
+                &format!("Rebooting to start {what}."),
+                json!({"event": "reboot", "requested": true, "via": via, "into": what}),
+            );
+            ExitCode::Success
+        }
+        Err(source) => ui.fail(&anyhow::Error::new(Error::Reboot {
+            what: what.to_owned(),
+            source,
+        })),
+    }
 }
 
 /// Reports a failed apply or recovery with its own exit code (5: rolled back, 6: left
@@ -509,6 +600,7 @@ fn failed_with_code(failed: apply::Failed, doing: &str, ui: &Ui) -> ExitCode {
 pub fn upgrade(
     global: &GlobalArgs,
     dry_run: bool,
+    yes: bool,
     fetcher: &Fetcher,
     ui: &Ui,
 ) -> anyhow::Result<ExitCode> {
@@ -527,5 +619,9 @@ pub fn upgrade(
         let client = Client::new(&root, fetcher, server.options())?;
         return Ok(report_check(&client.check()?, ui));
     }
-    apply_command(&root, fetcher, &server, Target::Root, false, ui)
+    let reboot = RebootArgs {
+        yes,
+        ..RebootArgs::default()
+    };
+    apply_command(&root, fetcher, &server, Target::Root, false, &reboot, ui)
 }

@@ -724,7 +724,13 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
     let mode = ru_client::image::mode::choose(&SystemRoot::new(&global.root))
         .context("deciding between image updates and apt")?;
     if mode == ru_client::image::mode::Mode::Image {
-        return crate::image::upgrade(global, args.dry_run, &image_fetcher(global, ui), ui);
+        return crate::image::upgrade(
+            global,
+            args.dry_run,
+            args.yes,
+            &image_fetcher(global, ui),
+            ui,
+        );
     }
     use ru_client::upgrade::mode::Mode;
     use ru_client::upgrade::run::{Frontend, Interaction as _, Prepared, UpgradeOptions, Upgrader};

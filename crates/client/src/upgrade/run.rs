@@ -486,9 +486,8 @@ impl<'a> Upgrader<'a> {
             return;
         }
         if self.io.ask("Restart the system now to finish the upgrade?") == Some(true) {
-            if let Err(e) = crate::task::Task::new("systemctl").arg("reboot").status() {
-                self.io
-                    .say(&format!("warning: systemctl reboot: {e}; restart by hand"));
+            if let Err(e) = crate::reboot::reboot(crate::reboot::Into::System) {
+                self.io.say(&format!("warning: {e}; restart by hand"));
             }
         } else {
             self.io.say("Restart the system to finish the upgrade.");

@@ -114,9 +114,12 @@ pub fn check_codename(codename: &str) -> Result<(), String> {
 /// The archive keyring of a distribution with os-release `ID` `id`, as a path on the
 /// device: `/usr/share/keyrings/<id>-archive-keyring.gpg` (Debian's and Ubuntu's name).
 pub fn default_keyring(id: &str) -> Option<String> {
-    check_codename(id)
-        .is_ok()
-        .then(|| format!("{KEYRING_DIR}/{}-archive-keyring.gpg", id.to_ascii_lowercase()))
+    check_codename(id).is_ok().then(|| {
+        format!(
+            "{KEYRING_DIR}/{}-archive-keyring.gpg",
+            id.to_ascii_lowercase()
+        )
+    })
 }
 
 /// The archives to look for `<codename>-security` in, in order: the one given with
@@ -395,7 +398,10 @@ mod tests {
             ["main", "contrib"]
         );
         let err = components(
-            &RELEASE.replace("main/binary-arm64/Packages.xz", "main/binary-armhf/Packages"),
+            &RELEASE.replace(
+                "main/binary-arm64/Packages.xz",
+                "main/binary-armhf/Packages",
+            ),
             "bookworm",
             "arm64",
         )
@@ -436,10 +442,7 @@ mod tests {
 
         let err = components(RELEASE, "bookworm", "riscv64").unwrap_err();
         assert!(matches!(err, Error::WrongArchitecture { .. }), "{err:?}");
-        let expired = RELEASE.replace(
-            "Date:",
-            "Valid-Until: Sat, 01 Nov 2026 12:00:00 UTC\nDate:",
-        );
+        let expired = RELEASE.replace("Date:", "Valid-Until: Sat, 01 Nov 2026 12:00:00 UTC\nDate:");
         let err = components(&expired, "bookworm", "amd64").unwrap_err();
         assert!(matches!(err, Error::Expired { .. }), "{err:?}");
         let future = RELEASE.replace("01 Nov 2026", "03 Nov 2026");

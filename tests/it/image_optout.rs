@@ -347,7 +347,11 @@ fn suites_the_mirror_lacks_are_left_out_and_security_comes_from_where_it_is() {
     let mirror = d.uri("ubuntu");
     let run = d.run(&["--json", "image", "opt-out", "--mirror", &mirror]);
     run.expect(0);
-    let event = &run.json_lines()[0];
+    let events = run.json_lines();
+    for event in &events {
+        assert_eq!(crate::events::violation(event), None, "{event}");
+    }
+    let event = &events[0];
     assert_eq!(event["event"], "opt-out");
     assert_eq!(event["waits_for_reboot"], false);
     assert_eq!(event["absent"][0]["suite"], "bookworm-updates");
@@ -365,7 +369,12 @@ fn suites_the_mirror_lacks_are_left_out_and_security_comes_from_where_it_is() {
             ("ubuntu", "bookworm-security", &["main"]),
         ],
     );
-    d.run(&["image", "opt-in"]).expect(0);
+    let run = d.run(&["--json", "image", "opt-in"]);
+    run.expect(0);
+    for event in run.json_lines() {
+        assert_eq!(crate::events::violation(&event), None, "{event}");
+    }
+    assert_eq!(run.json_lines()[0]["op"], "opt-in");
 
     // No security suite anywhere: said, not silently dropped.
     let d = Device::bare();
@@ -496,9 +505,18 @@ fn an_interrupted_opt_out_or_opt_in_is_finished_by_the_next_run() {
             .unwrap();
         assert_eq!(out.status.signal(), Some(9), "{crash}");
         let asked = d.server.requests().len();
-        d.run(&["image", "recover"])
-            .expect(0)
-            .mentions(&["opt-out staged or interrupted earlier was finished"]);
+        let run = d.run(&["--json", "image", "recover"]);
+        run.expect(0);
+        let recovered = &run.json_lines()[0];
+        assert_eq!(crate::events::violation(recovered), None, "{recovered}");
+        assert_eq!(
+            (
+                &recovered["opt"]["op"],
+                &recovered["opt"]["waits_for_reboot"]
+            ),
+            (&json!("opt-out"), &json!(false)),
+            "{crash}: {recovered}"
+        );
         assert_eq!(
             d.server.requests().len(),
             asked,

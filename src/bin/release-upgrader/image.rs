@@ -327,9 +327,9 @@ fn opt_out(
         if progress.op == optout::Op::OptOut && progress.waits_for_reboot {
             ui.data(
                 &format!(
-                    "An opt-out is already staged for the next boot (from {}).\n{}",
+                    "An opt-out is already staged for the next boot (from {}): reboot to \
+                     finish it, or run `release-upgrader image opt-in` to cancel it.",
                     progress.record.mirror,
-                    describe_opt_out(&progress)
                 ),
                 json!({"event": "opt-out", "record": progress.record, "already": true,
                        "waits_for_reboot": true}),

@@ -507,6 +507,29 @@ mod tests {
         assert!(!state_file(&root, JOURNAL).exists());
     }
 
+    #[test]
+    fn only_a_read_only_file_system_makes_a_step_wait_for_the_reboot() {
+        let rofs = std::io::Error::from_raw_os_error(rustix::io::Errno::ROFS.raw_os_error());
+        assert!(is_read_only(&Error::io("/etc/apt", rofs)));
+        // Wrapped with a message, as fs_err does (the host root's directories are made
+        // with it): the kind still tells.
+        let wrapped = std::io::Error::new(
+            std::io::ErrorKind::ReadOnlyFilesystem,
+            "read-only file system when creating /etc/apt",
+        );
+        assert!(is_read_only(&Error::io("/etc/apt", wrapped)));
+        for other in [
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::NotFound,
+        ] {
+            assert!(!is_read_only(&Error::io("/etc/apt", other.into())));
+        }
+        assert!(!is_read_only(&Error::Config {
+            path: "/etc/apt".into(),
+            reason: "read-only".into()
+        }));
+    }
+
     /// An earlier version's interrupted opt-out has no verified suites: finishing it
     /// would write sources nobody checked, so it is undone.
     #[test]

@@ -156,7 +156,7 @@ pub fn run(
         command,
         ImageCommand::Download { .. } | ImageCommand::Apply { .. }
     ) {
-        settle_opt(&root, ui)?;
+        settle_opt(&root, false, ui)?;
     }
     match command {
         ImageCommand::Info => info(&root, ui),
@@ -502,10 +502,24 @@ fn describe_recovered(progress: &optout::Progress) -> String {
     }
 }
 
-/// Before image work (download, apply, an image upgrade): finishes an opt-out or opt-in
-/// that was interrupted or staged for this boot, and refuses while one still waits for
-/// a writable root, so that no image is applied over a switch half made.
-pub fn settle_opt(root: &SystemRoot, ui: &Ui) -> anyhow::Result<()> {
+/// Before image work (download, apply, `upgrade`): finishes an opt-out or opt-in that
+/// was interrupted or staged for this boot, and refuses while one still waits for a
+/// writable root, so that no image is applied over a switch half made. A dry run
+/// changes nothing: it only says what is under way.
+pub fn settle_opt(root: &SystemRoot, dry_run: bool, ui: &Ui) -> anyhow::Result<()> {
+    if dry_run {
+        if let Some((op, _)) = optout::pending(root)? {
+            let what = match op {
+                optout::Op::OptIn => "an opt-in",
+                _ => "an opt-out",
+            };
+            ui.note(&format!(
+                "note: {what} is under way; `release-upgrader image recover` finishes it \
+                 (after a reboot when the root is read-only)"
+            ));
+        }
+        return Ok(());
+    }
     let Some(progress) = optout::recover(root)? else {
         return Ok(());
     };

@@ -720,22 +720,10 @@ fn image_fetcher(global: &GlobalArgs, ui: &Ui) -> Fetcher {
 }
 
 fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    // docs/protocol.md §6: an opt-out staged for this boot (or interrupted) is finished
-    // first, as it decides the mode; a dry run changes nothing and only says so.
+    // docs/protocol.md §6: an opt-out staged for this boot (or interrupted) decides the
+    // mode, so it is finished first (a dry run only says so).
     let root = SystemRoot::new(&global.root);
-    if !args.dry_run {
-        crate::image::settle_opt(&root, ui)?;
-    } else if let Some((op, _)) = ru_client::image::optout::pending(&root)? {
-        ui.note(&format!(
-            "note: an {} is under way; `release-upgrader image recover` finishes it (after \
-             a reboot when the root is read-only)",
-            if op == ru_client::image::optout::Op::OptIn {
-                "opt-in"
-            } else {
-                "opt-out"
-            }
-        ));
-    }
+    crate::image::settle_opt(&root, args.dry_run, ui)?;
     // docs/protocol.md §5: read-only or system-image devices upgrade with images, not apt.
     let mode =
         ru_client::image::mode::choose(&root).context("deciding between image updates and apt")?;

@@ -169,10 +169,11 @@ echo "${COMPREPLY[@]}"'"#,
     let said = sh(
         &root,
         "systemd-analyze verify /lib/systemd/system/release-upgrader-check.service \
-         /lib/systemd/system/release-upgrader-check.timer 2>&1",
+         /lib/systemd/system/release-upgrader-check.timer \
+         /lib/systemd/system/release-upgrader-image-recover.service 2>&1",
     );
     assert!(
-        !said.contains("release-upgrader-check"),
+        !said.contains("release-upgrader-check") && !said.contains("release-upgrader-image"),
         "systemd-analyze verify complains about the units:\n{said}"
     );
     // The check timer is enabled by the package; the service is run by it only.
@@ -180,6 +181,14 @@ echo "${COMPREPLY[@]}"'"#,
     assert_eq!(
         std::fs::read_link(&wanted).unwrap(),
         Path::new("/lib/systemd/system/release-upgrader-check.timer")
+    );
+    // The boot-time finisher of a staged image opt-out is enabled (it runs only when one
+    // is under way).
+    let wanted = root
+        .join("etc/systemd/system/multi-user.target.wants/release-upgrader-image-recover.service");
+    assert_eq!(
+        std::fs::read_link(&wanted).unwrap(),
+        Path::new("/lib/systemd/system/release-upgrader-image-recover.service")
     );
 
     // The login notice: nothing before a check, the new release after one.

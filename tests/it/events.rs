@@ -25,7 +25,7 @@ fn validator() -> &'static jsonschema::Validator {
 }
 
 /// Why `event` does not fit the schema, if it does not.
-fn violation(event: &Value) -> Option<String> {
+pub(crate) fn violation(event: &Value) -> Option<String> {
     let errors: Vec<String> = validator()
         .iter_errors(event)
         .map(|e| format!("{e} at {}", e.instance_path))

@@ -1,8 +1,8 @@
 //! `release-upgrader image …` against a signed system-image server tree built here:
 //! keyring chain, channels, index, a full image and deltas (file-level and zstd
 //! patches) served from 127.0.0.1, applied to a device root; every tamper refused;
-//! SIGKILL at seeded points during apply; opt-out/opt-in; mode choice on a read-only
-//! bind mount.
+//! SIGKILL at seeded points during apply; mode choice on a read-only bind mount
+//! (opt-out and opt-in: `image_optout.rs`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -1305,56 +1305,6 @@ fn sigkill_at_seeded_points_leaves_old_or_new_never_mixed() {
         tried += old + new;
     }
     assert!(tried >= 30, "only {tried} crash points tried");
-}
-
-#[test]
-fn opt_out_then_opt_in_round_trip() {
-    let f = ImageFixture::new(DeltaKind::Delta);
-    let mode = |f: &ImageFixture| {
-        let run = f.run(&["--json", "image", "info"]);
-        run.expect(0);
-        run.json_lines()[0]["mode"].as_str().unwrap().to_owned()
-    };
-    assert_eq!(mode(&f), "image");
-    let mirror = "http://127.0.0.1:9/debian";
-    f.run(&["image", "opt-out", "--mirror", mirror]).expect(0);
-    f.run(&["image", "opt-out", "--mirror", mirror]).expect(0);
-    assert_eq!(mode(&f), "apt");
-    assert!(f.root.join("userdata/.writable_image").exists());
-    let sources = std::fs::read_to_string(
-        f.root
-            .join("etc/apt/sources.list.d/release-upgrader-image.list"),
-    )
-    .unwrap();
-    assert!(
-        sources.contains(&format!("deb {mirror} bookworm main")),
-        "{sources}"
-    );
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(f.root.join("var/lib/release-upgrader/image/opt-out.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        (record["build"].clone(), record["channel"].clone()),
-        (json!(1), json!(CHANNEL))
-    );
-    // Interrupted opt-in, finished by the next run.
-    let run = f.run_env(
-        &["image", "opt-in"],
-        &[("RELEASE_UPGRADER_CRASH_AT", "image-opt:2")],
-    );
-    assert_eq!(run.0.status.signal(), Some(9));
-    f.run(&["image", "recover"]).expect(0);
-    assert_eq!(mode(&f), "image");
-    f.run(&["image", "opt-in"])
-        .expect(0)
-        .mentions(&["nothing to do"]);
-    assert!(!f.root.join("userdata/.writable_image").exists());
-    assert!(
-        !f.root
-            .join("etc/apt/sources.list.d/release-upgrader-image.list")
-            .exists()
-    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod faults;
 mod fetcher;
 mod helper_build;
 mod image_client;
+mod image_optout;
 mod image_safety;
 mod image_server;
 mod interactive;

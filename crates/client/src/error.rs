@@ -123,6 +123,15 @@ pub enum Error {
         found: String,
     },
 
+    /// A mirror's suite whose signed `Release` names another suite (`Codename` and
+    /// `Suite` both differ from the directory it was fetched from).
+    #[error("{what} is for {found}, not {expected:?}")]
+    WrongSuite {
+        what: String,
+        expected: String,
+        found: String,
+    },
+
     #[error("{what} is for architectures {found:?}, not {expected}")]
     WrongArchitecture {
         what: String,
@@ -213,6 +222,7 @@ impl Error {
             | HashMismatch { .. }
             | SizeMismatch { .. }
             | WrongCodename { .. }
+            | WrongSuite { .. }
             | WrongArchitecture { .. }
             | Expired { .. }
             | NotYetValid { .. }
@@ -262,6 +272,11 @@ impl Error {
             WrongCodename { .. } | WrongArchitecture { .. } => "the server offers a pocket for \
                  another release or architecture; check the meta-release URI"
                 .into(),
+            WrongSuite { expected, .. } => format!(
+                "the mirror serves another release under dists/{expected}/ (an old or \
+                 misconfigured mirror, or someone replaying another suite's signed files); \
+                 use another mirror"
+            ),
             Expired { .. } => "the mirror is not being updated; try again later or use another \
                  mirror, and check the system clock"
                 .into(),

@@ -31,6 +31,8 @@ pub struct ReleaseFile {
     pub suite: Option<String>,
     pub codename: String,
     pub architectures: Vec<String>,
+    /// `Components` (archives list them; flat pockets have none).
+    pub components: Vec<String>,
     pub date: Timestamp,
     pub date_text: String,
     pub valid_until: Option<(Timestamp, String)>,
@@ -105,6 +107,9 @@ impl ReleaseFile {
             suite: field("Suite"),
             codename,
             architectures: field("Architectures")
+                .map(|a| a.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            components: field("Components")
                 .map(|a| a.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
             date,
@@ -558,6 +563,16 @@ mod tests {
         let r = ReleaseFile::parse(RELEASE).unwrap();
         assert_eq!(r.codename, "trixie");
         assert_eq!(r.architectures, ["amd64"]);
+        assert!(r.components.is_empty());
+        let archive = ReleaseFile::parse(&RELEASE.replace(
+            "Architectures: amd64\n",
+            "Architectures: amd64\nComponents: main contrib main/debian-installer\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            archive.components,
+            ["main", "contrib", "main/debian-installer"]
+        );
         assert_eq!(r.index("Packages").unwrap().size, 3);
         assert!(r.valid_until.is_some());
     }

@@ -77,8 +77,27 @@ impl Keyring {
         }
     }
 
+    /// A keyring of the certificates in `bytes` (binary or armored), read from `path` by
+    /// the caller (a file reached through a confined directory handle, say): `path`
+    /// names it in messages and in [`Self::sources`]. No certificate in it is an error.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, Error> {
+        let mut keyring = Keyring::default();
+        keyring.add_bytes(path, bytes)?;
+        if keyring.certs.is_empty() {
+            return Err(Error::Keyring {
+                path: path.to_owned(),
+                reason: "no OpenPGP certificates in it".into(),
+            });
+        }
+        Ok(keyring)
+    }
+
     fn add_file(&mut self, path: &Path) -> Result<(), Error> {
         let bytes = fs_err::read(path).map_err(|e| Error::io(path, e))?;
+        self.add_bytes(path, &bytes)
+    }
+
+    fn add_bytes(&mut self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
         if bytes.is_empty() {
             self.sources.push(path.to_owned());
             return Ok(());
@@ -87,7 +106,7 @@ impl Keyring {
             path: path.to_owned(),
             reason,
         };
-        let parser = CertParser::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        let parser = CertParser::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
         let before = self.certs.len();
         for cert in parser {
             let cert = cert.map_err(|e| bad(e.to_string()))?;
@@ -509,6 +528,27 @@ mod tests {
         assert!(!is_clearsigned(
             b"Dist: x -----BEGIN PGP SIGNED MESSAGE-----\n"
         ));
+    }
+
+    #[test]
+    fn a_keyring_from_bytes_holds_their_certificates_and_refuses_none() {
+        use openpgp::serialize::Serialize as _;
+        let (cert, _) = CertBuilder::general_purpose(Some("t <t@example.org>"))
+            .generate()
+            .unwrap();
+        let mut bytes = Vec::new();
+        cert.serialize(&mut bytes).unwrap();
+        let path = Path::new("/usr/share/keyrings/x-archive-keyring.gpg");
+        let keyring = Keyring::from_bytes(path, &bytes).unwrap();
+        assert_eq!(keyring.certs().len(), 1);
+        assert_eq!(keyring.sources(), [path]);
+        for nothing in [&b""[..], b"not a key"] {
+            let err = Keyring::from_bytes(path, nothing).unwrap_err();
+            assert!(
+                matches!(&err, Error::Keyring { path: p, .. } if p == path),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::args::GlobalArgs;
 use ru_client::error::{Error, ExitCode};
 use ru_client::image::apply::{self, Recovered, Step, Target};
 use ru_client::image::client::{Checked, Client, Options};
-use ru_client::image::{Layout, mode, optout};
+use ru_client::image::{Layout, archive, mode, optout};
 use ru_client::reboot;
 use ru_client::root::SystemRoot;
 use ru_client::ui::Ui;
@@ -61,18 +61,32 @@ pub enum ImageCommand {
         #[command(flatten)]
         reboot: RebootArgs,
     },
-    /// Finish or undo an interrupted apply, opt-out or opt-in, and say which
+    /// Finish or undo an interrupted apply, opt-out or opt-in (one staged for the next
+    /// boot once the root is writable), and say which
     Recover,
-    /// Switch this device from image updates to apt (writable root, apt sources)
+    /// Switch this device from image updates to apt: sources for its release, verified
+    /// on the mirror before anything is written, and the flag for a writable root. On a
+    /// read-only root the switch is staged and finished after the next boot
     OptOut {
-        /// Archive for the apt sources list [default: RELEASE_UPGRADER_MIRROR]
+        /// The release's archive [default: RELEASE_UPGRADER_MIRROR]
         #[arg(long, value_name = "URI", env = "RELEASE_UPGRADER_MIRROR")]
         mirror: String,
+        /// The archive holding <codename>-security [default: the mirror if it has it,
+        /// else the mirror's path with -security appended (…/debian-security beside
+        /// …/debian)]
+        #[arg(long, value_name = "URI", env = "RELEASE_UPGRADER_SECURITY_MIRROR")]
+        security_mirror: Option<String>,
+        /// The archive keyring on the device (under --root) that the mirror's Release
+        /// files are checked with and the sources name in signed-by [default:
+        /// /usr/share/keyrings/<ID>-archive-keyring.gpg, ID from os-release]
+        #[arg(long, value_name = "PATH")]
+        archive_keyring: Option<String>,
         /// The flag file the initramfs reads to mount the root read-write
         #[arg(long, value_name = "PATH", default_value = optout::WRITABLE_FLAG)]
         writable_flag: String,
     },
-    /// Switch this device back to image updates (undo opt-out)
+    /// Switch this device back to image updates (undo opt-out, or cancel one staged for
+    /// the next boot)
     OptIn,
 }
 
@@ -157,6 +171,12 @@ pub fn run(
     ui: &Ui,
 ) -> anyhow::Result<ExitCode> {
     let root = SystemRoot::new(&global.root);
+    if matches!(
+        command,
+        ImageCommand::Download { .. } | ImageCommand::Apply { .. }
+    ) {
+        settle_opt(&root, false, ui)?;
+    }
     match command {
         ImageCommand::Info => info(&root, ui),
         ImageCommand::Channels { server, all } => channels(&root, fetcher, server, *all, ui),
@@ -199,20 +219,36 @@ pub fn run(
             apply_command(&root, fetcher, server, target, *recovery, reboot, ui)
         }
         ImageCommand::Recover => {
+            // The opt-out first: it does not depend on the apply's state, and one staged
+            // for this boot is finished even when the apply's recovery fails.
+            let opt = optout::recover(&root)?;
             let layout = Layout::new(&root);
             let outcome = match apply::recover(&layout) {
                 Ok(outcome) => outcome,
-                Err(failed) => return Ok(failed_with_code(failed, "recovering", ui)),
+                Err(failed) => {
+                    if let Some(progress) = &opt {
+                        ui.note(&describe_recovered(progress));
+                    }
+                    return Ok(failed_with_code(failed, "recovering", ui));
+                }
             };
-            let opt = optout::recover(&root)?;
-            let text = match outcome {
-                Recovered::Nothing => "nothing to recover".to_owned(),
+            let mut said = Vec::new();
+            match outcome {
+                Recovered::Nothing => {}
                 Recovered::RolledBack => {
-                    "an interrupted apply was undone; the old system is intact".into()
+                    said.push("an interrupted apply was undone; the old system is intact".into())
                 }
                 Recovered::RolledForward(b) => {
-                    format!("an interrupted apply was finished: build {b}")
+                    said.push(format!("an interrupted apply was finished: build {b}"))
                 }
+            }
+            if let Some(progress) = &opt {
+                said.push(describe_recovered(progress));
+            }
+            let text = if said.is_empty() {
+                "nothing to recover".to_owned()
+            } else {
+                said.join("\n")
             };
             ui.data(
                 &text,
@@ -222,51 +258,303 @@ pub fn run(
         }
         ImageCommand::OptOut {
             mirror,
+            security_mirror,
+            archive_keyring,
             writable_flag,
-        } => {
-            let config = ru_client::image::config::Config::load(&root).ok();
-            let os = root.os_release()?;
-            let codename = os.codename.clone().ok_or_else(|| Error::Config {
-                path: root.path("/etc/os-release"),
-                reason: "no VERSION_CODENAME, so the apt sources cannot name the release".into(),
-            })?;
-            // A path on the device: resolved under the root, `..` refused.
-            let writable_flag = optout::device_path(&root, writable_flag, "--writable-flag")?;
-            let record = optout::OptOut {
-                build: config.as_ref().map_or(0, |c| c.build_number),
-                channel: config
-                    .as_ref()
-                    .map(|c| c.channel.clone())
-                    .unwrap_or_default(),
-                device: config.as_ref().and_then(|c| c.device.clone()),
+        } => opt_out(
+            &root,
+            global,
+            fetcher,
+            &OptOutArgs {
+                mirror,
+                security_mirror: security_mirror.as_deref(),
+                archive_keyring: archive_keyring.as_deref(),
                 writable_flag,
-                sources: optout::SOURCES.into(),
-                codename,
-                mirror: mirror.clone(),
-            };
-            let done = optout::opt_out(&root, record)?;
-            ui.data(
-                &format!(
-                    "opted out of image updates at build {} (channel {}); apt sources in {}",
-                    done.build, done.channel, done.sources
-                ),
-                json!({"event": "opt-out", "record": done}),
-            );
-            Ok(ExitCode::Success)
-        }
+            },
+            ui,
+        ),
         ImageCommand::OptIn => {
-            let undone = optout::opt_in(&root)?;
+            let done = optout::opt_in(&root)?;
+            let text = match &done {
+                None => "not opted out; nothing to do".to_owned(),
+                Some(progress) => describe_opt_in(progress),
+            };
             ui.data(
-                if undone.is_some() {
-                    "opted back in to image updates"
-                } else {
-                    "not opted out; nothing to do"
-                },
-                json!({"event": "opt-in", "was": undone}),
+                &text,
+                json!({"event": "opt-in", "was": done.as_ref().map(|p| &p.record),
+                       "op": done.as_ref().map(|p| p.op),
+                       "waits_for_reboot": done.as_ref().is_some_and(|p| p.waits_for_reboot)}),
             );
             Ok(ExitCode::Success)
         }
     }
+}
+
+/// `image opt-out`'s arguments.
+struct OptOutArgs<'a> {
+    mirror: &'a str,
+    security_mirror: Option<&'a str>,
+    archive_keyring: Option<&'a str>,
+    writable_flag: &'a str,
+}
+
+/// `image opt-out`: the arguments and the device checked, what is under way finished,
+/// then the mirror's suites verified, and only then the switch (docs/protocol.md §6).
+fn opt_out(
+    root: &SystemRoot,
+    global: &GlobalArgs,
+    fetcher: &Fetcher,
+    args: &OptOutArgs<'_>,
+    ui: &Ui,
+) -> anyhow::Result<ExitCode> {
+    if !global.keyring.is_empty() {
+        return Err(Error::Config {
+            path: "--keyring".into(),
+            reason: "image opt-out checks the mirror with a keyring on the device, the one \
+                     its apt sources name in signed-by; pass --archive-keyring PATH instead"
+                .into(),
+        }
+        .into());
+    }
+    archive::check_uri(args.mirror, "--mirror")?;
+    if let Some(security) = args.security_mirror {
+        archive::check_uri(security, "--security-mirror")?;
+    }
+    // Paths on the device: resolved under the root, `..` refused.
+    let writable_flag = optout::device_path(root, args.writable_flag, "--writable-flag")?;
+    let os = root.os_release()?;
+    let os_release = root.path("/etc/os-release");
+    let codename = os.codename.clone().ok_or_else(|| Error::Config {
+        path: os_release.clone(),
+        reason: "no VERSION_CODENAME, so the apt sources cannot name the release".into(),
+    })?;
+    archive::check_codename(&codename).map_err(|reason| Error::Config {
+        path: os_release.clone(),
+        reason,
+    })?;
+    let keyring_path = match args.archive_keyring {
+        Some(path) => optout::device_path(root, path, "--archive-keyring")?,
+        None => archive::default_keyring(&os.id).ok_or_else(|| Error::Config {
+            path: os_release.clone(),
+            reason: format!(
+                "ID {:?} names no archive keyring; pass --archive-keyring PATH",
+                os.id
+            ),
+        })?,
+    };
+
+    if let Some(progress) = optout::recover(root)? {
+        if progress.op == optout::Op::OptOut && progress.waits_for_reboot {
+            ui.data(
+                &format!(
+                    "An opt-out is already staged for the next boot (from {}): reboot to \
+                     finish it, or run `release-upgrader image opt-in` to cancel it.",
+                    progress.record.mirror,
+                ),
+                json!({"event": "opt-out", "record": progress.record, "already": true,
+                       "waits_for_reboot": true}),
+            );
+            return Ok(ExitCode::Success);
+        }
+        ui.note(&describe_recovered(&progress));
+    }
+    if let Some(existing) = optout::record(root)? {
+        ui.data(
+            &format!(
+                "Already opted out of image updates at build {} (apt sources in {}); \
+                 nothing to do.",
+                existing.build, existing.sources
+            ),
+            json!({"event": "opt-out", "record": existing, "already": true,
+                   "waits_for_reboot": false}),
+        );
+        return Ok(ExitCode::Success);
+    }
+
+    let keyring = archive::load_keyring(root, &keyring_path)?;
+    let request = archive::Request {
+        mirror: args.mirror.to_owned(),
+        security: args.security_mirror.map(str::to_owned),
+        codename: codename.clone(),
+        arch: global
+            .arch
+            .clone()
+            .unwrap_or_else(ru_client::root::host_architecture),
+        now: ru_format::date::now(),
+    };
+    let plan = archive::plan(fetcher, &keyring, &request)
+        .with_context(|| format!("checking the release {codename} on {}", args.mirror))?;
+    for absent in &plan.absent {
+        let tried = absent.tried.join(" or ");
+        if absent.suite.ends_with("-security") {
+            log::warn!(
+                "no {} suite at {tried}: these sources bring no security updates; pass \
+                 --security-mirror URI for the archive that has it",
+                absent.suite
+            );
+        } else {
+            ui.note(&format!(
+                "note: {tried} has no {} suite; it is left out",
+                absent.suite
+            ));
+        }
+    }
+    let config = ru_client::image::config::Config::load(root).ok();
+    let record = optout::OptOut {
+        build: config.as_ref().map_or(0, |c| c.build_number),
+        channel: config
+            .as_ref()
+            .map(|c| c.channel.clone())
+            .unwrap_or_default(),
+        device: config.as_ref().and_then(|c| c.device.clone()),
+        writable_flag,
+        sources: optout::SOURCES.into(),
+        codename,
+        mirror: args.mirror.to_owned(),
+        keyring: Some(keyring_path),
+        suites: plan.suites,
+    };
+    let progress = optout::opt_out(root, record)?;
+    ui.data(
+        &describe_opt_out(&progress),
+        json!({"event": "opt-out", "record": progress.record, "already": false,
+               "waits_for_reboot": progress.waits_for_reboot, "absent": plan.absent}),
+    );
+    Ok(ExitCode::Success)
+}
+
+/// The suites of a record, as `bookworm (main contrib) from URI`.
+fn suites_of(record: &optout::OptOut) -> String {
+    record
+        .suites
+        .iter()
+        .map(|s| format!("{} ({}) from {}", s.suite, s.components.join(" "), s.uri))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What an opt-out did, and what the next boot does.
+fn describe_opt_out(progress: &optout::Progress) -> String {
+    let r = &progress.record;
+    let keyring = r.keyring.as_deref().unwrap_or("(none)");
+    if progress.waits_for_reboot {
+        format!(
+            "The root is read-only, so the switch to apt is staged for the next boot: {flag} \
+             is set (the initramfs then mounts the root read-write), and the verified apt \
+             sources, {suites}, signed-by {keyring}, wait in {journal}.\n\
+             Reboot now. At boot, release-upgrader-image-recover.service (or `release-upgrader \
+             image recover`) writes them to {sources} and finishes the opt-out. Until then \
+             this device stays on image updates; `release-upgrader image opt-in` cancels.",
+            flag = r.writable_flag,
+            suites = suites_of(r),
+            journal = format_args!("/{}/opt-journal.json", ru_client::image::STATE_DIR),
+            sources = r.sources,
+        )
+    } else {
+        format!(
+            "Opted out of image updates at build {build} (channel {channel}): apt sources \
+             written to {sources}: {suites}, signed-by {keyring}.\n\
+             {flag} is set, so the initramfs mounts the root read-write at every boot; \
+             `release-upgrader upgrade` now uses apt. Run `apt-get update` to read the new \
+             sources.",
+            build = r.build,
+            channel = r.channel,
+            sources = r.sources,
+            suites = suites_of(r),
+            flag = r.writable_flag,
+        )
+    }
+}
+
+/// What an opt-in did, and what the next boot does.
+fn describe_opt_in(progress: &optout::Progress) -> String {
+    let r = &progress.record;
+    match (progress.op, progress.waits_for_reboot) {
+        (_, true) => format!(
+            "Opting back in waits for the next boot: the root is read-only, so {sources} \
+             cannot be removed yet, and {flag} stays so that the root is writable then. Reboot \
+             now; at boot, release-upgrader-image-recover.service (or `release-upgrader image \
+             recover`) removes both, and the boot after that is read-only, on image updates.",
+            sources = r.sources,
+            flag = r.writable_flag,
+        ),
+        (optout::Op::CancelOptOut, false) => format!(
+            "Cancelled the opt-out staged for the next boot: removed {flag}; its apt sources \
+             had not been written. This device stays on image updates.",
+            flag = r.writable_flag,
+        ),
+        _ => format!(
+            "Opted back in to image updates: removed {sources} and {flag}. At the next boot \
+             the root is mounted read-only again, and `release-upgrader upgrade` applies images.",
+            sources = r.sources,
+            flag = r.writable_flag,
+        ),
+    }
+}
+
+/// What a recovery of an opt-out or opt-in came to.
+fn describe_recovered(progress: &optout::Progress) -> String {
+    let r = &progress.record;
+    match (progress.op, progress.waits_for_reboot) {
+        (optout::Op::OptOut, false) => format!(
+            "an opt-out staged or interrupted earlier was finished: apt sources written to \
+             {}; this device now upgrades with apt",
+            r.sources
+        ),
+        (optout::Op::OptOut, true) => format!(
+            "an opt-out is staged for the next boot: the root is still read-only; reboot to \
+             finish it ({} is set), or run `release-upgrader image opt-in` to cancel it",
+            r.writable_flag
+        ),
+        (optout::Op::UndoUnverifiedOptOut, false) => {
+            "an opt-out interrupted under an earlier version was undone (its sources were \
+             never verified); run `release-upgrader image opt-out` again to switch to apt"
+                .into()
+        }
+        (_, false) => "an interrupted opt-in was finished: this device is on image updates \
+             again"
+            .into(),
+        (_, true) => format!(
+            "an opt-in waits for the next boot to remove {}: the root is still read-only; \
+             reboot to finish it",
+            r.sources
+        ),
+    }
+}
+
+/// Before image work (download, apply, `upgrade`): finishes an opt-out or opt-in that
+/// was interrupted or staged for this boot, and refuses while one still waits for a
+/// writable root, so that no image is applied over a switch half made. A dry run
+/// changes nothing: it only says what is under way.
+pub fn settle_opt(root: &SystemRoot, dry_run: bool, ui: &Ui) -> anyhow::Result<()> {
+    if dry_run {
+        if let Some((op, _)) = optout::pending(root)? {
+            let what = match op {
+                optout::Op::OptIn => "an opt-in",
+                _ => "an opt-out",
+            };
+            ui.note(&format!(
+                "note: {what} is under way; `release-upgrader image recover` finishes it \
+                 (after a reboot when the root is read-only)"
+            ));
+        }
+        return Ok(());
+    }
+    let Some(progress) = optout::recover(root)? else {
+        return Ok(());
+    };
+    if progress.waits_for_reboot {
+        return Err(Error::Config {
+            path: Layout::new(root).dir().join("opt-journal.json"),
+            reason: format!(
+                "{}; no image work until then",
+                describe_recovered(&progress)
+            ),
+        }
+        .into());
+    }
+    ui.note(&describe_recovered(&progress));
+    Ok(())
 }
 
 fn info(root: &SystemRoot, ui: &Ui) -> anyhow::Result<ExitCode> {
@@ -274,10 +562,22 @@ fn info(root: &SystemRoot, ui: &Ui) -> anyhow::Result<ExitCode> {
     let chosen = mode::decide(&facts);
     let config = ru_client::image::config::Config::load(root);
     let opted = optout::record(root)?;
+    let pending = optout::pending(root)?;
+    let pending_text = match &pending {
+        Some((optout::Op::OptOut, _)) => {
+            "\nan opt-out is under way (staged for the next boot if the root is read-only; \
+             `image recover` finishes it)"
+        }
+        Some(_) => "\nan opt-in is under way (`image recover` finishes it)",
+        None => "",
+    };
+    let pending_json = pending
+        .as_ref()
+        .map(|(op, record)| json!({"op": op, "record": record}));
     match &config {
         Ok(c) => ui.data(
             &format!(
-                "build {}\nchannel {}\ndevice {}\nserver {}\nmode {:?} (read-only root: {}, system-image config: {}, opted out: {})",
+                "build {}\nchannel {}\ndevice {}\nserver {}\nmode {:?} (read-only root: {}, system-image config: {}, opted out: {}){pending_text}",
                 c.build_number,
                 c.channel,
                 c.device.as_deref().unwrap_or("(unset)"),
@@ -289,12 +589,12 @@ fn info(root: &SystemRoot, ui: &Ui) -> anyhow::Result<ExitCode> {
             ),
             json!({"event": "info", "build": c.build_number, "channel": c.channel,
                    "device": c.device, "mode": chosen, "facts": facts, "opt_out": opted,
-                   "config_files": c.sources}),
+                   "opt_pending": pending_json, "config_files": c.sources}),
         ),
         Err(e) => ui.data(
-            &format!("no system-image configuration ({e})\nmode {chosen:?}"),
+            &format!("no system-image configuration ({e})\nmode {chosen:?}{pending_text}"),
             json!({"event": "info", "mode": chosen, "facts": facts, "opt_out": opted,
-                   "config_error": e.to_string()}),
+                   "opt_pending": pending_json, "config_error": e.to_string()}),
         ),
     }
     Ok(ExitCode::Success)

@@ -720,9 +720,13 @@ fn image_fetcher(global: &GlobalArgs, ui: &Ui) -> Fetcher {
 }
 
 fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    // docs/protocol.md §6: an opt-out staged for this boot (or interrupted) decides the
+    // mode, so it is finished first (a dry run only says so).
+    let root = SystemRoot::new(&global.root);
+    crate::image::settle_opt(&root, args.dry_run, ui)?;
     // docs/protocol.md §5: read-only or system-image devices upgrade with images, not apt.
-    let mode = ru_client::image::mode::choose(&SystemRoot::new(&global.root))
-        .context("deciding between image updates and apt")?;
+    let mode =
+        ru_client::image::mode::choose(&root).context("deciding between image updates and apt")?;
     if mode == ru_client::image::mode::Mode::Image {
         return crate::image::upgrade(
             global,

@@ -5,9 +5,11 @@
 //! keyring chain, [`index`] and [`plan`] the server's documents and the path to take,
 //! [`client`] fetches and verifies, [`extract`] and [`overlay`] stage a path's tarballs
 //! with every member checked, [`apply`] commits the result under a journal, [`mode`]
-//! decides between apt and images, and [`optout`] moves a device between them.
+//! decides between apt and images, and [`optout`] moves a device between them, with the
+//! apt sources [`archive`] reads and verifies from the release's mirror.
 
 pub mod apply;
+pub mod archive;
 pub mod client;
 pub mod commit;
 pub mod config;

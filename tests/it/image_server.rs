@@ -1150,6 +1150,90 @@ fn index_shape(value: &serde_json::Value) -> BTreeSet<String> {
     keys
 }
 
+/// What a stock system-image client would refuse on every device is refused when it is
+/// published: the blacklist is signed by image-master (as the real server signs it, and
+/// system-image verifies it), the chain holds, and the publishing key is in image-signing.
+#[test]
+fn publish_refuses_keyrings_a_stock_client_would_refuse() {
+    let t = trees(&[1]);
+    let work = t.dir.path();
+    let (_, archive) = key(work, "archive-master");
+    let (_, master) = key(work, "image-master");
+    let (_, signing) = key(work, "image-signing");
+    let (_, other) = key(work, "other");
+    let keyring = |dir: &Path, kind: &str, key: &Path, signer: &Path| {
+        publish(&[
+            "image",
+            "keyring",
+            "--type",
+            kind,
+            "--key",
+            p(key),
+            "--signed-by",
+            p(signer),
+            "--out",
+            p(&dir.join(format!("{kind}.tar.xz"))),
+        ])
+        .expect(0);
+    };
+    let chain = |name: &str, blacklisted: &Path, blacklist_signer: &Path| {
+        let dir = work.join(name);
+        keyring(&dir, "archive-master", &archive, &archive);
+        keyring(&dir, "image-master", &master, &archive);
+        keyring(&dir, "image-signing", &signing, &master);
+        keyring(&dir, "blacklist", blacklisted, blacklist_signer);
+        dir
+    };
+    let run = |keyrings: &Path, key: &Path| {
+        let srv = work.join("srv");
+        let _ = std::fs::remove_dir_all(&srv);
+        let run = publish(&[
+            "image",
+            "publish",
+            p(&t.images[0]),
+            "--out",
+            p(&srv),
+            "--key",
+            p(key),
+            "--channel",
+            "stable",
+            "--device",
+            "mako",
+            "--version",
+            "1",
+            "--keyrings",
+            p(keyrings),
+        ]);
+        let published = srv.join("stable/mako/index.json").exists();
+        (run, published)
+    };
+    // As the real server makes it: published.
+    let good = chain("good", &other, &master);
+    let (ok, published) = run(&good, &signing);
+    ok.expect(0);
+    assert!(published);
+    // The blacklist signed by archive-master (what earlier README versions said).
+    let by_archive = chain("by-archive", &other, &archive);
+    let (refused, published) = run(&by_archive, &signing);
+    refused.expect(2).mentions(&[
+        "blacklist.tar.xz",
+        "a stock system-image client would refuse it",
+        "must be signed by image-master",
+    ]);
+    assert!(!published);
+    // Files signed by a key the devices do not trust.
+    let (refused, published) = run(&good, &other);
+    refused
+        .expect(2)
+        .mentions(&["image-signing.tar.xz", "the publishing key"]);
+    assert!(!published);
+    // The publishing key blacklisted.
+    let revoked = chain("revoked", &signing, &master);
+    let (refused, published) = run(&revoked, &signing);
+    refused.expect(2).mentions(&["image-signing.tar.xz"]);
+    assert!(!published);
+}
+
 #[test]
 fn published_tree_is_signed_chains_and_expires() {
     let t = trees(&[1, 2, 3]);

@@ -221,6 +221,9 @@ pub fn publish(
     index_key: Option<&SigningKey>,
 ) -> Result<Published, Error> {
     let out = &spec.out;
+    if let Some(dir) = &spec.keyrings {
+        check_keyrings(dir, key)?;
+    }
     let device_dir = out.join(&spec.channel).join(&spec.device);
     let index_path = device_dir.join("index.json");
     let mut index: Index = json_state::load(&index_path, "system-image index")?.unwrap_or(Index {
@@ -483,6 +486,99 @@ pub fn publish(
 
     published.removed_files = collect_garbage(out, &channels)?;
     Ok(published)
+}
+
+/// The `gpg/` keyrings checked as system-image 3.x checks them on the device, before
+/// anything is published: image-master signed by archive-master, the blacklist signed by
+/// image-master (not archive-master: the real server signs it so, and the stock client,
+/// its recovery and this client verify it so), image-signing signed by image-master
+/// without the blacklisted keys, and `key` (what signs `index.json` and the files) in
+/// image-signing. A chain a stock device would refuse is refused here, once, instead.
+fn check_keyrings(dir: &Path, key: &SigningKey) -> Result<(), Error> {
+    use ru_client::image::keyring::{Checks, Role, VerifiedKeyring};
+    /// A keyring tarball, its bytes and its detached signature's.
+    type Signed = (PathBuf, Vec<u8>, Vec<u8>);
+    let read = |name: &str| -> Result<Option<Signed>, Error> {
+        let path = dir.join(format!("{name}.tar.xz"));
+        if !path.exists() {
+            return Ok(None);
+        }
+        let data = fs_err::read(&path).map_err(|e| Error::io(&path, e))?;
+        let asc = asc_path(&path);
+        let signature = fs_err::read(&asc).map_err(|e| Error::io(&asc, e))?;
+        Ok(Some((path, data, signature)))
+    };
+    let checks = Checks {
+        now: chrono::Utc::now().timestamp(),
+        device: None,
+    };
+    let refused = |path: &Path, signer: &str, e: Error| Error::Config {
+        path: path.to_owned(),
+        reason: format!(
+            "a stock system-image client would refuse it ({e}); it must be signed by \
+             {signer} (release-upgrader-publish image keyring … --signed-by <{signer} key>)"
+        ),
+    };
+    let Some((path, data, _)) = read("archive-master")? else {
+        return Ok(());
+    };
+    let archive = VerifiedKeyring::anchor(&data, &checks, &path.display().to_string())?;
+    let Some((path, data, signature)) = read("image-master")? else {
+        return Ok(());
+    };
+    let what = path.display().to_string();
+    let master = VerifiedKeyring::verify(
+        Role::ImageMaster,
+        &data,
+        &signature,
+        &archive,
+        None,
+        &checks,
+        &what,
+    )
+    .map_err(|e| refused(&path, "archive-master", e))?;
+    let blacklist = match read("blacklist")? {
+        Some((path, data, signature)) => {
+            let what = path.display().to_string();
+            Some(
+                VerifiedKeyring::verify(
+                    Role::Blacklist,
+                    &data,
+                    &signature,
+                    &master,
+                    None,
+                    &checks,
+                    &what,
+                )
+                .map_err(|e| refused(&path, "image-master", e))?,
+            )
+        }
+        None => None,
+    };
+    if let Some((path, data, signature)) = read("image-signing")? {
+        let what = path.display().to_string();
+        let signing = VerifiedKeyring::verify(
+            Role::ImageSigning,
+            &data,
+            &signature,
+            &master,
+            blacklist.as_ref(),
+            &checks,
+            &what,
+        )
+        .map_err(|e| refused(&path, "image-master", e))?;
+        let fingerprint = key.fingerprint();
+        if !signing.fingerprints().contains(&fingerprint) {
+            return Err(Error::Config {
+                path,
+                reason: format!(
+                    "the publishing key {fingerprint} is not in it (or is blacklisted): \
+                     devices would refuse index.json and every file"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn copy_with_signature(source: &Path, dest: &Path) -> Result<(), Error> {

@@ -36,7 +36,7 @@ fn violation(event: &Value) -> Option<String> {
 /// Every stdout line is an event that fits the schema; exactly one `result`, the last
 /// line, carries the process's exit code, and so does every `error`. Returns the events.
 #[track_caller]
-fn assert_events(run: &Run) -> Vec<Value> {
+pub(crate) fn assert_events(run: &Run) -> Vec<Value> {
     let events = run.json_lines();
     let context = || format!("--- stdout\n{}\n--- stderr\n{}", run.stdout(), run.stderr());
     for event in &events {

@@ -17,6 +17,7 @@ mod image_client;
 mod image_safety;
 mod image_server;
 mod interactive;
+mod media;
 mod openpgp;
 mod prefetch;
 mod publish;

@@ -132,8 +132,9 @@ impl Upgrader<'_> {
     /// from the media given (`--cdrom`), or from the meta-release. When no release list
     /// can be read (the network is down, or not to be used) and media are mounted that
     /// carry a newer release, they are offered: a dry run shows what they would do, a
-    /// run on a terminal asks (`-y` chooses no source), any other run stops with the
-    /// network's error and the `--cdrom` command that would use them.
+    /// run that asks before it starts asks on the terminal (`-y` and `-f noninteractive`
+    /// choose no source), any other run stops with the network's error and the `--cdrom`
+    /// command that would use them.
     pub(super) fn target_and_helpers(
         &self,
     ) -> anyhow::Result<(UpgradeTarget, HelperPlan, Option<PathBuf>)> {
@@ -185,7 +186,7 @@ impl Upgrader<'_> {
             true
         } else {
             self.io.say(&format!("{found}."));
-            !self.options.assume_yes
+            self.asks_to_start()
                 && self.io.can_ask()
                 && self.io.ask(&format!(
                     "The release list cannot be read ({unreachable:#}). Upgrade to {version} \

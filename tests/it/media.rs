@@ -280,6 +280,30 @@ fn media_build_writes_a_medium_that_never_expires_and_refuses_an_unverified_arch
         "helpers for amd64: yes",
         "package archive: yes",
     ]);
+    // The seed's place for the pocket, and Ubuntu's binary-all, serve as well.
+    for (name, place) in [
+        ("seed", "dists/beta/dist-upgrader/binary-amd64"),
+        ("all", "dists/beta/main/dist-upgrader/binary-all"),
+    ] {
+        let copy = w.work.join(name);
+        crate::support::copy_tree(&media, &copy);
+        std::fs::create_dir_all(copy.join(place).parent().unwrap()).unwrap();
+        std::fs::rename(
+            copy.join("dists/beta/main/dist-upgrader/binary-amd64"),
+            copy.join(place),
+        )
+        .unwrap();
+        w.run(&["bootstrap", "--dry-run", "--cdrom", copy.to_str().unwrap()])
+            .expect(0)
+            .mentions(&["release-upgrader-apt", "release-upgrader-dpkg"]);
+        Run(Command::new(BIN)
+            .args(["--arch", "amd64", "cdrom", "detect"])
+            .arg(&copy)
+            .output()
+            .unwrap())
+        .expect(0)
+        .mentions(&[&format!("helpers for amd64: yes ({place})").replace("beta", "stable")]);
+    }
     // A medium goes into a new or empty directory only.
     media_build(&w, test_key(), &media, &[])
         .expect(2)

@@ -897,10 +897,12 @@ fn cdrom_detect(
             media.path.display(),
             media.info,
             media.codename.as_deref().unwrap_or("(unknown)"),
-            if media.helper_pocket.is_some() {
-                "yes"
-            } else {
-                "no"
+            match &media.helper_pocket {
+                Some(pocket) => format!(
+                    "yes ({})",
+                    pocket.strip_prefix(&media.path).unwrap_or(pocket).display()
+                ),
+                None => "no".into(),
             },
             if media.has_archive { "yes" } else { "no" },
         ));
@@ -962,6 +964,8 @@ mod tests {
             &["upgrade", "-y", "-m", "server"],
             &["bootstrap"],
             &["bootstrap", "--no-reexec"],
+            &["bootstrap", "--cdrom", "/media/cdrom"],
+            &["--without-network", "upgrade", "--cdrom", "/media/cdrom"],
             &["cleanup"],
             &["check", "--motd"],
             &["image", "download"],
@@ -978,6 +982,8 @@ mod tests {
             &["upgrade", "--dry-run"],
             &["upgrade", "-c"],
             &["bootstrap", "--dry-run"],
+            &["bootstrap", "--dry-run", "--cdrom", "/media/cdrom"],
+            &["--without-network", "check"],
             &["helpers"],
             &["verify", "f"],
             &["cdrom", "detect"],

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ru_trust::fetch::Location;
-use ru_client::pocket::{PocketRequest, ReleaseFile, check_release};
+use ru_client::pocket::{PocketRequest, PocketSource, ReleaseFile, check_release};
 use release_upgrader_fuzz as f;
 
 fuzz_target!(init: f::init(), |data: &[u8]| {
@@ -23,7 +23,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         location: Location::parse("http://127.0.0.1/pocket/").expect("location"),
         codename: release.codename.clone(),
         arch: "amd64".into(),
-        require_valid_until: true,
+        source: PocketSource::Network,
         now: 1_750_000_000,
     };
     f::trace(&format!("release {} with {} files", release.codename, release.files.len()));

@@ -21,7 +21,7 @@ const SHIPPED: &str = "# demo.conf as shipped in beta\ncolour = green\n";
 const PROMPT: &str = "(Y/I/N/O/D/Z)";
 
 /// A program on a terminal of this test: the screen as text, keys typed.
-struct Terminal {
+pub(crate) struct Terminal {
     master: Arc<OwnedFd>,
     screen: Arc<Mutex<Vec<u8>>>,
     child: Child,
@@ -32,7 +32,7 @@ struct Terminal {
 impl Terminal {
     /// Starts `cmd` as the leader of a new session whose controlling terminal is a new
     /// 40×120 pty (util-linux `setsid --ctty`), as a login shell would.
-    fn start(cmd: &Command) -> Terminal {
+    pub(crate) fn start(cmd: &Command) -> Terminal {
         let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
         let master = rustix::pty::openpt(flags).unwrap();
         rustix::pty::grantpt(&master).unwrap();
@@ -86,13 +86,13 @@ impl Terminal {
         }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
     }
 
     /// Waits until `needle` appears on the screen after what was already seen.
     #[track_caller]
-    fn expect(&mut self, needle: &str, within: Duration) {
+    pub(crate) fn expect(&mut self, needle: &str, within: Duration) {
         let started = Instant::now();
         loop {
             let text = self.text();
@@ -109,7 +109,7 @@ impl Terminal {
     }
 
     /// Types `keys` (a user's Enter is `\r`).
-    fn type_keys(&self, keys: &str) {
+    pub(crate) fn type_keys(&self, keys: &str) {
         let mut rest = keys.as_bytes();
         while !rest.is_empty() {
             let n = rustix::io::write(&*self.master, rest).unwrap();
@@ -119,7 +119,7 @@ impl Terminal {
 
     /// Waits for the program to end; its exit code.
     #[track_caller]
-    fn wait(&mut self, within: Duration) -> i32 {
+    pub(crate) fn wait(&mut self, within: Duration) -> i32 {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

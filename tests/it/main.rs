@@ -18,6 +18,7 @@ mod image_optout;
 mod image_safety;
 mod image_server;
 mod interactive;
+mod media;
 mod openpgp;
 mod prefetch;
 mod publish;

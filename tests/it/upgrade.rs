@@ -17,7 +17,7 @@ use crate::support::{BIN, InodeFlag, Item, Run, TestHelper, build_deb, test_key}
 /// Test helpers whose entry points run *this machine's* apt and dpkg: enough to drive
 /// the upgrade flow on a tiny root. (The demo and the real Debian test use helpers
 /// relocated by the publisher.)
-fn host_wrapper_helpers() -> Vec<TestHelper> {
+pub fn host_wrapper_helpers() -> Vec<TestHelper> {
     let wrap = |target: &str| format!("#!/bin/sh\nexec {target} \"$@\"\n");
     let mut apt = Vec::new();
     for program in ["apt-get", "apt-cache", "apt-config", "apt-mark", "apt"] {
@@ -225,6 +225,15 @@ impl World {
         )
         .unwrap();
         debs
+    }
+
+    /// The helper debs (wrappers of this machine's apt and dpkg), built into the work
+    /// directory: what a distribution hands `pocket build` or `media build`.
+    pub fn helper_debs(&self) -> Vec<PathBuf> {
+        host_wrapper_helpers()
+            .iter()
+            .map(|h| build_deb(&self.work, h))
+            .collect()
     }
 
     /// Publishes the helper pocket into `dir`.

@@ -1,9 +1,12 @@
 //! Upgrade media (CD, DVD, USB stick, or a copy of one in a directory).
 //!
-//! Recognised as Ubuntu's upgrade CDs were: a `.disk/info` file, and
-//! `dists/stable/main/dist-upgrader/binary-<arch>/` holding the helper pocket (`dists/stable`
-//! is a symlink to the release's codename). Media that also carry an archive
-//! (`dists/stable/Release` and `main/binary-<arch>/`) can serve the whole upgrade offline.
+//! Recognised as Ubuntu's upgrade CDs were: a `.disk/info` file, and a helper pocket in
+//! one of the places such media have put the upgrader ([`POCKET_DIRS`]: this tool's
+//! `dists/stable/main/dist-upgrader/binary-<arch>/`, the seed's
+//! `dists/stable/dist-upgrader/binary-<arch>/`, and Ubuntu's `binary-all`), where
+//! `dists/stable` is a symlink to the release's codename. Media that also carry an
+//! archive (`dists/stable/Release` and `main/binary-<arch>/`) can serve the whole upgrade
+//! offline.
 //! Found by scanning mounted filesystems (`/proc/self/mountinfo`), `/media` and
 //! `/run/media`, or at paths given on the command line. Nothing here is trusted: the
 //! caller verifies the media's signatures before using it.
@@ -26,10 +29,35 @@ pub struct Media {
     pub has_archive: bool,
 }
 
+/// Where media carry the helper pocket, relative to their root, in the order they are
+/// looked at (`{arch}` is the architecture being upgraded): the layout
+/// `release-upgrader-publish media build` writes (Ubuntu's upgrade CDs' `main/`), the
+/// seed's (no component), and the same two for `binary-all`, where Ubuntu's CDs keep the
+/// upgrader of every architecture.
+pub const POCKET_DIRS: [&str; 4] = [
+    "dists/stable/main/dist-upgrader/binary-{arch}",
+    "dists/stable/dist-upgrader/binary-{arch}",
+    "dists/stable/main/dist-upgrader/binary-all",
+    "dists/stable/dist-upgrader/binary-all",
+];
+
 impl Media {
-    /// The helper pocket directory of `arch` on media at `path`.
-    pub fn pocket_dir(path: &Path, arch: &str) -> PathBuf {
-        path.join(format!("dists/stable/main/dist-upgrader/binary-{arch}"))
+    /// The helper pocket of `arch` on media at `path`: the first of [`POCKET_DIRS`]
+    /// that holds a `Release` or an `InRelease`.
+    pub fn find_pocket(path: &Path, arch: &str) -> Option<PathBuf> {
+        POCKET_DIRS
+            .iter()
+            .map(|dir| path.join(dir.replace("{arch}", arch)))
+            .find(|dir| dir.join("InRelease").is_file() || dir.join("Release").is_file())
+    }
+
+    /// The places [`Media::find_pocket`] looks at, for messages.
+    pub fn pocket_dirs(arch: &str) -> String {
+        POCKET_DIRS
+            .iter()
+            .map(|dir| dir.replace("{arch}", arch))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -71,12 +99,7 @@ pub fn inspect(path: &Path, arch: &str) -> Option<Media> {
     let codename = std::fs::read_link(&stable)
         .ok()
         .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let pocket = Media::pocket_dir(path, arch);
-    let helper_pocket = pocket
-        .join("Release")
-        .is_file()
-        .then_some(pocket.clone())
-        .or_else(|| pocket.join("InRelease").is_file().then_some(pocket));
+    let helper_pocket = Media::find_pocket(path, arch);
     let has_archive = (stable.join("Release").is_file() || stable.join("InRelease").is_file())
         && stable.join(format!("main/binary-{arch}")).is_dir();
     Some(Media {
@@ -154,7 +177,13 @@ mod tests {
             "Ubuntu 8.10 \"Intrepid Ibex\" - Beta amd64 (20080930.4)"
         );
         assert_eq!(media.codename.as_deref(), Some("intrepid"));
-        assert!(media.helper_pocket.is_some());
+        assert_eq!(
+            media.helper_pocket,
+            Some(
+                dir.path()
+                    .join("dists/stable/main/dist-upgrader/binary-amd64")
+            )
+        );
         assert!(media.has_archive);
         // No helpers for another architecture; not media at all without .disk/info.
         assert!(
@@ -166,5 +195,39 @@ mod tests {
         std::fs::remove_file(dir.path().join(".disk/info")).unwrap();
         assert!(inspect(dir.path(), "amd64").is_none());
         assert!(detect(&[dir.path().to_path_buf()], "amd64").is_empty());
+    }
+
+    /// The seed's place (no `main/`) and Ubuntu's `binary-all` are pockets too; this
+    /// tool's own layout wins when a medium has several, the architecture's before `all`.
+    #[test]
+    fn the_seeds_path_main_and_binary_all_are_recognised_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture_media(dir.path());
+        let dists = dir.path().join("dists/intrepid");
+        std::fs::remove_dir_all(dists.join("main/dist-upgrader")).unwrap();
+        assert_eq!(inspect(dir.path(), "amd64").unwrap().helper_pocket, None);
+        let pocket = |relative: &str, file: &str| {
+            let path = dists.join(relative);
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::write(path.join(file), "x").unwrap();
+            dir.path().join("dists/stable").join(relative)
+        };
+        let all_main = pocket("main/dist-upgrader/binary-all", "InRelease");
+        let found = |arch: &str| inspect(dir.path(), arch).unwrap().helper_pocket;
+        assert_eq!(found("amd64").as_ref(), Some(&all_main));
+        assert_eq!(
+            found("arm64").as_ref(),
+            Some(&all_main),
+            "binary-all serves every arch"
+        );
+        let seed = pocket("dist-upgrader/binary-amd64", "Release");
+        assert_eq!(found("amd64").as_ref(), Some(&seed));
+        assert_eq!(found("arm64").as_ref(), Some(&all_main));
+        let ours = pocket("main/dist-upgrader/binary-amd64", "InRelease");
+        assert_eq!(found("amd64").as_ref(), Some(&ours));
+        // A directory without a Release is no pocket.
+        std::fs::create_dir_all(dists.join("main/dist-upgrader/binary-arm64")).unwrap();
+        assert_eq!(found("arm64").as_ref(), Some(&all_main));
+        assert!(Media::pocket_dirs("amd64").contains("dists/stable/dist-upgrader/binary-amd64"));
     }
 }

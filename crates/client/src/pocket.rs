@@ -2,9 +2,11 @@
 //! `release-upgrader-*` helper debs of the target release.
 //!
 //! Order of trust: the `Release` is verified (InRelease, or Release + Release.gpg) before
-//! a field of it is read; it must name the target release, be unexpired, and be no older
-//! than the newest one seen from the same pocket; the `Packages` index is used only after
-//! its size and SHA256 match what that `Release` promised.
+//! a field of it is read; it must name the target release, be unexpired (on the network:
+//! media are read-only and old by nature, so `Valid-Until` does not apply to them), and
+//! be no older than the newest one seen from the same pocket (media: from media of the
+//! same release); the `Packages` index is used only after its size and SHA256 match what
+//! that `Release` promised.
 //!
 //! Signed is not the same as sane: a field given twice (deb822 readers differ on which
 //! one counts), a package listed twice with the same version, a `Packages` index
@@ -298,6 +300,20 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageEntry>, String> {
     Ok(packages)
 }
 
+/// Where a pocket (or a media's archive `Release`) is read from, which decides whether
+/// freshness applies to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PocketSource {
+    /// The network: a mirror serves what the distribution signs now, so `Valid-Until`
+    /// must be there and not past (a stale copy could not be told from a current one).
+    Network,
+    /// Upgrade media: read-only and old by nature (a CD from the release day is months
+    /// old when it is used), so `Valid-Until` is not read. `Date` still may not lie in
+    /// the future nor be older than the newest seen from media of the same release and
+    /// architecture (rollback), whatever the mount point.
+    Media,
+}
+
 /// What the client expects of the pocket it opens.
 #[derive(Clone, Debug)]
 pub struct PocketRequest {
@@ -307,10 +323,29 @@ pub struct PocketRequest {
     pub codename: String,
     /// The architecture being upgraded.
     pub arch: String,
-    /// Refuse a `Release` without `Valid-Until` (network pockets; media have none).
-    pub require_valid_until: bool,
+    /// Network or media: whether `Valid-Until` applies.
+    pub source: PocketSource,
     /// The time to judge `Date` and `Valid-Until` by.
     pub now: Timestamp,
+}
+
+impl PocketRequest {
+    /// The name under which the newest `Date` accepted is remembered
+    /// (`release-dates.json`): the pocket's URI on the network; on media one name per
+    /// release and architecture, so that an older medium mounted elsewhere is still
+    /// recognised as a rollback.
+    pub fn rollback_key(&self) -> String {
+        match self.source {
+            PocketSource::Network => self.location.to_string(),
+            PocketSource::Media => media_rollback_key(&self.codename, &self.arch, "dist-upgrader"),
+        }
+    }
+}
+
+/// The rollback key of a media's `what` (`dist-upgrader`, its helper pocket; `archive`,
+/// its package archive) for `codename` on `arch`.
+pub fn media_rollback_key(codename: &str, arch: &str, what: &str) -> String {
+    format!("media:{codename}/{what}/{arch}")
 }
 
 /// Tolerance for a `Date` in the future (clock skew between server and client).
@@ -330,7 +365,10 @@ pub fn check_release(
             found: release.codename.clone(),
         });
     }
-    if !release.architectures.is_empty() && !release.architectures.contains(&request.arch) {
+    // `all`: a pocket for every architecture (media's `binary-all`), whose helpers are
+    // still chosen by their own `Architecture`.
+    let for_arch = |a: &String| *a == request.arch || a == "all";
+    if !release.architectures.is_empty() && !release.architectures.iter().any(for_arch) {
         return Err(Error::WrongArchitecture {
             what,
             expected: request.arch.clone(),
@@ -338,13 +376,14 @@ pub fn check_release(
         });
     }
     match &release.valid_until {
+        _ if request.source == PocketSource::Media => {}
         Some((until, text)) if request.now > *until => {
             return Err(Error::Expired {
                 what,
                 valid_until: text.clone(),
             });
         }
-        None if request.require_valid_until => {
+        None => {
             return Err(Error::Malformed {
                 what,
                 reason: "no Valid-Until field, so a stale copy could not be told from a \
@@ -376,13 +415,10 @@ pub fn check_release(
 #[derive(Clone, Debug)]
 pub struct Pocket {
     pub location: Location,
+    /// Under which name its `Date` is remembered ([`PocketRequest::rollback_key`]).
+    pub rollback_key: String,
     pub release: Verified<ReleaseFile>,
     pub packages: Verified<Vec<PackageEntry>>,
-}
-
-/// The key under which the newest `Date` of a pocket is remembered.
-fn state_key(location: &Location) -> String {
-    location.to_string()
 }
 
 /// Largest `Packages` index accepted after decompression.
@@ -399,7 +435,7 @@ pub fn open(
     let release = verified_release(fetcher, keyring, location)?;
     let what = format!("Release of {location}");
     let last_seen = match state {
-        Some(state) => state.last_release_date(&state_key(location))?,
+        Some(state) => state.last_release_date(&request.rollback_key())?,
         None => None,
     };
     check_release(&release, request, last_seen)?;
@@ -457,6 +493,7 @@ pub fn open(
     })?;
     Ok(Pocket {
         location: location.clone(),
+        rollback_key: request.rollback_key(),
         release,
         packages,
     })
@@ -465,7 +502,7 @@ pub fn open(
 impl Pocket {
     /// Remembers this pocket's `Date`, so an older copy is refused from now on.
     pub fn record_date(&self, state: &StateDir) -> Result<(), Error> {
-        state.record_release_date(&state_key(&self.location), self.release.date)
+        state.record_release_date(&self.rollback_key, self.release.date)
     }
 
     /// The location of a package's `.deb`.
@@ -553,7 +590,7 @@ mod tests {
             location: Location::parse("http://h/p/").unwrap(),
             codename: "trixie".into(),
             arch: "amd64".into(),
-            require_valid_until: true,
+            source: PocketSource::Network,
             now,
         }
     }
@@ -622,8 +659,58 @@ mod tests {
         .unwrap();
         assert!(check_release(&unbounded, &request(now), None).is_err());
         let mut media = request(now);
-        media.require_valid_until = false;
+        media.source = PocketSource::Media;
         check_release(&unbounded, &media, None).unwrap();
+    }
+
+    /// Media are read-only and old by nature: a medium used two months after it was
+    /// made, its pocket signed with a `Valid-Until` long past, is accepted; its `Date`
+    /// is still judged (future, rollback), and the network's pockets still expire.
+    #[test]
+    fn media_pockets_do_not_expire_but_do_not_roll_back() {
+        let r = ReleaseFile::parse(RELEASE).unwrap();
+        let later = date::parse("Sun, 02 Jan 2028 00:00:00 UTC").unwrap();
+        let mut media = request(later);
+        media.source = PocketSource::Media;
+        check_release(&r, &media, None).unwrap();
+        assert!(matches!(
+            check_release(&r, &request(later), None),
+            Err(Error::Expired { .. })
+        ));
+        let newer_seen = Some((r.date + 1, "later".to_owned()));
+        assert!(matches!(
+            check_release(&r, &media, newer_seen),
+            Err(Error::Rollback { .. })
+        ));
+        let mut early = media.clone();
+        early.now = date::parse("Fri, 31 Oct 2026 00:00:00 UTC").unwrap();
+        assert!(matches!(
+            check_release(&r, &early, None),
+            Err(Error::NotYetValid { .. })
+        ));
+        // One rollback name per release and architecture, wherever the media are mounted.
+        let mut elsewhere = media.clone();
+        elsewhere.location = Location::parse("/media/user/DEMO").unwrap();
+        assert_eq!(elsewhere.rollback_key(), media.rollback_key());
+        assert_ne!(request(later).rollback_key(), media.rollback_key());
+    }
+
+    #[test]
+    fn a_pocket_for_all_architectures_serves_each() {
+        let all =
+            ReleaseFile::parse(&RELEASE.replace("Architectures: amd64", "Architectures: all"))
+                .unwrap();
+        let now = date::parse("Sun, 02 Nov 2026 00:00:00 UTC").unwrap();
+        let mut arm = request(now);
+        arm.arch = "arm64".into();
+        check_release(&all, &arm, None).unwrap();
+        let two = ReleaseFile::parse(
+            &RELEASE.replace("Architectures: amd64", "Architectures: amd64 arm64"),
+        )
+        .unwrap();
+        check_release(&two, &arm, None).unwrap();
+        arm.arch = "riscv64".into();
+        assert!(check_release(&two, &arm, None).is_err());
     }
 
     #[test]

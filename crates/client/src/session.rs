@@ -10,7 +10,7 @@ use crate::fetch::{FetchConfig, Fetcher, Location};
 use crate::metarelease::{self, Channel, FetchedMetaRelease, Prompt, ReleaseEntry, Selection};
 use crate::openpgp::{self, Keyring};
 use crate::os_release::OsRelease;
-use crate::pocket::{self, PackageEntry, Pocket, PocketRequest};
+use crate::pocket::{self, PackageEntry, Pocket, PocketRequest, PocketSource};
 use crate::resolve;
 use crate::root::SystemRoot;
 use crate::state::StateDir;
@@ -56,6 +56,16 @@ pub struct UpgradeTarget {
     pub meta_release: FetchedMetaRelease,
     pub current: ReleaseEntry,
     pub target: ReleaseEntry,
+}
+
+/// Upgrade media found mounted on this machine that carry a newer release: verified (their
+/// `Release` signed by a trusted key, naming another release than the running one), so
+/// that they can be offered when no release list can be read.
+#[derive(Clone, Debug)]
+pub struct MediaOffer {
+    pub media: crate::cdrom::Media,
+    pub target: UpgradeTarget,
+    pub request: PocketRequest,
 }
 
 /// The helpers to install for an upgrade, from a verified pocket.
@@ -204,16 +214,20 @@ impl Session {
             location,
             codename: target.target.dist.clone(),
             arch: self.arch.clone(),
-            require_valid_until: true,
+            source: PocketSource::Network,
             now: date::now(),
         })
     }
 
     /// The release on upgrade media at `path` and its helper pocket. The media's own
-    /// `Release` (signed) names the release; no meta-release or network is needed.
+    /// `Release` (signed) names the release; no meta-release or network is needed. Media
+    /// do not expire (no `Valid-Until` is read, docs/protocol.md §2), but their `Date` is
+    /// judged as a pocket's: not in the future, not older than the newest seen from media
+    /// of the release (rollback); with `remember` it becomes the new floor.
     pub fn media_target(
         &self,
         path: &std::path::Path,
+        remember: bool,
     ) -> Result<(UpgradeTarget, PocketRequest), Error> {
         let not_media = |reason: &str| Error::Config {
             path: path.to_owned(),
@@ -223,15 +237,26 @@ impl Session {
             .ok_or_else(|| not_media("not upgrade media (no .disk/info)"))?;
         let pocket_dir = media.helper_pocket.clone().ok_or_else(|| {
             not_media(&format!(
-                "the media carry no helpers for {} (dists/stable/main/dist-upgrader/binary-{})",
-                self.arch, self.arch
+                "the media carry no helpers for {} (none of {})",
+                self.arch,
+                crate::cdrom::Media::pocket_dirs(&self.arch)
             ))
         })?;
-        let release = crate::pocket::verified_release(
-            &self.fetcher,
-            self.keyring()?,
-            &Location::Path(path.join("dists/stable")),
-        )?;
+        let archive = Location::Path(path.join("dists/stable"));
+        let release = crate::pocket::verified_release(&self.fetcher, self.keyring()?, &archive)?;
+        let archive_request = PocketRequest {
+            location: archive,
+            codename: release.codename.clone(),
+            arch: self.arch.clone(),
+            source: PocketSource::Media,
+            now: date::now(),
+        };
+        let rollback_key = pocket::media_rollback_key(&release.codename, &self.arch, "archive");
+        let last_seen = self.state.last_release_date(&rollback_key)?;
+        pocket::check_release(&release, &archive_request, last_seen)?;
+        if remember && let Err(e) = self.state.record_release_date(&rollback_key, release.date) {
+            log::warn!("cannot remember the media's Date: {e}");
+        }
         let signers = release.signers().to_vec();
         let codename = release.codename.clone();
         if codename == self.codename {
@@ -283,8 +308,8 @@ impl Session {
             location: Location::Path(pocket_dir),
             codename,
             arch: self.arch.clone(),
-            // Media are old by nature: no Valid-Until.
-            require_valid_until: false,
+            // Media are old by nature: Valid-Until does not apply.
+            source: PocketSource::Media,
             now: date::now(),
         };
         Ok((
@@ -295,6 +320,27 @@ impl Session {
             },
             request,
         ))
+    }
+
+    /// Mounted upgrade media (what `cdrom detect` finds) carrying a newer release whose
+    /// `Release` verifies, in the order found; media that do not verify, carry no helpers
+    /// or the running release are left out (and logged). Nothing is remembered.
+    pub fn media_offers(&self) -> Vec<MediaOffer> {
+        crate::cdrom::detect(&[], &self.arch)
+            .into_iter()
+            .filter(|media| media.helper_pocket.is_some())
+            .filter_map(|media| match self.media_target(&media.path, false) {
+                Ok((target, request)) => Some(MediaOffer {
+                    media,
+                    target,
+                    request,
+                }),
+                Err(e) => {
+                    log::info!("upgrade media at {} not offered: {e}", media.path.display());
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Opens and verifies a pocket; with `remember`, its `Date` becomes the new floor.
@@ -364,7 +410,7 @@ impl Session {
     ) -> anyhow::Result<(UpgradeTarget, HelperPlan)> {
         use anyhow::Context as _;
         let (target, request) = match cdrom {
-            Some(path) => self.media_target(path)?,
+            Some(path) => self.media_target(path, remember)?,
             None => {
                 let target = self
                     .find_target(remember)

@@ -26,7 +26,8 @@ pub struct PocketDefinition {
     /// The one architecture of the pocket (`dist-upgrader-<arch>`).
     pub arch: Option<String>,
     pub description: Option<String>,
-    /// Days from `Date` to `Valid-Until`.
+    /// Days from `Date` to `Valid-Until`; 0 writes no `Valid-Until`, for media only
+    /// (clients refuse a network pocket without it).
     pub valid_days: Option<u64>,
     /// Helper debs: files, or directories whose `*.deb` are all taken; relative to the
     /// definition file.
@@ -85,14 +86,6 @@ impl PocketDefinition {
                 });
             }
         }
-        if valid_days == 0 {
-            return Err(Error::Config {
-                path: PathBuf::from(origin_of),
-                reason: "valid-days must be at least 1: clients refuse a network pocket \
-                         without Valid-Until"
-                    .into(),
-            });
-        }
         if valid_days > MAX_VALID_DAYS {
             return Err(Error::Config {
                 path: PathBuf::from(origin_of),
@@ -111,7 +104,8 @@ impl PocketDefinition {
             architectures: vec![arch.clone()],
             description: self.description,
             date: now,
-            valid_until: Some(now + (valid_days as i64) * 86_400),
+            // Media do not expire (docs/protocol.md §2).
+            valid_until: (valid_days > 0).then(|| now + (valid_days as i64) * 86_400),
             codename,
         };
         Ok(PocketSettings {
@@ -305,12 +299,21 @@ mod tests {
         );
     }
 
+    /// `valid-days = 0` is a pocket for media, which do not expire: no `Valid-Until`.
     #[test]
-    fn pocket_definition_rejects_unknown_fields_and_zero_validity() {
-        assert!(toml::from_str::<PocketDefinition>("codenam = \"x\"").is_err());
+    fn zero_valid_days_writes_no_valid_until() {
         let def: PocketDefinition =
             toml::from_str("codename = \"trixie\"\narch = \"amd64\"\nvalid-days = 0\n").unwrap();
-        assert!(def.settle("t", 0).is_err());
+        let settled = def.settle("t", 1_000).unwrap();
+        assert_eq!(settled.spec.valid_until, None);
+        let text = crate::pocket::render_release(&settled.spec, &[]);
+        assert!(!text.contains("Valid-Until"), "{text}");
+        assert!(text.contains("Date: "), "{text}");
+    }
+
+    #[test]
+    fn pocket_definition_rejects_unknown_fields_and_absurd_validity() {
+        assert!(toml::from_str::<PocketDefinition>("codenam = \"x\"").is_err());
         // A validity of 2^63 days overflowed the date (a panic, or a wrapped Valid-Until).
         let def: PocketDefinition = toml::from_str(
             "codename = \"trixie\"\narch = \"amd64\"\nvalid-days = 9223372036854775807\n",

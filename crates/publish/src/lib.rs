@@ -1,7 +1,7 @@
 //! The distribution side: signing keys ([`key`]), relocatable helper debs built from the
 //! target release's packages ([`helper`]), signed helper pockets ([`pocket`], [`archive`]),
-//! meta-release files ([`metarelease`], from [`definition`]s), and system-image compatible
-//! images, deltas and their server ([`image`]).
+//! meta-release files ([`metarelease`], from [`definition`]s), upgrade media ([`media`]),
+//! and system-image compatible images, deltas and their server ([`image`]).
 //!
 //! Everything a client verifies is produced here with the same formats and checks (the
 //! client's own parsers check what is written), so the two sides cannot drift apart; tests
@@ -13,6 +13,7 @@ pub mod epoch;
 pub mod helper;
 pub mod image;
 pub mod key;
+pub mod media;
 pub mod metarelease;
 pub mod pocket;
 

@@ -48,6 +48,11 @@ pub enum Error {
     #[error("{uri}: the server answered {status}")]
     HttpStatus { uri: String, status: u16 },
 
+    /// A network location in a run that uses no network (`--without-network`, or upgrade
+    /// media with the network down): refused before any connection is tried.
+    #[error("{uri}: not fetched: this run does not use the network")]
+    Offline { uri: String },
+
     // --- cancelled (exit 130) ---
     #[error("cancelled")]
     Cancelled,
@@ -71,7 +76,9 @@ impl Error {
             BadSignature { .. } | HashMismatch { .. } | SizeMismatch { .. } | TooLarge { .. } => {
                 ExitCode::Verification
             }
-            Network { .. } | NotFound { .. } | HttpStatus { .. } => ExitCode::Network,
+            Network { .. } | NotFound { .. } | HttpStatus { .. } | Offline { .. } => {
+                ExitCode::Network
+            }
             Cancelled => ExitCode::Cancelled,
             Format(e) => e.exit_code(),
         }
@@ -91,6 +98,9 @@ impl Error {
             NotFound { .. } | HttpStatus { .. } => {
                 "check the URI; the server may be updating, so try again later".into()
             }
+            Offline { .. } => "without the network, upgrade from media (--cdrom PATH); or \
+                 leave out --without-network"
+                .into(),
             Format(e) => return e.hint(),
             Keyring { .. } | BadLocation { .. } | Cancelled => return None,
         })
@@ -104,6 +114,13 @@ impl Error {
     /// Whether a file or URI was not there (HTTP 404/410, or no such file).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
+    }
+
+    /// Whether the network could not be reached at all (no connection, a timeout, a
+    /// dropped transfer, or none allowed): what an answer from a server, even an error,
+    /// is not.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Network { .. } | Error::Offline { .. })
     }
 
     /// Whether the user cancelled (Ctrl-C) the work that failed.

@@ -160,6 +160,10 @@ pub struct FetchConfig {
     pub retries: u32,
     /// Delay before the first retry; doubled before each next one (at most 30 s).
     pub retry_delay: Duration,
+    /// Use no network: http and https locations fail at once with [`Error::Offline`],
+    /// without a connection or a retry; files and paths are read as ever
+    /// (`--without-network`, upgrade media).
+    pub offline: bool,
 }
 
 impl FetchConfig {
@@ -172,6 +176,7 @@ impl FetchConfig {
             low_speed_time: Duration::from_secs(60),
             retries: 3,
             retry_delay: Duration::from_secs(1),
+            offline: false,
         }
     }
 }
@@ -392,6 +397,20 @@ impl Fetcher {
     pub fn identified_as(&self, user_agent: impl Into<String>) -> Fetcher {
         let mut config = self.config.clone();
         config.user_agent = user_agent.into();
+        Fetcher {
+            config,
+            client: OnceLock::new(),
+            plain: OnceLock::new(),
+            progress: self.progress.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+
+    /// This fetcher (progress, cancellation) with its configuration changed by `adjust`
+    /// (no network, one attempt): its connections are made anew.
+    pub fn adjusted(&self, adjust: impl FnOnce(&mut FetchConfig)) -> Fetcher {
+        let mut config = self.config.clone();
+        adjust(&mut config);
         Fetcher {
             config,
             client: OnceLock::new(),
@@ -639,6 +658,11 @@ impl Fetcher {
     ) -> Result<Outcome, Error> {
         let path = match location {
             Location::Path(path) => return read_local(path, sink, expect, task, &*self.progress),
+            Location::Url(url) if self.config.offline => {
+                return Err(Error::Offline {
+                    uri: url.to_string(),
+                });
+            }
             Location::Url(url) => url,
         };
         let mut attempt = 0u32;
@@ -1010,6 +1034,28 @@ fn describe_io(err: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--without-network`: a URL is refused before any connection (192.0.2.1, reserved
+    /// for documentation, would otherwise take the connect timeout and three retries),
+    /// and local files are read as ever.
+    #[test]
+    fn a_fetcher_without_network_refuses_urls_at_once_and_reads_files() {
+        let fetcher = Fetcher::new(FetchConfig::new("test")).adjusted(|c| c.offline = true);
+        let started = Instant::now();
+        let err = fetcher
+            .fetch_bytes(&Location::parse("http://192.0.2.1/InRelease").unwrap(), 100)
+            .unwrap_err();
+        assert!(matches!(err, Error::Offline { .. }), "{err}");
+        assert!(err.is_unreachable());
+        assert_eq!(err.exit_code(), ru_format::ExitCode::Network);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Release"), "local").unwrap();
+        let local = Location::Path(dir.path().join("Release"));
+        assert_eq!(fetcher.fetch_bytes(&local, 100).unwrap(), b"local");
+        // A server's answer, even an error, is no unreachable network.
+        assert!(!Error::NotFound { uri: "u".into() }.is_unreachable());
+    }
 
     #[test]
     fn locations_parse_and_join() {

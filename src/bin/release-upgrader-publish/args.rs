@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Build signing keys, helper pockets and meta-release files for release-upgrader clients.
+/// Build signing keys, helper pockets, meta-release files and upgrade media for
+/// release-upgrader clients.
 #[derive(Debug, Parser)]
 #[command(
     name = "release-upgrader-publish",
@@ -48,6 +49,11 @@ pub enum PublishCommand {
     #[command(subcommand)]
     Helper(crate::helper::HelperCommand),
 
+    /// Build upgrade media (a tree and an ISO image) that upgrade offline
+    /// (docs/protocol.md §2)
+    #[command(subcommand)]
+    Media(crate::media::MediaCommand),
+
     /// Build, diff, sign and publish system-image compatible images (docs/protocol.md §5)
     #[command(subcommand)]
     Image(Box<crate::image::ImageCommand>),
@@ -79,7 +85,8 @@ pub enum PocketCommand {
         /// Debian architecture of the pocket
         #[arg(long, value_name = "ARCH")]
         arch: Option<String>,
-        /// Days until `Valid-Until` (default 14)
+        /// Days until `Valid-Until` (default 14); 0 writes none, for a pocket on media
+        /// only (clients refuse a network pocket without it)
         #[arg(long, value_name = "DAYS")]
         valid_days: Option<u64>,
         /// Release `Origin`

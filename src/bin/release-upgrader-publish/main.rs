@@ -7,6 +7,7 @@ mod clidocs;
 mod deb;
 mod helper;
 mod image;
+mod media;
 mod pocket;
 
 use std::time::Duration;
@@ -37,6 +38,7 @@ fn run(cli: &PublishCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         PublishCommand::Pocket(command) => crate::pocket::run_pocket(command, ui),
         PublishCommand::MetaRelease(command) => crate::pocket::run_meta_release(command, ui),
         PublishCommand::Helper(command) => crate::helper::run(command, ui),
+        PublishCommand::Media(command) => crate::media::run(command, ui),
         PublishCommand::Image(command) => crate::image::run(command, ui),
         PublishCommand::Docs(command) => {
             if let Some(said) = command.run::<PublishCli>()? {

@@ -74,6 +74,12 @@ pub fn run_pocket(command: &PocketCommand, ui: &Ui) -> anyhow::Result<ExitCode> 
     // Loaded before the debs are checked, so a bad key fails fast.
     let key = SigningKey::load(key).with_context(|| "loading the signing key".to_owned())?;
 
+    if settings.spec.valid_until.is_none() {
+        ui.note(
+            "note: valid-days 0: the pocket carries no Valid-Until, which suits media only \
+             (clients refuse a network pocket without it; see `media build`)",
+        );
+    }
     let entries = check_helpers(&debs, &settings.arch)?;
     let written = pocket::publish(out, &settings.arch, &settings.spec, &entries, &key, *keep)
         .context("writing the pocket")?;
@@ -106,14 +112,14 @@ pub fn run_pocket(command: &PocketCommand, ui: &Ui) -> anyhow::Result<ExitCode> 
 
 /// A definition is a TOML file; anything else is taken for a deb (or a directory of
 /// them) and checked as one.
-fn is_definition(path: &Path) -> bool {
+pub(crate) fn is_definition(path: &Path) -> bool {
     path.extension().is_some_and(|ext| ext == "toml")
 }
 
 /// Extracts every helper into one scratch tree with the client's rules, so a deb the
 /// client would refuse (wrong name or architecture, a path outside the prefix, two
 /// helpers shipping one path…) is refused here, naming it.
-fn check_helpers(debs: &[PathBuf], arch: &str) -> anyhow::Result<Vec<PocketEntry>> {
+pub(crate) fn check_helpers(debs: &[PathBuf], arch: &str) -> anyhow::Result<Vec<PocketEntry>> {
     let policy = Policy::helper(arch);
     let scratch = tempfile::Builder::new()
         .prefix("release-upgrader-pocket.")

@@ -76,6 +76,13 @@ pub struct GlobalArgs {
     /// Seconds to wait for a connection, or for data on one, before retrying
     #[arg(long, value_name = "SECONDS", default_value_t = 60, global = true)]
     pub timeout: u64,
+
+    /// Use no network: fetch nothing over http or https (such a fetch fails at once,
+    /// exit 4), do not refresh the running release's package lists, and let apt read
+    /// only the upgrade media (--cdrom). An upgrade from media whose network is down
+    /// does this by itself after one failed attempt
+    #[arg(long, global = true)]
+    pub without_network: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +117,10 @@ pub enum ClientCommand {
         /// Install only; do not re-execute with the helpers afterwards
         #[arg(long)]
         no_reexec: bool,
+        /// Take the release and its helpers from upgrade media at PATH (no meta-release,
+        /// no network)
+        #[arg(long, value_name = "PATH")]
+        cdrom: Option<PathBuf>,
     },
 
     /// List the installed helpers and the versions their apt-get and dpkg report
@@ -310,6 +321,7 @@ impl GlobalArgs {
                 "--allow-unsigned-meta-release",
             ),
             (self.json, "--json"),
+            (self.without_network, "--without-network"),
         ] {
             if on {
                 args.push(flag.into());
@@ -360,6 +372,7 @@ mod tests {
                 "0",
                 "--timeout",
                 "7",
+                "--without-network",
                 "upgrade",
                 "-f",
                 "noninteractive",

@@ -134,16 +134,19 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
             check(&session(global, ui, None)?, ui, global, *notes, *motd)
         }
         ClientCommand::Verify { file, sigfile } => verify(global, ui, file, sigfile.as_deref()),
-        ClientCommand::Bootstrap { dry_run: true, .. } => {
-            bootstrap_dry_run(&session(global, ui, None)?, ui)
-        }
+        ClientCommand::Bootstrap {
+            dry_run: true,
+            cdrom,
+            ..
+        } => bootstrap_dry_run(&session(global, ui, None)?, ui, cdrom.as_deref()),
         ClientCommand::Bootstrap {
             dry_run: false,
             no_reexec,
+            cdrom,
         } => {
             let cancel = cancel_on_signals();
             let session = session(global, ui, Some(cancel.clone()))?;
-            bootstrap(&session, ui, global, *no_reexec, &cancel)
+            bootstrap(&session, ui, global, *no_reexec, cdrom.as_deref(), &cancel)
         }
         ClientCommand::Helpers => helpers(&SystemRoot::new(&global.root), ui),
         ClientCommand::Upgrade(args) if args.check_only => {
@@ -186,6 +189,7 @@ fn fetch_config(global: &GlobalArgs) -> FetchConfig {
     config.connect_timeout = Duration::from_secs(global.timeout.max(1));
     config.stall_timeout = Duration::from_secs(global.timeout.max(1));
     config.low_speed_time = Duration::from_secs(global.timeout.max(1));
+    config.offline = global.without_network;
     if let Some(ms) = std::env::var("RELEASE_UPGRADER_RETRY_DELAY_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -267,6 +271,9 @@ fn check(
             }
             return Ok(no_upgrade(ui, &err));
         }
+        Err(err) if err.exit_code() == ExitCode::Network => {
+            return check_media(session, ui, global, notes, motd, err);
+        }
         Err(err) => return Err(err).context("looking for a new release"),
     };
     let (dist, version) = (&target.target.dist, &target.target.version);
@@ -328,14 +335,7 @@ fn check(
     } else {
         None
     };
-    let next_step = format!(
-        "release-upgrader{} upgrade",
-        if global.root == std::path::Path::new("/") {
-            String::new()
-        } else {
-            format!(" --root {}", global.root.display())
-        }
-    );
+    let next_step = next_step(global, "");
     let mut text = format!("New release '{version}' ({dist}) available.");
     if motd {
         keep_release_notice(
@@ -366,6 +366,80 @@ fn check(
     Ok(ExitCode::Success)
 }
 
+/// The command that upgrades (with `extra` flags after `upgrade`).
+fn next_step(global: &GlobalArgs, extra: &str) -> String {
+    format!(
+        "release-upgrader{} upgrade{extra}",
+        if global.root == std::path::Path::new("/") {
+            String::new()
+        } else {
+            format!(" --root {}", global.root.display())
+        }
+    )
+}
+
+/// `check` when no release list can be read (`unreachable`): mounted upgrade media that
+/// carry a newer release, verified, and their helpers resolved, are the answer, with the
+/// `--cdrom` command that upgrades from them; with none, the network's error.
+fn check_media(
+    session: &Session,
+    ui: &Ui,
+    global: &GlobalArgs,
+    notes: bool,
+    motd: bool,
+    unreachable: Error,
+) -> anyhow::Result<ExitCode> {
+    let Some(offer) = session.media_offers().into_iter().next() else {
+        return Err(anyhow::Error::new(unreachable).context("looking for a new release"));
+    };
+    ui.note(&format!(
+        "note: the release list cannot be read: {unreachable}"
+    ));
+    let target = &offer.target;
+    let plan = session.helpers_for(target, &offer.request, true)?;
+    let path = &offer.media.path;
+    let (dist, version) = (&target.target.dist, &target.target.version);
+    ui.detail(&format!(
+        "Running {}; upgrade media at {} ({}), Release signed by {}",
+        target.current.dist,
+        path.display(),
+        offer.media.info,
+        signed_by(target).first().map_or("?", String::as_str)
+    ));
+    if notes {
+        log::warn!("upgrade media give no release notes");
+    }
+    let next_step = next_step(global, &format!(" --cdrom {}", path.display()));
+    let text = format!(
+        "New release '{version}' ({dist}) available on the upgrade media at {}.",
+        path.display()
+    );
+    if motd {
+        keep_release_notice(
+            global,
+            Some(&format!("{text}\nRun '{next_step}' to upgrade to it.\n")),
+        )?;
+    }
+    ui.data(
+        &text,
+        json!({
+            "event": "check",
+            "available": true,
+            "source": "media",
+            "reason": unreachable.to_string(),
+            "media": offer.media,
+            "current": release_json(&target.current),
+            "target": release_json(&target.target),
+            "meta_release": {"uri": target.meta_release.uri, "signed_by": signed_by(target)},
+            "pocket": plan_json(&plan),
+            "next_step": next_step,
+            "release_notes": null,
+        }),
+    );
+    ui.note(&format!("Run '{next_step}' to upgrade to it."));
+    Ok(ExitCode::Success)
+}
+
 fn plan_json(plan: &HelperPlan) -> serde_json::Value {
     json!({
         "uri": plan.pocket.location.to_string(),
@@ -376,8 +450,12 @@ fn plan_json(plan: &HelperPlan) -> serde_json::Value {
     })
 }
 
-fn bootstrap_dry_run(session: &Session, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let (target, plan) = session.target_and_helpers(None, false)?;
+fn bootstrap_dry_run(
+    session: &Session,
+    ui: &Ui,
+    cdrom: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let (target, plan) = session.target_and_helpers(cdrom, false)?;
     let dist = &target.target.dist;
     let mut text = format!(
         "Helpers for the upgrade to {} ({dist}) from {}:\n",
@@ -445,9 +523,10 @@ fn bootstrap(
     ui: &Ui,
     global: &GlobalArgs,
     no_reexec: bool,
+    cdrom: Option<&std::path::Path>,
     cancel: &Arc<AtomicBool>,
 ) -> anyhow::Result<ExitCode> {
-    let (target, plan) = session.target_and_helpers(None, true)?;
+    let (target, plan) = session.target_and_helpers(cdrom, true)?;
     let dist = &target.target.dist;
     let store = Store::new(&session.root);
     let progress = session.fetcher.progress();
@@ -757,6 +836,7 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
         allow_third_party: args.allow_third_party,
         dry_run: args.dry_run,
         cdrom: args.cdrom.clone(),
+        without_network: global.without_network,
         keep_helpers: args.keep_helpers,
         allow_pending: args.allow_pending,
         lock_timeout: Duration::from_secs(args.lock_timeout),
@@ -827,10 +907,12 @@ fn cdrom_detect(
             media.path.display(),
             media.info,
             media.codename.as_deref().unwrap_or("(unknown)"),
-            if media.helper_pocket.is_some() {
-                "yes"
-            } else {
-                "no"
+            match &media.helper_pocket {
+                Some(pocket) => format!(
+                    "yes ({})",
+                    pocket.strip_prefix(&media.path).unwrap_or(pocket).display()
+                ),
+                None => "no".into(),
             },
             if media.has_archive { "yes" } else { "no" },
         ));
@@ -892,6 +974,8 @@ mod tests {
             &["upgrade", "-y", "-m", "server"],
             &["bootstrap"],
             &["bootstrap", "--no-reexec"],
+            &["bootstrap", "--cdrom", "/media/cdrom"],
+            &["--without-network", "upgrade", "--cdrom", "/media/cdrom"],
             &["cleanup"],
             &["check", "--motd"],
             &["image", "download"],
@@ -908,6 +992,8 @@ mod tests {
             &["upgrade", "--dry-run"],
             &["upgrade", "-c"],
             &["bootstrap", "--dry-run"],
+            &["bootstrap", "--dry-run", "--cdrom", "/media/cdrom"],
+            &["--without-network", "check"],
             &["helpers"],
             &["verify", "f"],
             &["cdrom", "detect"],

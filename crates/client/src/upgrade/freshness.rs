@@ -77,6 +77,46 @@ pub fn indices_are_current(root: &SystemRoot, fetcher: &Fetcher) -> bool {
     })
 }
 
+/// Time allowed to reach the archive when a dead network would only cost time (upgrade
+/// media stand in for it).
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The first `InRelease` the root's `deb` sources fetch over http(s), if any.
+pub fn first_network_release(entries: &[SourceEntry]) -> Option<String> {
+    entries
+        .iter()
+        .filter(|e| e.types.iter().any(|t| t == "deb"))
+        .flat_map(|e| {
+            e.uris
+                .iter()
+                .flat_map(move |uri| e.suites.iter().map(move |s| (uri, s)))
+        })
+        .find(|(uri, suite)| {
+            (uri.starts_with("http://") || uri.starts_with("https://"))
+                && !suite.ends_with('/')
+                && !suite.contains("..")
+        })
+        .map(|(uri, suite)| format!("{}/dists/{suite}/InRelease", uri.trim_end_matches('/')))
+}
+
+/// Why the network is down, when one attempt (no retry, at most [`PROBE_TIMEOUT`]) to
+/// fetch the first `InRelease` the root's sources name fails without any answer from a
+/// server; `None` when it answers (even with an error) or no source is on the network.
+pub fn network_down(root: &SystemRoot, fetcher: &Fetcher) -> Option<String> {
+    let entries = sources::entries(root).ok()?;
+    let uri = first_network_release(&entries)?;
+    let location = Location::parse(&uri).ok()?;
+    let once = fetcher.adjusted(|c| {
+        c.retries = 0;
+        c.connect_timeout = c.connect_timeout.min(PROBE_TIMEOUT);
+        c.stall_timeout = c.stall_timeout.min(PROBE_TIMEOUT);
+    });
+    match once.fetch_bytes(&location, INRELEASE_CAP) {
+        Err(e) if e.is_unreachable() => Some(e.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +156,26 @@ mod tests {
                 "https://s/debian-security/dists/bookworm-security/",
             ]
         );
+    }
+
+    #[test]
+    fn the_network_is_probed_at_the_first_http_source() {
+        let entries = [
+            entry(&["deb"], &["cdrom:[Debian]/"], &["bookworm"]),
+            entry(&["deb-src"], &["http://src/debian"], &["bookworm"]),
+            entry(&["deb"], &["file:/srv/mirror"], &["bookworm"]),
+            entry(&["deb"], &["http://m/repo"], &["./"]),
+            entry(
+                &["deb"],
+                &["https://m/debian/"],
+                &["bookworm", "bookworm-updates"],
+            ),
+        ];
+        assert_eq!(
+            first_network_release(&entries).as_deref(),
+            Some("https://m/debian/dists/bookworm/InRelease")
+        );
+        assert_eq!(first_network_release(&entries[..4]), None);
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub struct UpgradeJournal {
     /// Upgrade media in use: a directory as this program sees it (not below the root),
     /// only read, and named in the media's sources line.
     pub cdrom: Option<PathBuf>,
+    /// The upgrade uses no network (`--without-network`, or media with the network found
+    /// down by the first stage): the second stage fetches nothing from it and apt reads
+    /// only the media.
+    #[serde(default)]
+    pub without_network: bool,
     /// Installed packages that came from the distribution before the upgrade: the ones
     /// that may be removed as obsolete afterwards.
     pub from_distribution: Vec<String>,

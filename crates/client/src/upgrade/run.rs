@@ -57,6 +57,9 @@ pub struct UpgradeOptions {
     pub allow_third_party: bool,
     pub dry_run: bool,
     pub cdrom: Option<PathBuf>,
+    /// Use no network (`--without-network`): nothing is fetched but from the media, the
+    /// running release's lists are not refreshed, apt reads only the media.
+    pub without_network: bool,
     pub keep_helpers: bool,
     pub allow_pending: bool,
     pub lock_timeout: Duration,
@@ -125,6 +128,8 @@ pub struct Upgrader<'a> {
     /// The packages the plan acts on (upgraded, installed, removed, downgraded), for the
     /// install's progress; 0 until planned (a resumed run does not know).
     planned_packages: std::sync::atomic::AtomicU64,
+    /// The session's fetcher without the network, made when first needed.
+    offline_fetcher: std::sync::OnceLock<crate::fetch::Fetcher>,
 }
 
 impl<'a> Upgrader<'a> {
@@ -135,6 +140,18 @@ impl<'a> Upgrader<'a> {
             io,
             store: Store::new(&session.root),
             planned_packages: Default::default(),
+            offline_fetcher: Default::default(),
+        }
+    }
+
+    /// The fetcher of this run: without the network when the user said so or the first
+    /// stage found it down (the journal says), so nothing waits on a dead network.
+    fn fetcher(&self, journal: &UpgradeJournal) -> &crate::fetch::Fetcher {
+        if self.options.without_network || journal.without_network {
+            self.offline_fetcher
+                .get_or_init(|| self.session.fetcher.adjusted(|c| c.offline = true))
+        } else {
+            &self.session.fetcher
         }
     }
 
@@ -257,12 +274,12 @@ impl<'a> Upgrader<'a> {
             self.session.arch,
             self.session.root.dir().display()
         ));
-        let (target, plan) = self
+        let (target, plan, media) = self
             .phase(PhaseId::Preflight, || {
                 self.preflight(&logs)?;
                 let found = self.target_and_helpers()?;
                 if self.options.dry_run {
-                    self.check_running_release_read_only(&logs)?;
+                    self.check_running_release_read_only(&logs, found.2.as_deref())?;
                 }
                 Ok(found)
             })
@@ -288,11 +305,12 @@ impl<'a> Upgrader<'a> {
             arch: &self.session.arch,
             os_id: &self.session.os.id,
             allow_pending: self.options.allow_pending,
-            media: self.options.cdrom.is_some(),
+            media: media.as_deref(),
+            without_network: self.options.without_network,
         };
         let running = |logs: &Logs| preflight::check_running_release(&check, logs);
         if self.options.dry_run {
-            self.dry_run_report(&target, &plan)
+            self.dry_run_report(&target, &plan, media.as_deref())
                 .map_err(|e| plain_any(e, &logs))?;
             return Ok(Prepared::DryRun);
         }
@@ -300,7 +318,7 @@ impl<'a> Upgrader<'a> {
             self.show_release_notes(&target, &logs);
         }
         self.phase(PhaseId::Bootstrap, || {
-            self.bootstrap(&target, &plan, &running, &logs)
+            self.bootstrap(&target, &plan, media.as_deref(), &running, &logs)
         })
     }
 
@@ -310,6 +328,7 @@ impl<'a> Upgrader<'a> {
         &self,
         target: &UpgradeTarget,
         plan: &HelperPlan,
+        media: Option<&Path>,
         running: &(dyn Fn(&Logs) -> anyhow::Result<preflight::RunningRelease> + Sync),
         logs: &Logs,
     ) -> Result<Prepared, UpgradeFailure> {
@@ -357,6 +376,7 @@ impl<'a> Upgrader<'a> {
             }
         };
         self.say_offline(&release);
+        let without_network = release.without_network.is_some();
         let from_distribution = release.from_distribution;
         let journal = UpgradeJournal {
             from: self.session.codename.clone(),
@@ -365,7 +385,8 @@ impl<'a> Upgrader<'a> {
             phase: Phase::Prepared,
             sources: Vec::new(),
             media_source: None,
-            cdrom: self.options.cdrom.clone(),
+            cdrom: media.map(Path::to_owned),
+            without_network,
             from_distribution,
             obsolete: Vec::new(),
             answers: None,
@@ -376,8 +397,13 @@ impl<'a> Upgrader<'a> {
         Ok(Prepared::ReExecute)
     }
 
-    fn dry_run_report(&self, target: &UpgradeTarget, plan: &HelperPlan) -> anyhow::Result<()> {
-        let rules_check = self.distribution_check()?;
+    fn dry_run_report(
+        &self,
+        target: &UpgradeTarget,
+        plan: &HelperPlan,
+        media: Option<&Path>,
+    ) -> anyhow::Result<()> {
+        let rules_check = self.distribution_check(media)?;
         let is_distribution =
             |e: &sources::SourceEntry| rules_check.as_ref().is_none_or(|c| c.is_distribution(e));
         let rules = Rules {
@@ -494,14 +520,19 @@ impl<'a> Upgrader<'a> {
         }
     }
 
-    fn distribution_check(&self) -> anyhow::Result<Option<DistributionCheck>> {
+    /// How the distribution's sources are told from others (`None`: all are moved,
+    /// `--allow-third-party`), with the upgrade `media` vouching for sources apt stored
+    /// no lists for when the distribution's archive key signed them.
+    fn distribution_check(
+        &self,
+        media: Option<&Path>,
+    ) -> anyhow::Result<Option<DistributionCheck>> {
         if self.options.allow_third_party {
             return Ok(None);
         }
-        Ok(Some(DistributionCheck::new(
-            &self.session.root,
-            &self.session.os.id,
-        )?))
+        Ok(Some(
+            DistributionCheck::new(&self.session.root, &self.session.os.id)?.with_media(media),
+        ))
     }
 
     /// Undoes an upgrade that never reached dpkg: sources back, media source gone,
@@ -603,9 +634,10 @@ impl<'a> Upgrader<'a> {
             .iter()
             .map(|p| p.display().to_string())
             .collect();
+        // Media do not expire (docs/protocol.md §2): apt is told so too.
         let line = format!(
             "# Added by release-upgrader for the upgrade from media; removed afterwards.\n\
-             deb [signed-by={}] file:{} {codename} main\n",
+             deb [signed-by={} check-valid-until=no] file:{} {codename} main\n",
             keyrings.join(","),
             media.display()
         );

@@ -460,6 +460,94 @@ mod tests {
         );
     }
 
+    /// The media vouch for a source apt stored no lists for only when the
+    /// distribution's archive key signed them; a source whose stored Release does not
+    /// verify stays third-party whatever the media say.
+    #[test]
+    fn sources_without_stored_lists_are_the_distributions_when_its_media_vouch() {
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/check");
+        let signed = std::fs::read(format!(
+            "{fixture}/dists/trixie/main/dist-upgrader-amd64/current/InRelease"
+        ))
+        .unwrap();
+        let forged = String::from_utf8(signed.clone())
+            .unwrap()
+            .replacen("Codename: trixie", "Codename: trixiE", 1)
+            .into_bytes();
+        assert_ne!(forged, signed);
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::root::SystemRoot::new(dir.path().join("root"));
+        let keyrings = root.path("/usr/share/keyrings");
+        let lists = root.path("/var/lib/apt/lists");
+        std::fs::create_dir_all(&keyrings).unwrap();
+        std::fs::create_dir_all(&lists).unwrap();
+        std::fs::copy(
+            format!("{fixture}/keyring.gpg"),
+            keyrings.join("demo-archive-keyring.gpg"),
+        )
+        .unwrap();
+        let store = |uri: &str, bytes: &[u8]| {
+            let name = apt_list_name(&format!("{uri}/dists/alpha/"));
+            std::fs::write(lists.join(format!("{name}InRelease")), bytes).unwrap();
+        };
+        store("http://mirror.example/demo", &signed);
+        store("https://vendor.example/repo", &forged);
+        let media = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.join("dists/stable")).unwrap();
+            std::fs::write(path.join("dists/stable/InRelease"), bytes).unwrap();
+            path
+        };
+        let (good, bad) = (media("good", &signed), media("bad", &forged));
+        let entry = |uri: &str| SourceEntry {
+            types: vec!["deb".into()],
+            uris: vec![uri.into()],
+            suites: vec!["alpha".into()],
+            signed_by: None,
+        };
+        let (stored, unknown, vendor) = (
+            entry("http://mirror.example/demo"),
+            entry("http://cdn.example/demo"),
+            entry("https://vendor.example/repo"),
+        );
+        let check = |media: Option<&std::path::Path>| {
+            DistributionCheck::new(&root, "demo")
+                .unwrap()
+                .with_media(media)
+        };
+        let plain = check(None);
+        assert!(plain.is_distribution(&stored));
+        assert!(
+            !plain.is_distribution(&unknown),
+            "no lists, no media: unknown"
+        );
+        assert!(!plain.is_distribution(&vendor));
+        let vouched = check(Some(&good));
+        assert!(vouched.media_vouches());
+        assert!(vouched.is_distribution(&stored));
+        assert!(vouched.is_distribution(&unknown));
+        assert!(
+            !vouched.is_distribution(&vendor),
+            "its stored Release does not verify"
+        );
+        let mixed = SourceEntry {
+            uris: vec![
+                "http://cdn.example/demo".into(),
+                "https://vendor.example/repo".into(),
+            ],
+            ..unknown.clone()
+        };
+        assert!(!vouched.is_distribution(&mixed));
+        let forged_media = check(Some(&bad));
+        assert!(!forged_media.media_vouches());
+        assert!(!forged_media.is_distribution(&unknown));
+        let signed_by = SourceEntry {
+            signed_by: Some("/usr/share/keyrings/demo-archive-keyring.gpg".into()),
+            ..unknown
+        };
+        assert!(forged_media.is_distribution(&signed_by));
+    }
+
     #[test]
     fn disabled_deb822_stanzas_are_left_alone() {
         let text = "Types: deb\nURIs: https://vendor.example/repo\nSuites: bookworm\nComponents: x\nEnabled: no\n";
@@ -835,11 +923,31 @@ pub fn apt_list_name(uri: &str) -> String {
 /// distribution's archive keyring, or when the Release file apt downloaded for it
 /// (`/var/lib/apt/lists`) verifies with that keyring. Any mirror of the archive passes;
 /// a vendor repository that reuses the codename does not.
+///
+/// An entry apt stored no Release for (a system that never reached its mirror, lists
+/// cleaned) proves nothing either way. When upgrade media serve the upgrade and their
+/// `Release` verifies with the archive keyring, the distribution itself vouches for the
+/// upgrade, and such an entry is taken for the distribution's: moved to the target, never
+/// disabled for want of stored lists (which would leave the upgraded system with no
+/// source). An entry whose stored Release another key signed stays third-party.
 pub struct DistributionCheck {
     lists: std::path::PathBuf,
     keyring_files: Vec<std::path::PathBuf>,
     keyring: crate::openpgp::Keyring,
-    verdicts: std::sync::Mutex<std::collections::HashMap<(String, String), bool>>,
+    verdicts: std::sync::Mutex<std::collections::HashMap<(String, String), Verdict>>,
+    /// Upgrade media whose `Release` the archive keyring signed.
+    media: Option<std::path::PathBuf>,
+}
+
+/// What the Release apt stored for one URI and suite says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// It verifies with the distribution's archive keyring.
+    Distribution,
+    /// It does not.
+    Other,
+    /// None is stored.
+    Unknown,
 }
 
 impl DistributionCheck {
@@ -865,7 +973,35 @@ impl DistributionCheck {
             ],
             keyring,
             verdicts: Default::default(),
+            media: None,
         })
+    }
+
+    /// With the upgrade media at `media` (their `dists/stable/`), when the archive
+    /// keyring verifies their `InRelease` (or `Release` + `Release.gpg`); media signed by
+    /// any other key change nothing.
+    pub fn with_media(mut self, media: Option<&std::path::Path>) -> Self {
+        self.media = media
+            .filter(|media| {
+                let dir = media.join("dists/stable");
+                let vouches = verifies_release_in(&self.keyring, &dir, "");
+                if !vouches {
+                    log::info!(
+                        "{}: not signed by the distribution's archive key; sources without \
+                         stored lists are not taken for the distribution's",
+                        dir.display()
+                    );
+                }
+                vouches
+            })
+            .map(std::path::Path::to_owned);
+        self
+    }
+
+    /// Whether upgrade media signed by the distribution's archive key vouch for entries
+    /// apt stored no lists for.
+    pub fn media_vouches(&self) -> bool {
+        self.media.is_some()
     }
 
     /// Whether every URI of `entry` is the distribution's archive.
@@ -879,36 +1015,65 @@ impl DistributionCheck {
         let Some(suite) = entry.suites.first() else {
             return false;
         };
-        !entry.uris.is_empty() && entry.uris.iter().all(|uri| self.verifies(uri, suite))
+        if entry.uris.is_empty() {
+            return false;
+        }
+        let verdicts: Vec<Verdict> = entry
+            .uris
+            .iter()
+            .map(|uri| self.verdict(uri, suite))
+            .collect();
+        if verdicts.contains(&Verdict::Other) {
+            return false;
+        }
+        verdicts.iter().all(|v| *v == Verdict::Distribution) || self.media_vouches()
     }
 
-    fn verifies(&self, uri: &str, suite: &str) -> bool {
+    fn verdict(&self, uri: &str, suite: &str) -> Verdict {
         let key = (uri.to_owned(), suite.to_owned());
         if let Some(v) = self.verdicts.lock().expect("verdicts").get(&key) {
             return *v;
         }
         let base = format!("{}/dists/{suite}/", uri.trim_end_matches('/'));
         let name = apt_list_name(&base);
-        let inrelease = self.lists.join(format!("{name}InRelease"));
-        let verdict = if let Ok(bytes) = std::fs::read(&inrelease) {
-            crate::openpgp::verify_clearsigned(
-                &self.keyring,
-                &bytes,
-                &inrelease.display().to_string(),
-            )
-            .is_ok()
+        let stored = ["InRelease", "Release"]
+            .iter()
+            .any(|file| self.lists.join(format!("{name}{file}")).is_file());
+        let verdict = if !stored {
+            Verdict::Unknown
+        } else if verifies_release_in(&self.keyring, &self.lists, &name) {
+            Verdict::Distribution
         } else {
-            let release = std::fs::read(self.lists.join(format!("{name}Release")));
-            let signature = std::fs::read(self.lists.join(format!("{name}Release.gpg")));
-            match (release, signature) {
-                (Ok(release), Ok(signature)) => {
-                    crate::openpgp::verify_detached(&self.keyring, release, &signature, &name)
-                        .is_ok()
-                }
-                _ => false,
-            }
+            Verdict::Other
         };
         self.verdicts.lock().expect("verdicts").insert(key, verdict);
         verdict
+    }
+}
+
+/// Whether `dir/<prefix>InRelease` (else `<prefix>Release` with `<prefix>Release.gpg`)
+/// verifies with `keyring`.
+fn verifies_release_in(
+    keyring: &crate::openpgp::Keyring,
+    dir: &std::path::Path,
+    prefix: &str,
+) -> bool {
+    let inrelease = dir.join(format!("{prefix}InRelease"));
+    if let Ok(bytes) = std::fs::read(&inrelease) {
+        return crate::openpgp::verify_clearsigned(
+            keyring,
+            &bytes,
+            &inrelease.display().to_string(),
+        )
+        .is_ok();
+    }
+    let release = std::fs::read(dir.join(format!("{prefix}Release")));
+    let signature = std::fs::read(dir.join(format!("{prefix}Release.gpg")));
+    match (release, signature) {
+        (Ok(release), Ok(signature)) => {
+            let what = dir.join(format!("{prefix}Release")).display().to_string();
+            crate::openpgp::verify_detached(keyring, release, &signature, &what).is_ok()
+        }
+        _ => false,
     }
 }

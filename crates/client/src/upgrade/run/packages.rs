@@ -39,7 +39,7 @@ impl Upgrader<'_> {
     /// The sources moved to the target (their backups first), recorded in the journal.
     fn point_sources(&self, journal: &mut UpgradeJournal, logs: &Logs) -> anyhow::Result<()> {
         {
-            let check = self.distribution_check()?;
+            let check = self.distribution_check(journal.cdrom.as_deref())?;
             let is_distribution =
                 |e: &sources::SourceEntry| check.as_ref().is_none_or(|c| c.is_distribution(e));
             let rules = Rules {
@@ -64,6 +64,17 @@ impl Upgrader<'_> {
                         change.uris.join(" "),
                         change.suites.join(" ")
                     ));
+                    if change.action == sources::Action::Upgrade
+                        && check.as_ref().is_some_and(|c| c.media_vouches())
+                    {
+                        logs.main(&format!(
+                            "{} {}: moved to {} (the media, signed by the distribution's \
+                             archive key, vouch for sources apt stored no lists for)",
+                            change.uris.join(" "),
+                            change.suites.join(" "),
+                            journal.to
+                        ));
+                    }
                     if change.action == sources::Action::Disable {
                         self.io.say(&format!(
                             "Disabling the third-party source {} {} ({}:{}); pass --allow-third-party to keep it",
@@ -81,15 +92,28 @@ impl Upgrader<'_> {
     }
 
     /// The new release's package lists (only media may stand in for missing ones).
+    /// Without the network apt reads the media's list alone, so that nothing waits on a
+    /// dead network (its retries included), and the stored lists of the other sources
+    /// are kept.
     fn update(&self, journal: &UpgradeJournal, apt: &Apt, logs: &Logs) -> anyhow::Result<()> {
-        let (ok, out) = apt_update(apt, &[], logs)?;
+        let without_network = self.options.without_network || journal.without_network;
+        let media_only = match &journal.media_source {
+            Some(list) if without_network => media_only_options(list),
+            _ => Vec::new(),
+        };
+        let extra: Vec<&str> = media_only.iter().map(String::as_str).collect();
+        let (ok, out) = apt_update(apt, &extra, logs)?;
         if !ok {
-            let media_only = journal.cdrom.is_some();
-            if !media_only {
+            if journal.cdrom.is_none() || without_network {
                 anyhow::bail!(Error::Network {
                     uri: "apt-get update".into(),
                     reason: format!(
-                        "the new release's package lists could not be downloaded:\n{}",
+                        "the new release's package lists could not be {}:\n{}",
+                        if without_network {
+                            "read from the media"
+                        } else {
+                            "downloaded"
+                        },
                         tail(&out, 8)
                     ),
                 });
@@ -130,12 +154,12 @@ impl Upgrader<'_> {
         // packages start downloading now, beside apt's resolution; what the plan adds
         // (new packages) follows it.
         let early = if self.options.assume_yes && journal.phase < Phase::Downloaded {
-            self.offered_upgrades(&journal.to)
+            self.offered_upgrades(&journal.to, journal.cdrom.as_deref())
         } else {
             Vec::new()
         };
         let archives_dir = self.session.root.path("/var/cache/apt/archives");
-        let fetcher = &self.session.fetcher;
+        let fetcher = self.fetcher(journal);
         let args = self.upgrade_args(journal);
         let (planned, early_fetch) = std::thread::scope(|scope| {
             let early_fetch = scope.spawn(|| {
@@ -212,7 +236,7 @@ impl Upgrader<'_> {
         let archives = &plan.archives;
         let started = std::time::Instant::now();
         let fetched = prefetch::fetch_all(
-            &self.session.fetcher,
+            self.fetcher(journal),
             archives,
             &self.session.root.path("/var/cache/apt/archives"),
         );
@@ -386,12 +410,18 @@ impl Upgrader<'_> {
 
     /// The archives of the newer versions the suites of release `to` offer for the
     /// installed packages, read from the indices apt just stored (empty if unreadable).
-    pub(super) fn offered_upgrades(&self, to: &str) -> Vec<prefetch::Archive> {
+    pub(super) fn offered_upgrades(
+        &self,
+        to: &str,
+        media: Option<&Path>,
+    ) -> Vec<prefetch::Archive> {
         let root = &self.session.root;
         let Ok(status) = Status::read(root) else {
             return Vec::new();
         };
-        let check = DistributionCheck::new(root, &self.session.os.id).ok();
+        let check = DistributionCheck::new(root, &self.session.os.id)
+            .ok()
+            .map(|check| check.with_media(media));
         let is_distribution =
             |e: &sources::SourceEntry| check.as_ref().is_none_or(|c| c.is_distribution(e));
         pending::scan(root, to, &self.session.arch, &status, &is_distribution)
@@ -571,6 +601,27 @@ impl Upgrader<'_> {
             denylist: &denylist,
         }))
     }
+}
+
+/// apt options that make `apt-get update` read the media's list (`list`, relative to the
+/// root) and no other source, and keep the lists it does not read.
+fn media_only_options(list: &crate::confine::RelPath) -> Vec<String> {
+    // Relative to the root's /etc/apt (`Dir::Etc`), as apt resolves them under --root too.
+    let name = list
+        .as_str()
+        .strip_prefix("etc/apt/")
+        .unwrap_or(list.as_str())
+        .to_owned();
+    vec![
+        "-o".into(),
+        format!("Dir::Etc::SourceList={name}"),
+        "-o".into(),
+        "Dir::Etc::SourceParts=release-upgrader-no-parts.d".into(),
+        "-o".into(),
+        "APT::Get::List-Cleanup=false".into(),
+        "-o".into(),
+        "Acquire::Retries=0".into(),
+    ]
 }
 
 /// Space a new kernel and its initramfs take: the largest pair already in `/boot`.

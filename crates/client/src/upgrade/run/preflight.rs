@@ -3,7 +3,9 @@
 //! target and its helpers, and the running release's pending updates. What they find
 //! feeds the plan ([`crate::upgrade::plan`]); what they refuse stops the run (exit 2).
 
-use crate::error::Error;
+use std::path::PathBuf;
+
+use crate::error::{Error, ExitCode};
 use crate::session::{HelperPlan, UpgradeTarget};
 use crate::upgrade::apt::{self, Apt, Simulation};
 use crate::upgrade::dpkg_status::{self, Status};
@@ -126,18 +128,95 @@ impl Upgrader<'_> {
         )
     }
 
-    /// The target release and its helper plan, from the meta-release or the media.
-    pub(super) fn target_and_helpers(&self) -> anyhow::Result<(UpgradeTarget, HelperPlan)> {
-        self.session
-            .target_and_helpers(self.options.cdrom.as_deref(), !self.options.dry_run)
+    /// The target release, its helper plan and the media serving the upgrade (if any):
+    /// from the media given (`--cdrom`), or from the meta-release. When no release list
+    /// can be read (the network is down, or not to be used) and media are mounted that
+    /// carry a newer release, they are offered: a dry run shows what they would do, a
+    /// run that asks before it starts asks on the terminal (`-y` and `-f noninteractive`
+    /// choose no source), any other run stops with the network's error and the `--cdrom`
+    /// command that would use them.
+    pub(super) fn target_and_helpers(
+        &self,
+    ) -> anyhow::Result<(UpgradeTarget, HelperPlan, Option<PathBuf>)> {
+        use anyhow::Context as _;
+        let remember = !self.options.dry_run;
+        if let Some(media) = &self.options.cdrom {
+            let (target, plan) = self.session.target_and_helpers(Some(media), remember)?;
+            return Ok((target, plan, Some(media.clone())));
+        }
+        let unreachable = if self.options.without_network {
+            anyhow::Error::new(Error::Config {
+                path: "--without-network".into(),
+                reason: "an upgrade without the network needs upgrade media; pass --cdrom PATH"
+                    .into(),
+            })
+        } else {
+            match self.session.find_target(remember) {
+                Ok(target) => {
+                    let request = self.session.network_pocket(&target)?;
+                    let plan = self.session.helpers_for(&target, &request, remember)?;
+                    return Ok((target, plan, None));
+                }
+                Err(err) if err.exit_code() == ExitCode::Network => {
+                    anyhow::Error::new(err).context("looking for a new release")
+                }
+                Err(err) => return Err(err).context("looking for a new release"),
+            }
+        };
+        let Some(offer) = self.session.media_offers().into_iter().next() else {
+            return Err(unreachable);
+        };
+        let path = offer.media.path.clone();
+        let (dist, version) = (&offer.target.target.dist, &offer.target.target.version);
+        let command = format!(
+            "release-upgrader{} upgrade --cdrom {}",
+            self.root_args(),
+            path.display()
+        );
+        let found = format!(
+            "Upgrade media at {} carry {version} ({dist}): {}",
+            path.display(),
+            offer.media.info
+        );
+        let chosen = if self.options.dry_run {
+            self.io.say(&format!(
+                "{found}. The release list cannot be read ({unreachable:#}); showing the \
+                 upgrade from the media (a real run asks first, or pass --cdrom)."
+            ));
+            true
+        } else {
+            self.io.say(&format!("{found}."));
+            self.asks_to_start()
+                && self.io.can_ask()
+                && self.io.ask(&format!(
+                    "The release list cannot be read ({unreachable:#}). Upgrade to {version} \
+                     ({dist}) from the media at {} instead?",
+                    path.display()
+                )) == Some(true)
+        };
+        if !chosen {
+            return Err(
+                unreachable.context(format!("{found}; to upgrade from them, run `{command}`"))
+            );
+        }
+        let plan = self
+            .session
+            .helpers_for(&offer.target, &offer.request, remember)?;
+        Ok((offer.target, plan, Some(path)))
     }
 
     /// The dry run's look at the running release: pending updates from the package lists
     /// apt stored, neither refreshed nor asked of apt (both write under the root).
-    pub(super) fn check_running_release_read_only(&self, logs: &Logs) -> anyhow::Result<()> {
+    pub(super) fn check_running_release_read_only(
+        &self,
+        logs: &Logs,
+        media: Option<&std::path::Path>,
+    ) -> anyhow::Result<()> {
         let root = &self.session.root;
         let status = Status::read(root)?;
-        let distribution = DistributionCheck::new(root, &self.session.os.id).ok();
+        let distribution = DistributionCheck::new(root, &self.session.os.id)
+            .ok()
+            .map(|check| check.with_media(media));
         let is_distribution =
             |e: &sources::SourceEntry| distribution.as_ref().is_none_or(|c| c.is_distribution(e));
         let Some(scan) = pending::scan(
@@ -165,12 +244,31 @@ impl Upgrader<'_> {
     }
 
     pub(super) fn say_offline(&self, release: &RunningRelease) {
-        if release.offline {
-            self.io.say(
+        match &release.without_network {
+            Some(WithoutNetwork::Asked) => self.io.say(
+                "Not using the network (--without-network): the current release's package \
+                 lists are not refreshed, and the upgrade reads only the media.",
+            ),
+            Some(WithoutNetwork::Down(reason)) => self.io.say(&format!(
+                "The network cannot be reached ({reason}); continuing without it, from the \
+                 media (as with --without-network)."
+            )),
+            None if release.offline => self.io.say(
                 "Cannot refresh the current release's package lists (offline?); continuing with the media.",
-            );
+            ),
+            None => {}
         }
     }
+}
+
+/// Why an upgrade from media goes on without the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum WithoutNetwork {
+    /// `--without-network`.
+    Asked,
+    /// The first attempt to reach the running release's archive failed (why): not one
+    /// more is made, nor a retry.
+    Down(String),
 }
 
 /// What the running release's indices say, before anything changes.
@@ -180,6 +278,8 @@ pub(super) struct RunningRelease {
     pub(super) from_distribution: Vec<String>,
     /// Set when the indices could not be refreshed and the media stand in for them.
     pub(super) offline: bool,
+    /// Set when the upgrade goes on without the network, and why.
+    pub(super) without_network: Option<WithoutNetwork>,
 }
 
 /// What checking the running release needs: a few fields of the session and options,
@@ -191,8 +291,10 @@ pub(super) struct RunningCheck<'a> {
     pub(super) arch: &'a str,
     pub(super) os_id: &'a str,
     pub(super) allow_pending: bool,
-    /// Upgrade media stand in for the archive when it cannot be reached.
-    pub(super) media: bool,
+    /// Upgrade media, which stand in for the archive when it cannot be reached.
+    pub(super) media: Option<&'a std::path::Path>,
+    /// `--without-network`.
+    pub(super) without_network: bool,
 }
 
 /// Brings the running release's indices up to date with the system's own apt, refuses
@@ -210,18 +312,33 @@ pub(super) fn check_running_release(
         os_id,
         allow_pending,
         media,
+        without_network,
     } = *check;
     let apt = Apt::new(root, None, "system-apt.conf");
     apt.write_config()?;
     let mut offline = false;
-    if freshness::indices_are_current(root, fetcher) {
+    // With media, one attempt tells whether the network is there at all: a dead one is
+    // not waited on (retries, apt's own) a second time.
+    let without_network = if without_network {
+        Some(WithoutNetwork::Asked)
+    } else if media.is_some() {
+        freshness::network_down(root, fetcher).map(WithoutNetwork::Down)
+    } else {
+        None
+    };
+    if let Some(why) = &without_network {
+        logs.main(&format!(
+            "not refreshing the running release's indices: no network ({why:?}); the media stand in"
+        ));
+        offline = true;
+    } else if freshness::indices_are_current(root, fetcher) {
         logs.main("the running release's indices are what the archive serves; not refreshing them");
     } else {
         // Only the package indices matter here: no description translations (megabytes,
         // and the new release's update replaces them anyway).
         let update = apt_update(&apt, &["-o", "Acquire::Languages=none"], logs)?;
         offline = !update.0;
-        if offline && !media {
+        if offline && media.is_none() {
             anyhow::bail!(Error::Network {
                 uri: "apt-get update".into(),
                 reason: format!(
@@ -232,7 +349,9 @@ pub(super) fn check_running_release(
         }
     }
     let status = Status::read(root)?;
-    let distribution = DistributionCheck::new(root, os_id).ok();
+    let distribution = DistributionCheck::new(root, os_id)
+        .ok()
+        .map(|check| check.with_media(media));
     let is_distribution =
         |e: &sources::SourceEntry| distribution.as_ref().is_none_or(|c| c.is_distribution(e));
     // The stored indices answer in a fraction of a second; apt, which first builds its
@@ -263,6 +382,7 @@ pub(super) fn check_running_release(
     Ok(RunningRelease {
         from_distribution,
         offline,
+        without_network,
     })
 }
 

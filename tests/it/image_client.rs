@@ -1021,6 +1021,56 @@ fn recovery_mode_writes_ubuntu_command() {
     expect_tree(&f.root, 1, f.port);
 }
 
+/// On a device /cache is a partition of its own and the state directory is bind-mounted
+/// from the data partition (the root being read-only): the recovery path writes through
+/// both mount points, and `image recover` reads its state there. Mounted in a private
+/// mount namespace that ends with the command.
+#[test]
+fn recovery_mode_writes_through_the_cache_and_state_mount_points_of_a_device() {
+    if !as_root() {
+        eprintln!("skipped: needs root for mount");
+        return;
+    }
+    let f = ImageFixture::new(DeltaKind::Delta);
+    let parts = f.dir.path().join("parts");
+    let (cache, state) = (parts.join("cache"), parts.join("state"));
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(f.root.join("cache")).unwrap();
+    std::fs::create_dir_all(f.root.join("var/lib/release-upgrader")).unwrap();
+    let in_namespace = |args: &str| {
+        let script = format!(
+            "set -e\nmount --bind '{cache}' '{root}/cache'\n\
+             mount --bind '{state}' '{root}/var/lib/release-upgrader'\n\
+             exec '{bin}' --root '{root}' {args}\n",
+            cache = cache.display(),
+            state = state.display(),
+            root = f.root.display(),
+            bin = BIN,
+        );
+        Run(Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env("RELEASE_UPGRADER_RETRY_DELAY_MS", "10")
+            .output()
+            .unwrap())
+    };
+    in_namespace("image apply --recovery --no-reboot")
+        .expect(0)
+        .mentions(&[
+            "ubuntu_command",
+            "Reboot to start the recovery to apply build 3.",
+        ]);
+    assert!(cache.join("recovery/ubuntu_command").is_file());
+    assert!(
+        state.join("image").is_dir(),
+        "the download cache is on the state mount"
+    );
+    assert!(!f.root.join("cache/recovery").exists());
+    in_namespace("image recover").expect(0);
+    assert!(crate::debian_root::mounted_below(f.dir.path()).is_empty());
+    expect_tree(&f.root, 1, f.port);
+}
+
 type TamperCase = (&'static str, &'static str, Box<dyn Fn(&ImageFixture)>);
 
 /// Every tamper: refused with exit 3 and the device left at build 1.

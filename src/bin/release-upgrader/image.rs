@@ -735,11 +735,9 @@ fn apply_command(
             .iter()
             .map(|f| (f.path.clone(), f.signature.clone()))
             .collect();
-        // Made confined first: a symlink or mount point at /cache is refused, not
-        // written through.
-        root.tree()?.create_dir_all(
-            &ru_client::confine::RelPath::new("cache/recovery").expect("a plain relative path"),
-        )?;
+        // Made confined first: a symlink on the way is refused, not written through.
+        // /cache is a partition of its own on a device, so mount points are entered.
+        root.create_dir("/cache/recovery")?;
         let written = apply::write_recovery(
             &root.path("/cache/recovery"),
             &layout.keyrings(),

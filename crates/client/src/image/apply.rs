@@ -315,10 +315,14 @@ impl<'a> Store<'a> {
     /// `None` when there is no state directory (nothing to recover).
     fn open(layout: &'a Layout, create: bool) -> Result<Option<Store<'a>>, Error> {
         let root = layout.root().tree()?;
+        // The state directory may be a filesystem of its own (a device's read-only root
+        // has its writable state bind-mounted from the data partition): mount points on
+        // the way are entered, symlinks never followed.
+        let state_dir = Path::new("/").join(layout.rel().as_path());
         let state = if create {
-            Some(root.create_dir_all(&layout.rel())?)
+            Some(layout.root().create_dir(&state_dir)?)
         } else {
-            root.open_dir(&layout.rel())?
+            layout.root().open_dir(&state_dir)?
         };
         Ok(state.map(|state| Store {
             layout,

@@ -1067,6 +1067,12 @@ fn recovery_mode_writes_through_the_cache_and_state_mount_points_of_a_device() {
     );
     assert!(!f.root.join("cache/recovery").exists());
     in_namespace("image recover").expect(0);
+    // In place, the staging area would be on another filesystem than the root: refused
+    // before the root is touched.
+    in_namespace("image apply --no-reboot")
+        .expect(2)
+        .mentions(&["mount point"]);
+    in_namespace("image recover").expect(0);
     assert!(crate::debian_root::mounted_below(f.dir.path()).is_empty());
     expect_tree(&f.root, 1, f.port);
 }

@@ -707,6 +707,12 @@ pub fn apply(
         path: layout.root().dir().to_owned(),
         reason,
     })?;
+    // The commit renames from the staging area into the tree, so the way to it may not
+    // cross a mount (a state directory bind-mounted from another partition): checked
+    // before the journal, so that a refusal leaves nothing to recover.
+    if let (Some(parent), _) = journal.staging.split_last() {
+        store.root.create_dir_all(&rel(parent))?;
+    }
     store.write_journal(&journal)?;
     crashpoint::reached("image-apply");
     let staged = stage(&store, &journal, switch.as_ref(), steps, target_build);

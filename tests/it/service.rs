@@ -439,6 +439,13 @@ fn settings_are_validated_as_system_image_does_and_changes_are_signalled() {
         "{}",
         out.stdout()
     );
+    let run =
+        d.f.run(&["--json", "image", "settings", "get", "min_battery"]);
+    let events = crate::events::assert_events(&run);
+    assert_eq!(
+        events[0],
+        json!({"event": "setting", "key": "min_battery", "value": "40"})
+    );
     d.f.run(&["image", "settings", "set", "min_battery=101"])
         .expect(2)
         .mentions(&["min_battery"]);

@@ -904,6 +904,9 @@ mod tests {
             &["image", "recover"],
             &["image", "opt-out", "--mirror", "http://192.0.2.1/"],
             &["image", "opt-in"],
+            &["image", "settings", "set", "min_battery=5"],
+            &["image", "settings", "del", "min_battery"],
+            &["service", "system-image"],
         ] {
             assert!(writes_root(&command(argv)).is_some(), "{argv:?}");
         }
@@ -919,6 +922,8 @@ mod tests {
             &["image", "info"],
             &["image", "check"],
             &["image", "channels"],
+            &["image", "settings", "get", "auto_download"],
+            &["image", "settings", "show"],
             &["completions", "bash"],
             &["manpages", "--out", "d"],
         ] {

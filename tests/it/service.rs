@@ -621,3 +621,39 @@ fn the_shipped_activation_file_and_bus_policy_name_the_service() {
         assert!(install.contains(file), "{file}");
     }
 }
+
+#[test]
+fn a_device_that_opted_out_to_apt_is_offered_no_image() {
+    let d = Device::new(DeltaKind::Delta, 30);
+    let state = d.f.root.join("var/lib/release-upgrader/image");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("opt-out.json"),
+        json!({"build": 1, "channel": "stable", "device": "testdev",
+               "writable_flag": "/userdata/.writable_image",
+               "sources": "/etc/apt/sources.list.d/release-upgrader-image.list",
+               "codename": "bookworm", "mirror": "http://192.0.2.1/debian"})
+        .to_string(),
+    )
+    .unwrap();
+    let events = d.client(&[
+        "call:SetSetting:auto_download:2",
+        "call:CheckForUpdate",
+        "wait:UpdateAvailableStatus",
+        "call:DownloadUpdate",
+        "call:ApplyUpdate",
+        "wait:Applied",
+    ]);
+    let status = signal(&events, "UpdateAvailableStatus");
+    assert_eq!((&status[0], &status[1]), (&json!(false), &json!(false)));
+    assert!(
+        status[5]
+            .as_str()
+            .unwrap()
+            .contains("opted out of image updates"),
+        "{status}"
+    );
+    assert_eq!(signal(&events, "Applied"), json!([false]));
+    assert!(d.logind_calls().is_empty());
+    expect_tree(&d.f.root, 1, d.f.port);
+}

@@ -39,6 +39,7 @@ use crate::image::Layout;
 use crate::image::apply::{self, Step, Target};
 use crate::image::client::{Checked, Client, Downloaded, Options};
 use crate::image::config::Config;
+use crate::image::optout;
 use crate::progress::Progress;
 use crate::reboot;
 use crate::root::SystemRoot;
@@ -946,6 +947,25 @@ impl SystemImage {
     pub async fn rebooting(emitter: &SignalEmitter<'_>, status: bool) -> zbus::Result<()>;
 }
 
+/// Why no image may be applied to the system at `root` now, as `image download` and
+/// `image apply` refuse: it opted out to apt, or an opt-out or opt-in is under way.
+pub fn image_work_blocked(root: &SystemRoot) -> Option<String> {
+    match (optout::record(root), optout::pending(root)) {
+        (Ok(Some(record)), _) => Some(format!(
+            "this device opted out of image updates at build {} (apt sources in {}); \
+             `release-upgrader image opt-in` switches it back",
+            record.build, record.sources
+        )),
+        (_, Ok(Some(_))) => Some(
+            "an opt-out or opt-in is under way; `release-upgrader image recover` finishes it \
+             (after a reboot when the root is read-only)"
+                .into(),
+        ),
+        (Err(e), _) | (_, Err(e)) => Some(reason(&e)),
+        (Ok(None), Ok(None)) => None,
+    }
+}
+
 /// The check worker: runs the check, sends `UpdateAvailableStatus`, then downloads when
 /// `auto_download` says so.
 fn check(signals: Arc<Signals>) {
@@ -965,10 +985,22 @@ fn check(signals: Arc<Signals>) {
         .fetcher
         .identified_as(shared.fetcher.config().user_agent.clone())
         .with_cancel(cancel.clone());
-    let result = Client::new(&shared.root, &fetcher, options).and_then(|client| {
-        let checked = client.check()?;
-        Ok((client, checked))
-    });
+    let result = match image_work_blocked(&shared.root) {
+        Some(why) => Err(why),
+        None => Client::new(&shared.root, &fetcher, options)
+            .and_then(|client| {
+                let checked = client.check()?;
+                Ok((client, checked))
+            })
+            .map_err(|e| {
+                if cancel.load(Ordering::SeqCst) && e.is_cancelled() {
+                    "Canceled".to_owned()
+                } else {
+                    log::warn!("check for update: {e}");
+                    reason(&e)
+                }
+            }),
+    };
     let (update, prepared, channels) = match result {
         Ok((client, checked)) => {
             let rows = checked
@@ -991,13 +1023,7 @@ fn check(signals: Arc<Signals>) {
                 Some(rows),
             )
         }
-        Err(e) if cancel.load(Ordering::SeqCst) && e.is_cancelled() => {
-            (Update::failed("Canceled".into()), None, None)
-        }
-        Err(e) => {
-            log::warn!("check for update: {e}");
-            (Update::failed(reason(&e)), None, None)
-        }
+        Err(why) => (Update::failed(why), None, None),
     };
     let auto = Settings::load(&shared.root)
         .map(|s| s.get("auto_download"))
@@ -1092,7 +1118,10 @@ fn apply_update(signals: Arc<Signals>) {
             (waiting, reboot::Into::Recovery)
         }
         ApplyStart::Go(prepared) => {
-            let result = apply_prepared(&shared.root, &prepared);
+            let result = match image_work_blocked(&shared.root) {
+                Some(why) => Err(why.into()),
+                None => apply_prepared(&shared.root, &prepared),
+            };
             shared.state().apply_finished();
             match result {
                 Ok(build) => {

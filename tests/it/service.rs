@@ -454,6 +454,26 @@ fn settings_are_validated_as_system_image_does_and_changes_are_signalled() {
         .mentions(&["KEY=VALUE"]);
     d.f.run(&["image", "settings", "del", "min_battery"])
         .expect(0);
+    // A settings file that does not parse is a named error, and the service goes on.
+    let file =
+        d.f.root
+            .join("var/lib/release-upgrader/image/settings.json");
+    let kept = std::fs::read(&file).unwrap();
+    std::fs::write(&file, "{\"min_battery\": [").unwrap();
+    let events = d.client(&["call:GetSetting:min_battery", "call:GetBuild"]);
+    assert_eq!(
+        error(&events, "GetSetting"),
+        "org.freedesktop.DBus.Error.Failed"
+    );
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("settings.json"),
+        "{events:?}"
+    );
+    assert_eq!(reply(&events, "GetBuild"), 1);
+    std::fs::write(&file, kept).unwrap();
     // busctl, another independent client, reads it back.
     let out = Command::new("busctl")
         .args([

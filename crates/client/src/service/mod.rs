@@ -118,6 +118,10 @@ pub fn run_system_image(
             Err(RecvTimeoutError::Disconnected) => break Ended::Exit,
         }
     };
+    // An apply is journaled and survives being cut short, but is not cut short here.
+    while shared.applying() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Give the reply to Exit() its way out before the connection goes.
     let _ = connection.release_name(system_image::NAME);
     std::thread::sleep(Duration::from_millis(50));

@@ -132,6 +132,8 @@ pub enum Begin<P> {
 /// What `ApplyUpdate` does now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ApplyStart<P> {
+    /// A download or an apply is under way: `Applied(false)`, nothing else.
+    Busy,
     /// Nothing downloaded to apply (unless the recovery has a command waiting).
     NotApplicable,
     Go(P),
@@ -281,7 +283,10 @@ impl<P> State<P> {
 
     /// `ApplyUpdate`.
     pub fn begin_apply(&mut self) -> ApplyStart<P> {
-        if self.applying || self.downloading || !self.applicable {
+        if self.applying || self.downloading {
+            return ApplyStart::Busy;
+        }
+        if !self.applicable {
             return ApplyStart::NotApplicable;
         }
         match self.prepared.take() {
@@ -430,6 +435,11 @@ impl Shared {
     /// Whether work is under way.
     pub fn busy(&self) -> bool {
         self.state().busy()
+    }
+
+    /// Whether an apply is under way (`Exit()` waits for it).
+    pub fn applying(&self) -> bool {
+        self.state().applying
     }
 
     fn keepalive(&self) {
@@ -1113,6 +1123,7 @@ fn apply_update(signals: Arc<Signals>) {
     let shared = &signals.shared;
     let begun = shared.state().begin_apply();
     let (applied, into) = match begun {
+        ApplyStart::Busy => (false, reboot::Into::System),
         ApplyStart::NotApplicable => {
             let waiting = shared.root.path(RECOVERY_COMMAND).is_file();
             (waiting, reboot::Into::Recovery)
@@ -1275,14 +1286,11 @@ mod tests {
         s.check_finished(available("3"), Some(()), None, "0");
         assert_eq!(s.begin_apply(), ApplyStart::NotApplicable);
         assert_eq!(s.begin_download(), Begin::Start(()));
-        assert_eq!(
-            s.begin_apply(),
-            ApplyStart::NotApplicable,
-            "still downloading"
-        );
+        assert_eq!(s.begin_apply(), ApplyStart::Busy, "still downloading");
         s.download_finished((), Ok(()));
         assert_eq!(s.begin_apply(), ApplyStart::Go(()));
         assert!(s.busy());
+        assert_eq!(s.begin_apply(), ApplyStart::Busy, "one apply at a time");
         s.apply_finished();
         assert_eq!(s.begin_apply(), ApplyStart::NotApplicable);
     }

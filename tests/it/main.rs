@@ -25,6 +25,7 @@ mod publish;
 mod readme_fixture;
 mod real_data;
 mod reboot;
+mod service;
 mod state_files;
 mod support;
 mod upgrade;

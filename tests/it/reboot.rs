@@ -11,12 +11,12 @@ use ru_testing::dbus::PrivateBus;
 
 use crate::image_client::{DeltaKind, ImageFixture, expect_tree};
 
-type Calls = Arc<Mutex<Vec<String>>>;
+pub(crate) type Calls = Arc<Mutex<Vec<String>>>;
 
 /// logind's Manager, as far as rebooting goes.
-struct FakeLogind {
-    calls: Calls,
-    refuse: bool,
+pub(crate) struct FakeLogind {
+    pub(crate) calls: Calls,
+    pub(crate) refuse: bool,
 }
 
 #[zbus::interface(name = "org.freedesktop.login1.Manager")]

@@ -33,6 +33,7 @@ pub mod events;
 pub mod reboot;
 pub mod release_notes;
 pub mod root;
+pub mod service;
 pub mod state;
 pub mod task;
 pub mod ui;

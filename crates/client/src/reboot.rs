@@ -48,8 +48,32 @@ pub enum RebootError {
 /// Asks the system to reboot into `into`. Returns once the request was accepted (the
 /// reboot itself follows).
 pub fn reboot(into: Into) -> Result<Via, RebootError> {
-    match logind(into) {
+    let connection = zbus::blocking::Connection::system();
+    let asked = match &connection {
+        Ok(connection) => logind(connection, into),
+        Err(e) => Err(LogindError::Absent(format!("no system bus: {e}"))),
+    };
+    settle(into, asked, true)
+}
+
+/// [`reboot`] through the logind on `connection` (the bus a service runs on). Only with
+/// `fallback` does a missing logind lead to `systemctl reboot`: a service pointed at
+/// another root on another bus never reboots the machine it runs on.
+pub fn reboot_on(
+    connection: &zbus::blocking::Connection,
+    into: Into,
+    fallback: bool,
+) -> Result<Via, RebootError> {
+    settle(into, logind(connection, into), fallback)
+}
+
+fn settle(into: Into, asked: Result<(), LogindError>, fallback: bool) -> Result<Via, RebootError> {
+    match asked {
         Ok(()) => Ok(Via::Logind),
+        Err(LogindError::Absent(why)) if !fallback => Err(RebootError::NoWay {
+            logind: why,
+            systemctl: "not tried: this bus is not this machine's".into(),
+        }),
         Err(LogindError::Absent(why)) => {
             log::info!("no logind to reboot through ({why}); running systemctl reboot");
             systemctl(into).map_err(|systemctl| RebootError::NoWay {
@@ -69,14 +93,12 @@ enum LogindError {
     Refused(String),
 }
 
-fn logind(into: Into) -> Result<(), LogindError> {
-    let connection = zbus::blocking::Connection::system()
-        .map_err(|e| LogindError::Absent(format!("no system bus: {e}")))?;
+fn logind(connection: &zbus::blocking::Connection, into: Into) -> Result<(), LogindError> {
     if into == Into::Recovery {
-        call(&connection, "SetRebootParameter", &("recovery",))?;
+        call(connection, "SetRebootParameter", &("recovery",))?;
     }
     // interactive = false: no polkit prompt; this runs as root.
-    call(&connection, "Reboot", &(false,))
+    call(connection, "Reboot", &(false,))
 }
 
 fn call<B>(

@@ -138,6 +138,10 @@ pub enum ClientCommand {
     #[command(subcommand)]
     Image(crate::image::ImageCommand),
 
+    /// Run a system-bus service (DBus activation starts it, as root)
+    #[command(subcommand)]
+    Service(crate::service::ServiceCommand),
+
     /// Remove every installed helper (exactly what their manifests list)
     Cleanup {
         /// Also forget the pocket dates seen and the meta-release cache

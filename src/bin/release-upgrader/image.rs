@@ -88,6 +88,33 @@ pub enum ImageCommand {
     /// Switch this device back to image updates (undo opt-out, or cancel one staged for
     /// the next boot)
     OptIn,
+    /// The settings of the system-image DBus API (min_battery, auto_download, …), kept in
+    /// /var/lib/release-upgrader/image/settings.json
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+}
+
+/// `image settings`: system-image-cli's --get, --set, --del and --show-settings.
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Print the value of each KEY (its default when unset: auto_download 1, else empty)
+    Get {
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+    /// Set KEY=VALUE pairs; min_battery must be 0-100 and auto_download 0, 1 or 2, as
+    /// the DBus API requires (a bad value is refused and nothing is written)
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Forget each KEY (it reads as its default again)
+    Del {
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+    /// Print every stored setting as key=value (keys starting with _ are not shown)
+    Show,
 }
 
 /// What happens after a successful apply: the device runs the new build only after a
@@ -145,6 +172,9 @@ impl ImageCommand {
             ImageCommand::Recover => Some("image recover"),
             ImageCommand::OptOut { .. } => Some("image opt-out"),
             ImageCommand::OptIn => Some("image opt-in"),
+            ImageCommand::Settings(SettingsCommand::Set { .. }) => Some("image settings set"),
+            ImageCommand::Settings(SettingsCommand::Del { .. }) => Some("image settings del"),
+            ImageCommand::Settings(_) => None,
         }
     }
 }
@@ -273,6 +303,7 @@ pub fn run(
             },
             ui,
         ),
+        ImageCommand::Settings(command) => settings(&root, command, ui),
         ImageCommand::OptIn => {
             let done = optout::opt_in(&root)?;
             let text = match &done {
@@ -288,6 +319,59 @@ pub fn run(
             Ok(ExitCode::Success)
         }
     }
+}
+
+/// `image settings …`.
+fn settings(root: &SystemRoot, command: &SettingsCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
+    use ru_client::service::settings::{self, Settings};
+    match command {
+        SettingsCommand::Get { keys } => {
+            let stored = Settings::load(root)?;
+            for key in keys {
+                let value = stored.get(key);
+                ui.data(
+                    &value,
+                    json!({"event": "setting", "key": key, "value": value}),
+                );
+            }
+        }
+        SettingsCommand::Show => {
+            for (key, value) in Settings::load(root)?.visible() {
+                ui.data(
+                    &format!("{key}={value}"),
+                    json!({"event": "setting", "key": key, "value": value}),
+                );
+            }
+        }
+        SettingsCommand::Set { pairs } => {
+            // All checked before anything is written.
+            let mut parsed = Vec::new();
+            for pair in pairs {
+                let (key, value) = pair.split_once('=').ok_or_else(|| Error::Config {
+                    path: "image settings set".into(),
+                    reason: format!("{pair:?} is not KEY=VALUE"),
+                })?;
+                settings::check(key, value).map_err(|e| Error::Config {
+                    path: "image settings set".into(),
+                    reason: e.to_string(),
+                })?;
+                parsed.push((key, value));
+            }
+            settings::update(root, |s| {
+                for (key, value) in &parsed {
+                    let _ = s.set(key, value);
+                }
+            })?;
+        }
+        SettingsCommand::Del { keys } => {
+            settings::update(root, |s| {
+                for key in keys {
+                    s.delete(key);
+                }
+            })?;
+        }
+    }
+    Ok(ExitCode::Success)
 }
 
 /// `image opt-out`'s arguments.

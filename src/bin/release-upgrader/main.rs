@@ -6,6 +6,7 @@ mod args;
 #[path = "../../clidocs.rs"]
 mod clidocs;
 mod image;
+mod service;
 
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -100,6 +101,7 @@ fn writes_root(command: &ClientCommand) -> Option<&'static str> {
         ClientCommand::Cleanup { .. } => Some("cleanup"),
         ClientCommand::Check { motd: true, .. } => Some("check --motd"),
         ClientCommand::Image(command) => command.writes(),
+        ClientCommand::Service(command) => Some(command.name()),
         _ => None,
     }
 }
@@ -156,6 +158,9 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         ClientCommand::Cdrom(CdromCommand::Detect { paths }) => cdrom_detect(global, paths, ui),
         ClientCommand::Image(command) => {
             crate::image::run(command, global, &image_fetcher(global, ui), ui)
+        }
+        ClientCommand::Service(command) => {
+            crate::service::run(command, global, Fetcher::new(fetch_config(global)), ui)
         }
         ClientCommand::Demo { args } => demo(global, args),
         ClientCommand::Docs(command) => {
@@ -983,6 +988,9 @@ mod tests {
             &["image", "recover"],
             &["image", "opt-out", "--mirror", "http://192.0.2.1/"],
             &["image", "opt-in"],
+            &["image", "settings", "set", "min_battery=5"],
+            &["image", "settings", "del", "min_battery"],
+            &["service", "system-image"],
         ] {
             assert!(writes_root(&command(argv)).is_some(), "{argv:?}");
         }
@@ -1000,6 +1008,8 @@ mod tests {
             &["image", "info"],
             &["image", "check"],
             &["image", "channels"],
+            &["image", "settings", "get", "auto_download"],
+            &["image", "settings", "show"],
             &["completions", "bash"],
             &["manpages", "--out", "d"],
         ] {

@@ -640,9 +640,9 @@ impl SystemImage {
     /// `Rebooting` may or may not get out before the reboot).
     fn reset(&self, connection: &zbus::Connection, command: &str) -> fdo::Result<()> {
         let root = &self.shared.root;
-        let rel = crate::confine::RelPath::new("cache/recovery").expect("a plain path");
-        root.tree()
-            .and_then(|t| t.create_dir_all(&rel))
+        // /cache is a partition of its own on a device: entered, as `image apply
+        // --recovery` does; symlinks on the way are refused.
+        root.create_dir("/cache/recovery")
             .and_then(|dir| {
                 dir.write_atomic(
                     &crate::confine::RelPath::new("ubuntu_command").expect("a plain name"),

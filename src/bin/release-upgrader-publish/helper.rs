@@ -6,14 +6,10 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::json;
 
-use ru_client::error::{Error, ExitCode};
+use ru_client::error::ExitCode;
 use ru_client::ui::Ui;
 use ru_publish::helper::{self, BuildRequest, DebCompression, recipe::Recipe};
 use ru_trust::fetch::{FetchConfig, Fetcher, Location};
-use ru_trust::openpgp::Keyring;
-
-/// The keyring an archive is verified with unless `--keyring` says otherwise.
-const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 #[derive(Debug, Subcommand)]
 pub enum HelperCommand {
@@ -92,19 +88,7 @@ pub fn run(command: &HelperCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             let compression = DebCompression::parse(compression, *level)?;
             let ui = Ui { json: *json, ..*ui };
             let recipe_text = Recipe::load(recipe)?;
-            let keyrings = if keyring.is_empty() {
-                vec![PathBuf::from(DEFAULT_KEYRING)]
-            } else {
-                keyring.clone()
-            };
-            if let Some(missing) = keyrings.iter().find(|p| !p.exists()) {
-                return Err(Error::Keyring {
-                    path: missing.clone(),
-                    reason: "no such file".into(),
-                }
-                .into());
-            }
-            let keyring = Keyring::load(&keyrings)?;
+            let keyring = crate::pocket::archive_keyring(keyring)?;
             let source_date_epoch = ru_publish::epoch::from_env()?;
             let location = Location::parse(archive)?;
             let cache = cache.clone().unwrap_or_else(helper::default_cache);

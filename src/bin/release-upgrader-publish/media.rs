@@ -11,13 +11,9 @@ use ru_client::error::{Error, ExitCode};
 use ru_client::ui::Ui;
 use ru_format::date;
 use ru_publish::SigningKey;
-use ru_publish::definition::{self, PocketDefinition};
+use ru_publish::definition;
 use ru_publish::media::{self, ArchiveSource, Medium};
 use ru_trust::fetch::{FetchConfig, Fetcher, Location};
-use ru_trust::openpgp::Keyring;
-
-/// The keyring an archive is verified with unless `--keyring` says otherwise.
-const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 #[derive(Debug, Subcommand)]
 pub enum MediaCommand {
@@ -100,23 +96,7 @@ pub fn run(command: &MediaCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
         cache,
     } = command;
     // The helpers as `pocket build` takes them: one definition and/or debs.
-    let (definitions, debs): (Vec<&PathBuf>, Vec<&PathBuf>) = helpers
-        .iter()
-        .partition(|path| crate::pocket::is_definition(path));
-    if definitions.len() > 1 {
-        return Err(Error::Config {
-            path: definitions[1].clone(),
-            reason: "only one pocket definition can be given".into(),
-        }
-        .into());
-    }
-    let mut def = match definitions.first() {
-        Some(path) => PocketDefinition::load(path)?,
-        None => PocketDefinition::default(),
-    };
-    let origin_of = definitions
-        .first()
-        .map_or("the command line".to_owned(), |p| p.display().to_string());
+    let (mut def, origin_of, debs) = crate::pocket::definition_and_debs(helpers)?;
     if let Some(codename) = def.codename.as_ref().filter(|c| *c != release) {
         return Err(Error::Config {
             path: PathBuf::from(&origin_of),
@@ -145,19 +125,7 @@ pub fn run(command: &MediaCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
     let key = SigningKey::load(key).context("loading the signing key")?;
     let entries = crate::pocket::check_helpers(&helper_debs, &settings.arch)?;
 
-    let keyrings = if keyring.is_empty() {
-        vec![PathBuf::from(DEFAULT_KEYRING)]
-    } else {
-        keyring.clone()
-    };
-    if let Some(missing) = keyrings.iter().find(|p| !p.exists()) {
-        return Err(Error::Keyring {
-            path: missing.clone(),
-            reason: "no such file".into(),
-        }
-        .into());
-    }
-    let archive_keyring = Keyring::load(&keyrings)?;
+    let archive_keyring = crate::pocket::archive_keyring(keyring)?;
     let location = Location::parse(archive)?;
     let cache = cache
         .clone()

@@ -30,22 +30,7 @@ pub fn run_pocket(command: &PocketCommand, ui: &Ui) -> anyhow::Result<ExitCode> 
         suite,
         keep,
     } = command;
-    let (definitions, mut debs): (Vec<&PathBuf>, Vec<&PathBuf>) =
-        inputs.iter().partition(|path| is_definition(path));
-    if definitions.len() > 1 {
-        return Err(Error::Config {
-            path: definitions[1].clone(),
-            reason: "only one pocket definition can be given".into(),
-        }
-        .into());
-    }
-    let mut def = match definitions.first() {
-        Some(path) => PocketDefinition::load(path)?,
-        None => PocketDefinition::default(),
-    };
-    let origin_of = definitions
-        .first()
-        .map_or("the command line".to_owned(), |p| p.display().to_string());
+    let (mut def, origin_of, mut debs) = definition_and_debs(inputs)?;
     let set = |slot: &mut Option<String>, value: &Option<String>| {
         if value.is_some() {
             slot.clone_from(value);
@@ -119,6 +104,50 @@ pub(crate) fn is_definition(path: &Path) -> bool {
 /// Extracts every helper into one scratch tree with the client's rules, so a deb the
 /// client would refuse (wrong name or architecture, a path outside the prefix, two
 /// helpers shipping one path…) is refused here, naming it.
+/// The helpers as `pocket build` and `media build` take them: at most one pocket
+/// definition (else the defaults) and debs. Returns the definition, what to name as its
+/// origin in messages, and the debs.
+pub(crate) fn definition_and_debs(
+    inputs: &[PathBuf],
+) -> anyhow::Result<(PocketDefinition, String, Vec<&PathBuf>)> {
+    let (definitions, debs): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        inputs.iter().partition(|path| is_definition(path));
+    if definitions.len() > 1 {
+        return Err(Error::Config {
+            path: definitions[1].clone(),
+            reason: "only one pocket definition can be given".into(),
+        }
+        .into());
+    }
+    let def = match definitions.first() {
+        Some(path) => PocketDefinition::load(path)?,
+        None => PocketDefinition::default(),
+    };
+    let origin = definitions
+        .first()
+        .map_or("the command line".to_owned(), |p| p.display().to_string());
+    Ok((def, origin, debs))
+}
+
+/// The archive keyring for `--keyring` files (Debian's when none is given), every file
+/// required to exist.
+pub(crate) fn archive_keyring(files: &[PathBuf]) -> anyhow::Result<ru_trust::openpgp::Keyring> {
+    const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    let files = if files.is_empty() {
+        vec![PathBuf::from(DEFAULT_KEYRING)]
+    } else {
+        files.to_vec()
+    };
+    if let Some(missing) = files.iter().find(|p| !p.exists()) {
+        return Err(Error::Keyring {
+            path: missing.clone(),
+            reason: "no such file".into(),
+        }
+        .into());
+    }
+    Ok(ru_trust::openpgp::Keyring::load(&files)?)
+}
+
 pub(crate) fn check_helpers(debs: &[PathBuf], arch: &str) -> anyhow::Result<Vec<PocketEntry>> {
     let policy = Policy::helper(arch);
     let scratch = tempfile::Builder::new()

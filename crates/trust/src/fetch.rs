@@ -395,15 +395,8 @@ impl Fetcher {
     /// This fetcher (configuration, progress, cancellation) introducing itself as
     /// `user_agent`: its connections are made anew, with that header.
     pub fn identified_as(&self, user_agent: impl Into<String>) -> Fetcher {
-        let mut config = self.config.clone();
-        config.user_agent = user_agent.into();
-        Fetcher {
-            config,
-            client: OnceLock::new(),
-            plain: OnceLock::new(),
-            progress: self.progress.clone(),
-            cancel: self.cancel.clone(),
-        }
+        let user_agent = user_agent.into();
+        self.adjusted(|config| config.user_agent = user_agent)
     }
 
     /// This fetcher (progress, cancellation) with its configuration changed by `adjust`

@@ -12,10 +12,15 @@ use zbus::message::Header;
 /// What a caller asks to do, for the refusal message (and the polkit action later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Check for, download or cancel an update; change a setting or the channel.
+    /// Check for a new release or image, download or cancel an image update; change a
+    /// setting or the channel.
     Check,
-    /// Apply an update, reboot, reset.
+    /// Apply a downloaded image update, reboot.
     Apply,
+    /// Wipe the user data (factory or production reset).
+    Reset,
+    /// Upgrade to the new release, or cancel the upgrade under way.
+    Upgrade,
 }
 
 /// Decides whether a caller may change state.
@@ -53,7 +58,9 @@ pub fn decide_root_only(uid: u32, action: Action) -> fdo::Result<()> {
     }
     let what = match action {
         Action::Check => "check for, download or configure updates",
-        Action::Apply => "apply updates, reboot or reset the device",
+        Action::Apply => "apply updates or reboot",
+        Action::Reset => "reset the device",
+        Action::Upgrade => "upgrade the release or cancel the upgrade",
     };
     Err(fdo::Error::AccessDenied(format!(
         "uid {uid} may not {what}: only root may (polkit is not consulted)"

@@ -801,7 +801,7 @@ impl SystemImage {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> fdo::Result<()> {
-        self.authorize(connection, &header, Action::Apply).await?;
+        self.authorize(connection, &header, Action::Reset).await?;
         self.reset(connection, FACTORY_RESET)
     }
 
@@ -811,7 +811,7 @@ impl SystemImage {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> fdo::Result<()> {
-        self.authorize(connection, &header, Action::Apply).await?;
+        self.authorize(connection, &header, Action::Reset).await?;
         self.reset(connection, PRODUCTION_RESET)
     }
 

@@ -328,3 +328,58 @@ fn a_frontend_this_tool_lacks_says_it_falls_back_to_text() {
         .expect(2)
         .mentions(&["an empty frontend name"]);
 }
+
+/// `-f json`: the program driving the run (the DBus service) reads dpkg's question as a
+/// `question` event and answers it with a line on stdin; no terminal anywhere.
+#[test]
+fn with_f_json_the_conffile_question_is_an_event_answered_on_stdin() {
+    use std::io::{BufRead, BufReader, Write};
+    let w = edited_world();
+    let mut cmd = w.command(&["--json", "upgrade", "-f", "json", "-y"]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut events = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "question" {
+            assert_eq!(event["kind"], "conffile", "{event}");
+            assert_eq!(event["path"], "/etc/demo.conf", "{event}");
+            // No pager, no shell for a program.
+            assert_eq!(event["choices"], serde_json::json!(["Y", "I", "N", "O"]));
+            assert!(event["answer"].is_null(), "{event}");
+            stdin.write_all(b"Y\n").unwrap();
+        }
+        events.push(event);
+    }
+    let status = child.wait().unwrap();
+    let questions = events.iter().filter(|e| e["event"] == "question").count();
+    assert_eq!(questions, 1, "{events:#?}");
+    assert_eq!(status.code(), Some(0), "{events:#?}");
+    assert_eq!(w.read("/etc/demo.conf"), SHIPPED);
+    assert_eq!(w.read("/etc/demo.conf.dpkg-old"), MINE);
+    w.assert_all_on_beta("after answering Y on stdin");
+    let main = std::fs::read_to_string(w.root.join("var/log/dist-upgrade/main.log")).unwrap();
+    assert!(
+        main.contains(
+            "question for the program driving the run: what to do with the changed /etc/demo.conf"
+        ),
+        "{main}"
+    );
+}
+
+#[test]
+fn f_json_without_json_is_a_usage_error() {
+    let w = World::new();
+    let out = w
+        .command(&["upgrade", "-f", "json", "-y"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("add --json"), "{err}");
+}

@@ -184,6 +184,9 @@ pub enum FrontendArg {
     Text,
     /// Ask nothing; keep the old configuration files (also DistUpgradeViewNonInteractive).
     Noninteractive,
+    /// A program asks (with `--json`): dpkg's and debconf's questions are `question`
+    /// events, each answered by one line on stdin (what the DBus service uses).
+    Json,
     /// A frontend this release-upgrader does not have: a graphical one
     /// (DistUpgradeViewGtk3, …KDE) or an unknown name. As do-release-upgrade does with a
     /// view it cannot load, the text frontend runs instead, and says so.
@@ -198,8 +201,10 @@ impl FrontendArg {
             FrontendArg::Text
         } else if is("noninteractive") || is("DistUpgradeViewNonInteractive") {
             FrontendArg::Noninteractive
+        } else if is("json") {
+            FrontendArg::Json
         } else if name.trim().is_empty() {
-            return Err("an empty frontend name: use text or noninteractive".into());
+            return Err("an empty frontend name: use text, noninteractive or json".into());
         } else {
             FrontendArg::Unavailable(name.to_owned())
         })
@@ -210,6 +215,7 @@ impl FrontendArg {
         match self {
             FrontendArg::Text => "text",
             FrontendArg::Noninteractive => "noninteractive",
+            FrontendArg::Json => "json",
             FrontendArg::Unavailable(name) => name,
         }
     }
@@ -229,12 +235,13 @@ pub enum ModeArg {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpgradeArgs {
-    /// How to ask questions: text (default) or noninteractive; do-release-upgrade's
-    /// DistUpgradeView… names too (a graphical one runs the text frontend, saying so)
+    /// How to ask questions: text (default), noninteractive, or json (with --json:
+    /// question events answered by lines on stdin); do-release-upgrade's DistUpgradeView…
+    /// names too (a graphical one runs the text frontend, saying so)
     #[arg(short = 'f', long = "frontend", value_name = "FRONTEND", value_parser = FrontendArg::parse)]
     pub frontend: Option<FrontendArg>,
     /// Answer yes to the upgrade's own questions (start it, remove obsolete packages); dpkg
-    /// and debconf then ask nothing: your configuration files are kept
+    /// and debconf then ask nothing (unless -f json): your configuration files are kept
     #[arg(short = 'y', long = "yes")]
     pub yes: bool,
     /// Keep third-party sources that use the old release's codename (moved to the new one)

@@ -804,6 +804,12 @@ fn image_fetcher(global: &GlobalArgs, ui: &Ui) -> Fetcher {
 }
 
 fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    if args.frontend == Some(FrontendArg::Json) && !global.json {
+        anyhow::bail!(
+            "-f json asks its questions as --json events: add --json (or use -f text or \
+             -f noninteractive)"
+        );
+    }
     // docs/protocol.md §6: an opt-out staged for this boot (or interrupted) decides the
     // mode, so it is finished first (a dry run only says so).
     let root = SystemRoot::new(&global.root);
@@ -833,6 +839,7 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
         (Some(FrontendArg::Noninteractive), _) | (None, Some(ModeArg::Cloud)) => {
             Frontend::Noninteractive
         }
+        (Some(FrontendArg::Json), _) => Frontend::Json,
         _ => Frontend::Text,
     };
     let options = UpgradeOptions {

@@ -85,6 +85,10 @@ pub enum Answers {
     Defaults,
     /// The user answers them on the terminal.
     Terminal,
+    /// A program driving the run answers them (`-f json`: each question is a `question`
+    /// event on stdout, answered by one line on stdin); debconf asks line by line
+    /// (`readline`), so that every question can be answered that way.
+    Program,
 }
 
 impl Answers {
@@ -94,7 +98,17 @@ impl Answers {
     pub fn resumed(recorded: Option<Answers>, now: Answers) -> Answers {
         match recorded {
             Some(Answers::Defaults) => Answers::Defaults,
-            Some(Answers::Terminal) | None => now,
+            Some(Answers::Terminal | Answers::Program) | None => now,
+        }
+    }
+
+    /// The debconf frontend the packages' questions go through: none set (the system's
+    /// own) when the user answers on the terminal.
+    pub fn debian_frontend(self) -> Option<&'static str> {
+        match self {
+            Answers::Defaults => Some("noninteractive"),
+            Answers::Terminal => None,
+            Answers::Program => Some("readline"),
         }
     }
 }

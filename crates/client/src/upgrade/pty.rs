@@ -60,6 +60,16 @@ pub fn open(like: Option<impl AsFd>) -> io::Result<Pty> {
         if let Ok(size) = termios::tcgetwinsize(&like) {
             let _ = termios::tcsetwinsize(&slave, size);
         }
+    } else {
+        // No terminal to take after (a program answers): the classic size, so that
+        // debconf and dpkg wrap their questions as on one.
+        let size = termios::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let _ = termios::tcsetwinsize(&slave, size);
     }
     Ok(Pty { master, slave })
 }

@@ -47,6 +47,9 @@ pub enum Frontend {
     Text,
     /// No questions: the defaults (keep the old configuration files).
     Noninteractive,
+    /// A program asks (`-f json`, the DBus service): dpkg's and debconf's questions are
+    /// `question` events on stdout, each answered by one line on stdin.
+    Json,
 }
 
 /// The options of `upgrade`.
@@ -614,9 +617,8 @@ impl<'a> Upgrader<'a> {
             Some(self.store.prefix.clone()),
             "upgrade-apt.conf",
         );
-        if answers == crate::upgrade::journal::Answers::Defaults {
-            apt.env
-                .push(("DEBIAN_FRONTEND".into(), "noninteractive".into()));
+        if let Some(frontend) = answers.debian_frontend() {
+            apt.env.push(("DEBIAN_FRONTEND".into(), frontend.into()));
         }
         apt.env
             .push(("APT_LISTCHANGES_FRONTEND".into(), "none".into()));

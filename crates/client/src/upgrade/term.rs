@@ -149,6 +149,9 @@ pub enum Output<'a> {
     /// On a pty of its own, questions shown on the user's terminal and answered there
     /// ([`pty`]); `screen` puts the progress away while one is open.
     Terminal(&'a dyn Screen),
+    /// On a pty of its own, questions reported through `screen` only (our stdout is a
+    /// program's) and answered by the lines that program writes to our stdin.
+    Program(&'a dyn Screen),
 }
 
 /// What the text frontend does when a question opens and closes.
@@ -218,8 +221,14 @@ pub fn run(
                 child.wait().map_err(io_error)
             })?
         }
-        Output::Terminal(screen) => {
-            let pty = pty::open(Some(std::io::stderr())).map_err(io_error)?;
+        Output::Terminal(screen) | Output::Program(screen) => {
+            let on_terminal = matches!(output, Output::Terminal(_));
+            let pty = if on_terminal {
+                pty::open(Some(std::io::stderr()))
+            } else {
+                pty::open(None::<std::io::Stderr>)
+            }
+            .map_err(io_error)?;
             let slave = |pty: &pty::Pty| pty.slave.try_clone().map(Stdio::from);
             cmd.stdin(slave(&pty).map_err(io_error)?)
                 .stdout(slave(&pty).map_err(io_error)?)
@@ -231,7 +240,7 @@ pub fn run(
             // whatever it started are gone.
             let pty::Pty { master, slave } = pty;
             drop(slave);
-            let relay = Relay::new(screen, master);
+            let relay = Relay::new(screen, master, on_terminal);
             std::thread::scope(|scope| {
                 let (relay, log, tail) = (&relay, &log, &tail);
                 scope.spawn(move || relay.pump(log, tail));
@@ -266,6 +275,8 @@ struct Relay<'a> {
     asking: AtomicBool,
     /// The program ended: drain what is left, then stop.
     over: AtomicBool,
+    /// Questions are shown on our terminal (else a program answers them on stdin).
+    on_terminal: bool,
 }
 
 /// How long the pty stays silent before an open line is taken for a prompt.
@@ -274,13 +285,14 @@ const PROMPT_QUIET: Duration = Duration::from_millis(800);
 const TICK: Duration = Duration::from_millis(100);
 
 impl<'a> Relay<'a> {
-    fn new(screen: &'a dyn Screen, master: OwnedFd) -> Self {
+    fn new(screen: &'a dyn Screen, master: OwnedFd, on_terminal: bool) -> Self {
         Relay {
             screen,
             master,
             state: Mutex::default(),
             asking: AtomicBool::new(false),
             over: AtomicBool::new(false),
+            on_terminal,
         }
     }
 
@@ -290,6 +302,10 @@ impl<'a> Relay<'a> {
         let (watch, raw) = &mut *state;
         for step in decide(watch) {
             match step {
+                pty::Step::Ask(asked) if !self.on_terminal => {
+                    self.screen.asking(Some(&asked));
+                    self.asking.store(true, Ordering::SeqCst);
+                }
                 pty::Step::Ask(asked) => {
                     // The terminal may have been resized since the pty was made.
                     if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stderr()) {
@@ -299,6 +315,8 @@ impl<'a> Relay<'a> {
                     raw.enable(std::io::stdin());
                     self.asking.store(true, Ordering::SeqCst);
                 }
+                // The program reads the question from its event, not our screen.
+                pty::Step::Show(_) if !self.on_terminal => {}
                 pty::Step::Show(bytes) => {
                     let mut stderr = std::io::stderr().lock();
                     let _ = stderr.write_all(&bytes);
@@ -306,7 +324,9 @@ impl<'a> Relay<'a> {
                 }
                 pty::Step::Answered => {
                     self.asking.store(false, Ordering::SeqCst);
-                    raw.restore(std::io::stdin());
+                    if self.on_terminal {
+                        raw.restore(std::io::stdin());
+                    }
                     self.screen.asking(None);
                 }
             }

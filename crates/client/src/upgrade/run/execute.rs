@@ -94,6 +94,7 @@ impl Upgrader<'_> {
             "questions: {}",
             match answers {
                 Answers::Terminal => "asked on the terminal",
+                Answers::Program => "asked of the program driving the run (-f json)",
                 Answers::Defaults => "answered with the defaults (configuration files kept)",
             }
         ));
@@ -264,17 +265,20 @@ impl Upgrader<'_> {
                     self.store.prefix.join(crate::layout::DPKG_PATH).display()
                 ),
             );
-        if answers == Answers::Defaults {
-            cmd.env("DEBIAN_FRONTEND", "noninteractive");
+        if let Some(frontend) = answers.debian_frontend() {
+            cmd.env("DEBIAN_FRONTEND", frontend);
         }
         self.run_apt(cmd, logs, "Configuring", answers)
     }
 
-    /// How this run can answer questions: on the terminal when the text frontend runs
-    /// there without `-y` (someone watches stderr and types on stdin), else with the
-    /// defaults.
+    /// How this run can answer questions: by the program driving it with `-f json`; on
+    /// the terminal when the text frontend runs there without `-y` (someone watches
+    /// stderr and types on stdin); else with the defaults.
     pub(super) fn answers_now(&self) -> Answers {
         use std::io::IsTerminal;
+        if self.options.frontend == Frontend::Json {
+            return Answers::Program;
+        }
         let asks = self.options.frontend == Frontend::Text
             && !self.options.assume_yes
             && self.io.watching()
@@ -315,9 +319,14 @@ impl Upgrader<'_> {
         let id = progress::next_task_id();
         progress.begin_in(id, label, self.planned_packages(), progress::Unit::Packages);
         let mut packages = std::collections::BTreeSet::new();
-        let screen = QuestionScreen { io: self.io, logs };
+        let screen = QuestionScreen {
+            io: self.io,
+            logs,
+            answers,
+        };
         let output = match answers {
             Answers::Terminal => term::Output::Terminal(&screen),
+            Answers::Program => term::Output::Program(&screen),
             Answers::Defaults if self.io.shows_apt_output() => term::Output::Shown,
             Answers::Defaults => term::Output::Logged,
         };
@@ -459,7 +468,7 @@ impl Upgrader<'_> {
 fn dpkg_answers(answers: Answers) -> &'static [&'static str] {
     match answers {
         Answers::Defaults => &["--force-confdef", "--force-confold"],
-        Answers::Terminal => &[],
+        Answers::Terminal | Answers::Program => &[],
     }
 }
 
@@ -475,15 +484,26 @@ fn dpkg_options(cmd: &mut Command, answers: Answers) {
 struct QuestionScreen<'a> {
     io: &'a dyn super::Interaction,
     logs: &'a Logs,
+    answers: Answers,
 }
 
 impl term::Screen for QuestionScreen<'_> {
     fn asking(&self, asked: Option<&Asked>) {
         match asked {
             Some(asked) => {
+                let to = match self.answers {
+                    Answers::Program => "for the program driving the run",
+                    _ => "on the terminal",
+                };
                 self.logs
-                    .main(&format!("question on the terminal: {}", asked.describe()));
-                self.io.question(&question_event(asked));
+                    .main(&format!("question {to}: {}", asked.describe()));
+                let mut question = question_event(asked);
+                if self.answers == Answers::Program {
+                    // No pager or shell for a program: what it shows of the difference
+                    // it makes itself.
+                    question.choices.retain(|c| c != "D" && c != "Z");
+                }
+                self.io.question(&question);
             }
             None => {
                 self.logs.main("question answered");

@@ -14,9 +14,9 @@ use rustix::termios;
 use crate::upgrade::{World, audit_clean, kill_everything_touching};
 
 /// The user's edit of the configuration file.
-const MINE: &str = "colour = red # mine\n";
+pub(crate) const MINE: &str = "colour = red # mine\n";
 /// What beta ships (`ru_demo::tiny`).
-const SHIPPED: &str = "# demo.conf as shipped in beta\ncolour = green\n";
+pub(crate) const SHIPPED: &str = "# demo.conf as shipped in beta\ncolour = green\n";
 /// dpkg's conffile prompt.
 const PROMPT: &str = "(Y/I/N/O/D/Z)";
 
@@ -137,7 +137,7 @@ impl Terminal {
     }
 }
 
-fn edited_world() -> World {
+pub(crate) fn edited_world() -> World {
     let w = World::new();
     std::fs::write(w.root.join("etc/demo.conf"), MINE).unwrap();
     w

@@ -22,6 +22,15 @@ pub enum ServiceCommand {
         #[arg(long, value_name = "SECONDS", default_value_t = service::DEFAULT_IDLE_TIMEOUT.as_secs())]
         idle_timeout: u64,
     },
+    /// org.releaseupgrader.ReleaseUpgrader1 at /org/releaseupgrader/ReleaseUpgrader1: the
+    /// release upgrade for desktops (what org.releaseupgrader.ReleaseUpgrader.service
+    /// activates); it runs this program's `check` and `upgrade` with the global flags it
+    /// was given
+    ReleaseUpgrade {
+        /// Exit after this many seconds without a call or work under way
+        #[arg(long, value_name = "SECONDS", default_value_t = service::DEFAULT_IDLE_TIMEOUT.as_secs())]
+        idle_timeout: u64,
+    },
 }
 
 impl ServiceCommand {
@@ -29,6 +38,7 @@ impl ServiceCommand {
     pub fn name(&self) -> &'static str {
         match self {
             ServiceCommand::SystemImage { .. } => "service system-image",
+            ServiceCommand::ReleaseUpgrade { .. } => "service release-upgrade",
         }
     }
 }
@@ -47,6 +57,23 @@ pub fn run(
             ui.note(match ended {
                 Ended::Idle => "com.canonical.SystemImage: idle, exiting",
                 Ended::Exit => "com.canonical.SystemImage: Exit() called, exiting",
+            });
+            Ok(ExitCode::Success)
+        }
+        ServiceCommand::ReleaseUpgrade { idle_timeout } => {
+            let idle = Duration::from_secs((*idle_timeout).max(1));
+            let program = std::env::current_exe()
+                .map_err(|e| ru_client::error::Error::io("/proc/self/exe", e))?;
+            // The upgrade sees the root, keyrings and meta-release the service was given;
+            // its events are read, never shown.
+            let mut globals = global.to_args();
+            globals.retain(|a| a != "--json" && a != "-q" && a != "-v");
+            globals.push("--json".into());
+            let cli = service::release_upgrade::Cli { program, globals };
+            let ended = service::run_release_upgrade(&root, cli, idle)?;
+            ui.note(match ended {
+                Ended::Idle => "org.releaseupgrader.ReleaseUpgrader: idle, exiting",
+                Ended::Exit => "org.releaseupgrader.ReleaseUpgrader: exiting",
             });
             Ok(ExitCode::Success)
         }

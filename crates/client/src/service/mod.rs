@@ -1,6 +1,7 @@
-//! The system-bus service (issue 16): system-image's `com.canonical.SystemImage` API for
+//! The system-bus services (issue 16): system-image's `com.canonical.SystemImage` API for
 //! image devices ([`system_image`]), so the phone's settings panel drives this client
-//! as it drove system-image.
+//! as it drove system-image; and the release upgrade for desktops ([`release_upgrade`],
+//! `org.releaseupgrader.ReleaseUpgrader1`), so a desktop upgrades without a terminal.
 //!
 //! One instance per bus: the name is requested without queueing, and a second instance
 //! exits saying who holds it. Started by bus activation (as root, the activation file
@@ -10,6 +11,7 @@
 //! [`authority`] decides who may change state.
 
 pub mod authority;
+pub mod release_upgrade;
 pub mod settings;
 pub mod system_image;
 
@@ -55,9 +57,9 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    fn bus(source: zbus::Error) -> Self {
+    fn bus(name: &str, source: zbus::Error) -> Self {
         ServiceError::Bus {
-            name: system_image::NAME.into(),
+            name: name.into(),
             source: Box::new(source),
         }
     }
@@ -88,42 +90,74 @@ pub fn run_system_image(
         authority::Authority::default(),
         wake,
     ));
-    let connection = builder()
-        .and_then(|b| {
-            b.serve_at(
-                system_image::PATH,
-                system_image::SystemImage::new(shared.clone()),
-            )
-        })
-        .and_then(|b| b.build())
-        .map_err(ServiceError::bus)?;
-    match connection
-        .request_name_with_flags(system_image::NAME, RequestNameFlags::DoNotQueue.into())
-    {
-        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => {}
-        Ok(_) | Err(zbus::Error::NameTaken) => {
-            return Err(ServiceError::AlreadyRunning {
-                name: system_image::NAME.into(),
-            });
-        }
-        Err(e) => return Err(ServiceError::bus(e)),
-    }
-    log::info!("serving {} at {}", system_image::NAME, system_image::PATH);
-    let ended = loop {
-        match woken.recv_timeout(idle) {
-            Ok(Wake::Keepalive) => continue,
-            Ok(Wake::Exit) => break Ended::Exit,
-            Err(RecvTimeoutError::Timeout) if shared.busy() => continue,
-            Err(RecvTimeoutError::Timeout) => break Ended::Idle,
-            Err(RecvTimeoutError::Disconnected) => break Ended::Exit,
-        }
-    };
+    let iface = system_image::SystemImage::new(shared.clone());
+    let connection = serve(system_image::NAME, system_image::PATH, iface)?;
+    let ended = wait_until_idle(&woken, idle, &|| shared.busy());
     // An apply is journaled and survives being cut short, but is not cut short here.
     while shared.applying() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Give the reply to Exit() its way out before the connection goes.
-    let _ = connection.release_name(system_image::NAME);
-    std::thread::sleep(Duration::from_millis(50));
+    release(&connection, system_image::NAME);
     Ok(ended)
+}
+
+/// Serves `org.releaseupgrader.ReleaseUpgrader1` for the system at `root`, running `cli`
+/// for checks and upgrades, until `idle` passes with nothing under way.
+pub fn run_release_upgrade(
+    root: &SystemRoot,
+    cli: release_upgrade::Cli,
+    idle: Duration,
+) -> Result<Ended, ServiceError> {
+    let (wake, woken) = mpsc::channel();
+    let shared = Arc::new(release_upgrade::Shared::new(
+        root.clone(),
+        cli,
+        authority::Authority::default(),
+        wake,
+    ));
+    let iface = release_upgrade::ReleaseUpgrader::new(shared.clone());
+    let connection = serve(release_upgrade::NAME, release_upgrade::PATH, iface)?;
+    let ended = wait_until_idle(&woken, idle, &|| shared.busy());
+    release(&connection, release_upgrade::NAME);
+    Ok(ended)
+}
+
+/// Serves `iface` at `path` and owns `name`, refusing to queue behind another owner.
+fn serve<I: zbus::object_server::Interface>(
+    name: &str,
+    path: &str,
+    iface: I,
+) -> Result<zbus::blocking::Connection, ServiceError> {
+    let connection = builder()
+        .and_then(|b| b.serve_at(path, iface))
+        .and_then(|b| b.build())
+        .map_err(|e| ServiceError::bus(name, e))?;
+    match connection.request_name_with_flags(name, RequestNameFlags::DoNotQueue.into()) {
+        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => {}
+        Ok(_) | Err(zbus::Error::NameTaken) => {
+            return Err(ServiceError::AlreadyRunning { name: name.into() });
+        }
+        Err(e) => return Err(ServiceError::bus(name, e)),
+    }
+    log::info!("serving {name} at {path}");
+    Ok(connection)
+}
+
+/// Waits for `Exit()`, or for `idle` to pass without a call while nothing is `busy`.
+fn wait_until_idle(woken: &mpsc::Receiver<Wake>, idle: Duration, busy: &dyn Fn() -> bool) -> Ended {
+    loop {
+        match woken.recv_timeout(idle) {
+            Ok(Wake::Keepalive) => continue,
+            Ok(Wake::Exit) => break Ended::Exit,
+            Err(RecvTimeoutError::Timeout) if busy() => continue,
+            Err(RecvTimeoutError::Timeout) => break Ended::Idle,
+            Err(RecvTimeoutError::Disconnected) => break Ended::Exit,
+        }
+    }
+}
+
+/// Gives up `name`, leaving the last reply its way out before the connection goes.
+fn release(connection: &zbus::blocking::Connection, name: &str) {
+    let _ = connection.release_name(name);
+    std::thread::sleep(Duration::from_millis(50));
 }

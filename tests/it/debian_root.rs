@@ -278,7 +278,7 @@ pub fn in_root(root: &Path, args: &[&str]) -> (bool, String) {
 }
 
 /// Whether this process may make mounts in a namespace of its own (root, `unshare`).
-fn can_mount() -> bool {
+pub(crate) fn can_mount() -> bool {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: needs root for mounts");
         return false;

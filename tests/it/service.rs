@@ -25,20 +25,20 @@ const SHIPPED_XML: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/dist/dbus-1/interfaces/com.canonical.SystemImage.xml"
 );
-const PYTHON: &str = "/usr/bin/python3";
+pub(crate) const PYTHON: &str = "/usr/bin/python3";
 
 /// A private system bus that activates the service for the fixture's root, and a fake
 /// logind on it.
-struct Device {
-    f: ImageFixture,
-    bus: PrivateBus,
+pub(crate) struct Device {
+    pub(crate) f: ImageFixture,
+    pub(crate) bus: PrivateBus,
     calls: Calls,
     _logind: zbus::blocking::Connection,
     _dir: tempfile::TempDir,
 }
 
 impl Device {
-    fn new(kind: DeltaKind, idle_timeout: u64) -> Self {
+    pub(crate) fn new(kind: DeltaKind, idle_timeout: u64) -> Self {
         let f = ImageFixture::new(kind);
         let dir = tempfile::tempdir().unwrap();
         // Reachable by the unprivileged caller of the authorization test.
@@ -84,12 +84,12 @@ impl Device {
     }
 
     /// Runs the python client with `steps`; its events.
-    fn client(&self, steps: &[&str]) -> Vec<Value> {
+    pub(crate) fn client(&self, steps: &[&str]) -> Vec<Value> {
         self.client_as(None, steps)
     }
 
     /// … as `uid` (through setpriv) when given.
-    fn client_as(&self, uid: Option<u32>, steps: &[&str]) -> Vec<Value> {
+    pub(crate) fn client_as(&self, uid: Option<u32>, steps: &[&str]) -> Vec<Value> {
         let mut cmd = match uid {
             Some(uid) => {
                 let mut c = Command::new("setpriv");
@@ -124,28 +124,28 @@ impl Device {
         events
     }
 
-    fn bus_log(&self) -> String {
+    pub(crate) fn bus_log(&self) -> String {
         std::fs::read_to_string(self.bus.dir().join("bus.log")).unwrap_or_default()
     }
 
-    fn logind_calls(&self) -> Vec<String> {
+    pub(crate) fn logind_calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
 }
 
 /// The signals among `events`, as (name, args).
-fn signals(events: &[Value]) -> Vec<(String, Value)> {
+pub(crate) fn signals(events: &[Value]) -> Vec<(String, Value)> {
     events
         .iter()
         .filter_map(|e| Some((e["signal"].as_str()?.to_owned(), e["args"].clone())))
         .collect()
 }
 
-fn names(events: &[Value]) -> Vec<String> {
+pub(crate) fn names(events: &[Value]) -> Vec<String> {
     signals(events).into_iter().map(|(n, _)| n).collect()
 }
 
-fn signal(events: &[Value], name: &str) -> Value {
+pub(crate) fn signal(events: &[Value], name: &str) -> Value {
     signals(events)
         .into_iter()
         .find(|(n, _)| n == name)
@@ -153,7 +153,7 @@ fn signal(events: &[Value], name: &str) -> Value {
         .1
 }
 
-fn reply(events: &[Value], method: &str) -> Value {
+pub(crate) fn reply(events: &[Value], method: &str) -> Value {
     let e = events
         .iter()
         .find(|e| e["call"] == method)
@@ -162,7 +162,7 @@ fn reply(events: &[Value], method: &str) -> Value {
     e["reply"].clone()
 }
 
-fn error(events: &[Value], method: &str) -> String {
+pub(crate) fn error(events: &[Value], method: &str) -> String {
     events
         .iter()
         .find(|e| e["call"] == method)
@@ -510,17 +510,27 @@ fn callers_other_than_root_read_but_may_not_change_state() {
     );
     assert_eq!(reply(&events, "GetSetting"), "1");
     assert_eq!(reply(&events, "Information")["current_build_number"], "1");
-    for method in [
-        "CheckForUpdate",
-        "SetSetting",
-        "ApplyUpdate",
-        "FactoryReset",
-        "Exit",
+    for (method, id) in [
+        ("CheckForUpdate", "org.releaseupgrader.check"),
+        ("SetSetting", "org.releaseupgrader.check"),
+        ("ApplyUpdate", "org.releaseupgrader.apply"),
+        ("FactoryReset", "org.releaseupgrader.reset"),
+        ("Exit", "org.releaseupgrader.check"),
     ] {
         assert_eq!(
             error(&events, method),
             "org.freedesktop.DBus.Error.AccessDenied",
             "{method}"
+        );
+        // No polkit on this bus: the uid-0 rule, said so.
+        let message = events
+            .iter()
+            .find(|e| e["call"] == method)
+            .and_then(|e| e["message"].as_str())
+            .unwrap();
+        assert!(
+            message.contains(&format!("only root may ({id}): polkit is not on the bus")),
+            "{method}: {message}"
         );
     }
     assert!(signals(&events).is_empty(), "{events:#?}");

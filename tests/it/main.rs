@@ -26,6 +26,7 @@ mod readme_fixture;
 mod real_data;
 mod reboot;
 mod service;
+mod service_publish;
 mod state_files;
 mod support;
 mod upgrade;

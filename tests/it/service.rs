@@ -31,22 +31,42 @@ const PYTHON: &str = "/usr/bin/python3";
 /// logind on it.
 struct Device {
     f: ImageFixture,
-    bus: PrivateBus,
-    calls: Calls,
-    _logind: zbus::blocking::Connection,
-    _dir: tempfile::TempDir,
+    s: Service,
 }
 
 impl Device {
     fn new(kind: DeltaKind, idle_timeout: u64) -> Self {
         let f = ImageFixture::new(kind);
+        let s = Service::start(&f.root, idle_timeout);
+        Device { f, s }
+    }
+}
+
+impl std::ops::Deref for Device {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.s
+    }
+}
+
+/// A private system bus that activates the service for the device root `root` (its
+/// configuration names the server), and a fake logind on it.
+pub(crate) struct Service {
+    pub(crate) bus: PrivateBus,
+    calls: Calls,
+    _logind: zbus::blocking::Connection,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    pub(crate) fn start(root: &Path, idle_timeout: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Reachable by the unprivileged caller of the authorization test.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let services = dir.path().join("services");
         std::fs::create_dir_all(&services).unwrap();
         // As dist/dbus-1/system-services/com.canonical.SystemImage.service, with the
-        // binary under test, the fixture's root and no proxy between it and the server.
+        // binary under test, the device's root and no proxy between it and the server.
         std::fs::write(
             services.join("com.canonical.SystemImage.service"),
             format!(
@@ -54,7 +74,7 @@ impl Device {
                  Exec=/usr/bin/env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY \
                  RELEASE_UPGRADER_RETRY_DELAY_MS=10 {BIN} --root {} service system-image \
                  --idle-timeout {idle_timeout}\n",
-                f.root.display()
+                root.display()
             ),
         )
         .unwrap();
@@ -74,8 +94,7 @@ impl Device {
             .unwrap()
             .build()
             .unwrap();
-        Device {
-            f,
+        Service {
             bus,
             calls,
             _logind: logind,
@@ -84,7 +103,7 @@ impl Device {
     }
 
     /// Runs the python client with `steps`; its events.
-    fn client(&self, steps: &[&str]) -> Vec<Value> {
+    pub(crate) fn client(&self, steps: &[&str]) -> Vec<Value> {
         self.client_as(None, steps)
     }
 
@@ -128,24 +147,24 @@ impl Device {
         std::fs::read_to_string(self.bus.dir().join("bus.log")).unwrap_or_default()
     }
 
-    fn logind_calls(&self) -> Vec<String> {
+    pub(crate) fn logind_calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
 }
 
 /// The signals among `events`, as (name, args).
-fn signals(events: &[Value]) -> Vec<(String, Value)> {
+pub(crate) fn signals(events: &[Value]) -> Vec<(String, Value)> {
     events
         .iter()
         .filter_map(|e| Some((e["signal"].as_str()?.to_owned(), e["args"].clone())))
         .collect()
 }
 
-fn names(events: &[Value]) -> Vec<String> {
+pub(crate) fn names(events: &[Value]) -> Vec<String> {
     signals(events).into_iter().map(|(n, _)| n).collect()
 }
 
-fn signal(events: &[Value], name: &str) -> Value {
+pub(crate) fn signal(events: &[Value], name: &str) -> Value {
     signals(events)
         .into_iter()
         .find(|(n, _)| n == name)
@@ -153,7 +172,7 @@ fn signal(events: &[Value], name: &str) -> Value {
         .1
 }
 
-fn reply(events: &[Value], method: &str) -> Value {
+pub(crate) fn reply(events: &[Value], method: &str) -> Value {
     let e = events
         .iter()
         .find(|e| e["call"] == method)

@@ -661,6 +661,65 @@ fn the_shipped_activation_file_and_bus_policy_name_the_service() {
     }
 }
 
+/// The fields of the `Package: name` paragraph of debian/control: continuation lines
+/// joined, comment lines dropped.
+fn control_fields(name: &str) -> std::collections::BTreeMap<String, String> {
+    let control =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/control"))
+            .unwrap();
+    let paragraph = control
+        .split("\n\n")
+        .find(|p| p.lines().any(|l| l == format!("Package: {name}")))
+        .unwrap_or_else(|| panic!("no package {name} in debian/control"));
+    let mut fields = std::collections::BTreeMap::new();
+    let mut last = String::new();
+    for line in paragraph.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(more) = line.strip_prefix(' ') {
+            let v: &mut String = fields.get_mut(&last).unwrap();
+            v.push(' ');
+            v.push_str(more.trim());
+        } else if let Some((k, v)) = line.split_once(':') {
+            last = k.to_owned();
+            fields.insert(last.clone(), v.trim().to_owned());
+        }
+    }
+    fields
+}
+
+#[test]
+fn the_package_conflicts_with_and_replaces_system_image_dbus_whose_activation_file_it_ships() {
+    let fields = control_fields("release-upgrader");
+    let names = |field: &str| -> Vec<String> {
+        fields
+            .get(field)
+            .map(|v| {
+                v.split(',')
+                    .map(|d| d.trim().to_owned())
+                    .filter(|d| !d.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        names("Conflicts").contains(&"system-image-dbus".into()),
+        "{fields:?}"
+    );
+    assert!(
+        names("Replaces").contains(&"system-image-dbus".into()),
+        "{fields:?}"
+    );
+    // Not a drop-in for its executable and Python modules.
+    assert!(
+        !names("Provides")
+            .iter()
+            .any(|p| p.starts_with("system-image")),
+        "{fields:?}"
+    );
+    // The publisher ships no DBus files: it conflicts with nothing of system-image.
+    let publish = control_fields("release-upgrader-publish");
+    assert!(!publish.contains_key("Conflicts"), "{publish:?}");
+}
+
 #[test]
 fn a_device_that_opted_out_to_apt_is_offered_no_image() {
     let d = Device::new(DeltaKind::Delta, 30);

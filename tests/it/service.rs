@@ -661,6 +661,102 @@ fn the_shipped_activation_file_and_bus_policy_name_the_service() {
     }
 }
 
+#[test]
+fn concurrent_settings_changes_from_the_cli_and_the_service_lose_no_key() {
+    let d = Device::new(DeltaKind::Delta, 30);
+    // Started before the race (bus activation), so its calls overlap the CLI's.
+    d.client(&["call:GetSetting:auto_download"]);
+    let cli: Vec<std::process::Child> = (0..24)
+        .map(|n| {
+            Command::new(BIN)
+                .arg("--root")
+                .arg(&d.f.root)
+                .args(["image", "settings", "set", &format!("cli{n}=v{n}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for c in 0..4 {
+            let d = &d;
+            scope.spawn(move || {
+                let steps: Vec<String> = (0..6)
+                    .map(|n| format!("call:SetSetting:bus{c}_{n}:v{n}"))
+                    .collect();
+                let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+                let events = d.client(&steps);
+                assert!(
+                    events.iter().all(|e| e.get("error").is_none()),
+                    "{events:#?}"
+                );
+            });
+        }
+    });
+    for child in cli {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = d.f.run(&["image", "settings", "show"]);
+    out.expect(0);
+    let stdout = out.stdout();
+    let shown: Vec<&str> = stdout.lines().collect();
+    let mut want: Vec<String> = (0..24).map(|n| format!("cli{n}=v{n}")).collect();
+    want.extend((0..4).flat_map(|c| (0..6).map(move |n| format!("bus{c}_{n}=v{n}"))));
+    for line in &want {
+        assert!(shown.contains(&line.as_str()), "{line} missing: {shown:?}");
+    }
+    assert_eq!(shown.len(), want.len(), "{shown:?}");
+}
+
+#[test]
+fn a_settings_lock_file_that_is_a_symlink_or_a_directory_is_refused_and_nothing_written() {
+    let d = Device::new(DeltaKind::Delta, 30);
+    let state = d.f.root.join("var/lib/release-upgrader/image");
+    let lock = state.join("settings.lock");
+    let outside = d.f.dir.path().join("outside");
+    for what in ["symlink", "directory"] {
+        let _ = std::fs::remove_file(&lock);
+        let _ = std::fs::remove_dir(&lock);
+        std::fs::create_dir_all(&state).unwrap();
+        match what {
+            "symlink" => std::os::unix::fs::symlink(&outside, &lock).unwrap(),
+            _ => std::fs::create_dir(&lock).unwrap(),
+        }
+        let out = d.f.run(&["image", "settings", "set", "min_battery=20"]);
+        out.expect(2);
+        assert!(
+            out.stderr().contains("settings.lock"),
+            "{what}: {}",
+            out.stderr()
+        );
+        let events = d.client(&[
+            "call:SetSetting:min_battery:30",
+            "call:GetSetting:min_battery",
+        ]);
+        let refused = error(&events, "SetSetting");
+        assert_eq!(refused, "org.freedesktop.DBus.Error.Failed", "{what}");
+        let message = events
+            .iter()
+            .find(|e| e["call"] == "SetSetting")
+            .and_then(|e| e["message"].as_str())
+            .unwrap();
+        assert!(message.contains("settings.lock"), "{what}: {message}");
+        assert_eq!(reply(&events, "GetSetting"), "", "{what}");
+        assert!(
+            !names(&events).contains(&"SettingChanged".to_owned()),
+            "{what}"
+        );
+        assert!(!state.join("settings.json").exists(), "{what}");
+        assert!(!outside.exists(), "{what}");
+    }
+}
+
 /// The fields of the `Package: name` paragraph of debian/control: continuation lines
 /// joined, comment lines dropped.
 fn control_fields(name: &str) -> std::collections::BTreeMap<String, String> {

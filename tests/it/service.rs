@@ -571,6 +571,96 @@ fn factory_and_production_reset_write_the_recovery_command_and_reboot_into_it() 
     );
 }
 
+/// Names `value` as the device's `[updater] cache_partition`, in a config.d file of its
+/// own (as a device's image carries it).
+fn configure_cache_partition(root: &Path, value: &str) {
+    std::fs::write(
+        root.join("etc/system-image/config.d/50_updater.ini"),
+        format!("[updater]\ncache_partition: {value}\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_configured_cache_partition_gets_the_recovery_files_and_command() {
+    let d = Device::new(DeltaKind::Delta, 30);
+    configure_cache_partition(&d.f.root, "/android/cache/recovery");
+    let cache = d.f.root.join("android/cache/recovery");
+    d.f.run(&["image", "apply", "--recovery"]).expect(0);
+    let command = std::fs::read_to_string(cache.join("ubuntu_command")).unwrap();
+    let named: Vec<&str> = command
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("update ")
+                .or_else(|| l.strip_prefix("load_keyring "))
+        })
+        .flat_map(|l| l.split(' '))
+        .collect();
+    assert_eq!(named.len(), 12, "{command}");
+    for name in named {
+        assert!(
+            cache.join(name).is_file(),
+            "{name} not in {}",
+            cache.display()
+        );
+    }
+    assert!(
+        !d.f.root.join("cache").exists(),
+        "the default was written to"
+    );
+    // The service finds the command waiting there and reboots into the recovery.
+    let events = d.client(&["call:ApplyUpdate", "wait:Rebooting"]);
+    assert_eq!(signal(&events, "Applied"), json!([true]));
+    assert_eq!(signal(&events, "Rebooting"), json!([true]));
+    // Its resets write there too.
+    let events = d.client(&["call:FactoryReset", "wait:Rebooting"]);
+    assert_eq!(signal(&events, "Rebooting"), json!([true]));
+    assert_eq!(
+        std::fs::read_to_string(cache.join("ubuntu_command")).unwrap(),
+        "format data\n"
+    );
+    assert!(
+        !d.f.root.join("cache").exists(),
+        "the default was written to"
+    );
+    assert_eq!(
+        d.logind_calls(),
+        [
+            "SetRebootParameter(recovery)",
+            "Reboot(false)",
+            "SetRebootParameter(recovery)",
+            "Reboot(false)"
+        ]
+    );
+}
+
+#[test]
+fn a_cache_partition_leaving_the_root_is_refused_and_nothing_written_there() {
+    let d = Device::new(DeltaKind::Delta, 30);
+    let outside = d.f.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, d.f.root.join("evil")).unwrap();
+    for value in ["/../outside", "/evil/recovery", "/evil", "relative/cache"] {
+        configure_cache_partition(&d.f.root, value);
+        let out = d.f.run(&["image", "apply", "--recovery"]);
+        out.expect(2);
+        assert!(
+            out.stderr().contains("cache_partition") || out.stderr().contains("evil"),
+            "{value}: {}",
+            out.stderr()
+        );
+        let events = d.client(&["call:FactoryReset", "sleep:0.3"]);
+        assert_eq!(
+            error(&events, "FactoryReset"),
+            "org.freedesktop.DBus.Error.Failed",
+            "{value}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{value}");
+        assert!(!d.f.root.join("cache").exists(), "{value}");
+    }
+    assert!(d.logind_calls().is_empty());
+}
+
 #[test]
 fn one_instance_exits_when_idle_or_told_and_activation_starts_it_again() {
     let d = Device::new(DeltaKind::Delta, 2);

@@ -315,7 +315,8 @@ mod tests {
         let root = SystemRoot::new(dir.path().join("root"));
         let state = dir.path().join("root/var/lib/release-upgrader/image");
         let outside = dir.path().join("outside");
-        let hostile: [(&str, &dyn Fn(&std::path::Path)); 4] = [
+        type Make<'a> = &'a dyn Fn(&std::path::Path);
+        let hostile: [(&str, Make<'_>); 4] = [
             ("symlink", &|p| {
                 std::os::unix::fs::symlink(&outside, p).unwrap()
             }),

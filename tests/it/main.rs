@@ -27,6 +27,7 @@ mod real_data;
 mod reboot;
 mod service;
 mod service_polkit;
+mod service_publish;
 mod service_upgrade;
 mod state_files;
 mod support;

@@ -31,22 +31,42 @@ pub(crate) const PYTHON: &str = "/usr/bin/python3";
 /// logind on it.
 pub(crate) struct Device {
     pub(crate) f: ImageFixture,
+    s: Service,
+}
+
+impl Device {
+    pub(crate) fn new(kind: DeltaKind, idle_timeout: u64) -> Self {
+        let f = ImageFixture::new(kind);
+        let s = Service::start(&f.root, idle_timeout);
+        Device { f, s }
+    }
+}
+
+impl std::ops::Deref for Device {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.s
+    }
+}
+
+/// A private system bus that activates the service for the device root `root` (its
+/// configuration names the server), and a fake logind on it.
+pub(crate) struct Service {
     pub(crate) bus: PrivateBus,
     calls: Calls,
     _logind: zbus::blocking::Connection,
     _dir: tempfile::TempDir,
 }
 
-impl Device {
-    pub(crate) fn new(kind: DeltaKind, idle_timeout: u64) -> Self {
-        let f = ImageFixture::new(kind);
+impl Service {
+    pub(crate) fn start(root: &Path, idle_timeout: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Reachable by the unprivileged caller of the authorization test.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let services = dir.path().join("services");
         std::fs::create_dir_all(&services).unwrap();
         // As dist/dbus-1/system-services/com.canonical.SystemImage.service, with the
-        // binary under test, the fixture's root and no proxy between it and the server.
+        // binary under test, the device's root and no proxy between it and the server.
         std::fs::write(
             services.join("com.canonical.SystemImage.service"),
             format!(
@@ -54,7 +74,7 @@ impl Device {
                  Exec=/usr/bin/env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY \
                  RELEASE_UPGRADER_RETRY_DELAY_MS=10 {BIN} --root {} service system-image \
                  --idle-timeout {idle_timeout}\n",
-                f.root.display()
+                root.display()
             ),
         )
         .unwrap();
@@ -74,8 +94,7 @@ impl Device {
             .unwrap()
             .build()
             .unwrap();
-        Device {
-            f,
+        Service {
             bus,
             calls,
             _logind: logind,
@@ -562,6 +581,96 @@ fn factory_and_production_reset_write_the_recovery_command_and_reboot_into_it() 
     );
 }
 
+/// Names `value` as the device's `[updater] cache_partition`, in a config.d file of its
+/// own (as a device's image carries it).
+fn configure_cache_partition(root: &Path, value: &str) {
+    std::fs::write(
+        root.join("etc/system-image/config.d/50_updater.ini"),
+        format!("[updater]\ncache_partition: {value}\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_configured_cache_partition_gets_the_recovery_files_and_command() {
+    let d = Device::new(DeltaKind::Delta, 30);
+    configure_cache_partition(&d.f.root, "/android/cache/recovery");
+    let cache = d.f.root.join("android/cache/recovery");
+    d.f.run(&["image", "apply", "--recovery"]).expect(0);
+    let command = std::fs::read_to_string(cache.join("ubuntu_command")).unwrap();
+    let named: Vec<&str> = command
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("update ")
+                .or_else(|| l.strip_prefix("load_keyring "))
+        })
+        .flat_map(|l| l.split(' '))
+        .collect();
+    assert_eq!(named.len(), 12, "{command}");
+    for name in named {
+        assert!(
+            cache.join(name).is_file(),
+            "{name} not in {}",
+            cache.display()
+        );
+    }
+    assert!(
+        !d.f.root.join("cache").exists(),
+        "the default was written to"
+    );
+    // The service finds the command waiting there and reboots into the recovery.
+    let events = d.client(&["call:ApplyUpdate", "wait:Rebooting"]);
+    assert_eq!(signal(&events, "Applied"), json!([true]));
+    assert_eq!(signal(&events, "Rebooting"), json!([true]));
+    // Its resets write there too.
+    let events = d.client(&["call:FactoryReset", "wait:Rebooting"]);
+    assert_eq!(signal(&events, "Rebooting"), json!([true]));
+    assert_eq!(
+        std::fs::read_to_string(cache.join("ubuntu_command")).unwrap(),
+        "format data\n"
+    );
+    assert!(
+        !d.f.root.join("cache").exists(),
+        "the default was written to"
+    );
+    assert_eq!(
+        d.logind_calls(),
+        [
+            "SetRebootParameter(recovery)",
+            "Reboot(false)",
+            "SetRebootParameter(recovery)",
+            "Reboot(false)"
+        ]
+    );
+}
+
+#[test]
+fn a_cache_partition_leaving_the_root_is_refused_and_nothing_written_there() {
+    let d = Device::new(DeltaKind::Delta, 30);
+    let outside = d.f.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, d.f.root.join("evil")).unwrap();
+    for value in ["/../outside", "/evil/recovery", "/evil", "relative/cache"] {
+        configure_cache_partition(&d.f.root, value);
+        let out = d.f.run(&["image", "apply", "--recovery"]);
+        out.expect(2);
+        assert!(
+            out.stderr().contains("cache_partition") || out.stderr().contains("evil"),
+            "{value}: {}",
+            out.stderr()
+        );
+        let events = d.client(&["call:FactoryReset", "sleep:0.3"]);
+        assert_eq!(
+            error(&events, "FactoryReset"),
+            "org.freedesktop.DBus.Error.Failed",
+            "{value}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{value}");
+        assert!(!d.f.root.join("cache").exists(), "{value}");
+    }
+    assert!(d.logind_calls().is_empty());
+}
+
 #[test]
 fn one_instance_exits_when_idle_or_told_and_activation_starts_it_again() {
     let d = Device::new(DeltaKind::Delta, 2);
@@ -650,6 +759,161 @@ fn the_shipped_activation_file_and_bus_policy_name_the_service() {
     ] {
         assert!(install.contains(file), "{file}");
     }
+}
+
+#[test]
+fn concurrent_settings_changes_from_the_cli_and_the_service_lose_no_key() {
+    let d = Device::new(DeltaKind::Delta, 30);
+    // Started before the race (bus activation), so its calls overlap the CLI's.
+    d.client(&["call:GetSetting:auto_download"]);
+    let cli: Vec<std::process::Child> = (0..24)
+        .map(|n| {
+            Command::new(BIN)
+                .arg("--root")
+                .arg(&d.f.root)
+                .args(["image", "settings", "set", &format!("cli{n}=v{n}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for c in 0..4 {
+            let d = &d;
+            scope.spawn(move || {
+                let steps: Vec<String> = (0..6)
+                    .map(|n| format!("call:SetSetting:bus{c}_{n}:v{n}"))
+                    .collect();
+                let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+                let events = d.client(&steps);
+                assert!(
+                    events.iter().all(|e| e.get("error").is_none()),
+                    "{events:#?}"
+                );
+            });
+        }
+    });
+    for child in cli {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = d.f.run(&["image", "settings", "show"]);
+    out.expect(0);
+    let stdout = out.stdout();
+    let shown: Vec<&str> = stdout.lines().collect();
+    let mut want: Vec<String> = (0..24).map(|n| format!("cli{n}=v{n}")).collect();
+    want.extend((0..4).flat_map(|c| (0..6).map(move |n| format!("bus{c}_{n}=v{n}"))));
+    for line in &want {
+        assert!(shown.contains(&line.as_str()), "{line} missing: {shown:?}");
+    }
+    assert_eq!(shown.len(), want.len(), "{shown:?}");
+}
+
+#[test]
+fn a_settings_lock_file_that_is_a_symlink_or_a_directory_is_refused_and_nothing_written() {
+    let d = Device::new(DeltaKind::Delta, 30);
+    let state = d.f.root.join("var/lib/release-upgrader/image");
+    let lock = state.join("settings.lock");
+    let outside = d.f.dir.path().join("outside");
+    for what in ["symlink", "directory"] {
+        let _ = std::fs::remove_file(&lock);
+        let _ = std::fs::remove_dir(&lock);
+        std::fs::create_dir_all(&state).unwrap();
+        match what {
+            "symlink" => std::os::unix::fs::symlink(&outside, &lock).unwrap(),
+            _ => std::fs::create_dir(&lock).unwrap(),
+        }
+        let out = d.f.run(&["image", "settings", "set", "min_battery=20"]);
+        out.expect(2);
+        assert!(
+            out.stderr().contains("settings.lock"),
+            "{what}: {}",
+            out.stderr()
+        );
+        let events = d.client(&[
+            "call:SetSetting:min_battery:30",
+            "call:GetSetting:min_battery",
+        ]);
+        let refused = error(&events, "SetSetting");
+        assert_eq!(refused, "org.freedesktop.DBus.Error.Failed", "{what}");
+        let message = events
+            .iter()
+            .find(|e| e["call"] == "SetSetting")
+            .and_then(|e| e["message"].as_str())
+            .unwrap();
+        assert!(message.contains("settings.lock"), "{what}: {message}");
+        assert_eq!(reply(&events, "GetSetting"), "", "{what}");
+        assert!(
+            !names(&events).contains(&"SettingChanged".to_owned()),
+            "{what}"
+        );
+        assert!(!state.join("settings.json").exists(), "{what}");
+        assert!(!outside.exists(), "{what}");
+    }
+}
+
+/// The fields of the `Package: name` paragraph of debian/control: continuation lines
+/// joined, comment lines dropped.
+fn control_fields(name: &str) -> std::collections::BTreeMap<String, String> {
+    let control =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/control"))
+            .unwrap();
+    let paragraph = control
+        .split("\n\n")
+        .find(|p| p.lines().any(|l| l == format!("Package: {name}")))
+        .unwrap_or_else(|| panic!("no package {name} in debian/control"));
+    let mut fields = std::collections::BTreeMap::new();
+    let mut last = String::new();
+    for line in paragraph.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(more) = line.strip_prefix(' ') {
+            let v: &mut String = fields.get_mut(&last).unwrap();
+            v.push(' ');
+            v.push_str(more.trim());
+        } else if let Some((k, v)) = line.split_once(':') {
+            last = k.to_owned();
+            fields.insert(last.clone(), v.trim().to_owned());
+        }
+    }
+    fields
+}
+
+#[test]
+fn the_package_conflicts_with_and_replaces_system_image_dbus_whose_activation_file_it_ships() {
+    let fields = control_fields("release-upgrader");
+    let names = |field: &str| -> Vec<String> {
+        fields
+            .get(field)
+            .map(|v| {
+                v.split(',')
+                    .map(|d| d.trim().to_owned())
+                    .filter(|d| !d.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        names("Conflicts").contains(&"system-image-dbus".into()),
+        "{fields:?}"
+    );
+    assert!(
+        names("Replaces").contains(&"system-image-dbus".into()),
+        "{fields:?}"
+    );
+    // Not a drop-in for its executable and Python modules.
+    assert!(
+        !names("Provides")
+            .iter()
+            .any(|p| p.starts_with("system-image")),
+        "{fields:?}"
+    );
+    // The publisher ships no DBus files: it conflicts with nothing of system-image.
+    let publish = control_fields("release-upgrader-publish");
+    assert!(!publish.contains_key("Conflicts"), "{publish:?}");
 }
 
 #[test]

@@ -962,6 +962,34 @@ impl Tree {
         Ok(Some(data))
     }
 
+    /// Opens the lock file `name` directly in this directory for `flock`, creating it
+    /// (mode 0600) if missing: a regular file, never through a symlink; a symlink, a
+    /// directory or anything else there is refused (nothing is created then).
+    pub fn open_lock_file(&self, name: &str) -> Result<std::fs::File, Error> {
+        check_name(name).map_err(|reason| self.refused(name, reason))?;
+        let flags = OFlags::RDWR
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NOCTTY
+            | OFlags::NONBLOCK;
+        let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => {
+                return Err(self.refused(name, "it is a symlink (never followed), not a lock file"));
+            }
+            Err(Errno::ISDIR) => {
+                return Err(self.refused(name, "it is a directory, not a lock file"));
+            }
+            Err(e) => return Err(Error::io(self.path.join(name), e.into())),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(self.path.join(name), e.into()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(self.refused(name, "it is not a regular file, not a lock file"));
+        }
+        Ok(std::fs::File::from(fd))
+    }
+
     /// The JSON state file `rel`, a `what` (see [`crate::json_state`]); `None` if it
     /// does not exist.
     pub fn load_json<T: serde::de::DeserializeOwned>(

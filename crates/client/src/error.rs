@@ -281,9 +281,9 @@ impl Error {
                  mirror, and check the system clock"
                 .into(),
             NotYetValid { .. } => "check the system clock".into(),
-            Refused { .. } => "the tree holds a symlink or a mount point where release-upgrader \
-                 expects a plain directory; look at it, and move or unmount it if it is not meant \
-                 to be there"
+            Refused { .. } => "the tree holds a symlink, a mount point or another kind of file \
+                 where release-upgrader expects a plain directory or file; look at it, and move or \
+                 unmount it if it is not meant to be there"
                 .into(),
             BadState { file, .. } => bad_state_hint(file),
             Reboot { what, .. } => {

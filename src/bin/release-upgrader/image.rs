@@ -54,7 +54,8 @@ pub enum ImageCommand {
         /// The symlink naming the active slot [default: /var/lib/release-upgrader/image/active]
         #[arg(long, value_name = "PATH")]
         active: Option<PathBuf>,
-        /// Write system-image's ubuntu_command into <root>/cache/recovery for the
+        /// Write system-image's ubuntu_command, with the files it names, into the
+        /// configured [updater] cache_partition (default <root>/cache/recovery) for the
         /// recovery to apply, instead of applying
         #[arg(long)]
         recovery: bool,
@@ -819,15 +820,11 @@ fn apply_command(
             .iter()
             .map(|f| (f.path.clone(), f.signature.clone()))
             .collect();
-        // Made confined first: a symlink on the way is refused, not written through.
-        // /cache is a partition of its own on a device, so mount points are entered.
-        root.create_dir("/cache/recovery")?;
-        let written = apply::write_recovery(
-            &root.path("/cache/recovery"),
-            &layout.keyrings(),
-            &images,
-            &pairs,
-        )?;
+        // `[updater] cache_partition` (of the device's configuration, as system-image),
+        // made confined first: a symlink on the way is refused, not written through. The
+        // cache is a partition of its own on a device, so mount points are entered.
+        let cache = client.config.cache_partition_dir(root)?;
+        let written = apply::write_recovery(cache.path(), &layout.keyrings(), &images, &pairs)?;
         ui.data(
             &format!(
                 "wrote {} for the recovery to apply build {target_build}",

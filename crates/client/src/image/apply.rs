@@ -854,7 +854,8 @@ fn copy_tree(root: &SystemRoot, tree: &Tree, from: &RelPath, to: &RelPath) -> Re
 }
 
 /// Writes system-image's `ubuntu_command` for a recovery that applies the update, with
-/// the files and keyrings it names, into `dir` (`<root>/cache/recovery`).
+/// the files and keyrings it names, into `dir` (the configured `[updater]
+/// cache_partition` under the root, made confined by the caller).
 pub fn write_recovery(
     dir: &Path,
     keyrings: &Path,

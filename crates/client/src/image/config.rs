@@ -19,6 +19,12 @@ pub const CONFIG_D: &str = "/etc/system-image/config.d";
 pub const CHANNEL_INI: &str = "/etc/system-image/channel.ini";
 /// Where system-image looks for the pre-installed archive master keyring.
 pub const ARCHIVE_MASTER: &str = "/usr/share/system-image/archive-master.tar.xz";
+/// `[updater] cache_partition` when unset: the directory of the recovery's
+/// `ubuntu_command` and of the files it names. system-image's own default is
+/// `/android/cache/recovery` (its Android-container layout); the devices this client
+/// targets mount their cache partition at `/cache`, which is where their recoveries read
+/// it, and a device that differs says so in its configuration.
+pub const CACHE_PARTITION: &str = "/cache/recovery";
 
 /// A port of the image server: a number, or `disabled` (also `disable`, as system-image
 /// reads it, and `0`, which the real server writes into the version tarball's
@@ -48,6 +54,11 @@ pub struct Config {
     /// `[service] max_age` (ours; system-image keeps the key unread): refuse an
     /// `index.json` generated longer ago, for a server that rewrites it at least as often.
     pub max_age: Option<Duration>,
+    /// `[updater] cache_partition`: where the recovery's command and files go, a path on
+    /// the device as configured (checked when used: [`Self::cache_partition_dir`]). `[updater]
+    /// data_partition` (system-image's keyrings and downloads in progress) is not used:
+    /// this client keeps those in its own state directory, beside its journals.
+    pub cache_partition: String,
 }
 
 impl Config {
@@ -140,6 +151,10 @@ impl Config {
             Some(v) => parse_duration(v).ok_or_else(|| bad(format!("[system] timeout: {v:?}")))?,
             None => Duration::from_secs(60),
         };
+        let cache_partition = match ini.get("updater", "cache_partition") {
+            None | Some("") => CACHE_PARTITION.to_owned(),
+            Some(v) => v.to_owned(),
+        };
         let max_age = match ini.get("service", "max_age") {
             None | Some("") => None,
             Some(v) => {
@@ -148,6 +163,7 @@ impl Config {
         };
         Ok(Config {
             max_age,
+            cache_partition,
             base: ini.get("service", "base").unwrap_or("localhost").to_owned(),
             http_port,
             https_port,
@@ -202,6 +218,34 @@ impl Config {
         })
     }
 
+    /// The recovery's directory (`[updater] cache_partition`) on the system at `root`,
+    /// created when missing: confined to the root (a symlink on the way is refused; its
+    /// mount points are entered, the cache being a partition of its own on a device).
+    pub fn cache_partition_dir(&self, root: &SystemRoot) -> Result<crate::confine::Tree, Error> {
+        root.create_dir(self.checked_cache_partition(root)?)
+    }
+
+    /// [`Self::cache_partition_dir`] without creating it: `None` when missing.
+    pub fn cache_partition_existing(
+        &self,
+        root: &SystemRoot,
+    ) -> Result<Option<crate::confine::Tree>, Error> {
+        root.open_dir(self.checked_cache_partition(root)?)
+    }
+
+    /// The configured cache partition, checked: absolute, without `.` or `..`, naming a
+    /// directory below `/`.
+    fn checked_cache_partition(&self, root: &SystemRoot) -> Result<&str, Error> {
+        check_device_dir(&self.cache_partition).map_err(|why| Error::Config {
+            path: root.path(CONFIG_D),
+            reason: format!(
+                "[updater] cache_partition {:?}: {why}",
+                self.cache_partition
+            ),
+        })?;
+        Ok(self.cache_partition.trim_end_matches('/'))
+    }
+
     /// The archive master keyring on the system at `root` (`[gpg] archive_master` is a
     /// path on the device: resolved under the root, `..` refused).
     pub fn archive_master_path(&self, root: &SystemRoot) -> Result<PathBuf, Error> {
@@ -218,6 +262,23 @@ impl Config {
                 ),
             })
     }
+}
+
+/// Why `value` cannot name a directory of the device for this client to write in: it
+/// must be absolute, without `.` or `..` and not the root itself.
+fn check_device_dir(value: &str) -> Result<(), &'static str> {
+    let Some(below) = value.strip_prefix('/') else {
+        return Err("not an absolute path");
+    };
+    // Read as written (Path::components would drop a `.`).
+    let parts: Vec<&str> = below.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err("`.` and `..` are not allowed");
+    }
+    if parts.is_empty() || value.contains('\0') {
+        return Err("it names no directory below the root");
+    }
+    Ok(())
 }
 
 /// The file to read for the configuration file `file` (a path under `root`): itself, or
@@ -502,5 +563,73 @@ mod tests {
         let channel_ini = "[service]\nbase: a\n[system]\ntimeout: 307445734561825861m\n";
         let err = Config::from_texts(&[("channel.ini".into(), channel_ini.into())]).unwrap_err();
         assert!(err.to_string().contains("timeout"), "{err}");
+    }
+
+    fn with_updater(updater: &str) -> Config {
+        let text = format!("[service]\nbase: h\ndevice: d\n\n[updater]\n{updater}");
+        Config::from_texts(&[(PathBuf::from("/c/00.ini"), text)]).unwrap()
+    }
+
+    #[test]
+    fn cache_partition_defaults_to_cache_recovery_and_a_configured_one_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path());
+        assert_eq!(with_updater("").cache_partition, "/cache/recovery");
+        // system-image's empty value is its default, here ours.
+        assert_eq!(
+            with_updater("cache_partition:\n").cache_partition,
+            "/cache/recovery"
+        );
+        let config = with_updater(
+            "cache_partition: /android/cache/recovery/\ndata_partition: /var/lib/system-image\n",
+        );
+        assert!(config.cache_partition_existing(&root).unwrap().is_none());
+        let made = config.cache_partition_dir(&root).unwrap();
+        assert_eq!(made.path(), dir.path().join("android/cache/recovery"));
+        assert!(dir.path().join("android/cache/recovery").is_dir());
+        assert!(config.cache_partition_existing(&root).unwrap().is_some());
+        // data_partition is read and left alone: nothing made there.
+        assert!(!dir.path().join("var/lib/system-image").exists());
+    }
+
+    #[test]
+    fn a_cache_partition_leaving_the_root_or_naming_none_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path().join("root"));
+        std::fs::create_dir_all(dir.path().join("root")).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink("../outside", dir.path().join("root/evil")).unwrap();
+        for (value, why) in [
+            ("/../outside", "`..`"),
+            ("/cache/../../outside", "`..`"),
+            ("cache/recovery", "absolute"),
+            ("{tmpdir}/android/cache", "absolute"),
+            ("/", "no directory"),
+            ("/./cache", "`.`"),
+        ] {
+            let config = with_updater(&format!("cache_partition: {value}\n"));
+            for err in [
+                config.cache_partition_dir(&root).unwrap_err(),
+                config.cache_partition_existing(&root).unwrap_err(),
+            ] {
+                assert!(matches!(err, Error::Config { .. }), "{value}: {err:?}");
+                let text = err.to_string();
+                assert!(
+                    text.contains("cache_partition") && text.contains(why),
+                    "{value}: {text}"
+                );
+            }
+        }
+        // A symlink on the way is refused, never followed out of the root.
+        let config = with_updater("cache_partition: /evil/recovery\n");
+        let err = config.cache_partition_dir(&root).unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+        assert!(!dir.path().join("outside/recovery").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("outside"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

@@ -7,12 +7,19 @@
 //! from 0 to 100 and `auto_download` one of 0, 1, 2 (an invalid value is not stored);
 //! `auto_download` reads as `1` when unset, every other unset key as the empty string;
 //! keys starting with `_` are kept but not listed.
+//!
+//! The service's `SetSetting` and `image settings set|del` may run at once: each
+//! read-modify-write holds an exclusive `flock` on [`LOCK`] beside the file, so no update
+//! is lost; readers need no lock (the file is replaced atomically).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
-use crate::confine::RelPath;
+use crate::confine::{RelPath, Tree};
 use crate::error::Error;
 use crate::root::SystemRoot;
 
@@ -20,6 +27,11 @@ use crate::root::SystemRoot;
 pub const DIR: &str = "/var/lib/release-upgrader/image";
 /// The settings file's name in [`DIR`].
 pub const FILE: &str = "settings.json";
+/// The lock file of a read-modify-write of [`FILE`], beside it.
+pub const LOCK: &str = "settings.lock";
+/// How long a change waits for another one to end (each holds the lock for one read and
+/// one write).
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// What `auto_download` reads as when unset (system-image 3.x: download automatically,
 /// "on wifi" — which no client can tell, so always).
@@ -72,18 +84,17 @@ pub struct Settings {
 impl Settings {
     /// The settings of the system at `root` (none stored: empty).
     pub fn load(root: &SystemRoot) -> Result<Settings, Error> {
-        let values = match root.open_dir(DIR)? {
-            Some(dir) => dir
-                .load_json::<BTreeMap<String, String>>(&file(), "settings file")?
-                .unwrap_or_default(),
-            None => BTreeMap::new(),
-        };
-        Ok(Settings { values })
+        match root.open_dir(DIR)? {
+            Some(dir) => Settings::load_from(&dir),
+            None => Ok(Settings::default()),
+        }
     }
 
-    /// Writes the settings atomically.
-    pub fn save(&self, root: &SystemRoot) -> Result<(), Error> {
-        root.create_dir(DIR)?.save_json(&file(), &self.values)
+    fn load_from(dir: &Tree) -> Result<Settings, Error> {
+        let values = dir
+            .load_json::<BTreeMap<String, String>>(&file(), "settings file")?
+            .unwrap_or_default();
+        Ok(Settings { values })
     }
 
     /// The value of `key`, or its default.
@@ -126,13 +137,48 @@ fn file() -> RelPath {
     RelPath::new(FILE).expect("a plain name")
 }
 
-/// Reads, changes with `change` and saves the settings of `root`: one load and one
-/// atomic save, so a concurrent reader sees the old file or the new one.
+/// Reads, changes with `change` and saves the settings of `root`, holding the lock
+/// ([`lock`]): one load and one atomic save, so a concurrent reader sees the old file or
+/// the new one, and a concurrent writer waits for this one to end.
 pub fn update<T>(root: &SystemRoot, change: impl FnOnce(&mut Settings) -> T) -> Result<T, Error> {
-    let mut settings = Settings::load(root)?;
+    let dir = root.create_dir(DIR)?;
+    let _lock = lock(&dir, LOCK_WAIT)?;
+    let mut settings = Settings::load_from(&dir)?;
     let out = change(&mut settings);
-    settings.save(root)?;
+    dir.save_json(&file(), &settings.values)?;
     Ok(out)
+}
+
+/// Takes the exclusive `flock` on [`LOCK`] in `dir` (the settings' directory), waiting
+/// up to `wait` for another holder; released when dropped. A lock file that is a
+/// symlink, a directory or anything but a regular file is refused.
+pub fn lock(dir: &Tree, wait: Duration) -> Result<Flock<std::fs::File>, Error> {
+    let mut file = dir.open_lock_file(LOCK)?;
+    let start = Instant::now();
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => return Ok(held),
+            Err((back, Errno::EWOULDBLOCK | Errno::EINTR)) if start.elapsed() < wait => {
+                file = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(Error::Config {
+                    path: dir.path().join(LOCK),
+                    reason: format!(
+                        "another change of the settings held the lock for {} s",
+                        wait.as_secs()
+                    ),
+                });
+            }
+            Err((_, errno)) => {
+                return Err(Error::io(
+                    dir.path().join(LOCK),
+                    std::io::Error::from(errno),
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -215,5 +261,88 @@ mod tests {
         std::fs::write(&path, "[1, 2").unwrap();
         let err = Settings::load(&root).unwrap_err();
         assert!(err.to_string().contains("settings.json"), "{err}");
+    }
+
+    #[test]
+    fn concurrent_updates_lose_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path());
+        std::thread::scope(|scope| {
+            for n in 0..16 {
+                let root = &root;
+                scope.spawn(move || {
+                    for round in 0..4 {
+                        update(root, |s| s.set(&format!("k{n}_{round}"), &format!("v{n}")))
+                            .unwrap()
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let stored = Settings::load(&root).unwrap();
+        assert_eq!(stored.visible().count(), 64);
+        for n in 0..16 {
+            for round in 0..4 {
+                assert_eq!(stored.get(&format!("k{n}_{round}")), format!("v{n}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_change_waits_for_the_lock_and_gives_up_after_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path());
+        let tree = root.create_dir(DIR).unwrap();
+        let held = lock(&tree, Duration::ZERO).unwrap();
+        let err = lock(&tree, Duration::from_millis(50)).unwrap_err();
+        assert!(err.to_string().contains("settings.lock"), "{err}");
+        assert_eq!(err.exit_code(), crate::error::ExitCode::Usage);
+        // Released on drop: a change waiting meanwhile goes through.
+        let waiter = std::thread::spawn({
+            let root = root.clone();
+            move || update(&root, |s| s.set("min_battery", "5"))
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiter.is_finished());
+        drop(held);
+        assert_eq!(waiter.join().unwrap().unwrap(), Ok(true));
+        assert_eq!(Settings::load(&root).unwrap().get("min_battery"), "5");
+    }
+
+    #[test]
+    fn a_lock_file_that_is_a_symlink_a_directory_or_a_fifo_is_refused_and_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::new(dir.path().join("root"));
+        let state = dir.path().join("root/var/lib/release-upgrader/image");
+        let outside = dir.path().join("outside");
+        type Make<'a> = &'a dyn Fn(&std::path::Path);
+        let hostile: [(&str, Make<'_>); 4] = [
+            ("symlink", &|p| {
+                std::os::unix::fs::symlink(&outside, p).unwrap()
+            }),
+            ("symlink to a file", &|p| {
+                std::fs::write(&outside, "mine").unwrap();
+                std::os::unix::fs::symlink(&outside, p).unwrap()
+            }),
+            ("directory", &|p| std::fs::create_dir(p).unwrap()),
+            ("fifo", &|p| {
+                nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }),
+        ];
+        for (what, make) in hostile {
+            let _ = std::fs::remove_dir_all(dir.path().join("root"));
+            let _ = std::fs::remove_file(&outside);
+            std::fs::create_dir_all(&state).unwrap();
+            make(&state.join(LOCK));
+            let err = update(&root, |s| s.set("min_battery", "5")).unwrap_err();
+            assert!(
+                matches!(err, Error::Refused { .. }) && err.to_string().contains("settings.lock"),
+                "{what}: {err}"
+            );
+            assert_eq!(err.exit_code(), crate::error::ExitCode::Usage, "{what}");
+            assert!(!state.join(FILE).exists(), "{what}");
+            let mine = std::fs::read_to_string(&outside).ok();
+            assert!(mine.is_none() || mine.as_deref() == Some("mine"), "{what}");
+        }
     }
 }

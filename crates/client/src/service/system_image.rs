@@ -52,9 +52,9 @@ pub const NAME: &str = "com.canonical.SystemImage";
 pub const PATH: &str = "/Service";
 pub const INTERFACE: &str = "com.canonical.SystemImage";
 
-/// The command file the recovery reads, as system-image's `[updater] cache_partition`
+/// The command file the recovery reads, in the configured `[updater] cache_partition`
 /// (this client's `image apply --recovery` writes it there too).
-pub const RECOVERY_COMMAND: &str = "/cache/recovery/ubuntu_command";
+pub const RECOVERY_COMMAND: &str = "ubuntu_command";
 /// Where system-image reads the date of the last update from, when it exists.
 pub const LAST_UPDATE_FILE: &str = "/userdata/.last_update";
 
@@ -640,15 +640,13 @@ impl SystemImage {
     /// `Rebooting` may or may not get out before the reboot).
     fn reset(&self, connection: &zbus::Connection, command: &str) -> fdo::Result<()> {
         let root = &self.shared.root;
-        // /cache is a partition of its own on a device: entered, as `image apply
-        // --recovery` does; symlinks on the way are refused.
-        root.create_dir("/cache/recovery")
-            .and_then(|dir| {
-                dir.write_atomic(
-                    &crate::confine::RelPath::new("ubuntu_command").expect("a plain name"),
-                    command.as_bytes(),
-                )
-            })
+        // The configured `[updater] cache_partition`, as system-image writes it: a
+        // partition of its own on a device, entered as `image apply --recovery` does;
+        // symlinks on the way are refused.
+        self.shared
+            .config()?
+            .cache_partition_dir(root)
+            .and_then(|dir| dir.write_atomic(&recovery_command(), command.as_bytes()))
             .map_err(|e| fdo::Error::Failed(reason(&e)))?;
         self.reboot_in_thread(connection, reboot::Into::Recovery);
         Ok(())
@@ -1116,6 +1114,28 @@ fn download(signals: Arc<Signals>) {
     }
 }
 
+fn recovery_command() -> crate::confine::RelPath {
+    crate::confine::RelPath::new(RECOVERY_COMMAND).expect("a plain name")
+}
+
+/// Whether the recovery has a command waiting in the configured cache partition (a
+/// configuration that cannot say where: no).
+fn recovery_command_waiting(root: &SystemRoot) -> bool {
+    let found = Config::load(root)
+        .and_then(|c| c.cache_partition_existing(root))
+        .and_then(|dir| match dir {
+            Some(dir) => dir.kind(&recovery_command()),
+            None => Ok(None),
+        });
+    match found {
+        Ok(kind) => kind == Some(crate::confine::Kind::File),
+        Err(e) => {
+            log::warn!("looking for the recovery's command: {}", reason(&e));
+            false
+        }
+    }
+}
+
 /// The apply worker: applies what was downloaded (or, with nothing downloaded, reboots
 /// into a recovery that has a command waiting, as system-image), sends `Applied`, and
 /// after a successful apply reboots, sending `Rebooting`.
@@ -1125,7 +1145,7 @@ fn apply_update(signals: Arc<Signals>) {
     let (applied, into) = match begun {
         ApplyStart::Busy => (false, reboot::Into::System),
         ApplyStart::NotApplicable => {
-            let waiting = shared.root.path(RECOVERY_COMMAND).is_file();
+            let waiting = recovery_command_waiting(&shared.root);
             (waiting, reboot::Into::Recovery)
         }
         ApplyStart::Go(prepared) => {

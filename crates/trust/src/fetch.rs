@@ -374,6 +374,11 @@ impl Fetcher {
         self
     }
 
+    /// Whether the user cancelled (the flag of [`Fetcher::with_cancel`] is set).
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
     fn check_cancelled(&self) -> Result<(), Error> {
         if self.cancel.load(Ordering::SeqCst) {
             Err(Error::Cancelled)

@@ -27,8 +27,15 @@ impl Upgrader<'_> {
         error: anyhow::Error,
         logs: &Logs,
     ) -> UpgradeFailure {
-        let cancelled = crate::error::exit_code_of(&error) == ExitCode::Cancelled;
         logs.main(&format!("rolling back: {error:#}"));
+        // Ctrl-C reaches apt too, which then fails in its own words (a download "failed"):
+        // the user cancelled, and is told so, not sent to check the network.
+        let error = if self.session.fetcher.cancelled() {
+            anyhow::Error::new(crate::error::Error::Cancelled)
+        } else {
+            error
+        };
+        let cancelled = crate::error::exit_code_of(&error) == ExitCode::Cancelled;
         let mut problems = Vec::new();
         if let Err(e) = sources::restore(&self.session.root, &journal.sources) {
             problems.push(format!("restoring the sources: {e}"));

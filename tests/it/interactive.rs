@@ -383,3 +383,27 @@ fn f_json_without_json_is_a_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("add --json"), "{err}");
 }
+
+/// The program answering went away (its end of stdin closed): the question still comes
+/// as an event, and dpkg takes its default (the user's file kept), instead of waiting
+/// for an answer that never comes.
+#[test]
+fn with_f_json_and_nobody_left_to_answer_the_question_takes_its_default() {
+    let w = edited_world();
+    let out = w
+        .command(&["--json", "upgrade", "-f", "json", "-y"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(r#""event":"question""#) && l.contains("/etc/demo.conf")),
+        "{stdout}"
+    );
+    assert_eq!(w.read("/etc/demo.conf"), MINE);
+    assert_eq!(w.read("/etc/demo.conf.dpkg-dist"), SHIPPED);
+    w.assert_all_on_beta("after a default answer");
+}

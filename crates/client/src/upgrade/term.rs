@@ -390,6 +390,9 @@ impl<'a> Relay<'a> {
                 continue;
             }
             match rustix::io::read(&stdin, &mut buf) {
+                // The program that answers went away: nobody will, so each question
+                // from here on takes its default (an empty line), as unattended.
+                Ok(0) | Err(_) if !self.on_terminal => return self.defaults(),
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let mut rest = &buf[..n];
@@ -401,6 +404,18 @@ impl<'a> Relay<'a> {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Relay<'_> {
+    /// Answers every question still to come with an empty line (its default).
+    fn defaults(&self) {
+        while !self.over.load(Ordering::SeqCst) {
+            if self.asking.swap(false, Ordering::SeqCst) {
+                let _ = rustix::io::write(&self.master, b"\n");
+            }
+            std::thread::sleep(TICK / 2);
         }
     }
 }

@@ -109,47 +109,60 @@ impl Service {
 
     /// … as `uid` (through setpriv) when given.
     pub(crate) fn client_as(&self, uid: Option<u32>, steps: &[&str]) -> Vec<Value> {
-        let mut cmd = match uid {
-            Some(uid) => {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    &format!("--reuid={uid}"),
-                    &format!("--regid={uid}"),
-                    "--clear-groups",
-                    PYTHON,
-                ]);
-                c
-            }
-            None => Command::new(PYTHON),
-        };
-        let out = cmd
-            .arg(CLIENT)
-            .args(steps)
-            .envs(self.bus.env())
-            .current_dir("/")
-            .output()
-            .expect("python3 with python3-dbus and python3-gi (scripts/setup)");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let events: Vec<Value> = stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        assert!(
-            out.status.success(),
-            "client {steps:?} failed: {events:#?}\n{}\nservice:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.bus_log()
-        );
-        events
-    }
-
-    pub(crate) fn bus_log(&self) -> String {
-        std::fs::read_to_string(self.bus.dir().join("bus.log")).unwrap_or_default()
+        run_client(&self.bus, uid, &[], steps)
     }
 
     pub(crate) fn logind_calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
+}
+
+/// What the bus and the services it started said.
+pub(crate) fn bus_log(bus: &PrivateBus) -> String {
+    std::fs::read_to_string(bus.dir().join("bus.log")).unwrap_or_default()
+}
+
+/// Runs the python client on `bus` with `steps` (as `uid` through setpriv when given,
+/// with `env` added); its events. A failing client fails the test, with the bus's log.
+pub(crate) fn run_client(
+    bus: &PrivateBus,
+    uid: Option<u32>,
+    env: &[(&str, &str)],
+    steps: &[&str],
+) -> Vec<Value> {
+    let mut cmd = match uid {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                PYTHON,
+            ]);
+            c
+        }
+        None => Command::new(PYTHON),
+    };
+    let out = cmd
+        .arg(CLIENT)
+        .args(steps)
+        .envs(bus.env())
+        .envs(env.iter().copied())
+        .current_dir("/")
+        .output()
+        .expect("python3 with python3-dbus and python3-gi (scripts/setup)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        out.status.success(),
+        "client {steps:?} failed: {events:#?}\n{}\nservice:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        bus_log(bus)
+    );
+    events
 }
 
 /// The signals among `events`, as (name, args).

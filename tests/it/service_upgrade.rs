@@ -4,19 +4,15 @@
 //! user edited, so dpkg asks about it and the answer comes back over the bus.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ru_testing::dbus::PrivateBus;
 use serde_json::{Value, json};
 
 use crate::interactive::{MINE, SHIPPED, edited_world};
+use crate::service::run_client;
 use crate::support::BIN;
 use crate::upgrade::{World, audit_clean};
 
-const CLIENT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/dbus/system_image_client.py"
-);
 const DIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/dbus-1");
 const NAME: &str = "org.releaseupgrader.ReleaseUpgrader";
 const PATH: &str = "/org/releaseupgrader/ReleaseUpgrader1";
@@ -61,43 +57,15 @@ impl Desktop {
         self.client_as(None, steps)
     }
 
-    /// Runs the python client with `steps` (as `uid` through setpriv when given).
+    /// Runs the python client for this interface with `steps` (as `uid` when given).
     fn client_as(&self, uid: Option<u32>, steps: &[&str]) -> Vec<Value> {
-        let mut cmd = match uid {
-            Some(uid) => {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    &format!("--reuid={uid}"),
-                    &format!("--regid={uid}"),
-                    "--clear-groups",
-                    "/usr/bin/python3",
-                ]);
-                c
-            }
-            None => Command::new("/usr/bin/python3"),
-        };
-        let out = cmd
-            .arg(CLIENT)
-            .args(steps)
-            .envs(self.bus.env())
-            .env("CLIENT_NAME", NAME)
-            .env("CLIENT_PATH", PATH)
-            .env("CLIENT_IFACE", IFACE)
-            .env("CLIENT_WAIT", "240")
-            .current_dir("/")
-            .output()
-            .expect("python3 with python3-dbus and python3-gi (scripts/setup)");
-        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        assert!(
-            out.status.success(),
-            "client {steps:?} failed: {events:#?}\n{}\nbus and service:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(self.bus.dir().join("bus.log")).unwrap_or_default()
-        );
-        events
+        let env = [
+            ("CLIENT_NAME", NAME),
+            ("CLIENT_PATH", PATH),
+            ("CLIENT_IFACE", IFACE),
+            ("CLIENT_WAIT", "240"),
+        ];
+        run_client(&self.bus, uid, &env, steps)
     }
 }
 

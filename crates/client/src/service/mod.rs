@@ -37,6 +37,46 @@ pub enum Wake {
     Exit,
 }
 
+/// The workers' line to the service's main thread (any thread may use it).
+#[derive(Debug)]
+pub struct Waker(std::sync::Mutex<mpsc::Sender<Wake>>);
+
+impl Waker {
+    pub fn new(wake: mpsc::Sender<Wake>) -> Self {
+        Waker(std::sync::Mutex::new(wake))
+    }
+
+    fn send(&self, wake: Wake) {
+        let _ = self.0.lock().unwrap_or_else(|e| e.into_inner()).send(wake);
+    }
+
+    /// Something happened: the idle time starts again.
+    pub fn keepalive(&self) {
+        self.send(Wake::Keepalive);
+    }
+
+    /// `Exit()`: the service ends.
+    pub fn exit(&self) {
+        self.send(Wake::Exit);
+    }
+}
+
+/// Sends a signal of the object at `path` from a worker thread (outside the bus's
+/// executor, so it may wait for the send); a failure is logged, the work goes on.
+fn send_signal<F: std::future::Future<Output = zbus::Result<()>>>(
+    connection: &zbus::Connection,
+    path: &str,
+    name: &str,
+    send: impl FnOnce(zbus::object_server::SignalEmitter<'static>) -> F,
+) {
+    let result = zbus::object_server::SignalEmitter::new(connection, path)
+        .map(|e| e.into_owned())
+        .and_then(|emitter| zbus::block_on(send(emitter)));
+    if let Err(e) = result {
+        log::warn!("sending {name}: {e}");
+    }
+}
+
 /// Why the service ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {

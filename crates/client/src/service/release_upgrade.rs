@@ -532,7 +532,7 @@ pub struct Shared {
     root: SystemRoot,
     cli: Cli,
     authority: Authority,
-    wake: Mutex<Sender<Wake>>,
+    wake: super::Waker,
     work: Mutex<Work>,
     found: Mutex<Option<Found>>,
     reboot_required: Mutex<bool>,
@@ -546,7 +546,7 @@ impl Shared {
             root,
             cli,
             authority,
-            wake: Mutex::new(wake),
+            wake: super::Waker::new(wake),
             work: Mutex::default(),
             found: Mutex::default(),
             reboot_required: Mutex::new(false),
@@ -564,11 +564,7 @@ impl Shared {
     }
 
     fn keepalive(&self) {
-        let _ = self
-            .wake
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Wake::Keepalive);
+        self.wake.keepalive();
     }
 
     fn command(&self, args: &[OsString]) -> Command {
@@ -604,12 +600,7 @@ impl Signals {
         send: impl FnOnce(SignalEmitter<'static>) -> F,
     ) {
         self.shared.keepalive();
-        let result = SignalEmitter::new(&self.connection, PATH)
-            .map(|e| e.into_owned())
-            .and_then(|emitter| zbus::block_on(send(emitter)));
-        if let Err(e) = result {
-            log::warn!("sending {name}: {e}");
-        }
+        super::send_signal(&self.connection, PATH, name, send);
     }
 
     /// `PropertiesChanged` for the properties a worker changed.

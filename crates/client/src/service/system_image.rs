@@ -404,7 +404,7 @@ pub struct Shared {
     root: SystemRoot,
     fetcher: Fetcher,
     authority: Authority,
-    wake: Mutex<Sender<Wake>>,
+    wake: super::Waker,
     state: Mutex<State<Prepared>>,
     /// Signalled when a pause ends (or a cancel wakes a paused download).
     resumed: Condvar,
@@ -421,7 +421,7 @@ impl Shared {
             root,
             fetcher,
             authority,
-            wake: Mutex::new(wake),
+            wake: super::Waker::new(wake),
             state: Mutex::new(State::default()),
             resumed: Condvar::new(),
         }
@@ -443,19 +443,11 @@ impl Shared {
     }
 
     fn keepalive(&self) {
-        let _ = self
-            .wake
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Wake::Keepalive);
+        self.wake.keepalive();
     }
 
     fn exit(&self) {
-        let _ = self
-            .wake
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Wake::Exit);
+        self.wake.exit();
     }
 
     fn config(&self) -> fdo::Result<Config> {
@@ -509,12 +501,7 @@ impl Signals {
         send: impl FnOnce(SignalEmitter<'static>) -> F,
     ) {
         self.shared.keepalive();
-        let result = SignalEmitter::new(&self.connection, PATH)
-            .map(|e| e.into_owned())
-            .and_then(|emitter| zbus::block_on(send(emitter)));
-        if let Err(e) = result {
-            log::warn!("sending {name}: {e}");
-        }
+        super::send_signal(&self.connection, PATH, name, send);
     }
 
     fn update_available_status(&self, update: &Update, downloading: bool, error: &str) {

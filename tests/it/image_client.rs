@@ -1649,33 +1649,22 @@ fn a_blacklist_without_its_signature_is_not_ignored() {
     expect_tree(&f.root, 1, f.port);
 }
 
-/// What `release-upgrader-publish image …` (the server side of this crate) publishes
-/// takes a device from build 1 to 3 through deltas (and, by default, zdeltas).
-#[test]
-fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas() {
+/// Makes the three keys of an image server under `d/keys/` and their keyring chain
+/// (archive-master self-signed, image-master signed by it, image-signing by image-master)
+/// under `d/gpg/` with `release-upgrader-publish key generate` and `image keyring`: the
+/// secret key file of a key by name, and the `gpg/` directory.
+pub(crate) fn cli_keyrings(d: &Path) -> (impl Fn(&str) -> String + use<>, PathBuf) {
     use crate::support::PUBLISH_BIN;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let www = d.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let server = Server::start(&www).unwrap();
-    let port = server.addr().port();
     let publish = |args: &[&str]| {
         let out = Command::new(PUBLISH_BIN).args(args).output().unwrap();
         Run(out).expect(0);
     };
     let p = |path: &Path| path.to_str().unwrap().to_owned();
+    let keys = d.join("keys");
     for k in ["archive-master", "image-master", "image-signing"] {
-        publish(&[
-            "key",
-            "generate",
-            "--out",
-            &p(&d.join("keys").join(k)),
-            "--uid",
-            k,
-        ]);
+        publish(&["key", "generate", "--out", &p(&keys.join(k)), "--uid", k]);
     }
-    let secret = |k: &str| p(&d.join("keys").join(k).join("secret.asc"));
+    let secret = move |k: &str| p(&keys.join(k).join("secret.asc"));
     let gpg = d.join("gpg");
     for (kind, signer) in [
         ("archive-master", "archive-master"),
@@ -1695,6 +1684,26 @@ fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas(
             &p(&gpg.join(format!("{kind}.tar.xz"))),
         ]);
     }
+    (secret, gpg)
+}
+
+/// What `release-upgrader-publish image …` (the server side of this crate) publishes
+/// takes a device from build 1 to 3 through deltas (and, by default, zdeltas).
+#[test]
+fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas() {
+    use crate::support::PUBLISH_BIN;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let server = Server::start(&www).unwrap();
+    let port = server.addr().port();
+    let publish = |args: &[&str]| {
+        let out = Command::new(PUBLISH_BIN).args(args).output().unwrap();
+        Run(out).expect(0);
+    };
+    let p = |path: &Path| path.to_str().unwrap().to_owned();
+    let (secret, gpg) = cli_keyrings(d);
     let archive_master = std::fs::read(gpg.join("archive-master.tar.xz")).unwrap();
     let with_anchor = |build: u64| {
         let mut t = tree(build, port);

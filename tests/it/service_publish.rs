@@ -45,36 +45,7 @@ impl Published {
         std::fs::create_dir_all(&www).unwrap();
         let server = Server::start(&www).unwrap();
         let port = server.addr().port();
-        for k in ["archive-master", "image-master", "image-signing"] {
-            publish(&[
-                "key",
-                "generate",
-                "--out",
-                &p(&d.join("keys").join(k)),
-                "--uid",
-                k,
-            ]);
-        }
-        let secret = |k: &str| p(&d.join("keys").join(k).join("secret.asc"));
-        let gpg = d.join("gpg");
-        for (kind, signer) in [
-            ("archive-master", "archive-master"),
-            ("image-master", "archive-master"),
-            ("image-signing", "image-master"),
-        ] {
-            publish(&[
-                "image",
-                "keyring",
-                "--type",
-                kind,
-                "--key",
-                &secret(kind),
-                "--signed-by",
-                &secret(signer),
-                "--out",
-                &p(&gpg.join(format!("{kind}.tar.xz"))),
-            ]);
-        }
+        let (secret, gpg) = crate::image_client::cli_keyrings(&d);
         let archive_master = std::fs::read(gpg.join("archive-master.tar.xz")).unwrap();
         let mut published = Published {
             dir,

@@ -61,19 +61,41 @@ impl Waker {
     }
 }
 
-/// Sends a signal of the object at `path` from a worker thread (outside the bus's
-/// executor, so it may wait for the send); a failure is logged, the work goes on.
-fn send_signal<F: std::future::Future<Output = zbus::Result<()>>>(
-    connection: &zbus::Connection,
-    path: &str,
-    name: &str,
-    send: impl FnOnce(zbus::object_server::SignalEmitter<'static>) -> F,
-) {
-    let result = zbus::object_server::SignalEmitter::new(connection, path)
-        .map(|e| e.into_owned())
-        .and_then(|emitter| zbus::block_on(send(emitter)));
-    if let Err(e) = result {
-        log::warn!("sending {name}: {e}");
+/// What a service's workers share: the object's path, and the idle time each signal
+/// starts again.
+trait Served {
+    const PATH: &'static str;
+    fn keepalive(&self);
+}
+
+/// The signals a worker sends, from its own thread (outside the bus's executor, so it
+/// may wait for the send).
+struct Signals<S> {
+    connection: zbus::Connection,
+    shared: Arc<S>,
+}
+
+impl<S: Served> Signals<S> {
+    fn new(connection: &zbus::Connection, shared: Arc<S>) -> Arc<Self> {
+        Arc::new(Signals {
+            connection: connection.clone(),
+            shared,
+        })
+    }
+
+    /// Sends the signal `name` (made by `send`); a failure is logged, the work goes on.
+    fn send<F: std::future::Future<Output = zbus::Result<()>>>(
+        &self,
+        name: &str,
+        send: impl FnOnce(zbus::object_server::SignalEmitter<'static>) -> F,
+    ) {
+        self.shared.keepalive();
+        let result = zbus::object_server::SignalEmitter::new(&self.connection, S::PATH)
+            .map(|e| e.into_owned())
+            .and_then(|emitter| zbus::block_on(send(emitter)));
+        if let Err(e) = result {
+            log::warn!("sending {name}: {e}");
+        }
     }
 }
 

@@ -586,23 +586,17 @@ impl Shared {
     }
 }
 
-/// Signals and property changes, sent from the workers (outside the bus's executor, so
-/// they may wait for the send).
-struct Signals {
-    connection: zbus::Connection,
-    shared: Arc<Shared>,
+type Signals = super::Signals<Shared>;
+
+impl super::Served for Shared {
+    const PATH: &'static str = PATH;
+
+    fn keepalive(&self) {
+        self.wake.keepalive();
+    }
 }
 
 impl Signals {
-    fn send<F: std::future::Future<Output = zbus::Result<()>>>(
-        &self,
-        name: &str,
-        send: impl FnOnce(SignalEmitter<'static>) -> F,
-    ) {
-        self.shared.keepalive();
-        super::send_signal(&self.connection, PATH, name, send);
-    }
-
     /// `PropertiesChanged` for the properties a worker changed.
     fn changed(&self, state: bool, progress: bool, target: bool, reboot: bool) {
         let result = zbus::block_on(async {
@@ -805,10 +799,7 @@ impl ReleaseUpgrader {
     }
 
     fn signals(&self, connection: &zbus::Connection) -> Arc<Signals> {
-        Arc::new(Signals {
-            connection: connection.clone(),
-            shared: self.shared.clone(),
-        })
+        Signals::new(connection, self.shared.clone())
     }
 
     fn busy_error(work: &Work) -> Option<CallError> {

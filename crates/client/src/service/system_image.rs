@@ -487,23 +487,17 @@ pub fn reason(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The signals, sent from the workers (which run outside the bus's executor, so they
-/// may wait for the send).
-struct Signals {
-    connection: zbus::Connection,
-    shared: Arc<Shared>,
+type Signals = super::Signals<Shared>;
+
+impl super::Served for Shared {
+    const PATH: &'static str = PATH;
+
+    fn keepalive(&self) {
+        self.wake.keepalive();
+    }
 }
 
 impl Signals {
-    fn send<F: std::future::Future<Output = zbus::Result<()>>>(
-        &self,
-        name: &str,
-        send: impl FnOnce(SignalEmitter<'static>) -> F,
-    ) {
-        self.shared.keepalive();
-        super::send_signal(&self.connection, PATH, name, send);
-    }
-
     fn update_available_status(&self, update: &Update, downloading: bool, error: &str) {
         // For Information()'s last_check_date, as system-image records it.
         let now = format_date(std::time::SystemTime::now());
@@ -617,10 +611,7 @@ impl SystemImage {
     }
 
     fn signals(&self, connection: &zbus::Connection) -> Arc<Signals> {
-        Arc::new(Signals {
-            connection: connection.clone(),
-            shared: self.shared.clone(),
-        })
+        Signals::new(connection, self.shared.clone())
     }
 
     /// Writes the recovery's command file, then reboots into the recovery (a thread:

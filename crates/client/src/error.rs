@@ -183,6 +183,15 @@ pub enum Error {
     #[error("{uri}: {reason}")]
     Network { uri: String, reason: String },
 
+    /// A DBus service that `notify` needs (the system service, the desktop's notification
+    /// server) is not on its bus, could not be started, or did not answer in time.
+    #[error("{service}: {reason}")]
+    Unreachable { service: String, reason: String },
+
+    /// A DBus service refused this user (polkit said no).
+    #[error("{service} refused: {reason}")]
+    Denied { service: String, reason: String },
+
     // --- cancelled (exit 130) ---
     #[error("cancelled")]
     Cancelled,
@@ -212,6 +221,7 @@ impl Error {
             | Refused { .. }
             | Reboot { .. }
             | BadState { .. }
+            | Denied { .. }
             | Program { .. } => ExitCode::Usage,
             UpgradesDisabled { .. }
             | ReleaseNotListed { .. }
@@ -232,7 +242,7 @@ impl Error {
             | NotAHelper { .. }
             | MissingPackage { .. }
             | UnsatisfiableVersion { .. } => ExitCode::Verification,
-            Network { .. } => ExitCode::Network,
+            Network { .. } | Unreachable { .. } => ExitCode::Network,
             Cancelled => ExitCode::Cancelled,
             Format(e) => e.exit_code(),
             Trust(e) => e.exit_code(),
@@ -305,6 +315,18 @@ impl Error {
             }
             Network { .. } => "check the network connection and proxy settings \
                  (http_proxy, https_proxy, no_proxy), then try again"
+                .into(),
+            Unreachable { service, .. } if service.starts_with("org.freedesktop.Notifications") => {
+                "run it in the desktop session (DBUS_SESSION_BUS_ADDRESS names the session \
+                 bus, and the desktop shows notifications)"
+                    .into()
+            }
+            Unreachable { .. } => "check that the release-upgrader package is installed (it \
+                 ships the service's bus activation file) and that the system bus runs; \
+                 `journalctl -b` says why the service did not start"
+                .into(),
+            Denied { .. } => "polkit allows org.releaseupgrader.check to users of an active \
+                 local session: run it in the desktop session, or ask the administrator"
                 .into(),
             Format(e) => return e.hint(),
             Trust(e) => return e.hint(),

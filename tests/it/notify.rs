@@ -28,6 +28,10 @@ const FAKE_POLKIT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/dbus/fake_polkit.py"
 );
+const SPOOF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/dbus/spoof_signal.py"
+);
 const MOTD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/dist/update-motd.d/91-release-upgrader"
@@ -43,9 +47,13 @@ struct Fake {
 
 impl Fake {
     fn start(script: &str, mode: &str, env: (&str, &str)) -> Fake {
+        Fake::start_with(script, &[mode], env)
+    }
+
+    fn start_with(script: &str, args: &[&str], env: (&str, &str)) -> Fake {
         let mut child = Command::new(PYTHON)
             .arg(script)
-            .arg(mode)
+            .args(args)
             .env(env.0, env.1)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -137,6 +145,18 @@ impl Session {
     /// `release-upgrader --json --root ROOT notify ARGS` in this session, with
     /// `system` (a bus address) for the system bus, as `uid` when given.
     fn notify(&self, root: &Path, system: &str, uid: Option<u32>, args: &[&str]) -> Run {
+        self.notify_on(root, system, self.bus.address(), uid, args)
+    }
+
+    /// [`Session::notify`] with `session` for the session bus.
+    fn notify_on(
+        &self,
+        root: &Path,
+        system: &str,
+        session: &str,
+        uid: Option<u32>,
+        args: &[&str],
+    ) -> Run {
         let mut cmd = match uid {
             Some(uid) => {
                 let mut c = Command::new("setpriv");
@@ -162,7 +182,7 @@ impl Session {
             .args(["--check-timeout", "240"])
             .args(args)
             .env("DBUS_SYSTEM_BUS_ADDRESS", system)
-            .env("DBUS_SESSION_BUS_ADDRESS", self.bus.address())
+            .env("DBUS_SESSION_BUS_ADDRESS", session)
             .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .env("HOME", "/nonexistent")
             .env("PATH", path)
@@ -249,6 +269,23 @@ fn wait_for(path: &Path) -> String {
 fn a_new_release_is_announced_once_and_not_again_after_not_now() {
     let d = Desktop::new(World::new());
     let s = Session::new("dismiss");
+    // Outside a desktop session: the release is found, but there is nobody to tell.
+    let nowhere = format!("unix:path={}/no-session-bus", s.dir.path().display());
+    let lost = s.notify_on(
+        &d.w.root,
+        d.bus.address(),
+        &nowhere,
+        None,
+        &["--wait", "60"],
+    );
+    lost.exits(4);
+    let error = lost.event("error");
+    assert!(
+        error["hint"].as_str().unwrap().contains("desktop session"),
+        "{error}"
+    );
+    assert!(!s.state_file().exists());
+
     let first = s.notify(&d.w.root, d.bus.address(), None, &["--wait", "60"]);
     first.exits(0);
     assert_eq!(
@@ -388,13 +425,24 @@ fn nobody_in_the_desktop_session_may_check_through_polkit_and_an_unanswered_noti
     let d = Desktop::new(World::new());
     // notify reads the root's Prompt as nobody.
     std::fs::set_permissions(d.w._dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = Session::new("none");
+    // Without polkit on the bus only root may check: refused, and said so.
+    let refused = s.notify(&d.w.root, d.bus.address(), Some(NOBODY), &["--wait", "2"]);
+    refused.exits(2);
+    let error = refused.event("error");
+    let said = format!("{} {}", error["causes"], error["hint"]);
+    assert!(
+        said.contains("AccessDenied") || said.contains("refused"),
+        "{said}"
+    );
+    assert!(said.contains("polkit"), "{said}");
+    assert!(s.server.calls("Notify").is_empty());
     // Polkit's answer for a user of the active local session (the policy's default).
     let _polkit = Fake::start(
         FAKE_POLKIT,
         "yes",
         ("DBUS_SYSTEM_BUS_ADDRESS", d.bus.address()),
     );
-    let s = Session::new("none");
     let run = s.notify(&d.w.root, d.bus.address(), Some(NOBODY), &["--wait", "2"]);
     run.exits(0);
     assert_eq!(run.event("notify")["announced"], true);
@@ -523,4 +571,49 @@ fn the_user_units_and_the_autostart_entry_run_notify_and_verify() {
         text(&out)
     );
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Anyone on the buses may send signals named as the service's and the notification
+/// server's: a `ReleaseChecked` for a release that does not exist, an `ActionInvoked`
+/// "upgrade" for the notification's id. Only those of the name that answered the call
+/// count.
+#[test]
+fn signals_from_anyone_but_the_service_and_the_notification_server_are_ignored() {
+    let d = Desktop::new(World::new());
+    let _fake_release = Fake::start_with(
+        SPOOF,
+        &[
+            "system",
+            "/org/releaseupgrader/ReleaseUpgrader1",
+            "org.releaseupgrader.ReleaseUpgrader1",
+            "ReleaseChecked",
+            "bsssbs",
+            r#"[true, "evil", "99 LTS", "", true, ""]"#,
+        ],
+        ("DBUS_SYSTEM_BUS_ADDRESS", d.bus.address()),
+    );
+    let s = Session::new("dismiss");
+    let _fake_click = Fake::start_with(
+        SPOOF,
+        &[
+            "session",
+            "/org/freedesktop/Notifications",
+            "org.freedesktop.Notifications",
+            "ActionInvoked",
+            "us",
+            r#"[1, "upgrade"]"#,
+        ],
+        ("DBUS_SESSION_BUS_ADDRESS", s.bus.address()),
+    );
+    let run = s.notify(&d.w.root, d.bus.address(), None, &["--wait", "60"]);
+    run.exits(0);
+    assert_eq!(run.event("notify")["codename"], "beta", "{}", run.said());
+    assert_eq!(run.event("notification")["outcome"], "dismiss");
+    assert!(
+        !s.gtk_ran().exists(),
+        "a stranger's click started the upgrader"
+    );
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.state_file()).unwrap()).unwrap();
+    assert_eq!(state, json!({"dismissed": ["beta"]}));
 }

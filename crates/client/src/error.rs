@@ -183,10 +183,15 @@ pub enum Error {
     #[error("{uri}: {reason}")]
     Network { uri: String, reason: String },
 
-    /// A DBus service that `notify` needs (the system service, the desktop's notification
-    /// server) is not on its bus, could not be started, or did not answer in time.
+    /// The system service `notify` asks is not on the system bus, could not be started,
+    /// or did not answer in time.
     #[error("{service}: {reason}")]
     Unreachable { service: String, reason: String },
+
+    /// The desktop's notification server (`org.freedesktop.Notifications` on the session
+    /// bus) is not there or did not answer in time.
+    #[error("no desktop notification server (org.freedesktop.Notifications): {reason}")]
+    NoNotificationServer { reason: String },
 
     /// A DBus service refused this user (polkit said no).
     #[error("{service} refused: {reason}")]
@@ -242,7 +247,7 @@ impl Error {
             | NotAHelper { .. }
             | MissingPackage { .. }
             | UnsatisfiableVersion { .. } => ExitCode::Verification,
-            Network { .. } | Unreachable { .. } => ExitCode::Network,
+            Network { .. } | Unreachable { .. } | NoNotificationServer { .. } => ExitCode::Network,
             Cancelled => ExitCode::Cancelled,
             Format(e) => e.exit_code(),
             Trust(e) => e.exit_code(),
@@ -316,9 +321,10 @@ impl Error {
             Network { .. } => "check the network connection and proxy settings \
                  (http_proxy, https_proxy, no_proxy), then try again"
                 .into(),
-            Unreachable { service, .. } if service.starts_with("org.freedesktop.Notifications") => {
-                "run it in the desktop session (DBUS_SESSION_BUS_ADDRESS names the session \
-                 bus, and the desktop shows notifications)"
+            NoNotificationServer { .. } => {
+                "run it in the desktop session (DBUS_SESSION_BUS_ADDRESS \
+                 or $XDG_RUNTIME_DIR/bus names its session bus, and the desktop shows \
+                 notifications)"
                     .into()
             }
             Unreachable { .. } => "check that the release-upgrader package is installed (it \

@@ -302,6 +302,12 @@ pub mod bus {
         }
     }
 
+    fn no_notifications(reason: impl std::fmt::Display) -> Error {
+        Error::NoNotificationServer {
+            reason: reason.to_string(),
+        }
+    }
+
     /// `what` before `deadline`, else `None`.
     async fn before<T>(deadline: Instant, what: impl Future<Output = T>) -> Option<T> {
         futures_lite::future::or(async { Some(what.await) }, async {
@@ -342,8 +348,11 @@ pub mod bus {
             )
             .await
             .ok_or_else(|| unreachable(NAME, "no answer to CheckRelease in time"))?;
-            if let Err(err) = called {
-                match method_error(&err) {
+            // Only the service's own signals count: anyone on the bus may send a signal
+            // named ReleaseChecked, but only the name's owner answers the call.
+            let owner = match called {
+                Ok(reply) => sender(&reply),
+                Err(err) => match method_error(&err) {
                     Some(("org.freedesktop.DBus.Error.AccessDenied", message)) => {
                         return Err(Error::Denied {
                             service: NAME.into(),
@@ -352,8 +361,9 @@ pub mod bus {
                     }
                     // A check under way answers for this one too; an upgrade does not.
                     Some((name, _)) if name.ends_with(".Error.Busy") => {
-                        if state(&system).await.as_deref() != Some("checking") {
-                            return Ok(Checked::Upgrading);
+                        match state(&system).await {
+                            Some((state, owner)) if state == "checking" => owner,
+                            _ => return Ok(Checked::Upgrading),
                         }
                     }
                     Some((
@@ -369,15 +379,18 @@ pub mod bus {
                         ));
                     }
                     _ => return Err(unreachable(NAME, err)),
-                }
-            }
+                },
+            };
+            let owner = owner.ok_or_else(|| unreachable(NAME, "an answer from no sender"))?;
             loop {
                 let message = before(deadline, answers.next())
                     .await
                     .ok_or_else(|| unreachable(NAME, "no ReleaseChecked in time"))?
                     .ok_or_else(|| unreachable(NAME, "the system bus went away"))?
                     .map_err(|e| unreachable(NAME, e))?;
-                if member(&message).as_deref() != Some("ReleaseChecked") {
+                if member(&message).as_deref() != Some("ReleaseChecked")
+                    || sender(&message).as_deref() != Some(owner.as_str())
+                {
                     continue;
                 }
                 let (available, codename, version, release_notes_uri, _pocket, reason): (
@@ -401,7 +414,8 @@ pub mod bus {
         })
     }
 
-    async fn state(connection: &Connection) -> Option<String> {
+    /// The service's `State` property, and the unique name that answered.
+    async fn state(connection: &Connection) -> Option<(String, Option<String>)> {
         let reply = connection
             .call_method(
                 Some(NAME),
@@ -413,7 +427,11 @@ pub mod bus {
             .await
             .ok()?;
         let value: zbus::zvariant::OwnedValue = reply.body().deserialize().ok()?;
-        String::try_from(value).ok()
+        Some((String::try_from(value).ok()?, sender(&reply)))
+    }
+
+    fn sender(message: &Message) -> Option<String> {
+        message.header().sender().map(|s| s.to_string())
     }
 
     fn member(message: &Message) -> Option<String> {
@@ -438,11 +456,11 @@ pub mod bus {
         zbus::block_on(async {
             let session = before(deadline, Connection::session())
                 .await
-                .ok_or_else(|| unreachable("the session bus", "no connection in time"))?
-                .map_err(|e| unreachable(&format!("{NOTIFICATIONS} (the session bus)"), e))?;
+                .ok_or_else(|| no_notifications("no connection to the session bus in time"))?
+                .map_err(|e| no_notifications(format!("the session bus: {e}")))?;
             let mut events = signals(&session, NOTIFICATIONS, NOTIFICATIONS_PATH)
                 .await
-                .map_err(|e| unreachable(NOTIFICATIONS, e))?;
+                .map_err(no_notifications)?;
             let actions: Vec<&str> = ACTIONS.iter().flat_map(|(k, l)| [*k, *l]).collect();
             let mut hints: HashMap<&str, zbus::zvariant::Value<'_>> = HashMap::new();
             hints.insert("urgency", 1u8.into());
@@ -466,12 +484,15 @@ pub mod bus {
                 ),
             )
             .await
-            .ok_or_else(|| unreachable(NOTIFICATIONS, "no answer to Notify in time"))?
-            .map_err(|e| unreachable(NOTIFICATIONS, e))?;
+            .ok_or_else(|| no_notifications("no answer to Notify in time"))?
+            .map_err(no_notifications)?;
+            // As on the system bus: only the server's own signals count.
+            let server =
+                sender(&reply).ok_or_else(|| no_notifications("an answer from no sender"))?;
             let id: u32 = reply
                 .body()
                 .deserialize()
-                .map_err(|e| unreachable(NOTIFICATIONS, format!("Notify answered {e}")))?;
+                .map_err(|e| no_notifications(format!("Notify answered {e}")))?;
             loop {
                 let Some(next) = before(deadline, events.next()).await else {
                     // Withdrawn, so that no button is left that nothing answers.
@@ -489,8 +510,11 @@ pub mod bus {
                     return Ok(Outcome::TimedOut);
                 };
                 let message = next
-                    .ok_or_else(|| unreachable(NOTIFICATIONS, "the session bus went away"))?
-                    .map_err(|e| unreachable(NOTIFICATIONS, e))?;
+                    .ok_or_else(|| no_notifications("the session bus went away"))?
+                    .map_err(no_notifications)?;
+                if sender(&message).as_deref() != Some(server.as_str()) {
+                    continue;
+                }
                 match member(&message).as_deref() {
                     Some("ActionInvoked") => {
                         if let Ok((of, key)) = message.body().deserialize::<(u32, String)>()

@@ -362,7 +362,12 @@ pub mod bus {
                     // A check under way answers for this one too; an upgrade does not.
                     Some((name, _)) if name.ends_with(".Error.Busy") => {
                         match state(&system).await {
-                            Some((state, owner)) if state == "checking" => owner,
+                            Some((state, owner)) if state == "checking" => {
+                                log::info!(
+                                    "{NAME} is checking already: waiting for that check's answer"
+                                );
+                                owner
+                            }
                             _ => return Ok(Checked::Upgrading),
                         }
                     }

@@ -8,13 +8,13 @@ use std::process::{Command, Stdio};
 
 use crate::support::{BIN, PUBLISH_BIN};
 
-const FIXTURE: &str = "tests/fixtures/check";
+pub(crate) const FIXTURE: &str = "tests/fixtures/check";
 
 fn run(bin: &str, args: &[&str]) -> std::process::Output {
     Command::new(bin).args(args).output().unwrap()
 }
 
-fn text(out: &std::process::Output) -> String {
+pub(crate) fn text(out: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -198,7 +198,7 @@ fn man_pages_cover_every_visible_command_render_cleanly_and_say_what_help_says()
 }
 
 /// A copy of the fixture's bookworm root, with `codename` as its release.
-fn fixture_root(dir: &Path, codename: &str) -> std::path::PathBuf {
+pub(crate) fn fixture_root(dir: &Path, codename: &str) -> std::path::PathBuf {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     let os_release = std::fs::read_to_string(Path::new(FIXTURE).join("root/etc/os-release"))
@@ -211,7 +211,7 @@ fn fixture_root(dir: &Path, codename: &str) -> std::path::PathBuf {
     root
 }
 
-fn check_motd(root: &Path) -> std::process::Output {
+pub(crate) fn check_motd(root: &Path) -> std::process::Output {
     Command::new(BIN)
         .args(["--root", root.to_str().unwrap()])
         .args(["--keyring", &format!("{FIXTURE}/keyring.gpg")])
@@ -221,7 +221,7 @@ fn check_motd(root: &Path) -> std::process::Output {
         .unwrap()
 }
 
-const NOTICE: &str = "var/lib/release-upgrader/release-upgrade-available";
+pub(crate) const NOTICE: &str = "var/lib/release-upgrader/release-upgrade-available";
 
 #[test]
 fn check_motd_writes_the_login_notice_and_removes_it_when_no_release_is_new() {

@@ -176,6 +176,28 @@ echo "${COMPREPLY[@]}"'"#,
         !said.contains("release-upgrader-check") && !said.contains("release-upgrader-image"),
         "systemd-analyze verify complains about the units:\n{said}"
     );
+    // The desktop user's units, as the user's systemd reads them (dh_installsystemduser
+    // enables the timer for every user's graphical session).
+    let said = sh(
+        &root,
+        "XDG_RUNTIME_DIR=$(mktemp -d) systemd-analyze --user verify \
+         /usr/lib/systemd/user/release-upgrader-notify.service \
+         /usr/lib/systemd/user/release-upgrader-notify.timer 2>&1",
+    );
+    assert!(
+        !said.contains("release-upgrader-notify"),
+        "systemd-analyze --user verify complains about the user units:\n{said}"
+    );
+    let wanted =
+        root.join("etc/systemd/user/graphical-session.target.wants/release-upgrader-notify.timer");
+    assert_eq!(
+        std::fs::read_link(&wanted).unwrap(),
+        Path::new("/usr/lib/systemd/user/release-upgrader-notify.timer")
+    );
+    assert!(
+        root.join("etc/xdg/autostart/release-upgrader-notify.desktop")
+            .exists()
+    );
     // The check timer is enabled by the package; the service is run by it only.
     let wanted = root.join("etc/systemd/system/timers.target.wants/release-upgrader-check.timer");
     assert_eq!(

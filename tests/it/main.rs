@@ -19,6 +19,7 @@ mod image_safety;
 mod image_server;
 mod interactive;
 mod media;
+mod notify;
 mod openpgp;
 mod prefetch;
 mod publish;

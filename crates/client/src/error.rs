@@ -183,6 +183,20 @@ pub enum Error {
     #[error("{uri}: {reason}")]
     Network { uri: String, reason: String },
 
+    /// The system service `notify` asks is not on the system bus, could not be started,
+    /// or did not answer in time.
+    #[error("{service}: {reason}")]
+    Unreachable { service: String, reason: String },
+
+    /// The desktop's notification server (`org.freedesktop.Notifications` on the session
+    /// bus) is not there or did not answer in time.
+    #[error("no desktop notification server (org.freedesktop.Notifications): {reason}")]
+    NoNotificationServer { reason: String },
+
+    /// A DBus service refused this user (polkit said no).
+    #[error("{service} refused: {reason}")]
+    Denied { service: String, reason: String },
+
     // --- cancelled (exit 130) ---
     #[error("cancelled")]
     Cancelled,
@@ -212,6 +226,7 @@ impl Error {
             | Refused { .. }
             | Reboot { .. }
             | BadState { .. }
+            | Denied { .. }
             | Program { .. } => ExitCode::Usage,
             UpgradesDisabled { .. }
             | ReleaseNotListed { .. }
@@ -232,7 +247,7 @@ impl Error {
             | NotAHelper { .. }
             | MissingPackage { .. }
             | UnsatisfiableVersion { .. } => ExitCode::Verification,
-            Network { .. } => ExitCode::Network,
+            Network { .. } | Unreachable { .. } | NoNotificationServer { .. } => ExitCode::Network,
             Cancelled => ExitCode::Cancelled,
             Format(e) => e.exit_code(),
             Trust(e) => e.exit_code(),
@@ -305,6 +320,19 @@ impl Error {
             }
             Network { .. } => "check the network connection and proxy settings \
                  (http_proxy, https_proxy, no_proxy), then try again"
+                .into(),
+            NoNotificationServer { .. } => {
+                "run it in the desktop session (DBUS_SESSION_BUS_ADDRESS \
+                 or $XDG_RUNTIME_DIR/bus names its session bus, and the desktop shows \
+                 notifications)"
+                    .into()
+            }
+            Unreachable { .. } => "check that the release-upgrader package is installed (it \
+                 ships the service's bus activation file) and that the system bus runs; \
+                 `journalctl -b` says why the service did not start"
+                .into(),
+            Denied { .. } => "polkit allows org.releaseupgrader.check to users of an active \
+                 local session: run it in the desktop session, or ask the administrator"
                 .into(),
             Format(e) => return e.hint(),
             Trust(e) => return e.hint(),

@@ -18,6 +18,7 @@
 pub mod session;
 
 pub mod metarelease;
+pub mod notify;
 pub mod pocket;
 pub mod resolve;
 

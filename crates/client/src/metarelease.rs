@@ -52,10 +52,16 @@ pub struct ReleaseEntry {
     pub upgrade_tool_packages: Vec<String>,
 }
 
+/// Whether a release's `Version` (`24.04 LTS`) names a long-term release: the word `LTS`
+/// in it, as do-release-upgrade reads it.
+pub fn version_is_lts(version: &str) -> bool {
+    version.split_whitespace().any(|w| w == "LTS")
+}
+
 impl ReleaseEntry {
     /// Whether this is a long-term release (`LTS` in its `Version`).
     pub fn is_lts(&self) -> bool {
-        self.version.split_whitespace().any(|w| w == "LTS")
+        version_is_lts(&self.version)
     }
 
     fn from_stanza(stanza: &deb822_fast::Paragraph) -> Result<Self, String> {

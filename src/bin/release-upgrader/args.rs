@@ -138,6 +138,12 @@ pub enum ClientCommand {
     #[command(subcommand)]
     Image(crate::image::ImageCommand),
 
+    /// Tell the desktop user that a new release is available: ask the system service to
+    /// check and post a desktop notification with "Upgrade…" and "Not now"; run as the
+    /// user in the desktop session (the user's timer and autostart entry do); exit 0 when
+    /// a release was announced, 1 when there was nothing to announce
+    Notify(NotifyArgs),
+
     /// Run a system-bus service (DBus activation starts it, as root)
     #[command(subcommand)]
     Service(crate::service::ServiceCommand),
@@ -166,6 +172,26 @@ pub enum ClientCommand {
         )]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+/// `notify`'s options (docs/protocol.md §8).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifyArgs {
+    /// Seconds to wait for the system service's answer (its check reads the release list
+    /// and the helper pocket over the network)
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub check_timeout: u64,
+    /// Seconds the notification waits for an answer before it is withdrawn
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub wait: u64,
+    /// The program "Upgrade…" starts (looked up on PATH)
+    #[arg(
+        long,
+        value_name = "PROGRAM",
+        env = "RELEASE_UPGRADER_GTK",
+        default_value = ru_client::notify::LAUNCHER
+    )]
+    pub launcher: std::ffi::OsString,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod args;
 #[path = "../../clidocs.rs"]
 mod clidocs;
 mod image;
+mod notify;
 mod service;
 
 use std::ffi::OsString;
@@ -159,6 +160,7 @@ fn run(cli: &ClientCli, ui: &Ui) -> anyhow::Result<ExitCode> {
         ClientCommand::Image(command) => {
             crate::image::run(command, global, &image_fetcher(global, ui), ui)
         }
+        ClientCommand::Notify(args) => crate::notify::run(args, global, ui),
         ClientCommand::Service(command) => {
             crate::service::run(command, global, Fetcher::new(fetch_config(global)), ui)
         }

@@ -22,15 +22,16 @@ const NAME: &str = "org.releaseupgrader.ReleaseUpgrader";
 const PATH: &str = "/org/releaseupgrader/ReleaseUpgrader1";
 const IFACE: &str = "org.releaseupgrader.ReleaseUpgrader1";
 
-/// A desktop: the world's root, and a private system bus that activates the service for it.
-struct Desktop {
-    w: World,
-    bus: PrivateBus,
+/// A desktop: the world's root, and a private system bus that activates the service for it
+/// (also the window's test, tests/it/gtk.rs).
+pub(crate) struct Desktop {
+    pub(crate) w: World,
+    pub(crate) bus: PrivateBus,
     _dir: tempfile::TempDir,
 }
 
 impl Desktop {
-    fn new(w: World) -> Self {
+    pub(crate) fn new(w: World) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         // Reachable by the unprivileged caller of the authorization test.

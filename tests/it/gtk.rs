@@ -2,8 +2,8 @@
 //! (crates/gtk/src/hooks.rs) under Xvfb against the real service on a private system bus
 //! (bus activation, the demo's tiny releases with the user's edited `/etc/demo.conf`) and
 //! a fake logind: the start page offers beta, the upgrade runs, dpkg's conffile question
-//! comes up as a dialog with the difference, the person keeps their file, and "Restart
-//! now" reaches logind. The assertions read the app's state lines (what the widgets
+//! comes up as a dialog with the difference, a cancel is refused as too late, the person
+//! keeps their file, and "Restart now" reaches logind. The assertions read the app's state lines (what the widgets
 //! show); the screenshots land in `target/gtk-screenshots/` for a person to look at.
 
 use std::io::Write;
@@ -181,7 +181,8 @@ fn usable(state: &Value, name: &str) -> bool {
 }
 
 #[test]
-fn the_window_upgrades_keeps_the_users_conffile_and_restarts_through_logind() {
+fn the_window_upgrades_refuses_a_late_cancel_keeps_the_users_conffile_and_restarts_through_logind()
+{
     let app = Path::new(BIN).with_file_name("release-upgrader-gtk");
     assert!(
         app.exists(),
@@ -267,6 +268,29 @@ fn the_window_upgrades_keeps_the_users_conffile_and_restarts_through_logind() {
     assert!(
         text(&asked, "log").contains("Checking your system: done"),
         "{asked:#}"
+    );
+    // dpkg runs (it is asking): a cancel is refused with TooLate, said inline, and the
+    // button goes insensitive. (The hook presses the window's button under the modal
+    // dialog: the refusal is the same whenever it comes once dpkg has started.)
+    win.send("click cancel");
+    let refused = win.wait("the cancel refused", minute, |s| {
+        has_label(s, "can no longer be cancelled")
+    });
+    assert!(
+        has_label(
+            &refused,
+            "The upgrade is installing packages and can no longer be cancelled."
+        ),
+        "{refused:#}"
+    );
+    assert_eq!(
+        button(&refused, "cancel").unwrap()["sensitive"],
+        false,
+        "{refused:#}"
+    );
+    assert_eq!(
+        refused["dialog"]["name"], "question",
+        "the question is still open"
     );
     // Opened for the screenshot: the difference as the person reads it.
     win.send("activate differences");

@@ -12,6 +12,7 @@ mod demo;
 mod events;
 mod faults;
 mod fetcher;
+mod gtk;
 mod helper_build;
 mod image_client;
 mod image_optout;

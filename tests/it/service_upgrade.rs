@@ -18,7 +18,8 @@ const NAME: &str = "org.releaseupgrader.ReleaseUpgrader";
 const PATH: &str = "/org/releaseupgrader/ReleaseUpgrader1";
 const IFACE: &str = "org.releaseupgrader.ReleaseUpgrader1";
 
-/// A desktop: the world's root, and a private system bus that activates the service for it.
+/// A desktop: the world's root, and a private system bus that activates the service for it
+/// (also the window's test, tests/it/gtk.rs).
 pub(crate) struct Desktop {
     pub(crate) w: World,
     pub(crate) bus: PrivateBus,

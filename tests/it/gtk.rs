@@ -1,0 +1,358 @@
+//! `release-upgrader-gtk`, the desktop's window, driven through its own test hooks
+//! (crates/gtk/src/hooks.rs) under Xvfb against the real service on a private system bus
+//! (bus activation, the demo's tiny releases with the user's edited `/etc/demo.conf`) and
+//! a fake logind: the start page offers beta, the upgrade runs, dpkg's conffile question
+//! comes up as a dialog with the difference, a cancel is refused as too late, the person
+//! keeps their file, and "Restart now" reaches logind. The assertions read the app's state lines (what the widgets
+//! show); the screenshots land in `target/gtk-screenshots/` for a person to look at.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::interactive::{MINE, edited_world};
+use crate::reboot::{Calls, FakeLogind};
+use crate::service_upgrade::Desktop;
+use crate::support::BIN;
+
+/// The app under Xvfb, in a process group of its own that is killed at the end (the app,
+/// xvfb-run and the X server with it).
+struct Window {
+    child: Child,
+    dir: PathBuf,
+    commands: std::fs::File,
+    seen: usize,
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Window {
+    fn start(app: &Path, dir: &Path, bus: &[(&str, &str)]) -> Window {
+        let fifo = dir.join("commands");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let log = std::fs::File::create(dir.join("app.log")).unwrap();
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("xvfb-run")
+            .args(["-a", "-s", "-screen 0 1280x800x24"])
+            .arg(app)
+            .envs(bus.iter().copied())
+            .env("RELEASE_UPGRADER_GTK_TEST_DIR", dir)
+            // No session bus to be unique on or to autolaunch; no accessibility bus.
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                format!("unix:path={}", dir.join("no-session-bus").display()),
+            )
+            .env("GTK_A11Y", "none")
+            .env("NO_AT_BRIDGE", "1")
+            .env("GSK_RENDERER", "cairo")
+            .env("LANG", "C.UTF-8")
+            .env("LANGUAGE", "")
+            .env_remove("LC_ALL")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("xvfb-run (xvfb and xauth, scripts/setup)");
+        // Read-write, so the open never waits for the app to open its end.
+        let commands = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        Window {
+            child,
+            dir: dir.to_owned(),
+            commands,
+            seen: 0,
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.commands, "{command}").unwrap();
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("state.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The first state line after the last one waited for that `pred` accepts.
+    fn wait(&mut self, what: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let lines = self.lines();
+            // A command the app could not perform fails the test at once.
+            if let Some(bad) = lines
+                .iter()
+                .find(|l| l.get("command").is_some() && !l["error"].is_null())
+            {
+                panic!("{bad}\n{}", self.report());
+            }
+            if let Some(i) = lines.iter().skip(self.seen).position(&pred) {
+                self.seen += i + 1;
+                return lines[self.seen - 1].clone();
+            }
+            if Instant::now() > deadline {
+                panic!("no state {what} within {within:?}\n{}", self.report());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the app ended ({status}) before {what}\n{}", self.report());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn report(&self) -> String {
+        let lines = self.lines();
+        let tail: Vec<String> = lines
+            .iter()
+            .rev()
+            .take(6)
+            .rev()
+            .map(Value::to_string)
+            .collect();
+        format!(
+            "last states:\n{}\napp log:\n{}",
+            tail.join("\n"),
+            std::fs::read_to_string(self.dir.join("app.log")).unwrap_or_default()
+        )
+    }
+}
+
+fn labels(state: &Value) -> Vec<&str> {
+    state["labels"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn has_label(state: &Value, text: &str) -> bool {
+    labels(state).iter().any(|l| l.contains(text))
+}
+
+fn button<'a>(state: &'a Value, name: &str) -> Option<&'a Value> {
+    state["buttons"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == name)
+}
+
+fn text<'a>(state: &'a Value, name: &str) -> &'a str {
+    state["texts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == name))
+        .and_then(|t| t["text"].as_str())
+        .unwrap_or("")
+}
+
+/// The button is shown, can be pressed, and lies inside the window.
+fn usable(state: &Value, name: &str) -> bool {
+    let Some(b) = button(state, name) else {
+        return false;
+    };
+    let r = &b["bounds"];
+    let (x, w) = (
+        r["x"].as_f64().unwrap_or(-1.0),
+        r["width"].as_f64().unwrap_or(0.0),
+    );
+    let width = state["width"].as_f64().unwrap_or(0.0);
+    b["sensitive"] == true && x >= 0.0 && w > 0.0 && x + w <= width
+}
+
+#[test]
+fn the_window_upgrades_refuses_a_late_cancel_keeps_the_users_conffile_and_restarts_through_logind()
+{
+    let app = Path::new(BIN).with_file_name("release-upgrader-gtk");
+    assert!(
+        app.exists(),
+        "{} is missing: build it: cargo build -p release-upgrader-gtk",
+        app.display()
+    );
+    let d = Desktop::new(edited_world());
+    let calls = Calls::default();
+    let _logind = zbus::blocking::connection::Builder::address(d.bus.address())
+        .unwrap()
+        .serve_at(
+            "/org/freedesktop/login1",
+            FakeLogind {
+                calls: calls.clone(),
+                refuse: false,
+            },
+        )
+        .unwrap()
+        .name("org.freedesktop.login1")
+        .unwrap()
+        .build()
+        .unwrap();
+
+    // target/gtk-screenshots, emptied: the screenshots of this run only.
+    let dir = Path::new(BIN)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("gtk-screenshots");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut win = Window::start(&app, &dir, &d.bus.env());
+    let minute = Duration::from_secs(60);
+
+    // The start page: the service's check found beta, the notes are shown.
+    let start = win.wait("start page with beta", minute, |s| {
+        s["page"] == "start" && has_label(s, "Version 2 (beta) is available.")
+    });
+    assert_eq!(
+        button(&start, "upgrade").unwrap()["sensitive"],
+        true,
+        "{start:#}"
+    );
+    assert!(button(&start, "close").is_some(), "{start:#}");
+    assert!(start["dialog"].is_null());
+
+    // At a phone's width the upgrade button is still there and inside the window.
+    win.send("resize 360");
+    let narrow = win.wait("the window at 360 px", minute, |s| {
+        s["after"] == "resize-360"
+    });
+    assert!(
+        narrow["width"].as_i64().unwrap() <= 380,
+        "the window did not shrink: {narrow:#}"
+    );
+    assert!(usable(&narrow, "upgrade"), "{narrow:#}");
+    win.send("resize 640");
+    win.wait("the window at 640 px", minute, |s| {
+        s["after"] == "resize-640"
+    });
+
+    win.send("click upgrade");
+    let progress = win.wait("progress page", minute, |s| s["page"] == "progress");
+    assert!(button(&progress, "cancel").is_some(), "{progress:#}");
+
+    // dpkg asks about the edited file: the dialog names it and carries the difference.
+    let asked = win.wait("the conffile dialog", Duration::from_secs(240), |s| {
+        s["dialog"]["name"] == "question"
+    });
+    let dialog = &asked["dialog"];
+    assert!(has_label(dialog, "/etc/demo.conf"), "{dialog:#}");
+    let diff = text(dialog, "diff");
+    assert!(
+        diff.contains("-colour = red # mine") && diff.contains("+colour = green"),
+        "{dialog:#}"
+    );
+    assert!(
+        has_label(&asked, "Installing the new packages"),
+        "the phase as the heading: {asked:#}"
+    );
+    assert!(
+        text(&asked, "log").contains("Checking your system: done"),
+        "{asked:#}"
+    );
+    // dpkg runs (it is asking): a cancel is refused with TooLate, said inline, and the
+    // button goes insensitive. (The hook presses the window's button under the modal
+    // dialog: the refusal is the same whenever it comes once dpkg has started.)
+    win.send("click cancel");
+    let refused = win.wait("the cancel refused", minute, |s| {
+        has_label(s, "can no longer be cancelled")
+    });
+    assert!(
+        has_label(
+            &refused,
+            "The upgrade is installing packages and can no longer be cancelled."
+        ),
+        "{refused:#}"
+    );
+    assert_eq!(
+        button(&refused, "cancel").unwrap()["sensitive"],
+        false,
+        "{refused:#}"
+    );
+    assert_eq!(
+        refused["dialog"]["name"], "question",
+        "the question is still open"
+    );
+    // Opened for the screenshot: the difference as the person reads it.
+    win.send("activate differences");
+    let shown = win.wait("the differences shown", minute, |s| {
+        s["after"] == "activate-differences"
+    });
+    let dialog = &shown["dialog"];
+    assert!(
+        usable(dialog, "keep") && usable(dialog, "install"),
+        "{dialog:#}"
+    );
+    assert!(
+        dialog["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "diff" && t["shown"] == true),
+        "{dialog:#}"
+    );
+
+    win.send("answer N");
+    let end = win.wait("the end page", Duration::from_secs(240), |s| {
+        s["page"] == "end" && s["dialog"].is_null()
+    });
+    assert!(
+        has_label(&end, "Your system is upgraded to version 2 (beta)."),
+        "{end:#}"
+    );
+    win.send("state");
+    let end = win.wait("the end page laid out", minute, |s| s["after"] == "state");
+    assert!(usable(&end, "restart") && usable(&end, "later"), "{end:#}");
+
+    win.send("click restart");
+    win.wait("restarting", minute, |s| has_label(s, "Restarting…"));
+    let deadline = Instant::now() + minute;
+    while calls.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(*calls.lock().unwrap(), ["Reboot(true)"]);
+
+    // Every page and the dialog were drawn.
+    let shots: Vec<Value> = win
+        .lines()
+        .into_iter()
+        .filter(|l| l.get("screenshot").is_some())
+        .collect();
+    for l in &shots {
+        assert!(l["error"].is_null(), "{l}");
+        let png = std::fs::read(l["screenshot"].as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "{l}");
+    }
+    for page in ["start", "progress-question", "end"] {
+        assert!(
+            shots.iter().any(|l| l["screenshot"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("-{page}.png"))),
+            "no screenshot of {page}: {shots:#?}"
+        );
+    }
+    drop(win);
+
+    assert_eq!(d.w.read("/etc/demo.conf"), MINE, "the user's file was kept");
+    d.w.assert_all_on_beta("after the upgrade from the window");
+}

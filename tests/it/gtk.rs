@@ -331,12 +331,25 @@ fn the_window_upgrades_refuses_a_late_cancel_keeps_the_users_conffile_and_restar
     }
     assert_eq!(*calls.lock().unwrap(), ["Reboot(true)"]);
 
-    // Every page and the dialog were drawn.
-    let shots: Vec<Value> = win
-        .lines()
-        .into_iter()
-        .filter(|l| l.get("screenshot").is_some())
-        .collect();
+    // Every page and the dialog were drawn (a screenshot waits for the page's first frame,
+    // which a busy machine may draw late).
+    let screenshots = || -> Vec<Value> {
+        win.lines()
+            .into_iter()
+            .filter(|l| l.get("screenshot").is_some())
+            .collect()
+    };
+    let deadline = Instant::now() + minute;
+    while Instant::now() < deadline
+        && !screenshots().iter().any(|l| {
+            l["screenshot"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("-end.png"))
+        })
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shots = screenshots();
     for l in &shots {
         assert!(l["error"].is_null(), "{l}");
         let png = std::fs::read(l["screenshot"].as_str().unwrap()).unwrap();

@@ -117,6 +117,33 @@ fn describe(root: &gtk::Widget) -> Value {
     })
 }
 
+/// How many times a screenshot is tried, 100 ms apart, before its failure is recorded: on a
+/// busy machine the first frame of a page may come late.
+const SHOT_TRIES: u32 = 50;
+
+/// Screenshots `widget` into `path` once it has drawn (tried `tries` times), then records
+/// the screenshot, or why there is none.
+fn shoot_when_drawn(
+    app: std::rc::Weak<App>,
+    widget: gtk::Widget,
+    path: std::path::PathBuf,
+    tries: u32,
+) {
+    let Some(strong) = app.upgrade() else { return };
+    let Some(h) = &strong.hooks else { return };
+    match screenshot(&widget, &path) {
+        Err(_) if tries > 1 => {
+            glib::timeout_add_local_once(Duration::from_millis(100), move || {
+                shoot_when_drawn(app, widget, path, tries - 1)
+            });
+        }
+        result => h.write(json!({
+            "screenshot": path.display().to_string(),
+            "error": result.err(),
+        })),
+    }
+}
+
 /// Renders `w` as it is on screen into a PNG at `path`.
 fn screenshot(w: &gtk::Widget, path: &Path) -> Result<(), String> {
     let (width, height) = (w.width(), w.height());
@@ -219,11 +246,7 @@ impl Hooks {
                 Some(d) if key.ends_with("-question") => d.window.clone().upcast(),
                 _ => app.ui.window.clone().upcast(),
             };
-            let result = screenshot(&widget, &path);
-            h.write(json!({
-                "screenshot": path.display().to_string(),
-                "error": result.err(),
-            }));
+            shoot_when_drawn(weak, widget, path, SHOT_TRIES);
         });
     }
 
@@ -304,11 +327,7 @@ impl Hooks {
                 Some(d) => d.window.clone().upcast(),
                 None => app.ui.window.clone().upcast(),
             };
-            let result = screenshot(&widget, &path);
-            h.write(json!({
-                "screenshot": path.display().to_string(),
-                "error": result.err(),
-            }));
+            shoot_when_drawn(Rc::downgrade(&app), widget, path, SHOT_TRIES);
         });
     }
 

@@ -219,9 +219,11 @@ fn the_window_upgrades_refuses_a_late_cancel_keeps_the_users_conffile_and_restar
     let mut win = Window::start(&app, &dir, &d.bus.env());
     let minute = Duration::from_secs(60);
 
-    // The start page: the service's check found beta, the notes are shown.
-    let start = win.wait("start page with beta", minute, |s| {
-        s["page"] == "start" && has_label(s, "Version 2 (beta) is available.")
+    // The start page: the running release, and the service's check found beta.
+    let start = win.wait("start page with alpha and beta", minute, |s| {
+        s["page"] == "start"
+            && has_label(s, "This computer runs Demo Linux 1 (alpha).")
+            && has_label(s, "Version 2 (beta) is available.")
     });
     assert_eq!(
         button(&start, "upgrade").unwrap()["sensitive"],

@@ -57,6 +57,8 @@ pub trait ReleaseUpgrader {
     fn finished(&self, exit_code: i32, message: String) -> zbus::Result<()>;
 
     #[zbus(property)]
+    fn current_release(&self) -> zbus::Result<String>;
+    #[zbus(property)]
     fn release_notes(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn reboot_required(&self) -> zbus::Result<bool>;

@@ -83,6 +83,8 @@ pub enum Event {
         reason: String,
     },
     Notes(String),
+    /// The release the system runs now (the service's `CurrentRelease`).
+    Current(String),
     Unreachable(String),
     UpgradeAsked,
     UpgradeRefused(String),
@@ -126,6 +128,8 @@ pub enum LogLine {
 pub struct Model {
     pub page: Page,
     pub check: Check,
+    /// The release the system runs now; empty until the service said.
+    pub current: String,
     pub notes: String,
     /// The start page's inline error (a refused `Upgrade`).
     pub start_error: Option<String>,
@@ -150,6 +154,7 @@ impl Default for Model {
         Model {
             page: Page::Start,
             check: Check::Checking,
+            current: String::new(),
             notes: String::new(),
             start_error: None,
             upgrading: false,
@@ -195,6 +200,7 @@ impl Model {
                 };
             }
             Event::Notes(notes) => self.notes = notes,
+            Event::Current(current) => self.current = current,
             Event::Unreachable(e) => self.check = Check::Unreachable(e),
             Event::UpgradeAsked => {
                 self.start_error = None;

@@ -39,6 +39,12 @@ pub fn window_title() -> String {
 pub fn start_heading() -> String {
     gettext("Upgrade to a new release")
 }
+pub fn running(current: &str) -> String {
+    fill(
+        &gettext("This computer runs {current}."),
+        &[("current", current)],
+    )
+}
 pub fn checking() -> String {
     gettext("Looking for a new release…")
 }

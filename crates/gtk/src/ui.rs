@@ -112,6 +112,7 @@ pub struct Dialog {
 pub struct Ui {
     pub window: gtk::ApplicationWindow,
     stack: gtk::Stack,
+    start_current: gtk::Label,
     start_status: gtk::Label,
     start_explained: gtk::Label,
     notes_title: gtk::Label,
@@ -162,6 +163,8 @@ impl App {
         let start = page();
         let heading = label(&["title-2"]);
         heading.set_label(&text::start_heading());
+        let start_current = label(&[]);
+        start_current.set_widget_name("current");
         let start_status = label(&["heading"]);
         let start_explained = label(&[]);
         start_explained.set_label(&text::available_explained());
@@ -176,6 +179,7 @@ impl App {
         upgrade.add_css_class("suggested-action");
         for w in [
             heading.upcast_ref::<gtk::Widget>(),
+            start_current.upcast_ref(),
             start_status.upcast_ref(),
             start_explained.upcast_ref(),
             notes_title.upcast_ref(),
@@ -251,6 +255,7 @@ impl App {
             ui: Ui {
                 window,
                 stack,
+                start_current,
                 start_status,
                 start_explained,
                 notes_title,
@@ -314,6 +319,9 @@ impl App {
             }
             if let Some(app) = weak.upgrade() {
                 *app.proxy.borrow_mut() = Some(proxy.clone());
+            }
+            if let Ok(current) = proxy.current_release().await {
+                sink(Event::Current(current));
             }
             if let Err(e) = proxy.check_release().await {
                 sink(Event::Unreachable(bus::describe(&e)));
@@ -431,6 +439,8 @@ impl App {
             Check::None { reason } => (text::none_available(reason), None),
             Check::Unreachable(e) => (text::service_unreachable(e), None),
         };
+        let current = (!m.current.is_empty()).then(|| text::running(&m.current));
+        set_label(&ui.start_current, current.as_deref());
         set_label(&ui.start_status, Some(&status));
         ui.start_explained.set_visible(available.is_some());
         ui.notes_title.set_visible(available.is_some());

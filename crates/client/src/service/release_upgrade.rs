@@ -434,6 +434,19 @@ impl Tracker {
     }
 }
 
+/// How the running release is named to the user: os-release's `PRETTY_NAME`, else its
+/// id, version and codename.
+pub fn current_release(os: &ru_format::os_release::OsRelease) -> String {
+    if let Some(pretty) = os.pretty_name.as_deref().filter(|p| !p.trim().is_empty()) {
+        return pretty.to_owned();
+    }
+    match (&os.version_id, &os.codename) {
+        (Some(version), Some(codename)) => format!("{} {version} ({codename})", os.id),
+        (Some(part), None) | (None, Some(part)) => format!("{} {part}", os.id),
+        (None, None) => os.id.clone(),
+    }
+}
+
 /// What the command line found (`check --json`'s `check` event), for `ReleaseChecked`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Found {
@@ -992,6 +1005,17 @@ impl ReleaseUpgrader {
         }
     }
 
+    /// The release the system runs now, as its os-release names it (empty when it cannot
+    /// be read).
+    #[zbus(property)]
+    fn current_release(&self) -> String {
+        self.shared
+            .root
+            .os_release()
+            .map(|os| current_release(&os))
+            .unwrap_or_default()
+    }
+
     /// The codename of the new release the last check found (empty: none found).
     #[zbus(property)]
     fn target_release(&self) -> String {
@@ -1237,6 +1261,19 @@ mod tests {
                 .finished_message(4)
                 .contains("exit code 4")
         );
+    }
+
+    #[test]
+    fn the_current_release_is_os_releases_pretty_name_else_its_parts() {
+        use ru_format::os_release::OsRelease;
+        let os = OsRelease::parse(
+            "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+        );
+        assert_eq!(current_release(&os), "Debian GNU/Linux 12 (bookworm)");
+        let os = OsRelease::parse("ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n");
+        assert_eq!(current_release(&os), "debian 12 (bookworm)");
+        let os = OsRelease::parse("ID=debian\nVERSION_CODENAME=trixie\n");
+        assert_eq!(current_release(&os), "debian trixie");
     }
 
     #[test]

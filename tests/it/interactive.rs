@@ -352,6 +352,10 @@ fn with_f_json_the_conffile_question_is_an_event_answered_on_stdin() {
             // No pager, no shell for a program.
             assert_eq!(event["choices"], serde_json::json!(["Y", "I", "N", "O"]));
             assert!(event["answer"].is_null(), "{event}");
+            // "D" is not offered, but typed anyway it shows the difference (into the log:
+            // no pager waits for keys) and dpkg asks again, which "Y" answers.
+            stdin.write_all(b"D\n").unwrap();
+            std::thread::sleep(Duration::from_secs(3));
             stdin.write_all(b"Y\n").unwrap();
         }
         events.push(event);
@@ -370,6 +374,8 @@ fn with_f_json_the_conffile_question_is_an_event_answered_on_stdin() {
         ),
         "{main}"
     );
+    let log = term_log(&w.root);
+    assert!(log.contains("-colour = red # mine"), "{log}");
 }
 
 #[test]

@@ -306,11 +306,15 @@ impl Upgrader<'_> {
     /// on a pty of its own with questions shown when the user answers them.
     pub(super) fn run_apt(
         &self,
-        cmd: Command,
+        mut cmd: Command,
         logs: &Logs,
         label: &str,
         answers: Answers,
     ) -> Result<term::Finished, Error> {
+        if answers == Answers::Program {
+            // Nobody reads a pager: a "D" typed anyway shows the difference and asks again.
+            cmd.env("PAGER", "cat");
+        }
         let log = logs.append(logs::APT_TERM)?;
         let started = std::time::Instant::now();
         let program = std::path::PathBuf::from(children::program_of(&cmd));

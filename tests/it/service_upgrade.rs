@@ -299,3 +299,47 @@ fn the_introspection_is_the_shipped_interface_and_the_shipped_files_name_the_ser
         assert!(install.contains(&file), "{file}");
     }
 }
+
+/// The bus goes away (its daemon stops) while dpkg asks: nobody can answer any more, so
+/// the question takes its default (the user's file is kept), the upgrade finishes, and
+/// the service and the upgrade end rather than wait forever.
+#[test]
+fn a_bus_that_goes_away_mid_question_leaves_the_upgrade_to_finish_with_the_defaults() {
+    let d = Desktop::new(edited_world());
+    let events = d.client(&["call:Upgrade:json:{}", "wait:Question"]);
+    assert_eq!(signal(&events, "Question")[3], "/etc/demo.conf");
+    let Desktop { w, bus, _dir } = d;
+    drop(bus);
+    // Nothing of the service or the upgrade may be left running for this root.
+    let needle = w.root.display().to_string();
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .any(|e| {
+                String::from_utf8_lossy(
+                    &std::fs::read(e.path().join("cmdline")).unwrap_or_default(),
+                )
+                .contains(&needle)
+            })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let left = running();
+    if left {
+        crate::upgrade::kill_everything_touching(&w.root);
+    }
+    assert!(
+        !left,
+        "the service or the upgrade still runs after the bus went away"
+    );
+    assert_eq!(
+        w.read("/etc/demo.conf"),
+        MINE,
+        "the default keeps the user's file"
+    );
+    w.assert_all_on_beta("after the bus went away");
+}

@@ -171,6 +171,7 @@ pub fn run_release_upgrade(
     idle: Duration,
 ) -> Result<Ended, ServiceError> {
     let (wake, woken) = mpsc::channel();
+    let wake_on_disconnect = wake.clone();
     let shared = Arc::new(release_upgrade::Shared::new(
         root.clone(),
         cli,
@@ -179,9 +180,35 @@ pub fn run_release_upgrade(
     ));
     let iface = release_upgrade::ReleaseUpgrader::new(shared.clone());
     let connection = serve(release_upgrade::NAME, release_upgrade::PATH, iface)?;
+    exit_when_disconnected(&connection, wake_on_disconnect);
     let ended = wait_until_idle(&woken, idle, &|| shared.busy());
+    if ended == Ended::Exit {
+        // The bus went away (its daemon stopped or restarted): nobody can answer the
+        // upgrade's questions any more, so they take their defaults, and the upgrade is
+        // left to finish before the service goes.
+        shared.abandon();
+        while shared.busy() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     release(&connection, release_upgrade::NAME);
     Ok(ended)
+}
+
+/// Sends `Wake::Exit` through `wake` once the bus connection is closed.
+fn exit_when_disconnected(connection: &zbus::blocking::Connection, wake: mpsc::Sender<Wake>) {
+    let messages = zbus::blocking::MessageIterator::from(connection);
+    std::thread::spawn(move || {
+        // Every message passes here too (zbus hands each stream its own copy); the
+        // iteration ends, or fails reading the socket, only when the connection is gone.
+        for message in messages {
+            if let Err(zbus::Error::InputOutput(_)) = message {
+                break;
+            }
+        }
+        log::warn!("the bus connection is closed");
+        let _ = wake.send(Wake::Exit);
+    });
 }
 
 /// Serves `iface` at `path` and owns `name`, refusing to queue behind another owner.

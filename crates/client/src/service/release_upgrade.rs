@@ -580,6 +580,14 @@ impl Shared {
         self.wake.keepalive();
     }
 
+    /// Nobody will answer any more: the upgrade's stdin is closed, so the questions it asks
+    /// take their defaults.
+    pub fn abandon(&self) {
+        if let Work::Upgrading { stdin, .. } = &mut *self.work() {
+            drop(stdin.take());
+        }
+    }
+
     fn command(&self, args: &[OsString]) -> Command {
         let mut cmd = Command::new(&self.cli.program);
         cmd.args(&self.cli.globals).args(args);

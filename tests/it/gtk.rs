@@ -89,9 +89,11 @@ impl Window {
         writeln!(self.commands, "{command}").unwrap();
     }
 
+    /// The state lines the app finished writing (a line being written has no newline yet).
     fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join("state.jsonl"))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.dir.join("state.jsonl")).unwrap_or_default();
+        let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
@@ -191,20 +193,7 @@ fn the_window_upgrades_refuses_a_late_cancel_keeps_the_users_conffile_and_restar
     );
     let d = Desktop::new(edited_world());
     let calls = Calls::default();
-    let _logind = zbus::blocking::connection::Builder::address(d.bus.address())
-        .unwrap()
-        .serve_at(
-            "/org/freedesktop/login1",
-            FakeLogind {
-                calls: calls.clone(),
-                refuse: false,
-            },
-        )
-        .unwrap()
-        .name("org.freedesktop.login1")
-        .unwrap()
-        .build()
-        .unwrap();
+    let _logind = FakeLogind::serve(d.bus.address(), &calls, false);
 
     // target/gtk-screenshots, emptied: the screenshots of this run only.
     let dir = Path::new(BIN)

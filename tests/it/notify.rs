@@ -40,8 +40,8 @@ const NOBODY: u32 = 65534;
 
 /// A python3-dbus fixture on a bus: started once it prints `ready`; the JSON lines it
 /// prints after that, one per call it received.
-struct Fake {
-    child: Child,
+pub(crate) struct Fake {
+    pub(crate) child: Child,
     calls: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -50,7 +50,9 @@ impl Fake {
         Fake::start_with(script, &[mode], env)
     }
 
-    fn start_with(script: &str, args: &[&str], env: (&str, &str)) -> Fake {
+    /// Starts the python fake `script` with `args` and `env`, once it says `ready`; what
+    /// it prints after, a JSON line per call received, is recorded.
+    pub(crate) fn start_with(script: &str, args: &[&str], env: (&str, &str)) -> Fake {
         let mut child = Command::new(PYTHON)
             .arg(script)
             .args(args)
@@ -67,6 +69,11 @@ impl Fake {
         let recorded = calls.clone();
         std::thread::spawn(move || record(stdout, &recorded));
         Fake { child, calls }
+    }
+
+    /// Every call received, as the fake printed it.
+    pub(crate) fn all_calls(&self) -> Vec<Value> {
+        self.calls.lock().unwrap().clone()
     }
 
     fn calls(&self, method: &str) -> Vec<Value> {

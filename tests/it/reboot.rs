@@ -43,6 +43,27 @@ impl FakeLogind {
     }
 }
 
+impl FakeLogind {
+    /// Serves a fake logind (refusing reboots when `refuse`) on the bus at `address`,
+    /// recording the calls in `calls`; it serves as long as the connection lives.
+    pub(crate) fn serve(address: &str, calls: &Calls, refuse: bool) -> zbus::blocking::Connection {
+        zbus::blocking::connection::Builder::address(address)
+            .unwrap()
+            .serve_at(
+                "/org/freedesktop/login1",
+                FakeLogind {
+                    calls: calls.clone(),
+                    refuse,
+                },
+            )
+            .unwrap()
+            .name("org.freedesktop.login1")
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+}
+
 /// A private system bus, optionally with the fake logind on it, and a fake `systemctl`.
 struct Machine {
     bus: PrivateBus,
@@ -58,22 +79,7 @@ impl Machine {
         let dir = tempfile::tempdir().unwrap();
         let bus = PrivateBus::start(dir.path(), &[]).expect("dbus-daemon (scripts/setup)");
         let calls = Calls::default();
-        let logind = logind.map(|refuse| {
-            zbus::blocking::connection::Builder::address(bus.address())
-                .unwrap()
-                .serve_at(
-                    "/org/freedesktop/login1",
-                    FakeLogind {
-                        calls: calls.clone(),
-                        refuse,
-                    },
-                )
-                .unwrap()
-                .name("org.freedesktop.login1")
-                .unwrap()
-                .build()
-                .unwrap()
-        });
+        let logind = logind.map(|refuse| FakeLogind::serve(bus.address(), &calls, refuse));
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let systemctl_log = dir.path().join("systemctl.log");

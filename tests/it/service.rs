@@ -80,20 +80,7 @@ impl Service {
         .unwrap();
         let bus = PrivateBus::start(dir.path(), &[&services]).expect("dbus-daemon (scripts/setup)");
         let calls = Calls::default();
-        let logind = zbus::blocking::connection::Builder::address(bus.address())
-            .unwrap()
-            .serve_at(
-                "/org/freedesktop/login1",
-                FakeLogind {
-                    calls: calls.clone(),
-                    refuse: false,
-                },
-            )
-            .unwrap()
-            .name("org.freedesktop.login1")
-            .unwrap()
-            .build()
-            .unwrap();
+        let logind = FakeLogind::serve(bus.address(), &calls, false);
         Service {
             bus,
             calls,

@@ -10,12 +10,10 @@
 //! not active, so refused unless a rule says otherwise.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -185,58 +183,26 @@ fn has_owner(bus: &PrivateBus, name: &str) -> bool {
 
 /// The hostile polkit on the bus, answering as `mode` says (see the script); the calls
 /// it received.
-struct FakePolkit {
-    child: Child,
-    calls: Arc<Mutex<Vec<Value>>>,
-}
+struct FakePolkit(crate::notify::Fake);
 
 impl FakePolkit {
     fn start(bus: &PrivateBus, mode: &str) -> FakePolkit {
-        let mut child = Command::new(PYTHON)
-            .arg(FAKE)
-            .arg(mode)
-            .envs(bus.env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with python3-dbus and python3-gi (scripts/setup)");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut ready = String::new();
-        stdout.read_line(&mut ready).unwrap();
-        assert_eq!(ready, "ready\n", "the fake polkit did not start");
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let recorded = calls.clone();
-        std::thread::spawn(move || record(stdout, &recorded));
-        FakePolkit { child, calls }
+        FakePolkit(crate::notify::Fake::start_with(FAKE, &[mode], bus.env()[0]))
     }
 
     fn calls(&self) -> Vec<Value> {
-        self.calls.lock().unwrap().clone()
+        self.0.all_calls()
     }
 
     /// Stops it, and waits until its name is gone from the bus.
     fn stop(mut self, bus: &PrivateBus) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
         let deadline = Instant::now() + Duration::from_secs(10);
         while has_owner(bus, POLKIT_NAME) {
             assert!(Instant::now() < deadline, "the fake's name outlived it");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for FakePolkit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn record(stdout: BufReader<ChildStdout>, calls: &Mutex<Vec<Value>>) {
-    for line in stdout.lines().map_while(Result::ok) {
-        let call = serde_json::from_str(&line).unwrap_or_else(|e| json!({"bad": e.to_string()}));
-        calls.lock().unwrap().push(call);
     }
 }
 

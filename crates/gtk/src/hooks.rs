@@ -188,7 +188,8 @@ impl Hooks {
             .create(true)
             .append(true)
             .open(&path)
-            .and_then(|mut f| writeln!(f, "{line}"));
+            // One write of the whole line: a reader never sees half of it.
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
         if let Err(e) = result {
             eprintln!("release-upgrader-gtk: {}: {e}", path.display());
         }

@@ -37,8 +37,8 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::OwnedValue;
 
-use super::Wake;
 use super::authority::{Action, Authority};
+use super::{Served as _, Wake};
 use crate::root::SystemRoot;
 
 /// The bus name.
@@ -574,10 +574,6 @@ impl Shared {
     /// Whether a check or an upgrade is under way (the service does not end then).
     pub fn busy(&self) -> bool {
         !matches!(*self.work(), Work::Idle)
-    }
-
-    fn keepalive(&self) {
-        self.wake.keepalive();
     }
 
     /// Nobody will answer any more: the upgrade's stdin is closed, so the questions it asks

@@ -43,9 +43,9 @@ use crate::image::optout;
 use crate::progress::Progress;
 use crate::reboot;
 use crate::root::SystemRoot;
-use crate::service::Wake;
 use crate::service::authority::{Action, Authority};
 use crate::service::settings::{self, Settings};
+use crate::service::{Served as _, Wake};
 
 /// The bus name, object path and interface.
 pub const NAME: &str = "com.canonical.SystemImage";
@@ -440,10 +440,6 @@ impl Shared {
     /// Whether an apply is under way (`Exit()` waits for it).
     pub fn applying(&self) -> bool {
         self.state().applying
-    }
-
-    fn keepalive(&self) {
-        self.wake.keepalive();
     }
 
     fn exit(&self) {

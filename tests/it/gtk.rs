@@ -241,6 +241,51 @@ fn the_window_upgrades_refuses_a_late_cancel_keeps_the_users_conffile_and_restar
     let progress = win.wait("progress page", minute, |s| s["page"] == "progress");
     assert!(button(&progress, "cancel").is_some(), "{progress:#}");
 
+    // The demo's obsolete package: a yes/no dialog (No, the safe answer, is the default).
+    win.wait(
+        "the obsolete packages' dialog",
+        Duration::from_secs(240),
+        |s| s["dialog"]["name"] == "question",
+    );
+    win.send("state");
+    let obsolete = win.wait("the dialog laid out", minute, |s| s["after"] == "state");
+    let dialog = &obsolete["dialog"];
+    assert!(has_label(dialog, "demo-legacy"), "{dialog:#}");
+    assert!(usable(dialog, "yes") && usable(dialog, "no"), "{dialog:#}");
+    win.send("answer Y");
+
+    // Once planned, and before anything is downloaded, the plan asks to start.
+    win.wait("the plan page", Duration::from_secs(240), |s| {
+        s["page"] == "plan" && has_label(s, "will be downloaded")
+    });
+    win.send("state");
+    let plan = win.wait("the plan laid out", minute, |s| s["after"] == "state");
+    assert!(usable(&plan, "start"), "{plan:#}");
+    assert!(
+        has_label(&plan, "Ready to upgrade to version 2 (beta)"),
+        "{plan:#}"
+    );
+    assert!(
+        labels(&plan)
+            .iter()
+            .any(|l| l.ends_with("will be upgraded") && !l.starts_with('0')),
+        "{plan:#}"
+    );
+    assert!(has_label(&plan, "will be downloaded"), "{plan:#}");
+    assert!(has_label(&plan, "1 package will be removed"), "{plan:#}");
+    assert_eq!(text(&plan, "removed"), "demo-legacy", "{plan:#}");
+    assert!(usable(&plan, "plan-cancel"), "{plan:#}");
+    win.send("resize 360");
+    let narrow = win.wait("the plan at 360 px", minute, |s| s["after"] == "resize-360");
+    assert!(
+        usable(&narrow, "start") && usable(&narrow, "plan-cancel"),
+        "{narrow:#}"
+    );
+    win.send("resize 640");
+    win.wait("the plan at 640 px", minute, |s| s["after"] == "resize-640");
+    win.send("click start");
+    win.wait("progress page again", minute, |s| s["page"] == "progress");
+
     // dpkg asks about the edited file: the dialog names it and carries the difference.
     let asked = win.wait("the conffile dialog", Duration::from_secs(240), |s| {
         s["dialog"]["name"] == "question"
@@ -302,6 +347,25 @@ fn the_window_upgrades_refuses_a_late_cancel_keeps_the_users_conffile_and_restar
         "{dialog:#}"
     );
 
+    // On a phone's width both answers are still there, one above the other.
+    win.send("resize 360");
+    let narrow = win.wait("the dialog at 360 px", minute, |s| {
+        s["after"] == "resize-360"
+    });
+    let dialog = &narrow["dialog"];
+    assert!(
+        dialog["width"].as_i64().unwrap() <= 380,
+        "the dialog did not shrink: {dialog:#}"
+    );
+    assert!(
+        usable(dialog, "keep") && usable(dialog, "install"),
+        "{dialog:#}"
+    );
+    win.send("resize 640");
+    win.wait("the window at 640 px again", minute, |s| {
+        s["after"] == "resize-640"
+    });
+
     win.send("answer N");
     let end = win.wait("the end page", Duration::from_secs(240), |s| {
         s["page"] == "end" && s["dialog"].is_null()
@@ -346,7 +410,7 @@ fn the_window_upgrades_refuses_a_late_cancel_keeps_the_users_conffile_and_restar
         let png = std::fs::read(l["screenshot"].as_str().unwrap()).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "{l}");
     }
-    for page in ["start", "progress-question", "end"] {
+    for page in ["start", "plan", "progress-question", "end"] {
         assert!(
             shots.iter().any(|l| l["screenshot"]
                 .as_str()
@@ -359,4 +423,42 @@ fn the_window_upgrades_refuses_a_late_cancel_keeps_the_users_conffile_and_restar
 
     assert_eq!(d.w.read("/etc/demo.conf"), MINE, "the user's file was kept");
     d.w.assert_all_on_beta("after the upgrade from the window");
+}
+
+/// Declining the plan puts everything back: the end page says so and the system still
+/// runs alpha, without helpers.
+#[test]
+fn the_window_shows_the_plan_and_declining_it_puts_everything_back() {
+    let app = Path::new(BIN).with_file_name("release-upgrader-gtk");
+    let d = Desktop::new(crate::upgrade::World::new());
+    let before = d.w.before();
+    let dir = tempfile::tempdir().unwrap();
+    let mut win = Window::start(&app, dir.path(), &d.bus.env());
+    let minute = Duration::from_secs(60);
+    win.wait("the start page with beta", minute, |s| {
+        s["page"] == "start" && button(s, "upgrade").is_some_and(|b| b["sensitive"] == true)
+    });
+    win.send("click upgrade");
+    win.wait(
+        "the obsolete packages' dialog",
+        Duration::from_secs(240),
+        |s| s["dialog"]["name"] == "question",
+    );
+    win.send("answer N");
+    let plan = win.wait("the plan page", Duration::from_secs(240), |s| {
+        s["page"] == "plan" && has_label(s, "will be downloaded")
+    });
+    assert!(has_label(&plan, "0 packages will be removed"), "{plan:#}");
+    win.send("click plan-cancel");
+    let end = win.wait("the end page", Duration::from_secs(120), |s| {
+        s["page"] == "end"
+    });
+    assert!(has_label(&end, "The upgrade was cancelled"), "{end:#}");
+    assert!(
+        usable(&end, "close") || button(&end, "close").is_some(),
+        "{end:#}"
+    );
+    drop(win);
+    d.w.assert_put_back(&before);
+    assert!(!d.w.root.join("usr/lib/release-upgrader").exists());
 }

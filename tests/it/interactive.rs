@@ -378,6 +378,92 @@ fn with_f_json_the_conffile_question_is_an_event_answered_on_stdin() {
     assert!(log.contains("-colour = red # mine"), "{log}");
 }
 
+/// `-f json` without `-y`: the program confirms. The demo's obsolete package comes as a
+/// `confirm` question; then the `upgrade-plan` event carries the numbers, and the `start`
+/// question waits for a line on stdin; `Y` starts.
+#[test]
+fn with_f_json_and_no_y_the_plan_comes_first_and_y_on_stdin_starts_the_upgrade() {
+    use std::io::{BufRead, BufReader, Write};
+    let w = World::new();
+    let mut child = w
+        .command(&["--json", "upgrade", "-f", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "question" && event["kind"] == "confirm" {
+            assert!(
+                event["text"].as_str().unwrap().contains("demo-legacy"),
+                "{event}"
+            );
+            assert_eq!(event["choices"], serde_json::json!(["Y", "N"]));
+            stdin.write_all(b"Y\n").unwrap();
+        } else if event["event"] == "question" {
+            assert_eq!(event["kind"], "start", "{event}");
+            assert_eq!(event["choices"], serde_json::json!(["Y", "N"]));
+            assert_eq!(event["default"], "N");
+            let plan = events
+                .iter()
+                .find(|e| e["event"] == "upgrade-plan")
+                .unwrap_or_else(|| panic!("no plan before the question: {events:#?}"));
+            assert!(plan["upgrades"].as_u64().unwrap() > 0, "{plan}");
+            // The obsolete package leaves with the upgrade, as confirmed.
+            assert_eq!(
+                plan["removed"],
+                serde_json::json!(["demo-legacy"]),
+                "{plan}"
+            );
+            assert_eq!(plan["removals"], 1, "{plan}");
+            // Nothing downloaded or installed yet.
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| e["event"] == "phase" && e["id"] == "download"),
+                "{events:#?}"
+            );
+            stdin.write_all(b"y\n").unwrap();
+        }
+        events.push(event);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{events:#?}");
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "question")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["confirm", "start"], "{events:#?}");
+    w.assert_all_on_beta("after confirming the plan on stdin");
+}
+
+/// Nobody confirms (stdin ends): the default, N, is taken and everything is put back.
+#[test]
+fn with_f_json_and_no_y_an_unconfirmed_plan_puts_everything_back() {
+    let w = World::new();
+    let before = w.before();
+    let out = w
+        .command(&["--json", "upgrade", "-f", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(r#""event":"question""#) && l.contains(r#""kind":"start""#)),
+        "{stdout}"
+    );
+    w.assert_put_back(&before);
+    assert!(!w.root.join("usr/lib/release-upgrader").exists());
+    audit_clean(&w.root);
+}
+
 #[test]
 fn f_json_without_json_is_a_usage_error() {
     let w = World::new();

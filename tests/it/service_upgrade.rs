@@ -252,6 +252,41 @@ fn cancel_before_dpkg_puts_everything_back_and_is_refused_once_dpkg_runs() {
     d.w.assert_all_on_beta("after a refused cancel");
 }
 
+/// With `confirm`, the desktop sees the plan (`PlanReady`) and is asked to start; `N`
+/// puts everything back before anything is downloaded.
+#[test]
+fn with_confirm_the_plan_is_signalled_and_declining_it_puts_everything_back() {
+    let d = Desktop::new(World::new());
+    let before = d.w.before();
+    let events = d.client(&[
+        r#"call:Upgrade:json:{"confirm": true}"#,
+        // The demo's obsolete package first: kept.
+        "wait:Question",
+        "answer:N",
+        "wait:Question",
+        "prop:State",
+        "answer:N",
+        "wait:Finished",
+    ]);
+    let plan = signal(&events, "PlanReady");
+    assert!(plan[0].as_u64().unwrap() > 0, "upgrades: {plan}");
+    assert!(plan[4].is_array() && plan[5].is_array(), "{plan}");
+    let kinds: Vec<&Value> = signals(&events, "Question").map(|q| &q[1]).collect();
+    assert_eq!(kinds, [&json!("confirm"), &json!("start")], "{events:#?}");
+    let question = signals(&events, "Question").nth(1).unwrap();
+    assert_eq!(question[5], json!(["Y", "N"]), "{question}");
+    // The obsolete package was kept: nothing is removed.
+    assert_eq!(plan[2], 0, "{plan}");
+    assert_eq!(prop(&events, "State"), "question");
+    assert_eq!(signal(&events, "Finished")[0], 130, "{events:#?}");
+    assert!(
+        signals(&events, "PhaseChanged").all(|a| a[0] != "download" && a[0] != "install"),
+        "{events:#?}"
+    );
+    d.w.assert_put_back(&before);
+    assert!(!d.w.root.join("usr/lib/release-upgrader").exists());
+}
+
 #[test]
 fn callers_other_than_root_may_not_upgrade_without_polkit() {
     let d = Desktop::new(World::new());

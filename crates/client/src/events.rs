@@ -79,6 +79,12 @@ pub enum QuestionKind {
     Conffile,
     /// A package's debconf question.
     Debconf,
+    /// Whether to start the upgrade, asked once the plan (the `upgrade-plan` event) is
+    /// known and before anything is downloaded or installed. Choices `Y` and `N`.
+    Start,
+    /// Another yes/no question of the upgrade itself (e.g. whether obsolete packages leave
+    /// with it). Choices `Y` and `N`.
+    Confirm,
 }
 
 /// A question apt, dpkg or a package asks during the install; it is answered on the
@@ -105,6 +111,24 @@ pub struct Question {
     /// `None` for a question asked on the terminal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+}
+
+/// The numbers of the `upgrade-plan` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    /// Installed packages upgraded to the new release's version.
+    pub upgrades: u64,
+    /// Packages newly installed.
+    pub installs: u64,
+    /// Packages removed (never purged).
+    pub removals: u64,
+    pub downgrades: u64,
+    /// What is still to download, in bytes.
+    pub download_bytes: u64,
+    /// The names of the packages removed.
+    pub removed: Vec<String>,
+    /// The names of the packages kept back (not upgraded).
+    pub kept_back: Vec<String>,
 }
 
 /// The lifecycle events (the commands' own data events are described by the schema).
@@ -140,6 +164,10 @@ pub enum Event {
     Message { text: String },
     /// A question is on the terminal.
     Question(Question),
+    /// What the upgrade will do, once apt planned it and before it is confirmed (a
+    /// `start` question follows unless `-y`): counts of packages and bytes, and the names
+    /// of those removed or kept back.
+    UpgradePlan(PlanSummary),
     /// The target release's notes (`upgrade -m desktop`; `check --notes` puts them in
     /// its `check` event).
     ReleaseNotes { uri: String, text: String },
@@ -195,6 +223,28 @@ mod tests {
             text: "t".into(),
         };
         assert!(notes.to_line().starts_with(r#"{"event":"release-notes""#));
+    }
+
+    #[test]
+    fn the_plan_is_flat_beside_its_event_name_and_start_is_a_question_kind() {
+        let plan = Event::UpgradePlan(PlanSummary {
+            upgrades: 3,
+            installs: 1,
+            removals: 1,
+            downgrades: 0,
+            download_bytes: 2048,
+            removed: vec!["old".into()],
+            kept_back: Vec::new(),
+        });
+        let value: serde_json::Value = serde_json::from_str(&plan.to_line()).unwrap();
+        assert_eq!(value["event"], "upgrade-plan");
+        assert_eq!(value["upgrades"], 3);
+        assert_eq!(value["removed"][0], "old");
+        assert_eq!(serde_json::from_value::<Event>(value).unwrap(), plan);
+        assert_eq!(
+            serde_json::to_value(QuestionKind::Start).unwrap(),
+            serde_json::json!("start")
+        );
     }
 
     #[test]

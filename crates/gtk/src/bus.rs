@@ -40,6 +40,16 @@ pub trait ReleaseUpgrader {
     fn progress_changed(&self, percent: f64, label: String, item: String) -> zbus::Result<()>;
     #[zbus(signal)]
     fn message(&self, text: String) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn plan_ready(
+        &self,
+        upgrades: u32,
+        installs: u32,
+        removals: u32,
+        download_bytes: u64,
+        removed: Vec<String>,
+        kept_back: Vec<String>,
+    ) -> zbus::Result<()>;
     #[allow(clippy::too_many_arguments)]
     #[zbus(signal)]
     fn question(
@@ -112,6 +122,7 @@ pub async fn follow(
     let mut progress = proxy.receive_progress_changed().await?;
     let mut messages = proxy.receive_message().await?;
     let mut questions = proxy.receive_question().await?;
+    let mut plans = proxy.receive_plan_ready().await?;
     let mut finished = proxy.receive_finished().await?;
 
     let (p, s) = (proxy.clone(), sink.clone());
@@ -156,6 +167,20 @@ pub async fn follow(
         while let Some(signal) = messages.next().await {
             let Ok(a) = signal.args() else { continue };
             s(Event::Message(a.text));
+        }
+    });
+    let s = sink.clone();
+    gtk::glib::spawn_future_local(async move {
+        while let Some(signal) = plans.next().await {
+            let Ok(a) = signal.args() else { continue };
+            s(Event::Planned(model::Plan {
+                upgrades: a.upgrades,
+                installs: a.installs,
+                removals: a.removals,
+                download_bytes: a.download_bytes,
+                removed: a.removed,
+                kept_back: a.kept_back,
+            }));
         }
     });
     let s = sink.clone();

@@ -10,7 +10,7 @@
 //!   widgets so the real handlers run: `click NAME` (a visible, sensitive button),
 //!   `answer CHOICE` (the open question's button, or its entry and OK), `activate NAME`
 //!   (any visible widget, as its keyboard shortcut would: an expander opens), `resize
-//!   WIDTH`, `state` (record now); the last three record the state and a screenshot once
+//!   WIDTH` (the window and an open dialog), `state` (record now); the last three record the state and a screenshot once
 //!   laid out. A command that cannot be done is recorded as `{"error": …}`.
 
 use std::cell::{Cell, RefCell};
@@ -295,6 +295,11 @@ impl Hooks {
                 Ok(width) if width > 0 => {
                     let height = app.ui.window.height().max(1);
                     app.ui.window.set_default_size(width, height);
+                    // A dialog open on that screen gets no wider either.
+                    if let Some(d) = app.ui.dialog.borrow().as_ref() {
+                        let height = d.window.height().max(1);
+                        d.window.set_default_size(width, height);
+                    }
                     Self::settled(app, format!("resize-{width}"));
                     Ok(())
                 }

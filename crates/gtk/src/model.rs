@@ -8,6 +8,8 @@
 pub enum Page {
     Start,
     Progress,
+    /// The plan, asking whether to start (the service's `start` question).
+    Plan,
     End,
 }
 
@@ -16,6 +18,7 @@ impl Page {
         match self {
             Page::Start => "start",
             Page::Progress => "progress",
+            Page::Plan => "plan",
             Page::End => "end",
         }
     }
@@ -43,7 +46,31 @@ pub struct Question {
     pub details: String,
 }
 
+/// What the upgrade will do (`PlanReady`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub upgrades: u32,
+    pub installs: u32,
+    pub removals: u32,
+    pub download_bytes: u64,
+    pub removed: Vec<String>,
+    pub kept_back: Vec<String>,
+}
+
 impl Question {
+    /// Whether to start the upgrade, once planned: the plan page answers it.
+    pub fn is_start(&self) -> bool {
+        self.kind == "start"
+    }
+
+    /// A question that Yes (`Y`) and No (`N`) answer, and nothing else.
+    pub fn is_yes_no(&self) -> bool {
+        self.choices.len() == 2
+            && ["Y", "N"]
+                .iter()
+                .all(|c| self.choices.iter().any(|x| x.eq_ignore_ascii_case(c)))
+    }
+
     /// A conffile question the two buttons can answer: keep (`N`) or install (`Y`).
     pub fn is_conffile(&self) -> bool {
         self.kind == "conffile"
@@ -99,7 +126,10 @@ pub enum Event {
         item: String,
     },
     Message(String),
+    Planned(Plan),
     Question(Question),
+    /// An answer was sent.
+    Answering,
     Answered(u32),
     AnswerRefused(String),
     CancelAsked,
@@ -144,6 +174,10 @@ pub struct Model {
     pub cancelling: bool,
     pub question: Option<Question>,
     pub question_error: Option<String>,
+    /// The plan, once the service sent it.
+    pub plan: Option<Plan>,
+    /// An answer was sent and not yet taken.
+    pub answering: bool,
     pub outcome: Option<Outcome>,
     pub restarting: bool,
     pub restart_error: Option<String>,
@@ -167,6 +201,8 @@ impl Default for Model {
             cancelling: false,
             question: None,
             question_error: None,
+            plan: None,
+            answering: false,
             outcome: None,
             restarting: false,
             restart_error: None,
@@ -213,6 +249,7 @@ impl Model {
                 self.notice = None;
                 self.cancelling = false;
                 self.outcome = None;
+                self.plan = None;
             }
             Event::UpgradeRefused(e) => {
                 self.upgrading = false;
@@ -243,17 +280,30 @@ impl Model {
                 self.item = item;
             }
             Event::Message(text) => self.log.push(LogLine::Message(text)),
+            Event::Planned(plan) => self.plan = Some(plan),
             Event::Question(q) => {
                 self.question_error = None;
+                self.answering = false;
+                if q.is_start() && self.upgrading {
+                    self.page = Page::Plan;
+                }
                 self.question = Some(q);
             }
+            Event::Answering => self.answering = true,
             Event::Answered(id) => {
                 if self.question.as_ref().is_some_and(|q| q.id == id) {
                     self.question = None;
                     self.question_error = None;
+                    self.answering = false;
+                    if self.page == Page::Plan {
+                        self.page = Page::Progress;
+                    }
                 }
             }
-            Event::AnswerRefused(e) => self.question_error = Some(e),
+            Event::AnswerRefused(e) => {
+                self.answering = false;
+                self.question_error = Some(e);
+            }
             Event::CancelAsked => self.cancelling = true,
             Event::CancelTooLate => {
                 self.cancelling = false;
@@ -272,6 +322,7 @@ impl Model {
                 self.cancelling = false;
                 self.question = None;
                 self.question_error = None;
+                self.answering = false;
                 if code == 0 {
                     self.percent = 100.0;
                 }
@@ -315,6 +366,71 @@ mod tests {
         });
         m.apply(Event::UpgradeAsked);
         m
+    }
+
+    fn start_question() -> Question {
+        Question {
+            id: 1,
+            kind: "start".into(),
+            text: "Do you want to start the upgrade?".into(),
+            choices: ["Y", "N"].map(String::from).to_vec(),
+            default: "N".into(),
+            ..Question::default()
+        }
+    }
+
+    #[test]
+    fn the_start_question_shows_the_plan_page_until_it_is_answered() {
+        let mut m = upgrading();
+        let plan = Plan {
+            upgrades: 3,
+            removals: 1,
+            removed: vec!["old".into()],
+            ..Plan::default()
+        };
+        // The signals come on separate streams: the question may come first.
+        m.apply(Event::Question(start_question()));
+        assert_eq!(m.page, Page::Plan);
+        assert_eq!(m.plan, None);
+        m.apply(Event::Planned(plan.clone()));
+        assert_eq!(m.plan, Some(plan));
+        assert!(m.can_cancel(), "before dpkg a cancel puts everything back");
+        m.apply(Event::Answering);
+        assert!(m.answering);
+        m.apply(Event::Answered(1));
+        assert_eq!(m.page, Page::Progress);
+        assert!(!m.answering);
+        assert_eq!(m.question, None);
+    }
+
+    #[test]
+    fn a_refused_start_answer_stays_on_the_plan_page_to_be_given_again() {
+        let mut m = upgrading();
+        m.apply(Event::Question(start_question()));
+        m.apply(Event::Answering);
+        m.apply(Event::AnswerRefused("no".into()));
+        assert_eq!(m.page, Page::Plan);
+        assert!(!m.answering);
+        assert_eq!(m.question_error.as_deref(), Some("no"));
+        // Declined: the service puts everything back and says 130.
+        m.apply(Event::Finished {
+            code: 130,
+            message: String::new(),
+            reboot_required: false,
+        });
+        assert_eq!(m.page, Page::End);
+        assert_eq!(m.outcome, Some(Outcome::Cancelled));
+    }
+
+    #[test]
+    fn yes_no_questions_are_those_answered_by_y_and_n_only() {
+        assert!(start_question().is_yes_no());
+        assert!(!conffile().is_yes_no(), "a conffile also offers I and O");
+        let free = Question {
+            kind: "debconf".into(),
+            ..Question::default()
+        };
+        assert!(!free.is_yes_no());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! Placeholders are `{name}`, filled by [`fill`], so that a translation may reorder them.
 
-use gettextrs::gettext;
+use gettextrs::{gettext, ngettext};
 
 /// Replaces each `{name}` in `template` by its value.
 pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
@@ -197,6 +197,71 @@ pub fn restart_failed(error: &str) -> String {
         &gettext("The computer could not be restarted: {error}"),
         &[("error", error)],
     )
+}
+pub fn plan_heading(version: &str, codename: &str) -> String {
+    fill(
+        &gettext("Ready to upgrade to version {version} ({codename})"),
+        &[("version", version), ("codename", codename)],
+    )
+}
+pub fn plan_waiting() -> String {
+    gettext("Working out the changes…")
+}
+pub fn plan_upgrades(n: u32) -> String {
+    fill(
+        &ngettext(
+            "{n} package will be upgraded",
+            "{n} packages will be upgraded",
+            n,
+        ),
+        &[("n", &n.to_string())],
+    )
+}
+pub fn plan_installs(n: u32) -> String {
+    fill(
+        &ngettext(
+            "{n} new package will be installed",
+            "{n} new packages will be installed",
+            n,
+        ),
+        &[("n", &n.to_string())],
+    )
+}
+pub fn plan_removals(n: u32) -> String {
+    fill(
+        &ngettext(
+            "{n} package will be removed",
+            "{n} packages will be removed",
+            n,
+        ),
+        &[("n", &n.to_string())],
+    )
+}
+pub fn plan_download(size: &str) -> String {
+    fill(&gettext("{size} will be downloaded"), &[("size", size)])
+}
+pub fn plan_kept_back(names: &str) -> String {
+    fill(
+        &gettext("Not upgraded this time: {names}"),
+        &[("names", names)],
+    )
+}
+pub fn plan_explained() -> String {
+    gettext(
+        "Nothing has been changed yet. Removed packages keep their settings. Once the new packages start to install, the upgrade can no longer be cancelled.",
+    )
+}
+pub fn plan_removed() -> String {
+    gettext("Packages to be _removed")
+}
+pub fn button_start() -> String {
+    gettext("_Start the Upgrade")
+}
+pub fn button_yes() -> String {
+    gettext("_Yes")
+}
+pub fn button_no() -> String {
+    gettext("_No")
 }
 pub fn cancelled() -> String {
     gettext("The upgrade was cancelled")

@@ -1,5 +1,5 @@
-//! The window: three pages in a stack (start, progress, end) and a modal dialog per
-//! question. [`App::send`] folds an event into the model and redraws from it, so what is
+//! The window: four pages in a stack (start, progress, the plan asking to start, end)
+//! and a modal dialog per other question. [`App::send`] folds an event into the model and redraws from it, so what is
 //! on screen is always a function of the model (`model.rs`), whatever order the signals
 //! and replies came in.
 
@@ -12,7 +12,7 @@ use gtk::{glib, pango};
 
 use crate::bus::{self, ReleaseUpgraderProxy};
 use crate::hooks::Hooks;
-use crate::model::{Check, Event, LogLine, Model, Outcome, Page, Question};
+use crate::model::{Check, Event, LogLine, Model, Outcome, Page, Plan, Question};
 use crate::text;
 
 fn label(css: &[&str]) -> gtk::Label {
@@ -128,6 +128,14 @@ pub struct Ui {
     log: gtk::TextView,
     log_shown: Cell<usize>,
     cancel: gtk::Button,
+    plan_heading: gtk::Label,
+    plan_counts: [gtk::Label; 4],
+    plan_kept: gtk::Label,
+    plan_removed: gtk::Expander,
+    plan_removed_list: gtk::TextView,
+    plan_error: gtk::Label,
+    plan_cancel: gtk::Button,
+    plan_start: gtk::Button,
     end_heading: gtk::Label,
     end_body: gtk::Label,
     end_message: gtk::Label,
@@ -223,6 +231,39 @@ impl App {
         progress.append(&button_row(&[&cancel]));
         stack.add_named(&progress, Some(Page::Progress.name()));
 
+        // The plan, asking to start.
+        let plan = page();
+        let plan_heading = label(&["title-2"]);
+        let plan_counts = [(); 4].map(|_| label(&[]));
+        let plan_kept = label(&["dim-label"]);
+        let plan_explained = label(&[]);
+        plan_explained.set_label(&text::plan_explained());
+        let plan_removed_list = text_view("removed", false);
+        let plan_removed = gtk::Expander::with_mnemonic(&text::plan_removed());
+        plan_removed.set_widget_name("removed");
+        plan_removed.set_child(Some(&scrolled(&plan_removed_list, 100)));
+        plan_removed.set_vexpand(true);
+        plan_removed.set_valign(gtk::Align::Start);
+        let plan_error = label(&["error"]);
+        let plan_cancel = button("plan-cancel", &text::button_cancel());
+        let plan_start = button("start", &text::button_start());
+        plan_start.add_css_class("suggested-action");
+        plan.append(&plan_heading);
+        for l in &plan_counts {
+            plan.append(l);
+        }
+        for w in [
+            plan_kept.upcast_ref::<gtk::Widget>(),
+            plan_explained.upcast_ref(),
+            plan_removed.upcast_ref(),
+            plan_error.upcast_ref(),
+        ] {
+            plan.append(w);
+        }
+        plan.append(&gtk::Box::builder().vexpand(true).build());
+        plan.append(&button_row(&[&plan_cancel, &plan_start]));
+        stack.add_named(&plan, Some(Page::Plan.name()));
+
         // End.
         let end = page();
         let end_heading = label(&["title-2"]);
@@ -271,6 +312,14 @@ impl App {
                 log,
                 log_shown: Cell::new(0),
                 cancel,
+                plan_heading,
+                plan_counts,
+                plan_kept,
+                plan_removed,
+                plan_removed_list,
+                plan_error,
+                plan_cancel,
+                plan_start,
                 end_heading,
                 end_body,
                 end_message,
@@ -298,6 +347,8 @@ impl App {
         on(&app.ui.upgrade, App::upgrade);
         on(&app.ui.cancel, App::cancel);
         on(&app.ui.restart, App::restart);
+        on(&app.ui.plan_start, |app| app.answer_start("Y"));
+        on(&app.ui.plan_cancel, |app| app.answer_start("N"));
         for b in [&close, &app.ui.later, &app.ui.end_close] {
             on(b, |app| app.ui.window.close());
         }
@@ -352,7 +403,9 @@ impl App {
         }
         self.send(Event::UpgradeAsked);
         self.call(|proxy, sink| async move {
-            if let Err(e) = proxy.upgrade(HashMap::new()).await {
+            // The plan is shown before anything is downloaded: the person confirms it.
+            let options = HashMap::from([("confirm", zbus::zvariant::Value::from(true))]);
+            if let Err(e) = proxy.upgrade(options).await {
                 sink(Event::UpgradeRefused(text::upgrade_refused(
                     &bus::describe(&e),
                 )));
@@ -380,7 +433,21 @@ impl App {
         });
     }
 
+    /// The plan page's buttons: `Y` starts the upgrade, `N` declines it (everything is
+    /// put back).
+    fn answer_start(self: &Rc<Self>, answer: &str) {
+        let id = {
+            let m = self.model.borrow();
+            match &m.question {
+                Some(q) if q.is_start() && !m.answering => q.id,
+                _ => return,
+            }
+        };
+        self.answer(id, answer.to_owned());
+    }
+
     pub fn answer(self: &Rc<Self>, id: u32, answer: String) {
+        self.send(Event::Answering);
         self.call(move |proxy, sink| async move {
             match proxy.answer(id, &answer).await {
                 Ok(()) => sink(Event::Answered(id)),
@@ -484,6 +551,25 @@ impl App {
         }
         ui.log_shown.set(m.log.len());
 
+        // The plan.
+        let (version, codename) = match &m.check {
+            Check::Available { version, codename } => (version.as_str(), codename.as_str()),
+            _ => ("", ""),
+        };
+        set_label(
+            &ui.plan_heading,
+            Some(&text::plan_heading(version, codename)),
+        );
+        render_plan(ui, m.plan.as_ref());
+        let on_plan = page == Page::Plan;
+        set_label(
+            &ui.plan_error,
+            on_plan.then_some(m.question_error.as_deref()).flatten(),
+        );
+        ui.plan_start
+            .set_sensitive(!m.answering && m.plan.is_some());
+        ui.plan_cancel.set_sensitive(!m.answering);
+
         // End.
         let mut reboot = false;
         match &m.outcome {
@@ -531,6 +617,7 @@ impl App {
             let default = match page {
                 Page::Start => Some(&ui.upgrade),
                 Page::Progress => None,
+                Page::Plan => Some(&ui.plan_start),
                 Page::End if reboot => Some(&ui.restart),
                 Page::End => Some(&ui.end_close),
             };
@@ -539,7 +626,8 @@ impl App {
                 b.grab_focus();
             }
         }
-        let question = m.question.clone();
+        // The start question is the plan page's, not a dialog's.
+        let question = m.question.clone().filter(|q| !q.is_start());
         let error = m.question_error.clone();
         drop(m);
         self.render_dialog(question, error);
@@ -626,14 +714,26 @@ impl App {
             choices.push(("N".to_owned(), keep.clone()));
             choices.push(("Y".to_owned(), install.clone()));
             default = keep.clone();
-            let row = gtk::Box::builder()
-                .orientation(gtk::Orientation::Horizontal)
+            // One above the other, the default last, as wide as the wider: side by side
+            // they need ~480 px, more than a phone's screen.
+            let column = gtk::Box::builder()
+                .orientation(gtk::Orientation::Vertical)
                 .spacing(6)
+                .homogeneous(true)
                 .halign(gtk::Align::End)
                 .build();
-            row.append(&install);
-            row.append(&keep);
-            body.append(&row);
+            column.append(&install);
+            column.append(&keep);
+            body.append(&column);
+        } else if q.is_yes_no() {
+            let no = button("no", &text::button_no());
+            let yes = button("yes", &text::button_yes());
+            // The safe answer is the default, as on the terminal ([y/N]).
+            no.add_css_class("suggested-action");
+            choices.push(("N".to_owned(), no.clone()));
+            choices.push(("Y".to_owned(), yes.clone()));
+            default = no.clone();
+            body.append(&button_row(&[&yes, &no]));
         } else {
             if !q.choices.is_empty() {
                 let c = label(&["dim-label"]);
@@ -691,6 +791,33 @@ impl App {
             choices,
         }
     }
+}
+
+/// The plan's numbers (or that they are being worked out) and the names removed.
+fn render_plan(ui: &Ui, plan: Option<&Plan>) {
+    let Some(p) = plan else {
+        set_label(&ui.plan_counts[0], Some(&text::plan_waiting()));
+        for l in &ui.plan_counts[1..] {
+            set_label(l, None);
+        }
+        set_label(&ui.plan_kept, None);
+        ui.plan_removed.set_visible(false);
+        return;
+    };
+    let size = glib::format_size(p.download_bytes);
+    let counts = [
+        text::plan_upgrades(p.upgrades),
+        text::plan_installs(p.installs),
+        text::plan_removals(p.removals),
+        text::plan_download(size.as_str()),
+    ];
+    for (l, t) in ui.plan_counts.iter().zip(counts) {
+        set_label(l, Some(&t));
+    }
+    let kept = (!p.kept_back.is_empty()).then(|| text::plan_kept_back(&p.kept_back.join(" ")));
+    set_label(&ui.plan_kept, kept.as_deref());
+    ui.plan_removed.set_visible(!p.removed.is_empty());
+    set_text(&ui.plan_removed_list, &p.removed.join("\n"));
 }
 
 /// Hands events to the app on the main context, once it is gone, nowhere.

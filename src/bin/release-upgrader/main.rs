@@ -702,10 +702,15 @@ fn cleanup(root: &SystemRoot, ui: &Ui, purge_state: bool) -> anyhow::Result<Exit
 struct CliInteraction<'a> {
     ui: &'a Ui,
     progress: Arc<dyn ru_trust::progress::Progress>,
+    /// `-f json`: the program driving the run answers, one line on stdin per `question`.
+    program_answers: bool,
 }
 
 impl ru_client::upgrade::run::Interaction for CliInteraction<'_> {
-    fn ask(&self, question: &str) -> Option<bool> {
+    fn ask(&self, kind: ru_client::events::QuestionKind, question: &str) -> Option<bool> {
+        if self.program_answers {
+            return Some(ask_program(self.ui, kind, question));
+        }
         if !self.can_ask() {
             return None;
         }
@@ -727,7 +732,7 @@ impl ru_client::upgrade::run::Interaction for CliInteraction<'_> {
 
     fn can_ask(&self) -> bool {
         use std::io::IsTerminal;
-        !self.ui.json && std::io::stdin().is_terminal()
+        self.program_answers || (!self.ui.json && std::io::stdin().is_terminal())
     }
 
     fn notify(&self, event: &ru_client::events::Event) {
@@ -742,6 +747,26 @@ impl ru_client::upgrade::run::Interaction for CliInteraction<'_> {
     fn progress(&self) -> Arc<dyn ru_trust::progress::Progress> {
         self.progress.clone()
     }
+}
+
+/// Asks the program driving the run (`-f json`): a `question` event with the choices Y
+/// and N, answered by one line on stdin. Read a byte at a time, unbuffered: dpkg's
+/// questions later in the run are answered from the same descriptor. The default, N, is
+/// taken for an empty line and when stdin ends (the program went away): an upgrade nobody
+/// confirms does not start.
+fn ask_program(ui: &Ui, kind: ru_client::events::QuestionKind, question: &str) -> bool {
+    use ru_client::events::{Event, Question};
+    ui.show(&Event::Question(Question {
+        kind,
+        package: None,
+        path: None,
+        text: question.to_owned(),
+        choices: vec!["Y".into(), "N".into()],
+        default: Some("N".into()),
+        answer: None,
+    }));
+    let line = ru_client::upgrade::term::read_line_unbuffered(std::io::stdin());
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 /// Asks `question` on the terminal; `default` is taken for an empty answer.
@@ -865,6 +890,7 @@ fn upgrade(global: &GlobalArgs, args: &UpgradeArgs, ui: &Ui) -> anyhow::Result<E
     let io = CliInteraction {
         ui,
         progress: session.fetcher.progress(),
+        program_answers: frontend == Frontend::Json,
     };
     let upgrader = Upgrader::new(&session, &options, &io);
     let result = if helper_env::reexecuted().is_some() {

@@ -156,10 +156,13 @@ impl From<fdo::Error> for CallError {
 
 /// The flags of `upgrade` for the options of `Upgrade(a{sv})`: `allow-third-party`,
 /// `keep-helpers`, `allow-pending` (b), `cdrom` (s, an absolute path), `mode` (s: desktop,
-/// the default, server or cloud). Anything else is refused, not ignored: a caller asking
-/// for something this service does not do must learn it before the upgrade starts.
+/// the default, server or cloud), `confirm` (b: the caller confirms the plan, so no `-y`:
+/// the upgrade's own yes/no questions, `start` first, come as `Question`s). Anything else
+/// is refused, not ignored: a caller asking for something this service does not do must
+/// learn it before the upgrade starts.
 pub fn upgrade_args(options: &HashMap<String, OwnedValue>) -> Result<Vec<OsString>, String> {
-    let mut args: Vec<OsString> = ["upgrade", "-f", "json", "-y"].map(Into::into).to_vec();
+    let mut args: Vec<OsString> = ["upgrade", "-f", "json"].map(Into::into).to_vec();
+    let mut yes = true;
     let mut mode = "desktop".to_owned();
     let mut keys: Vec<&String> = options.keys().collect();
     keys.sort();
@@ -190,6 +193,7 @@ pub fn upgrade_args(options: &HashMap<String, OwnedValue>) -> Result<Vec<OsStrin
                     args.push(format!("--{key}").into());
                 }
             }
+            "confirm" => yes = !flag()?,
             "cdrom" => {
                 let path = text()?;
                 if !path.starts_with('/') || path.contains('\0') {
@@ -212,10 +216,13 @@ pub fn upgrade_args(options: &HashMap<String, OwnedValue>) -> Result<Vec<OsStrin
             other => {
                 return Err(format!(
                     "unknown option {other:?}: Upgrade takes allow-third-party, keep-helpers, \
-                     allow-pending (b), cdrom and mode (s)"
+                     allow-pending, confirm (b), cdrom and mode (s)"
                 ));
             }
         }
+    }
+    if yes {
+        args.insert(3, "-y".into());
     }
     args.push("-m".into());
     args.push(mode.into());
@@ -282,6 +289,8 @@ pub enum Out {
         default: String,
     },
     Message(String),
+    /// The plan, before the `start` question (`upgrade-plan`).
+    Plan(crate::events::PlanSummary),
 }
 
 /// The phases in order, each with its share of the whole run's percent: what takes long
@@ -403,6 +412,13 @@ impl Tracker {
                 text("path"),
                 text("answer")
             ))),
+            "upgrade-plan" => {
+                if let Ok(crate::events::Event::UpgradePlan(plan)) =
+                    serde_json::from_value(event.clone())
+                {
+                    out.push(Out::Plan(plan));
+                }
+            }
             "message" => {
                 self.last_message = Some(text("text"));
                 out.push(Out::Message(text("text")));
@@ -761,6 +777,20 @@ fn follow(signals: Arc<Signals>, mut child: std::process::Child) {
                         ReleaseUpgrader::message(&e, &text).await
                     });
                 }
+                Out::Plan(plan) => {
+                    signals.send("PlanReady", |e| async move {
+                        ReleaseUpgrader::plan_ready(
+                            &e,
+                            plan.upgrades as u32,
+                            plan.installs as u32,
+                            plan.removals as u32,
+                            plan.download_bytes,
+                            plan.removed,
+                            plan.kept_back,
+                        )
+                        .await
+                    });
+                }
             }
         }
     }
@@ -1097,6 +1127,20 @@ impl ReleaseUpgrader {
         details: &str,
     ) -> zbus::Result<()>;
 
+    /// What the upgrade will do, before it asks to start (with the option `confirm`):
+    /// packages upgraded, newly installed, removed (never purged), the bytes to download,
+    /// and the names of those removed and kept back.
+    #[zbus(signal)]
+    pub async fn plan_ready(
+        emitter: &SignalEmitter<'_>,
+        upgrades: u32,
+        installs: u32,
+        removals: u32,
+        download_bytes: u64,
+        removed: Vec<String>,
+        kept_back: Vec<String>,
+    ) -> zbus::Result<()>;
+
     /// Something for the user to read.
     #[zbus(signal)]
     pub async fn message(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
@@ -1159,6 +1203,37 @@ mod tests {
                 "server"
             ]
         );
+    }
+
+    #[test]
+    fn confirm_leaves_the_yes_to_the_caller() {
+        let args = upgrade_args(&options(&[("confirm", V::from(true))])).unwrap();
+        assert_eq!(strings(&args), ["upgrade", "-f", "json", "-m", "desktop"]);
+        let args = upgrade_args(&options(&[("confirm", V::from(false))])).unwrap();
+        assert!(strings(&args).contains(&"-y"));
+    }
+
+    #[test]
+    fn the_plan_becomes_plan_ready_and_the_start_question_is_a_question() {
+        let mut t = Tracker::default();
+        let plan = t.line(
+            r#"{"event":"upgrade-plan","upgrades":2,"installs":1,"removals":1,"downgrades":0,"download_bytes":4096,"removed":["old"],"kept_back":[]}"#,
+        );
+        assert!(matches!(&plan[..], [Out::Plan(p)] if p.upgrades == 2 && p.removed == ["old"]));
+        // A malformed plan is not signalled with made-up numbers.
+        assert!(
+            t.line(r#"{"event":"upgrade-plan","upgrades":"two"}"#)
+                .is_empty()
+        );
+        let asked = t.line(
+            r#"{"event":"question","kind":"start","text":"Do you want to start the upgrade?","choices":["Y","N"],"default":"N"}"#,
+        );
+        assert!(matches!(&asked[0], Out::Question { kind, .. } if kind == "start"));
+        assert_eq!(
+            t.question.as_ref().unwrap().line_for(1, "y").unwrap(),
+            "Y\n"
+        );
+        assert!(!t.installing);
     }
 
     #[test]

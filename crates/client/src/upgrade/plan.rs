@@ -452,6 +452,22 @@ impl Plan {
         }
     }
 
+    /// The plan's numbers for a program (the `upgrade-plan` event).
+    pub fn numbers(&self) -> crate::events::PlanSummary {
+        let simulation = &self.simulation;
+        let names =
+            |actions: &[apt::PlannedAction]| actions.iter().map(|a| a.package.clone()).collect();
+        crate::events::PlanSummary {
+            upgrades: simulation.upgraded.len() as u64,
+            installs: simulation.installed.len() as u64,
+            removals: simulation.removed.len() as u64,
+            downgrades: simulation.downgraded.len() as u64,
+            download_bytes: self.sizes.download,
+            removed: names(&simulation.removed),
+            kept_back: simulation.kept_back.clone(),
+        }
+    }
+
     /// What the user is shown before the question (and the log gets on one line).
     pub fn summary(&self) -> String {
         let simulation = &self.simulation;

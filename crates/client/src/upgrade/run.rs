@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::confine::RelPath;
 use crate::error::{Error, ExitCode};
-use crate::events::{Event, PhaseId, PhaseState, Question};
+use crate::events::{Event, PhaseId, PhaseState, Question, QuestionKind};
 use crate::helpers::{self, Store};
 use crate::progress::{self, Progress};
 use crate::session::{HelperPlan, Session, UpgradeTarget};
@@ -72,8 +72,9 @@ pub struct UpgradeOptions {
 
 /// What the front end provides: answers, messages, progress.
 pub trait Interaction: Sync {
-    /// Asks a yes/no question; `None` when nobody can answer.
-    fn ask(&self, question: &str) -> Option<bool>;
+    /// Asks a yes/no question (`kind`: [`QuestionKind::Start`] for whether to start, else
+    /// [`QuestionKind::Confirm`]); `None` when nobody can answer.
+    fn ask(&self, kind: QuestionKind, question: &str) -> Option<bool>;
     /// A message for the user (a step, a warning, a plan).
     fn say(&self, text: &str);
     /// Whether someone watches the terminal (apt's output is shown as it comes).
@@ -195,10 +196,12 @@ impl<'a> Upgrader<'a> {
         if !self.asks_to_start() {
             return Ok(true);
         }
-        self.io.ask(question).ok_or_else(|| Error::Config {
-            path: "(terminal)".into(),
-            reason: format!("{question} — nobody to ask (no terminal); pass -y to answer yes"),
-        })
+        self.io
+            .ask(QuestionKind::Start, question)
+            .ok_or_else(|| Error::Config {
+                path: "(terminal)".into(),
+                reason: format!("{question} — nobody to ask (no terminal); pass -y to answer yes"),
+            })
     }
 
     // ---------------------------------------------------------------- first stage
@@ -510,11 +513,18 @@ impl<'a> Upgrader<'a> {
             ));
             return;
         }
-        if self.options.assume_yes || !self.io.can_ask() {
+        // A program driving the run (`-f json`) has the `reboot` event and restarts itself
+        // when its user says so.
+        if self.options.assume_yes || !self.io.can_ask() || self.options.frontend == Frontend::Json
+        {
             self.io.say("Restart the system to finish the upgrade.");
             return;
         }
-        if self.io.ask("Restart the system now to finish the upgrade?") == Some(true) {
+        if self.io.ask(
+            QuestionKind::Confirm,
+            "Restart the system now to finish the upgrade?",
+        ) == Some(true)
+        {
             if let Err(e) = crate::reboot::reboot(crate::reboot::Into::System) {
                 self.io.say(&format!("warning: {e}; restart by hand"));
             }

@@ -420,6 +420,23 @@ impl Relay<'_> {
     }
 }
 
+/// One line from `fd`, read a byte at a time so that nothing after it is taken from the
+/// descriptor (a later reader, e.g. the relay answering dpkg, gets the rest); without its
+/// newline. Empty at the end of the input or on an error.
+pub fn read_line_unbuffered(fd: impl AsFd) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(&fd, &mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) => line.push(byte[0]),
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
 /// Whether `fd` has something to read (or hung up) within `timeout`.
 fn readable(fd: impl AsFd, timeout: Duration) -> bool {
     let timeout = rustix::event::Timespec {
@@ -529,6 +546,17 @@ fn conffile_answer(named: &mut Option<String>, line: &str) -> Option<Defaulted> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_read_unbuffered_leaves_the_rest_on_the_descriptor() {
+        let (read, mut write) = std::io::pipe().unwrap();
+        write.write_all(b"y\nN\n").unwrap();
+        drop(write);
+        assert_eq!(read_line_unbuffered(&read), "y");
+        assert_eq!(read_line_unbuffered(&read), "N");
+        // At the end: empty, which callers take for the default.
+        assert_eq!(read_line_unbuffered(&read), "");
+    }
 
     #[test]
     fn status_lines_parse() {

@@ -406,6 +406,8 @@ impl Upgrader<'_> {
         let text = plan.summary();
         logs.main(&text.replace('\n', " | "));
         self.io.say(&text);
+        self.io
+            .notify(&crate::events::Event::UpgradePlan(plan.numbers()));
     }
 
     /// The archives of the newer versions the suites of release `to` offer for the
@@ -479,13 +481,16 @@ impl Upgrader<'_> {
         let obsolete = decision.remove.clone();
         if !obsolete.is_empty() {
             let question = format!(
-                "{} packages of the old release are no longer available ({}). Remove them with the upgrade (their configuration files stay)?",
-                obsolete.len(),
+                "Packages of the old release that the new one no longer has: {}. Remove them \
+                 with the upgrade (their configuration files stay)?",
                 obsolete.join(" ")
             );
             let remove = self.options.assume_yes
-                || (self.options.frontend == Frontend::Text
-                    && self.io.ask(&question).unwrap_or(false));
+                || (matches!(self.options.frontend, Frontend::Text | Frontend::Json)
+                    && self
+                        .io
+                        .ask(crate::events::QuestionKind::Confirm, &question)
+                        .unwrap_or(false));
             if remove {
                 logs.main(&format!(
                     "obsolete packages leave with the upgrade: {}",

@@ -45,7 +45,7 @@ impl Drop for Window {
 
 impl Window {
     /// `env` (the bus, the language) is set last: it may override the defaults here.
-    pub(crate) fn start(app: &Path, dir: &Path, env: &[(&str, &str)]) -> Window {
+    pub fn start(app: &Path, dir: &Path, env: &[(&str, &str)]) -> Window {
         let fifo = dir.join("commands");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let log = std::fs::File::create(dir.join("app.log")).unwrap();
@@ -86,12 +86,12 @@ impl Window {
         }
     }
 
-    fn send(&mut self, command: &str) {
+    pub fn send(&mut self, command: &str) {
         writeln!(self.commands, "{command}").unwrap();
     }
 
     /// The state lines the app finished writing (a line being written has no newline yet).
-    pub(crate) fn lines(&self) -> Vec<Value> {
+    pub fn lines(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.dir.join("state.jsonl")).unwrap_or_default();
         let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
         complete
@@ -101,12 +101,7 @@ impl Window {
     }
 
     /// The first state line after the last one waited for that `pred` accepts.
-    pub(crate) fn wait(
-        &mut self,
-        what: &str,
-        within: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
+    pub fn wait(&mut self, what: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let lines = self.lines();

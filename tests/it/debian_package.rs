@@ -377,3 +377,68 @@ fn the_packaged_client_installs_and_runs_on_debian_11() {
     let planned = run("bootstrap --dry-run");
     assert!(planned.contains("release-upgrader-apt"), "{planned}");
 }
+
+/// `dpkg-deb ARGS DEB`'s output; panics when it fails.
+fn dpkg_deb(args: &[&str], deb: &Path) -> String {
+    let out = std::process::Command::new("dpkg-deb")
+        .args(args)
+        .arg(deb)
+        .output()
+        .expect("dpkg-deb");
+    assert!(
+        out.status.success(),
+        "dpkg-deb {args:?} {}: {}",
+        deb.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The window's package, read with dpkg-deb (not installed: into a Debian 12 minbase root
+/// its GTK would bring about 170 packages, 92 MB to download): the binary, what the desktop finds it by, the
+/// German catalogue in release-upgrader's gettext domain, and the dependencies
+/// dh_shlibdeps computed for its dynamic build, beside the exact client version.
+#[test]
+#[ignore = "heavy tier: reads the packages scripts/package built; CI runs it with --ignored"]
+fn the_gtk_package_carries_the_window_its_desktop_files_and_the_german_catalogue() {
+    let dir = debs();
+    let gtk = deb(&dir, "release-upgrader-gtk").expect("no release-upgrader-gtk_*.deb");
+    let paths: BTreeSet<String> = dpkg_deb(&["-c"], &gtk)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .map(|p| p.trim_start_matches('.').to_owned())
+        .collect();
+    for path in [
+        "/usr/bin/release-upgrader-gtk",
+        "/usr/share/applications/org.releaseupgrader.Gtk.desktop",
+        "/usr/share/icons/hicolor/scalable/apps/org.releaseupgrader.Gtk.svg",
+        "/usr/share/metainfo/org.releaseupgrader.Gtk.metainfo.xml",
+        "/usr/share/locale/de/LC_MESSAGES/release-upgrader.mo",
+        "/usr/share/man/man1/release-upgrader-gtk.1.gz",
+    ] {
+        assert!(
+            paths.contains(path),
+            "{path} not in {}: {paths:#?}",
+            gtk.display()
+        );
+    }
+    let field = |deb: &Path, name: &str| {
+        dpkg_deb(&["-f"], deb)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+    };
+    let depends = field(&gtk, "Depends").unwrap_or_default();
+    let client = deb(&dir, "release-upgrader").unwrap();
+    let version = field(&client, "Version").unwrap();
+    let names: Vec<&str> = depends
+        .split(',')
+        .map(|d| d.split_whitespace().next().unwrap_or(""))
+        .collect();
+    for name in ["libgtk-4-1", "libc6", "libglib2.0-0", "release-upgrader"] {
+        assert!(names.contains(&name), "Depends lacks {name}: {depends}");
+    }
+    assert!(
+        depends.contains(&format!("release-upgrader (= {version})")),
+        "not the client's exact version {version}: {depends}"
+    );
+}

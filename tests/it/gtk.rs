@@ -20,7 +20,7 @@ use crate::support::BIN;
 
 /// The app under Xvfb, in a process group of its own that is killed at the end (the app,
 /// xvfb-run and the X server with it).
-struct Window {
+pub(crate) struct Window {
     child: Child,
     dir: PathBuf,
     commands: std::fs::File,
@@ -44,7 +44,8 @@ impl Drop for Window {
 }
 
 impl Window {
-    fn start(app: &Path, dir: &Path, bus: &[(&str, &str)]) -> Window {
+    /// `env` (the bus, the language) is set last: it may override the defaults here.
+    pub fn start(app: &Path, dir: &Path, env: &[(&str, &str)]) -> Window {
         let fifo = dir.join("commands");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let log = std::fs::File::create(dir.join("app.log")).unwrap();
@@ -52,7 +53,6 @@ impl Window {
         let child = Command::new("xvfb-run")
             .args(["-a", "-s", "-screen 0 1280x800x24"])
             .arg(app)
-            .envs(bus.iter().copied())
             .env("RELEASE_UPGRADER_GTK_TEST_DIR", dir)
             // No session bus to be unique on or to autolaunch; no accessibility bus.
             .env(
@@ -65,6 +65,7 @@ impl Window {
             .env("LANG", "C.UTF-8")
             .env("LANGUAGE", "")
             .env_remove("LC_ALL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -85,12 +86,12 @@ impl Window {
         }
     }
 
-    fn send(&mut self, command: &str) {
+    pub fn send(&mut self, command: &str) {
         writeln!(self.commands, "{command}").unwrap();
     }
 
     /// The state lines the app finished writing (a line being written has no newline yet).
-    fn lines(&self) -> Vec<Value> {
+    pub fn lines(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.dir.join("state.jsonl")).unwrap_or_default();
         let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
         complete
@@ -100,7 +101,7 @@ impl Window {
     }
 
     /// The first state line after the last one waited for that `pred` accepts.
-    fn wait(&mut self, what: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait(&mut self, what: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let lines = self.lines();
@@ -149,11 +150,11 @@ fn labels(state: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-fn has_label(state: &Value, text: &str) -> bool {
+pub(crate) fn has_label(state: &Value, text: &str) -> bool {
     labels(state).iter().any(|l| l.contains(text))
 }
 
-fn button<'a>(state: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn button<'a>(state: &'a Value, name: &str) -> Option<&'a Value> {
     state["buttons"]
         .as_array()?
         .iter()
@@ -169,7 +170,7 @@ fn text<'a>(state: &'a Value, name: &str) -> &'a str {
 }
 
 /// The button is shown, can be pressed, and lies inside the window.
-fn usable(state: &Value, name: &str) -> bool {
+pub(crate) fn usable(state: &Value, name: &str) -> bool {
     let Some(b) = button(state, name) else {
         return false;
     };

@@ -13,6 +13,7 @@ mod events;
 mod faults;
 mod fetcher;
 mod gtk;
+mod gtk_l10n;
 mod helper_build;
 mod image_client;
 mod image_optout;

@@ -19,7 +19,11 @@ use gtk::{gio, glib};
 
 /// The gettext domain, shared with the rest of release-upgrader.
 const DOMAIN: &str = "release-upgrader";
+/// Also the name of its .desktop file and icon (dist/): the shell matches the window to them.
 const APP_ID: &str = "org.releaseupgrader.Gtk";
+/// Where the catalogues are (`<dir>/<lang>/LC_MESSAGES/release-upgrader.mo`), unless
+/// `RELEASE_UPGRADER_LOCALEDIR` says otherwise (the tests' freshly compiled ones).
+const LOCALEDIR: &str = "/usr/share/locale";
 
 fn usage() -> String {
     format!(
@@ -29,6 +33,7 @@ fn usage() -> String {
          Usage: release-upgrader-gtk [--help] [--version]\n\n\
          Environment:\n  \
          DBUS_SYSTEM_BUS_ADDRESS         the system bus (default: the system's)\n  \
+         RELEASE_UPGRADER_LOCALEDIR      the translations' directory (default: {LOCALEDIR})\n  \
          RELEASE_UPGRADER_GTK_TEST_DIR   turn on the test hooks (state.jsonl, screenshots, commands)\n",
         env!("CARGO_PKG_VERSION")
     )
@@ -58,7 +63,10 @@ fn main() -> glib::ExitCode {
     // Translations: the system's locale, glibc's gettext. Without a catalogue the
     // strings stay English; nothing to fail on.
     let _ = gettextrs::setlocale(gettextrs::LocaleCategory::LcAll, "");
-    let _ = gettextrs::bindtextdomain(DOMAIN, "/usr/share/locale");
+    let localedir = std::env::var_os("RELEASE_UPGRADER_LOCALEDIR")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| LOCALEDIR.into());
+    let _ = gettextrs::bindtextdomain(DOMAIN, localedir);
     let _ = gettextrs::bind_textdomain_codeset(DOMAIN, "UTF-8");
     let _ = gettextrs::textdomain(DOMAIN);
 
@@ -78,6 +86,8 @@ fn main() -> glib::ExitCode {
         if let Some(w) = application.active_window() {
             return w.present();
         }
+        // The icon the window shows where the shell does not take it from the .desktop file.
+        gtk::Window::set_default_icon_name(APP_ID);
         let app = ui::App::new(application, hooks.take());
         hooks::Hooks::listen(&app);
         // The window holds the app (everything else holds it weakly) until it goes.

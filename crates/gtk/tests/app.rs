@@ -101,3 +101,118 @@ fn help_and_version_answer_without_a_display_and_unknown_arguments_are_refused()
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unexpected argument \"--root=/\""));
 }
+
+/// The entries of a catalogue (after `msgcat --no-wrap`: one line a string), as
+/// (msgid, msgstr, fuzzy); the header is left out.
+fn po_entries(path: &Path) -> Vec<(String, String, bool)> {
+    let out = Command::new("msgcat")
+        .arg("--no-wrap")
+        .arg(path)
+        .output()
+        .expect("msgcat (gettext, scripts/setup)");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unquote = |s: &str| -> String {
+        serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s} in {}", path.display()))
+    };
+    let mut entries = Vec::new();
+    let (mut fuzzy, mut id) = (false, None);
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        if line.starts_with("#,") && line.contains("fuzzy") {
+            fuzzy = true;
+        } else if let Some(s) = line.strip_prefix("msgid ") {
+            id = Some(unquote(s));
+        } else if let Some(s) = line
+            .strip_prefix("msgstr ")
+            .or_else(|| line.strip_prefix("msgstr[0] "))
+        {
+            let id = id.take().expect("msgstr without msgid");
+            if !id.is_empty() {
+                entries.push((id, unquote(s), fuzzy));
+            }
+            fuzzy = false;
+        }
+    }
+    entries
+}
+
+/// The `{name}` placeholders of a string, sorted.
+fn placeholders(s: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = s
+        .match_indices('{')
+        .filter_map(|(i, _)| s[i..].find('}').map(|j| &s[i..=i + j]))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_translation_compiles_and_translates_every_string_of_the_template() {
+    let po = Path::new(ROOT).join("po");
+    let linguas: Vec<String> = std::fs::read_to_string(po.join("LINGUAS"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut files: Vec<String> = std::fs::read_dir(&po)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".po").map(str::to_owned)
+        })
+        .collect();
+    files.sort();
+    let mut listed = linguas.clone();
+    listed.sort();
+    assert_eq!(listed, files, "po/LINGUAS must name every po/*.po");
+    assert!(files.contains(&"de".to_owned()));
+
+    let template: Vec<String> = po_entries(&po.join("release-upgrader-gtk.pot"))
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert!(template.len() > 20, "{template:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for lang in &linguas {
+        let file = po.join(format!("{lang}.po"));
+        let out = Command::new("msgfmt")
+            .arg("--check")
+            .arg("-o")
+            .arg(dir.path().join(format!("{lang}.mo")))
+            .arg(&file)
+            .output()
+            .expect("msgfmt (gettext, scripts/setup)");
+        assert!(
+            out.status.success(),
+            "msgfmt --check {lang}.po: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let entries = po_entries(&file);
+        let mut problems = Vec::new();
+        for id in &template {
+            match entries.iter().find(|(i, _, _)| i == id) {
+                None => problems.push(format!("missing: {id:?}")),
+                Some((_, _, true)) => problems.push(format!("fuzzy: {id:?}")),
+                Some((_, s, _)) if s.is_empty() => problems.push(format!("untranslated: {id:?}")),
+                Some((_, s, _)) if placeholders(s) != placeholders(id) => {
+                    problems.push(format!("placeholders differ: {id:?} -> {s:?}"))
+                }
+                Some((_, s, _)) if id.contains('_') && s.matches('_').count() != 1 => {
+                    problems.push(format!("no single mnemonic: {id:?} -> {s:?}"))
+                }
+                Some(_) => {}
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "po/{lang}.po against po/release-upgrader-gtk.pot (msgmerge --update po/{lang}.po \
+             po/release-upgrader-gtk.pot, then translate):\n{}",
+            problems.join("\n")
+        );
+    }
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Whole Debian 12 → 13 upgrade of a minbase root against stock apt, in one run.
+# Whole Debian 12 → 13 upgrade of a bookworm root against stock apt, in one run.
 #
 #   ours: release-upgrader --root R upgrade -y -f noninteractive
 #         (helper bootstrap from a local pocket of trixie's apt and dpkg included)
@@ -8,30 +8,54 @@
 #
 # Both download from the Debian mirror of this machine's apt sources (or
 # RELEASE_UPGRADER_DEBIAN_MIRROR), after one unmeasured warm-up run, in alternating order,
-# RUNS times each (default 3); prints the medians and the ratio ours/peer. Needs root
-# (chroot, mounts). The bookworm minbase tarball is the end-to-end tests' cache
-# (debootstrapped once if missing). The whole script runs in a private mount namespace
-# (the chroots' /proc, /sys and /dev never show on the host and go with it), and a root
-# is deleted only once nothing is mounted below it. With RELEASE_UPGRADER_BENCH_LOGS=DIR,
-# each of our runs leaves its /var/log/dist-upgrade there (main.log has the time of every
-# step).
-# Usage: benches/upgrade.sh [RUNS]
+# RUNS times each (default 3); prints the medians and the ratio ours/peer, then where the
+# time went: for ours the phases main.log times, for the peer `update` and `full-upgrade`
+# (run one after the other, timed apart), and for both the dpkg runs of dpkg.log
+# (benches/upgrade-phases.awk), each run's line and the medians. Needs root (chroot,
+# mounts).
+#
+# ROOT (or RELEASE_UPGRADER_BENCH_ROOT) chooses the bookworm root, debootstrapped once and
+# cached as a tarball beside the end-to-end tests' minbase one:
+#   minbase  --variant=minbase (the default, the tests' tarball)
+#   server   the standard base with openssh-server, nginx, postgresql, locales, man-db,
+#            python3, perl, cron, logrotate, rsyslog, less, vim-tiny (~240 packages)
+#   desktop  the server set with xserver-xorg-core, network-manager, firefox-esr, GTK 3
+#            and 4, fonts and icons (~500 packages, ~1 GB downloaded a run)
+# The whole script runs in a private mount namespace (the chroots' /proc, /sys and /dev
+# never show on the host and go with it), and a root is deleted only once nothing is
+# mounted below it. With RELEASE_UPGRADER_BENCH_LOGS=DIR, each run leaves its logs there:
+# ours-N/ (our /var/log/dist-upgrade; main.log has the time of every step) and peer-N/
+# (apt's output, /var/log/apt), each with the run's new dpkg.log lines.
+# RELEASE_UPGRADER_BENCH_OURS_APT_CONF=TEXT puts TEXT into our side's
+# /etc/apt/apt.conf.d/99bench-ours (apt options to measure before coding them).
+# Usage: benches/upgrade.sh [RUNS] [minbase|server|desktop]
 set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "benches/upgrade.sh needs root" >&2; exit 2; }
 . "$(dirname "$0")/lib.sh"
 in_private_mount_ns "$@"
 cd "$(dirname "$0")/.."
 runs=${1:-3}
+kind=${2:-${RELEASE_UPGRADER_BENCH_ROOT:-minbase}}
+server_set=openssh-server,nginx,postgresql,locales,man-db,python3,perl,cron,logrotate,rsyslog,less,vim-tiny
+desktop_set=$server_set,xserver-xorg-core,xserver-xorg-input-libinput,xinit,network-manager,firefox-esr,libgtk-3-0,libgtk-4-1,libgtk-3-bin,adwaita-icon-theme,gnome-themes-extra,fonts-dejavu,fonts-liberation2,fonts-noto-core,dbus-user-session,pulseaudio,gvfs,policykit-1
+case $kind in
+  minbase) debootstrap_args=(--variant=minbase) ;;
+  server) debootstrap_args=(--include="$server_set") ;;
+  desktop) debootstrap_args=(--include="$desktop_set") ;;
+  *) echo "unknown root $kind (minbase, server or desktop)" >&2; exit 2 ;;
+esac
 
 mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) |
   grep -oE 'https?://[^ ]*/debian/?( |$)' | head -1 | tr -d ' ' || true)}
 [ -n "$mirror" ] || { echo "no Debian mirror in the apt sources; set RELEASE_UPGRADER_DEBIAN_MIRROR" >&2; exit 2; }
 cache=${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}
 mkdir -p "$cache"
-tarball=$cache/debootstrap-bookworm-minbase.tar
+tarball=$cache/debootstrap-bookworm-$kind.tar
 if [ ! -f "$tarball" ]; then
   tmp=$(mktemp -d -p "$cache")
-  debootstrap --variant=minbase bookworm "$tmp/root" "$mirror" >/dev/null
+  debootstrap "${debootstrap_args[@]}" bookworm "$tmp/root" "$mirror" >/dev/null
+  # The bigger roots without debootstrap's archives (the tests' minbase one keeps them).
+  [ "$kind" = minbase ] || rm -f -- "${tmp:?}"/root/var/cache/apt/archives/*.deb
   tar -C "$tmp/root" --numeric-owner -cf "$tarball.partial" . && mv "$tarball.partial" "$tarball"
   safe_rm_tree "${tmp:?}"
 fi
@@ -88,20 +112,51 @@ check() { # DIR LABEL
   grep -q '^13\.' "$1/etc/debian_version" || { echo "$2: not upgraded: $(cat "$1/etc/debian_version")" >&2; exit 1; }
 }
 
+# The dpkg.log lines the root starts with (debootstrap's), left out of each run's.
+dpkg_log_lines=$(tar -xOf "$tarball" ./var/log/dpkg.log | wc -l)
+keep_logs() { # DIR: into RELEASE_UPGRADER_BENCH_LOGS when set
+  if [ -n "${RELEASE_UPGRADER_BENCH_LOGS:-}" ]; then
+    mkdir -p "$RELEASE_UPGRADER_BENCH_LOGS"
+    cp -r "$1" "$RELEASE_UPGRADER_BENCH_LOGS/"
+  fi
+}
+
 ours() {
   fresh "$work/ours"
+  # An idea to measure before it is coded: apt options for our side only.
+  if [ -n "${RELEASE_UPGRADER_BENCH_OURS_APT_CONF:-}" ]; then
+    printf '%s\n' "$RELEASE_UPGRADER_BENCH_OURS_APT_CONF" >"$work/ours/etc/apt/apt.conf.d/99bench-ours"
+  fi
+  if [ "$kind" != minbase ]; then
+    install -m 755 "$bin/release-upgrader" "$work/ours/usr/local/sbin/release-upgrader"
+    install -m 644 "$work/key/keyring.gpg" "$work/ours/root/bench-keyring.gpg"
+  fi
   local t0 t1
   t0=$(date +%s.%N)
-  "$bin/release-upgrader" -q --root "$work/ours" --keyring "$work/key/keyring.gpg" \
-    --meta-release-uri "$url/meta-release" upgrade -y -f noninteractive >"$work/ours.log" 2>&1 ||
-    { cat "$work/ours.log" >&2; exit 1; }
+  if [ "$kind" = minbase ]; then
+    "$bin/release-upgrader" -q --root "$work/ours" --keyring "$work/key/keyring.gpg" \
+      --meta-release-uri "$url/meta-release" upgrade -y -f noninteractive >"$work/ours.log" 2>&1 ||
+      { cat "$work/ours.log" >&2; exit 1; }
+  else
+    # The bigger roots have statoverrides naming their own groups, which a --root run
+    # refuses (dpkg would look them up on this machine): the tool runs inside, as it
+    # says to.
+    chroot "$work/ours" /usr/local/sbin/release-upgrader -q --keyring /root/bench-keyring.gpg \
+      --meta-release-uri "$url/meta-release" upgrade -y -f noninteractive >"$work/ours.log" 2>&1 ||
+      { cat "$work/ours.log" >&2; exit 1; }
+  fi
   t1=$(date +%s.%N)
   check "$work/ours" ours
   echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/ours.t"
-  if [ -n "${RELEASE_UPGRADER_BENCH_LOGS:-}" ]; then
-    mkdir -p "$RELEASE_UPGRADER_BENCH_LOGS"
-    cp -r "$work/ours/var/log/dist-upgrade" "$RELEASE_UPGRADER_BENCH_LOGS/run-$(wc -l <"$work/ours.t")"
-  fi
+  local n logs
+  n=$(wc -l <"$work/ours.t")
+  logs=$work/logs/ours-$n
+  mkdir -p "$logs"
+  cp -r "$work/ours/var/log/dist-upgrade/." "$logs/"
+  tail -n +$((dpkg_log_lines + 1)) "$work/ours/var/log/dpkg.log" >"$logs/dpkg.log.new"
+  echo "total=$(tail -1 "$work/ours.t") $(awk -v side=ours -f benches/upgrade-phases.awk "$logs/main.log" "$logs/dpkg.log.new")" \
+    >>"$work/ours.phases"
+  keep_logs "$logs"
   release "$work/ours"
 }
 peer() {
@@ -109,19 +164,38 @@ peer() {
   local t0 t1
   t0=$(date +%s.%N)
   sed -i 's/\bbookworm\b/trixie/g' "$work/peer/etc/apt/sources.list"
-  chroot "$work/peer" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 sh -c \
-    'apt-get -q=2 update && apt-get -q=2 -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold full-upgrade' \
-    >"$work/peer.log" 2>&1 || { cat "$work/peer.log" >&2; exit 1; }
+  # apt-get update && apt-get full-upgrade, as two chroots to time them apart.
+  chroot "$work/peer" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 \
+    apt-get -q=2 update >"$work/peer.log" 2>&1 || { cat "$work/peer.log" >&2; exit 1; }
+  tu=$(date +%s.%N)
+  chroot "$work/peer" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 \
+    apt-get -q=2 -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold full-upgrade \
+    >>"$work/peer.log" 2>&1 || { cat "$work/peer.log" >&2; exit 1; }
   t1=$(date +%s.%N)
   check "$work/peer" peer
   echo "$t1 $t0" | awk '{print $1 - $2}' >>"$work/peer.t"
+  local n logs
+  n=$(wc -l <"$work/peer.t")
+  [ -n "${warm_up:-}" ] && n=warm-up
+  logs=$work/logs/peer-$n
+  mkdir -p "$logs"
+  cp "$work/peer.log" "$logs/apt-get.log"
+  cp -r "$work/peer/var/log/apt/." "$logs/"
+  tail -n +$((dpkg_log_lines + 1)) "$work/peer/var/log/dpkg.log" >"$logs/dpkg.log.new"
+  echo "total=$(tail -1 "$work/peer.t") $(awk -v side=peer -v update="$(echo "$tu $t0" | awk '{print $1 - $2}')" \
+    -v full="$(echo "$t1 $tu" | awk '{print $1 - $2}')" -f benches/upgrade-phases.awk "$logs/dpkg.log.new")" \
+    >>"$work/peer.phases"
+  keep_logs "$logs"
   release "$work/peer"
 }
 
-: >"$work/ours.t"; : >"$work/peer.t"
+: >"$work/ours.t"; : >"$work/peer.t"; : >"$work/ours.phases"; : >"$work/peer.phases"
 # The mirror may be a caching proxy: one unmeasured run fills its cache, so neither side
 # pays for a cold one. Then the order alternates.
-peer; : >"$work/peer.t"
+# RELEASE_UPGRADER_BENCH_WARM_UP=0 skips it (a run just before filled the cache).
+if [ "${RELEASE_UPGRADER_BENCH_WARM_UP:-1}" != 0 ]; then
+  warm_up=1 peer; : >"$work/peer.t"; : >"$work/peer.phases"
+fi
 for i in $(seq "$runs"); do
   if ((i % 2)); then ours; peer; else peer; ours; fi
 done
@@ -129,3 +203,14 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 o=$(median <"$work/ours.t"); p=$(median <"$work/peer.t")
 printf 'upgrade 12 -> 13 (median of %d): release-upgrader %.1f s, apt-get update+full-upgrade %.1f s, ratio %.2f\n' \
   "$runs" "$o" "$p" "$(echo "$o $p" | awk '{print $1 / $2}')"
+# Each run's NAME=SECONDS line, then the median of each name.
+for side in ours peer; do
+  echo "$kind $side:"
+  awk '{print "  run " NR ": " $0}' "$work/$side.phases"
+  awk '{for (i = 1; i <= NF; i++) { split($i, kv, "="); if (!(kv[1] in n)) order[++k] = kv[1]; v[kv[1], ++n[kv[1]]] = kv[2] } }
+    END { line = "  median:"
+      for (j = 1; j <= k; j++) { name = order[j]; c = n[name]
+        for (a = 1; a <= c; a++) for (b = a + 1; b <= c; b++) if (v[name, b] + 0 < v[name, a] + 0) { t = v[name, a]; v[name, a] = v[name, b]; v[name, b] = t }
+        line = line " " name "=" v[name, int((c + 1) / 2)] }
+      print line }' "$work/$side.phases"
+done

@@ -460,6 +460,22 @@ fn upgrade_takes_a_root_from_alpha_to_beta() {
     }
     let main_log = w.read("/var/log/dist-upgrade/main.log");
     assert!(main_log.contains("upgrade to beta (2) complete"));
+    // Every phase's time, for benches/upgrade.sh's breakdown.
+    for phase in [
+        "preflight",
+        "bootstrap",
+        "sources",
+        "update",
+        "plan",
+        "download",
+        "install",
+        "cleanup",
+    ] {
+        assert!(
+            main_log.contains(&format!("phase {phase}: ok in ")),
+            "no time for {phase}: {main_log}"
+        );
+    }
     assert!(
         main_log.contains("obsolete packages leave with the upgrade: demo-legacy"),
         "{main_log}"

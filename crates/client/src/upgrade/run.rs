@@ -172,13 +172,30 @@ impl<'a> Upgrader<'a> {
     }
 
     /// Runs `work` as phase `id`: a `phase` start, then an end saying whether it worked.
-    fn phase<T, E>(&self, id: PhaseId, work: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    /// `main.log` gets both, with the phase's time (benches/upgrade.sh reads them).
+    fn phase<T, E>(
+        &self,
+        id: PhaseId,
+        logs: &Logs,
+        work: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         self.io.notify(&Event::Phase {
             id,
             state: PhaseState::Start,
             ok: None,
         });
+        let name = serde_json::to_value(id)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        logs.main(&format!("phase {name}: start"));
+        let started = std::time::Instant::now();
         let result = work();
+        logs.main(&format!(
+            "phase {name}: {} in {:.1} s",
+            if result.is_ok() { "ok" } else { "failed" },
+            started.elapsed().as_secs_f64()
+        ));
         self.io.notify(&Event::Phase {
             id,
             state: PhaseState::End,
@@ -281,7 +298,7 @@ impl<'a> Upgrader<'a> {
             self.session.root.dir().display()
         ));
         let (target, plan, media) = self
-            .phase(PhaseId::Preflight, || {
+            .phase(PhaseId::Preflight, &logs, || {
                 self.preflight(&logs)?;
                 let found = self.target_and_helpers()?;
                 if self.options.dry_run {
@@ -323,7 +340,7 @@ impl<'a> Upgrader<'a> {
         if self.mode_is(Mode::Desktop) {
             self.show_release_notes(&target, &logs);
         }
-        self.phase(PhaseId::Bootstrap, || {
+        self.phase(PhaseId::Bootstrap, &logs, || {
             self.bootstrap(&target, &plan, media.as_deref(), &running, &logs)
         })
     }
@@ -610,9 +627,11 @@ impl<'a> Upgrader<'a> {
             return Err(self.roll_back(&journal, error, &logs));
         }
         if journal.phase < Phase::Installed {
-            self.phase(PhaseId::Install, || self.install(&mut journal, &apt, &logs))?;
+            self.phase(PhaseId::Install, &logs, || {
+                self.install(&mut journal, &apt, &logs)
+            })?;
         }
-        self.phase(PhaseId::Cleanup, || self.finish(&mut journal, &logs))?;
+        self.phase(PhaseId::Cleanup, &logs, || self.finish(&mut journal, &logs))?;
         if self.mode_is(Mode::Desktop) {
             self.offer_restart();
         }

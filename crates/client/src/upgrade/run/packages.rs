@@ -27,11 +27,11 @@ impl Upgrader<'_> {
         logs: &Logs,
     ) -> anyhow::Result<()> {
         if journal.phase < Phase::SourcesRewritten {
-            self.phase(PhaseId::Sources, || self.point_sources(journal, logs))?;
+            self.phase(PhaseId::Sources, logs, || self.point_sources(journal, logs))?;
         }
-        self.phase(PhaseId::Update, || self.update(journal, apt, logs))?;
-        let plan = self.phase(PhaseId::Plan, || self.plan(journal, apt, logs))?;
-        self.phase(PhaseId::Download, || {
+        self.phase(PhaseId::Update, logs, || self.update(journal, apt, logs))?;
+        let plan = self.phase(PhaseId::Plan, logs, || self.plan(journal, apt, logs))?;
+        self.phase(PhaseId::Download, logs, || {
             self.download(journal, apt, &plan, logs)
         })
     }

@@ -181,23 +181,23 @@ impl Upgrader<'_> {
             path.display(),
             offer.media.info
         );
-        let chosen =
-            if self.options.dry_run {
-                self.io.say(&format!(
-                    "{found}. The release list cannot be read ({unreachable:#}); showing the \
+        let chosen = if self.options.dry_run {
+            self.io.say(&format!(
+                "{found}. The release list cannot be read ({unreachable:#}); showing the \
                  upgrade from the media (a real run asks first, or pass --cdrom)."
-                ));
-                true
-            } else {
-                self.io.say(&format!("{found}."));
-                self.asks_to_start()
+            ));
+            true
+        } else {
+            self.io.say(&format!("{found}."));
+            let question = format!(
+                "The release list cannot be read ({unreachable:#}). Upgrade to {version} \
+                 ({dist}) from the media at {} instead?",
+                path.display()
+            );
+            self.asks_to_start()
                 && self.io.can_ask()
-                && self.io.ask(crate::events::QuestionKind::Confirm, &format!(
-                    "The release list cannot be read ({unreachable:#}). Upgrade to {version} \
-                     ({dist}) from the media at {} instead?",
-                    path.display()
-                )) == Some(true)
-            };
+                && self.io.ask(crate::events::QuestionKind::Confirm, &question) == Some(true)
+        };
         if !chosen {
             return Err(
                 unreachable.context(format!("{found}; to upgrade from them, run `{command}`"))

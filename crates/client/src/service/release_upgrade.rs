@@ -375,8 +375,11 @@ impl Tracker {
                 if let (Some(percent), Some((_, task))) = (percent, self.phase.as_mut()) {
                     *task = percent;
                 }
+                // A phase may run several tasks, each from 0 %: the signal, like the
+                // property, never goes back.
+                self.percent = self.percent.max(self.overall());
                 out.push(Out::Progress {
-                    percent: self.overall(),
+                    percent: self.percent,
                     label: text("label"),
                     item: text("item"),
                 });
@@ -1202,6 +1205,31 @@ mod tests {
                 "-m",
                 "server"
             ]
+        );
+    }
+
+    #[test]
+    fn a_second_task_of_a_phase_never_moves_the_signalled_percent_back() {
+        let mut t = Tracker::default();
+        let mut percents = Vec::new();
+        for line in [
+            r#"{"event":"phase","id":"preflight","state":"start"}"#,
+            r#"{"event":"phase","id":"preflight","state":"end","ok":true}"#,
+            r#"{"event":"phase","id":"bootstrap","state":"start"}"#,
+            r#"{"event":"progress","id":1,"label":"Downloading","unit":"bytes","done":10,"total":10,"percent":null,"finished":true,"ok":true}"#,
+            r#"{"event":"progress","id":2,"label":"Unpacking","unit":"bytes","done":0,"total":10,"percent":null,"finished":false}"#,
+            r#"{"event":"progress","id":2,"label":"Unpacking","unit":"bytes","done":5,"total":10,"percent":null,"finished":false}"#,
+        ] {
+            for out in t.line(line) {
+                if let Out::Progress { percent, .. } = out {
+                    percents.push(percent);
+                }
+            }
+        }
+        assert_eq!(
+            percents,
+            [12.0, 12.0, 12.0],
+            "bootstrap's share is 10 after 2"
         );
     }
 

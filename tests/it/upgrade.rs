@@ -461,16 +461,7 @@ fn upgrade_takes_a_root_from_alpha_to_beta() {
     let main_log = w.read("/var/log/dist-upgrade/main.log");
     assert!(main_log.contains("upgrade to beta (2) complete"));
     // Every phase's time, for benches/upgrade.sh's breakdown.
-    for phase in [
-        "preflight",
-        "bootstrap",
-        "sources",
-        "update",
-        "plan",
-        "download",
-        "install",
-        "cleanup",
-    ] {
+    for phase in ru_client::events::PhaseId::ALL.map(|p| p.name()) {
         assert!(
             main_log.contains(&format!("phase {phase}: ok in ")),
             "no time for {phase}: {main_log}"

@@ -48,6 +48,20 @@ impl PhaseId {
         Self::ALL.iter().position(|p| *p == self).expect("listed") + 1
     }
 
+    /// Its id in the `phase` event and in main.log.
+    pub fn name(self) -> &'static str {
+        match self {
+            PhaseId::Preflight => "preflight",
+            PhaseId::Bootstrap => "bootstrap",
+            PhaseId::Sources => "sources",
+            PhaseId::Update => "update",
+            PhaseId::Plan => "plan",
+            PhaseId::Download => "download",
+            PhaseId::Install => "install",
+            PhaseId::Cleanup => "cleanup",
+        }
+    }
+
     /// What the text front end calls it.
     pub fn title(self) -> &'static str {
         match self {
@@ -270,6 +284,13 @@ mod tests {
     fn an_unknown_event_name_does_not_parse() {
         assert!(serde_json::from_str::<Event>(r#"{"event":"reslut","exit_code":0}"#).is_err());
         assert!(serde_json::from_str::<Event>(r#"{"event":"result"}"#).is_err());
+    }
+
+    #[test]
+    fn a_phases_name_is_its_event_id() {
+        for id in PhaseId::ALL {
+            assert_eq!(serde_json::to_value(id).unwrap(), id.name());
+        }
     }
 
     #[test]

@@ -184,10 +184,7 @@ impl<'a> Upgrader<'a> {
             state: PhaseState::Start,
             ok: None,
         });
-        let name = serde_json::to_value(id)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let name = id.name();
         logs.main(&format!("phase {name}: start"));
         let started = std::time::Instant::now();
         let result = work();

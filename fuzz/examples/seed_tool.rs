@@ -2,7 +2,8 @@
 //! own writers (a plain build: `cargo run --example seed_tool`, never instrumented):
 //!
 //! - `tokens FILE.gz`: `header SEP tokens` of a gzip file (`image::gztokens::split`);
-//! - `zdelta plain|content|tokens BASE TARGET [BASE_PATH]`: `records SEP base SEP frame`
+//! - `zdelta plain|content|tokens|branches BASE TARGET [BASE_PATH]`: `records SEP base SEP
+//!   frame`
 //!   of a zdelta patch member (`publish::image::zdelta`), as the zdelta target reads it.
 //!
 //! Output goes to stdout.
@@ -32,8 +33,15 @@ fn main() {
         }
         ["zdelta", kind, base, target, rest @ ..] => {
             let (base, target) = (read(base), read(target));
+            let branches = *kind == "branches";
             let (frame, gzip) = match *kind {
                 "plain" => (zdelta::make_patch(&base, &target, 3).expect("patch"), None),
+                "branches" => (
+                    zdelta::make_branches_patch(&base, &target, 3)
+                        .expect("patch")
+                        .expect("both files are x86-64 ELF files"),
+                    None,
+                ),
                 "content" => {
                     let (frame, gzip) = zdelta::make_gzip_patch(&base, &target, 3)
                         .expect("patch")
@@ -54,6 +62,7 @@ fn main() {
                 size: target.len() as u64,
                 base_path: rest.first().map(|p| p.to_string()),
                 gzip,
+                branches,
             };
             for (k, v) in info.pax_records() {
                 out.extend_from_slice(format!("{k}={v}\n").as_bytes());
@@ -65,7 +74,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: seed_tool tokens FILE.gz | seed_tool zdelta plain|content|tokens BASE TARGET [BASE_PATH]"
+                "usage: seed_tool tokens FILE.gz | seed_tool zdelta plain|content|tokens|branches BASE TARGET [BASE_PATH]"
             );
             std::process::exit(2);
         }

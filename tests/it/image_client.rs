@@ -48,6 +48,29 @@ pub(crate) fn big(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// An x86-64 ELF file in miniature: a header, 4 KiB of functions, then 20,000 calls
+/// into them that every build moves by 16 bytes more, so each call's relative
+/// displacement changes while its target does not (what a rebuilt library looks like to
+/// a patch; zdelta patches it in its branch conversion).
+pub(crate) fn x86_code(build: u64) -> Vec<u8> {
+    let mut code = vec![0u8; 64];
+    code[..4].copy_from_slice(b"\x7fELF");
+    code[4] = 2; // 64-bit
+    code[5] = 1; // little-endian
+    code[6] = 1;
+    code[18] = 62; // x86-64
+    code.extend(big(3, 4096));
+    code.extend(std::iter::repeat_n(0x90, 16 * build as usize));
+    for i in 0..20_000u32 {
+        let target = 64 + (i.wrapping_mul(2_654_435_761) % 4096) as i64;
+        let next = code.len() as i64 + 5;
+        code.push(0xE8);
+        code.extend_from_slice(&((target - next) as i32).to_le_bytes());
+        code.extend_from_slice(&[0x48, 0x89, (i % 251) as u8]);
+    }
+    code
+}
+
 /// A changelog with an entry per build up to `build` over a long history, compressed as
 /// packages compress theirs (level 9, no name, no time).
 fn changelog_gz(build: u64) -> Vec<u8> {
@@ -138,6 +161,12 @@ pub(crate) fn tree(build: u64, port: u16) -> Tree {
     let mut ver = big(9, 200_000);
     ver[5000] = build as u8;
     t.insert(format!("usr/lib/libver.so.{build}"), Node::File(ver, 0o644));
+    // x86-64 code whose calls all move each build: zdelta patches it in its branch
+    // conversion.
+    t.insert(
+        "usr/lib/libcode.so".into(),
+        Node::File(x86_code(build), 0o644),
+    );
     // A changelog that grows each build, gzip'd: zdelta patches its content.
     t.insert("usr/share/doc/pkg".into(), Node::Dir(0o755));
     t.insert(
@@ -448,6 +477,9 @@ pub(crate) fn image_tar_with_base(
                     }
                     .unwrap()
                 });
+                let branches = base
+                    .as_ref()
+                    .and_then(|(old, _)| zdelta::make_branches_patch(old, data, 19).unwrap());
                 if let (Some((base, base_path)), Some((frame, gzip))) = (&base, gzip) {
                     let mut records = vec![
                         ("RELEASE_UPGRADER.patch".to_string(), gzip.method().into()),
@@ -466,6 +498,24 @@ pub(crate) fn image_tar_with_base(
                         records.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
                     )
                     .unwrap();
+                    h.set_size(frame.len() as u64);
+                    h.set_cksum();
+                    b.append_data(&mut h, &name, frame.as_slice()).unwrap();
+                } else if let (Some((base, base_path)), Some(frame)) = (&base, branches) {
+                    let mut records = vec![
+                        (
+                            "RELEASE_UPGRADER.patch",
+                            ru_format::image::branches::PATCH_METHOD.to_string(),
+                        ),
+                        ("RELEASE_UPGRADER.base-sha256", Sha256::of(base).to_hex()),
+                        ("RELEASE_UPGRADER.sha256", Sha256::of(data).to_hex()),
+                        ("RELEASE_UPGRADER.size", data.len().to_string()),
+                    ];
+                    if let Some(base_path) = base_path {
+                        records.push(("RELEASE_UPGRADER.base-path", base_path.clone()));
+                    }
+                    b.append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes())))
+                        .unwrap();
                     h.set_size(frame.len() as u64);
                     h.set_cksum();
                     b.append_data(&mut h, &name, frame.as_slice()).unwrap();
@@ -817,6 +867,9 @@ fn zdelta_patches_apply_to_the_same_tree() {
     assert!(zdelta.windows(record.len()).any(|w| w == record));
     // The changelog is patched in its content and compressed again on the device.
     let record = b"RELEASE_UPGRADER.patch=gzip+zstd-patch-from\n";
+    assert!(zdelta.windows(record.len()).any(|w| w == record));
+    // The x86-64 code is patched in its branch conversion.
+    let record = b"RELEASE_UPGRADER.patch=x86-branches+zstd-patch-from\n";
     assert!(zdelta.windows(record.len()).any(|w| w == record));
     f.run(&["image", "apply"]).expect(0);
     expect_tree(&f.root, 3, f.port);
@@ -1756,6 +1809,22 @@ fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas(
             "--https-port",
             "disabled",
         ]);
+    }
+    // The publisher patched the x86-64 code of each zdelta in its branch conversion.
+    let found = Command::new("find")
+        .arg(&www)
+        .args(["-name", "*.zdelta-*.tar.zst"])
+        .output()
+        .unwrap();
+    let zdeltas: Vec<&str> = std::str::from_utf8(&found.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    assert_eq!(zdeltas.len(), 2, "{zdeltas:?}");
+    let record = b"RELEASE_UPGRADER.patch=x86-branches+zstd-patch-from\n";
+    for zdelta in zdeltas {
+        let raw = zstd::decode_all(std::fs::File::open(zdelta).unwrap()).unwrap();
+        assert!(raw.windows(record.len()).any(|w| w == record), "{zdelta}");
     }
     let without_version_files = |mut s: BTreeMap<String, String>| {
         s.remove("etc/system-image/channel.ini");

@@ -289,7 +289,8 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
             ui.data(
                 &format!(
                     "{}: {} removed, {} entries ({} files, {} patched, {} against another \
-                     path, {} gzip files in their content, {} in their tokens), {} bytes",
+                     path, {} gzip files in their content, {} in their tokens, {} x86-64 \
+                     files in their branch conversion), {} bytes",
                     out.display(),
                     stats.removed,
                     stats.entries,
@@ -298,6 +299,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                     stats.patched_elsewhere,
                     stats.regzipped,
                     stats.gzip_tokens,
+                    stats.branches,
                     stats.size
                 ),
                 json!({
@@ -305,7 +307,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                     "files": stats.files, "patched": stats.patched,
                     "patched_elsewhere": stats.patched_elsewhere,
                     "regzipped": stats.regzipped, "gzip_tokens": stats.gzip_tokens,
-                    "size": stats.size,
+                    "branches": stats.branches, "size": stats.size,
                 }),
             );
             Ok(ExitCode::Success)

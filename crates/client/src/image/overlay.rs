@@ -567,6 +567,7 @@ impl Overlay {
                     base_sha256: info.base_sha256,
                     frame,
                     gzip: info.gzip.clone(),
+                    branches: info.branches,
                     sha256: info.sha256,
                     size: info.size,
                     finish: Box::new(move |file: &std::fs::File, object: &Path| {

@@ -7,7 +7,7 @@
 //! reported and skipped, as this client flashes no partitions. Anything else is refused.
 
 use crate::error::Error;
-use crate::image::{gztokens, regzip};
+use crate::image::{branches, gztokens, regzip};
 use crate::tarfile::{Entry, Kind};
 
 /// Metadata of a member.
@@ -49,6 +49,9 @@ pub struct PatchInfo {
     pub base_path: Option<String>,
     /// For a `.gz` file patched in its content or tokens: what makes it the file again.
     pub gzip: Option<crate::image::regzip::GzipPatch>,
+    /// The frame was made from base and file in their x86 branch conversion
+    /// ([`crate::image::branches`]): the base is converted before, the result back after.
+    pub branches: bool,
 }
 
 /// A member that passed the checks: its path in the system tree (no leading `/`,
@@ -248,8 +251,9 @@ fn patch_info(entry: &Entry, path: &str, what: &str) -> Result<Option<PatchInfo>
     let Some(kind) = kind else {
         return Ok(None);
     };
+    let branches = kind == branches::PATCH_METHOD;
     let gzip = match kind.as_str() {
-        "zstd-patch-from" => None,
+        "zstd-patch-from" | branches::PATCH_METHOD => None,
         method => {
             let get = |key: &str| {
                 gzip_records
@@ -280,15 +284,23 @@ fn patch_info(entry: &Entry, path: &str, what: &str) -> Result<Option<PatchInfo>
             }
         }
     };
+    let size: u64 = size
+        .ok_or_else(|| bad("patch without size".into()))?
+        .parse()
+        .map_err(|_| bad("bad size".into()))?;
+    if branches && size > branches::SIZE_MAX {
+        return Err(bad(format!(
+            "a branch-converted patch makes at most {} bytes, this one {size}",
+            branches::SIZE_MAX
+        )));
+    }
     Ok(Some(PatchInfo {
         base_path,
         gzip,
+        branches,
         base_sha256: digest(base, "base-sha256")?,
         sha256: digest(sha, "sha256")?,
-        size: size
-            .ok_or_else(|| bad("patch without size".into()))?
-            .parse()
-            .map_err(|_| bad("bad size".into()))?,
+        size,
     }))
 }
 

@@ -1,7 +1,9 @@
 //! The formats of image-delta mode (docs/protocol.md §5) that both sides share: the tar
 //! members of an image and their checks ([`extract`]), and the patch formats a zdelta
-//! carries for gzip members ([`regzip`], [`gztokens`]) with their rebuilds ([`rebuilds`]).
+//! carries for gzip members ([`regzip`], [`gztokens`]) with their rebuilds ([`rebuilds`]),
+//! and the branch conversion of x86-64 code ([`branches`]).
 
+pub mod branches;
 pub mod extract;
 pub mod gztokens;
 pub mod rebuilds;

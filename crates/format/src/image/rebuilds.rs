@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 
 use crate::digest::{Sha256, Sha256Hasher};
 use crate::error::Error;
-use crate::image::regzip;
+use crate::image::{branches, regzip};
 
 /// What gives a written object (open, and its path) its metadata.
 pub type Finish = Box<dyn FnOnce(&std::fs::File, &std::path::Path) -> Result<(), Error> + Send>;
@@ -38,6 +38,8 @@ pub struct Job {
     pub frame: Vec<u8>,
     /// For a `.gz` file patched in its content or tokens: how it is compressed again.
     pub gzip: Option<regzip::GzipPatch>,
+    /// Made from base and file in their x86 branch conversion ([`branches`]).
+    pub branches: bool,
     /// What the result must be.
     pub sha256: Sha256,
     pub size: u64,
@@ -202,6 +204,19 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
         .open(&job.object)
         .map_err(|e| Error::io(&job.object, e))?;
     let written = match &job.gzip {
+        // Converted base in, converted file out: the whole result in memory (at most
+        // `branches::SIZE_MAX`, which the member's check enforced), converted back before
+        // its digest is checked.
+        None if job.branches => {
+            let file = match in_memory {
+                Some(frame) => {
+                    decode_branches(&base, &mut &frame[..], job.size, &job.sha256, &job.what)
+                }
+                None => decode_branches(&base, reader, job.size, &job.sha256, &job.what),
+            };
+            file.and_then(|file| out.write_all(&file).map_err(|e| Error::io(&job.object, e)))
+                .or_else(|e| base_check().and(Err(e)))
+        }
         Some(gzip) => {
             base_check()?;
             let file = gzip.apply(&base, reader, job.size, &job.sha256, &job.what)?;
@@ -211,8 +226,10 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
         // base's own digest is checked when the result is wrong, to say which of the two
         // was (hashing every base cost 0.1 s of CPU on Debian 12 → 13).
         None => match in_memory {
-            Some(frame) if job.size <= ONE_SHOT_MAX => decode_one_shot(&job, &base, frame)
-                .and_then(|file| out.write_all(&file).map_err(|e| Error::io(&job.object, e))),
+            Some(frame) if job.size <= ONE_SHOT_MAX => {
+                { one_shot(&base, frame, job.size, &job.sha256, &job.what, None) }
+                    .and_then(|file| out.write_all(&file).map_err(|e| Error::io(&job.object, e)))
+            }
             _ => decode_checked(&base, reader, job.size, &job.sha256, &job.what, &mut out),
         }
         .or_else(|e| base_check().and(Err(e))),
@@ -221,12 +238,57 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
     (job.finish)(out.file(), &job.object)
 }
 
+/// Rebuilds the file of a branch-converted patch ([`branches`]): `frame` (read whole, at
+/// most twice [`branches::SIZE_MAX`]) decodes against the converted `base` to `size`
+/// bytes, which converted back must hash to `sha256`. The device's apply and the
+/// publisher's `image expand` both use it.
+pub fn decode_branches(
+    base: &[u8],
+    frame: &mut dyn Read,
+    size: u64,
+    sha256: &Sha256,
+    what: &str,
+) -> Result<Vec<u8>, Error> {
+    if size > branches::SIZE_MAX {
+        return Err(Error::Malformed {
+            what: what.to_owned(),
+            reason: format!(
+                "a branch-converted patch makes at most {} bytes",
+                branches::SIZE_MAX
+            ),
+        });
+    }
+    let mut data = Vec::new();
+    frame
+        .take(branches::SIZE_MAX.saturating_mul(2))
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io(std::path::Path::new(what), e))?;
+    let mut converted = base.to_vec();
+    branches::encode(&mut converted);
+    one_shot(
+        &converted,
+        &data,
+        size,
+        sha256,
+        what,
+        Some(branches::decode),
+    )
+}
+
 /// Decodes `frame` (exactly one zstd frame, nothing after it) against `base` in one
-/// call, checking the result's size and digest.
-fn decode_one_shot(job: &Job, base: &[u8], frame: &[u8]) -> Result<Vec<u8>, Error> {
+/// call, checking the result's size and then, once `convert` (if any) has run on it, its
+/// digest.
+fn one_shot(
+    base: &[u8],
+    frame: &[u8],
+    size: u64,
+    sha256: &Sha256,
+    what: &str,
+    convert: Option<fn(&mut [u8])>,
+) -> Result<Vec<u8>, Error> {
     use zstd::zstd_safe::{self, DCtx, DParameter};
     let bad = |reason: String| Error::Malformed {
-        what: job.what.clone(),
+        what: what.to_owned(),
         reason,
     };
     let zstd_error = |code: usize| zstd_safe::get_error_name(code).to_owned();
@@ -242,21 +304,24 @@ fn decode_one_shot(job: &Job, base: &[u8], frame: &[u8]) -> Result<Vec<u8>, Erro
     .and_then(|_| dctx.ref_prefix(base))
     .map_err(|code| bad(format!("zstd: {}", zstd_error(code))))?;
     // Room for exactly the promised size: a frame decoding to more is refused by zstd.
-    let mut file = Vec::with_capacity(job.size as usize);
+    let mut file = Vec::with_capacity(size as usize);
     dctx.decompress(&mut file, frame)
         .map_err(|code| bad(format!("patch does not decode: {}", zstd_error(code))))?;
-    if file.len() as u64 != job.size {
+    if file.len() as u64 != size {
         return Err(Error::SizeMismatch {
-            what: job.what.clone(),
-            expected: job.size,
+            what: what.to_owned(),
+            expected: size,
             actual: file.len() as u64,
         });
     }
+    if let Some(convert) = convert {
+        convert(&mut file);
+    }
     let sha = Sha256::of(&file);
-    if sha != job.sha256 {
+    if sha != *sha256 {
         return Err(Error::HashMismatch {
-            what: job.what.clone(),
-            expected: job.sha256.to_hex(),
+            what: what.to_owned(),
+            expected: sha256.to_hex(),
             actual: sha.to_hex(),
         });
     }

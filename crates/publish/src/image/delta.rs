@@ -90,6 +90,8 @@ pub struct DeltaStats {
     pub regzipped: u64,
     /// Of `patched`, `.gz` files patched in their token streams.
     pub gzip_tokens: u64,
+    /// Of `patched`, x86-64 files patched in their branch conversion.
+    pub branches: u64,
     pub size: u64,
 }
 
@@ -422,7 +424,16 @@ impl Merge<'_> {
         target: &[u8],
     ) -> Result<(), Error> {
         let level = self.opts.zstd_level;
-        let patch = zdelta::make_patch(base, target, level).map_err(|e| self.io(e))?;
+        let mut patch = zdelta::make_patch(base, target, level).map_err(|e| self.io(e))?;
+        // x86-64 code: also from the branch-converted base and file, the smaller kept.
+        let converted = zdelta::make_branches_patch(base, target, level).map_err(|e| self.io(e))?;
+        let branches = match converted {
+            Some(frame) if frame.len() < patch.len() => {
+                patch = frame;
+                true
+            }
+            _ => false,
+        };
         let plain = plain_size(target, level).map_err(|e| self.io(e))?;
         let gzip = match self.opts.regzip && base != target {
             true => self.gzip_patch(base, target)?,
@@ -443,7 +454,12 @@ impl Merge<'_> {
                 }
                 (frame, Some(g))
             }
-            _ if patch_cost < plain => (patch, None),
+            _ if patch_cost < plain => {
+                if branches {
+                    self.stats.branches += 1;
+                }
+                (patch, None)
+            }
             _ => return self.write_bytes(te, target),
         };
         if base_path.is_some() {
@@ -454,6 +470,7 @@ impl Merge<'_> {
             sha256: Sha256::of(target),
             size: target.len() as u64,
             base_path,
+            branches: branches && gzip.is_none(),
             gzip,
         };
         self.touch_parent(&te.path)?;

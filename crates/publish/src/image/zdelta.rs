@@ -20,8 +20,8 @@ use std::path::Path;
 use super::source;
 use crate::digest::Sha256;
 use crate::error::Error;
-use ru_format::image::gztokens;
 use ru_format::image::regzip::{self, GzipPatch, Recompress};
+use ru_format::image::{branches, gztokens};
 use ru_format::tarfile::{self as tar, Kind};
 
 pub const PATCH_KEY: &str = "RELEASE_UPGRADER.patch";
@@ -48,6 +48,9 @@ pub struct PatchInfo {
     /// For a `.gz` file patched in its content or its tokens ([`regzip::Recompress`]):
     /// what makes the frame's output the file again.
     pub gzip: Option<GzipPatch>,
+    /// The frame was made from base and file in their x86 branch conversion
+    /// ([`branches`]).
+    pub branches: bool,
 }
 
 /// Checks a `RELEASE_UPGRADER.base-path` value: an image path under `system/`, relative,
@@ -90,7 +93,7 @@ impl PatchInfo {
             }
         }
         let gzip = match method {
-            PATCH_METHOD => None,
+            PATCH_METHOD | branches::PATCH_METHOD => None,
             _ => match GzipPatch::from_records(method, get) {
                 Some(gzip) => Some(gzip.map_err(bad)?),
                 None => return Err(bad(format!("unknown patch method {method:?}"))),
@@ -109,12 +112,20 @@ impl PatchInfo {
         let base_path = get(BASE_PATH_KEY)
             .map(|v| check_base_path(v).map_err(bad))
             .transpose()?;
+        let branches = method == branches::PATCH_METHOD;
+        if branches && size > branches::SIZE_MAX {
+            return Err(bad(format!(
+                "a branch-converted patch makes at most {} bytes, this one {size}",
+                branches::SIZE_MAX
+            )));
+        }
         Ok(Some(PatchInfo {
             base_sha256: digest(BASE_SHA256_KEY)?,
             sha256: digest(SHA256_KEY)?,
             size,
             base_path,
             gzip,
+            branches,
         }))
     }
 
@@ -122,6 +133,7 @@ impl PatchInfo {
     pub fn pax_records(&self) -> Vec<(String, String)> {
         let method = match &self.gzip {
             Some(gzip) => gzip.method(),
+            None if self.branches => branches::PATCH_METHOD,
             None => PATCH_METHOD,
         };
         let mut records = vec![
@@ -161,6 +173,21 @@ pub fn make_patch(base: &[u8], target: &[u8], level: i32) -> io::Result<Vec<u8>>
     enc.set_pledged_src_size(Some(target.len() as u64))?;
     enc.write_all(target)?;
     enc.finish()
+}
+
+/// The patch of `target` against `base` made from their x86 branch conversion
+/// ([`branches`]), when both are x86-64 ELF files and `target` is at most
+/// [`branches::SIZE_MAX`] bytes.
+pub fn make_branches_patch(base: &[u8], target: &[u8], level: i32) -> io::Result<Option<Vec<u8>>> {
+    if !(branches::is_x86_64_elf(base) && branches::is_x86_64_elf(target))
+        || target.len() as u64 > branches::SIZE_MAX
+    {
+        return Ok(None);
+    }
+    let (mut base, mut target) = (base.to_vec(), target.to_vec());
+    branches::encode(&mut base);
+    branches::encode(&mut target);
+    make_patch(&base, &target, level).map(Some)
 }
 
 /// The gzip patch of `target` against `base` when both are gzip files and `target`
@@ -238,6 +265,18 @@ pub fn apply_member(
     }
     if let Some(gzip) = &info.gzip {
         let file = gzip.apply(base, patch, info.size, &info.sha256, what)?;
+        out.write_all(&file)
+            .map_err(|e| Error::io(Path::new(what), e))?;
+        return Ok(file.len() as u64);
+    }
+    if info.branches {
+        let file = ru_format::image::rebuilds::decode_branches(
+            base,
+            patch,
+            info.size,
+            &info.sha256,
+            what,
+        )?;
         out.write_all(&file)
             .map_err(|e| Error::io(Path::new(what), e))?;
         return Ok(file.len() as u64);
@@ -378,6 +417,7 @@ mod tests {
             size: target.len() as u64,
             base_path: None,
             gzip: None,
+            branches: false,
         }
     }
 
@@ -389,6 +429,78 @@ mod tests {
         let mut out = Vec::new();
         apply_member(&info(&base, &target), &base, &mut &patch[..], &mut out, "t").unwrap();
         assert_eq!(out, target);
+    }
+
+    /// x86-64 code in miniature: calls into 4 KiB of functions, moved by `shift` bytes.
+    fn x86_code(shift: usize) -> Vec<u8> {
+        let mut code = vec![0u8; 64];
+        code[..4].copy_from_slice(b"\x7fELF");
+        code[4] = 2;
+        code[5] = 1;
+        code[18] = 62;
+        code.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        code.extend(std::iter::repeat_n(0x90, shift));
+        for i in 0..20_000u32 {
+            let target = 64 + i64::from(i.wrapping_mul(2_654_435_761) % 4096);
+            let next = code.len() as i64 + 5;
+            code.push(0xE8);
+            code.extend_from_slice(&((target - next) as i32).to_le_bytes());
+            code.extend_from_slice(&[0x48, 0x89, (i % 251) as u8]);
+        }
+        code
+    }
+
+    #[test]
+    fn moved_x86_code_patched_in_its_branch_conversion_round_trips_and_is_smaller() {
+        let (base, target) = (x86_code(0), x86_code(16));
+        let plain = make_patch(&base, &target, 19).unwrap();
+        let converted = make_branches_patch(&base, &target, 19).unwrap().unwrap();
+        assert!(
+            converted.len() * 4 < plain.len(),
+            "{} bytes converted, {} plain",
+            converted.len(),
+            plain.len()
+        );
+        let mut i = info(&base, &target);
+        i.branches = true;
+        let mut out = Vec::new();
+        apply_member(&i, &base, &mut &converted[..], &mut out, "t").unwrap();
+        assert_eq!(out, target);
+        // Only x86-64 ELF files, and none larger than the device converts in memory.
+        assert!(
+            make_branches_patch(&base[1..], &target, 19)
+                .unwrap()
+                .is_none()
+        );
+        let (other, _) = sample();
+        assert!(make_branches_patch(&base, &other, 19).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_patch_applied_with_the_wrong_conversion_is_refused() {
+        let (base, target) = (x86_code(0), x86_code(16));
+        let converted = make_branches_patch(&base, &target, 19).unwrap().unwrap();
+        let plain = make_patch(&base, &target, 19).unwrap();
+        let mut as_branches = info(&base, &target);
+        as_branches.branches = true;
+        for (i, frame) in [(info(&base, &target), &converted), (as_branches, &plain)] {
+            // zstd's own checksum or the result's digest says so; never the wrong file.
+            let mut out = Vec::new();
+            assert!(apply_member(&i, &base, &mut &frame[..], &mut out, "t").is_err());
+            assert_ne!(out, target);
+        }
+    }
+
+    #[test]
+    fn branch_patch_records_round_trip_and_promise_no_more_than_the_device_converts() {
+        let (base, target) = (x86_code(0), x86_code(16));
+        let mut i = info(&base, &target);
+        i.branches = true;
+        let records = i.pax_records();
+        assert!(records.contains(&(PATCH_KEY.to_owned(), branches::PATCH_METHOD.to_owned())));
+        assert_eq!(PatchInfo::from_pax(&records, "t").unwrap(), Some(i.clone()));
+        i.size = branches::SIZE_MAX + 1;
+        assert!(PatchInfo::from_pax(&i.pax_records(), "t").is_err());
     }
 
     #[test]

@@ -46,11 +46,11 @@ fn convert(buf: &mut [u8], direction: Direction) {
     let mut blocked_until = 0;
     let mut i = 0;
     while i + 5 <= buf.len() {
-        let opcode = buf[i];
-        if opcode != 0xE8 && opcode != 0xE9 {
-            i += 1;
-            continue;
-        }
+        // Every other byte only moves the scan on: jump to the next opcode.
+        let Some(found) = memchr::memchr2(0xE8, 0xE9, &buf[i..buf.len() - 4]) else {
+            break;
+        };
+        i += found;
         let top = buf[i + 4];
         if i >= blocked_until && (top == 0x00 || top == 0xFF) {
             let operand: [u8; 4] = buf[i + 1..i + 5].try_into().expect("four bytes");
@@ -114,6 +114,55 @@ mod tests {
                 encode(&mut buf);
                 decode(&mut buf);
                 assert_eq!(buf, original, "seed {seed}, length {len}");
+            }
+        }
+    }
+
+    /// The conversion as first published: a byte at a time. Patches already made with
+    /// it must decode the same, so the scan that jumps between opcodes is pinned to it.
+    fn byte_by_byte(buf: &mut [u8], direction: Direction) {
+        let mut blocked_until = 0;
+        let mut i = 0;
+        while i + 5 <= buf.len() {
+            if buf[i] != 0xE8 && buf[i] != 0xE9 {
+                i += 1;
+                continue;
+            }
+            let top = buf[i + 4];
+            if i >= blocked_until && (top == 0x00 || top == 0xFF) {
+                let value = u32::from_le_bytes(buf[i + 1..i + 5].try_into().unwrap());
+                let next = (i as u32).wrapping_add(5);
+                let converted = match direction {
+                    Direction::Encode => value.wrapping_add(next),
+                    Direction::Decode => value.wrapping_sub(next),
+                };
+                let converted = (((converted << 7) as i32) >> 7) as u32;
+                buf[i + 1..i + 5].copy_from_slice(&converted.to_le_bytes());
+                i += 5;
+            } else {
+                blocked_until = i + 4;
+                i += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn the_scan_between_opcodes_converts_exactly_as_the_byte_loop() {
+        let mut inputs: Vec<Vec<u8>> = (0..100)
+            .flat_map(|seed| [0, 4, 5, 6, 9, 37, 4099].map(|len| noise(len, seed)))
+            .collect();
+        inputs.extend(
+            ["/usr/bin/dpkg", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
+                .iter()
+                .filter_map(|p| std::fs::read(p).ok()),
+        );
+        for original in inputs {
+            for direction in [Direction::Encode, Direction::Decode] {
+                let mut fast = original.clone();
+                convert(&mut fast, direction);
+                let mut slow = original.clone();
+                byte_by_byte(&mut slow, direction);
+                assert!(fast == slow, "length {}", original.len());
             }
         }
     }

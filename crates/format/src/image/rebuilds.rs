@@ -187,9 +187,9 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
         Some(r) => r,
         None => &mut from_memory,
     };
-    let base = fs_err::read(&job.base).map_err(|e| Error::io(&job.base, e))?;
-    let base_check = || {
-        let actual = Sha256::of(&base);
+    let mut base = fs_err::read(&job.base).map_err(|e| Error::io(&job.base, e))?;
+    let base_check = |base: &[u8]| {
+        let actual = Sha256::of(base);
         match actual == job.base_sha256 {
             true => Ok(()),
             false => Err(Error::HashMismatch {
@@ -210,15 +210,15 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
         None if job.branches => {
             let file = match in_memory {
                 Some(frame) => {
-                    decode_branches(&base, &mut &frame[..], job.size, &job.sha256, &job.what)
+                    decode_branches(&mut base, &mut &frame[..], job.size, &job.sha256, &job.what)
                 }
-                None => decode_branches(&base, reader, job.size, &job.sha256, &job.what),
+                None => decode_branches(&mut base, reader, job.size, &job.sha256, &job.what),
             };
             file.and_then(|file| out.write_all(&file).map_err(|e| Error::io(&job.object, e)))
-                .or_else(|e| base_check().and(Err(e)))
+                .or_else(|e| base_check(&base).and(Err(e)))
         }
         Some(gzip) => {
-            base_check()?;
+            base_check(&base)?;
             let file = gzip.apply(&base, reader, job.size, &job.sha256, &job.what)?;
             out.write_all(&file).map_err(|e| Error::io(&job.object, e))
         }
@@ -227,12 +227,12 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
         // was (hashing every base cost 0.1 s of CPU on Debian 12 → 13).
         None => match in_memory {
             Some(frame) if job.size <= ONE_SHOT_MAX => {
-                { one_shot(&base, frame, job.size, &job.sha256, &job.what, None) }
+                one_shot(&base, frame, job.size, &job.sha256, &job.what, None)
                     .and_then(|file| out.write_all(&file).map_err(|e| Error::io(&job.object, e)))
             }
             _ => decode_checked(&base, reader, job.size, &job.sha256, &job.what, &mut out),
         }
-        .or_else(|e| base_check().and(Err(e))),
+        .or_else(|e| base_check(&base).and(Err(e))),
     };
     written?;
     (job.finish)(out.file(), &job.object)
@@ -240,10 +240,11 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
 
 /// Rebuilds the file of a branch-converted patch ([`branches`]): `frame` (read whole, at
 /// most twice [`branches::SIZE_MAX`]) decodes against the converted `base` to `size`
-/// bytes, which converted back must hash to `sha256`. The device's apply and the
-/// publisher's `image expand` both use it.
+/// bytes, which converted back must hash to `sha256`. `base` is converted in place (no
+/// copy of it) and back before this returns, so the caller finds it as it was. The
+/// device's apply and the publisher's `image expand` both use it.
 pub fn decode_branches(
-    base: &[u8],
+    base: &mut [u8],
     frame: &mut dyn Read,
     size: u64,
     sha256: &Sha256,
@@ -263,16 +264,10 @@ pub fn decode_branches(
         .take(branches::SIZE_MAX.saturating_mul(2))
         .read_to_end(&mut data)
         .map_err(|e| Error::io(std::path::Path::new(what), e))?;
-    let mut converted = base.to_vec();
-    branches::encode(&mut converted);
-    one_shot(
-        &converted,
-        &data,
-        size,
-        sha256,
-        what,
-        Some(branches::decode),
-    )
+    branches::encode(base);
+    let file = one_shot(base, &data, size, sha256, what, Some(branches::decode));
+    branches::decode(base);
+    file
 }
 
 /// Decodes `frame` (exactly one zstd frame, nothing after it) against `base` in one
@@ -392,4 +387,53 @@ pub fn decode_checked(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls to one function from every 64 bytes; `shift` moves the code after `at`.
+    fn code(shift: usize) -> Vec<u8> {
+        let mut out = vec![0x90; 64 * 1024 + shift];
+        for at in (0..64 * 1024).step_by(64) {
+            let at = if at >= 4096 { at + shift } else { at };
+            out[at] = 0xE8;
+            let rel = (60_000 + shift) as i32 - (at as i32 + 5);
+            out[at + 1..at + 5].copy_from_slice(&rel.to_le_bytes());
+        }
+        out
+    }
+
+    /// What the publisher makes: the converted file, against the converted base.
+    fn branch_patch(base: &[u8], file: &[u8]) -> Vec<u8> {
+        let (mut base, mut file) = (base.to_vec(), file.to_vec());
+        branches::encode(&mut base);
+        branches::encode(&mut file);
+        let mut cctx = zstd::zstd_safe::CCtx::create();
+        cctx.ref_prefix(&base).unwrap();
+        let mut frame = Vec::with_capacity(file.len() + 1024);
+        cctx.compress2(&mut frame, &file).unwrap();
+        frame
+    }
+
+    #[test]
+    fn a_branch_patch_decodes_in_place_and_leaves_the_base_as_it_was() {
+        let (original, file) = (code(0), code(16));
+        let frame = branch_patch(&original, &file);
+        let sha = Sha256::of(&file);
+        let mut base = original.clone();
+        let size = file.len() as u64;
+        let out = decode_branches(&mut base, &mut &frame[..], size, &sha, "t").unwrap();
+        assert!(out == file);
+        assert!(base == original, "the base came back converted");
+
+        // A wrong result is refused, and the base is still the caller's.
+        let mut tampered = frame.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(decode_branches(&mut base, &mut &tampered[..], size, &sha, "t").is_err());
+        assert!(decode_branches(&mut base, &mut &frame[..], size, &Sha256::of(b"x"), "t").is_err());
+        assert!(base == original, "a refused patch left the base converted");
+    }
 }

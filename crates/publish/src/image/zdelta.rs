@@ -271,7 +271,7 @@ pub fn apply_member(
     }
     if info.branches {
         let file = ru_format::image::rebuilds::decode_branches(
-            base,
+            &mut base.to_vec(),
             patch,
             info.size,
             &info.sha256,

@@ -347,15 +347,17 @@ printf 'base bytes of a file\n%.0s' {1..50} >"$work/plain.1"
 { printf '\000'; tool zdelta content "$work/base.gz" "$work/target.gz"; } | seed zdelta gzip-content
 { printf '\002'; tool zdelta tokens "$work/base.gz" "$work/target.gz"; } | seed zdelta gzip-tokens
 { printf '\001'; tool zdelta tokens "$work/base.gz" "$work/target-1.gz"; } | seed zdelta gzip-tokens-streamed
-# Two x86-64 ELF files in miniature: a header, then calls (E8) that moved by 2 bytes.
+# Two x86-64 ELF files in miniature: a header, then calls (E8) and RIP-relative loads
+# (48 8B 05) that moved by 2 bytes.
 code() {
     printf '\177ELF\002\001\001'; head -c 11 /dev/zero; printf '\076\000'; head -c 44 /dev/zero
     head -c "$1" /dev/zero | tr '\0' '\220'
-    for _ in 1 2 3 4 5 6 7 8; do printf '\350\020\000\000\000\110\211\303'; done
+    for _ in 1 2 3 4 5 6 7 8; do printf '\350\020\000\000\000\110\211\303\110\213\005\040\000\000\000'; done
 }
 code 0 >"$work/code.1"
 code 2 >"$work/code.2"
 { printf '\000'; tool zdelta branches "$work/code.1" "$work/code.2"; } | seed zdelta branches
+{ printf '\001'; tool zdelta pcrel "$work/code.1" "$work/code.2"; } | seed zdelta pcrel
 
 # --- Keyrings and OpenPGP ------------------------------------------------------------
 master="$conf/system-image/keyrings/ubports-archive-master.tar.xz"

@@ -2,8 +2,8 @@
 //! own writers (a plain build: `cargo run --example seed_tool`, never instrumented):
 //!
 //! - `tokens FILE.gz`: `header SEP tokens` of a gzip file (`image::gztokens::split`);
-//! - `zdelta plain|content|tokens|branches BASE TARGET [BASE_PATH]`: `records SEP base SEP
-//!   frame`
+//! - `zdelta plain|content|tokens|branches|pcrel BASE TARGET [BASE_PATH]`: `records SEP
+//!   base SEP frame`
 //!   of a zdelta patch member (`publish::image::zdelta`), as the zdelta target reads it.
 //!
 //! Output goes to stdout.
@@ -11,6 +11,7 @@
 use std::io::Write;
 
 use ru_format::digest::Sha256;
+use ru_format::image::branches::Filter;
 use ru_format::image::gztokens;
 use ru_publish::image::zdelta::{self, PatchInfo};
 use release_upgrader_fuzz::SEP;
@@ -33,28 +34,32 @@ fn main() {
         }
         ["zdelta", kind, base, target, rest @ ..] => {
             let (base, target) = (read(base), read(target));
-            let branches = *kind == "branches";
-            let (frame, gzip) = match *kind {
-                "plain" => (zdelta::make_patch(&base, &target, 3).expect("patch"), None),
-                "branches" => (
-                    zdelta::make_branches_patch(&base, &target, 3)
+            let x86 = match *kind {
+                "branches" => Some(Filter::Branches),
+                "pcrel" => Some(Filter::PcRelative),
+                _ => None,
+            };
+            let (frame, gzip) = match (*kind, x86) {
+                ("plain", _) => (zdelta::make_patch(&base, &target, 3).expect("patch"), None),
+                (_, Some(filter)) => (
+                    zdelta::make_x86_patch(&base, &target, 3, filter)
                         .expect("patch")
                         .expect("both files are x86-64 ELF files"),
                     None,
                 ),
-                "content" => {
+                ("content", _) => {
                     let (frame, gzip) = zdelta::make_gzip_patch(&base, &target, 3)
                         .expect("patch")
                         .expect("both files rebuild from their content");
                     (frame, Some(gzip))
                 }
-                "tokens" => {
+                ("tokens", _) => {
                     let (frame, gzip) = zdelta::make_tokens_patch(&base, &target, 3)
                         .expect("patch")
                         .expect("both files rebuild from their tokens");
                     (frame, Some(gzip))
                 }
-                other => panic!("unknown patch kind {other}"),
+                (other, _) => panic!("unknown patch kind {other}"),
             };
             let info = PatchInfo {
                 base_sha256: Sha256::of(&base),
@@ -62,7 +67,7 @@ fn main() {
                 size: target.len() as u64,
                 base_path: rest.first().map(|p| p.to_string()),
                 gzip,
-                branches,
+                x86,
             };
             for (k, v) in info.pax_records() {
                 out.extend_from_slice(format!("{k}={v}\n").as_bytes());
@@ -74,7 +79,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: seed_tool tokens FILE.gz | seed_tool zdelta plain|content|tokens|branches BASE TARGET [BASE_PATH]"
+                "usage: seed_tool tokens FILE.gz | seed_tool zdelta plain|content|tokens|branches|pcrel BASE TARGET [BASE_PATH]"
             );
             std::process::exit(2);
         }

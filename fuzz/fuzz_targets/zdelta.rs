@@ -92,7 +92,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         assert_eq!(info.sha256, publisher.sha256);
         assert_eq!(info.size, publisher.size);
         assert_eq!(info.gzip, publisher.gzip);
-        assert_eq!(info.branches, publisher.branches);
+        assert_eq!(info.x86, publisher.x86);
         assert_eq!(
             info.base_path.as_deref().map(|p| format!("system/{p}")),
             publisher.base_path
@@ -114,7 +114,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         base_sha256: info.base_sha256,
         frame: frame.to_vec(),
         gzip: info.gzip.clone(),
-        branches: info.branches,
+        x86: info.x86,
         sha256: info.sha256,
         size: info.size,
         finish: Box::new(|_, _| Ok(())),

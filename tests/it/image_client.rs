@@ -173,6 +173,14 @@ pub(crate) fn tree(build: u64, port: u16) -> Tree {
         "usr/share/doc/pkg/changelog.gz".into(),
         Node::File(changelog_gz(build), 0o644),
     );
+    // The same changelog in a second package of the same source (as Debian's
+    // libtinfo6, ncurses-base and ncurses-bin have): the device copies the result of
+    // the first (in tar order) and gives this one its own mode.
+    t.insert("usr/share/doc/pkg2".into(), Node::Dir(0o755));
+    t.insert(
+        "usr/share/doc/pkg2/changelog.gz".into(),
+        Node::File(changelog_gz(build), 0o600),
+    );
     // Its NEWS too: zdelta patches its deflate tokens.
     t.insert(
         "usr/share/doc/pkg/NEWS.gz".into(),
@@ -477,9 +485,12 @@ pub(crate) fn image_tar_with_base(
                     }
                     .unwrap()
                 });
-                let branches = base
-                    .as_ref()
-                    .and_then(|(old, _)| zdelta::make_branches_patch(old, data, 19).unwrap());
+                let branches = base.as_ref().and_then(|(old, _)| {
+                    // The first conversion (what a publisher of before wrote): the
+                    // device still applies it.
+                    let filter = ru_format::image::branches::Filter::Branches;
+                    zdelta::make_x86_patch(old, data, 19, filter).unwrap()
+                });
                 if let (Some((base, base_path)), Some((frame, gzip))) = (&base, gzip) {
                     let mut records = vec![
                         ("RELEASE_UPGRADER.patch".to_string(), gzip.method().into()),
@@ -505,7 +516,9 @@ pub(crate) fn image_tar_with_base(
                     let mut records = vec![
                         (
                             "RELEASE_UPGRADER.patch",
-                            ru_format::image::branches::PATCH_METHOD.to_string(),
+                            ru_format::image::branches::Filter::Branches
+                                .method()
+                                .to_string(),
                         ),
                         ("RELEASE_UPGRADER.base-sha256", Sha256::of(base).to_hex()),
                         ("RELEASE_UPGRADER.sha256", Sha256::of(data).to_hex()),
@@ -871,6 +884,41 @@ fn zdelta_patches_apply_to_the_same_tree() {
     // The x86-64 code is patched in its branch conversion.
     let record = b"RELEASE_UPGRADER.patch=x86-branches+zstd-patch-from\n";
     assert!(zdelta.windows(record.len()).any(|w| w == record));
+    f.run(&["image", "apply"]).expect(0);
+    expect_tree(&f.root, 3, f.port);
+}
+
+/// A file that an earlier patch of the same tarball makes too (the same digest and size)
+/// is a copy of that one's result: its own patch is never decoded, so recompression
+/// data changed there does not matter, and the tree is build 3's all the same.
+#[test]
+fn a_file_another_patch_makes_too_is_copied_from_its_result() {
+    let f = ImageFixture::new(DeltaKind::Zdelta);
+    let path = f.srv.join("pool/zdelta-3.tar.zst");
+    let mut raw = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+    let name = b"usr/share/doc/pkg2/changelog.gz";
+    let member = raw.windows(name.len()).rposition(|w| w == name).unwrap();
+    let key = b"RELEASE_UPGRADER.preflate=";
+    let at = raw[..member]
+        .windows(key.len())
+        .rposition(|w| w == key)
+        .unwrap()
+        + key.len();
+    // pkg2's own header, not pkg's before it.
+    let previous = raw
+        .windows(b"doc/pkg/changelog.gz".len())
+        .rposition(|w| w == b"doc/pkg/changelog.gz")
+        .unwrap();
+    assert!(at > previous, "pkg's member comes first in the tarball");
+    let hex_end = at + raw[at..].iter().position(|&b| b == b'\n').unwrap();
+    let i = (at + hex_end) / 2;
+    raw[i] = if raw[i] == b'0' { b'1' } else { b'0' };
+    f.put(
+        "pool/zdelta-3.tar.zst",
+        &zstd::encode_all(raw.as_slice(), 3).unwrap(),
+        &keys().signing,
+    );
+    f.publish_index_keeping_files();
     f.run(&["image", "apply"]).expect(0);
     expect_tree(&f.root, 3, f.port);
 }
@@ -1810,7 +1858,7 @@ fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas(
             "disabled",
         ]);
     }
-    // The publisher patched the x86-64 code of each zdelta in its branch conversion.
+    // The publisher patched the x86-64 code of each zdelta in its PC-relative conversion.
     let found = Command::new("find")
         .arg(&www)
         .args(["-name", "*.zdelta-*.tar.zst"])
@@ -1821,7 +1869,7 @@ fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas(
         .lines()
         .collect();
     assert_eq!(zdeltas.len(), 2, "{zdeltas:?}");
-    let record = b"RELEASE_UPGRADER.patch=x86-branches+zstd-patch-from\n";
+    let record = b"RELEASE_UPGRADER.patch=x86-pcrel+zstd-patch-from\n";
     for zdelta in zdeltas {
         let raw = zstd::decode_all(std::fs::File::open(zdelta).unwrap()).unwrap();
         assert!(raw.windows(record.len()).any(|w| w == record), "{zdelta}");

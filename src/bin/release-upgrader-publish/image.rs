@@ -290,7 +290,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                 &format!(
                     "{}: {} removed, {} entries ({} files, {} patched, {} against another \
                      path, {} gzip files in their content, {} in their tokens, {} x86-64 \
-                     files in their branch conversion), {} bytes",
+                     files in their code conversion), {} bytes",
                     out.display(),
                     stats.removed,
                     stats.entries,

@@ -18,7 +18,7 @@
 //! commit and the base tree is not touched, so it is enough to remember, while a
 //! tarball is applied, the state each path had before the tarball set it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -173,6 +173,10 @@ pub struct Overlay {
     /// While a tarball is applied: the workers writing its patched files.
     #[serde(skip)]
     rebuilds: Option<Rebuilds>,
+    /// While a tarball is applied: the object each file its patches make (by digest and
+    /// size) is written to, so that the same file again is a copy of it.
+    #[serde(skip)]
+    patched: HashMap<(ru_format::digest::Sha256, u64), PathBuf>,
     /// Directories of the base tree seen to be real (the base does not change while
     /// the overlay is built, and every member asks for its parents again).
     #[serde(skip)]
@@ -215,6 +219,7 @@ impl Overlay {
             as_root: nix::unistd::geteuid().is_root(),
             before: BTreeMap::new(),
             rebuilds: None,
+            patched: HashMap::new(),
             base_dirs: RealDirs::default(),
             kept: Kept::below(base)?,
             kept_state: Default::default(),
@@ -432,6 +437,7 @@ impl Overlay {
         partitions: &mut Vec<String>,
     ) -> Result<(), Error> {
         self.before.clear();
+        self.patched.clear();
         self.rebuilds = Some(Rebuilds::start());
         let result = self.apply_members(tarball, compression, what, partitions);
         let rebuilt = self
@@ -440,6 +446,7 @@ impl Overlay {
             .map_or(Ok(()), Rebuilds::finish)
             .map_err(Error::from);
         self.before.clear();
+        self.patched.clear();
         result.and(rebuilt)
     }
 
@@ -547,6 +554,39 @@ impl Overlay {
                 if !std::fs::symlink_metadata(&base_file).is_ok_and(|m| m.is_file()) {
                     return Err(missing());
                 }
+                let (meta, as_root) = (member.meta, self.as_root);
+                let finish: rebuilds::Finish =
+                    Box::new(move |file: &std::fs::File, object: &Path| {
+                        set_file_meta(file, object, meta, as_root).map_err(Into::into)
+                    });
+                // A file an earlier patch of this tarball makes too: copied from that
+                // one's object once the patches are written (the frame is not used).
+                let same = self.patched.get(&(info.sha256, info.size)).cloned();
+                if let (Some(from), Some(_)) = (same, &self.rebuilds) {
+                    std::io::copy(&mut data.take(member.size), &mut std::io::sink())
+                        .map_err(|e| bad(e.to_string()))?;
+                    let (id, object) = self.new_object();
+                    fs_err::File::create_new(&object).map_err(io_err(&object))?;
+                    let copy = rebuilds::Copy {
+                        from,
+                        object,
+                        sha256: info.sha256,
+                        size: info.size,
+                        finish,
+                        what: format!("{what}: patched {path}"),
+                    };
+                    self.rebuilds.as_mut().expect("checked").submit_copy(copy);
+                    return self.replace_with(
+                        &path,
+                        Final::Staged {
+                            id,
+                            kind: ObjectKind::File,
+                            sha256: Some(Sha256Hex(info.sha256.to_hex())),
+                            size: info.size,
+                        },
+                        what,
+                    );
+                }
                 // Queued for a worker with its frame in memory, or, when large, applied
                 // here as it is read.
                 let queued = self.rebuilds.is_some() && member.size <= rebuilds::QUEUED_FRAME_MAX;
@@ -560,19 +600,21 @@ impl Overlay {
                 // Created now, so that a hard link to it can be made at once; written
                 // on a worker while the next members apply.
                 fs_err::File::create_new(&object).map_err(io_err(&object))?;
-                let (meta, as_root) = (member.meta, self.as_root);
+                // (A source the copy can read back: root reads any mode.)
+                if as_root || meta.mode & 0o400 != 0 {
+                    self.patched
+                        .insert((info.sha256, info.size), object.clone());
+                }
                 let job = rebuilds::Job {
                     object,
                     base: base_file,
                     base_sha256: info.base_sha256,
                     frame,
                     gzip: info.gzip.clone(),
-                    branches: info.branches,
+                    x86: info.x86,
                     sha256: info.sha256,
                     size: info.size,
-                    finish: Box::new(move |file: &std::fs::File, object: &Path| {
-                        set_file_meta(file, object, meta, as_root).map_err(Into::into)
-                    }),
+                    finish,
                     what: format!("{what}: patched {path}"),
                     base_what: match &info.base_path {
                         Some(b) => format!("{what}: base of the patch for {path} ({b})"),

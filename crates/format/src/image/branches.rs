@@ -1,36 +1,69 @@
-//! x86 branch conversion, for patches of x86-64 code: the displacement of each
-//! `call rel32` (E8) and `jmp rel32` (E9) that reaches less than 16 MiB either way
-//! becomes the absolute target (displacement plus the offset of the next instruction),
-//! modulo 2^25.
+//! x86 code conversion, for patches of x86-64 code: relative operands become absolute.
+//!
+//! - [`Filter::Branches`]: the displacement of each `call rel32` (E8) and `jmp rel32`
+//!   (E9) that reaches less than 16 MiB either way becomes the absolute target
+//!   (displacement plus the offset of the next instruction), modulo 2^25.
+//! - [`Filter::PcRelative`]: those, and the `disp32` of each RIP-relative `mov` load or
+//!   store and `lea` (opcodes 8B, 89, 8D with ModRM `mod` 00 and `r/m` 101, whatever
+//!   prefixes come before), which becomes the displacement plus the offset 6 bytes
+//!   after the opcode (the end of the instruction without an immediate), modulo 2^32.
 //!
 //! A rebuilt binary moves most of its code by a few bytes or kilobytes, and every
-//! relative call across a moved stretch changes its bytes although it calls the same
-//! function; as absolute targets, calls whose caller moved but whose callee did not stay
-//! the same, so more of the new file matches its base (xz's x86 BCJ filter does the same
-//! for compression). On the Debian 12 → 13 minbase trees the zstd patches of the ELF
-//! files come to 0.949 of plain ones (benches/README.md).
+//! relative call or data reference across a moved stretch changes its bytes although it
+//! reaches the same function or variable; as absolute targets, references whose
+//! instruction moved but whose target did not stay the same, so more of the new file
+//! matches its base (xz's x86 BCJ filter does the same for branches, for compression).
+//! On the Debian 12 → 13 minbase trees the zstd patches of the 40 largest changed ELF
+//! files come to 0.950 of plain ones with branches converted, 0.924 with PC-relative
+//! operands too; more opcodes (`cmp`, `add`, `call *`, SSE loads…) matched more data
+//! by chance and came to 0.935 (benches/README.md).
 //!
 //! [`decode`] undoes [`encode`] exactly, for any bytes: both make the same decision at
-//! every offset, because they look only at opcode bytes, which neither changes (a
-//! converted displacement is skipped whole), and at a displacement's top byte, which
-//! both keep `0x00` or `0xFF`; after an opcode byte that is not converted, the next 3
-//! are not either, since a conversion there would change the byte it looked at.
+//! every offset, because they look only at opcode and ModRM bytes, which neither changes
+//! (a converted operand is skipped whole), and at a branch displacement's top byte,
+//! which both keep `0x00` or `0xFF`; after a branch opcode that is not converted, the
+//! next 3 bytes start no conversion, since one there would change the byte it looked at.
 
-/// The `RELEASE_UPGRADER.patch` value of a patch made from the converted base and file.
-pub const PATCH_METHOD: &str = "x86-branches+zstd-patch-from";
+/// Which operands a conversion turns absolute; each is a patch method of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Filter {
+    /// `call`/`jmp rel32` (the first published conversion).
+    Branches,
+    /// Branches and RIP-relative `mov`/`lea` displacements.
+    PcRelative,
+}
+
+impl Filter {
+    /// Every conversion a device decodes.
+    pub const ALL: [Filter; 2] = [Filter::Branches, Filter::PcRelative];
+
+    /// The `RELEASE_UPGRADER.patch` value of a patch made from the base and file
+    /// converted so.
+    pub const fn method(self) -> &'static str {
+        match self {
+            Filter::Branches => "x86-branches+zstd-patch-from",
+            Filter::PcRelative => "x86-pcrel+zstd-patch-from",
+        }
+    }
+
+    /// The conversion a `RELEASE_UPGRADER.patch` value names, if it names one.
+    pub fn of_method(method: &str) -> Option<Filter> {
+        Filter::ALL.into_iter().find(|f| f.method() == method)
+    }
+}
 
 /// The largest file such a patch may make: it is converted back in memory, and the
 /// device holds base and result of one patch at a time per worker.
 pub const SIZE_MAX: u64 = 64 << 20;
 
-/// Converts relative branch targets to absolute ones.
-pub fn encode(buf: &mut [u8]) {
-    convert(buf, Direction::Encode);
+/// Converts relative operands to absolute ones.
+pub fn encode(buf: &mut [u8], filter: Filter) {
+    convert(buf, Direction::Encode, filter);
 }
 
-/// Converts absolute branch targets back to relative ones: [`encode`]'s inverse.
-pub fn decode(buf: &mut [u8]) {
-    convert(buf, Direction::Decode);
+/// Converts absolute operands back to relative ones: [`encode`]'s inverse.
+pub fn decode(buf: &mut [u8], filter: Filter) {
+    convert(buf, Direction::Decode, filter);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -39,36 +72,73 @@ enum Direction {
     Decode,
 }
 
-fn convert(buf: &mut [u8], direction: Direction) {
-    // An opcode byte left alone reads the byte 4 after it, which a conversion in the
-    // next 3 bytes would change: none is made there, so both directions read it as it
-    // was.
+/// The first offset at or after `from`, and before `end`, where `find` finds a byte;
+/// `usize::MAX` for none.
+fn next_at(buf: &[u8], from: usize, end: usize, find: fn(&[u8]) -> Option<usize>) -> usize {
+    match from < end {
+        true => find(&buf[from..end]).map_or(usize::MAX, |k| from + k),
+        false => usize::MAX,
+    }
+}
+
+fn convert(buf: &mut [u8], direction: Direction, filter: Filter) {
+    let branch_find: fn(&[u8]) -> Option<usize> = |b| memchr::memchr2(0xE8, 0xE9, b);
+    let move_find: fn(&[u8]) -> Option<usize> = |b| memchr::memchr3(0x8B, 0x89, 0x8D, b);
+    // Offsets where a whole operand still fits: a branch's 4 bytes after its opcode, a
+    // move's ModRM and 4 bytes.
+    let branch_end = buf.len().saturating_sub(4);
+    let move_end = match filter {
+        Filter::Branches => 0,
+        Filter::PcRelative => buf.len().saturating_sub(5),
+    };
+    // A branch opcode left alone reads the byte 4 after it, which a conversion in the
+    // next 3 bytes would change: none starts there, so both directions read it as it was.
     let mut blocked_until = 0;
+    // Every other byte only moves the scan on: it jumps to the next opcode of either kind
+    // (each found once, and again only once the scan has passed it).
+    let mut branch_at = next_at(buf, 0, branch_end, branch_find);
+    let mut move_at = next_at(buf, 0, move_end, move_find);
     let mut i = 0;
-    while i + 5 <= buf.len() {
-        // Every other byte only moves the scan on: jump to the next opcode.
-        let Some(found) = memchr::memchr2(0xE8, 0xE9, &buf[i..buf.len() - 4]) else {
-            break;
-        };
-        i += found;
-        let top = buf[i + 4];
-        if i >= blocked_until && (top == 0x00 || top == 0xFF) {
-            let operand: [u8; 4] = buf[i + 1..i + 5].try_into().expect("four bytes");
-            let value = u32::from_le_bytes(operand);
-            // Offsets beyond 4 GiB wrap the same way on both sides.
-            let next = (i as u32).wrapping_add(5);
-            let converted = match direction {
-                Direction::Encode => value.wrapping_add(next),
-                Direction::Decode => value.wrapping_sub(next),
-            };
-            // 25 bits, sign-extended from bit 24: the top byte stays 0x00 or 0xFF.
-            let converted = (((converted << 7) as i32) >> 7) as u32;
-            buf[i + 1..i + 5].copy_from_slice(&converted.to_le_bytes());
-            i += 5;
-        } else {
-            blocked_until = i + 4;
-            i += 1;
+    loop {
+        if branch_at < i {
+            branch_at = next_at(buf, i, branch_end, branch_find);
         }
+        if move_at < i {
+            move_at = next_at(buf, i, move_end, move_find);
+        }
+        i = branch_at.min(move_at);
+        if i == usize::MAX {
+            break;
+        }
+        let next = if i == branch_at {
+            let top = buf[i + 4];
+            if i < blocked_until || (top != 0x00 && top != 0xFF) {
+                blocked_until = i + 4;
+                i += 1;
+                continue;
+            }
+            i + 5
+        } else {
+            if i < blocked_until || buf[i + 1] & 0xC7 != 0x05 {
+                i += 1;
+                continue;
+            }
+            i + 6
+        };
+        let at = next - 4;
+        let value = u32::from_le_bytes(buf[at..next].try_into().expect("four bytes"));
+        // Offsets beyond 4 GiB wrap the same way on both sides.
+        let converted = match direction {
+            Direction::Encode => value.wrapping_add(next as u32),
+            Direction::Decode => value.wrapping_sub(next as u32),
+        };
+        let converted = match next - i {
+            // 25 bits, sign-extended from bit 24: the top byte stays 0x00 or 0xFF.
+            5 => (((converted << 7) as i32) >> 7) as u32,
+            _ => converted,
+        };
+        buf[at..next].copy_from_slice(&converted.to_le_bytes());
+        i = next;
     }
 }
 
@@ -94,11 +164,13 @@ mod tests {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                match state % 8 {
+                match state % 12 {
                     0 => 0xE8,
                     1 => 0xE9,
                     2 => 0x00,
                     3 => 0xFF,
+                    4 => [0x8B, 0x89, 0x8D][(state >> 8) as usize % 3],
+                    5 => [0x05, 0x3D, 0x15][(state >> 8) as usize % 3],
                     _ => (state >> 8) as u8,
                 }
             })
@@ -107,23 +179,42 @@ mod tests {
 
     #[test]
     fn decoding_undoes_encoding_for_any_bytes() {
-        for seed in 0..200 {
-            for len in [0, 1, 4, 5, 6, 9, 10, 64, 4099] {
-                let original = noise(len, seed);
-                let mut buf = original.clone();
-                encode(&mut buf);
-                decode(&mut buf);
-                assert_eq!(buf, original, "seed {seed}, length {len}");
+        for filter in Filter::ALL {
+            for seed in 0..200 {
+                for len in [0, 1, 4, 5, 6, 7, 9, 10, 64, 4099] {
+                    let original = noise(len, seed);
+                    let mut buf = original.clone();
+                    encode(&mut buf, filter);
+                    decode(&mut buf, filter);
+                    assert_eq!(buf, original, "{filter:?}, seed {seed}, length {len}");
+                }
             }
         }
     }
 
-    /// The conversion as first published: a byte at a time. Patches already made with
-    /// it must decode the same, so the scan that jumps between opcodes is pinned to it.
-    fn byte_by_byte(buf: &mut [u8], direction: Direction) {
+    /// The conversion a byte at a time, as first published for branches. Patches
+    /// already made must decode the same, so the scan that jumps between opcodes is
+    /// pinned to it.
+    fn byte_by_byte(buf: &mut [u8], direction: Direction, filter: Filter) {
         let mut blocked_until = 0;
         let mut i = 0;
         while i + 5 <= buf.len() {
+            if filter == Filter::PcRelative
+                && matches!(buf[i], 0x8B | 0x89 | 0x8D)
+                && i + 6 <= buf.len()
+                && buf[i + 1] & 0xC7 == 0x05
+                && i >= blocked_until
+            {
+                let value = u32::from_le_bytes(buf[i + 2..i + 6].try_into().unwrap());
+                let next = (i as u32).wrapping_add(6);
+                let converted = match direction {
+                    Direction::Encode => value.wrapping_add(next),
+                    Direction::Decode => value.wrapping_sub(next),
+                };
+                buf[i + 2..i + 6].copy_from_slice(&converted.to_le_bytes());
+                i += 6;
+                continue;
+            }
             if buf[i] != 0xE8 && buf[i] != 0xE9 {
                 i += 1;
                 continue;
@@ -157,12 +248,15 @@ mod tests {
                 .filter_map(|p| std::fs::read(p).ok()),
         );
         for original in inputs {
-            for direction in [Direction::Encode, Direction::Decode] {
+            for (direction, filter) in [Direction::Encode, Direction::Decode]
+                .into_iter()
+                .flat_map(|d| Filter::ALL.map(|f| (d, f)))
+            {
                 let mut fast = original.clone();
-                convert(&mut fast, direction);
+                convert(&mut fast, direction, filter);
                 let mut slow = original.clone();
-                byte_by_byte(&mut slow, direction);
-                assert!(fast == slow, "length {}", original.len());
+                byte_by_byte(&mut slow, direction, filter);
+                assert!(fast == slow, "{filter:?}, length {}", original.len());
             }
         }
     }
@@ -171,17 +265,17 @@ mod tests {
     fn a_near_call_becomes_its_absolute_target_and_a_far_one_stays() {
         // call +0x10 at offset 3: the next instruction is at 8, the target at 0x18.
         let mut buf = vec![0x90, 0x90, 0x90, 0xE8, 0x10, 0, 0, 0, 0x90];
-        encode(&mut buf);
+        encode(&mut buf, Filter::Branches);
         assert_eq!(&buf[4..8], &0x18u32.to_le_bytes());
         // jmp -0x20 at 0: next at 5, target -0x1b, kept in 25 bits with a 0xFF top byte.
         let mut back = vec![0xE9];
         back.extend_from_slice(&(-0x20i32).to_le_bytes());
-        encode(&mut back);
+        encode(&mut back, Filter::Branches);
         assert_eq!(i32::from_le_bytes(back[1..5].try_into().unwrap()), -0x1b);
         // A displacement of 16 MiB or more is no near branch: left alone.
         let mut far = vec![0xE8, 0, 0, 0, 0x01, 0x90];
         let before = far.clone();
-        encode(&mut far);
+        encode(&mut far, Filter::Branches);
         assert_eq!(far, before);
     }
 
@@ -194,8 +288,39 @@ mod tests {
         buf[0x100] = 0xE8;
         buf[0x101..0x105].copy_from_slice(&(0x1000i32 - 0x105).to_le_bytes());
         assert_ne!(buf[1..5], buf[0x101..0x105]);
-        encode(&mut buf);
+        encode(&mut buf, Filter::Branches);
         assert_eq!(buf[1..5], buf[0x101..0x105]);
+    }
+
+    #[test]
+    fn two_loads_of_one_variable_read_the_same_once_encoded() {
+        // mov rax, [rip+d] at 0x10 and lea rdi, [rip+d] at 0x200, both of 0x3000; and a
+        // mov with a register operand (ModRM 0xC0), which is no memory reference.
+        let mut buf = vec![0x90; 0x220];
+        buf[0x0F..0x12].copy_from_slice(&[0x48, 0x8B, 0x05]);
+        buf[0x12..0x16].copy_from_slice(&(0x3000i32 - 0x16).to_le_bytes());
+        buf[0x1FF..0x202].copy_from_slice(&[0x48, 0x8D, 0x3D]);
+        buf[0x202..0x206].copy_from_slice(&(0x3000i32 - 0x206).to_le_bytes());
+        buf[0x210..0x212].copy_from_slice(&[0x89, 0xC0]);
+        buf[0x212..0x216].copy_from_slice(&[1, 2, 3, 4]);
+        let original = buf.clone();
+        encode(&mut buf, Filter::Branches);
+        assert_eq!(buf, original, "branches alone leave data references");
+        encode(&mut buf, Filter::PcRelative);
+        assert_eq!(buf[0x12..0x16], buf[0x202..0x206]);
+        assert_eq!(buf[0x12..0x16], 0x3000u32.to_le_bytes());
+        assert_eq!(buf[0x210..], original[0x210..]);
+        decode(&mut buf, Filter::PcRelative);
+        assert_eq!(buf, original);
+    }
+
+    #[test]
+    fn each_conversion_is_its_own_patch_method() {
+        for filter in Filter::ALL {
+            assert_eq!(Filter::of_method(filter.method()), Some(filter));
+        }
+        assert_eq!(Filter::Branches.method(), "x86-branches+zstd-patch-from");
+        assert_eq!(Filter::of_method("zstd-patch-from"), None);
     }
 
     #[test]
@@ -207,11 +332,13 @@ mod tests {
             if !is_x86_64_elf(&original) {
                 continue;
             }
-            let mut buf = original.clone();
-            encode(&mut buf);
-            assert_ne!(buf, original, "{path}: nothing converted");
-            decode(&mut buf);
-            assert!(buf == original, "{path} did not round trip");
+            for filter in Filter::ALL {
+                let mut buf = original.clone();
+                encode(&mut buf, filter);
+                assert_ne!(buf, original, "{path}: nothing converted");
+                decode(&mut buf, filter);
+                assert!(buf == original, "{path} did not round trip ({filter:?})");
+            }
         }
     }
 

@@ -49,9 +49,9 @@ pub struct PatchInfo {
     pub base_path: Option<String>,
     /// For a `.gz` file patched in its content or tokens: what makes it the file again.
     pub gzip: Option<crate::image::regzip::GzipPatch>,
-    /// The frame was made from base and file in their x86 branch conversion
+    /// The frame was made from base and file in this x86 code conversion
     /// ([`crate::image::branches`]): the base is converted before, the result back after.
-    pub branches: bool,
+    pub x86: Option<branches::Filter>,
 }
 
 /// A member that passed the checks: its path in the system tree (no leading `/`,
@@ -251,9 +251,10 @@ fn patch_info(entry: &Entry, path: &str, what: &str) -> Result<Option<PatchInfo>
     let Some(kind) = kind else {
         return Ok(None);
     };
-    let branches = kind == branches::PATCH_METHOD;
+    let x86 = branches::Filter::of_method(&kind);
     let gzip = match kind.as_str() {
-        "zstd-patch-from" | branches::PATCH_METHOD => None,
+        "zstd-patch-from" => None,
+        _ if x86.is_some() => None,
         method => {
             let get = |key: &str| {
                 gzip_records
@@ -288,16 +289,16 @@ fn patch_info(entry: &Entry, path: &str, what: &str) -> Result<Option<PatchInfo>
         .ok_or_else(|| bad("patch without size".into()))?
         .parse()
         .map_err(|_| bad("bad size".into()))?;
-    if branches && size > branches::SIZE_MAX {
+    if x86.is_some() && size > branches::SIZE_MAX {
         return Err(bad(format!(
-            "a branch-converted patch makes at most {} bytes, this one {size}",
+            "an x86-converted patch makes at most {} bytes, this one {size}",
             branches::SIZE_MAX
         )));
     }
     Ok(Some(PatchInfo {
         base_path,
         gzip,
-        branches,
+        x86,
         base_sha256: digest(base, "base-sha256")?,
         sha256: digest(sha, "sha256")?,
         size,

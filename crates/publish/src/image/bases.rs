@@ -3,15 +3,21 @@
 //!
 //! Between releases most changed content moves: sonames and versioned directories are
 //! renamed (`libstdc++.so.6.0.30` → `.0.33`, `perl-base/5.36/…` → `5.40/…`,
-//! `libapt-pkg.so.6.0` → `7.0`), so a same-path-only zdelta ships them whole. The
-//! choice is by name alone (the writer still keeps a patch only when it is smaller than
-//! the file compressed by itself), so it costs one pass over both images' entry lists:
+//! `libapt-pkg.so.6.0` → `7.0`), packages are renamed (Debian 13's 64-bit `time_t`
+//! transition: `libnettle8` → `libnettle8t64`, and so their `/usr/share/doc` and
+//! `/var/lib/dpkg/info` files), and a file may change its extension (`/usr/share/keyrings/
+//! debian-archive-keyring.gpg` → `.pgp`), so a same-path-only zdelta ships them whole.
+//! The choice is by name alone (the writer still keeps a patch only when it is smaller
+//! than the file compressed by itself), so it costs one pass over both images' entry
+//! lists:
 //!
 //! 1. the base files whose path is the same once every version number (digit runs
-//!    joined by dots) is one token,
+//!    joined by dots, with a `t64` right after them) is one token,
 //! 2. else the base files with the same file name in another directory,
 //! 3. else the base files whose file name is the same once version numbers are one token
 //!    (and that still has a name of its own, not just digits and punctuation),
+//! 4. else the base files in the same directory whose name differs only in its last
+//!    extension (with a stem of its own, as in 3),
 //!
 //! and among those the one nearest in size (then the first by path, for reproducible
 //! output).
@@ -26,7 +32,10 @@ pub struct FileRef {
 }
 
 /// `path` with every version number (ASCII digit runs joined by dots: `6`, `5.36`,
-/// `1.2.3`) replaced by one `#`, so that versions with fewer or more parts match too.
+/// `1.2.3`) replaced by one `#`, so that versions with fewer or more parts match too. A
+/// `t64` right after a version, at the end of a name part (`libnettle8t64`,
+/// `libdb5.3t64:amd64.list`), is part of it: Debian's 64-bit `time_t` transition renamed
+/// the packages so, not their content.
 pub fn digits_folded(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -51,6 +60,11 @@ pub fn digits_folded(path: &str) -> String {
                 break;
             }
         }
+        if bytes[i..].starts_with(b"t64")
+            && bytes.get(i + 3).is_none_or(|b| !b.is_ascii_alphanumeric())
+        {
+            i += 3;
+        }
     }
     out
 }
@@ -59,11 +73,23 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Candidate base files by each of the three keys.
+/// `path` without its file name's last extension (`a/keyring.gpg` → `a/keyring`), when the
+/// rest still names something (three letters or more, as for folded names).
+fn without_extension(path: &str) -> Option<&str> {
+    let dot = path.rfind('.')?;
+    let stem = &path[..dot];
+    let name = file_name(stem);
+    (dot > path.rfind('/').map_or(0, |s| s + 1)
+        && name.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 3)
+        .then_some(stem)
+}
+
+/// Candidate base files by each of the four keys.
 pub struct BaseIndex {
     by_folded_path: HashMap<String, Vec<usize>>,
     by_name: HashMap<String, Vec<usize>>,
     by_folded_name: HashMap<String, Vec<usize>>,
+    by_stem: HashMap<String, Vec<usize>>,
     files: Vec<FileRef>,
 }
 
@@ -74,6 +100,7 @@ impl BaseIndex {
             by_folded_path: HashMap::new(),
             by_name: HashMap::new(),
             by_folded_name: HashMap::new(),
+            by_stem: HashMap::new(),
             files,
         };
         for (i, f) in index.files.iter().enumerate() {
@@ -88,6 +115,9 @@ impl BaseIndex {
             if folded.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 3 {
                 index.by_folded_name.entry(folded).or_default().push(i);
             }
+            if let Some(stem) = without_extension(&f.path) {
+                index.by_stem.entry(stem.to_owned()).or_default().push(i);
+            }
         }
         index
     }
@@ -99,6 +129,7 @@ impl BaseIndex {
             self.by_folded_path.get(&digits_folded(&target.path)),
             self.by_name.get(name),
             self.by_folded_name.get(&digits_folded(name)),
+            without_extension(&target.path).and_then(|stem| self.by_stem.get(stem)),
         ];
         keys.into_iter().flatten().find_map(|candidates| {
             candidates
@@ -142,6 +173,78 @@ mod tests {
         );
         assert_eq!(digits_folded("python3.11/a1b22.1.gz"), "python#/a#b#.gz");
         assert_eq!(digits_folded("x.1."), "x.#.");
+        assert_eq!(
+            digits_folded("usr/share/doc/libnettle8t64/changelog.gz"),
+            "usr/share/doc/libnettle#/changelog.gz"
+        );
+        assert_eq!(
+            digits_folded("var/lib/dpkg/info/libdb5.3t64:amd64.list"),
+            "var/lib/dpkg/info/libdb#:amd#.list"
+        );
+        // Only a whole `t64` part: not a longer word, not without a version before it.
+        assert_eq!(digits_folded("lib1t64x/a"), "lib#t#x/a");
+        assert_eq!(digits_folded("libt64/a"), "libt#/a");
+    }
+
+    #[test]
+    fn packages_renamed_for_64_bit_time_find_their_predecessor() {
+        let index = BaseIndex::new(vec![
+            f("system/usr/share/doc/libnettle8/changelog.gz", 130_000),
+            f("system/usr/share/doc/findutils/changelog.gz", 131_000),
+            f("system/var/lib/dpkg/info/libnettle8:amd64.symbols", 23_000),
+        ]);
+        assert_eq!(
+            index.choose(&f(
+                "system/usr/share/doc/libnettle8t64/changelog.gz",
+                133_000
+            )),
+            Some(&f("system/usr/share/doc/libnettle8/changelog.gz", 130_000))
+        );
+        assert_eq!(
+            index.choose(&f(
+                "system/var/lib/dpkg/info/libnettle8t64:amd64.symbols",
+                23_500
+            )),
+            Some(&f(
+                "system/var/lib/dpkg/info/libnettle8:amd64.symbols",
+                23_000
+            ))
+        );
+    }
+
+    #[test]
+    fn a_file_with_another_extension_in_the_same_directory_comes_last() {
+        let index = BaseIndex::new(vec![
+            f(
+                "system/usr/share/keyrings/debian-archive-keyring.gpg",
+                50_000,
+            ),
+            f("system/etc/apt/debian-archive-keyring.asc", 56_000),
+            f(
+                "system/usr/share/keyrings/debian-archive-keyring.pgp.d",
+                56_000,
+            ),
+            f("system/usr/share/keyrings/x.gpg", 56_000),
+        ]);
+        assert_eq!(
+            index.choose(&f(
+                "system/usr/share/keyrings/debian-archive-keyring.pgp",
+                56_000
+            )),
+            Some(&f(
+                "system/usr/share/keyrings/debian-archive-keyring.gpg",
+                50_000
+            )),
+            "not another directory's, nor the one with one more extension"
+        );
+        // A stem without a name of its own (`x`), or a name without an extension: none.
+        assert_eq!(
+            index.choose(&f("system/usr/share/keyrings/x.pgp", 56_000)),
+            None
+        );
+        assert_eq!(without_extension("system/a.b/README"), None);
+        assert_eq!(without_extension("system/.profile"), None);
+        assert_eq!(without_extension("system/a/.profile"), None);
     }
 
     #[test]

@@ -90,7 +90,8 @@ pub struct DeltaStats {
     pub regzipped: u64,
     /// Of `patched`, `.gz` files patched in their token streams.
     pub gzip_tokens: u64,
-    /// Of `patched`, x86-64 files patched in their branch conversion.
+    /// Of `patched`, x86-64 files patched in their code conversion
+    /// ([`zdelta::X86_FILTER`]).
     pub branches: u64,
     pub size: u64,
 }
@@ -425,8 +426,9 @@ impl Merge<'_> {
     ) -> Result<(), Error> {
         let level = self.opts.zstd_level;
         let mut patch = zdelta::make_patch(base, target, level).map_err(|e| self.io(e))?;
-        // x86-64 code: also from the branch-converted base and file, the smaller kept.
-        let converted = zdelta::make_branches_patch(base, target, level).map_err(|e| self.io(e))?;
+        // x86-64 code: also from the converted base and file, the smaller kept.
+        let converted = zdelta::make_x86_patch(base, target, level, zdelta::X86_FILTER)
+            .map_err(|e| self.io(e))?;
         let branches = match converted {
             Some(frame) if frame.len() < patch.len() => {
                 patch = frame;
@@ -470,7 +472,7 @@ impl Merge<'_> {
             sha256: Sha256::of(target),
             size: target.len() as u64,
             base_path,
-            branches: branches && gzip.is_none(),
+            x86: (branches && gzip.is_none()).then_some(zdelta::X86_FILTER),
             gzip,
         };
         self.touch_parent(&te.path)?;

@@ -72,45 +72,66 @@ enum Direction {
     Decode,
 }
 
-/// The first offset at or after `from`, and before `end`, where `find` finds a byte;
-/// `usize::MAX` for none.
-fn next_at(buf: &[u8], from: usize, end: usize, find: fn(&[u8]) -> Option<usize>) -> usize {
-    match from < end {
-        true => find(&buf[from..end]).map_or(usize::MAX, |k| from + k),
-        false => usize::MAX,
+/// `0x01` in every byte.
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of every byte of `v` that is zero, and perhaps of some above a zero one
+/// (never missing one): for skipping 8 bytes at a time.
+fn zero_lanes(v: u64) -> u64 {
+    v.wrapping_sub(ONES) & !v & (0x80 * ONES)
+}
+
+/// Whether a conversion could start at `p`: a branch opcode with its 4 bytes, or (for
+/// [`Filter::PcRelative`]) a move opcode with a RIP-relative ModRM and its 4 bytes.
+fn starts_operand(buf: &[u8], p: usize, pc_relative: bool) -> bool {
+    let b = buf[p];
+    (b | 1 == 0xE9 && p + 5 <= buf.len())
+        || (pc_relative
+            && matches!(b, 0x8B | 0x89 | 0x8D)
+            && p + 6 <= buf.len()
+            && buf[p + 1] & 0xC7 == 0x05)
+}
+
+/// The first offset at or after `from` where a conversion could start; `usize::MAX` for
+/// none. Every other byte only moves the scan on, so it looks at 8 at a time (plus the
+/// next, for a ModRM): branch opcodes are the bytes `b | 1 == E9`, move opcodes among
+/// `b & F9 == 89` (`8B`, `89`, `8D` and `8F`, checked exactly after).
+fn next_start(buf: &[u8], mut from: usize, pc_relative: bool) -> usize {
+    let word = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+    while from + 9 <= buf.len() {
+        let x = word(from);
+        let mut lanes = zero_lanes((x | ONES) ^ (0xE9 * ONES));
+        if pc_relative {
+            let modrm = word(from + 1);
+            lanes |= zero_lanes((x & (0xF9 * ONES)) ^ (0x89 * ONES))
+                & zero_lanes((modrm & (0xC7 * ONES)) ^ (0x05 * ONES));
+        }
+        while lanes != 0 {
+            let p = from + (lanes.trailing_zeros() / 8) as usize;
+            if starts_operand(buf, p, pc_relative) {
+                return p;
+            }
+            lanes &= lanes - 1;
+        }
+        from += 8;
     }
+    (from..buf.len())
+        .find(|&p| starts_operand(buf, p, pc_relative))
+        .unwrap_or(usize::MAX)
 }
 
 fn convert(buf: &mut [u8], direction: Direction, filter: Filter) {
-    let branch_find: fn(&[u8]) -> Option<usize> = |b| memchr::memchr2(0xE8, 0xE9, b);
-    let move_find: fn(&[u8]) -> Option<usize> = |b| memchr::memchr3(0x8B, 0x89, 0x8D, b);
-    // Offsets where a whole operand still fits: a branch's 4 bytes after its opcode, a
-    // move's ModRM and 4 bytes.
-    let branch_end = buf.len().saturating_sub(4);
-    let move_end = match filter {
-        Filter::Branches => 0,
-        Filter::PcRelative => buf.len().saturating_sub(5),
-    };
+    let pc_relative = filter == Filter::PcRelative;
     // A branch opcode left alone reads the byte 4 after it, which a conversion in the
     // next 3 bytes would change: none starts there, so both directions read it as it was.
     let mut blocked_until = 0;
-    // Every other byte only moves the scan on: it jumps to the next opcode of either kind
-    // (each found once, and again only once the scan has passed it).
-    let mut branch_at = next_at(buf, 0, branch_end, branch_find);
-    let mut move_at = next_at(buf, 0, move_end, move_find);
     let mut i = 0;
     loop {
-        if branch_at < i {
-            branch_at = next_at(buf, i, branch_end, branch_find);
-        }
-        if move_at < i {
-            move_at = next_at(buf, i, move_end, move_find);
-        }
-        i = branch_at.min(move_at);
+        i = next_start(buf, i, pc_relative);
         if i == usize::MAX {
             break;
         }
-        let next = if i == branch_at {
+        let next = if buf[i] | 1 == 0xE9 {
             let top = buf[i + 4];
             if i < blocked_until || (top != 0x00 && top != 0xFF) {
                 blocked_until = i + 4;
@@ -119,7 +140,7 @@ fn convert(buf: &mut [u8], direction: Direction, filter: Filter) {
             }
             i + 5
         } else {
-            if i < blocked_until || buf[i + 1] & 0xC7 != 0x05 {
+            if i < blocked_until {
                 i += 1;
                 continue;
             }
@@ -169,7 +190,7 @@ mod tests {
                     1 => 0xE9,
                     2 => 0x00,
                     3 => 0xFF,
-                    4 => [0x8B, 0x89, 0x8D][(state >> 8) as usize % 3],
+                    4 => [0x8B, 0x89, 0x8D, 0x8F][(state >> 8) as usize % 4],
                     5 => [0x05, 0x3D, 0x15][(state >> 8) as usize % 3],
                     _ => (state >> 8) as u8,
                 }

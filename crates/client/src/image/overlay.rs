@@ -567,7 +567,7 @@ impl Overlay {
                         .map_err(|e| bad(e.to_string()))?;
                     let (id, object) = self.new_object();
                     fs_err::File::create_new(&object).map_err(io_err(&object))?;
-                    let copy = rebuilds::Copy {
+                    let duplicate = rebuilds::Duplicate {
                         from,
                         object,
                         sha256: info.sha256,
@@ -575,7 +575,8 @@ impl Overlay {
                         finish,
                         what: format!("{what}: patched {path}"),
                     };
-                    self.rebuilds.as_mut().expect("checked").submit_copy(copy);
+                    let rebuilds = self.rebuilds.as_mut().expect("checked");
+                    rebuilds.submit_duplicate(duplicate);
                     return self.replace_with(
                         &path,
                         Final::Staged {

@@ -56,7 +56,7 @@ pub struct Job {
 /// and copyright each). Copied from that one's object once every patch is written,
 /// instead of decoding (and, for a `.gz`, compressing again) the same file twice; on
 /// Debian 12 → 13, 27 such files, 0.95 MB of content to compress again.
-pub struct Copy {
+pub struct Duplicate {
     /// The staged object of the patch that makes the same file.
     pub from: PathBuf,
     pub object: PathBuf,
@@ -75,7 +75,7 @@ const QUEUED_BYTES_MAX: u64 = 32 << 20;
 /// The worker threads of one tarball's apply.
 pub struct Rebuilds {
     sender: Option<SyncSender<Job>>,
-    copies: Vec<Copy>,
+    duplicates: Vec<Duplicate>,
     workers: Vec<JoinHandle<()>>,
     failure: Arc<Mutex<Option<Error>>>,
     /// Bytes of frames queued or being applied, and its change.
@@ -124,7 +124,7 @@ impl Rebuilds {
             .collect();
         Rebuilds {
             sender: Some(sender),
-            copies: Vec::new(),
+            duplicates: Vec::new(),
             workers,
             failure,
             queued,
@@ -148,12 +148,12 @@ impl Rebuilds {
             .map_err(|_| Error::io("(patch workers)", std::io::Error::other("stopped")))
     }
 
-    /// Queues a copy, made once every patch is written.
-    pub fn submit_copy(&mut self, copy: Copy) {
-        self.copies.push(copy);
+    /// Queues a duplicate, copied once every patch is written.
+    pub fn submit_duplicate(&mut self, duplicate: Duplicate) {
+        self.duplicates.push(duplicate);
     }
 
-    /// Waits for every queued job and stops the workers, then makes the copies; the
+    /// Waits for every queued job and stops the workers, then writes the duplicates; the
     /// first failure, if any.
     pub fn finish(mut self) -> Result<(), Error> {
         self.sender = None;
@@ -171,13 +171,13 @@ impl Rebuilds {
         if let Some(e) = self.failure.lock().expect("patch failure").take() {
             return Err(e);
         }
-        self.copies.drain(..).try_for_each(copy)
+        self.duplicates.drain(..).try_for_each(write_duplicate)
     }
 }
 
-/// Writes a [`Copy`]: the other object's bytes, checked again against the digest (they
-/// were when written, and are still the staging area's).
-fn copy(copy: Copy) -> Result<(), Error> {
+/// Writes a [`Duplicate`]: the other object's bytes, checked again against the digest
+/// (they were when written, and are still the staging area's).
+fn write_duplicate(copy: Duplicate) -> Result<(), Error> {
     let bytes = fs_err::read(&copy.from).map_err(|e| Error::io(&copy.from, e))?;
     if bytes.len() as u64 != copy.size {
         return Err(Error::SizeMismatch {
@@ -207,9 +207,9 @@ impl std::fmt::Debug for Rebuilds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Rebuilds {{ workers: {}, copies: {} }}",
+            "Rebuilds {{ workers: {}, duplicates: {} }}",
             self.workers.len(),
-            self.copies.len()
+            self.duplicates.len()
         )
     }
 }
@@ -524,11 +524,11 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_writes_the_other_objects_bytes_only_when_they_are_the_promised_file() {
+    fn a_duplicate_gets_the_other_objects_bytes_only_when_they_are_the_promised_file() {
         let dir = tempfile::tempdir().unwrap();
         let (from, object) = (dir.path().join("1"), dir.path().join("2"));
         std::fs::write(&from, b"the same changelog").unwrap();
-        let copy = |sha256: Sha256, size: u64| Copy {
+        let duplicate = |sha256: Sha256, size: u64| Duplicate {
             from: from.clone(),
             object: object.clone(),
             sha256,
@@ -540,16 +540,16 @@ mod tests {
             what: "t: patched b".into(),
         };
         let sha = Sha256::of(b"the same changelog");
-        for wrong in [copy(Sha256::of(b"x"), 18), copy(sha, 17)] {
+        for wrong in [duplicate(Sha256::of(b"x"), 18), duplicate(sha, 17)] {
             std::fs::write(&object, b"").unwrap();
-            assert!(super::copy(wrong).is_err());
+            assert!(write_duplicate(wrong).is_err());
             assert_eq!(
                 std::fs::read(&object).unwrap(),
                 b"",
                 "wrote what it was not promised"
             );
         }
-        super::copy(copy(sha, 18)).unwrap();
+        write_duplicate(duplicate(sha, 18)).unwrap();
         assert_eq!(std::fs::read(&object).unwrap(), b"the same changelog");
         let mode = std::fs::metadata(&object).unwrap().permissions();
         assert_eq!(

@@ -888,28 +888,24 @@ fn zdelta_patches_apply_to_the_same_tree() {
     expect_tree(&f.root, 3, f.port);
 }
 
-/// A file that an earlier patch of the same tarball makes too (the same digest and size)
-/// is a copy of that one's result: its own patch is never decoded, so recompression
-/// data changed there does not matter, and the tree is build 3's all the same.
-#[test]
-fn a_file_another_patch_makes_too_is_copied_from_its_result() {
-    let f = ImageFixture::new(DeltaKind::Zdelta);
+/// Changes one hex digit in the middle of a pax record of the last member named `name`
+/// in the fixture's zdelta to build 3, and publishes that signed: a zdelta its publisher
+/// got wrong. `key` is how the record starts (its name and `=`, and any leading digits
+/// to leave alone). Returns where the digits after `key` start in the tar.
+fn tamper_zdelta_record(f: &ImageFixture, name: &str, key: &str) -> usize {
     let path = f.srv.join("pool/zdelta-3.tar.zst");
     let mut raw = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
-    let name = b"usr/share/doc/pkg2/changelog.gz";
-    let member = raw.windows(name.len()).rposition(|w| w == name).unwrap();
-    let key = b"RELEASE_UPGRADER.preflate=";
+    // The pax header of the member comes right before its name.
+    let member = raw
+        .windows(name.len())
+        .rposition(|w| w == name.as_bytes())
+        .unwrap();
+    let key = key.as_bytes();
     let at = raw[..member]
         .windows(key.len())
         .rposition(|w| w == key)
         .unwrap()
         + key.len();
-    // pkg2's own header, not pkg's before it.
-    let previous = raw
-        .windows(b"doc/pkg/changelog.gz".len())
-        .rposition(|w| w == b"doc/pkg/changelog.gz")
-        .unwrap();
-    assert!(at > previous, "pkg's member comes first in the tarball");
     let hex_end = at + raw[at..].iter().position(|&b| b == b'\n').unwrap();
     let i = (at + hex_end) / 2;
     raw[i] = if raw[i] == b'0' { b'1' } else { b'0' };
@@ -919,6 +915,28 @@ fn a_file_another_patch_makes_too_is_copied_from_its_result() {
         &keys().signing,
     );
     f.publish_index_keeping_files();
+    at
+}
+
+/// A file that an earlier patch of the same tarball makes too (the same digest and size)
+/// is a copy of that one's result: its own patch is never decoded, so recompression
+/// data changed there does not matter, and the tree is build 3's all the same.
+#[test]
+fn a_file_another_patch_makes_too_is_copied_from_its_result() {
+    let f = ImageFixture::new(DeltaKind::Zdelta);
+    let path = f.srv.join("pool/zdelta-3.tar.zst");
+    let raw = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+    let first = raw
+        .windows(b"doc/pkg/changelog.gz".len())
+        .rposition(|w| w == b"doc/pkg/changelog.gz")
+        .unwrap();
+    let at = tamper_zdelta_record(
+        &f,
+        "usr/share/doc/pkg2/changelog.gz",
+        "RELEASE_UPGRADER.preflate=",
+    );
+    // pkg2's own record, not pkg's before it.
+    assert!(at > first, "pkg's member comes first in the tarball");
     f.run(&["image", "apply"]).expect(0);
     expect_tree(&f.root, 3, f.port);
 }
@@ -934,29 +952,8 @@ fn zdelta_gzip_patch_with_tampered_recompression_data_is_refused() {
         ("RELEASE_UPGRADER.gzip-header=1f8b0800000000000", "NEWS.gz"),
     ] {
         let f = ImageFixture::new(DeltaKind::Zdelta);
-        let path = f.srv.join("pool/zdelta-3.tar.zst");
-        let mut raw = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
         let name = format!("usr/share/doc/pkg/{file}");
-        // The pax header of `file`'s member comes right before its name.
-        let member = raw
-            .windows(name.len())
-            .rposition(|w| w == name.as_bytes())
-            .unwrap();
-        let key = key.as_bytes();
-        let at = raw[..member]
-            .windows(key.len())
-            .rposition(|w| w == key)
-            .unwrap()
-            + key.len();
-        let hex_end = at + raw[at..].iter().position(|&b| b == b'\n').unwrap();
-        let i = (at + hex_end) / 2;
-        raw[i] = if raw[i] == b'0' { b'1' } else { b'0' };
-        f.put(
-            "pool/zdelta-3.tar.zst",
-            &zstd::encode_all(raw.as_slice(), 3).unwrap(),
-            &keys().signing,
-        );
-        f.publish_index_keeping_files();
+        tamper_zdelta_record(&f, &name, key);
         let run = f.run(&["image", "apply"]);
         assert_ne!(run.code(), 0, "{}", run.stderr());
         // Refused at the check of the rebuilt file against the signed size and digest.

@@ -73,15 +73,18 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// Whether a file name, folded or cut, still names something: three letters or more
+/// (`#.#` or `a#` would match unrelated files).
+fn names_something(name: &str) -> bool {
+    name.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 3
+}
+
 /// `path` without its file name's last extension (`a/keyring.gpg` → `a/keyring`), when the
-/// rest still names something (three letters or more, as for folded names).
+/// rest still [names something](names_something).
 fn without_extension(path: &str) -> Option<&str> {
     let dot = path.rfind('.')?;
     let stem = &path[..dot];
-    let name = file_name(stem);
-    (dot > path.rfind('/').map_or(0, |s| s + 1)
-        && name.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 3)
-        .then_some(stem)
+    (dot > path.rfind('/').map_or(0, |s| s + 1) && names_something(file_name(stem))).then_some(stem)
 }
 
 /// Candidate base files by each of the four keys.
@@ -112,7 +115,7 @@ impl BaseIndex {
             let name = file_name(&f.path);
             index.by_name.entry(name.to_owned()).or_default().push(i);
             let folded = digits_folded(name);
-            if folded.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 3 {
+            if names_something(&folded) {
                 index.by_folded_name.entry(folded).or_default().push(i);
             }
             if let Some(stem) = without_extension(&f.path) {

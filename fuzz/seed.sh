@@ -358,6 +358,8 @@ code 0 >"$work/code.1"
 code 2 >"$work/code.2"
 { printf '\000'; tool zdelta branches "$work/code.1" "$work/code.2"; } | seed zdelta branches
 { printf '\001'; tool zdelta pcrel "$work/code.1" "$work/code.2"; } | seed zdelta pcrel
+# A new file with no base: its frame decodes alone (the base part is not used).
+{ printf '\000'; tool zdelta alone "$work/code.1" "$work/code.2"; } | seed zdelta alone
 
 # --- Keyrings and OpenPGP ------------------------------------------------------------
 master="$conf/system-image/keyrings/ubports-archive-master.tar.xz"

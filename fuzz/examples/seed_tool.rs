@@ -2,7 +2,7 @@
 //! own writers (a plain build: `cargo run --example seed_tool`, never instrumented):
 //!
 //! - `tokens FILE.gz`: `header SEP tokens` of a gzip file (`image::gztokens::split`);
-//! - `zdelta plain|content|tokens|branches|pcrel BASE TARGET [BASE_PATH]`: `records SEP
+//! - `zdelta plain|content|tokens|branches|pcrel|alone BASE TARGET [BASE_PATH]`: `records SEP
 //!   base SEP frame`
 //!   of a zdelta patch member (`publish::image::zdelta`), as the zdelta target reads it.
 //!
@@ -13,7 +13,7 @@ use std::io::Write;
 use ru_format::digest::Sha256;
 use ru_format::image::branches::Filter;
 use ru_format::image::gztokens;
-use ru_publish::image::zdelta::{self, PatchInfo};
+use ru_publish::image::zdelta::{self, PatchBase, PatchInfo};
 use release_upgrader_fuzz::SEP;
 
 fn main() {
@@ -41,6 +41,12 @@ fn main() {
             };
             let (frame, gzip) = match (*kind, x86) {
                 ("plain", _) => (zdelta::make_patch(&base, &target, 3).expect("patch"), None),
+                ("alone", _) => (
+                    zdelta::make_x86_alone(&target, 3)
+                        .expect("patch")
+                        .expect("the file is an x86-64 ELF file"),
+                    None,
+                ),
                 (_, Some(filter)) => (
                     zdelta::make_x86_patch(&base, &target, 3, filter)
                         .expect("patch")
@@ -62,12 +68,17 @@ fn main() {
                 (other, _) => panic!("unknown patch kind {other}"),
             };
             let info = PatchInfo {
-                base_sha256: Sha256::of(&base),
+                base: (*kind != "alone").then(|| PatchBase {
+                    sha256: Sha256::of(&base),
+                    path: rest.first().map(|p| p.to_string()),
+                }),
                 sha256: Sha256::of(&target),
                 size: target.len() as u64,
-                base_path: rest.first().map(|p| p.to_string()),
                 gzip,
-                x86,
+                x86: match *kind {
+                    "alone" => Some(Filter::PcRelative),
+                    _ => x86,
+                },
             };
             for (k, v) in info.pax_records() {
                 out.extend_from_slice(format!("{k}={v}\n").as_bytes());
@@ -79,7 +90,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: seed_tool tokens FILE.gz | seed_tool zdelta plain|content|tokens|branches|pcrel BASE TARGET [BASE_PATH]"
+                "usage: seed_tool tokens FILE.gz | seed_tool zdelta plain|content|tokens|branches|pcrel|alone BASE TARGET [BASE_PATH]"
             );
             std::process::exit(2);
         }

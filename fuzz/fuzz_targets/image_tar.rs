@@ -49,7 +49,7 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
                 assert!(resolved.is_some(), "{}: symlink {target:?} climbs out", member.path);
             }
             What::Patch(info) => {
-                if let Some(base) = &info.base_path {
+                if let Some(base) = info.base.as_ref().and_then(|b| b.path.as_ref()) {
                     f::assert_clean_relative(base, "patch base path");
                 }
             }

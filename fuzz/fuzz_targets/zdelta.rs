@@ -1,6 +1,6 @@
 //! A zdelta patch member as the device applies it: the member's `RELEASE_UPGRADER.*` pax
 //! records read by `image::extract::check_entry`, then the patch frame decoded against
-//! the base file by `image::rebuilds::run` (frames in memory: one-shot decode, or gzip
+//! the base file (none for `x86-pcrel+zstd`) by `image::rebuilds::run` (frames in memory: one-shot decode, or gzip
 //! rebuild from content or tokens) or `run_reading` (frames streamed from the tarball).
 //!
 //! Input: `mode records SEP base SEP frame`; `records` is `key=value` lines. Mode bit 0
@@ -88,14 +88,17 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
             }
             panic!("the publisher reads a patch, the device {device:?}");
         };
-        assert_eq!(info.base_sha256, publisher.base_sha256);
         assert_eq!(info.sha256, publisher.sha256);
         assert_eq!(info.size, publisher.size);
         assert_eq!(info.gzip, publisher.gzip);
         assert_eq!(info.x86, publisher.x86);
         assert_eq!(
-            info.base_path.as_deref().map(|p| format!("system/{p}")),
-            publisher.base_path
+            info.base.as_ref().map(|b| b.sha256),
+            publisher.base.as_ref().map(|b| b.sha256)
+        );
+        assert_eq!(
+            info.base.as_ref().and_then(|b| b.path.as_deref()).map(|p| format!("system/{p}")),
+            publisher.base.as_ref().and_then(|b| b.path.clone())
         );
     }
 
@@ -106,12 +109,14 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
     else {
         return;
     };
-    let base_path = f::scratch_file("base", base);
     let object = f::scratch_file("object", b"");
     let job = rebuilds::Job {
         object: object.clone(),
-        base: base_path,
-        base_sha256: info.base_sha256,
+        base: info.base.as_ref().map(|b| rebuilds::Base {
+            path: f::scratch_file("base", base),
+            sha256: b.sha256,
+            what: "fuzz: base".into(),
+        }),
         frame: frame.to_vec(),
         gzip: info.gzip.clone(),
         x86: info.x86,
@@ -119,7 +124,6 @@ fuzz_target!(init: f::init(), |data: &[u8]| {
         size: info.size,
         finish: Box::new(|_, _| Ok(())),
         what: "fuzz: patched".into(),
-        base_what: "fuzz: base".into(),
     };
     let result = if mode & 1 != 0 {
         let mut reader = frame;

@@ -1814,6 +1814,13 @@ fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas(
             "usr/share/system-image/archive-master.tar.xz".into(),
             Node::File(archive_master.clone(), 0o644),
         );
+        // x86-64 code new in build 2, and other code new in 3, with no base by name:
+        // zdelta sends them in their code conversion, a frame of their own.
+        for (since, name, seed) in [(2, "usr/lib/newtool", 5), (3, "usr/lib/helper", 9)] {
+            if build >= since {
+                t.insert(name.into(), Node::File(x86_code(seed), 0o755));
+            }
+        }
         t
     };
     for build in 1..=3u64 {
@@ -1866,10 +1873,13 @@ fn a_tree_published_by_release_upgrader_publish_takes_the_device_through_deltas(
         .lines()
         .collect();
     assert_eq!(zdeltas.len(), 2, "{zdeltas:?}");
+    // The new code came as frames of their own, with no base.
     let record = b"RELEASE_UPGRADER.patch=x86-pcrel+zstd-patch-from\n";
+    let alone = b"RELEASE_UPGRADER.patch=x86-pcrel+zstd\n";
     for zdelta in zdeltas {
         let raw = zstd::decode_all(std::fs::File::open(zdelta).unwrap()).unwrap();
         assert!(raw.windows(record.len()).any(|w| w == record), "{zdelta}");
+        assert!(raw.windows(alone.len()).any(|w| w == alone), "{zdelta}");
     }
     let without_version_files = |mut s: BTreeMap<String, String>| {
         s.remove("etc/system-image/channel.ini");

@@ -290,7 +290,8 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                 &format!(
                     "{}: {} removed, {} entries ({} files, {} patched, {} against another \
                      path, {} gzip files in their content, {} in their tokens, {} x86-64 \
-                     files in their code conversion), {} bytes",
+                     files in their code conversion; {} new x86-64 files converted alone), \
+                     {} bytes",
                     out.display(),
                     stats.removed,
                     stats.entries,
@@ -300,6 +301,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                     stats.regzipped,
                     stats.gzip_tokens,
                     stats.branches,
+                    stats.alone,
                     stats.size
                 ),
                 json!({
@@ -307,7 +309,7 @@ pub fn run(command: &ImageCommand, ui: &Ui) -> anyhow::Result<ExitCode> {
                     "files": stats.files, "patched": stats.patched,
                     "patched_elsewhere": stats.patched_elsewhere,
                     "regzipped": stats.regzipped, "gzip_tokens": stats.gzip_tokens,
-                    "branches": stats.branches, "size": stats.size,
+                    "branches": stats.branches, "alone": stats.alone, "size": stats.size,
                 }),
             );
             Ok(ExitCode::Success)

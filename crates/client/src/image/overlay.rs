@@ -498,6 +498,33 @@ impl Overlay {
         archive.drain().map_err(bad)
     }
 
+    /// The file a patch's base path names, as it was before this tarball: never an
+    /// object of this tarball (those may still be rebuilding).
+    fn patch_base(&self, base_path: &str) -> Option<PathBuf> {
+        let base_file = match self.lookup_before(base_path) {
+            Lookup::Overlay(Final::Staged {
+                id,
+                kind: ObjectKind::File,
+                ..
+            }) => self.object(*id),
+            Lookup::Overlay(Final::BaseLink { target })
+                if self.base_dirs.ancestors_real(&self.base, target) =>
+            {
+                self.base.join(target)
+            }
+            Lookup::Base
+                if !self.kept.keeps(base_path)
+                    && self.base_dirs.ancestors_real(&self.base, base_path) =>
+            {
+                self.base.join(base_path)
+            }
+            _ => return None,
+        };
+        std::fs::symlink_metadata(&base_file)
+            .is_ok_and(|m| m.is_file())
+            .then_some(base_file)
+    }
+
     fn add(&mut self, member: Member, data: &mut impl Read, what: &str) -> Result<(), Error> {
         let path = member.path.clone();
         self.ensure_parents(&path, what)?;
@@ -524,36 +551,24 @@ impl Overlay {
                 }
             }
             What::Patch(info) => {
-                let base_path = info.base_path.as_deref().unwrap_or(&path);
-                let missing = || {
-                    bad(format!(
-                        "patch against {base_path}, a file this system does not have"
-                    ))
+                let base = match &info.base {
+                    Some(base) => Some(rebuilds::Base {
+                        path: {
+                            let base_path = base.path.as_deref().unwrap_or(&path);
+                            self.patch_base(base_path).ok_or_else(|| {
+                                bad(format!(
+                                    "patch against {base_path}, a file this system does not have"
+                                ))
+                            })?
+                        },
+                        sha256: base.sha256,
+                        what: match &base.path {
+                            Some(b) => format!("{what}: base of the patch for {path} ({b})"),
+                            None => format!("{what}: base of the patch for {path}"),
+                        },
+                    }),
+                    None => None,
                 };
-                // Never an object of this tarball (those may still be rebuilding): a
-                // patch's base is the path's state before the tarball.
-                let base_file = match self.lookup_before(base_path) {
-                    Lookup::Overlay(Final::Staged {
-                        id,
-                        kind: ObjectKind::File,
-                        ..
-                    }) => self.object(*id),
-                    Lookup::Overlay(Final::BaseLink { target })
-                        if self.base_dirs.ancestors_real(&self.base, target) =>
-                    {
-                        self.base.join(target)
-                    }
-                    Lookup::Base
-                        if !self.kept.keeps(base_path)
-                            && self.base_dirs.ancestors_real(&self.base, base_path) =>
-                    {
-                        self.base.join(base_path)
-                    }
-                    _ => return Err(missing()),
-                };
-                if !std::fs::symlink_metadata(&base_file).is_ok_and(|m| m.is_file()) {
-                    return Err(missing());
-                }
                 let (meta, as_root) = (member.meta, self.as_root);
                 let finish: rebuilds::Finish =
                     Box::new(move |file: &std::fs::File, object: &Path| {
@@ -608,8 +623,7 @@ impl Overlay {
                 }
                 let job = rebuilds::Job {
                     object,
-                    base: base_file,
-                    base_sha256: info.base_sha256,
+                    base,
                     frame,
                     gzip: info.gzip.clone(),
                     x86: info.x86,
@@ -617,10 +631,6 @@ impl Overlay {
                     size: info.size,
                     finish,
                     what: format!("{what}: patched {path}"),
-                    base_what: match &info.base_path {
-                        Some(b) => format!("{what}: base of the patch for {path} ({b})"),
-                        None => format!("{what}: base of the patch for {path}"),
-                    },
                 };
                 match &self.rebuilds {
                     Some(rebuilds) if queued => rebuilds.submit(job)?,

@@ -52,6 +52,12 @@ impl Filter {
     }
 }
 
+/// The `RELEASE_UPGRADER.patch` value of a file with no base: its frame, decoded with no
+/// reference prefix, is the file in the [`Filter::PcRelative`] conversion. On Debian
+/// 12 → 13 the new `libcrypto.so.3`, `libssl.so.3`, `sqv` and `libsqlite3` come to 0.927
+/// of their plain zstd size so (benches/README.md).
+pub const ALONE_METHOD: &str = "x86-pcrel+zstd";
+
 /// The largest file such a patch may make: it is converted back in memory, and the
 /// device holds base and result of one patch at a time per worker.
 pub const SIZE_MAX: u64 = 64 << 20;

@@ -28,7 +28,8 @@ pub enum What {
     Partition(String),
     Dir,
     File,
-    /// A zdelta patch of the file at the same path, or at its `base_path`.
+    /// A zdelta patch of the file at the same path or at its base's path, or a new file's
+    /// frame that decodes on its own.
     Patch(PatchInfo),
     Symlink(String),
     /// A hard link to another path of the system tree.
@@ -40,18 +41,26 @@ pub enum What {
 
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub struct PatchInfo {
-    pub base_sha256: crate::digest::Sha256,
+    /// The file the frame was made against; `None` for an `x86-pcrel+zstd` member
+    /// ([`branches::ALONE_METHOD`]), whose frame decodes on its own.
+    pub base: Option<PatchBase>,
     pub sha256: crate::digest::Sha256,
     pub size: u64,
-    /// The path in the system tree (checked like a member's) of the base file, when it
-    /// is not the member's own path. The base is that file as it was before this
-    /// tarball changed anything.
-    pub base_path: Option<String>,
     /// For a `.gz` file patched in its content or tokens: what makes it the file again.
     pub gzip: Option<crate::image::regzip::GzipPatch>,
     /// The frame was made from base and file in this x86 code conversion
     /// ([`crate::image::branches`]): the base is converted before, the result back after.
     pub x86: Option<branches::Filter>,
+}
+
+/// The base file of a patch.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct PatchBase {
+    pub sha256: crate::digest::Sha256,
+    /// The path in the system tree (checked like a member's) of the base file, when it
+    /// is not the member's own path. The base is that file as it was before this
+    /// tarball changed anything.
+    pub path: Option<String>,
 }
 
 /// A member that passed the checks: its path in the system tree (no leading `/`,
@@ -251,7 +260,11 @@ fn patch_info(entry: &Entry, path: &str, what: &str) -> Result<Option<PatchInfo>
     let Some(kind) = kind else {
         return Ok(None);
     };
-    let x86 = branches::Filter::of_method(&kind);
+    let alone = kind == branches::ALONE_METHOD;
+    let x86 = match alone {
+        true => Some(branches::Filter::PcRelative),
+        false => branches::Filter::of_method(&kind),
+    };
     let gzip = match kind.as_str() {
         "zstd-patch-from" => None,
         _ if x86.is_some() => None,
@@ -295,11 +308,20 @@ fn patch_info(entry: &Entry, path: &str, what: &str) -> Result<Option<PatchInfo>
             branches::SIZE_MAX
         )));
     }
+    // A file with no base names none: a base record there would be read one way here
+    // and perhaps another by a later reader.
+    let base = match (alone, base, base_path) {
+        (true, None, None) => None,
+        (true, _, _) => return Err(bad(format!("a {kind} patch has no base record"))),
+        (false, sha256, path) => Some(PatchBase {
+            sha256: digest(sha256, "base-sha256")?,
+            path,
+        }),
+    };
     Ok(Some(PatchInfo {
-        base_path,
+        base,
         gzip,
         x86,
-        base_sha256: digest(base, "base-sha256")?,
         sha256: digest(sha, "sha256")?,
         size,
     }))
@@ -394,6 +416,17 @@ mod tests {
         assert!(err.to_string().contains("out of range"), "{err}");
     }
 
+    /// A member at `path` with these pax records and 3 bytes of data.
+    fn patch_member(path: &str, records: &[(&str, &str)]) -> Result<Member, Error> {
+        let mut entry = Entry::new(path.into(), Kind::File);
+        entry.size = 3;
+        entry.pax = records
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        member_of(&entry, b"zst", false)
+    }
+
     /// Found by fuzzing (`fuzz/fuzz_targets/zdelta.rs`): a patch member whose pax
     /// records give one of ours twice (`size=40`, then `size=405`) was read with the last
     /// value here and the first by the publisher's `image expand`. Refused now.
@@ -408,19 +441,52 @@ mod tests {
                 ("RELEASE_UPGRADER.size", "40"),
             ];
             records.extend_from_slice(extra);
-            let mut entry = Entry::new("system/usr/bin/x".into(), Kind::File);
-            entry.size = 3;
-            entry.pax = records
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            member_of(&entry, b"zst", false)
+            patch_member("system/usr/bin/x", &records)
         };
         let once = member(&[]).unwrap();
         assert!(matches!(once.what, What::Patch(PatchInfo { size: 40, .. })));
         let err = member(&[("RELEASE_UPGRADER.size", "405")]).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
         assert!(member(&[("RELEASE_UPGRADER.patch", "zstd-patch-from")]).is_err());
+    }
+
+    #[test]
+    fn a_new_x86_file_has_no_base_and_no_base_record() {
+        let digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let member = |records: &[(&str, &str)]| patch_member("system/usr/lib/libnew.so", records);
+        let alone = [
+            ("RELEASE_UPGRADER.patch", branches::ALONE_METHOD),
+            ("RELEASE_UPGRADER.sha256", digest),
+            ("RELEASE_UPGRADER.size", "40"),
+        ];
+        let What::Patch(info) = member(&alone).unwrap().what else {
+            panic!("not a patch")
+        };
+        assert_eq!(info.base, None);
+        assert_eq!(info.x86, Some(branches::Filter::PcRelative));
+        assert_eq!(info.gzip, None);
+        for extra in [
+            ("RELEASE_UPGRADER.base-sha256", digest),
+            ("RELEASE_UPGRADER.base-path", "system/usr/lib/libold.so"),
+        ] {
+            let mut records = alone.to_vec();
+            records.push(extra);
+            let err = member(&records).unwrap_err();
+            assert!(err.to_string().contains("has no base record"), "{err}");
+        }
+        let mut large = alone;
+        let too_large = (branches::SIZE_MAX + 1).to_string();
+        large[2].1 = &too_large;
+        let err = member(&large).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        // Every other method still needs its base's digest.
+        let based = [
+            ("RELEASE_UPGRADER.patch", "x86-pcrel+zstd-patch-from"),
+            ("RELEASE_UPGRADER.sha256", digest),
+            ("RELEASE_UPGRADER.size", "40"),
+        ];
+        let err = member(&based).unwrap_err();
+        assert!(err.to_string().contains("without base-sha256"), "{err}");
     }
 
     #[test]

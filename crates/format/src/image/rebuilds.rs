@@ -31,10 +31,8 @@ pub type Finish = Box<dyn FnOnce(&std::fs::File, &std::path::Path) -> Result<(),
 /// that hard links to it can be made before it is written).
 pub struct Job {
     pub object: PathBuf,
-    /// The file the patch applies to, and the digest the patch was made against (checked
-    /// before a `.gz` rebuild, and when a result is wrong, to say which was).
-    pub base: PathBuf,
-    pub base_sha256: Sha256,
+    /// The file the patch applies to; `None` for a frame that decodes on its own.
+    pub base: Option<Base>,
     /// The member's data: one zstd frame.
     pub frame: Vec<u8>,
     /// For a `.gz` file patched in its content or tokens: how it is compressed again.
@@ -46,9 +44,18 @@ pub struct Job {
     pub size: u64,
     /// Writes the object's owner, mode and mtime once its bytes are in.
     pub finish: Finish,
-    /// For messages: `<tarball>: patched <path>`, `<tarball>: base of the patch for <path>`.
+    /// For messages: `<tarball>: patched <path>`.
     pub what: String,
-    pub base_what: String,
+}
+
+/// The base file of a [`Job`].
+pub struct Base {
+    pub path: PathBuf,
+    /// The digest the patch was made against: checked before a `.gz` rebuild, and when a
+    /// result is wrong, to say which of the two was.
+    pub sha256: Sha256,
+    /// For messages: `<tarball>: base of the patch for <path>`.
+    pub what: String,
 }
 
 /// A patched file whose result another patch of the same tarball already makes (the
@@ -179,21 +186,7 @@ impl Rebuilds {
 /// (they were when written, and are still the staging area's).
 fn write_duplicate(copy: Duplicate) -> Result<(), Error> {
     let bytes = fs_err::read(&copy.from).map_err(|e| Error::io(&copy.from, e))?;
-    if bytes.len() as u64 != copy.size {
-        return Err(Error::SizeMismatch {
-            what: copy.what,
-            expected: copy.size,
-            actual: bytes.len() as u64,
-        });
-    }
-    let sha = Sha256::of(&bytes);
-    if sha != copy.sha256 {
-        return Err(Error::HashMismatch {
-            what: copy.what,
-            expected: copy.sha256.to_hex(),
-            actual: sha.to_hex(),
-        });
-    }
+    check_result(&bytes, copy.size, &copy.sha256, &copy.what)?;
     let mut out = fs_err::OpenOptions::new()
         .write(true)
         .open(&copy.object)
@@ -244,28 +237,29 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
         Some(r) => r,
         None => &mut from_memory,
     };
-    let mut base = fs_err::read(&job.base).map_err(|e| Error::io(&job.base, e))?;
-    let base_check = |base: &[u8]| {
-        let actual = Sha256::of(base);
-        match actual == job.base_sha256 {
-            true => Ok(()),
-            false => Err(Error::HashMismatch {
-                what: job.base_what.clone(),
-                expected: job.base_sha256.to_hex(),
-                actual: actual.to_hex(),
-            }),
+    let mut base = match &job.base {
+        Some(b) => fs_err::read(&b.path).map_err(|e| Error::io(&b.path, e))?,
+        None => Vec::new(),
+    };
+    let base_check = |bytes: &[u8]| match &job.base {
+        Some(b) => {
+            let actual = Sha256::of(bytes);
+            match actual == b.sha256 {
+                true => Ok(()),
+                false => Err(hash_mismatch(&b.what, &b.sha256, &actual)),
+            }
         }
+        None => Ok(()),
     };
     let mut out = fs_err::OpenOptions::new()
         .write(true)
         .open(&job.object)
         .map_err(|e| Error::io(&job.object, e))?;
-    let written = match &job.gzip {
+    let written = match (&job.gzip, job.x86) {
         // Converted base in, converted file out: the whole result in memory (at most
         // `branches::SIZE_MAX`, which the member's check enforced), converted back before
         // its digest is checked.
-        None if job.x86.is_some() => {
-            let filter = job.x86.expect("a conversion");
+        (None, Some(filter)) => {
             let (size, sha256, what) = (job.size, &job.sha256, job.what.as_str());
             let file = match in_memory {
                 Some(frame) => decode_x86(filter, &mut base, &mut &frame[..], size, sha256, what),
@@ -274,7 +268,7 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
             file.and_then(|file| out.write_all(&file).map_err(|e| Error::io(&job.object, e)))
                 .or_else(|e| base_check(&base).and(Err(e)))
         }
-        Some(gzip) => {
+        (Some(gzip), _) => {
             base_check(&base)?;
             let file = gzip.apply(&base, reader, job.size, &job.sha256, &job.what)?;
             out.write_all(&file).map_err(|e| Error::io(&job.object, e))
@@ -282,7 +276,7 @@ fn apply(job: Job, frame: Frame<'_>) -> Result<(), Error> {
         // The result's digest is what makes a patched file right, whatever the base; the
         // base's own digest is checked when the result is wrong, to say which of the two
         // was (hashing every base cost 0.1 s of CPU on Debian 12 → 13).
-        None => match in_memory {
+        (None, None) => match in_memory {
             Some(frame) if job.size <= ONE_SHOT_MAX => {
                 one_shot(&base, frame, job.size, &job.sha256, &job.what, None)
                     .and_then(|file| out.write_all(&file).map_err(|e| Error::io(&job.object, e)))
@@ -361,24 +355,41 @@ fn one_shot(
     dctx.decompress(&mut file, frame)
         .map_err(|code| bad(format!("patch does not decode: {}", zstd_error(code))))?;
     if file.len() as u64 != size {
-        return Err(Error::SizeMismatch {
-            what: what.to_owned(),
-            expected: size,
-            actual: file.len() as u64,
-        });
+        return Err(size_mismatch(what, size, file.len() as u64));
     }
     if let Some(filter) = convert {
         branches::decode(&mut file, filter);
     }
-    let sha = Sha256::of(&file);
-    if sha != *sha256 {
-        return Err(Error::HashMismatch {
-            what: what.to_owned(),
-            expected: sha256.to_hex(),
-            actual: sha.to_hex(),
-        });
-    }
+    check_result(&file, size, sha256, what)?;
     Ok(file)
+}
+
+/// Whether `bytes` are the result a patch promised: its size, then its digest.
+fn check_result(bytes: &[u8], size: u64, sha256: &Sha256, what: &str) -> Result<(), Error> {
+    if bytes.len() as u64 != size {
+        return Err(size_mismatch(what, size, bytes.len() as u64));
+    }
+    let actual = Sha256::of(bytes);
+    match actual == *sha256 {
+        true => Ok(()),
+        false => Err(hash_mismatch(what, sha256, &actual)),
+    }
+}
+
+fn hash_mismatch(what: &str, expected: &Sha256, actual: &Sha256) -> Error {
+    Error::HashMismatch {
+        what: what.to_owned(),
+        expected: expected.to_hex(),
+        actual: actual.to_hex(),
+    }
+}
+
+fn size_mismatch(what: &str, expected: u64, actual: u64) -> Error {
+    Error::SizeMismatch {
+        what: what.to_owned(),
+        expected,
+        actual,
+    }
 }
 
 /// Decodes `frame` (exactly one zstd frame, nothing after it) against `base` into `out`
@@ -422,11 +433,7 @@ pub fn decode_checked(
             .map_err(|e| Error::io(std::path::Path::new(what), e))?;
     }
     if written != size {
-        return Err(Error::SizeMismatch {
-            what: what.to_owned(),
-            expected: size,
-            actual: written,
-        });
+        return Err(size_mismatch(what, size, written));
     }
     let trailing = !decoder
         .finish()
@@ -437,14 +444,10 @@ pub fn decode_checked(
         return Err(bad("data after the patch frame".into()));
     }
     let digest = hasher.finish();
-    if digest != *sha256 {
-        return Err(Error::HashMismatch {
-            what: what.to_owned(),
-            expected: sha256.to_hex(),
-            actual: digest.to_hex(),
-        });
+    match digest == *sha256 {
+        true => Ok(()),
+        false => Err(hash_mismatch(what, sha256, &digest)),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -521,6 +524,46 @@ mod tests {
             .is_err()
         );
         assert!(base == original, "a refused patch left the base converted");
+    }
+
+    /// A new file's frame (`x86-pcrel+zstd`): the job has no base, the frame decodes
+    /// alone and converts back; a tampered frame or a wrong digest writes nothing.
+    #[test]
+    fn a_job_with_no_base_decodes_its_frame_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = code(16);
+        let mut converted = file.clone();
+        branches::encode(&mut converted, Filter::PcRelative);
+        let frame = zstd::bulk::compress(&converted, 19).unwrap();
+        let job = |frame: &[u8], sha256: Sha256| {
+            let object = dir.path().join("object");
+            std::fs::write(&object, b"").unwrap();
+            Job {
+                object,
+                base: None,
+                frame: frame.to_vec(),
+                gzip: None,
+                x86: Some(Filter::PcRelative),
+                sha256,
+                size: file.len() as u64,
+                finish: Box::new(|_, _| Ok(())),
+                what: "t: patched usr/bin/new".into(),
+            }
+        };
+        let object = dir.path().join("object");
+        let sha = Sha256::of(&file);
+        run(job(&frame, sha)).unwrap();
+        assert!(std::fs::read(&object).unwrap() == file);
+        run_reading(job(b"", sha), &mut &frame[..]).unwrap();
+        assert!(std::fs::read(&object).unwrap() == file);
+
+        let mut tampered = frame.clone();
+        let mid = tampered.len() / 2;
+        tampered[mid] ^= 0x20;
+        for wrong in [job(&tampered, sha), job(&frame, Sha256::of(b"x"))] {
+            assert!(run(wrong).is_err());
+            assert_eq!(std::fs::read(&object).unwrap(), b"", "wrote a wrong file");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! with a `RELEASE_UPGRADER.base-path` record, the file at that other path of the same
 //! tree (before the delta changes anything): between releases most changed files are
 //! renamed ones (`libstdc++.so.6.0.30` → `.0.33`, `perl-base/5.36/…` → `5.40/…`), and
-//! without it they would ship whole.
+//! without it they would ship whole. A new x86-64 file that no base matches may be a
+//! frame of its own, of its code conversion ([`make_x86_alone`]).
 //!
 //! [`apply_member`] checks the base before and decodes with the device's own decoders
 //! ([`rebuilds::decode_checked`](ru_format::image::rebuilds::decode_checked),
@@ -38,20 +39,28 @@ pub const WINDOW_LOG_MAX: u32 = 31;
 /// What a patch member promises.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatchInfo {
-    /// SHA256 of the base file the patch applies to.
-    pub base_sha256: Sha256,
+    /// The base file the patch applies to; `None` for a new file's frame that decodes on
+    /// its own ([`branches::ALONE_METHOD`], the only method without a base).
+    pub base: Option<PatchBase>,
     /// SHA256 and size of the resulting file.
     pub sha256: Sha256,
     pub size: u64,
-    /// The image path (`system/…`) of the base file when it is not the member's own
-    /// path: normalised, relative, no `..`.
-    pub base_path: Option<String>,
     /// For a `.gz` file patched in its content or its tokens ([`regzip::Recompress`]):
     /// what makes the frame's output the file again.
     pub gzip: Option<GzipPatch>,
     /// The frame was made from base and file in this x86 code conversion
     /// ([`branches`]).
     pub x86: Option<Filter>,
+}
+
+/// The base file of a patch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchBase {
+    /// SHA256 of the base file.
+    pub sha256: Sha256,
+    /// The image path (`system/…`) of the base file when it is not the member's own
+    /// path: normalised, relative, no `..`.
+    pub path: Option<String>,
 }
 
 /// Checks a `RELEASE_UPGRADER.base-path` value: an image path under `system/`, relative,
@@ -93,9 +102,10 @@ impl PatchInfo {
                 return Err(bad(format!("the pax record {key} is given twice")));
             }
         }
+        let alone = method == branches::ALONE_METHOD;
         let gzip = match method {
             PATCH_METHOD => None,
-            _ if Filter::of_method(method).is_some() => None,
+            _ if alone || Filter::of_method(method).is_some() => None,
             _ => match GzipPatch::from_records(method, get) {
                 Some(gzip) => Some(gzip.map_err(bad)?),
                 None => return Err(bad(format!("unknown patch method {method:?}"))),
@@ -114,18 +124,30 @@ impl PatchInfo {
         let base_path = get(BASE_PATH_KEY)
             .map(|v| check_base_path(v).map_err(bad))
             .transpose()?;
-        let x86 = Filter::of_method(method);
+        let x86 = match alone {
+            true => Some(Filter::PcRelative),
+            false => Filter::of_method(method),
+        };
         if x86.is_some() && size > branches::SIZE_MAX {
             return Err(bad(format!(
                 "an x86-converted patch makes at most {} bytes, this one {size}",
                 branches::SIZE_MAX
             )));
         }
+        let base = match alone {
+            true if get(BASE_SHA256_KEY).is_some() || base_path.is_some() => {
+                return Err(bad(format!("a {method} patch has no base record")));
+            }
+            true => None,
+            false => Some(PatchBase {
+                sha256: digest(BASE_SHA256_KEY)?,
+                path: base_path,
+            }),
+        };
         Ok(Some(PatchInfo {
-            base_sha256: digest(BASE_SHA256_KEY)?,
+            base,
             sha256: digest(SHA256_KEY)?,
             size,
-            base_path,
             gzip,
             x86,
         }))
@@ -133,17 +155,18 @@ impl PatchInfo {
 
     /// The pax records that describe this patch, in the order the writer emits them.
     pub fn pax_records(&self) -> Vec<(String, String)> {
-        let method = match &self.gzip {
-            Some(gzip) => gzip.method(),
-            None => self.x86.map_or(PATCH_METHOD, Filter::method),
+        let method = match (&self.gzip, &self.base) {
+            (Some(gzip), _) => gzip.method(),
+            (None, None) => branches::ALONE_METHOD,
+            (None, Some(_)) => self.x86.map_or(PATCH_METHOD, Filter::method),
         };
-        let mut records = vec![
-            (PATCH_KEY.into(), method.into()),
-            (BASE_SHA256_KEY.into(), self.base_sha256.to_hex()),
-            (SHA256_KEY.into(), self.sha256.to_hex()),
-            (SIZE_KEY.into(), self.size.to_string()),
-        ];
-        if let Some(path) = &self.base_path {
+        let mut records = vec![(PATCH_KEY.into(), method.into())];
+        if let Some(base) = &self.base {
+            records.push((BASE_SHA256_KEY.into(), base.sha256.to_hex()));
+        }
+        records.push((SHA256_KEY.into(), self.sha256.to_hex()));
+        records.push((SIZE_KEY.into(), self.size.to_string()));
+        if let Some(path) = self.base.as_ref().and_then(|b| b.path.as_ref()) {
             records.push((BASE_PATH_KEY.into(), path.clone()));
         }
         if let Some(gzip) = &self.gzip {
@@ -200,6 +223,18 @@ pub fn make_x86_patch(
     make_patch(&base, &target, level).map(Some)
 }
 
+/// The frame of a file with no base ([`branches::ALONE_METHOD`]): its x86 code
+/// conversion compressed alone, when it is an x86-64 ELF file of at most
+/// [`branches::SIZE_MAX`] bytes.
+pub fn make_x86_alone(target: &[u8], level: i32) -> io::Result<Option<Vec<u8>>> {
+    if !branches::is_x86_64_elf(target) || target.len() as u64 > branches::SIZE_MAX {
+        return Ok(None);
+    }
+    let mut converted = target.to_vec();
+    branches::encode(&mut converted, Filter::PcRelative);
+    make_patch(&[], &converted, level).map(Some)
+}
+
 /// The gzip patch of `target` against `base` when both are gzip files and `target`
 /// rebuilds exactly from its content ([`regzip::split`]): the frame of its content with
 /// the base's content as reference prefix, and what recompresses it.
@@ -254,8 +289,9 @@ pub fn make_tokens_patch(
 }
 
 /// Rebuilds the file a patch member describes into `out`: the base must hash to
-/// `info.base_sha256`; `patch` must be exactly one zstd frame that decodes (with `base`
-/// as reference prefix) to `info.size` bytes hashing to `info.sha256`. `out` receives
+/// `info.base`'s digest (a patch with no base gets none, and `base` is not used);
+/// `patch` must be exactly one zstd frame that decodes (with `base` as reference
+/// prefix) to `info.size` bytes hashing to `info.sha256`. `out` receives
 /// bytes as they decode, so callers write to a temporary and keep it only on `Ok`.
 /// Returns the size written.
 pub fn apply_member(
@@ -265,14 +301,20 @@ pub fn apply_member(
     out: &mut dyn Write,
     what: &str,
 ) -> Result<u64, Error> {
-    let base_digest = Sha256::of(base);
-    if base_digest != info.base_sha256 {
-        return Err(Error::HashMismatch {
-            what: format!("{what} (base of the patch)"),
-            expected: info.base_sha256.to_hex(),
-            actual: base_digest.to_hex(),
-        });
-    }
+    let base = match &info.base {
+        Some(expected) => {
+            let base_digest = Sha256::of(base);
+            if base_digest != expected.sha256 {
+                return Err(Error::HashMismatch {
+                    what: format!("{what} (base of the patch)"),
+                    expected: expected.sha256.to_hex(),
+                    actual: base_digest.to_hex(),
+                });
+            }
+            base
+        }
+        None => &[],
+    };
     if let Some(gzip) = &info.gzip {
         let file = gzip.apply(base, patch, info.size, &info.sha256, what)?;
         out.write_all(&file)
@@ -331,9 +373,13 @@ pub fn expand(input: &Path, base_root: &Path, out: &mut dyn Write) -> Result<Exp
                         reason: "a patch on an entry that is not a regular file".into(),
                     });
                 }
-                let base_rel = info.base_path.as_deref().unwrap_or(&entry.path);
-                let base_path = inside(base_root, base_rel, &what)?;
-                let base = read_nofollow(&base_path)?;
+                let base = match &info.base {
+                    Some(base) => {
+                        let base_rel = base.path.as_deref().unwrap_or(&entry.path);
+                        read_nofollow(&inside(base_root, base_rel, &what)?)?
+                    }
+                    None => Vec::new(),
+                };
                 let mut decoded = Vec::with_capacity(info.size.min(1 << 30) as usize);
                 apply_member(&info, &base, &mut reader, &mut decoded, &what)?;
                 entry.pax.clear();
@@ -423,10 +469,12 @@ mod tests {
 
     fn info(base: &[u8], target: &[u8]) -> PatchInfo {
         PatchInfo {
-            base_sha256: Sha256::of(base),
+            base: Some(PatchBase {
+                sha256: Sha256::of(base),
+                path: None,
+            }),
             sha256: Sha256::of(target),
             size: target.len() as u64,
-            base_path: None,
             gzip: None,
             x86: None,
         }
@@ -529,6 +577,71 @@ mod tests {
                 assert_ne!(out, target);
             }
         }
+    }
+
+    #[test]
+    fn a_new_x86_file_in_its_code_conversion_decodes_alone_and_is_smaller() {
+        let target = x86_code(16);
+        let frame = make_x86_alone(&target, 19).unwrap().unwrap();
+        let plain = make_patch(&[], &target, 19).unwrap();
+        assert!(
+            frame.len() * 3 < plain.len() * 2,
+            "{} bytes converted, {} plain",
+            frame.len(),
+            plain.len()
+        );
+        let alone = PatchInfo {
+            base: None,
+            x86: Some(Filter::PcRelative),
+            ..info(&[], &target)
+        };
+        let records = alone.pax_records();
+        assert_eq!(
+            records.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            [PATCH_KEY, SHA256_KEY, SIZE_KEY]
+        );
+        assert!(records.contains(&(PATCH_KEY.to_owned(), branches::ALONE_METHOD.to_owned())));
+        assert_eq!(
+            PatchInfo::from_pax(&records, "t").unwrap(),
+            Some(alone.clone())
+        );
+        let apply = |info: &PatchInfo, frame: &[u8]| {
+            let mut out = Vec::new();
+            apply_member(
+                info,
+                b"whatever the caller passes",
+                &mut &frame[..],
+                &mut out,
+                "t",
+            )
+            .map(|_| out)
+        };
+        assert_eq!(apply(&alone, &frame).unwrap(), target);
+        // Tampered: a frame byte, the promised digest; the plain frame is not the
+        // converted file (the result's digest says so).
+        let mut bad = frame.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x10;
+        assert!(apply(&alone, &bad).is_err());
+        let mut wrong = alone.clone();
+        wrong.sha256 = Sha256::of(b"another file");
+        assert!(apply(&wrong, &frame).is_err());
+        assert!(apply(&alone, &plain).is_err());
+        // No base record with it, and no more than the device converts in memory.
+        for (key, value) in [
+            (BASE_SHA256_KEY, Sha256::of(b"").to_hex()),
+            (BASE_PATH_KEY, "system/usr/lib/libfoo.so".to_owned()),
+        ] {
+            let mut with_base = records.clone();
+            with_base.push((key.to_owned(), value));
+            let err = PatchInfo::from_pax(&with_base, "t").unwrap_err();
+            assert!(err.to_string().contains("has no base record"), "{err}");
+        }
+        let mut large = alone.clone();
+        large.size = branches::SIZE_MAX + 1;
+        assert!(PatchInfo::from_pax(&large.pax_records(), "t").is_err());
+        // Only x86-64 ELF files.
+        assert!(make_x86_alone(&target[1..], 19).unwrap().is_none());
     }
 
     #[test]
@@ -673,7 +786,10 @@ mod tests {
         // A base that is not gzip (with a digest that matches it) is refused too.
         let plain = changelog(3000);
         let not_gzip = PatchInfo {
-            base_sha256: Sha256::of(&plain),
+            base: Some(PatchBase {
+                sha256: Sha256::of(&plain),
+                path: None,
+            }),
             ..good.clone()
         };
         assert!(apply(&not_gzip, &plain, &frame).is_err());
@@ -733,7 +849,7 @@ mod tests {
         let odd = vec![(PATCH_KEY.to_owned(), "bsdiff".to_owned())];
         assert!(PatchInfo::from_pax(&odd, "t").is_err());
         let mut elsewhere = info(&base, &target);
-        elsewhere.base_path = Some("system/usr/lib/libfoo.so.1.2.3".into());
+        elsewhere.base.as_mut().unwrap().path = Some("system/usr/lib/libfoo.so.1.2.3".into());
         let records = elsewhere.pax_records();
         assert!(records.contains(&(
             BASE_PATH_KEY.to_owned(),

@@ -17,7 +17,8 @@
 //! An upgrade starts dpkg and its backends through them about a thousand times, so the
 //! common case, an absolute `$0` (apt's `Dir::Bin::dpkg`, a `PATH` lookup), takes the
 //! prefix by name: the subshell that asks the file system costs 0.4 ms of the 1.9 ms a
-//! start through an entry point takes here, and is kept for relative paths and `.`/`..`.
+//! start through an entry point takes here, and is kept for relative paths, `.`/`..` and
+//! a `//` before the name.
 //! The library path is an argument of the loader, not `LD_LIBRARY_PATH`: nothing the
 //! program starts inherits it. `--argv0` keeps the name the program was called by (apt's
 //! http method is `https` when called so).
@@ -651,7 +652,7 @@ if [ -L "$self" ]; then self=$(readlink -f -- "$self") || exit 127; fi
 case $self in */*) dir=${{self%/*}} ;; *) dir=. ;; esac
 # An absolute directory without . or .. names the prefix as its parent (no subshell).
 case $dir in
-  */. | */./* | */.. | */../* | [!/]*) root=$(cd -- "$dir/.." && pwd -P) || exit 127 ;;
+  */ | */. | */./* | */.. | */../* | [!/]*) root=$(cd -- "$dir/.." && pwd -P) || exit 127 ;;
   *) root=${{dir%/*}} ;;
 esac
 root=$root/{root}
@@ -883,7 +884,8 @@ mod tests {
     }
 
     /// However an entry point is started (an absolute path, the prefix reached through a
-    /// symlink, a relative path, `..` in the path, `PATH`, a symlink to the entry point),
+    /// symlink, a relative path, `.`, `..` or `//` in the path, `PATH`, a symlink to the
+    /// entry point),
     /// it runs the loader of its own prefix on its own program, from the caller's working
     /// directory. The "loader" here is a script that prints the program it was given.
     #[test]
@@ -948,6 +950,7 @@ mod tests {
             (&prefix, "./bin/tool".to_string()),
             (&cwd, quoted(&prefix.join("bin/../bin/tool"))),
             (&cwd, quoted(&prefix.join("bin/./tool"))),
+            (&cwd, format!("{}//tool", quoted(&prefix.join("bin")))),
             (&cwd, quoted(&base.join("tool-link"))),
         ] {
             assert_eq!(start(from, &how, system), program, "{how}");

@@ -31,9 +31,7 @@ kind=${2:-server}
 cache=${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}
 tarball=$cache/debootstrap-bookworm-$kind.tar
 [ -f "$tarball" ] || { echo "no $tarball: run benches/upgrade.sh 1 $kind first" >&2; exit 2; }
-mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) |
-  grep -oE 'https?://[^ ]*/debian/?( |$)' | head -1 | tr -d ' ' || true)}
-[ -n "$mirror" ] || { echo "no Debian mirror in the apt sources; set RELEASE_UPGRADER_DEBIAN_MIRROR" >&2; exit 2; }
+mirror=$(debian_mirror) || exit 2
 
 work=$(mktemp -d /var/tmp/release-upgrader-dpkg-decompress.XXXXXX)
 mounted=()
@@ -48,7 +46,8 @@ trap 'unmount_all; safe_rm_tree "${work:?}"' EXIT
 fresh() { # DIR
   mkdir -p "$1"
   tar -C "$1" --numeric-owner -xpf "$tarball"
-  rm -f -- "${1:?}"/etc/apt/sources.list.d/*
+  # The minbase tarball keeps debootstrap's archives: only the upgrade's are measured.
+  rm -f -- "${1:?}"/var/cache/apt/archives/*.deb "${1:?}"/etc/apt/sources.list.d/*
   echo "deb $mirror trixie main" >"$1/etc/apt/sources.list"
   printf '#!/bin/sh\nexit 101\n' >"$1/usr/sbin/policy-rc.d"
   chmod 755 "$1/usr/sbin/policy-rc.d"

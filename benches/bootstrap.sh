@@ -22,9 +22,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-7}
 static=${2:-}
 
-mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) |
-  grep -oE 'https?://[^ ]*/debian/?( |$)' | head -1 | tr -d ' ' || true)}
-[ -n "$mirror" ] || { echo "no Debian mirror in the apt sources; set RELEASE_UPGRADER_DEBIAN_MIRROR" >&2; exit 2; }
+mirror=$(debian_mirror) || exit 2
 cache=${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}/upstream-debs
 
 cargo build --release --bins -q

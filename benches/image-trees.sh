@@ -18,13 +18,7 @@ in_private_mount_ns "$@"
 cache="${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}"
 mkdir -p "$cache"
 
-mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-}
-if [ -z "$mirror" ]; then
-  mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-    awk '/^URIs:/ { print $2 } /^deb / { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; break } }' |
-    grep -E '^https?://.*/debian/?$' | head -n1 || true)
-fi
-[ -n "$mirror" ] || { echo "image-trees.sh: no Debian mirror (set RELEASE_UPGRADER_DEBIAN_MIRROR)" >&2; exit 1; }
+mirror=$(debian_mirror) || exit 1
 
 minbase() {
   local suite=$1 tarball="$cache/debootstrap-$1-minbase.tar"

@@ -4,6 +4,8 @@
 #   safe_rm_tree DIR...        rm -rf each DIR, refused (exit status 1, nothing deleted)
 #                              when anything is mounted at or below it
 #   mounts_below DIR           prints the mount points at or below DIR; status 0 if any
+#   debian_mirror              prints the Debian mirror to download from (status 1 and
+#                              a message when there is none)
 #   in_private_mount_ns "$@"   re-executes the calling script in a mount namespace of its
 #                              own (unshare --mount --propagation private), once: mounts
 #                              it makes never show on the host and go when it ends
@@ -66,6 +68,23 @@ assert_no_mounts_below() {
     echo "mounted below $1: $(echo $mounted)" >&2
     return 1
   fi
+}
+
+# The Debian mirror the benches download from: RELEASE_UPGRADER_DEBIAN_MIRROR, else the
+# first …/debian URI of this machine's apt sources (deb822 `URIs:` or one-line `deb`
+# entries). Prints it; without one, says so and returns 1.
+debian_mirror() {
+  local mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-}
+  if [ -z "$mirror" ]; then
+    mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list /etc/apt/sources.list 2>/dev/null |
+      awk '/^URIs:/ { print $2 } /^deb / { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; break } }' |
+      grep -E '^https?://.*/debian/?$' | head -n1 || true)
+  fi
+  if [ -z "$mirror" ]; then
+    echo "$0: no Debian mirror in the apt sources; set RELEASE_UPGRADER_DEBIAN_MIRROR" >&2
+    return 1
+  fi
+  printf '%s\n' "$mirror"
 }
 
 # Re-executes the calling script ($0, with "$@") under

@@ -45,9 +45,7 @@ case $kind in
   *) echo "unknown root $kind (minbase, server or desktop)" >&2; exit 2 ;;
 esac
 
-mirror=${RELEASE_UPGRADER_DEBIAN_MIRROR:-$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true) |
-  grep -oE 'https?://[^ ]*/debian/?( |$)' | head -1 | tr -d ' ' || true)}
-[ -n "$mirror" ] || { echo "no Debian mirror in the apt sources; set RELEASE_UPGRADER_DEBIAN_MIRROR" >&2; exit 2; }
+mirror=$(debian_mirror) || exit 2
 cache=${RELEASE_UPGRADER_TEST_CACHE:-$HOME/.cache/release-upgrader-tests}
 mkdir -p "$cache"
 tarball=$cache/debootstrap-bookworm-$kind.tar
